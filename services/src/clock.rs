@@ -1,0 +1,59 @@
+//! Time as the services see it. Everything that reads the clock or sleeps goes through here, so the
+//! simulation (madsim) can drive it: `tokio` is `madsim-tokio`, which is simulated time under
+//! `--cfg madsim` and real tokio otherwise.
+
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch, the unit of every `timestamp` on the wire.
+///
+/// Under madsim, `SystemTime::now` is the simulated clock (madsim intercepts the clock calls), so
+/// timestamps are deterministic for a seed.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Scales the cooking and delivery times: 1.0 is real time, 0.0 makes every step instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeScale(f64);
+
+impl TimeScale {
+    /// Real time.
+    pub const REAL: TimeScale = TimeScale(1.0);
+
+    /// A time scale; `None` for a negative or non-finite factor.
+    pub fn new(factor: f64) -> Option<TimeScale> {
+        (factor.is_finite() && factor >= 0.0).then_some(TimeScale(factor))
+    }
+
+    /// The factor itself.
+    pub fn factor(self) -> f64 {
+        self.0
+    }
+
+    /// `seconds` of shop time as a duration on the runtime's clock.
+    pub fn scale_secs(self, seconds: f64) -> Duration {
+        Duration::from_secs_f64((seconds * self.0).max(0.0))
+    }
+
+    /// Sleeps for `seconds` of shop time (returns at once at scale 0).
+    pub async fn sleep_secs(self, seconds: f64) {
+        let d = self.scale_secs(seconds);
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+impl std::str::FromStr for TimeScale {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let f: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number"))?;
+        TimeScale::new(f).ok_or_else(|| format!("time scale must be a finite number >= 0, got {s}"))
+    }
+}

@@ -1,0 +1,388 @@
+//! `pizza`: the pizza shop's services, the embedded broker and the demo. Thin: parses flags, reads
+//! the configuration, and calls the library's entry points.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
+use pizza::clock::TimeScale;
+use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::services::{self, ServiceConfig};
+use pizza::shutdown::{Shutdown, ShutdownTrigger};
+use pizza::store::ViewStore;
+use pizza::transport::kafka::KafkaTransport;
+use pizza::web::{self, AppState};
+use pizza::worker::WorkerStats;
+
+/// The pizza shop of the Kafka CQRS / event-sourcing demo, in Rust.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: the embedded broker, every service, and the web app.
+    Demo {
+        /// Port for the web app on 127.0.0.1.
+        #[arg(long, env = "PIZZA_PORT", default_value_t = 8000)]
+        port: u16,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run one service as its own process against a Kafka cluster.
+    Serve {
+        /// assemble, bake, deliver, merge, status or web.
+        service: ServiceName,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Port for `web` on 127.0.0.1.
+        #[arg(long, env = "PIZZA_PORT", default_value_t = 8000)]
+        port: u16,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Topics on a real cluster.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Run the embedded broker (librdkafka's mock cluster) alone, with the topics created.
+    Broker {
+        /// The original's config_sys/default.ini (topics, partitions).
+        #[arg(long, env = "PIZZA_SYS_CONFIG")]
+        sys_config: Option<PathBuf>,
+    },
+    /// The status view.
+    View {
+        #[command(subcommand)]
+        action: ViewAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create the shop's topics that are missing; existing ones are left alone.
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The original's config_sys/default.ini (topic names, partitions, replication).
+        #[arg(long, env = "PIZZA_SYS_CONFIG")]
+        sys_config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ViewAction {
+    /// Rebuild the view from the log into a new SQLite file; with --compare, check it equals a live one.
+    Rebuild {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The original's config_sys/default.ini.
+        #[arg(long, env = "PIZZA_SYS_CONFIG")]
+        sys_config: Option<PathBuf>,
+        /// The new file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// A live view (orders.db) to compare the rebuilt one with; exits 1 when they differ.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct KafkaArgs {
+    /// The original's config_kafka/<name>.ini: its [kafka] section holds librdkafka properties.
+    #[arg(long, env = "PIZZA_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
+    /// Bootstrap servers, instead of a config file (e.g. 127.0.0.1:9092).
+    #[arg(long, env = "PIZZA_BROKERS")]
+    brokers: Option<String>,
+}
+
+impl KafkaArgs {
+    fn props(&self) -> Result<KafkaProps> {
+        match (&self.kafka_config, &self.brokers) {
+            (Some(path), _) => Ok(KafkaProps::load(path)?),
+            (None, Some(b)) => Ok(KafkaProps::bootstrap(b)),
+            (None, None) => bail!("give --kafka-config FILE or --brokers HOST:PORT"),
+        }
+    }
+}
+
+#[derive(Args)]
+struct Common {
+    /// The original's config_sys/default.ini (topics, groups, status codes, menu, watchdog).
+    #[arg(long, env = "PIZZA_SYS_CONFIG")]
+    sys_config: Option<PathBuf>,
+    /// Directory for the SQLite files (orders.db, delivery.db). `demo` uses a fresh temporary one by default.
+    #[arg(long, env = "PIZZA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Scales every cooking, delivery and watchdog time: 1 is real time, 0 is instant.
+    #[arg(long, env = "PIZZA_TIME_SCALE", default_value = "1")]
+    time_scale: TimeScale,
+    /// Records each service handles at once (ovens, drivers).
+    #[arg(long, env = "PIZZA_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+}
+
+impl Common {
+    fn service_config(&self, data_dir: PathBuf) -> Result<ServiceConfig> {
+        let mut cfg = ServiceConfig::new(load_sys(self.sys_config.as_deref())?, data_dir);
+        cfg.time_scale = self.time_scale;
+        cfg.concurrency = self.concurrency as usize;
+        cfg.max_in_flight = (self.concurrency as usize * 16).max(1024);
+        Ok(cfg)
+    }
+}
+
+fn load_sys(path: Option<&Path>) -> Result<SysConfig> {
+    Ok(match path {
+        Some(p) => SysConfig::load(p)?,
+        None => SysConfig::default(),
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(real_main(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { port, common } => demo(port, common).await,
+        Command::Serve {
+            service,
+            kafka,
+            port,
+            common,
+        } => {
+            let data_dir = common
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("pizza-data"));
+            let cfg = common.service_config(data_dir)?;
+            let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
+            let (trigger, shutdown) = Shutdown::new();
+            tokio::spawn(on_signals(trigger));
+            if service == ServiceName::Web {
+                return serve_web(transport, cfg, port, shutdown).await;
+            }
+            let stats = Arc::new(WorkerStats::default());
+            services::run(service, cfg, transport, stats, shutdown).await?;
+            Ok(())
+        }
+        Command::Topics {
+            action: TopicsAction::Create { kafka, sys_config },
+        } => {
+            let sys = load_sys(sys_config.as_deref())?;
+            let transport = KafkaTransport::new(&kafka.props()?, "pizza-admin")?;
+            for outcome in create_topics(&transport, &sys).await? {
+                match outcome {
+                    TopicOutcome::Created { name, partitions } => {
+                        println!("created {name} ({partitions} partitions)")
+                    }
+                    TopicOutcome::Exists { name, partitions } => {
+                        println!("exists  {name} ({partitions} partitions), left alone")
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Broker { sys_config } => {
+            let sys = load_sys(sys_config.as_deref())?;
+            let broker = EmbeddedBroker::start(&sys)?;
+            println!("{}", broker.bootstrap_servers());
+            eprintln!(
+                "embedded broker up with topics {} ({} partitions each); Ctrl-C stops it",
+                sys.topics.all().join(", "),
+                sys.num_partitions
+            );
+            let (trigger, mut shutdown) = Shutdown::new();
+            tokio::spawn(on_signals(trigger));
+            shutdown.wait().await;
+            Ok(())
+        }
+        Command::View {
+            action:
+                ViewAction::Rebuild {
+                    kafka,
+                    sys_config,
+                    out,
+                    compare,
+                },
+        } => {
+            let cfg = ServiceConfig::new(load_sys(sys_config.as_deref())?, PathBuf::from("."));
+            let transport = KafkaTransport::new(&kafka.props()?, "pizza-view-rebuild")?;
+            let stats = pizza::view::rebuild(&transport, &cfg, &out).await?;
+            println!(
+                "rebuilt {} from {} records ({} skipped as malformed)",
+                out.display(),
+                stats.records,
+                stats.skipped
+            );
+            if let Some(live) = compare {
+                let a = ViewStore::open_read_only(&live)?.dump()?;
+                let b = ViewStore::open_read_only(&out)?.dump()?;
+                if a != b {
+                    bail!("the rebuilt view differs from {}", live.display());
+                }
+                println!("equal to {} ({} orders)", live.display(), a.status.len());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+async fn on_signals(trigger: ShutdownTrigger) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("signal received: finishing in-flight work (again to force)");
+    trigger.fire();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    eprintln!("forced exit");
+    std::process::exit(130);
+}
+
+async fn serve_web(
+    transport: KafkaTransport,
+    cfg: ServiceConfig,
+    port: u16,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "web app listening");
+    serve_web_on(listener, transport, cfg, shutdown).await
+}
+
+async fn demo(port: u16, common: Common) -> Result<()> {
+    let started = Instant::now();
+    let (_tmp, data_dir) = match &common.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let tmp = tempfile_dir()?;
+            let p = tmp.clone();
+            (Some(TempDir(tmp)), p)
+        }
+    };
+    let cfg = common.service_config(data_dir)?;
+    let broker = EmbeddedBroker::start(&cfg.sys)?;
+    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let (trigger, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for service in ServiceName::CONSUMERS {
+        let transport = KafkaTransport::new(&props, &cfg.sys.client_id(service))?;
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = services::run(
+                service,
+                cfg,
+                transport,
+                Arc::new(WorkerStats::default()),
+                shutdown,
+            )
+            .await;
+            (service, r.map_err(anyhow::Error::from))
+        });
+    }
+    let transport = KafkaTransport::new(&props, &cfg.sys.client_id(ServiceName::Web))?;
+    // The status service creates the view; the web app opens the same file.
+    let web_cfg = cfg.clone();
+    let web_shutdown = shutdown.clone();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tasks.spawn(async move {
+        let r = serve_web_on(listener, transport, web_cfg, web_shutdown).await;
+        (ServiceName::Web, r)
+    });
+    println!("pizza shop ready in {} ms", started.elapsed().as_millis());
+    println!("  web app:   http://{addr}/   (health: http://{addr}/health-check)");
+    println!("  place:     curl -s -XPOST http://{addr}/api/orders -H 'content-type: application/json' \\");
+    println!("               -d '{{\"username\":\"alice\",\"sauce\":\"Tomato\",\"cheese\":\"Mozzarella\",\"main_topping\":\"Pepperoni\",\"extra_toppings\":[\"Mushroom\"]}}'");
+    println!("  status:    curl -s http://{addr}/api/orders/<order_id>");
+    println!(
+        "  broker:    {} (librdkafka mock cluster; topics created)",
+        broker.bootstrap_servers()
+    );
+    println!("  data:      {}", cfg.data_dir.display());
+    println!("  time scale {}; Ctrl-C stops", cfg.time_scale.factor());
+    tokio::spawn(on_signals(trigger));
+    let mut failed = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (service, r) = joined.context("service task panicked")?;
+        if let Err(e) = r {
+            eprintln!("{service} stopped: {e:#}");
+            failed.get_or_insert(e);
+        }
+    }
+    drop(broker);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn serve_web_on(
+    listener: tokio::net::TcpListener,
+    transport: KafkaTransport,
+    cfg: ServiceConfig,
+    mut shutdown: Shutdown,
+) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let view = Arc::new(ViewStore::open(&cfg.view_path())?);
+    let state = Arc::new(AppState {
+        transport,
+        sys: cfg.sys.clone(),
+        view,
+    });
+    axum::serve(listener, web::router(state))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    Ok(())
+}
+
+/// A temporary directory removed when the demo ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("pizza-demo-{}", pizza::domain::OrderId::random()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,80 @@
+//! Java's default partitioner, so our records land on the same partitions as those of the original
+//! services (librdkafka `partitioner=murmur2_random`, Kafka's `DefaultPartitioner`).
+
+/// The murmur2 hash as Kafka's Java client computes it (seed `0x9747b28c`), as a signed 32-bit value.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Java's default partitioner picks for a keyed record:
+/// `(murmur2(key) & 0x7fffffff) % partitions`.
+///
+/// # Panics
+/// If `partitions` is not positive (a topic always has at least one partition).
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    assert!(partitions > 0, "a topic has at least one partition");
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_matches_the_java_client_vectors() {
+        assert_eq!(murmur2(b"21"), -973_932_308);
+        assert_eq!(murmur2(b"foobar"), -790_332_482);
+        assert_eq!(murmur2(b"abc"), 479_470_107);
+    }
+
+    #[test]
+    fn partitions_match_the_spec_vectors() {
+        for (key, expected) in [
+            ("b32ad", 2),
+            ("4ad8d269", 4),
+            ("abc", 3),
+            ("foobar", 0),
+            ("order-1", 4),
+        ] {
+            assert_eq!(partition_for(key.as_bytes(), 6), expected, "key {key}");
+        }
+    }
+
+    #[test]
+    fn every_tail_length_is_hashed() {
+        // Keys of length 0..=7 exercise the 0-3 byte tails; all must differ.
+        let hashes: Vec<i32> = (0..8).map(|n| murmur2(&b"abcdefgh"[..n])).collect();
+        let mut unique = hashes.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), hashes.len(), "{hashes:?}");
+    }
+}

@@ -1,0 +1,188 @@
+//! Deliver, in two steps: pizza-ordered is the early warning of where an order goes; pizza-baked
+//! says it is ready. When the pizza is baked before the early warning arrived, the order is pending
+//! (pizza-pending, 150) and is delivered, at twice the time, once pizza-ordered comes.
+//!
+//! What it knows is persisted in SQLite before anything is produced, so a restart loses no early
+//! warning and no pending pizza, and a redelivered input re-sends the same pizza-delivered event
+//! (same timestamp) instead of delivering twice.
+
+use crate::clock::now_ms;
+use crate::domain::{decode, decode_baked, delivery_secs, encode, Malformed, Ordered, StatusOnly};
+use crate::services::{order_key, ServiceConfig};
+use crate::store::{DeliveryState, DeliveryStore};
+use crate::transport::{OutRecord, Record, Transport};
+use crate::worker::{HandleError, Handler};
+
+/// What to do about an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Remember the customer for when the pizza is baked.
+    Remember,
+    /// Drive to the customer, then report delivered.
+    Deliver { customer_id: String, pending: bool },
+    /// Baked before we know the order: report pending and remember it.
+    Pend,
+    /// Already delivered (this is a redelivery): send the same pizza-delivered event again.
+    Resend { delivered_ts: i64 },
+}
+
+/// The pure step for pizza-ordered.
+pub fn on_ordered(state: &DeliveryState, customer_id: &str) -> Decision {
+    match state {
+        DeliveryState {
+            delivered_ts: Some(ts),
+            ..
+        } => Decision::Resend { delivered_ts: *ts },
+        DeliveryState { pending: true, .. } => Decision::Deliver {
+            customer_id: customer_id.to_owned(),
+            pending: true,
+        },
+        _ => Decision::Remember,
+    }
+}
+
+/// The pure step for pizza-baked.
+pub fn on_baked(state: &DeliveryState) -> Decision {
+    match state {
+        DeliveryState {
+            delivered_ts: Some(ts),
+            ..
+        } => Decision::Resend { delivered_ts: *ts },
+        DeliveryState {
+            customer_id: Some(c),
+            pending,
+            ..
+        } => Decision::Deliver {
+            customer_id: c.clone(),
+            pending: *pending,
+        },
+        DeliveryState {
+            customer_id: None, ..
+        } => Decision::Pend,
+    }
+}
+
+/// The delivery service's handler.
+pub struct Deliver<T> {
+    pub transport: T,
+    pub cfg: ServiceConfig,
+    pub store: DeliveryStore,
+}
+
+impl<T: Transport> Deliver<T> {
+    async fn send(
+        &self,
+        topic: &str,
+        order_id: &str,
+        status: i64,
+        ts: i64,
+    ) -> Result<(), HandleError> {
+        let event = StatusOnly {
+            status,
+            timestamp: Some(ts),
+        };
+        self.transport
+            .produce(OutRecord::new(topic, order_id, encode(&event)))
+            .await?;
+        Ok(())
+    }
+}
+
+impl<T: Transport> Handler for Deliver<T> {
+    async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
+        let order_id = order_key(rec)?;
+        let topics = &self.cfg.sys.topics;
+        let codes = &self.cfg.sys.codes;
+        let state = self.store.get(order_id)?;
+        let decision = if rec.topic == topics.ordered {
+            let ordered: Ordered = decode(rec.payload())?;
+            if ordered.order.customer_id.is_empty() {
+                return Err(Malformed("order.customer_id is empty".into()).into());
+            }
+            on_ordered(&state, &ordered.order.customer_id)
+        } else {
+            decode_baked(rec.payload())?;
+            on_baked(&state)
+        };
+        match decision {
+            Decision::Remember => {
+                let ordered: Ordered = decode(rec.payload())?;
+                self.store
+                    .remember_customer(order_id, &ordered.order.customer_id)?;
+            }
+            Decision::Pend => {
+                self.store.mark_pending(order_id)?;
+                self.send(&topics.pending, order_id, codes.pending, now_ms())
+                    .await?;
+            }
+            Decision::Deliver {
+                customer_id,
+                pending,
+            } => {
+                let secs = delivery_secs(&customer_id, pending);
+                self.cfg.time_scale.sleep_secs(secs as f64).await;
+                // Durable before it is announced: a crash from here on re-sends, never re-delivers.
+                let ts = self.store.mark_delivered(order_id, now_ms())?;
+                self.send(&topics.delivered, order_id, codes.delivered, ts)
+                    .await?;
+            }
+            Decision::Resend { delivered_ts } => {
+                self.send(&topics.delivered, order_id, codes.delivered, delivered_ts)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(c: &str) -> DeliveryState {
+        DeliveryState {
+            customer_id: Some(c.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ordered_then_baked_delivers_once() {
+        let fresh = DeliveryState::default();
+        assert_eq!(on_ordered(&fresh, "ab"), Decision::Remember);
+        assert_eq!(
+            on_baked(&known("ab")),
+            Decision::Deliver {
+                customer_id: "ab".into(),
+                pending: false
+            }
+        );
+        let done = DeliveryState {
+            delivered_ts: Some(7),
+            ..known("ab")
+        };
+        assert_eq!(on_baked(&done), Decision::Resend { delivered_ts: 7 });
+        assert_eq!(
+            on_ordered(&done, "ab"),
+            Decision::Resend { delivered_ts: 7 }
+        );
+    }
+
+    #[test]
+    fn baked_before_ordered_is_pending_then_delivered_at_double_time() {
+        assert_eq!(on_baked(&DeliveryState::default()), Decision::Pend);
+        let pending = DeliveryState {
+            pending: true,
+            ..Default::default()
+        };
+        // A redelivered pizza-baked just reports pending again.
+        assert_eq!(on_baked(&pending), Decision::Pend);
+        assert_eq!(
+            on_ordered(&pending, "cd"),
+            Decision::Deliver {
+                customer_id: "cd".into(),
+                pending: true
+            }
+        );
+    }
+}

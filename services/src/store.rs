@@ -1,0 +1,411 @@
+//! The state stores, real SQLite files (rusqlite, bundled): the status service's materialized view
+//! and the delivery service's early warnings. WAL journal with `synchronous=NORMAL`: a commit
+//! survives a process crash (what SIGKILL tests), and the view can always be rebuilt from the log.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use crate::domain::{Order, StatusCodes};
+use crate::services::status::{fold, OrderStatus};
+
+/// A state store failure.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {source}")]
+pub struct StoreError {
+    path: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+impl StoreError {
+    /// Whether another connection holds a lock (worth retrying).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self.source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+/// One SQLite connection behind a mutex; statements are short, so tasks take turns.
+struct Db {
+    path: String,
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    fn open(path: &Path, read_only: bool, schema: &str) -> Result<Db, StoreError> {
+        let name = path.display().to_string();
+        let err = |source| StoreError {
+            path: name.clone(),
+            source,
+        };
+        let conn = if read_only {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        } else {
+            Connection::open(path)
+        }
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        if !read_only {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(err)?;
+            conn.execute_batch(schema).map_err(err)?;
+        }
+        Ok(Db {
+            path: name,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+const VIEW_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS order_status (
+    order_id  TEXT PRIMARY KEY,
+    status    INTEGER NOT NULL,
+    status_ts INTEGER NOT NULL,
+    stuck     INTEGER NOT NULL DEFAULT 0,
+    stuck_ts  INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS order_timeline (
+    order_id TEXT NOT NULL,
+    status   INTEGER NOT NULL,
+    ts       INTEGER NOT NULL,
+    PRIMARY KEY (order_id, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS order_details (
+    order_id       TEXT PRIMARY KEY,
+    username       TEXT NOT NULL,
+    customer_id    TEXT NOT NULL,
+    sauce          TEXT NOT NULL,
+    cheese         TEXT NOT NULL,
+    main_topping   TEXT NOT NULL,
+    extra_toppings TEXT NOT NULL,
+    ordered_ts     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS order_details_by_customer ON order_details (customer_id, ordered_ts);
+";
+
+/// An order's row in the view, with its details when pizza-ordered has been seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub status: Option<OrderStatus>,
+    pub details: Option<Order>,
+    pub ordered_ts: Option<i64>,
+    /// Each status the order reached, with when, in order of status rank.
+    pub timeline: Vec<(i64, i64)>,
+}
+
+/// Every row of the view, ordered, for comparing a live view with a rebuilt one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ViewDump {
+    pub status: Vec<(String, i64, i64, bool, Option<i64>)>,
+    pub timeline: Vec<(String, i64, i64)>,
+    pub details: Vec<(String, String, String, String, String, String, String, i64)>,
+}
+
+/// The status service's materialized view: a fold of pizza-status (and of pizza-ordered, for the
+/// details customers see).
+pub struct ViewStore {
+    db: Db,
+}
+
+impl ViewStore {
+    /// Opens (creating) the view for writing.
+    pub fn open(path: &Path) -> Result<ViewStore, StoreError> {
+        Ok(ViewStore {
+            db: Db::open(path, false, VIEW_SCHEMA)?,
+        })
+    }
+
+    /// Opens an existing view read-only (the web app reads what the status service writes).
+    pub fn open_read_only(path: &Path) -> Result<ViewStore, StoreError> {
+        Ok(ViewStore {
+            db: Db::open(path, true, VIEW_SCHEMA)?,
+        })
+    }
+
+    /// Folds one status event into the view; returns the order's new status if it changed.
+    pub fn apply_status(
+        &self,
+        codes: &StatusCodes,
+        order_id: &str,
+        status: i64,
+        ts: i64,
+        observed: Option<i64>,
+    ) -> Result<Option<OrderStatus>, StoreError> {
+        self.db.with(|conn| {
+            let tx = conn.transaction()?;
+            let current = read_status(&tx, order_id)?;
+            let next = fold(codes, current.as_ref(), status, ts, observed);
+            if let Some(n) = &next {
+                tx.execute(
+                    "INSERT INTO order_status (order_id, status, status_ts, stuck, stuck_ts) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (order_id) DO UPDATE SET status = ?2, status_ts = ?3, stuck = ?4, stuck_ts = ?5",
+                    params![order_id, n.status, n.status_ts, n.stuck, n.stuck_ts],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO order_timeline (order_id, status, ts) VALUES (?1, ?2, ?3)",
+                    params![order_id, status, ts],
+                )?;
+            }
+            tx.commit()?;
+            Ok(next)
+        })
+    }
+
+    /// Records an order's details (idempotent: the first pizza-ordered event wins).
+    pub fn apply_details(
+        &self,
+        order_id: &str,
+        order: &Order,
+        ordered_ts: i64,
+    ) -> Result<(), StoreError> {
+        let extras = serde_json::to_string(&order.extra_toppings).expect("strings serialize");
+        self.db.with(|conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO order_details (order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_ts],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// An order's status alone.
+    pub fn status(&self, order_id: &str) -> Result<Option<OrderStatus>, StoreError> {
+        self.db.with(|conn| read_status(conn, order_id))
+    }
+
+    /// An order with its details and timeline; `None` when the view has never heard of it.
+    pub fn order(&self, order_id: &str) -> Result<Option<OrderRow>, StoreError> {
+        self.db.with(|conn| {
+            let status = read_status(conn, order_id)?;
+            let details = conn
+                .query_row(
+                    "SELECT username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts FROM order_details WHERE order_id = ?1",
+                    [order_id],
+                    |r| {
+                        let extras: String = r.get(5)?;
+                        Ok((
+                            Order {
+                                username: r.get(0)?,
+                                customer_id: r.get(1)?,
+                                sauce: r.get(2)?,
+                                cheese: r.get(3)?,
+                                main_topping: r.get(4)?,
+                                extra_toppings: serde_json::from_str(&extras).unwrap_or_default(),
+                            },
+                            r.get::<_, i64>(6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            if status.is_none() && details.is_none() {
+                return Ok(None);
+            }
+            let mut stmt = conn.prepare_cached("SELECT status, ts FROM order_timeline WHERE order_id = ?1 ORDER BY ts, status")?;
+            let timeline = stmt.query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let (details, ordered_ts) = details.map_or((None, None), |(d, ts)| (Some(d), Some(ts)));
+            Ok(Some(OrderRow { order_id: order_id.to_owned(), status, details, ordered_ts, timeline }))
+        })
+    }
+
+    /// A customer's order ids, newest first.
+    pub fn orders_of(&self, customer_id: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.db.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT order_id FROM order_details WHERE customer_id = ?1 ORDER BY ordered_ts DESC, order_id LIMIT ?2",
+            )?;
+            let ids = stmt.query_map(params![customer_id, limit], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(ids)
+        })
+    }
+
+    /// Orders that are not final, not already marked stuck, and whose status is older than `before_ms`.
+    pub fn stuck_candidates(
+        &self,
+        codes: &StatusCodes,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let finals = [
+            codes.delivered,
+            codes.cancelled,
+            codes.something_wrong,
+            codes.unknown,
+        ];
+        self.db.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT order_id, status FROM order_status
+                 WHERE stuck = 0 AND status_ts < ?1 AND status NOT IN (?2, ?3, ?4, ?5)
+                 ORDER BY status_ts LIMIT ?6",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![before_ms, finals[0], finals[1], finals[2], finals[3], limit],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// How many orders the view knows, by status.
+    pub fn count_by_status(&self) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.db.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT status, COUNT(*) FROM order_status GROUP BY status ORDER BY status",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Every row, ordered.
+    pub fn dump(&self) -> Result<ViewDump, StoreError> {
+        self.db.with(|conn| {
+            let mut d = ViewDump::default();
+            let mut s = conn.prepare("SELECT order_id, status, status_ts, stuck, stuck_ts FROM order_status ORDER BY order_id")?;
+            d.status = s
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut s = conn.prepare("SELECT order_id, status, ts FROM order_timeline ORDER BY order_id, status")?;
+            d.timeline = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            let mut s = conn.prepare(
+                "SELECT order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts FROM order_details ORDER BY order_id",
+            )?;
+            d.details = s
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(d)
+        })
+    }
+}
+
+fn read_status(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<OrderStatus>> {
+    conn.prepare_cached(
+        "SELECT status, status_ts, stuck, stuck_ts FROM order_status WHERE order_id = ?1",
+    )?
+    .query_row([order_id], |r| {
+        Ok(OrderStatus {
+            status: r.get(0)?,
+            status_ts: r.get(1)?,
+            stuck: r.get(2)?,
+            stuck_ts: r.get(3)?,
+        })
+    })
+    .optional()
+}
+
+const DELIVERY_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    order_id      TEXT PRIMARY KEY,
+    customer_id   TEXT,
+    baked_pending INTEGER NOT NULL DEFAULT 0,
+    delivered_ts  INTEGER
+) WITHOUT ROWID;
+";
+
+/// What the delivery service knows of one order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// From pizza-ordered: the early warning of where to deliver.
+    pub customer_id: Option<String>,
+    /// pizza-baked came before pizza-ordered; pizza-pending was sent.
+    pub pending: bool,
+    /// When it was delivered; set before pizza-delivered is produced, so a redelivery re-sends the
+    /// same event instead of delivering again.
+    pub delivered_ts: Option<i64>,
+}
+
+/// The delivery service's store, persisted so a restart loses no early warning.
+pub struct DeliveryStore {
+    db: Db,
+}
+
+impl DeliveryStore {
+    /// Opens (creating) the store.
+    pub fn open(path: &Path) -> Result<DeliveryStore, StoreError> {
+        Ok(DeliveryStore {
+            db: Db::open(path, false, DELIVERY_SCHEMA)?,
+        })
+    }
+
+    /// What is known of an order.
+    pub fn get(&self, order_id: &str) -> Result<DeliveryState, StoreError> {
+        self.db.with(|conn| {
+            conn.prepare_cached("SELECT customer_id, baked_pending, delivered_ts FROM deliveries WHERE order_id = ?1")?
+                .query_row([order_id], |r| {
+                    Ok(DeliveryState { customer_id: r.get(0)?, pending: r.get(1)?, delivered_ts: r.get(2)? })
+                })
+                .optional()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// Remembers where an order goes (the early warning).
+    pub fn remember_customer(&self, order_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.db.with(|conn| {
+            conn.execute(
+                "INSERT INTO deliveries (order_id, customer_id) VALUES (?1, ?2)
+                 ON CONFLICT (order_id) DO UPDATE SET customer_id = ?2",
+                params![order_id, customer_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Remembers that the pizza is baked but the order is not known yet.
+    pub fn mark_pending(&self, order_id: &str) -> Result<(), StoreError> {
+        self.db.with(|conn| {
+            conn.execute(
+                "INSERT INTO deliveries (order_id, baked_pending) VALUES (?1, 1)
+                 ON CONFLICT (order_id) DO UPDATE SET baked_pending = 1",
+                params![order_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records the delivery; returns the timestamp that stands (an earlier one, if any, wins).
+    pub fn mark_delivered(&self, order_id: &str, ts: i64) -> Result<i64, StoreError> {
+        self.db.with(|conn| {
+            conn.execute(
+                "INSERT INTO deliveries (order_id, delivered_ts) VALUES (?1, ?2)
+                 ON CONFLICT (order_id) DO UPDATE SET delivered_ts = COALESCE(delivered_ts, ?2)",
+                params![order_id, ts],
+            )?;
+            conn.query_row(
+                "SELECT delivered_ts FROM deliveries WHERE order_id = ?1",
+                [order_id],
+                |r| r.get(0),
+            )
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! The Kafka transport on rdkafka (librdkafka), at least once as rust-rdkafka's `at_least_once`
+//! example does it: offsets are stored by hand (`enable.auto.offset.store=false`) only once the
+//! record is done, and auto-commit commits what is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Delivered, OutRecord, Record, Subscription, Transport, TransportError};
+use crate::config::KafkaProps;
+
+/// How long a metadata or watermark request may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Kafka cluster reached with librdkafka. Cloning shares one idempotent producer.
+#[derive(Clone)]
+pub struct KafkaTransport {
+    producer: FutureProducer,
+    /// The user's properties (bootstrap, security), applied to every client before ours.
+    props: Arc<KafkaProps>,
+    client_id: Arc<str>,
+}
+
+impl KafkaTransport {
+    /// Connects a producer (lazily: librdkafka connects in the background).
+    pub fn new(props: &KafkaProps, client_id: &str) -> Result<KafkaTransport, TransportError> {
+        let producer = base_config(props, client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Java's default partitioner, so keys land where the original's do (spec/wire.md).
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "2")
+            // Producing to a missing topic must fail, not create it with broker defaults.
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(classify)?;
+        Ok(KafkaTransport {
+            producer,
+            props: Arc::new(props.clone()),
+            client_id: client_id.into(),
+        })
+    }
+
+    /// A config with the user's properties and our client id.
+    pub fn client_config(&self) -> ClientConfig {
+        base_config(&self.props, &self.client_id)
+    }
+
+    /// Waits until every produced record is acknowledged (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) -> Result<(), TransportError> {
+        self.producer.flush(timeout).map_err(classify)
+    }
+
+    /// Partition counts of the topics that exist, by name.
+    pub fn topic_partitions(&self) -> Result<Vec<(String, usize)>, TransportError> {
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(classify)?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect())
+    }
+}
+
+fn base_config(props: &KafkaProps, client_id: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("client.id", client_id);
+    cfg.set("log_level", "4");
+    for (k, v) in &props.0 {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
+/// Splits librdkafka's errors into retriable and fatal.
+pub fn classify(e: KafkaError) -> TransportError {
+    let code = e.rdkafka_error_code();
+    let fatal = matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::ProducerFenced
+        )
+    ) || matches!(
+        e,
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..)
+    );
+    if fatal {
+        TransportError::Fatal(e.to_string())
+    } else {
+        TransportError::Retriable(e.to_string())
+    }
+}
+
+impl Transport for KafkaTransport {
+    type Subscription = KafkaSubscription;
+
+    async fn produce(&self, record: OutRecord) -> Result<Delivered, TransportError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let fr = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.payload)
+            .headers(headers);
+        let fut = self
+            .producer
+            .send_result(fr)
+            .map_err(|(e, _)| classify(e))?;
+        match fut.await {
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(classify(e)),
+            Err(_) => Err(TransportError::Retriable(
+                "producer dropped the delivery report".into(),
+            )),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<KafkaSubscription, TransportError> {
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(classify)?;
+        consumer.subscribe(topics).map_err(classify)?;
+        Ok(KafkaSubscription { consumer })
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, TransportError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let md = client
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(classify)?;
+            let t = md
+                .topics()
+                .first()
+                .ok_or_else(|| TransportError::Fatal(format!("no metadata for topic {topic}")))?;
+            if let Some(e) = t.error() {
+                return Err(TransportError::Fatal(format!("topic {topic}: {e:?}")));
+            }
+            let mut ends = Vec::with_capacity(t.partitions().len());
+            for p in 0..t.partitions().len() as i32 {
+                let (_, high) = client
+                    .fetch_watermarks(&topic, p, METADATA_TIMEOUT)
+                    .map_err(classify)?;
+                ends.push(high);
+            }
+            Ok(ends)
+        })
+        .await
+        .map_err(|e| TransportError::Fatal(format!("watermark task: {e}")))?
+    }
+}
+
+/// A consumer group member on librdkafka's `StreamConsumer`.
+pub struct KafkaSubscription {
+    consumer: StreamConsumer,
+}
+
+impl Subscription for KafkaSubscription {
+    async fn recv(&mut self) -> Result<Record, TransportError> {
+        let m = self.consumer.recv().await.map_err(classify)?;
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Record {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: m.timestamp().to_millis(),
+        })
+    }
+
+    fn mark_done(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), TransportError> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))
+            .map_err(classify)?;
+        // rd_kafka_offsets_store stores the offset as given: the next one to read.
+        self.consumer.store_offsets(&tpl).map_err(classify)
+    }
+
+    async fn close(self) -> Result<(), TransportError> {
+        let consumer = self.consumer;
+        tokio::task::spawn_blocking(move || {
+            let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit.
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+                other => other.map_err(classify),
+            };
+            consumer.unsubscribe();
+            // Dropping the consumer closes it: librdkafka leaves the group.
+            drop(consumer);
+            committed
+        })
+        .await
+        .map_err(|e| TransportError::Fatal(format!("close task: {e}")))?
+    }
+}

@@ -1,0 +1,126 @@
+//! The one seam: every service talks to the log through [`Transport`], and knows nothing of which
+//! implementation it runs on. Two implement it: Kafka with rdkafka ([`kafka`], production, the demo,
+//! load tests) and the simulated broker in `sim/` (deterministic tests under madsim).
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
+use std::future::Future;
+
+/// A record read from a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// `None` for a tombstone (an empty pizza-baked value is `Some(vec![])`).
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp in epoch milliseconds, when the broker gave one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    /// The key as text, when it has one and it is UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The payload, empty for a tombstone.
+    pub fn payload(&self) -> &[u8] {
+        self.payload.as_deref().unwrap_or_default()
+    }
+}
+
+/// A record to produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl OutRecord {
+    /// A keyed record without headers.
+    pub fn new(topic: &str, key: impl Into<Vec<u8>>, payload: Vec<u8>) -> OutRecord {
+        OutRecord {
+            topic: topic.to_owned(),
+            key: key.into(),
+            payload,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Where a produced record became durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A transport failure, split by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Worth retrying: a broker was unreachable, a queue was full, a request timed out.
+    #[error("retriable transport error: {0}")]
+    Retriable(String),
+    /// Retrying will not help: bad configuration, a fenced producer, an unknown topic.
+    #[error("fatal transport error: {0}")]
+    Fatal(String),
+}
+
+impl TransportError {
+    /// Whether retrying may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, TransportError::Retriable(_))
+    }
+}
+
+/// Produce keyed records and learn when they are durable; join consumer groups.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// A consumer group membership.
+    type Subscription: Subscription;
+
+    /// Produces a record; resolves once it is durable (acknowledged by the broker).
+    fn produce(
+        &self,
+        record: OutRecord,
+    ) -> impl Future<Output = Result<Delivered, TransportError>> + Send;
+
+    /// Joins `group` as a member consuming `topics`, reading from the group's committed offsets
+    /// (from the beginning when it has none).
+    fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> impl Future<Output = Result<Self::Subscription, TransportError>> + Send;
+
+    /// The end offset (the offset the next record will get) of every partition of `topic`.
+    fn end_offsets(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Vec<i64>, TransportError>> + Send;
+}
+
+/// One member of a consumer group.
+pub trait Subscription: Send + 'static {
+    /// The next record of any assigned partition. Cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Result<Record, TransportError>> + Send;
+
+    /// Marks every record of `topic`/`partition` before `next_offset` done: the next commit stores
+    /// `next_offset`, so a restart resumes there.
+    fn mark_done(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), TransportError>;
+
+    /// Commits what is marked done and leaves the group.
+    fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
+}

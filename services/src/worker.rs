@@ -1,0 +1,433 @@
+//! The driver every consuming service runs on: at least once, concurrent across orders, in order
+//! within one.
+//!
+//! - Records of one key run one after another (a *lane*); different keys run concurrently, at most
+//!   `concurrency` at a time (the ovens).
+//! - A record's offset is marked done only when its handler returned, i.e. after every output it
+//!   caused was acknowledged durable; and the mark per partition never passes a record that is
+//!   still unfinished ([`OffsetTracker`]).
+//! - A malformed record goes to the dead-letter topic with the reason, then counts as done.
+//! - Retriable failures are retried with a bounded backoff; when retries run out the worker stops
+//!   without marking the record, so a restart redelivers it.
+//! - On shutdown it stops reading, finishes everything received, commits, and leaves the group.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::domain::Malformed;
+use crate::shutdown::Shutdown;
+use crate::transport::{OutRecord, Record, Subscription, Transport, TransportError};
+
+/// Why a handler could not finish a record.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The record itself is bad: dead-letter it.
+    #[error("malformed event: {0}")]
+    Malformed(#[from] Malformed),
+    /// Try again later.
+    #[error("{0}")]
+    Retriable(String),
+    /// Stop the service.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<TransportError> for HandleError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Retriable(m) => HandleError::Retriable(m),
+            TransportError::Fatal(m) => HandleError::Fatal(m),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for HandleError {
+    fn from(e: crate::store::StoreError) -> Self {
+        // A busy or locked database clears; anything else will not.
+        if e.is_busy() {
+            HandleError::Retriable(e.to_string())
+        } else {
+            HandleError::Fatal(e.to_string())
+        }
+    }
+}
+
+/// A service's logic for one record: do every effect, return once outputs are durable.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one record. Called again with the same record after a retriable failure or a
+    /// redelivery, so it must be idempotent.
+    fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The service's name, in logs and on dead-lettered records.
+    pub name: String,
+    pub group: String,
+    pub topics: Vec<String>,
+    /// How many records may be handled at once (ovens, drivers).
+    pub concurrency: usize,
+    /// How many records may be received but unfinished (running or queued behind their key).
+    pub max_in_flight: usize,
+    pub dlq_topic: String,
+    /// Attempts per record before a retriable failure becomes fatal.
+    pub max_attempts: u32,
+}
+
+impl WorkerConfig {
+    /// Defaults for a service: 64 ovens, 1024 in flight, 10 attempts.
+    pub fn new(name: &str, group: &str, topics: &[&str], dlq_topic: &str) -> WorkerConfig {
+        WorkerConfig {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            concurrency: 64,
+            max_in_flight: 1024,
+            dlq_topic: dlq_topic.to_owned(),
+            max_attempts: 10,
+        }
+    }
+}
+
+/// Why a worker stopped other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{service}: {source}")]
+    Transport {
+        service: String,
+        source: TransportError,
+    },
+    #[error("{service}: record {topic}/{partition}@{offset}: {message}")]
+    Handler {
+        service: String,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        message: String,
+    },
+}
+
+/// Counters a worker keeps, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub done: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// Per partition, which received records are unfinished, so the offset marked done never passes one.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    parts: HashMap<(String, i32), PartitionTrack>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionTrack {
+    /// Unfinished offsets, with a count: a redelivered record may be in flight twice.
+    unfinished: BTreeMap<i64, u32>,
+    /// One past the highest offset received.
+    received_end: i64,
+    /// The last offset marked done (the next to read after a restart).
+    marked: i64,
+}
+
+impl OffsetTracker {
+    /// A record was received.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
+        let p = self.parts.entry((topic.to_owned(), partition)).or_default();
+        *p.unfinished.entry(offset).or_default() += 1;
+        p.received_end = p.received_end.max(offset + 1);
+    }
+
+    /// A record finished; returns the new offset to mark done, if it moved forward.
+    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.parts.get_mut(&(topic.to_owned(), partition))?;
+        if let Some(n) = p.unfinished.get_mut(&offset) {
+            *n -= 1;
+            if *n == 0 {
+                p.unfinished.remove(&offset);
+            }
+        }
+        let next = p
+            .unfinished
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(p.received_end);
+        (next > p.marked).then(|| {
+            p.marked = next;
+            next
+        })
+    }
+
+    /// How many received records are unfinished.
+    pub fn unfinished(&self) -> usize {
+        self.parts
+            .values()
+            .map(|p| p.unfinished.values().map(|n| *n as usize).sum::<usize>())
+            .sum()
+    }
+}
+
+struct Done {
+    key: Vec<u8>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    result: Result<(), String>,
+}
+
+/// Runs a service's handler until shutdown (`Ok`) or a fatal error.
+pub async fn run_worker<T: Transport, H: Handler>(
+    transport: T,
+    cfg: WorkerConfig,
+    handler: Arc<H>,
+    stats: Arc<WorkerStats>,
+    mut shutdown: Shutdown,
+) -> Result<(), WorkerError> {
+    let transport_err = |source| WorkerError::Transport {
+        service: cfg.name.clone(),
+        source,
+    };
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    let mut sub = transport
+        .subscribe(&cfg.group, &topics)
+        .await
+        .map_err(transport_err)?;
+    tracing::info!(service = %cfg.name, group = %cfg.group, topics = ?cfg.topics, "subscribed");
+
+    let ovens = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let max_in_flight = cfg.max_in_flight.max(1);
+    // Room for every record in flight, so a finishing task never waits on the channel.
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(max_in_flight);
+    let mut tracker = OffsetTracker::default();
+    // Key -> records waiting behind the one of that key now running.
+    let mut lanes: HashMap<Vec<u8>, VecDeque<Record>> = HashMap::new();
+    let mut in_flight = 0usize;
+    let mut draining = false;
+    let mut failure: Option<WorkerError> = None;
+
+    let start = |rec: Record| {
+        let task = Task {
+            transport: transport.clone(),
+            handler: handler.clone(),
+            ovens: ovens.clone(),
+            stats: stats.clone(),
+            done: done_tx.clone(),
+            service: cfg.name.clone(),
+            dlq: cfg.dlq_topic.clone(),
+            max_attempts: cfg.max_attempts.max(1),
+        };
+        tokio::spawn(task.run(rec));
+    };
+
+    loop {
+        if draining && in_flight == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => {
+                in_flight -= 1;
+                if let Err(message) = done.result {
+                    failure = Some(WorkerError::Handler {
+                        service: cfg.name.clone(),
+                        topic: done.topic,
+                        partition: done.partition,
+                        offset: done.offset,
+                        message,
+                    });
+                    break;
+                }
+                if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset) {
+                    if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
+                        // The partition may have moved to another member; it re-reads from the
+                        // last commit, which redelivers at most what we finished since.
+                        tracing::warn!(service = %cfg.name, topic = %done.topic, partition = done.partition, error = %e, "could not mark offset");
+                    }
+                }
+                let lane = lanes.get_mut(&done.key).expect("a finished record's lane exists");
+                match lane.pop_front() {
+                    Some(next) => start(next),
+                    None => {
+                        lanes.remove(&done.key);
+                    }
+                }
+            }
+            _ = shutdown.wait(), if !draining => {
+                tracing::info!(service = %cfg.name, in_flight, "shutting down: finishing what is in flight");
+                draining = true;
+            }
+            received = sub.recv(), if !draining && in_flight < max_in_flight => {
+                match received {
+                    Ok(rec) => {
+                        in_flight += 1;
+                        tracker.begin(&rec.topic, rec.partition, rec.offset);
+                        let key = rec.key.clone().unwrap_or_default();
+                        match lanes.get_mut(&key) {
+                            Some(lane) => lane.push_back(rec),
+                            None => {
+                                lanes.insert(key, VecDeque::new());
+                                start(rec);
+                            }
+                        }
+                    }
+                    Err(e) if e.is_retriable() => {
+                        tracing::warn!(service = %cfg.name, error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => {
+                        failure = Some(transport_err(e));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Commit what is done (never past an unfinished record) and leave the group.
+    let closed = sub.close().await;
+    if let Some(f) = failure {
+        tracing::error!(error = %f, "worker stopped");
+        return Err(f);
+    }
+    closed.map_err(transport_err)?;
+    tracing::info!(service = %cfg.name, done = stats.done.load(Ordering::Relaxed), "stopped");
+    Ok(())
+}
+
+/// One record's processing, on its own task.
+struct Task<T, H> {
+    transport: T,
+    handler: Arc<H>,
+    ovens: Arc<Semaphore>,
+    stats: Arc<WorkerStats>,
+    done: mpsc::Sender<Done>,
+    service: String,
+    dlq: String,
+    max_attempts: u32,
+}
+
+impl<T: Transport, H: Handler> Task<T, H> {
+    async fn run(self, rec: Record) {
+        let result = {
+            let _oven = self
+                .ovens
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            self.process(&rec).await
+        };
+        if result.is_ok() {
+            self.stats.done.fetch_add(1, Ordering::Relaxed);
+        }
+        let done = Done {
+            key: rec.key.unwrap_or_default(),
+            topic: rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            result,
+        };
+        // Fails only when the worker already stopped; nothing is waiting for this record then.
+        let _ = self.done.send(done).await;
+    }
+
+    async fn process(&self, rec: &Record) -> Result<(), String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = match self.handler.handle(rec).await {
+                Err(HandleError::Malformed(reason)) => self.dead_letter(rec, &reason.0).await,
+                other => other,
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(HandleError::Retriable(m)) if attempt < self.max_attempts => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let backoff = Duration::from_millis(100 << attempt.min(6));
+                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt, error = %m, "retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Sends the original bytes to the dead-letter topic, with where they came from and why.
+    async fn dead_letter(&self, rec: &Record, reason: &str) -> Result<(), HandleError> {
+        tracing::warn!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "dead-lettering");
+        let mut out = OutRecord::new(
+            &self.dlq,
+            rec.key.clone().unwrap_or_default(),
+            rec.payload().to_vec(),
+        );
+        out.headers = dlq_headers(rec, &self.service, reason);
+        self.transport.produce(out).await?;
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The headers a dead-lettered record carries: the original headers, then ours.
+pub fn dlq_headers(rec: &Record, service: &str, reason: &str) -> Vec<(String, Vec<u8>)> {
+    let mut h = rec.headers.clone();
+    h.push(("dlq.source.topic".into(), rec.topic.clone().into_bytes()));
+    h.push((
+        "dlq.source.partition".into(),
+        rec.partition.to_string().into_bytes(),
+    ));
+    h.push((
+        "dlq.source.offset".into(),
+        rec.offset.to_string().into_bytes(),
+    ));
+    h.push(("dlq.service".into(), service.as_bytes().to_vec()));
+    h.push(("dlq.reason".into(), reason.as_bytes().to_vec()));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_never_passes_an_unfinished_record() {
+        let mut t = OffsetTracker::default();
+        for o in 0..4 {
+            t.begin("t", 0, o);
+        }
+        // 1..3 finish first; 0 is still cooking, so nothing may be marked.
+        assert_eq!(t.finish("t", 0, 2), None);
+        assert_eq!(t.finish("t", 0, 1), None);
+        assert_eq!(t.finish("t", 0, 3), None);
+        // 0 finishes: everything up to 4 is done.
+        assert_eq!(t.finish("t", 0, 0), Some(4));
+        assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn partitions_are_tracked_apart() {
+        let mut t = OffsetTracker::default();
+        t.begin("t", 0, 10);
+        t.begin("t", 1, 5);
+        t.begin("t", 0, 11);
+        assert_eq!(t.finish("t", 1, 5), Some(6));
+        assert_eq!(t.finish("t", 0, 11), None);
+        assert_eq!(t.finish("t", 0, 10), Some(12));
+    }
+
+    #[test]
+    fn a_record_in_flight_twice_holds_the_mark_until_both_finish() {
+        let mut t = OffsetTracker::default();
+        t.begin("t", 0, 0);
+        t.begin("t", 0, 0); // redelivered while the first is still running
+        t.begin("t", 0, 1);
+        assert_eq!(t.finish("t", 0, 1), None);
+        assert_eq!(t.finish("t", 0, 0), None);
+        assert_eq!(t.finish("t", 0, 0), Some(2));
+    }
+}

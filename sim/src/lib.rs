@@ -1,0 +1,1 @@
+//! Deterministic simulation (filled in by the simulation issue).
