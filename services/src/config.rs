@@ -530,6 +530,26 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_default_ini_is_the_spec() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config_sys/default.ini"
+        ));
+        let c = SysConfig::load(path).unwrap();
+        let d = SysConfig::default();
+        assert_eq!(c.topics, d.topics);
+        assert_eq!((c.num_partitions, c.replication_factor), (6, 1));
+        assert_eq!(c.codes, d.codes);
+        assert_eq!(c.labels, d.labels);
+        assert_eq!(c.menu, d.menu);
+        assert_eq!((c.watchdog_period_secs, c.stuck_after_secs), (15.0, 45.0));
+        for s in ServiceName::CONSUMERS {
+            assert_eq!(c.group(s), d.group(s));
+        }
+        assert_eq!(c.client_id(ServiceName::Deliver), "pizza-deliver");
+    }
+
+    #[test]
     fn errors_name_the_file_and_line_or_key() {
         let err = Ini::parse(Path::new("x.ini"), "[kafka]\nbootstrap.servers\n").unwrap_err();
         assert_eq!(err.to_string(), "x.ini:2: expected `key = value`");

@@ -132,6 +132,10 @@ struct Common {
     /// Records each service handles at once (ovens, drivers).
     #[arg(long, env = "PIZZA_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
+    /// Records each service may hold received but unfinished (running or queued behind their order);
+    /// what it holds is finished on shutdown. Default: 16 × concurrency, at least 1024.
+    #[arg(long, env = "PIZZA_MAX_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_in_flight: Option<u32>,
 }
 
 impl Common {
@@ -139,7 +143,10 @@ impl Common {
         let mut cfg = ServiceConfig::new(load_sys(self.sys_config.as_deref())?, data_dir);
         cfg.time_scale = self.time_scale;
         cfg.concurrency = self.concurrency as usize;
-        cfg.max_in_flight = (self.concurrency as usize * 16).max(1024);
+        cfg.max_in_flight = match self.max_in_flight {
+            Some(n) => n as usize,
+            None => (self.concurrency as usize * 16).max(1024),
+        };
         Ok(cfg)
     }
 }

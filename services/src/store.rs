@@ -122,7 +122,7 @@ pub struct OrderRow {
 pub struct ViewDump {
     pub status: Vec<(String, i64, i64, bool, Option<i64>)>,
     pub timeline: Vec<(String, i64, i64)>,
-    pub details: Vec<(String, String, String, String, String, String, String, i64)>,
+    pub details: Vec<(String, Order, i64)>,
 }
 
 /// The status service's materialized view: a fold of pizza-status (and of pizza-ordered, for the
@@ -206,20 +206,7 @@ impl ViewStore {
                 .query_row(
                     "SELECT username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts FROM order_details WHERE order_id = ?1",
                     [order_id],
-                    |r| {
-                        let extras: String = r.get(5)?;
-                        Ok((
-                            Order {
-                                username: r.get(0)?,
-                                customer_id: r.get(1)?,
-                                sauce: r.get(2)?,
-                                cheese: r.get(3)?,
-                                main_topping: r.get(4)?,
-                                extra_toppings: serde_json::from_str(&extras).unwrap_or_default(),
-                            },
-                            r.get::<_, i64>(6)?,
-                        ))
-                    },
+                    |r| Ok((order_from_row(r, 0)?, r.get::<_, i64>(6)?)),
                 )
                 .optional()?;
             if status.is_none() && details.is_none() {
@@ -299,13 +286,24 @@ impl ViewStore {
                 "SELECT order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts FROM order_details ORDER BY order_id",
             )?;
             d.details = s
-                .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
-                })?
+                .query_map([], |r| Ok((r.get(0)?, order_from_row(r, 1)?, r.get(7)?)))?
                 .collect::<Result<_, _>>()?;
             Ok(d)
         })
     }
+}
+
+/// An order's details from the columns username .. extra_toppings, starting at `first`.
+fn order_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Order> {
+    let extras: String = r.get(first + 5)?;
+    Ok(Order {
+        username: r.get(first)?,
+        customer_id: r.get(first + 1)?,
+        sauce: r.get(first + 2)?,
+        cheese: r.get(first + 3)?,
+        main_topping: r.get(first + 4)?,
+        extra_toppings: serde_json::from_str(&extras).unwrap_or_default(),
+    })
 }
 
 fn read_status(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<OrderStatus>> {

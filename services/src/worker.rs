@@ -140,7 +140,14 @@ struct PartitionTrack {
 impl OffsetTracker {
     /// A record was received.
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self.parts.entry((topic.to_owned(), partition)).or_default();
+        // The first record seen is where the group's committed position was: nothing to mark before it.
+        let p = self
+            .parts
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| PartitionTrack {
+                marked: offset,
+                ..PartitionTrack::default()
+            });
         *p.unfinished.entry(offset).or_default() += 1;
         p.received_end = p.received_end.max(offset + 1);
     }

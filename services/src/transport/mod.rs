@@ -124,3 +124,84 @@ pub trait Subscription: Send + 'static {
     /// Commits what is marked done and leaves the group.
     fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
+
+/// Reads topics from the beginning up to the end offsets they had when it was opened, in a
+/// consumer group of its own (so it disturbs no service). Rebuilding the view, tests and the load
+/// generator read the log this way.
+pub struct ReadToEnd<S> {
+    sub: S,
+    /// Per partition still to read: the end offset to reach.
+    remaining: std::collections::HashMap<(String, i32), i64>,
+}
+
+/// Why reading to the end stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("no record for {0:?} while {1} were still to read")]
+    Stalled(std::time::Duration, i64),
+}
+
+impl<S: Subscription> ReadToEnd<S> {
+    /// Takes the end offsets of `topics` now, and joins `group` (which should be new) to read them.
+    pub async fn open<T: Transport<Subscription = S>>(
+        transport: &T,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<ReadToEnd<S>, TransportError> {
+        let mut remaining = std::collections::HashMap::new();
+        for t in topics {
+            for (p, end) in transport.end_offsets(t).await?.into_iter().enumerate() {
+                if end > 0 {
+                    remaining.insert(((*t).to_owned(), p as i32), end);
+                }
+            }
+        }
+        let sub = transport.subscribe(group, topics).await?;
+        Ok(ReadToEnd { sub, remaining })
+    }
+
+    /// The next record below the end offsets, or `None` once every partition is read; gives up
+    /// when no record comes for `stall`.
+    pub async fn next(&mut self, stall: std::time::Duration) -> Result<Option<Record>, ReadError> {
+        while !self.remaining.is_empty() {
+            let rec = match tokio::time::timeout(stall, self.sub.recv()).await {
+                Err(_) => return Err(ReadError::Stalled(stall, self.remaining.values().sum())),
+                Ok(Err(e)) if e.is_retriable() => continue,
+                Ok(r) => r?,
+            };
+            let key = (rec.topic.clone(), rec.partition);
+            let Some(end) = self.remaining.get(&key).copied() else {
+                continue;
+            };
+            if rec.offset + 1 >= end {
+                self.remaining.remove(&key);
+            }
+            if rec.offset < end {
+                return Ok(Some(rec));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Leaves the group.
+    pub async fn close(self) -> Result<(), TransportError> {
+        self.sub.close().await
+    }
+}
+
+/// Every record of `topics` up to their current ends (a fresh group each call).
+pub async fn read_all<T: Transport>(
+    transport: &T,
+    topics: &[&str],
+) -> Result<Vec<Record>, ReadError> {
+    let group = format!("pizza-read-{}", crate::domain::OrderId::random());
+    let mut reader = ReadToEnd::open(transport, &group, topics).await?;
+    let mut out = Vec::new();
+    while let Some(r) = reader.next(std::time::Duration::from_secs(30)).await? {
+        out.push(r);
+    }
+    reader.close().await?;
+    Ok(out)
+}

@@ -1,0 +1,167 @@
+//! Helpers: the shop's services in this process, orders, polling for a condition.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pizza::clock::{now_ms, TimeScale};
+use pizza::command::place_order;
+use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::domain::{OrderId, OrderRequest};
+use pizza::services::{self, ServiceConfig};
+use pizza::shutdown::{Shutdown, ShutdownTrigger};
+use pizza::store::ViewStore;
+use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::{read_all, Record};
+use pizza::worker::WorkerStats;
+
+/// Polls `check` every 25 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The i-th order of a test: every menu item gets used across orders.
+pub fn order_request(sys: &SysConfig, i: usize) -> OrderRequest {
+    let m = &sys.menu;
+    OrderRequest {
+        username: format!("user{}", i % 7),
+        sauce: m.sauces[i % m.sauces.len()].clone(),
+        cheese: m.cheeses[(i / 2) % m.cheeses.len()].clone(),
+        main_topping: m.main_toppings[(i / 3) % m.main_toppings.len()].clone(),
+        extra_toppings: m.extra_toppings.iter().take(i % 3).cloned().collect(),
+    }
+}
+
+/// Places `n` orders, returning their ids.
+pub async fn place(transport: &KafkaTransport, sys: &SysConfig, n: usize) -> Vec<OrderId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let placed = place_order(
+            transport,
+            sys,
+            &order_request(sys, i),
+            OrderId::random(),
+            now_ms(),
+        )
+        .await
+        .expect("order placed");
+        ids.push(placed.order_id);
+    }
+    ids
+}
+
+/// A fresh data directory.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pizza-it-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// The shop's consuming services running in this process.
+pub struct Shop {
+    pub cfg: ServiceConfig,
+    trigger: ShutdownTrigger,
+    tasks: tokio::task::JoinSet<(ServiceName, Result<(), String>)>,
+    pub stats: HashMap<ServiceName, Arc<WorkerStats>>,
+}
+
+impl Shop {
+    /// Starts `which` services against `props`.
+    pub fn start(props: &KafkaProps, cfg: ServiceConfig, which: &[ServiceName]) -> Shop {
+        let (trigger, shutdown) = Shutdown::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut stats = HashMap::new();
+        for &service in which {
+            let transport =
+                KafkaTransport::new(props, &format!("it-{service}")).expect("transport");
+            let st = Arc::new(WorkerStats::default());
+            stats.insert(service, st.clone());
+            let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let r = services::run(service, cfg, transport, st, shutdown).await;
+                (service, r.map_err(|e| e.to_string()))
+            });
+        }
+        Shop {
+            cfg,
+            trigger,
+            tasks,
+            stats,
+        }
+    }
+
+    /// Shuts down gracefully; every service must stop cleanly.
+    pub async fn stop(mut self) {
+        self.trigger.fire();
+        while let Some(j) = self.tasks.join_next().await {
+            let (service, r) = j.expect("service task");
+            r.unwrap_or_else(|e| panic!("{service} failed: {e}"));
+        }
+    }
+
+    /// The status view, read-only.
+    pub fn view(&self) -> ViewStore {
+        ViewStore::open_read_only(&self.cfg.view_path()).expect("view")
+    }
+}
+
+/// A service config for tests: the spec's configuration at `scale`, except that an order counts as
+/// stuck only after 600 shop seconds (12 s at scale 0.02): tests of progress must not race the
+/// watchdog on a slow broker. The watchdog's own test uses the spec's 45 s.
+pub fn test_config(dir: PathBuf, scale: f64) -> ServiceConfig {
+    let mut sys = SysConfig::default();
+    sys.stuck_after_secs = 600.0;
+    let mut cfg = ServiceConfig::new(sys, dir);
+    cfg.time_scale = TimeScale::new(scale).expect("scale");
+    cfg
+}
+
+/// Number of `ids` the view shows at `status`.
+pub fn count_at(view: &ViewStore, ids: &[OrderId], status: i64) -> usize {
+    ids.iter()
+        .filter(|id| {
+            view.status(id.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.status == status)
+        })
+        .count()
+}
+
+/// Every record now on `topic`.
+pub async fn topic(transport: &KafkaTransport, name: &str) -> Vec<Record> {
+    read_all(transport, &[name]).await.expect("read topic")
+}
+
+/// Records of a topic grouped by key.
+pub fn by_key(records: &[Record]) -> HashMap<String, Vec<&Record>> {
+    let mut m: HashMap<String, Vec<&Record>> = HashMap::new();
+    for r in records {
+        m.entry(r.key_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(r);
+    }
+    m
+}
+
+/// A header's value as text.
+pub fn header<'a>(rec: &'a Record, name: &str) -> Option<&'a str> {
+    rec.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}

@@ -1,0 +1,299 @@
+//! The services as separate `pizza serve` processes: SIGKILL mid-flight loses nothing and delivers
+//! nothing twice; SIGTERM finishes in-flight work, commits, and leaves the group.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pizza::admin::EmbeddedBroker;
+use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::domain::StatusCodes;
+use pizza::store::ViewStore;
+use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::Transport;
+
+use crate::common::*;
+
+/// A `pizza serve` process; killed if the test ends early.
+struct Proc {
+    service: ServiceName,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(service: ServiceName, brokers: &str, dir: &Path, scale: &str) -> Proc {
+        Proc::spawn_with(service, brokers, dir, scale, &[])
+    }
+
+    fn spawn_with(
+        service: ServiceName,
+        brokers: &str,
+        dir: &Path,
+        scale: &str,
+        extra: &[&str],
+    ) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{service}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pizza"))
+            .args([
+                "serve",
+                service.as_str(),
+                "--brokers",
+                brokers,
+                "--time-scale",
+                scale,
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc { service, child }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    async fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let mut status = None;
+        wait_for("the process to exit", Duration::from_secs(60), || {
+            status = self.child.try_wait().unwrap();
+            let done = status.is_some();
+            async move { done }
+        })
+        .await;
+        status.unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dump_logs(dir: &Path) {
+    for s in ServiceName::CONSUMERS {
+        if let Ok(l) = std::fs::read_to_string(dir.join(format!("{s}.log"))) {
+            let tail: Vec<&str> = l.lines().rev().take(15).collect();
+            eprintln!(
+                "--- {s}.log (last lines)\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
+    const ORDERS: usize = 40;
+    let sys = SysConfig::default();
+    let broker = EmbeddedBroker::start(&sys).unwrap();
+    let brokers = broker.bootstrap_servers();
+    let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
+    let dir = data_dir();
+    let scale = "0.05";
+    let mut procs: Vec<Proc> = ServiceName::CONSUMERS
+        .iter()
+        .map(|s| Proc::spawn(*s, &brokers, dir.path(), scale))
+        .collect();
+
+    let warm = place(&customer, &sys, 1).await;
+    let view_path = dir.path().join("orders.db");
+    wait_for("the view file", Duration::from_secs(30), || async {
+        view_path.exists()
+    })
+    .await;
+    let view = ViewStore::open_read_only(&view_path).unwrap();
+    wait_for(
+        "the warm-up order delivered",
+        Duration::from_secs(60),
+        || async { count_at(&view, &warm, 999) == 1 },
+    )
+    .await;
+
+    let ids = place(&customer, &sys, ORDERS).await;
+    // Watch every order's status for a step backwards while services die and come back.
+    let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
+    let monitor = {
+        let (ids, regressions, path) = (ids.clone(), regressions.clone(), view_path.clone());
+        tokio::spawn(async move {
+            let view = ViewStore::open_read_only(&path).unwrap();
+            let codes = StatusCodes::default();
+            let mut last: HashMap<String, i64> = HashMap::new();
+            loop {
+                for id in &ids {
+                    if let Ok(Some(s)) = view.status(id.as_str()) {
+                        if let Some(prev) = last.insert(id.to_string(), s.status) {
+                            if codes.rank(s.status) < codes.rank(prev) {
+                                regressions
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{id}: {prev} -> {}", s.status));
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // Kill while orders are in every stage: some delivered, most not.
+    wait_for("some orders delivered", Duration::from_secs(60), || async {
+        count_at(&view, &ids, 999) >= 3
+    })
+    .await;
+    let delivered_before = count_at(&view, &ids, 999);
+    assert!(
+        delivered_before < ORDERS,
+        "orders still in flight when killed"
+    );
+    for p in procs.iter_mut().filter(|p| {
+        matches!(
+            p.service,
+            ServiceName::Bake | ServiceName::Deliver | ServiceName::Status
+        )
+    }) {
+        p.kill9();
+    }
+    for p in procs.iter_mut().filter(|p| {
+        matches!(
+            p.service,
+            ServiceName::Bake | ServiceName::Deliver | ServiceName::Status
+        )
+    }) {
+        *p = Proc::spawn(p.service, &brokers, dir.path(), scale);
+    }
+    let all = || async { count_at(&view, &ids, 999) == ORDERS };
+    if tokio::time::timeout(Duration::from_secs(150), async {
+        while !all().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        dump_logs(dir.path());
+        panic!(
+            "only {} of {ORDERS} orders delivered after the restart",
+            count_at(&view, &ids, 999)
+        );
+    }
+    monitor.abort();
+    assert_eq!(
+        *regressions.lock().unwrap(),
+        Vec::<String>::new(),
+        "no status moved backwards"
+    );
+
+    // Delivered once: every pizza-delivered record of an order carries the one delivery's time.
+    let delivered = topic(&customer, &sys.topics.delivered).await;
+    let groups = by_key(&delivered);
+    for id in &ids {
+        let recs = groups
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("{id} has a pizza-delivered record"));
+        let mut stamps: Vec<i64> = recs
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<serde_json::Value>(r.payload()).unwrap()["timestamp"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        stamps.dedup();
+        assert_eq!(
+            stamps.len(),
+            1,
+            "order {id} delivered {} times",
+            stamps.len()
+        );
+    }
+    let resent = delivered.len() - groups.len();
+    eprintln!("{delivered_before} delivered before the kill; {resent} pizza-delivered events re-sent (same delivery) after it");
+    for p in &mut procs {
+        assert!(p.terminate().await.success(), "{} exits cleanly", p.service);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates() {
+    const ORDERS: usize = 30;
+    let sys = SysConfig::default();
+    let broker = EmbeddedBroker::start(&sys).unwrap();
+    let brokers = broker.bootstrap_servers();
+    let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
+    let dir = data_dir();
+    let assembled = || async {
+        customer
+            .end_offsets(&sys.topics.assembled)
+            .await
+            .unwrap()
+            .iter()
+            .sum::<i64>()
+    };
+
+    // Two ovens and at most four orders held: a shutdown leaves most orders to the next run.
+    let small = ["--concurrency", "2", "--max-in-flight", "4"];
+    let mut assemble =
+        Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
+    place(&customer, &sys, 1).await;
+    wait_for(
+        "the warm-up order assembled",
+        Duration::from_secs(60),
+        || async { assembled().await == 1 },
+    )
+    .await;
+    place(&customer, &sys, ORDERS).await;
+    wait_for("assembling under way", Duration::from_secs(60), || async {
+        assembled().await >= 3
+    })
+    .await;
+    let status = assemble.terminate().await;
+    assert!(status.success(), "graceful exit: {status:?}");
+    let after_first = assembled().await;
+    assert!(
+        after_first < ORDERS as i64 + 1,
+        "stopped mid-way ({after_first} assembled)"
+    );
+    // What it held was finished, not dropped: no order is half-way in a stopped service.
+    assert!(
+        after_first >= 3,
+        "finished what it held ({after_first} assembled)"
+    );
+
+    // A restart resumes where it committed: each order assembled exactly once.
+    let mut assemble =
+        Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
+    wait_for("every order assembled", Duration::from_secs(90), || async {
+        assembled().await > ORDERS as i64
+    })
+    .await;
+    assert!(assemble.terminate().await.success());
+    let records = topic(&customer, &sys.topics.assembled).await;
+    let groups = by_key(&records);
+    assert_eq!(groups.len(), ORDERS + 1);
+    let twice: Vec<&String> = groups
+        .iter()
+        .filter(|(_, r)| r.len() > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(twice.is_empty(), "assembled twice: {twice:?}");
+}

@@ -1,0 +1,11 @@
+//! Integration tests on real brokers: librdkafka's mock cluster (embedded), tansu when installed,
+//! and the `pizza` binary as separate processes for the crash and shutdown tests.
+
+mod cli;
+mod common;
+mod crash;
+mod dlq;
+mod pipeline;
+mod tansu;
+mod watchdog;
+mod worker;
