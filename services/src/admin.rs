@@ -35,8 +35,7 @@ pub async fn create_topics(
     let existing = tokio::task::spawn_blocking(move || t.topic_partitions())
         .await
         .map_err(|e| TransportError::Fatal(e.to_string()))??;
-    let admin: AdminClient<DefaultClientContext> =
-        transport.client_config().create().map_err(classify)?;
+    let admin: AdminClient<DefaultClientContext> = transport.client_config().create().map_err(classify)?;
     let mut outcomes = Vec::new();
     let mut missing = Vec::new();
     for name in sys.topics.all() {
@@ -66,16 +65,12 @@ pub async fn create_topics(
                     name,
                     partitions: sys.num_partitions,
                 }),
-                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    outcomes.push(TopicOutcome::Exists {
-                        name,
-                        partitions: sys.num_partitions as usize,
-                    })
-                }
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => outcomes.push(TopicOutcome::Exists {
+                    name,
+                    partitions: sys.num_partitions as usize,
+                }),
                 Err((name, code)) => {
-                    return Err(TransportError::Fatal(format!(
-                        "creating topic {name}: {code}"
-                    )))
+                    return Err(TransportError::Fatal(format!("creating topic {name}: {code}")))
                 }
             }
         }
@@ -108,8 +103,6 @@ impl EmbeddedBroker {
 
     /// Creates another topic (tests).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TransportError> {
-        self.cluster
-            .create_topic(name, partitions, 1)
-            .map_err(classify)
+        self.cluster.create_topic(name, partitions, 1).map_err(classify)
     }
 }

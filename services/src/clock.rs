@@ -50,10 +50,7 @@ impl TimeScale {
 impl std::str::FromStr for TimeScale {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let f: f64 = s
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a number"))?;
+        let f: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
         TimeScale::new(f).ok_or_else(|| format!("time scale must be a finite number >= 0, got {s}"))
     }
 }

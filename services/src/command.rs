@@ -27,11 +27,7 @@ pub struct Placed {
 }
 
 /// The pizza-ordered event for a valid request.
-pub fn ordered_event(
-    sys: &SysConfig,
-    req: &OrderRequest,
-    now_ms: i64,
-) -> Result<Ordered, InvalidField> {
+pub fn ordered_event(sys: &SysConfig, req: &OrderRequest, now_ms: i64) -> Result<Ordered, InvalidField> {
     sys.menu.validate(req)?;
     let username = req.username.trim().to_owned();
     Ok(Ordered {

@@ -17,10 +17,7 @@ use crate::domain::{Menu, StatusCodes, StatusLabels};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: {message}", path.display())]
     Syntax {
         path: PathBuf,
@@ -139,12 +136,7 @@ impl Ini {
             .map(|(_, v)| v.as_str())
     }
 
-    pub(crate) fn value_error(
-        &self,
-        section: &str,
-        key: &str,
-        message: impl fmt::Display,
-    ) -> ConfigError {
+    pub(crate) fn value_error(&self, section: &str, key: &str, message: impl fmt::Display) -> ConfigError {
         ConfigError::Value {
             path: self.path.clone(),
             section: section.to_owned(),
@@ -348,9 +340,7 @@ impl std::str::FromStr for ServiceName {
             .into_iter()
             .chain(ServiceName::CONSUMERS)
             .find(|n| n.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown service `{s}` (assemble, bake, deliver, merge, status, web)")
-            })
+            .ok_or_else(|| format!("unknown service `{s}` (assemble, bake, deliver, merge, status, web)"))
     }
 }
 
@@ -415,26 +405,14 @@ impl SysConfig {
                 *slot = v.to_owned();
             }
         }
-        c.num_partitions =
-            ini.parse_or("kafka-topic-config", "num_partitions", c.num_partitions)?;
+        c.num_partitions = ini.parse_or("kafka-topic-config", "num_partitions", c.num_partitions)?;
         if c.num_partitions < 1 {
-            return Err(ini.value_error(
-                "kafka-topic-config",
-                "num_partitions",
-                "must be at least 1",
-            ));
+            return Err(ini.value_error("kafka-topic-config", "num_partitions", "must be at least 1"));
         }
-        c.replication_factor = ini.parse_or(
-            "kafka-topic-config",
-            "replication_factor",
-            c.replication_factor,
-        )?;
+        c.replication_factor =
+            ini.parse_or("kafka-topic-config", "replication_factor", c.replication_factor)?;
         if c.replication_factor < 1 {
-            return Err(ini.value_error(
-                "kafka-topic-config",
-                "replication_factor",
-                "must be at least 1",
-            ));
+            return Err(ini.value_error("kafka-topic-config", "replication_factor", "must be at least 1"));
         }
         for name in [ServiceName::Web].into_iter().chain(ServiceName::CONSUMERS) {
             if let Some(v) = ini.get("kafka-consumer-group-id", name.config_key()) {
@@ -461,11 +439,7 @@ impl SysConfig {
         }
         // The newer original names the section [state-store-orders], the older [sqlite-orders].
         for section in ["sqlite-orders", "state-store-orders"] {
-            let minutes = ini.parse_or(
-                section,
-                "status_watchdog_minutes",
-                c.watchdog_period_secs / 60.0,
-            )?;
+            let minutes = ini.parse_or(section, "status_watchdog_minutes", c.watchdog_period_secs / 60.0)?;
             c.watchdog_period_secs = minutes * 60.0;
             let minutes = ini.parse_or(
                 section,
@@ -514,27 +488,17 @@ mod tests {
         let c = SysConfig::from_ini(&ini).unwrap();
         assert_eq!(c.menu.sauces, ["Tomato", "Pesto"]);
         assert_eq!(c.menu.cheeses, ["Mozzarella"]);
-        assert_eq!(
-            c.menu.main_toppings.len(),
-            6,
-            "absent keys keep the default menu"
-        );
+        assert_eq!(c.menu.main_toppings.len(), 6, "absent keys keep the default menu");
         assert_eq!(c.watchdog_period_secs, 15.0);
         assert_eq!(c.stuck_after_secs, 45.0);
         assert_eq!(c.group(ServiceName::Deliver), "pizza_delivery");
         assert_eq!(c.group(ServiceName::Merge), "pizza_merge");
-        assert_eq!(
-            c.labels.stuck,
-            "Oops! Your order has fallen through the cracks"
-        );
+        assert_eq!(c.labels.stuck, "Oops! Your order has fallen through the cracks");
     }
 
     #[test]
     fn the_shipped_default_ini_is_the_spec() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../config_sys/default.ini"
-        ));
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config_sys/default.ini"));
         let c = SysConfig::load(path).unwrap();
         let d = SysConfig::default();
         assert_eq!(c.topics, d.topics);
@@ -554,10 +518,7 @@ mod tests {
         let err = Ini::parse(Path::new("x.ini"), "[kafka]\nbootstrap.servers\n").unwrap_err();
         assert_eq!(err.to_string(), "x.ini:2: expected `key = value`");
         let err = Ini::parse(Path::new("x.ini"), "key = 1\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "x.ini:1: a key before any [section] header"
-        );
+        assert_eq!(err.to_string(), "x.ini:1: a key before any [section] header");
         let ini = Ini::parse(
             Path::new("sys.ini"),
             "[kafka-topic-config]\nnum_partitions = six\n",
@@ -582,8 +543,11 @@ mod tests {
         .unwrap();
         let err = KafkaProps::load(&p).unwrap_err().to_string();
         assert!(err.contains("[kafka] bootstrap.servers"), "{err}");
-        std::fs::write(&p, "[kafka]\nbootstrap.servers = 127.0.0.1:9092\nsasl.mechanisms = PLAIN\n[ksqldb]\nendpoint = x\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "[kafka]\nbootstrap.servers = 127.0.0.1:9092\nsasl.mechanisms = PLAIN\n[ksqldb]\nendpoint = x\n",
+        )
+        .unwrap();
         let props = KafkaProps::load(&p).unwrap();
         assert_eq!(props.bootstrap_servers(), "127.0.0.1:9092");
         assert_eq!(props.0.len(), 2);

@@ -41,9 +41,7 @@ impl TryFrom<String> for OrderId {
         {
             Ok(OrderId(s))
         } else {
-            Err(format!(
-                "order id must be 8 lower-case hex characters, got {s:?}"
-            ))
+            Err(format!("order id must be 8 lower-case hex characters, got {s:?}"))
         }
     }
 }
@@ -162,10 +160,7 @@ impl Menu {
             return bad("username", "is required".into());
         }
         if user.chars().count() > USERNAME_MAX_CHARS {
-            return bad(
-                "username",
-                format!("at most {USERNAME_MAX_CHARS} characters"),
-            );
+            return bad("username", format!("at most {USERNAME_MAX_CHARS} characters"));
         }
         for (field, value, allowed) in [
             ("sauce", &req.sauce, &self.sauces),
@@ -258,11 +253,7 @@ pub struct StatusEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub timestamp: Option<i64>,
-    #[serde(
-        rename = "OBSERVED_STATUS",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "OBSERVED_STATUS", default, skip_serializing_if = "Option::is_none")]
     pub observed_status: Option<i64>,
 }
 
@@ -398,14 +389,7 @@ impl StatusCodes {
             Some(Rank::Progress(3))
         } else if code == self.out_for_delivery {
             Some(Rank::Progress(4))
-        } else if [
-            self.delivered,
-            self.cancelled,
-            self.something_wrong,
-            self.unknown,
-        ]
-        .contains(&code)
-        {
+        } else if [self.delivered, self.cancelled, self.something_wrong, self.unknown].contains(&code) {
             Some(Rank::Final)
         } else {
             None

@@ -31,9 +31,9 @@ struct Cli {
 enum Command {
     /// Everything in one process: the embedded broker, every service, and the web app.
     Demo {
-        /// Port for the web app on 127.0.0.1.
-        #[arg(long, env = "PIZZA_PORT", default_value_t = 8000)]
-        port: u16,
+        /// Address the web app listens on.
+        #[arg(long, env = "PIZZA_LISTEN", default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
         #[command(flatten)]
         common: Common,
     },
@@ -43,9 +43,9 @@ enum Command {
         service: ServiceName,
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// Port for `web` on 127.0.0.1.
-        #[arg(long, env = "PIZZA_PORT", default_value_t = 8000)]
-        port: u16,
+        /// Address `web` listens on (a container needs 0.0.0.0:8000).
+        #[arg(long, env = "PIZZA_LISTEN", default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
         #[command(flatten)]
         common: Common,
     },
@@ -178,12 +178,13 @@ fn main() {
 }
 
 async fn real_main(cli: Cli) -> Result<()> {
+    let shutdown = shutdown_on_signals()?;
     match cli.command {
-        Command::Demo { port, common } => demo(port, common).await,
+        Command::Demo { listen, common } => demo(listen, common, shutdown).await,
         Command::Serve {
             service,
             kafka,
-            port,
+            listen,
             common,
         } => {
             let data_dir = common
@@ -192,10 +193,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                 .unwrap_or_else(|| PathBuf::from("pizza-data"));
             let cfg = common.service_config(data_dir)?;
             let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
-            let (trigger, shutdown) = Shutdown::new();
-            tokio::spawn(on_signals(trigger));
             if service == ServiceName::Web {
-                return serve_web(transport, cfg, port, shutdown).await;
+                return serve_web(transport, cfg, listen, shutdown).await;
             }
             let stats = Arc::new(WorkerStats::default());
             services::run(service, cfg, transport, stats, shutdown).await?;
@@ -222,13 +221,14 @@ async fn real_main(cli: Cli) -> Result<()> {
             let sys = load_sys(sys_config.as_deref())?;
             let broker = EmbeddedBroker::start(&sys)?;
             println!("{}", broker.bootstrap_servers());
+            // Scripts read this line from a pipe: do not leave it in a buffer.
+            std::io::Write::flush(&mut std::io::stdout())?;
             eprintln!(
                 "embedded broker up with topics {} ({} partitions each); Ctrl-C stops it",
                 sys.topics.all().join(", "),
                 sys.num_partitions
             );
-            let (trigger, mut shutdown) = Shutdown::new();
-            tokio::spawn(on_signals(trigger));
+            let mut shutdown = shutdown;
             shutdown.wait().await;
             Ok(())
         }
@@ -263,26 +263,34 @@ async fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
-async fn on_signals(trigger: ShutdownTrigger) {
+/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up is not lost) and returns
+/// the shutdown they fire. First signal: graceful shutdown. Second: exit at once.
+fn shutdown_on_signals() -> Result<Shutdown> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        on_first_signal(&trigger);
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("forced exit");
+        std::process::exit(130);
+    });
+    Ok(shutdown)
+}
+
+fn on_first_signal(trigger: &ShutdownTrigger) {
     tracing::info!("signal received: finishing in-flight work (again to force)");
     trigger.fire();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    eprintln!("forced exit");
-    std::process::exit(130);
 }
 
 async fn serve_web(
     transport: KafkaTransport,
     cfg: ServiceConfig,
-    port: u16,
+    addr: SocketAddr,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -290,7 +298,7 @@ async fn serve_web(
     serve_web_on(listener, transport, cfg, shutdown).await
 }
 
-async fn demo(port: u16, common: Common) -> Result<()> {
+async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()> {
     let started = Instant::now();
     let (_tmp, data_dir) = match &common.data_dir {
         Some(d) => (None, d.clone()),
@@ -302,8 +310,11 @@ async fn demo(port: u16, common: Common) -> Result<()> {
     };
     let cfg = common.service_config(data_dir)?;
     let broker = EmbeddedBroker::start(&cfg.sys)?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "embedded broker up, topics created"
+    );
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
-    let (trigger, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     for service in ServiceName::CONSUMERS {
         let transport = KafkaTransport::new(&props, &cfg.sys.client_id(service))?;
@@ -320,11 +331,15 @@ async fn demo(port: u16, common: Common) -> Result<()> {
             (service, r.map_err(anyhow::Error::from))
         });
     }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "services started"
+    );
     let transport = KafkaTransport::new(&props, &cfg.sys.client_id(ServiceName::Web))?;
     // The status service creates the view; the web app opens the same file.
     let web_cfg = cfg.clone();
     let web_shutdown = shutdown.clone();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -343,7 +358,7 @@ async fn demo(port: u16, common: Common) -> Result<()> {
     );
     println!("  data:      {}", cfg.data_dir.display());
     println!("  time scale {}; Ctrl-C stops", cfg.time_scale.factor());
-    tokio::spawn(on_signals(trigger));
+    std::io::Write::flush(&mut std::io::stdout())?;
     let mut failed = None;
     while let Some(joined) = tasks.join_next().await {
         let (service, r) = joined.context("service task panicked")?;
@@ -365,8 +380,7 @@ async fn serve_web_on(
     cfg: ServiceConfig,
     mut shutdown: Shutdown,
 ) -> Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let view = Arc::new(ViewStore::open(&cfg.view_path())?);
     let state = Arc::new(AppState {
         transport,

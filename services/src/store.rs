@@ -55,10 +55,8 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         if !read_only {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(err)?;
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(err)?;
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+            conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
             conn.execute_batch(schema).map_err(err)?;
         }
         Ok(Db {
@@ -67,10 +65,7 @@ impl Db {
         })
     }
 
-    fn with<R>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
-    ) -> Result<R, StoreError> {
+    fn with<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|source| StoreError {
             path: self.path.clone(),
@@ -176,12 +171,7 @@ impl ViewStore {
     }
 
     /// Records an order's details (idempotent: the first pizza-ordered event wins).
-    pub fn apply_details(
-        &self,
-        order_id: &str,
-        order: &Order,
-        ordered_ts: i64,
-    ) -> Result<(), StoreError> {
+    pub fn apply_details(&self, order_id: &str, order: &Order, ordered_ts: i64) -> Result<(), StoreError> {
         let extras = serde_json::to_string(&order.extra_toppings).expect("strings serialize");
         self.db.with(|conn| {
             conn.execute(
@@ -307,18 +297,16 @@ fn order_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Order
 }
 
 fn read_status(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<OrderStatus>> {
-    conn.prepare_cached(
-        "SELECT status, status_ts, stuck, stuck_ts FROM order_status WHERE order_id = ?1",
-    )?
-    .query_row([order_id], |r| {
-        Ok(OrderStatus {
-            status: r.get(0)?,
-            status_ts: r.get(1)?,
-            stuck: r.get(2)?,
-            stuck_ts: r.get(3)?,
+    conn.prepare_cached("SELECT status, status_ts, stuck, stuck_ts FROM order_status WHERE order_id = ?1")?
+        .query_row([order_id], |r| {
+            Ok(OrderStatus {
+                status: r.get(0)?,
+                status_ts: r.get(1)?,
+                stuck: r.get(2)?,
+                stuck_ts: r.get(3)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 const DELIVERY_SCHEMA: &str = "
@@ -358,12 +346,18 @@ impl DeliveryStore {
     /// What is known of an order.
     pub fn get(&self, order_id: &str) -> Result<DeliveryState, StoreError> {
         self.db.with(|conn| {
-            conn.prepare_cached("SELECT customer_id, baked_pending, delivered_ts FROM deliveries WHERE order_id = ?1")?
-                .query_row([order_id], |r| {
-                    Ok(DeliveryState { customer_id: r.get(0)?, pending: r.get(1)?, delivered_ts: r.get(2)? })
+            conn.prepare_cached(
+                "SELECT customer_id, baked_pending, delivered_ts FROM deliveries WHERE order_id = ?1",
+            )?
+            .query_row([order_id], |r| {
+                Ok(DeliveryState {
+                    customer_id: r.get(0)?,
+                    pending: r.get(1)?,
+                    delivered_ts: r.get(2)?,
                 })
-                .optional()
-                .map(Option::unwrap_or_default)
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
         })
     }
 

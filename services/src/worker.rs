@@ -99,10 +99,7 @@ impl WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("{service}: {source}")]
-    Transport {
-        service: String,
-        source: TransportError,
-    },
+    Transport { service: String, source: TransportError },
     #[error("{service}: record {topic}/{partition}@{offset}: {message}")]
     Handler {
         service: String,
@@ -161,12 +158,7 @@ impl OffsetTracker {
                 p.unfinished.remove(&offset);
             }
         }
-        let next = p
-            .unfinished
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(p.received_end);
+        let next = p.unfinished.keys().next().copied().unwrap_or(p.received_end);
         (next > p.marked).then(|| {
             p.marked = next;
             next
@@ -323,11 +315,7 @@ struct Task<T, H> {
 impl<T: Transport, H: Handler> Task<T, H> {
     async fn run(self, rec: Record) {
         let result = {
-            let _oven = self
-                .ovens
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
+            let _oven = self.ovens.acquire().await.expect("the semaphore is never closed");
             self.process(&rec).await
         };
         if result.is_ok() {
@@ -388,10 +376,7 @@ pub fn dlq_headers(rec: &Record, service: &str, reason: &str) -> Vec<(String, Ve
         "dlq.source.partition".into(),
         rec.partition.to_string().into_bytes(),
     ));
-    h.push((
-        "dlq.source.offset".into(),
-        rec.offset.to_string().into_bytes(),
-    ));
+    h.push(("dlq.source.offset".into(), rec.offset.to_string().into_bytes()));
     h.push(("dlq.service".into(), service.as_bytes().to_vec()));
     h.push(("dlq.reason".into(), reason.as_bytes().to_vec()));
     h

@@ -1,9 +1,7 @@
 //! Assemble: pizza-ordered -> (assembling time) -> pizza-assembled with the baking time.
 
 use crate::clock::now_ms;
-use crate::domain::{
-    assemble_secs, bake_secs, decode, encode, recipe_seed, Assembled, Malformed, Ordered,
-};
+use crate::domain::{assemble_secs, bake_secs, decode, encode, recipe_seed, Assembled, Malformed, Ordered};
 use crate::services::{order_key, ServiceConfig};
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};

@@ -70,13 +70,7 @@ pub struct Deliver<T> {
 }
 
 impl<T: Transport> Deliver<T> {
-    async fn send(
-        &self,
-        topic: &str,
-        order_id: &str,
-        status: i64,
-        ts: i64,
-    ) -> Result<(), HandleError> {
+    async fn send(&self, topic: &str, order_id: &str, status: i64, ts: i64) -> Result<(), HandleError> {
         let event = StatusOnly {
             status,
             timestamp: Some(ts),
@@ -115,10 +109,7 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.send(&topics.pending, order_id, codes.pending, now_ms())
                     .await?;
             }
-            Decision::Deliver {
-                customer_id,
-                pending,
-            } => {
+            Decision::Deliver { customer_id, pending } => {
                 let secs = delivery_secs(&customer_id, pending);
                 self.cfg.time_scale.sleep_secs(secs as f64).await;
                 // Durable before it is announced: a crash from here on re-sends, never re-delivers.
@@ -162,10 +153,7 @@ mod tests {
             ..known("ab")
         };
         assert_eq!(on_baked(&done), Decision::Resend { delivered_ts: 7 });
-        assert_eq!(
-            on_ordered(&done, "ab"),
-            Decision::Resend { delivered_ts: 7 }
-        );
+        assert_eq!(on_ordered(&done, "ab"), Decision::Resend { delivered_ts: 7 });
     }
 
     #[test]

@@ -93,8 +93,7 @@ pub async fn run<T: Transport>(
     let topics = &cfg.sys.topics;
     let needs_disk = matches!(service, ServiceName::Deliver | ServiceName::Status);
     if needs_disk {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))?;
     }
     match service {
         ServiceName::Assemble => {
@@ -157,9 +156,7 @@ pub async fn run<T: Transport>(
 fn order_key(rec: &Record) -> Result<&str, Malformed> {
     match rec.key_str() {
         Some(k) if !k.is_empty() => Ok(k),
-        Some(_) | None if rec.key.is_none() => {
-            Err(Malformed("record has no key (order_id)".into()))
-        }
+        Some(_) | None if rec.key.is_none() => Err(Malformed("record has no key (order_id)".into())),
         _ => Err(Malformed("record key is not a UTF-8 order_id".into())),
     }
 }

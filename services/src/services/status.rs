@@ -90,13 +90,8 @@ impl Handler for Status {
                     "status code the shop does not know; view unchanged"
                 );
             }
-            self.view.apply_status(
-                &self.cfg.sys.codes,
-                order_id,
-                e.status,
-                ts,
-                e.observed_status,
-            )?;
+            self.view
+                .apply_status(&self.cfg.sys.codes, order_id, e.status, ts, e.observed_status)?;
         }
         Ok(())
     }
@@ -179,16 +174,8 @@ mod tests {
             fold(&c, Some(&at(100)), 999, 1, None).is_some(),
             "skipping ahead is fine"
         );
-        assert_eq!(
-            fold(&c, Some(&at(999)), 499, 1, None),
-            None,
-            "final stays final"
-        );
-        assert_eq!(
-            fold(&c, Some(&at(200)), 12345, 1, None),
-            None,
-            "unknown code"
-        );
+        assert_eq!(fold(&c, Some(&at(999)), 499, 1, None), None, "final stays final");
+        assert_eq!(fold(&c, Some(&at(200)), 12345, 1, None), None, "unknown code");
         // A stale event arriving before any other is still the first thing known.
         assert_eq!(fold(&c, None, 300, 5, None).map(|s| s.status), Some(300));
     }
@@ -197,15 +184,8 @@ mod tests {
     fn stuck_is_a_flag_the_next_progress_clears() {
         let c = StatusCodes::default();
         let stuck = fold(&c, Some(&at(200)), 50, 9, Some(200)).unwrap();
-        assert_eq!(
-            (stuck.status, stuck.stuck, stuck.stuck_ts),
-            (200, true, Some(9))
-        );
-        assert_eq!(
-            fold(&c, Some(&stuck), 50, 10, Some(200)),
-            None,
-            "already stuck"
-        );
+        assert_eq!((stuck.status, stuck.stuck, stuck.stuck_ts), (200, true, Some(9)));
+        assert_eq!(fold(&c, Some(&stuck), 50, 10, Some(200)), None, "already stuck");
         assert_eq!(
             fold(&c, Some(&stuck), 200, 10, None),
             None,

@@ -99,10 +99,7 @@ pub fn classify(e: KafkaError) -> TransportError {
                 | RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::ProducerFenced
         )
-    ) || matches!(
-        e,
-        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..)
-    );
+    ) || matches!(e, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..));
     if fatal {
         TransportError::Fatal(e.to_string())
     } else {
@@ -125,10 +122,7 @@ impl Transport for KafkaTransport {
             .key(&record.key)
             .payload(&record.payload)
             .headers(headers);
-        let fut = self
-            .producer
-            .send_result(fr)
-            .map_err(|(e, _)| classify(e))?;
+        let fut = self.producer.send_result(fr).map_err(|(e, _)| classify(e))?;
         match fut.await {
             Ok(Ok(d)) => Ok(Delivered {
                 partition: d.partition,
@@ -141,11 +135,7 @@ impl Transport for KafkaTransport {
         }
     }
 
-    async fn subscribe(
-        &self,
-        group: &str,
-        topics: &[&str],
-    ) -> Result<KafkaSubscription, TransportError> {
+    async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<KafkaSubscription, TransportError> {
         let consumer: StreamConsumer = self
             .client_config()
             .set("group.id", group)
@@ -207,12 +197,7 @@ impl Subscription for KafkaSubscription {
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
                     .collect()
             })
             .unwrap_or_default();
@@ -227,12 +212,7 @@ impl Subscription for KafkaSubscription {
         })
     }
 
-    fn mark_done(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        next_offset: i64,
-    ) -> Result<(), TransportError> {
+    fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {
         let mut tpl = TopicPartitionList::with_capacity(1);
         tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))
             .map_err(classify)?;

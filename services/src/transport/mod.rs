@@ -24,9 +24,7 @@ pub struct Record {
 impl Record {
     /// The key as text, when it has one and it is UTF-8.
     pub fn key_str(&self) -> Option<&str> {
-        self.key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The payload, empty for a tombstone.
@@ -87,10 +85,7 @@ pub trait Transport: Clone + Send + Sync + 'static {
     type Subscription: Subscription;
 
     /// Produces a record; resolves once it is durable (acknowledged by the broker).
-    fn produce(
-        &self,
-        record: OutRecord,
-    ) -> impl Future<Output = Result<Delivered, TransportError>> + Send;
+    fn produce(&self, record: OutRecord) -> impl Future<Output = Result<Delivered, TransportError>> + Send;
 
     /// Joins `group` as a member consuming `topics`, reading from the group's committed offsets
     /// (from the beginning when it has none).
@@ -101,10 +96,7 @@ pub trait Transport: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Subscription, TransportError>> + Send;
 
     /// The end offset (the offset the next record will get) of every partition of `topic`.
-    fn end_offsets(
-        &self,
-        topic: &str,
-    ) -> impl Future<Output = Result<Vec<i64>, TransportError>> + Send;
+    fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<i64>, TransportError>> + Send;
 }
 
 /// One member of a consumer group.
@@ -114,12 +106,7 @@ pub trait Subscription: Send + 'static {
 
     /// Marks every record of `topic`/`partition` before `next_offset` done: the next commit stores
     /// `next_offset`, so a restart resumes there.
-    fn mark_done(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        next_offset: i64,
-    ) -> Result<(), TransportError>;
+    fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError>;
 
     /// Commits what is marked done and leaves the group.
     fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
@@ -192,10 +179,7 @@ impl<S: Subscription> ReadToEnd<S> {
 }
 
 /// Every record of `topics` up to their current ends (a fresh group each call).
-pub async fn read_all<T: Transport>(
-    transport: &T,
-    topics: &[&str],
-) -> Result<Vec<Record>, ReadError> {
+pub async fn read_all<T: Transport>(transport: &T, topics: &[&str]) -> Result<Vec<Record>, ReadError> {
     let group = format!("pizza-read-{}", crate::domain::OrderId::random());
     let mut reader = ReadToEnd::open(transport, &group, topics).await?;
     let mut out = Vec::new();

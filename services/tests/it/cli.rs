@@ -18,23 +18,13 @@ fn stderr(o: &Output) -> String {
 fn bad_flags_are_usage_errors() {
     let o = pizza(&["serve", "oven", "--brokers", "127.0.0.1:1"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("unknown service `oven`"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("unknown service `oven`"), "{}", stderr(&o));
 
     let o = pizza(&["serve", "assemble"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--kafka-config"), "{}", stderr(&o));
 
-    let o = pizza(&[
-        "serve",
-        "assemble",
-        "--brokers",
-        "127.0.0.1:1",
-        "--time-scale=-1",
-    ]);
+    let o = pizza(&["serve", "assemble", "--brokers", "127.0.0.1:1", "--time-scale=-1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("time scale must be a finite number >= 0"),
@@ -57,12 +47,7 @@ fn bad_flags_are_usage_errors() {
 fn bad_config_files_are_named_with_the_line_or_key() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.ini");
-    let o = pizza(&[
-        "serve",
-        "assemble",
-        "--kafka-config",
-        missing.to_str().unwrap(),
-    ]);
+    let o = pizza(&["serve", "assemble", "--kafka-config", missing.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("cannot read") && stderr(&o).contains("missing.ini"),

@@ -86,8 +86,7 @@ impl Shop {
         let mut tasks = tokio::task::JoinSet::new();
         let mut stats = HashMap::new();
         for &service in which {
-            let transport =
-                KafkaTransport::new(props, &format!("it-{service}")).expect("transport");
+            let transport = KafkaTransport::new(props, &format!("it-{service}")).expect("transport");
             let st = Arc::new(WorkerStats::default());
             stats.insert(service, st.clone());
             let (cfg, shutdown) = (cfg.clone(), shutdown.clone());

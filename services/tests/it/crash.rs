@@ -27,13 +27,7 @@ impl Proc {
         Proc::spawn_with(service, brokers, dir, scale, &[])
     }
 
-    fn spawn_with(
-        service: ServiceName,
-        brokers: &str,
-        dir: &Path,
-        scale: &str,
-        extra: &[&str],
-    ) -> Proc {
+    fn spawn_with(service: ServiceName, brokers: &str, dir: &Path, scale: &str, extra: &[&str]) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -121,11 +115,9 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
     })
     .await;
     let view = ViewStore::open_read_only(&view_path).unwrap();
-    wait_for(
-        "the warm-up order delivered",
-        Duration::from_secs(60),
-        || async { count_at(&view, &warm, 999) == 1 },
-    )
+    wait_for("the warm-up order delivered", Duration::from_secs(60), || async {
+        count_at(&view, &warm, 999) == 1
+    })
     .await;
 
     let ids = place(&customer, &sys, ORDERS).await;
@@ -161,10 +153,7 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
     })
     .await;
     let delivered_before = count_at(&view, &ids, 999);
-    assert!(
-        delivered_before < ORDERS,
-        "orders still in flight when killed"
-    );
+    assert!(delivered_before < ORDERS, "orders still in flight when killed");
     for p in procs.iter_mut().filter(|p| {
         matches!(
             p.service,
@@ -219,12 +208,7 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
             })
             .collect();
         stamps.dedup();
-        assert_eq!(
-            stamps.len(),
-            1,
-            "order {id} delivered {} times",
-            stamps.len()
-        );
+        assert_eq!(stamps.len(), 1, "order {id} delivered {} times", stamps.len());
     }
     let resent = delivered.len() - groups.len();
     eprintln!("{delivered_before} delivered before the kill; {resent} pizza-delivered events re-sent (same delivery) after it");
@@ -252,14 +236,11 @@ async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates
 
     // Two ovens and at most four orders held: a shutdown leaves most orders to the next run.
     let small = ["--concurrency", "2", "--max-in-flight", "4"];
-    let mut assemble =
-        Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
+    let mut assemble = Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
     place(&customer, &sys, 1).await;
-    wait_for(
-        "the warm-up order assembled",
-        Duration::from_secs(60),
-        || async { assembled().await == 1 },
-    )
+    wait_for("the warm-up order assembled", Duration::from_secs(60), || async {
+        assembled().await == 1
+    })
     .await;
     place(&customer, &sys, ORDERS).await;
     wait_for("assembling under way", Duration::from_secs(60), || async {
@@ -280,8 +261,7 @@ async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates
     );
 
     // A restart resumes where it committed: each order assembled exactly once.
-    let mut assemble =
-        Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
+    let mut assemble = Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
     wait_for("every order assembled", Duration::from_secs(90), || async {
         assembled().await > ORDERS as i64
     })

@@ -39,19 +39,15 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
         test_config(dir.path().to_owned(), 0.0),
         &[ServiceName::Assemble],
     );
-    wait_for(
-        "the good order assembled",
-        Duration::from_secs(60),
-        || async {
-            producer
-                .end_offsets(&sys.topics.assembled)
-                .await
-                .unwrap()
-                .iter()
-                .sum::<i64>()
-                == 1
-        },
-    )
+    wait_for("the good order assembled", Duration::from_secs(60), || async {
+        producer
+            .end_offsets(&sys.topics.assembled)
+            .await
+            .unwrap()
+            .iter()
+            .sum::<i64>()
+            == 1
+    })
     .await;
     let assembled = topic(&producer, &sys.topics.assembled).await;
     assert_eq!(assembled[0].key_str(), Some(ids[0].as_str()));
@@ -72,9 +68,7 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
         );
         assert!(bad_offsets.contains(&(p.parse().unwrap(), o.parse().unwrap())));
         assert!(
-            header(r, "dlq.reason")
-                .unwrap()
-                .starts_with("invalid event JSON"),
+            header(r, "dlq.reason").unwrap().starts_with("invalid event JSON"),
             "{:?}",
             header(r, "dlq.reason")
         );
@@ -134,11 +128,7 @@ async fn baked_before_ordered_is_pending_then_delivered() {
     req.username = "late".into();
     let event = pizza::command::ordered_event(&sys, &req, 2).unwrap();
     producer
-        .produce(OutRecord::new(
-            &sys.topics.ordered,
-            order_id,
-            encode(&event),
-        ))
+        .produce(OutRecord::new(&sys.topics.ordered, order_id, encode(&event)))
         .await
         .unwrap();
     wait_for("pizza-delivered", Duration::from_secs(60), || async {

@@ -39,11 +39,9 @@ pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) 
     })
     .await;
     let view = shop.view();
-    wait_for(
-        "the warm-up order delivered",
-        Duration::from_secs(60),
-        || async { count_at(&view, &warm, 999) == 1 },
-    )
+    wait_for("the warm-up order delivered", Duration::from_secs(60), || async {
+        count_at(&view, &warm, 999) == 1
+    })
     .await;
 
     let ids = place(&customer, &sys, orders).await;
@@ -73,17 +71,10 @@ pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) 
     assert!(stats.records >= (orders as u64 + 1) * 5, "read {stats:?}");
     let live = view.dump().unwrap();
     assert_eq!(live.status.len(), orders + 1);
-    assert_eq!(
-        ViewStore::open_read_only(&rebuilt).unwrap().dump().unwrap(),
-        live
-    );
+    assert_eq!(ViewStore::open_read_only(&rebuilt).unwrap().dump().unwrap(), live);
 
     // Wire compatibility: partitions by murmur2, and the JSON the spec shows.
-    let partitions = customer
-        .end_offsets(&sys.topics.ordered)
-        .await
-        .unwrap()
-        .len() as i32;
+    let partitions = customer.end_offsets(&sys.topics.ordered).await.unwrap().len() as i32;
     for t in sys
         .topics
         .sources()
@@ -172,11 +163,9 @@ async fn a_hundred_orders_assemble_in_about_one_assembling_time() {
     place_order(&customer, &sys, &req, OrderId::random(), now_ms())
         .await
         .unwrap();
-    wait_for(
-        "the warm-up order assembled",
-        Duration::from_secs(60),
-        || async { assembled().await == 1 },
-    )
+    wait_for("the warm-up order assembled", Duration::from_secs(60), || async {
+        assembled().await == 1
+    })
     .await;
 
     let start = Instant::now();
@@ -191,10 +180,7 @@ async fn a_hundred_orders_assemble_in_about_one_assembling_time() {
     .await;
     let took = start.elapsed();
     eprintln!("100 orders of a 4 s recipe assembled in {took:?} (one at a time: 400 s)");
-    assert!(
-        took >= Duration::from_secs(4),
-        "cooking took its time: {took:?}"
-    );
+    assert!(took >= Duration::from_secs(4), "cooking took its time: {took:?}");
     // Three assembling times at most: concurrent, not one after another.
     assert!(took < Duration::from_secs(12), "100 orders took {took:?}");
     shop.stop().await;

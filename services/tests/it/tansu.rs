@@ -49,9 +49,7 @@ async fn orders_reach_delivered_on_tansu() {
             std::env::var_os("CI").is_none(),
             "CI must run against tansu, but it is not on PATH"
         );
-        eprintln!(
-            "SKIPPED: tansu is not installed (cargo install tansu --locked --features dynostore)"
-        );
+        eprintln!("SKIPPED: tansu is not installed (cargo install tansu --locked --features dynostore)");
         return;
     };
     let port = free_port();
@@ -77,9 +75,7 @@ async fn orders_reach_delivered_on_tansu() {
     let props = KafkaProps::bootstrap(&format!("127.0.0.1:{port}"));
     let sys = SysConfig::default();
     let admin = KafkaTransport::new(&props, "it-admin").unwrap();
-    let created = create_topics(&admin, &sys)
-        .await
-        .expect("create topics on tansu");
+    let created = create_topics(&admin, &sys).await.expect("create topics on tansu");
     assert!(
         created
             .iter()

@@ -21,11 +21,7 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
     let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
     cfg.time_scale = pizza::clock::TimeScale::new(0.02).unwrap();
     // No assemble service: orders stop at 100.
-    let shop = Shop::start(
-        &props,
-        cfg.clone(),
-        &[ServiceName::Merge, ServiceName::Status],
-    );
+    let shop = Shop::start(&props, cfg.clone(), &[ServiceName::Merge, ServiceName::Status]);
     let ids = place(&customer, &sys, 1).await;
     let id = ids[0].as_str();
     wait_for("the view file", Duration::from_secs(30), || async {
@@ -46,13 +42,8 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
     let s = view.status(id).unwrap().unwrap();
     assert_eq!(s.status, 100, "stuck is a flag, not a status");
     let marked_after_ms = s.stuck_ts.unwrap() - at_100;
-    eprintln!(
-        "marked stuck {marked_after_ms} ms after it reached 100 (SLA 900 ms + period 300 ms)"
-    );
-    assert!(
-        marked_after_ms >= 900,
-        "not before the SLA: {marked_after_ms} ms"
-    );
+    eprintln!("marked stuck {marked_after_ms} ms after it reached 100 (SLA 900 ms + period 300 ms)");
+    assert!(marked_after_ms >= 900, "not before the SLA: {marked_after_ms} ms");
     assert!(seen.elapsed() < Duration::from_secs(10));
     let row = view.order(id).unwrap().unwrap();
     let body = pizza::web::order_body(&sys, row);
@@ -71,15 +62,11 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
 
     // Progress clears it.
     let more = Shop::start(&props, cfg.clone(), &[ServiceName::Assemble]);
-    wait_for(
-        "the order at 200, not stuck",
-        Duration::from_secs(60),
-        || async {
-            view.status(id)
-                .unwrap()
-                .is_some_and(|s| s.status == 200 && !s.stuck)
-        },
-    )
+    wait_for("the order at 200, not stuck", Duration::from_secs(60), || async {
+        view.status(id)
+            .unwrap()
+            .is_some_and(|s| s.status == 200 && !s.stuck)
+    })
     .await;
     more.stop().await;
     shop.stop().await;

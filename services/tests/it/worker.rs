@@ -52,11 +52,7 @@ async fn one_key_in_order_many_keys_at_once_offsets_committed_on_shutdown() {
     let transport = KafkaTransport::new(&props, "it-worker").unwrap();
     for seq in 0..PER_KEY {
         for k in 0..KEYS {
-            let out = OutRecord::new(
-                "it-worker",
-                format!("key-{k}"),
-                seq.to_string().into_bytes(),
-            );
+            let out = OutRecord::new("it-worker", format!("key-{k}"), seq.to_string().into_bytes());
             transport.produce(out).await.unwrap();
         }
     }
@@ -86,11 +82,7 @@ async fn one_key_in_order_many_keys_at_once_offsets_committed_on_shutdown() {
     }
     assert_eq!(per_key.len(), KEYS);
     for (k, seqs) in &per_key {
-        assert_eq!(
-            *seqs,
-            (0..PER_KEY).collect::<Vec<_>>(),
-            "key {k} out of order"
-        );
+        assert_eq!(*seqs, (0..PER_KEY).collect::<Vec<_>>(), "key {k} out of order");
     }
     let max = recorder.max_running.load(Ordering::SeqCst);
     assert!(max > 1, "different keys ran concurrently (max {max})");
@@ -107,14 +99,9 @@ async fn one_key_in_order_many_keys_at_once_offsets_committed_on_shutdown() {
     for p in 0..ends.len() as i32 {
         tpl.add_partition("it-worker", p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
     for (p, end) in ends.iter().enumerate() {
-        let got = committed
-            .find_partition("it-worker", p as i32)
-            .unwrap()
-            .offset();
+        let got = committed.find_partition("it-worker", p as i32).unwrap().offset();
         assert_eq!(got, Offset::Offset(*end), "partition {p}");
     }
 }
