@@ -16,6 +16,7 @@ use pizza::services::{self, ServiceConfig};
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
+use pizza::web::session::SessionKey;
 use pizza::web::{self, AppState};
 use pizza::worker::WorkerStats;
 
@@ -136,6 +137,14 @@ struct Common {
     /// what it holds is finished on shutdown. Default: 16 × concurrency, at least 1024.
     #[arg(long, env = "PIZZA_MAX_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_in_flight: Option<u32>,
+    /// The web app's session signing key, 64 hex characters. Default: the installation's key in
+    /// <data-dir>/session.key, generated on first start.
+    #[arg(long, env = "PIZZA_SESSION_KEY", hide_env_values = true, value_parser = parse_session_key)]
+    session_key: Option<SessionKey>,
+}
+
+fn parse_session_key(s: &str) -> Result<SessionKey, String> {
+    SessionKey::from_hex(s).ok_or_else(|| "expected 64 hex characters (32 bytes)".into())
 }
 
 impl Common {
@@ -194,7 +203,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             let cfg = common.service_config(data_dir)?;
             let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
             if service == ServiceName::Web {
-                return serve_web(transport, cfg, listen, shutdown).await;
+                return serve_web(transport, cfg, listen, common.session_key.clone(), shutdown).await;
             }
             let stats = Arc::new(WorkerStats::default());
             services::run(service, cfg, transport, stats, shutdown).await?;
@@ -289,13 +298,14 @@ async fn serve_web(
     transport: KafkaTransport,
     cfg: ServiceConfig,
     addr: SocketAddr,
+    session_key: Option<SessionKey>,
     shutdown: Shutdown,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "web app listening");
-    serve_web_on(listener, transport, cfg, shutdown).await
+    serve_web_on(listener, transport, cfg, session_key, shutdown).await
 }
 
 async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()> {
@@ -338,13 +348,14 @@ async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()
     let transport = KafkaTransport::new(&props, &cfg.sys.client_id(ServiceName::Web))?;
     // The status service creates the view; the web app opens the same file.
     let web_cfg = cfg.clone();
+    let session_key = common.session_key.clone();
     let web_shutdown = shutdown.clone();
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tasks.spawn(async move {
-        let r = serve_web_on(listener, transport, web_cfg, web_shutdown).await;
+        let r = serve_web_on(listener, transport, web_cfg, session_key, web_shutdown).await;
         (ServiceName::Web, r)
     });
     println!("pizza shop ready in {} ms", started.elapsed().as_millis());
@@ -378,14 +389,20 @@ async fn serve_web_on(
     listener: tokio::net::TcpListener,
     transport: KafkaTransport,
     cfg: ServiceConfig,
+    session_key: Option<SessionKey>,
     mut shutdown: Shutdown,
 ) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let view = Arc::new(ViewStore::open(&cfg.view_path())?);
+    let key = match session_key {
+        Some(k) => k,
+        None => SessionKey::load_or_create(&web::session_key_path(&cfg.data_dir))?,
+    };
     let state = Arc::new(AppState {
         transport,
         sys: cfg.sys.clone(),
         view,
+        key,
     });
     axum::serve(listener, web::router(state))
         .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -262,6 +262,13 @@ impl ViewStore {
         })
     }
 
+    /// SQLite's `data_version`: changes whenever another connection commits to the file, so a
+    /// reader learns cheaply that the view moved.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.db
+            .with(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
+    }
+
     /// Every row, ordered.
     pub fn dump(&self) -> Result<ViewDump, StoreError> {
         self.db.with(|conn| {

@@ -1,6 +1,7 @@
 //! Integration tests on real brokers: librdkafka's mock cluster (embedded), tansu when installed,
 //! and the `pizza` binary as separate processes for the crash and shutdown tests.
 
+mod browser;
 mod cli;
 mod common;
 mod crash;
@@ -8,4 +9,5 @@ mod dlq;
 mod pipeline;
 mod tansu;
 mod watchdog;
+mod web;
 mod worker;

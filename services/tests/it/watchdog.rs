@@ -46,7 +46,7 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
     assert!(marked_after_ms >= 900, "not before the SLA: {marked_after_ms} ms");
     assert!(seen.elapsed() < Duration::from_secs(10));
     let row = view.order(id).unwrap().unwrap();
-    let body = pizza::web::order_body(&sys, row);
+    let body = pizza::web::api::order_body(&sys, id, Some(row));
     assert_eq!(body.status_text, "Your order is delayed, bear with us!");
 
     // The mark is on the log: pizza-status carries it.

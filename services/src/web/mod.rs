@@ -1,0 +1,456 @@
+//! The web app: the command side as customers see it (axum). Pages to log in, order from the menu,
+//! watch an order live (server-sent events) and list one's orders; a JSON API for programs; the
+//! original's `/health-check`.
+//!
+//! - Sessions are signed cookies ([`session`]) under a per-installation key.
+//! - Every form carries the session's CSRF token; cookies are `SameSite=Strict`.
+//! - Every value rendered is escaped ([`pages::esc`]); a Content-Security-Policy forbids inline script.
+//! - An order that is someone else's gets exactly the answer of one that does not exist.
+//! - Placing an order is one durable event or an error: nothing half-created.
+
+pub mod api;
+pub mod pages;
+pub mod session;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::stream::Stream;
+
+use crate::clock::now_ms;
+use crate::command::{place_order, PlaceError};
+use crate::config::SysConfig;
+use crate::domain::{customer_id_for, OrderId, OrderRequest};
+use crate::store::ViewStore;
+use crate::transport::Transport;
+use api::{order_body, OrderBody};
+use pages::Viewer;
+use session::{Session, SessionKey};
+
+/// What the handlers share.
+pub struct AppState<T> {
+    pub transport: T,
+    pub sys: Arc<SysConfig>,
+    /// The status service's view, read here.
+    pub view: Arc<ViewStore>,
+    /// Signs session cookies.
+    pub key: SessionKey,
+}
+
+/// Most orders listed on "My orders".
+pub const ORDERS_LISTED: u32 = 50;
+/// How long a request other than a live stream may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a live stream checks the view for changes (a cheap `PRAGMA data_version`).
+pub const LIVE_CHECK: Duration = Duration::from_millis(100);
+/// How long one live stream lasts; the browser reconnects by itself after.
+pub const LIVE_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// The router. State is shared, so tests call it without a server.
+pub fn router<T: Transport>(state: Arc<AppState<T>>) -> Router {
+    let timed = Router::new()
+        .route("/", get(home))
+        .route("/health-check", get(|| async { "Ok" }))
+        .route("/login", get(login_page).post(login::<T>))
+        .route("/logout", post(logout))
+        .route("/menu", get(menu::<T>))
+        .route("/orders", get(my_orders::<T>).post(place::<T>))
+        .route("/orders/{order_id}", get(order_page::<T>))
+        .route("/api/login", post(api::login::<T>))
+        .route("/api/orders", post(api::place::<T>))
+        .route("/api/orders/{order_id}", get(api::order::<T>))
+        .route(
+            "/static/app.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], pages::APP_CSS) }),
+        )
+        .route(
+            "/static/order.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], pages::ORDER_JS) }),
+        )
+        .layer(middleware::from_fn(timeout));
+    Router::new()
+        .route("/orders/{order_id}/events", get(order_events::<T>))
+        .merge(timed)
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the request took too long").into_response(),
+    }
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; object-src 'none'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+/// The session from the request's cookie, if it carries a validly signed one.
+pub struct MaybeSession(pub Option<Session>);
+
+impl<T: Transport> FromRequestParts<Arc<AppState<T>>> for MaybeSession {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState<T>>) -> Result<Self, Infallible> {
+        let session = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(session::cookie_value)
+            .and_then(|v| Session::decode(v, &st.key));
+        Ok(MaybeSession(session))
+    }
+}
+
+/// A page that could not be served; rendered as HTML with the right status code.
+pub enum PageError {
+    BadRequest(Session, String),
+    Forbidden(String),
+    NotFound(Option<Session>, String),
+    Unavailable(Session),
+    Internal(String),
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let anon = Viewer {
+            username: None,
+            csrf: "",
+        };
+        match self {
+            PageError::BadRequest(s, m) => {
+                let v = Viewer {
+                    username: s.username.as_deref(),
+                    csrf: &s.csrf,
+                };
+                (StatusCode::BAD_REQUEST, Html(pages::error(&v, &m))).into_response()
+            }
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, Html(pages::error(&anon, &m))).into_response(),
+            PageError::NotFound(s, text) => {
+                let v = s.as_ref().map_or(anon, |s| Viewer {
+                    username: s.username.as_deref(),
+                    csrf: &s.csrf,
+                });
+                (StatusCode::NOT_FOUND, Html(pages::not_found(&v, &text))).into_response()
+            }
+            PageError::Unavailable(s) => {
+                let v = Viewer {
+                    username: s.username.as_deref(),
+                    csrf: &s.csrf,
+                };
+                let msg = "Your order could not be recorded. Nothing was ordered; please try again.";
+                (StatusCode::SERVICE_UNAVAILABLE, Html(pages::error(&v, msg))).into_response()
+            }
+            PageError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Html(pages::error(&anon, "Something went wrong on our side.")),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+fn logged_in(session: Option<Session>) -> Option<Session> {
+    session.filter(|s| s.username.is_some())
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+fn with_cookie(cookie: String, res: impl IntoResponse) -> Response {
+    ([(header::SET_COOKIE, cookie)], res).into_response()
+}
+
+/// A form body's fields, repeated names kept (extra toppings).
+fn form_fields(body: &Bytes) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn check_csrf(session: &Session, fields: &[(String, String)]) -> Result<(), PageError> {
+    match field(fields, "csrf") {
+        Some(t) if session.csrf_matches(t) => Ok(()),
+        _ => Err(PageError::Forbidden(
+            "This form has expired. Go back, reload the page and try again.".into(),
+        )),
+    }
+}
+
+async fn home(MaybeSession(session): MaybeSession) -> Redirect {
+    match session {
+        Some(s) if s.username.is_some() => Redirect::to("/menu"),
+        _ => Redirect::to("/login"),
+    }
+}
+
+async fn login_page<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+) -> Response {
+    // Even the login form is CSRF-protected: the token lives in an anonymous session.
+    let session = session.unwrap_or_else(Session::anonymous);
+    with_cookie(
+        session.set_cookie(&st.key),
+        Html(pages::login(&session.csrf, None)),
+    )
+}
+
+async fn login<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let session =
+        session.ok_or_else(|| PageError::Forbidden("Your session expired. Reload the page.".into()))?;
+    let fields = form_fields(&body);
+    check_csrf(&session, &fields)?;
+    match api::valid_username(field(&fields, "username").unwrap_or_default()) {
+        Ok(username) => {
+            let s = Session::logged_in(&username);
+            Ok(with_cookie(s.set_cookie(&st.key), Redirect::to("/menu")))
+        }
+        Err(msg) => Ok((
+            StatusCode::BAD_REQUEST,
+            Html(pages::login(&session.csrf, Some(&msg))),
+        )
+            .into_response()),
+    }
+}
+
+async fn logout(MaybeSession(session): MaybeSession, body: Bytes) -> Result<Response, PageError> {
+    let session =
+        session.ok_or_else(|| PageError::Forbidden("Your session expired. Reload the page.".into()))?;
+    check_csrf(&session, &form_fields(&body))?;
+    Ok(with_cookie(session::clear_cookie(), Redirect::to("/login")))
+}
+
+async fn menu<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+) -> Response {
+    match logged_in(session) {
+        Some(s) => Html(pages::menu(
+            &Viewer {
+                username: s.username.as_deref(),
+                csrf: &s.csrf,
+            },
+            &st.sys.menu,
+            None,
+        ))
+        .into_response(),
+        None => to_login(),
+    }
+}
+
+async fn place<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let Some(mut session) = logged_in(session) else {
+        return Ok(to_login());
+    };
+    let fields = form_fields(&body);
+    check_csrf(&session, &fields)?;
+    let req = OrderRequest {
+        username: session.username.clone().unwrap_or_default(),
+        sauce: field(&fields, "sauce").unwrap_or_default().to_owned(),
+        cheese: field(&fields, "cheese").unwrap_or_default().to_owned(),
+        main_topping: field(&fields, "main_topping").unwrap_or_default().to_owned(),
+        extra_toppings: fields
+            .iter()
+            .filter(|(k, _)| k == "extra_toppings")
+            .map(|(_, v)| v.clone())
+            .collect(),
+    };
+    match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
+        Ok(placed) => {
+            session.placed(placed.order_id.as_str());
+            let to = format!("/orders/{}", placed.order_id);
+            Ok(with_cookie(session.set_cookie(&st.key), Redirect::to(&to)))
+        }
+        Err(PlaceError::Invalid(f)) => {
+            let v = Viewer {
+                username: session.username.as_deref(),
+                csrf: &session.csrf,
+            };
+            let msg = format!("Please check your order: {f}");
+            Ok((
+                StatusCode::BAD_REQUEST,
+                Html(pages::menu(&v, &st.sys.menu, Some(&msg))),
+            )
+                .into_response())
+        }
+        Err(PlaceError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "order not placed");
+            Err(PageError::Unavailable(session))
+        }
+    }
+}
+
+/// The order if `session`'s user placed it; `None` for an order that does not exist or that is
+/// someone else's (the caller answers both the same way). An order this session just placed is
+/// shown before the view has it.
+pub fn owned_order<T>(
+    st: &AppState<T>,
+    session: &Session,
+    order_id: &str,
+) -> Result<Option<OrderBody>, String> {
+    let (Some(user), Ok(id)) = (session.username.as_deref(), order_id.parse::<OrderId>()) else {
+        return Ok(None);
+    };
+    let row = st.view.order(id.as_str()).map_err(|e| e.to_string())?;
+    let mine = match row.as_ref().and_then(|r| r.details.as_ref()) {
+        Some(details) => details.customer_id == customer_id_for(user),
+        // The view has no details yet: only the session that placed it may look.
+        None => session.recent.iter().any(|r| r == id.as_str()),
+    };
+    Ok(mine.then(|| order_body(&st.sys, id.as_str(), row)))
+}
+
+fn unknown_order(st: &SysConfig, session: Option<Session>) -> PageError {
+    PageError::NotFound(session, st.labels.text(&st.codes, st.codes.unknown))
+}
+
+async fn order_page<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+    Path(order_id): Path<String>,
+) -> Result<Response, PageError> {
+    let Some(session) = logged_in(session) else {
+        return Ok(to_login());
+    };
+    match owned_order(&st, &session, &order_id).map_err(PageError::Internal)? {
+        Some(body) => {
+            let v = Viewer {
+                username: session.username.as_deref(),
+                csrf: &session.csrf,
+            };
+            Ok(Html(pages::order(&v, &body, body.is_final)).into_response())
+        }
+        None => Err(unknown_order(&st.sys, Some(session))),
+    }
+}
+
+async fn my_orders<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+) -> Result<Response, PageError> {
+    let Some(session) = logged_in(session) else {
+        return Ok(to_login());
+    };
+    let customer = customer_id_for(session.username.as_deref().unwrap_or_default());
+    let ids = st
+        .view
+        .orders_of(&customer, ORDERS_LISTED)
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = st
+            .view
+            .order(&id)
+            .map_err(|e| PageError::Internal(e.to_string()))?;
+        rows.push(order_body(&st.sys, &id, row));
+    }
+    let v = Viewer {
+        username: session.username.as_deref(),
+        csrf: &session.csrf,
+    };
+    Ok(Html(pages::orders(&v, &rows)).into_response())
+}
+
+/// Server-sent events for one order: an event named `status` with the order's JSON whenever the
+/// view changes it, the last one when it is final.
+async fn order_events<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+    Path(order_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
+    let session = session.filter(|s| s.username.is_some());
+    let Some(session) = session else {
+        return Err(unknown_order(&st.sys, None));
+    };
+    if owned_order(&st, &session, &order_id)
+        .map_err(PageError::Internal)?
+        .is_none()
+    {
+        return Err(unknown_order(&st.sys, Some(session)));
+    }
+    struct Live<T> {
+        st: Arc<AppState<T>>,
+        session: Session,
+        order_id: String,
+        version: Option<i64>,
+        sent: Option<OrderBody>,
+        done: bool,
+        until: Instant,
+    }
+    let start = Live {
+        st,
+        session,
+        order_id,
+        version: None,
+        sent: None,
+        done: false,
+        until: Instant::now() + LIVE_MAX,
+    };
+    let stream = futures::stream::unfold(start, |mut live| async move {
+        while !live.done && Instant::now() < live.until {
+            let version = live.st.view.data_version().ok();
+            if version.is_none() || version != live.version {
+                live.version = version;
+                if let Ok(Some(body)) = owned_order(&live.st, &live.session, &live.order_id) {
+                    if live.sent.as_ref() != Some(&body) {
+                        live.done = body.is_final;
+                        let event = Event::default()
+                            .event("status")
+                            .json_data(&body)
+                            .expect("order JSON");
+                        live.sent = Some(body);
+                        return Some((Ok(event), live));
+                    }
+                }
+            }
+            tokio::time::sleep(LIVE_CHECK).await;
+        }
+        None
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Where the installation's session key lives in a data directory.
+pub fn session_key_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("session.key")
+}

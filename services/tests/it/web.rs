@@ -1,0 +1,383 @@
+//! The web app's handlers, called through the router without a server (`oneshot`), on a real
+//! broker and a real SQLite view.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use pizza::admin::EmbeddedBroker;
+use pizza::config::{KafkaProps, SysConfig};
+use pizza::domain::{customer_id_for, Order};
+use pizza::store::ViewStore;
+use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::Transport;
+use pizza::web::session::SessionKey;
+use pizza::web::{router, AppState};
+use tower::ServiceExt;
+
+struct App {
+    router: Router,
+    transport: KafkaTransport,
+    view: Arc<ViewStore>,
+    _broker: EmbeddedBroker,
+    _dir: tempfile::TempDir,
+}
+
+fn app() -> App {
+    let sys = SysConfig::default();
+    let broker = EmbeddedBroker::start(&sys).unwrap();
+    let transport =
+        KafkaTransport::new(&KafkaProps::bootstrap(&broker.bootstrap_servers()), "it-web").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let view = Arc::new(ViewStore::open(&dir.path().join("orders.db")).unwrap());
+    let state = Arc::new(AppState {
+        transport: transport.clone(),
+        sys: Arc::new(sys),
+        view: view.clone(),
+        key: SessionKey::random(),
+    });
+    App {
+        router: router(state),
+        transport,
+        view,
+        _broker: broker,
+        _dir: dir,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    cookie: Option<String>,
+    location: Option<String>,
+    body: String,
+}
+
+impl App {
+    async fn send(&self, method: &str, uri: &str, cookie: Option<&str>, form: Option<&str>) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(f.to_owned())
+            }
+            None => Body::empty(),
+        };
+        let res = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let h = |name| {
+            res.headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let cookie = h(header::SET_COOKIE).map(|c| c.split(';').next().unwrap().to_owned());
+        let location = h(header::LOCATION);
+        let body = String::from_utf8(to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+        Reply {
+            status,
+            cookie,
+            location,
+            body,
+        }
+    }
+
+    /// Logs in as `user`; returns the session cookie and its CSRF token.
+    async fn login(&self, user: &str) -> (String, String) {
+        let page = self.send("GET", "/login", None, None).await;
+        let anon = page.cookie.expect("anonymous session cookie");
+        let form = format!("csrf={}&username={}", csrf_of(&page.body), enc(user));
+        let r = self.send("POST", "/login", Some(&anon), Some(&form)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert_eq!(r.location.as_deref(), Some("/menu"));
+        let cookie = r.cookie.expect("session cookie");
+        let menu = self.send("GET", "/menu", Some(&cookie), None).await;
+        (cookie, csrf_of(&menu.body))
+    }
+
+    async fn produced(&self) -> i64 {
+        self.transport
+            .end_offsets("pizza-ordered")
+            .await
+            .unwrap()
+            .iter()
+            .sum()
+    }
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find(r#"name="csrf" value=""#).expect("a csrf field") + r#"name="csrf" value=""#.len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+const GOOD: &str =
+    "sauce=Tomato&cheese=Mozzarella&main_topping=Pepperoni&extra_toppings=Mushroom&extra_toppings=Onion";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_order_and_see_the_order() {
+    let app = app();
+    assert_eq!(app.send("GET", "/health-check", None, None).await.body, "Ok");
+    // Not logged in: every page leads to the login page.
+    let r = app.send("GET", "/menu", None, None).await;
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/login"))
+    );
+
+    let (cookie, csrf) = app.login("  alice ").await;
+    let menu = app.send("GET", "/menu", Some(&cookie), None).await;
+    assert!(menu.body.contains("Logged in as <b>alice</b>"));
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&{GOOD}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let to = r.location.unwrap();
+    let order_id = to.strip_prefix("/orders/").unwrap().to_owned();
+    assert_eq!(app.produced().await, 1, "one pizza-ordered event");
+    // The view has not folded it yet; the session that placed it still sees it.
+    let cookie = r.cookie.unwrap();
+    let page = app.send("GET", &to, Some(&cookie), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Order received and being prepared"),
+        "{}",
+        page.body
+    );
+
+    // Once the view has it, the customer's orders list shows it.
+    let details = Order {
+        extra_toppings: vec!["Mushroom".into(), "Onion".into()],
+        sauce: "Tomato".into(),
+        cheese: "Mozzarella".into(),
+        main_topping: "Pepperoni".into(),
+        customer_id: customer_id_for("alice"),
+        username: "alice".into(),
+    };
+    app.view
+        .apply_details(&order_id, &details, 1_700_000_000_000)
+        .unwrap();
+    app.view
+        .apply_status(
+            &SysConfig::default().codes,
+            &order_id,
+            999,
+            1_700_000_050_000,
+            None,
+        )
+        .unwrap();
+    let list = app.send("GET", "/orders", Some(&cookie), None).await;
+    assert!(
+        list.body.contains(&order_id) && list.body.contains("Your pizza was delivered"),
+        "{}",
+        list.body
+    );
+
+    // The live stream sends the final status, then ends.
+    let events = app
+        .send("GET", &format!("/orders/{order_id}/events"), Some(&cookie), None)
+        .await;
+    assert_eq!(events.status, StatusCode::OK);
+    assert!(events.body.contains("event: status"), "{}", events.body);
+    assert!(events.body.contains(r#""final":true"#) && events.body.contains("Your pizza was delivered"));
+
+    // Logging out needs the token too, and ends the session.
+    let out = app
+        .send("POST", "/logout", Some(&cookie), Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(
+        (out.status, out.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/login"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_forms_get_a_4xx_and_produce_nothing() {
+    let app = app();
+    let (cookie, csrf) = app.login("bob").await;
+    for (form, expect) in [
+        (
+            format!("csrf={csrf}&sauce=Ketchup&cheese=Mozzarella&main_topping=Pepperoni"),
+            "sauce: &quot;Ketchup&quot; is not on the menu",
+        ),
+        (
+            format!("csrf={csrf}&sauce=Tomato&main_topping=Pepperoni"),
+            "cheese: is required",
+        ),
+        (
+            format!("csrf={csrf}&{GOOD}&extra_toppings=Pineapple"),
+            "extra_toppings: &quot;Pineapple&quot; is not on the menu",
+        ),
+    ] {
+        let r = app.send("POST", "/orders", Some(&cookie), Some(&form)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.body.contains(expect), "{expect} in {}", r.body);
+    }
+    // No token, or another one: refused.
+    let r = app.send("POST", "/orders", Some(&cookie), Some(GOOD)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            Some(&cookie),
+            Some(&format!("csrf=0000&{GOOD}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A username too long is refused at login.
+    let page = app.send("GET", "/login", None, None).await;
+    let form = format!("csrf={}&username={}", csrf_of(&page.body), "x".repeat(17));
+    let r = app
+        .send("POST", "/login", page.cookie.as_deref(), Some(&form))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("at most 16 characters"));
+    // A cookie signed with another key is no session.
+    let forged = pizza::web::session::Session::logged_in("bob").set_cookie(&SessionKey::random());
+    let forged = forged.split(';').next().unwrap();
+    let r = app.send("GET", "/menu", Some(forged), None).await;
+    assert_eq!(r.location.as_deref(), Some("/login"));
+    assert_eq!(app.produced().await, 0, "nothing was produced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_order_looks_exactly_like_no_order() {
+    let app = app();
+    let codes = SysConfig::default().codes;
+    let alices = "0000a11c";
+    let details = Order {
+        extra_toppings: vec![],
+        sauce: "Pesto".into(),
+        cheese: "Gouda".into(),
+        main_topping: "Pork".into(),
+        customer_id: customer_id_for("alice"),
+        username: "alice".into(),
+    };
+    app.view.apply_details(alices, &details, 1).unwrap();
+    app.view.apply_status(&codes, alices, 200, 2, None).unwrap();
+
+    let (alice, _) = app.login("alice").await;
+    assert_eq!(
+        app.send("GET", &format!("/orders/{alices}"), Some(&alice), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let (mallory, _) = app.login("mallory").await;
+    for path in ["/orders/{}", "/orders/{}/events", "/api/orders/{}"] {
+        let theirs = app
+            .send("GET", &path.replace("{}", alices), Some(&mallory), None)
+            .await;
+        let nobody = app
+            .send("GET", &path.replace("{}", "0000dead"), Some(&mallory), None)
+            .await;
+        assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            (theirs.status, &theirs.body),
+            (nobody.status, &nobody.body),
+            "{path}: same answer"
+        );
+        assert!(!theirs.body.contains("Pesto") && !theirs.body.contains("in the oven"));
+    }
+    let list = app.send("GET", "/orders", Some(&mallory), None).await;
+    assert!(!list.body.contains(alices));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_in_a_username_renders_as_text() {
+    let app = app();
+    let (cookie, _) = app.login("<script>").await;
+    let menu = app.send("GET", "/menu", Some(&cookie), None).await;
+    assert!(
+        menu.body.contains("Logged in as <b>&lt;script&gt;</b>"),
+        "{}",
+        menu.body
+    );
+    assert!(!menu.body.contains("<b><script>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_places_and_reads_orders_for_its_session() {
+    let app = app();
+    let json = |method: &str, uri: &str, cookie: Option<&str>, body: &str| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        req.body(Body::from(body.to_owned())).unwrap()
+    };
+    let order = r#"{"sauce":"Tomato","cheese":"Gouda","main_topping":"Pork","extra_toppings":["Egg"]}"#;
+    let r = app
+        .router
+        .clone()
+        .oneshot(json("POST", "/api/orders", None, order))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app
+        .router
+        .clone()
+        .oneshot(json("POST", "/api/login", None, r#"{"username":"carol"}"#))
+        .await
+        .unwrap();
+    let cookie = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .router
+        .clone()
+        .oneshot(json("POST", "/api/orders", Some(&cookie), order))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cookie = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value =
+        serde_json::from_slice(&to_bytes(r.into_body(), 4096).await.unwrap()).unwrap();
+    let id = body["order_id"].as_str().unwrap();
+    let r = app
+        .router
+        .clone()
+        .oneshot(json("GET", &format!("/api/orders/{id}"), Some(&cookie), ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let bad = r#"{"sauce":"Tomato","cheese":"Gouda","main_topping":"Tofu"}"#;
+    let r = app
+        .router
+        .clone()
+        .oneshot(json("POST", "/api/orders", Some(&cookie), bad))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.produced().await, 1);
+}
