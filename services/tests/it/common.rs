@@ -164,3 +164,14 @@ pub fn header<'a>(rec: &'a Record, name: &str) -> Option<&'a str> {
         .find(|(k, _)| k == name)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
+
+/// How many records `topic` holds (the sum of its partitions' end offsets).
+pub async fn records_on(transport: &KafkaTransport, topic: &str) -> i64 {
+    use pizza::transport::Transport;
+    transport
+        .end_offsets(topic)
+        .await
+        .expect("end offsets")
+        .iter()
+        .sum()
+}

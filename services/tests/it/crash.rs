@@ -12,7 +12,6 @@ use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::StatusCodes;
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
-use pizza::transport::Transport;
 
 use crate::common::*;
 
@@ -225,14 +224,7 @@ async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates
     let brokers = broker.bootstrap_servers();
     let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
     let dir = data_dir();
-    let assembled = || async {
-        customer
-            .end_offsets(&sys.topics.assembled)
-            .await
-            .unwrap()
-            .iter()
-            .sum::<i64>()
-    };
+    let assembled = || async { records_on(&customer, &sys.topics.assembled).await };
 
     // Two ovens and at most four orders held: a shutdown leaves most orders to the next run.
     let small = ["--concurrency", "2", "--max-in-flight", "4"];

@@ -40,13 +40,7 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
         &[ServiceName::Assemble],
     );
     wait_for("the good order assembled", Duration::from_secs(60), || async {
-        producer
-            .end_offsets(&sys.topics.assembled)
-            .await
-            .unwrap()
-            .iter()
-            .sum::<i64>()
-            == 1
+        records_on(&producer, &sys.topics.assembled).await == 1
     })
     .await;
     let assembled = topic(&producer, &sys.topics.assembled).await;
@@ -104,24 +98,10 @@ async fn baked_before_ordered_is_pending_then_delivered() {
         .await
         .unwrap();
     wait_for("pizza-pending", Duration::from_secs(60), || async {
-        producer
-            .end_offsets(&sys.topics.pending)
-            .await
-            .unwrap()
-            .iter()
-            .sum::<i64>()
-            == 1
+        records_on(&producer, &sys.topics.pending).await == 1
     })
     .await;
-    assert_eq!(
-        producer
-            .end_offsets(&sys.topics.delivered)
-            .await
-            .unwrap()
-            .iter()
-            .sum::<i64>(),
-        0
-    );
+    assert_eq!(records_on(&producer, &sys.topics.delivered).await, 0);
 
     // The order shows up late: now it is delivered.
     let mut req = order_request(&sys, 0);
@@ -132,13 +112,7 @@ async fn baked_before_ordered_is_pending_then_delivered() {
         .await
         .unwrap();
     wait_for("pizza-delivered", Duration::from_secs(60), || async {
-        producer
-            .end_offsets(&sys.topics.delivered)
-            .await
-            .unwrap()
-            .iter()
-            .sum::<i64>()
-            == 1
+        records_on(&producer, &sys.topics.delivered).await == 1
     })
     .await;
     let pending = topic(&producer, &sys.topics.pending).await;

@@ -11,7 +11,6 @@ use pizza::config::{KafkaProps, SysConfig};
 use pizza::domain::{customer_id_for, Order};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
-use pizza::transport::Transport;
 use pizza::web::session::SessionKey;
 use pizza::web::{router, AppState};
 use tower::ServiceExt;
@@ -103,12 +102,7 @@ impl App {
     }
 
     async fn produced(&self) -> i64 {
-        self.transport
-            .end_offsets("pizza-ordered")
-            .await
-            .unwrap()
-            .iter()
-            .sum()
+        crate::common::records_on(&self.transport, "pizza-ordered").await
     }
 }
 
