@@ -1,7 +1,736 @@
-//! `loadgen`: open-loop load against a live cluster. Built by the load-generator issue; until then
-//! it says so instead of pretending to measure.
+//! `loadgen`: open-loop load against a live pizza shop, honestly measured.
+//!
+//! Orders go out on a fixed schedule (`--rate` per second) whatever the system does, and every
+//! latency counts from the order's *intended* send time, so a stall in the shop or in the client
+//! shows in the numbers instead of hiding (no coordinated omission). Orders are placed through the
+//! command side over Kafka (default) or the web app's JSON API (`--via http`), and followed on
+//! pizza-status until final. Exits 1 when an order was lost or a send failed.
+
+mod report;
+mod schedule;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use pizza::admin::EmbeddedBroker;
+use pizza::clock::{now_ms, TimeScale};
+use pizza::command::place_order;
+use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent};
+use pizza::services::{self, ServiceConfig};
+use pizza::shutdown::Shutdown;
+use pizza::transport::kafka::KafkaTransport;
+use pizza::worker::WorkerStats;
+use report::{Latencies, Percentiles, Summary, STAGES};
+
+/// Open-loop load against the pizza shop, with end-to-end latency from the intended send time.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Orders per second, sent on a fixed schedule.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to measure, e.g. 60s or 2m.
+    #[arg(long, default_value = "10s", value_parser = parse_secs)]
+    duration: f64,
+    /// Load sent before measuring starts (not counted).
+    #[arg(long, default_value = "2s", value_parser = parse_secs)]
+    warmup: f64,
+    /// Seed of the random orders (the menu choices; order ids are unique per run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How orders are placed: through the command side over Kafka, or the web app's JSON API.
+    #[arg(long, value_enum, default_value_t = Via::Kafka)]
+    via: Via,
+    /// The web app, for --via http.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// Bootstrap servers of the shop's cluster.
+    #[arg(long, env = "PIZZA_BROKERS")]
+    brokers: Option<String>,
+    /// The original's config_kafka/<name>.ini instead of --brokers.
+    #[arg(long, env = "PIZZA_KAFKA_CONFIG")]
+    kafka_config: Option<PathBuf>,
+    /// Start the embedded broker and every service in this process (--via kafka only).
+    #[arg(long)]
+    embedded: bool,
+    /// The services' time scale: what --embedded runs them at, and what the report states for a
+    /// live cluster (0 = instant cooking, so latency is the system's own).
+    #[arg(long, default_value = "0")]
+    services_time_scale: TimeScale,
+    /// The original's config_sys/default.ini (topics, groups, menu).
+    #[arg(long, env = "PIZZA_SYS_CONFIG")]
+    sys_config: Option<PathBuf>,
+    /// How long after the last send an order may take to become final before it counts as lost.
+    #[arg(long, default_value = "30s", value_parser = parse_secs)]
+    timeout: f64,
+    /// Only produce (no following): the client's own throughput.
+    #[arg(long)]
+    produce_only: bool,
+    /// Distinct customers the orders come from.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    customers: u32,
+    /// Print the summary as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the histograms as an HdrHistogram interval log.
+    #[arg(long)]
+    hlog: Option<PathBuf>,
+    /// Write an SVG plot: latency over time and the percentile curve.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Via {
+    Kafka,
+    Http,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let (num, unit) = match s.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => match s.strip_suffix('s') {
+            Some(n) => (n, 1.0),
+            None => match s.strip_suffix('m') {
+                Some(n) => (n, 60.0),
+                None => (s, 1.0),
+            },
+        },
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 2m, 500ms)"))?;
+    let secs = v * unit;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("`{s}` must be between 0 and 24h"));
+    }
+    Ok(secs)
+}
+
+/// What is known of one order in flight.
+struct Tracked {
+    intended: Instant,
+    /// Sent after the warm-up: its latencies count.
+    measured: bool,
+    seen: [Option<Instant>; 3],
+    done: bool,
+}
+
+#[derive(Default)]
+struct Tracker {
+    orders: HashMap<String, Tracked>,
+    /// Status events of orders not registered yet (--via http learns the id from the response).
+    early: HashMap<String, Vec<(i64, Instant)>>,
+    completed: u64,
+    lat: Latencies,
+    measure_start: Option<Instant>,
+}
+
+impl Tracker {
+    fn register(&mut self, id: String, intended: Instant, measured: bool, sys: &SysConfig) {
+        self.orders.insert(
+            id.clone(),
+            Tracked {
+                intended,
+                measured,
+                seen: [None; 3],
+                done: false,
+            },
+        );
+        for (status, at) in self.early.remove(&id).unwrap_or_default() {
+            self.observe(&id, status, at, sys);
+        }
+    }
+
+    fn observe(&mut self, id: &str, status: i64, at: Instant, sys: &SysConfig) {
+        let codes = &sys.codes;
+        let Some(o) = self.orders.get_mut(id) else {
+            self.early.entry(id.to_owned()).or_default().push((status, at));
+            return;
+        };
+        if o.done {
+            return;
+        }
+        let slot = [codes.order_received, codes.in_the_oven, codes.out_for_delivery]
+            .iter()
+            .position(|c| *c == status);
+        if let Some(i) = slot {
+            o.seen[i].get_or_insert(at);
+            return;
+        }
+        if !codes.is_final(status) {
+            return;
+        }
+        o.done = true;
+        self.completed += 1;
+        if !o.measured {
+            return;
+        }
+        let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+        let e2e = us(o.intended, at);
+        let seen = o.seen;
+        let intended = o.intended;
+        self.lat.record(0, e2e);
+        let stages = [
+            (seen[0], seen[1], 1),
+            (seen[1], seen[2], 2),
+            (seen[2], Some(at), 3),
+        ];
+        for (from, to, stage) in stages {
+            if let (Some(f), Some(t)) = (from, to) {
+                if t >= f {
+                    self.lat.record(stage, us(f, t));
+                }
+            }
+        }
+        let start = self.measure_start.unwrap_or(intended);
+        self.lat
+            .over_time
+            .push((intended.saturating_duration_since(start).as_secs_f64(), e2e));
+    }
+}
 
 fn main() {
-    eprintln!("loadgen: not built yet; the load generator is tracked as its own issue");
-    std::process::exit(2);
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = match runtime.block_on(run(args)) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            2
+        }
+    };
+    // The report is out; do not wait for librdkafka clients to finish closing.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+/// Runs the load; `Ok(false)` when orders were lost or sends failed.
+async fn run(args: Args) -> Result<bool> {
+    if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
+        bail!("--rate must be between 0 and 1000000 orders/s");
+    }
+    if args.duration <= 0.0 {
+        bail!("--duration must be positive");
+    }
+    if args.embedded && args.via == Via::Http {
+        bail!(
+            "--embedded starts no web app: use --via kafka, or run `pizza demo` and --via http --brokers ..."
+        );
+    }
+    let sys = Arc::new(match &args.sys_config {
+        Some(p) => SysConfig::load(p)?,
+        None => SysConfig::default(),
+    });
+    let mut _embedded = None;
+    let mut _services = None;
+    let props = match (&args.kafka_config, &args.brokers, args.embedded) {
+        (Some(p), _, false) => KafkaProps::load(p)?,
+        (None, Some(b), false) => KafkaProps::bootstrap(b),
+        (None, None, true) => {
+            let broker = EmbeddedBroker::start(&sys)?;
+            let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+            // Producer-only measures the client alone: no services competing for the cores.
+            if !args.produce_only {
+                _services = Some(start_services(&props, &sys, args.services_time_scale)?);
+            }
+            _embedded = Some(broker);
+            props
+        }
+        _ => bail!("give exactly one of --brokers, --kafka-config or --embedded"),
+    };
+    let transport = KafkaTransport::new(&props, "loadgen")?;
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let follower = if args.produce_only {
+        None
+    } else {
+        Some(tokio::spawn(follow(
+            transport.clone(),
+            sys.clone(),
+            tracker.clone(),
+        )?))
+    };
+    if _services.is_some() {
+        warm_services(&transport, &sys, &tracker).await?;
+    }
+
+    let total = schedule::count(args.rate, args.warmup + args.duration);
+    let warm = schedule::count(args.rate, args.warmup);
+    let salt = u32::from_str_radix(OrderId::random().as_str(), 16).expect("hex");
+    let mut orders = schedule::Orders::new(args.seed, sys.menu.clone(), args.customers);
+    let http = match args.via {
+        Via::Http => Some(Arc::new(
+            http::Client::login_all(&args.url, args.customers).await?,
+        )),
+        Via::Kafka => None,
+    };
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(1 << 16));
+    let start = Instant::now();
+    let measure_start = start + schedule::due(warm, args.rate);
+    tracker.lock().unwrap().measure_start = Some(measure_start);
+    let mut max_lag = Duration::ZERO;
+    let mut last_progress = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let intended = start + schedule::due(i, args.rate);
+        tokio::time::sleep_until(intended).await;
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
+        max_lag = max_lag.max(Instant::now().saturating_duration_since(intended));
+        let (_, req) = orders.next();
+        let id = OrderId::from_u32((i as u32).wrapping_mul(0x9E37_79B1) ^ salt);
+        let measured = i >= warm;
+        let (track, sys, errors, ack_count, transport, http) = (
+            tracker.clone(),
+            sys.clone(),
+            errors.clone(),
+            acked.clone(),
+            transport.clone(),
+            http.clone(),
+        );
+        let follow = !args.produce_only;
+        sends.spawn(async move {
+            let _permit = permit;
+            let sent_at = Instant::now();
+            let placed = match &http {
+                None => {
+                    if follow {
+                        track
+                            .lock()
+                            .unwrap()
+                            .register(id.to_string(), intended, measured, &sys);
+                    }
+                    place_order(&transport, &sys, &req, id, now_ms())
+                        .await
+                        .map(|p| p.order_id.to_string())
+                        .map_err(|e| e.to_string())
+                }
+                Some(client) => client.place(&req).await,
+            };
+            match placed {
+                Ok(order_id) => {
+                    ack_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut t = track.lock().unwrap();
+                    if measured {
+                        t.lat.record(4, sent_at.elapsed().as_micros() as u64);
+                    }
+                    if http.is_some() && follow {
+                        t.register(order_id, intended, measured, &sys);
+                    }
+                }
+                Err(e) => {
+                    if errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+                        eprintln!("loadgen: order failed: {e}");
+                    }
+                }
+            }
+        });
+        while sends.try_join_next().is_some() {}
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let done = tracker.lock().unwrap().completed;
+            eprintln!(
+                "[{:>5.1}s] sent {:>8}/{total}  acked {:>8}  final {:>8}",
+                start.elapsed().as_secs_f64(),
+                i + 1,
+                acked.load(std::sync::atomic::Ordering::Relaxed),
+                done
+            );
+        }
+    }
+    let sending = start.elapsed().as_secs_f64();
+    while sends.join_next().await.is_some() {}
+
+    // Wait for every order to become final, or the timeout.
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
+    if !args.produce_only {
+        loop {
+            let (done, known) = {
+                let t = tracker.lock().unwrap();
+                (t.completed, t.orders.len() as u64)
+            };
+            if done >= known || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if let Some(f) = follower {
+        f.abort();
+    }
+    let consumer_lag = if args.produce_only {
+        vec![]
+    } else {
+        consumer_lag(&transport, &sys).unwrap_or_default()
+    };
+
+    // The report, from the tracker; the lock is released before anything awaits.
+    let ok = {
+        let t = tracker.lock().unwrap();
+        let measured_sent = total - warm;
+        let lost = if args.produce_only {
+            0
+        } else {
+            t.orders.values().filter(|o| o.measured && !o.done).count() as u64
+        };
+        let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+        let max_send_lag_ms = max_lag.as_secs_f64() * 1000.0;
+        let summary = Summary {
+            via: format!("{:?}", args.via).to_lowercase(),
+            brokers: props.bootstrap_servers().to_owned(),
+            seed: args.seed,
+            services_time_scale: args.services_time_scale.factor(),
+            target_rate: args.rate,
+            duration_s: args.duration,
+            warmup_s: args.warmup,
+            sent: measured_sent,
+            achieved_rate: total as f64 / sending,
+            client_kept_up: max_send_lag_ms < 100.0,
+            max_send_lag_ms: (max_send_lag_ms * 10.0).round() / 10.0,
+            completed: if args.produce_only {
+                acked.load(std::sync::atomic::Ordering::Relaxed)
+            } else {
+                t.orders.values().filter(|o| o.measured && o.done).count() as u64
+            },
+            lost,
+            errors,
+            latency: STAGES
+                .iter()
+                .zip(&t.lat.stages)
+                .map(|(s, h)| Percentiles::of(s, h))
+                .filter(|p| p.count > 0)
+                .collect(),
+            consumer_lag,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print!("{}", summary.table());
+        }
+        if let Some(path) = &args.hlog {
+            write_hlog(path, &t.lat)?;
+        }
+        if let Some(path) = &args.plot {
+            std::fs::write(path, report::svg(&t.lat))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        lost == 0 && errors == 0
+    };
+    // Embedded services leave their groups while the broker still runs.
+    if let Some(services) = _services {
+        services.stop().await;
+    }
+    Ok(ok)
+}
+
+/// Follows pizza-status from its current end (no consumer group: nothing is committed).
+fn follow(
+    transport: KafkaTransport,
+    sys: Arc<SysConfig>,
+    tracker: Arc<Mutex<Tracker>>,
+) -> Result<impl std::future::Future<Output = ()>> {
+    let consumer: StreamConsumer = transport
+        .client_config()
+        .set("group.id", format!("loadgen-{}", OrderId::random()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let topic = sys.topics.status.clone();
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    if partitions == 0 {
+        bail!("topic {topic} does not exist: run `pizza topics create` first");
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(&topic, p, Offset::Offset(high))?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(async move {
+        loop {
+            let Ok(m) = consumer.recv().await else { continue };
+            let at = Instant::now();
+            let (Some(key), Some(payload)) = (m.key(), m.payload()) else {
+                continue;
+            };
+            let (Ok(id), Ok(ev)) = (std::str::from_utf8(key), decode::<StatusEvent>(payload)) else {
+                continue;
+            };
+            tracker.lock().unwrap().observe(id, ev.status, at, &sys);
+        }
+    })
+}
+
+/// The shop's services running in this process (for --embedded).
+struct Embedded {
+    _dir: tempfile::TempDir,
+    trigger: pizza::shutdown::ShutdownTrigger,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Embedded {
+    /// Shuts the services down gracefully (bounded: 30 s).
+    async fn stop(mut self) {
+        self.trigger.fire();
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+fn start_services(props: &KafkaProps, sys: &SysConfig, scale: TimeScale) -> Result<Embedded> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
+    cfg.time_scale = scale;
+    let (trigger, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for service in ServiceName::CONSUMERS {
+        let transport = KafkaTransport::new(props, service.as_str())?;
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = services::run(
+                service,
+                cfg,
+                transport,
+                Arc::new(WorkerStats::default()),
+                shutdown,
+            )
+            .await
+            {
+                eprintln!("loadgen: embedded {service} stopped: {e}");
+            }
+        });
+    }
+    Ok(Embedded {
+        _dir: dir,
+        trigger,
+        tasks,
+    })
+}
+
+/// Waits until one order went through the embedded services (their groups have formed).
+async fn warm_services(
+    transport: &KafkaTransport,
+    sys: &Arc<SysConfig>,
+    tracker: &Arc<Mutex<Tracker>>,
+) -> Result<()> {
+    let req = OrderRequest {
+        username: "warmup".into(),
+        sauce: sys.menu.sauces[0].clone(),
+        cheese: sys.menu.cheeses[0].clone(),
+        main_topping: sys.menu.main_toppings[0].clone(),
+        extra_toppings: vec![],
+    };
+    let id = OrderId::random();
+    tracker
+        .lock()
+        .unwrap()
+        .register(id.to_string(), Instant::now(), false, sys);
+    place_order(transport, sys, &req, id.clone(), now_ms()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tracker.lock().unwrap().orders[id.as_str()].done {
+        if Instant::now() > deadline {
+            bail!("the embedded services did not deliver a first order within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut t = tracker.lock().unwrap();
+    t.orders.clear();
+    t.completed = 0;
+    Ok(())
+}
+
+/// Per consumer group of the shop, the records of its topics not yet committed.
+fn consumer_lag(transport: &KafkaTransport, sys: &SysConfig) -> Result<Vec<(String, i64)>> {
+    let t = &sys.topics;
+    let groups: [(ServiceName, Vec<&str>); 5] = [
+        (ServiceName::Assemble, vec![&t.ordered]),
+        (ServiceName::Bake, vec![&t.assembled]),
+        (ServiceName::Deliver, vec![&t.ordered, &t.baked]),
+        (ServiceName::Merge, t.sources().to_vec()),
+        (ServiceName::Status, vec![&t.status, &t.ordered]),
+    ];
+    let mut out = Vec::new();
+    for (service, topics) in groups {
+        let group = sys.group(service);
+        let consumer: BaseConsumer = transport.client_config().set("group.id", group).create()?;
+        let mut tpl = TopicPartitionList::new();
+        let mut highs = HashMap::new();
+        for topic in topics {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+            for p in 0..n as i32 {
+                tpl.add_partition(topic, p);
+                highs.insert(
+                    (topic.to_owned(), p),
+                    consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1,
+                );
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let lag: i64 = committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let high = highs[&(e.topic().to_owned(), e.partition())];
+                match e.offset() {
+                    Offset::Offset(o) => (high - o).max(0),
+                    _ => high,
+                }
+            })
+            .sum();
+        out.push((group.to_owned(), lag));
+    }
+    Ok(out)
+}
+
+fn write_hlog(path: &std::path::Path, lat: &Latencies) -> Result<()> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("pizza-shop loadgen; values in microseconds; one histogram per stage for the whole run");
+    let mut writer = builder.begin_log_with(&mut file, &mut serializer)?;
+    for (stage, h) in STAGES.iter().zip(&lat.stages) {
+        let tag = stage.replace(['→', ' '], "-");
+        writer
+            .write_histogram(h, Duration::ZERO, Duration::from_secs(1), Tag::new(&tag))
+            .map_err(|e| anyhow::anyhow!("writing the histogram log: {e:?}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_secs;
+
+    #[test]
+    fn durations_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_secs("10s"), Ok(10.0));
+        assert_eq!(parse_secs("2m"), Ok(120.0));
+        assert_eq!(parse_secs("500ms"), Ok(0.5));
+        assert_eq!(parse_secs("7"), Ok(7.0));
+        assert!(parse_secs("ten").unwrap_err().contains("`ten` is not a duration"));
+        assert!(parse_secs("-1s").is_err());
+    }
+}
+
+mod http {
+    //! Placing orders through the web app's JSON API (one session per customer).
+
+    use anyhow::{bail, Context, Result};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper::{header, Method, Request, StatusCode};
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client as Hyper;
+    use hyper_util::rt::TokioExecutor;
+    use pizza::domain::OrderRequest;
+    use std::collections::HashMap;
+
+    pub struct Client {
+        base: String,
+        http: Hyper<HttpConnector, Full<Bytes>>,
+        /// username -> session cookie.
+        cookies: HashMap<String, String>,
+    }
+
+    impl Client {
+        /// Logs every customer in once.
+        pub async fn login_all(base: &str, customers: u32) -> Result<Client> {
+            let http = Hyper::builder(TokioExecutor::new()).build_http();
+            let mut c = Client {
+                base: base.trim_end_matches('/').to_owned(),
+                http,
+                cookies: HashMap::new(),
+            };
+            for i in 0..customers {
+                let user = format!("load{i}");
+                let body = serde_json::json!({ "username": user }).to_string();
+                let res = c
+                    .send(Method::POST, "/api/login", None, body)
+                    .await
+                    .context("logging in")?;
+                if res.status() != StatusCode::OK {
+                    bail!("login at {} answered {}", c.base, res.status());
+                }
+                let cookie = res
+                    .headers()
+                    .get(header::SET_COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(';').next())
+                    .context("no session cookie")?
+                    .to_owned();
+                c.cookies.insert(user, cookie);
+            }
+            Ok(c)
+        }
+
+        async fn send(
+            &self,
+            method: Method,
+            path: &str,
+            cookie: Option<&str>,
+            body: String,
+        ) -> Result<hyper::Response<hyper::body::Incoming>> {
+            let mut req = Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.base))
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(c) = cookie {
+                req = req.header(header::COOKIE, c);
+            }
+            Ok(self.http.request(req.body(Full::new(Bytes::from(body)))?).await?)
+        }
+
+        /// Places one order; returns its id.
+        pub async fn place(&self, req: &OrderRequest) -> Result<String, String> {
+            let cookie = self.cookies.get(&req.username).map(String::as_str);
+            let body = serde_json::json!({
+                "sauce": req.sauce, "cheese": req.cheese, "main_topping": req.main_topping,
+                "extra_toppings": req.extra_toppings,
+            })
+            .to_string();
+            let res = self
+                .send(Method::POST, "/api/orders", cookie, body)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = res.status();
+            let bytes = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status != StatusCode::CREATED {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            v["order_id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| "no order_id in the answer".into())
+        }
+    }
 }
