@@ -15,6 +15,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Delivered, OutRecord, Record, Subscription, Transport, TransportError};
 use crate::config::KafkaProps;
 
+/// librdkafka's `message.timeout.ms` unless the user sets it: 10 s, below the web app's 15 s
+/// request timeout (`web::REQUEST_TIMEOUT`).
+pub const MESSAGE_TIMEOUT_MS: &str = "10000";
+
 /// How long a metadata or watermark request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,7 +34,10 @@ pub struct KafkaTransport {
 impl KafkaTransport {
     /// Connects a producer (lazily: librdkafka connects in the background).
     pub fn new(props: &KafkaProps, client_id: &str) -> Result<KafkaTransport, TransportError> {
-        let producer = base_config(props, client_id)
+        // A produce fails for good after MESSAGE_TIMEOUT_MS (the user's [kafka] section may change
+        // it). It stays below the web app's request timeout, so a customer told "not placed" gets
+        // the producer's final answer, not a timeout after which the order could still appear.
+        let producer = base_config(props, client_id, &[("message.timeout.ms", MESSAGE_TIMEOUT_MS)])
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Java's default partitioner, so keys land where the original's do (spec/wire.md).
@@ -49,7 +56,7 @@ impl KafkaTransport {
 
     /// A config with the user's properties and our client id.
     pub fn client_config(&self) -> ClientConfig {
-        base_config(&self.props, &self.client_id)
+        base_config(&self.props, &self.client_id, &[])
     }
 
     /// Waits until every produced record is acknowledged (or `timeout` passes).
@@ -73,10 +80,14 @@ impl KafkaTransport {
     }
 }
 
-fn base_config(props: &KafkaProps, client_id: &str) -> ClientConfig {
+/// Our client id and `defaults`, then the user's properties (which win over both).
+fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("client.id", client_id);
     cfg.set("log_level", "4");
+    for (k, v) in defaults {
+        cfg.set(*k, *v);
+    }
     for (k, v) in &props.0 {
         cfg.set(k, v);
     }

@@ -24,10 +24,15 @@ struct App {
 }
 
 fn app() -> App {
+    app_on(None)
+}
+
+/// The app on the embedded broker, or on the cluster `props` names.
+fn app_on(props: Option<KafkaProps>) -> App {
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let transport =
-        KafkaTransport::new(&KafkaProps::bootstrap(&broker.bootstrap_servers()), "it-web").unwrap();
+    let props = props.unwrap_or_else(|| KafkaProps::bootstrap(&broker.bootstrap_servers()));
+    let transport = KafkaTransport::new(&props, "it-web").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let view = Arc::new(ViewStore::open(&dir.path().join("orders.db")).unwrap());
     let state = Arc::new(AppState {
@@ -374,4 +379,34 @@ async fn the_json_api_places_and_reads_orders_for_its_session() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(app.produced().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_order_cannot_be_made_durable_the_customer_is_told_so() {
+    // The producer gives a final answer before the request times out (the default, 10 s, is below
+    // the 15 s request timeout); here a user's [kafka] setting shortens it to keep the test quick.
+    let default_ms: u128 = pizza::transport::kafka::MESSAGE_TIMEOUT_MS.parse().unwrap();
+    assert!(default_ms < pizza::web::REQUEST_TIMEOUT.as_millis());
+    let mut props = KafkaProps::bootstrap("127.0.0.1:1");
+    props.0.push(("message.timeout.ms".into(), "1500".into()));
+    let app = app_on(Some(props));
+    let (cookie, csrf) = app.login("dave").await;
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&{GOOD}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(
+        r.body.contains("could not be recorded. Nothing was ordered"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.location.is_none() && r.cookie.is_none(),
+        "no order page, no order remembered"
+    );
 }
