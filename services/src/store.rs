@@ -141,7 +141,8 @@ impl ViewStore {
         })
     }
 
-    /// Folds one status event into the view; returns the order's new status if it changed.
+    /// Folds one status event into the view (one transaction); returns the order's new status if
+    /// it changed.
     pub fn apply_status(
         &self,
         codes: &StatusCodes,
@@ -152,19 +153,7 @@ impl ViewStore {
     ) -> Result<Option<OrderStatus>, StoreError> {
         self.db.with(|conn| {
             let tx = conn.transaction()?;
-            let current = read_status(&tx, order_id)?;
-            let next = fold(codes, current.as_ref(), status, ts, observed);
-            if let Some(n) = &next {
-                tx.execute(
-                    "INSERT INTO order_status (order_id, status, status_ts, stuck, stuck_ts) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (order_id) DO UPDATE SET status = ?2, status_ts = ?3, stuck = ?4, stuck_ts = ?5",
-                    params![order_id, n.status, n.status_ts, n.stuck, n.stuck_ts],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO order_timeline (order_id, status, ts) VALUES (?1, ?2, ?3)",
-                    params![order_id, status, ts],
-                )?;
-            }
+            let next = fold_status(&tx, codes, order_id, status, ts, observed)?;
             tx.commit()?;
             Ok(next)
         })
@@ -172,14 +161,33 @@ impl ViewStore {
 
     /// Records an order's details (idempotent: the first pizza-ordered event wins).
     pub fn apply_details(&self, order_id: &str, order: &Order, ordered_ts: i64) -> Result<(), StoreError> {
-        let extras = serde_json::to_string(&order.extra_toppings).expect("strings serialize");
+        self.db
+            .with(|conn| insert_details(conn, order_id, order, ordered_ts))
+    }
+
+    /// Folds many updates in one transaction, in order (rebuilds and batch appliers): the same
+    /// rows as applying them one by one, with one commit instead of one per update.
+    pub fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), StoreError> {
         self.db.with(|conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO order_details (order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_ts],
-            )?;
-            Ok(())
+            let tx = conn.transaction()?;
+            for u in updates {
+                match u {
+                    ViewUpdate::Status {
+                        order_id,
+                        status,
+                        ts,
+                        observed,
+                    } => {
+                        fold_status(&tx, codes, order_id, *status, *ts, *observed)?;
+                    }
+                    ViewUpdate::Details {
+                        order_id,
+                        order,
+                        ordered_ts,
+                    } => insert_details(&tx, order_id, order, *ordered_ts)?,
+                }
+            }
+            tx.commit()
         })
     }
 
@@ -301,6 +309,56 @@ fn order_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Order
         main_topping: r.get(first + 4)?,
         extra_toppings: serde_json::from_str(&extras).unwrap_or_default(),
     })
+}
+
+/// One update of the view, for [`ViewStore::apply_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewUpdate {
+    Status {
+        order_id: String,
+        status: i64,
+        ts: i64,
+        observed: Option<i64>,
+    },
+    Details {
+        order_id: String,
+        order: Order,
+        ordered_ts: i64,
+    },
+}
+
+fn fold_status(
+    conn: &Connection,
+    codes: &StatusCodes,
+    order_id: &str,
+    status: i64,
+    ts: i64,
+    observed: Option<i64>,
+) -> rusqlite::Result<Option<OrderStatus>> {
+    let current = read_status(conn, order_id)?;
+    let next = fold(codes, current.as_ref(), status, ts, observed);
+    if let Some(n) = &next {
+        conn.prepare_cached(
+            "INSERT INTO order_status (order_id, status, status_ts, stuck, stuck_ts) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (order_id) DO UPDATE SET status = ?2, status_ts = ?3, stuck = ?4, stuck_ts = ?5",
+        )?
+        .execute(params![order_id, n.status, n.status_ts, n.stuck, n.stuck_ts])?;
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO order_timeline (order_id, status, ts) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![order_id, status, ts])?;
+    }
+    Ok(next)
+}
+
+fn insert_details(conn: &Connection, order_id: &str, order: &Order, ordered_ts: i64) -> rusqlite::Result<()> {
+    let extras = serde_json::to_string(&order.extra_toppings).expect("strings serialize");
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO order_details (order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_ts])?;
+    Ok(())
 }
 
 fn read_status(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<OrderStatus>> {

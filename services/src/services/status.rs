@@ -11,10 +11,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::now_ms;
+use crate::config::SysConfig;
+use crate::domain::Malformed;
 use crate::domain::{decode, encode, Ordered, StatusCodes, StatusEvent};
 use crate::services::{event_ts, order_key, ServiceConfig};
 use crate::shutdown::Shutdown;
-use crate::store::ViewStore;
+use crate::store::{ViewStore, ViewUpdate};
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
 
@@ -73,26 +75,40 @@ pub struct Status {
     pub view: Arc<ViewStore>,
 }
 
+/// The view update a record makes: details from pizza-ordered, a status from pizza-status.
+pub fn view_update(sys: &SysConfig, rec: &Record) -> Result<ViewUpdate, Malformed> {
+    let order_id = order_key(rec)?.to_owned();
+    if rec.topic == sys.topics.ordered {
+        let e: Ordered = decode(rec.payload())?;
+        let ordered_ts = event_ts(e.timestamp, rec);
+        return Ok(ViewUpdate::Details {
+            order_id,
+            order: e.order,
+            ordered_ts,
+        });
+    }
+    let e: StatusEvent = decode(rec.payload())?;
+    if sys.codes.rank(e.status).is_none() && e.status != sys.codes.stuck {
+        tracing::warn!(
+            order_id,
+            status = e.status,
+            "status code the shop does not know; view unchanged"
+        );
+    }
+    let ts = event_ts(e.timestamp, rec);
+    Ok(ViewUpdate::Status {
+        order_id,
+        status: e.status,
+        ts,
+        observed: e.observed_status,
+    })
+}
+
 impl Handler for Status {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let order_id = order_key(rec)?;
-        if rec.topic == self.cfg.sys.topics.ordered {
-            let e: Ordered = decode(rec.payload())?;
-            self.view
-                .apply_details(order_id, &e.order, event_ts(e.timestamp, rec))?;
-        } else {
-            let e: StatusEvent = decode(rec.payload())?;
-            let ts = event_ts(e.timestamp, rec);
-            if self.cfg.sys.codes.rank(e.status).is_none() && e.status != self.cfg.sys.codes.stuck {
-                tracing::warn!(
-                    order_id,
-                    status = e.status,
-                    "status code the shop does not know; view unchanged"
-                );
-            }
-            self.view
-                .apply_status(&self.cfg.sys.codes, order_id, e.status, ts, e.observed_status)?;
-        }
+        let update = view_update(&self.cfg.sys, rec)?;
+        self.view
+            .apply_many(&self.cfg.sys.codes, std::slice::from_ref(&update))?;
         Ok(())
     }
 }

@@ -1,0 +1,244 @@
+//! What decides the shop's speed: the partitioner, event JSON, each service's pure step, the
+//! SQLite view (one update per transaction, batched, and a 100,000-event rebuild), and the whole
+//! pipeline on the embedded broker at time scale 0. `cargo bench -p pizza-benches`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use pizza::admin::EmbeddedBroker;
+use pizza::clock::{now_ms, TimeScale};
+use pizza::command::place_order;
+use pizza::config::{KafkaProps, ServiceName, SysConfig, Topics};
+use pizza::domain::{decode, Assembled, OrderRequest, Ordered, StatusCodes, StatusEvent};
+use pizza::partitioner::partition_for;
+use pizza::services::{self, assemble, deliver, merge, status, ServiceConfig};
+use pizza::shutdown::Shutdown;
+use pizza::store::{DeliveryState, ViewStore};
+use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::Record;
+use pizza::worker::WorkerStats;
+use pizza_benches::{order_ids, ordered, payloads, view_updates};
+
+fn partitioner(c: &mut Criterion) {
+    let ids = order_ids(1000);
+    let mut g = c.benchmark_group("partitioner");
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    g.bench_function("murmur2 partition of 1000 order ids", |b| {
+        b.iter(|| {
+            for id in &ids {
+                black_box(partition_for(black_box(id.as_str().as_bytes()), 6));
+            }
+        })
+    });
+    g.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    let o = ordered(1);
+    g.bench_function("encode pizza-ordered", |b| {
+        b.iter(|| black_box(pizza::domain::encode(black_box(&o))))
+    });
+    for (topic, bytes) in payloads() {
+        g.bench_function(format!("decode {topic}"), |b| {
+            b.iter(|| match topic {
+                "pizza-ordered" => drop(black_box(decode::<Ordered>(&bytes).unwrap())),
+                "pizza-assembled" => drop(black_box(decode::<Assembled>(&bytes).unwrap())),
+                "pizza-status" => drop(black_box(decode::<StatusEvent>(&bytes).unwrap())),
+                _ => drop(black_box(pizza::domain::decode_baked(&bytes).unwrap())),
+            })
+        });
+    }
+    g.finish();
+}
+
+fn steps(c: &mut Criterion) {
+    let mut g = c.benchmark_group("steps");
+    g.throughput(Throughput::Elements(1));
+    let o = ordered(1);
+    let codes = StatusCodes::default();
+    let topics = Topics::default();
+    let rec = Record {
+        topic: "pizza-assembled".into(),
+        partition: 0,
+        offset: 0,
+        key: Some(b"0000abcd".to_vec()),
+        payload: Some(payloads()[1].1.clone()),
+        headers: vec![],
+        timestamp_ms: Some(1),
+    };
+    let known = DeliveryState {
+        customer_id: Some("ab".into()),
+        ..Default::default()
+    };
+    let at_200 = status::OrderStatus {
+        status: 200,
+        status_ts: 1,
+        stuck: false,
+        stuck_ts: None,
+    };
+    g.bench_function("assemble", |b| {
+        b.iter(|| black_box(assemble::step(black_box(&o), 200)))
+    });
+    g.bench_function("deliver (baked, known order)", |b| {
+        b.iter(|| black_box(deliver::on_baked(black_box(&known))))
+    });
+    g.bench_function("merge", |b| {
+        b.iter(|| black_box(merge::step(&topics, &codes, black_box(&rec)).unwrap()))
+    });
+    g.bench_function("status fold", |b| {
+        b.iter(|| black_box(status::fold(&codes, Some(black_box(&at_200)), 300, 2, None)))
+    });
+    g.finish();
+}
+
+fn sqlite(c: &mut Criterion) {
+    let codes = StatusCodes::default();
+    let updates = view_updates(200); // 1000 updates
+    let mut g = c.benchmark_group("view");
+    g.throughput(Throughput::Elements(updates.len() as u64));
+    g.sample_size(20);
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        let view = ViewStore::open(&dir.path().join("orders.db")).unwrap();
+        (dir, view)
+    };
+    g.bench_function("1000 updates, one transaction each", |b| {
+        b.iter_batched(
+            fresh,
+            |(_dir, view)| {
+                for u in &updates {
+                    view.apply_many(&codes, std::slice::from_ref(u)).unwrap();
+                }
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("1000 updates, one transaction", |b| {
+        b.iter_batched(
+            fresh,
+            |(_dir, view)| view.apply_many(&codes, &updates).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    let rebuild = view_updates(20_000); // 100,000 events
+    g.throughput(Throughput::Elements(rebuild.len() as u64));
+    g.sample_size(10);
+    g.bench_function("rebuild of 100000 events, batches of 1000", |b| {
+        b.iter_batched(
+            fresh,
+            |(_dir, view)| {
+                for chunk in rebuild.chunks(pizza::view::REBUILD_BATCH) {
+                    view.apply_many(&codes, chunk).unwrap();
+                }
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+/// N orders through every service on the embedded broker at time scale 0, until all are final in
+/// the view.
+fn pipeline(c: &mut Criterion) {
+    const ORDERS: u64 = 2000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sys = SysConfig::default();
+    let broker = EmbeddedBroker::start(&sys).unwrap();
+    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
+    cfg.time_scale = TimeScale::new(0.0).unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let mut running = tokio::task::JoinSet::new();
+    let customer = rt.block_on(async {
+        for service in ServiceName::CONSUMERS {
+            let t = KafkaTransport::new(&props, service.as_str()).unwrap();
+            running.spawn(services::run(
+                service,
+                cfg.clone(),
+                t,
+                Arc::new(WorkerStats::default()),
+                shutdown.clone(),
+            ));
+        }
+        KafkaTransport::new(&props, "bench").unwrap()
+    });
+    let req = OrderRequest {
+        username: "bench".into(),
+        sauce: "Tomato".into(),
+        cheese: "Gouda".into(),
+        main_topping: "Pork".into(),
+        extra_toppings: vec![],
+    };
+    let delivered = |view: &ViewStore| -> u64 {
+        view.count_by_status()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s == 999)
+            .map(|(_, n)| *n)
+            .sum()
+    };
+    // Warm up: one order through, so every group has formed.
+    let view = rt.block_on(async {
+        place_order(&customer, &sys, &req, pizza::domain::OrderId::random(), now_ms())
+            .await
+            .unwrap();
+        while !cfg.view_path().exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let view = ViewStore::open_read_only(&cfg.view_path()).unwrap();
+        while delivered(&view) < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        view
+    });
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(ORDERS));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("2000 orders through every service, embedded broker", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let before = delivered(&view);
+                    let start = Instant::now();
+                    let mut placing = tokio::task::JoinSet::new();
+                    for _ in 0..ORDERS {
+                        let (customer, sys, req) = (customer.clone(), sys.clone(), req.clone());
+                        placing.spawn(async move {
+                            place_order(&customer, &sys, &req, pizza::domain::OrderId::random(), now_ms())
+                                .await
+                                .unwrap();
+                        });
+                    }
+                    while placing.join_next().await.is_some() {}
+                    while delivered(&view) < before + ORDERS {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+    g.finish();
+    // The services leave their groups while the broker still runs.
+    trigger.fire();
+    rt.block_on(async { while running.join_next().await.is_some() {} });
+    drop(broker);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = partitioner, codec, steps, sqlite, pipeline
+}
+criterion_main!(benches);
