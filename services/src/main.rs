@@ -359,10 +359,13 @@ async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()
         (ServiceName::Web, r)
     });
     println!("pizza shop ready in {} ms", started.elapsed().as_millis());
-    println!("  web app:   http://{addr}/   (health: http://{addr}/health-check)");
-    println!("  place:     curl -s -XPOST http://{addr}/api/orders -H 'content-type: application/json' \\");
-    println!("               -d '{{\"username\":\"alice\",\"sauce\":\"Tomato\",\"cheese\":\"Mozzarella\",\"main_topping\":\"Pepperoni\",\"extra_toppings\":[\"Mushroom\"]}}'");
-    println!("  status:    curl -s http://{addr}/api/orders/<order_id>");
+    println!("  open:      http://{addr}/   (health: http://{addr}/health-check)");
+    println!("  API:       curl -c jar -XPOST http://{addr}/api/login -H 'content-type: application/json' -d '{{\"username\":\"alice\"}}'");
+    println!(
+        "             curl -b jar -XPOST http://{addr}/api/orders -H 'content-type: application/json' \\"
+    );
+    println!("               -d '{{\"sauce\":\"Tomato\",\"cheese\":\"Mozzarella\",\"main_topping\":\"Pepperoni\"}}'");
+    println!("             curl -b jar http://{addr}/api/orders/<order_id>");
     println!(
         "  broker:    {} (librdkafka mock cluster; topics created)",
         broker.bootstrap_servers()
