@@ -14,6 +14,7 @@
 //! - [`command`]: placing an order (the command side), used by the web app and the load generator.
 //! - [`view`]: rebuilding the view from the log.
 //! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature `kafka`).
+//! - `mutants`: known bug classes the simulation switches on (exists only under `--cfg madsim`).
 //! - [`clock`], [`shutdown`]: time and graceful shutdown, from the runtime (simulated under madsim).
 
 #[cfg(feature = "kafka")]
@@ -22,6 +23,8 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod domain;
+#[cfg(madsim)]
+pub mod mutants;
 pub mod partitioner;
 pub mod services;
 pub mod shutdown;

@@ -115,7 +115,7 @@ pub struct OrderRow {
 /// Every row of the view, ordered, for comparing a live view with a rebuilt one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ViewDump {
-    pub status: Vec<(String, i64, i64, bool, Option<i64>)>,
+    pub status: Vec<StatusRow>,
     pub timeline: Vec<(String, i64, i64)>,
     pub details: Vec<(String, Order, i64)>,
 }
@@ -277,14 +277,18 @@ impl ViewStore {
             .with(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }
 
+    /// Every order's status row (order id, status, status_ts, stuck, stuck_ts), ordered by id.
+    pub fn status_rows(&self) -> Result<Vec<StatusRow>, StoreError> {
+        self.db.with(|conn| status_rows(conn))
+    }
+
     /// Every row, ordered.
     pub fn dump(&self) -> Result<ViewDump, StoreError> {
         self.db.with(|conn| {
-            let mut d = ViewDump::default();
-            let mut s = conn.prepare("SELECT order_id, status, status_ts, stuck, stuck_ts FROM order_status ORDER BY order_id")?;
-            d.status = s
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect::<Result<_, _>>()?;
+            let mut d = ViewDump {
+                status: status_rows(conn)?,
+                ..ViewDump::default()
+            };
             let mut s = conn.prepare("SELECT order_id, status, ts FROM order_timeline ORDER BY order_id, status")?;
             d.timeline = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
             let mut s = conn.prepare(
@@ -296,6 +300,17 @@ impl ViewStore {
             Ok(d)
         })
     }
+}
+
+/// An order's status row: order id, status, status_ts, stuck, stuck_ts.
+pub type StatusRow = (String, i64, i64, bool, Option<i64>);
+
+fn status_rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<StatusRow>> {
+    let mut s = conn.prepare_cached(
+        "SELECT order_id, status, status_ts, stuck, stuck_ts FROM order_status ORDER BY order_id",
+    )?;
+    let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+    rows.collect()
 }
 
 /// An order's details from the columns username .. extra_toppings, starting at `first`.

@@ -159,6 +159,12 @@ impl OffsetTracker {
             }
         }
         let next = p.unfinished.keys().next().copied().unwrap_or(p.received_end);
+        #[cfg(madsim)]
+        let next = if crate::mutants::on(crate::mutants::Mutant::OffsetPassesUnfinished) {
+            offset + 1
+        } else {
+            next
+        };
         (next > p.marked).then(|| {
             p.marked = next;
             next
@@ -211,6 +217,11 @@ pub async fn run_worker<T: Transport, H: Handler>(
     let mut in_flight = 0usize;
     let mut draining = false;
     let mut failure: Option<WorkerError> = None;
+    // Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
+    #[cfg(not(madsim))]
+    let mark_on_arrival = false;
+    #[cfg(madsim)]
+    let mark_on_arrival = crate::mutants::on(crate::mutants::Mutant::CommitBeforeDurable);
 
     let start = |rec: Record| {
         let task = Task {
@@ -244,7 +255,8 @@ pub async fn run_worker<T: Transport, H: Handler>(
                     });
                     break;
                 }
-                if let Some(next) = tracker.finish(&done.topic, done.partition, done.offset) {
+                let finished = tracker.finish(&done.topic, done.partition, done.offset);
+                if let Some(next) = finished.filter(|_| !mark_on_arrival) {
                     if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
                         // The partition may have moved to another member; it re-reads from the
                         // last commit, which redelivers at most what we finished since.
@@ -268,6 +280,9 @@ pub async fn run_worker<T: Transport, H: Handler>(
                     Ok(rec) => {
                         in_flight += 1;
                         tracker.begin(&rec.topic, rec.partition, rec.offset);
+                        if mark_on_arrival {
+                            let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
+                        }
                         let key = rec.key.clone().unwrap_or_default();
                         match lanes.get_mut(&key) {
                             Some(lane) => lane.push_back(rec),

@@ -98,6 +98,16 @@ impl<T: Transport> Handler for Deliver<T> {
             decode_baked(rec.payload())?;
             on_baked(&state)
         };
+        #[cfg(madsim)]
+        let decision = match decision {
+            Decision::Resend { .. } if crate::mutants::on(crate::mutants::Mutant::NoDedup) => {
+                Decision::Deliver {
+                    customer_id: state.customer_id.clone().unwrap_or_default(),
+                    pending: state.pending,
+                }
+            }
+            d => d,
+        };
         match decision {
             Decision::Remember => {
                 let ordered: Ordered = decode(rec.payload())?;
@@ -114,6 +124,12 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.cfg.time_scale.sleep_secs(secs as f64).await;
                 // Durable before it is announced: a crash from here on re-sends, never re-delivers.
                 let ts = self.store.mark_delivered(order_id, now_ms())?;
+                #[cfg(madsim)]
+                let ts = if crate::mutants::on(crate::mutants::Mutant::NoDedup) {
+                    now_ms()
+                } else {
+                    ts
+                };
                 self.send(&topics.delivered, order_id, codes.delivered, ts)
                     .await?;
             }

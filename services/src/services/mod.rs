@@ -114,7 +114,14 @@ pub async fn run<T: Transport>(
         }
         ServiceName::Deliver => {
             let w = cfg.worker(service, &[&topics.ordered, &topics.baked]);
-            let store = DeliveryStore::open(&cfg.delivery_path())?;
+            let path = cfg.delivery_path();
+            #[cfg(madsim)]
+            let path = if crate::mutants::on(crate::mutants::Mutant::DeliveryStateInMemory) {
+                PathBuf::from(":memory:")
+            } else {
+                path
+            };
+            let store = DeliveryStore::open(&path)?;
             let h = deliver::Deliver {
                 transport: transport.clone(),
                 cfg: cfg.clone(),

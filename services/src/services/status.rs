@@ -55,6 +55,8 @@ pub fn fold(
         });
     }
     let rank = codes.rank(status)?;
+    #[cfg(madsim)]
+    let current = current.filter(|_| !crate::mutants::on(crate::mutants::Mutant::NoMonotonicGuard));
     if let Some(cur) = current {
         match codes.rank(cur.status) {
             Some(r) if r >= rank => return None,
@@ -131,10 +133,14 @@ pub async fn watchdog<T: Transport>(
     let period = scale.scale_secs(cfg.sys.watchdog_period_secs);
     let stuck_after_ms = scale.scale_secs(cfg.sys.stuck_after_secs).as_millis() as i64;
     let codes = &cfg.sys.codes;
+    // A fixed schedule: a round that ran long (the broker was unreachable) does not push the next
+    // one back, so an order is marked within the SLA plus one period once the broker is back.
+    let mut rounds = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = rounds.tick() => {}
         }
         let now = now_ms();
         let candidates = match view.stuck_candidates(codes, now - stuck_after_ms, WATCHDOG_BATCH) {
@@ -144,19 +150,36 @@ pub async fn watchdog<T: Transport>(
                 continue;
             }
         };
-        for (order_id, status) in candidates {
-            let mark = StatusEvent {
-                status: codes.stuck,
-                timestamp: Some(now),
-                observed_status: Some(status),
-            };
-            let out = OutRecord::new(&cfg.sys.topics.status, order_id.as_str(), encode(&mark));
-            match transport.produce(out).await {
-                Ok(_) => tracing::info!(order_id, status, "marked stuck"),
-                Err(e) => {
-                    tracing::warn!(order_id, error = %e, "could not mark stuck; next round retries")
-                }
-            }
+        // The marks go out together: one slow produce does not hold back the others.
+        let marks: Vec<_> = candidates
+            .into_iter()
+            .map(|(order_id, status)| {
+                let mark = StatusEvent {
+                    status: codes.stuck,
+                    timestamp: Some(now),
+                    observed_status: Some(status),
+                };
+                #[cfg(madsim)]
+                let mark = StatusEvent {
+                    observed_status: mark
+                        .observed_status
+                        .filter(|_| !crate::mutants::on(crate::mutants::Mutant::WatchdogRace)),
+                    ..mark
+                };
+                let out = OutRecord::new(&cfg.sys.topics.status, order_id.as_str(), encode(&mark));
+                let transport = transport.clone();
+                tokio::spawn(async move {
+                    match transport.produce(out).await {
+                        Ok(_) => tracing::info!(order_id, status, "marked stuck"),
+                        Err(e) => {
+                            tracing::warn!(order_id, error = %e, "could not mark stuck; next round retries")
+                        }
+                    }
+                })
+            })
+            .collect();
+        for m in marks {
+            let _ = m.await;
         }
     }
 }

@@ -1,0 +1,74 @@
+//! Known bug classes, switchable in the simulation only: this module exists under `--cfg madsim`
+//! and nowhere else, so no production build carries a mutant. The simulation's tests switch one on
+//! and assert that some fault scenario catches it within a fixed number of seeds (`sim/`).
+//!
+//! The switch is per thread: madsim runs a whole simulated cluster on one thread, so parallel
+//! simulations (test threads, the runner's jobs) each see only their own.
+
+use std::cell::Cell;
+
+/// A deliberate bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mutant {
+    /// The worker marks an input done when it arrives, before its outputs are durable.
+    CommitBeforeDurable,
+    /// Delivery keeps its early warnings (and deliveries) in memory instead of SQLite.
+    DeliveryStateInMemory,
+    /// The status fold applies any known status, even one ranked below the current.
+    NoMonotonicGuard,
+    /// Delivery does not recognise a redelivered input: it delivers again.
+    NoDedup,
+    /// The watchdog's stuck mark does not carry the status it observed, so a mark decided before
+    /// progress lands after it.
+    WatchdogRace,
+    /// The committed offset follows the latest finished record, past unfinished earlier ones.
+    OffsetPassesUnfinished,
+}
+
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 6] = [
+        Mutant::CommitBeforeDurable,
+        Mutant::DeliveryStateInMemory,
+        Mutant::NoMonotonicGuard,
+        Mutant::NoDedup,
+        Mutant::WatchdogRace,
+        Mutant::OffsetPassesUnfinished,
+    ];
+
+    /// Its name on the command line (`commit-before-durable`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::CommitBeforeDurable => "commit-before-durable",
+            Mutant::DeliveryStateInMemory => "delivery-state-in-memory",
+            Mutant::NoMonotonicGuard => "no-monotonic-guard",
+            Mutant::NoDedup => "no-dedup",
+            Mutant::WatchdogRace => "watchdog-race",
+            Mutant::OffsetPassesUnfinished => "offset-passes-unfinished",
+        }
+    }
+}
+
+impl std::str::FromStr for Mutant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mutant::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Mutant::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown mutant `{s}` (one of: {})", names.join(", "))
+        })
+    }
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<Mutant>> = const { Cell::new(None) };
+}
+
+/// Switches `mutant` on (or every mutant off) for this thread's simulations.
+pub fn set(mutant: Option<Mutant>) {
+    ACTIVE.with(|a| a.set(mutant));
+}
+
+/// Whether `mutant` is on.
+pub fn on(mutant: Mutant) -> bool {
+    ACTIVE.with(|a| a.get() == Some(mutant))
+}

@@ -1,0 +1,550 @@
+//! The simulated broker's state: Kafka's semantics that matter to the shop, as a plain data
+//! structure (no runtime, no clock of its own: every call gets `now`), so it is unit-tested in the
+//! normal build and driven over madsim's network in the simulation ([`crate::node`]).
+//!
+//! - Topics with partitions chosen by Java's murmur2 partitioner; offsets per partition; order
+//!   only within a partition.
+//! - The idempotent producer: a retried produce (same producer id and sequence) is appended once.
+//! - Consumer groups: members join, are assigned partitions round-robin, and read from the group's
+//!   committed offsets. Any change of membership (join, leave, a member's session expiring, or a
+//!   forced rebalance) starts a new generation and resets every member to the committed offsets,
+//!   so whatever was read but not committed is delivered again. Commits of an older generation,
+//!   or for a partition the member does not own, are refused.
+//! - Fetches pick one partition at random among those with records, and may hold partitions back
+//!   (`reorder`), so topics and partitions interleave differently for every seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use pizza::partitioner::partition_for;
+use pizza::transport::{Delivered, OutRecord, Record};
+
+use crate::rng::SplitMix64;
+use crate::trace::Trace;
+
+/// A record as the broker stores it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// When the broker appended it (epoch ms).
+    pub timestamp_ms: i64,
+}
+
+/// How the broker behaves.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub partitions: i32,
+    /// A member not heard from for this long leaves its group (librdkafka's session.timeout.ms).
+    pub session_timeout_ms: i64,
+    /// Most records one fetch returns.
+    pub max_batch: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            partitions: 6,
+            session_timeout_ms: 6_000,
+            max_batch: 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    node: String,
+    topics: Vec<String>,
+    last_seen_ms: i64,
+    /// Partition -> next offset this member is served.
+    cursors: BTreeMap<(String, i32), i64>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    generation: u64,
+    members: BTreeMap<u64, Member>,
+    committed: BTreeMap<(String, i32), i64>,
+}
+
+/// What a fetch got.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Records (maybe none yet) and the group's generation.
+    Records { generation: u64, records: Vec<Record> },
+    /// The member is no longer in the group (its session expired or it left): join again.
+    Gone,
+}
+
+/// The broker.
+#[derive(Debug)]
+pub struct Broker {
+    cfg: BrokerConfig,
+    topics: BTreeMap<String, Vec<Vec<Stored>>>,
+    groups: BTreeMap<String, Group>,
+    /// Producer id -> sequence -> where that record went.
+    producers: BTreeMap<u64, BTreeMap<u64, Delivered>>,
+    next_member: u64,
+    rng: SplitMix64,
+    /// Chance that a fetch skips a partition that has records (reordering across partitions).
+    pub reorder: f64,
+    /// When the simulation started (epoch ms), for trace times.
+    pub start_ms: i64,
+    pub trace: Trace,
+}
+
+impl Broker {
+    pub fn new(cfg: BrokerConfig, seed: u64, start_ms: i64) -> Broker {
+        Broker {
+            cfg,
+            topics: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            producers: BTreeMap::new(),
+            next_member: 1,
+            rng: SplitMix64::new(seed ^ 0xb5ad_4ece_da1c_e2a9),
+            reorder: 0.0,
+            start_ms,
+            trace: Trace::default(),
+        }
+    }
+
+    /// Creates `topic` with the configured number of partitions (no-op when it exists).
+    pub fn create_topic(&mut self, topic: &str) {
+        let n = self.cfg.partitions.max(1) as usize;
+        self.topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| vec![Vec::new(); n]);
+    }
+
+    fn event(&mut self, now: i64, node: &str, what: std::fmt::Arguments<'_>) {
+        let mut line = String::with_capacity(96);
+        let t = now - self.start_ms;
+        let _ = write!(line, "{}.{:03} {node} {what}", t / 1000, t % 1000);
+        self.trace.push(line);
+    }
+
+    /// Appends a record, once per (producer, sequence).
+    pub fn produce(
+        &mut self,
+        now: i64,
+        node: &str,
+        producer: u64,
+        seq: u64,
+        rec: OutRecord,
+    ) -> Result<Delivered, String> {
+        self.expire(now);
+        if let Some(d) = self.producers.get(&producer).and_then(|p| p.get(&seq)) {
+            let d = *d;
+            let key = String::from_utf8_lossy(&rec.key).into_owned();
+            self.event(
+                now,
+                node,
+                format_args!("{} {} {} {key} produce-retry-deduplicated", rec.topic, d.partition, d.offset),
+            );
+            return Ok(d);
+        }
+        let Some(parts) = self.topics.get_mut(&rec.topic) else {
+            return Err(format!("unknown topic {}", rec.topic));
+        };
+        let partition = partition_for(&rec.key, parts.len() as i32);
+        let log = &mut parts[partition as usize];
+        let offset = log.len() as i64;
+        let key = String::from_utf8_lossy(&rec.key).into_owned();
+        log.push(Stored {
+            key: rec.key,
+            payload: rec.payload,
+            headers: rec.headers,
+            timestamp_ms: now,
+        });
+        let d = Delivered { partition, offset };
+        self.producers.entry(producer).or_default().insert(seq, d);
+        self.event(
+            now,
+            node,
+            format_args!("{} {partition} {offset} {key} produced", rec.topic),
+        );
+        Ok(d)
+    }
+
+    /// End offsets of every partition of `topic`.
+    pub fn end_offsets(&self, topic: &str) -> Option<Vec<i64>> {
+        self.topics
+            .get(topic)
+            .map(|ps| ps.iter().map(|p| p.len() as i64).collect())
+    }
+
+    /// Every partition's records of `topic` (the checkers read the log through this).
+    pub fn log(&self, topic: &str) -> &[Vec<Stored>] {
+        self.topics.get(topic).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether every group has committed everything of the topics its members read.
+    pub fn lag(&self) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for (name, g) in &self.groups {
+            let topics: BTreeSet<&String> = g.members.values().flat_map(|m| &m.topics).collect();
+            let mut lag = 0;
+            for t in topics {
+                for (p, log) in self.log(t).iter().enumerate() {
+                    let c = g.committed.get(&(t.clone(), p as i32)).copied().unwrap_or(0);
+                    lag += log.len() as i64 - c;
+                }
+            }
+            out.insert(name.clone(), lag);
+        }
+        out
+    }
+
+    /// Adds a member to `group`; returns its id. Starts a new generation.
+    pub fn join(&mut self, now: i64, node: &str, group: &str, topics: &[String]) -> u64 {
+        self.expire(now);
+        let id = self.next_member;
+        self.next_member += 1;
+        let g = self.groups.entry(group.to_owned()).or_default();
+        g.members.insert(
+            id,
+            Member {
+                node: node.to_owned(),
+                topics: topics.to_vec(),
+                last_seen_ms: now,
+                cursors: BTreeMap::new(),
+            },
+        );
+        self.event(now, node, format_args!("{group} member {id} joined"));
+        self.rebalance(now, group);
+        id
+    }
+
+    /// Removes a member (a clean leave).
+    pub fn leave(&mut self, now: i64, node: &str, group: &str, member: u64) {
+        let removed = self
+            .groups
+            .get_mut(group)
+            .is_some_and(|g| g.members.remove(&member).is_some());
+        if removed {
+            self.event(now, node, format_args!("{group} member {member} left"));
+            self.rebalance(now, group);
+        }
+    }
+
+    /// Removes members whose session expired.
+    pub fn expire(&mut self, now: i64) {
+        let timeout = self.cfg.session_timeout_ms;
+        let mut expired = Vec::new();
+        for (name, g) in &mut self.groups {
+            let gone: Vec<u64> = g
+                .members
+                .iter()
+                .filter(|(_, m)| now - m.last_seen_ms > timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                let m = g.members.remove(&id).expect("listed above");
+                expired.push((name.clone(), id, m.node));
+            }
+        }
+        let mut groups = BTreeSet::new();
+        for (group, id, node) in expired {
+            self.event(now, &node, format_args!("{group} member {id} session expired"));
+            groups.insert(group);
+        }
+        for g in groups {
+            self.rebalance(now, &g);
+        }
+    }
+
+    /// A new generation: partitions dealt round-robin to the members that read their topic, every
+    /// member reset to the committed offsets (what was read and not committed comes again).
+    pub fn rebalance(&mut self, now: i64, group: &str) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.generation += 1;
+        let generation = g.generation;
+        let mut topics: BTreeSet<String> = BTreeSet::new();
+        for m in g.members.values_mut() {
+            m.cursors.clear();
+            topics.extend(m.topics.iter().cloned());
+        }
+        let mut next = 0usize;
+        for t in &topics {
+            let n = self.topics.get(t).map_or(0, Vec::len);
+            for p in 0..n as i32 {
+                let eligible: Vec<u64> = g
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.topics.contains(t))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if eligible.is_empty() {
+                    continue;
+                }
+                let owner = eligible[next % eligible.len()];
+                next += 1;
+                let at = g.committed.get(&(t.clone(), p)).copied().unwrap_or(0);
+                g.members
+                    .get_mut(&owner)
+                    .expect("eligible")
+                    .cursors
+                    .insert((t.clone(), p), at);
+            }
+        }
+        let members = g.members.len();
+        self.event(
+            now,
+            "broker",
+            format_args!("{group} generation {generation} with {members} members"),
+        );
+    }
+
+    /// Marks a member alive; returns the group's generation, `None` when the member is gone.
+    pub fn heartbeat(&mut self, now: i64, group: &str, member: u64) -> Option<u64> {
+        self.expire(now);
+        let g = self.groups.get_mut(group)?;
+        g.members.get_mut(&member)?.last_seen_ms = now;
+        Some(g.generation)
+    }
+
+    /// Up to `max_batch` records of one partition the member owns.
+    ///
+    /// The consumer says which generation it reads in and where it is (the next offset of each
+    /// partition it has received records of), as a Kafka consumer keeps its own position: a lost
+    /// response is fetched again from there. Partitions it has no position for, and every
+    /// partition of a consumer still in an older generation (as after a rebalance), start at the
+    /// committed offset.
+    pub fn fetch(
+        &mut self,
+        now: i64,
+        group: &str,
+        member: u64,
+        seen_generation: u64,
+        positions: &[(String, i32, i64)],
+    ) -> Fetched {
+        let Some(generation) = self.heartbeat(now, group, member) else {
+            return Fetched::Gone;
+        };
+        let g = self.groups.get_mut(group).expect("heartbeat found it");
+        let m = g.members.get_mut(&member).expect("heartbeat found it");
+        for (k, at) in &mut m.cursors {
+            let known = positions.iter().find(|(t, p, _)| *t == k.0 && *p == k.1);
+            *at = match known {
+                Some((_, _, pos)) if seen_generation == generation => *pos,
+                _ => g.committed.get(k).copied().unwrap_or(0),
+            };
+        }
+        let ready: Vec<(String, i32)> = m
+            .cursors
+            .iter()
+            .filter(|((t, p), at)| {
+                self.topics
+                    .get(t)
+                    .is_some_and(|ps| (ps[*p as usize].len() as i64) > **at)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let reorder = self.reorder;
+        let ready: Vec<_> = ready
+            .into_iter()
+            .filter(|_| reorder <= 0.0 || !self.rng.chance(reorder))
+            .collect();
+        if ready.is_empty() {
+            return Fetched::Records {
+                generation,
+                records: Vec::new(),
+            };
+        }
+        let (topic, partition) = ready[self.rng.below(ready.len() as u64) as usize].clone();
+        let batch = 1 + self.rng.below(self.cfg.max_batch as u64) as usize;
+        let cursor = m.cursors.get_mut(&(topic.clone(), partition)).expect("ready");
+        let log = &self.topics[&topic][partition as usize];
+        let from = *cursor as usize;
+        let to = (from + batch).min(log.len());
+        *cursor = to as i64;
+        let node = m.node.clone();
+        let records: Vec<Record> = (from..to)
+            .map(|o| {
+                let s = &log[o];
+                Record {
+                    topic: topic.clone(),
+                    partition,
+                    offset: o as i64,
+                    key: Some(s.key.clone()),
+                    payload: Some(s.payload.clone()),
+                    headers: s.headers.clone(),
+                    timestamp_ms: Some(s.timestamp_ms),
+                }
+            })
+            .collect();
+        for r in &records {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            self.event(
+                now,
+                &node,
+                format_args!("{topic} {partition} {} {key} fetched by {group}", r.offset),
+            );
+        }
+        Fetched::Records { generation, records }
+    }
+
+    /// Commits offsets for the partitions the member owns in this generation; returns how many
+    /// were taken, or why none were.
+    pub fn commit(
+        &mut self,
+        now: i64,
+        group: &str,
+        member: u64,
+        generation: u64,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<usize, String> {
+        self.expire(now);
+        let g = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| format!("unknown group {group}"))?;
+        if g.generation != generation {
+            return Err(format!(
+                "generation {generation} is stale (now {})",
+                g.generation
+            ));
+        }
+        let m = g
+            .members
+            .get_mut(&member)
+            .ok_or_else(|| format!("unknown member {member}"))?;
+        m.last_seen_ms = now;
+        let node = m.node.clone();
+        let mut taken = Vec::new();
+        for (t, p, next) in offsets {
+            let k = (t.clone(), *p);
+            if m.cursors.contains_key(&k) && g.committed.get(&k) != Some(next) {
+                g.committed.insert(k, *next);
+                taken.push((t.clone(), *p, *next));
+            }
+        }
+        for (t, p, next) in &taken {
+            self.event(now, &node, format_args!("{t} {p} {next} - committed by {group}"));
+        }
+        Ok(taken.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(topic: &str, key: &str) -> OutRecord {
+        OutRecord::new(topic, key, b"{}".to_vec())
+    }
+
+    fn broker() -> Broker {
+        let mut b = Broker::new(BrokerConfig::default(), 7, 0);
+        b.create_topic("t");
+        b
+    }
+
+    /// Fetches like a consumer: keeps its generation and positions, until nothing is left.
+    fn fetch_all(b: &mut Broker, now: i64, group: &str, member: u64) -> Vec<Record> {
+        let mut generation = 0;
+        let mut pos: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            let at: Vec<_> = pos.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+            match b.fetch(now, group, member, generation, &at) {
+                Fetched::Records { generation: g, records } => {
+                    if g != generation {
+                        pos.clear();
+                        generation = g;
+                    }
+                    if records.is_empty() {
+                        break;
+                    }
+                    for r in &records {
+                        pos.insert((r.topic.clone(), r.partition), r.offset + 1);
+                    }
+                    got.extend(records);
+                }
+                Fetched::Gone => panic!("member gone"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_lost_fetch_response_is_served_again() {
+        let mut b = broker();
+        b.produce(0, "p", 1, 0, out("t", "k")).unwrap();
+        let m = b.join(0, "c", "g", &["t".into()]);
+        let Fetched::Records { generation, records } = b.fetch(0, "g", m, 0, &[]) else { panic!() };
+        assert_eq!(records.len(), 1);
+        // The response never arrived: the consumer asks again from where it was.
+        let Fetched::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[]) else { panic!() };
+        assert_eq!(again, records);
+        let p = records[0].partition;
+        let Fetched::Records { records: none, .. } = b.fetch(0, "g", m, generation, &[("t".into(), p, 1)]) else {
+            panic!()
+        };
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn keys_land_on_the_java_partition_in_order() {
+        let mut b = broker();
+        for i in 0..50 {
+            let key = format!("{i:08x}");
+            let d = b.produce(0, "p", 1, i, out("t", &key)).unwrap();
+            assert_eq!(d.partition, partition_for(key.as_bytes(), 6));
+        }
+        let m = b.join(0, "c", "g", &["t".into()]);
+        let got = fetch_all(&mut b, 0, "g", m);
+        assert_eq!(got.len(), 50);
+        for p in 0..6 {
+            let offs: Vec<i64> = got.iter().filter(|r| r.partition == p).map(|r| r.offset).collect();
+            assert!(offs.windows(2).all(|w| w[1] == w[0] + 1), "partition {p}: {offs:?}");
+        }
+    }
+
+    #[test]
+    fn a_retried_produce_is_appended_once() {
+        let mut b = broker();
+        let a = b.produce(0, "p", 9, 1, out("t", "k")).unwrap();
+        let again = b.produce(5, "p", 9, 1, out("t", "k")).unwrap();
+        assert_eq!(a, again);
+        assert_eq!(b.end_offsets("t").unwrap().iter().sum::<i64>(), 1);
+        assert!(b.produce(0, "p", 9, 2, out("nope", "k")).is_err());
+    }
+
+    #[test]
+    fn a_new_member_reads_from_the_last_commit() {
+        let mut b = broker();
+        for i in 0..20 {
+            b.produce(0, "p", 1, i, out("t", "same-key")).unwrap();
+        }
+        let m = b.join(0, "c", "g", &["t".into()]);
+        let got = fetch_all(&mut b, 0, "g", m);
+        assert_eq!(got.len(), 20);
+        let p = got[0].partition;
+        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else { panic!() };
+        assert_eq!(b.commit(0, "g", m, generation, &[("t".into(), p, 12)]), Ok(1));
+        // The member dies; its session expires; a new one gets the rest again.
+        let m2 = b.join(10_000, "c", "g", &["t".into()]);
+        let again = fetch_all(&mut b, 10_000, "g", m2);
+        assert_eq!(again.first().map(|r| r.offset), Some(12));
+        assert_eq!(again.len(), 8);
+        assert!(matches!(b.fetch(10_000, "g", m, 0, &[]), Fetched::Gone));
+    }
+
+    #[test]
+    fn stale_commits_are_refused() {
+        let mut b = broker();
+        let m = b.join(0, "c", "g", &["t".into()]);
+        let _ = b.join(0, "c2", "g", &["t".into()]);
+        assert!(b.commit(0, "g", m, 1, &[("t".into(), 0, 1)]).is_err());
+        // Partitions are shared out: each member owns three of six.
+        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else { panic!() };
+        let all: Vec<_> = (0..6).map(|p| ("t".to_string(), p, 0i64)).collect();
+        // Offsets equal to the committed default (none) count as changes only for owned ones.
+        let taken = b.commit(0, "g", m, generation, &all).unwrap();
+        assert_eq!(taken, 3);
+    }
+}

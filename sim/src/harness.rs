@@ -1,0 +1,886 @@
+//! One simulated run: a broker node, one node per service running the production `run` entry
+//! point, a customers node placing orders through the command side, a checker node watching the
+//! view; faults applied from the scenario; then the two phases of checks.
+//!
+//! 1. Safety, while faults happen: no status moves backwards in the view; a stuck mark is only on
+//!    an order that sat still for the SLA; an order that sits still longer than SLA + watchdog
+//!    period (+ 5 s to carry the mark) while the status service is healthy is marked (counted
+//!    from when the view shows that status, if an event arrived already old, and from the end of
+//!    any fault that kept the watchdog from working); no order is marked at all in a fault-free run.
+//! 2. Convergence, after the faults heal: within the scenario's `heal` budget every accepted order
+//!    reaches 999 in the view and every group has committed the whole log. Then: no order was
+//!    delivered twice; the view equals the view rebuilt from the log; every event of an accepted
+//!    order made it into pizza-status; pizza-dlq holds exactly the scenario's malformed events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::Handle;
+use pizza::clock::now_ms;
+use pizza::command::{place_order, PlaceError};
+use pizza::config::{ServiceName, SysConfig};
+use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
+use pizza::mutants::Mutant;
+use pizza::services::{ServiceConfig, RunError};
+use pizza::shutdown::Shutdown;
+use pizza::store::ViewStore;
+use pizza::transport::{OutRecord, Transport};
+use pizza::worker::WorkerStats;
+
+use crate::broker::{Broker, BrokerConfig};
+use crate::node::{serve, BrokerShared, SimTransport};
+use crate::rng::SplitMix64;
+use crate::scenario::{FaultKind, Scenario};
+
+/// How often the checker reads the view.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Time allowed for a stuck mark to travel from the watchdog's produce into the view.
+const MARK_SLACK_MS: i64 = 5_000;
+/// The header the scenario puts on the malformed events it makes.
+pub const MALFORMED_HEADER: &str = "sim.malformed";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub mutant: Option<Mutant>,
+    /// Overrides the scenario's order count.
+    pub orders: Option<u32>,
+}
+
+/// An invariant that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub order: Option<String>,
+    /// Simulated seconds since the start.
+    pub at_ms: i64,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {:.3}s", self.invariant, self.at_ms as f64 / 1000.0)?;
+        if let Some(o) = &self.order {
+            write!(f, " order {o}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub scenario: String,
+    /// The scenario as run (a swarm's draw written out).
+    pub scenario_text: String,
+    pub seed: u64,
+    pub mutant: Option<Mutant>,
+    pub violations: Vec<Violation>,
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+    pub accepted: usize,
+    /// Orders whose placing failed (the customer was told so).
+    pub refused: u64,
+    pub delivered: usize,
+    pub dead_lettered: usize,
+    pub restarts: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut c = format!("cargo sim --scenario {} --seed {}", self.scenario, self.seed);
+        if let Some(m) = self.mutant {
+            c.push_str(&format!(" --mutant {}", m.name()));
+        }
+        c
+    }
+
+    /// Writes the trace, one event per line, after a header naming the run.
+    pub fn write_trace(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut text = format!(
+            "# scenario {} seed {} mutant {} trace hash {:016x}\n# replay: {}\n",
+            self.scenario,
+            self.seed,
+            self.mutant.map_or("none", |m| m.name()),
+            self.trace_hash,
+            self.replay_command()
+        );
+        for v in &self.violations {
+            text.push_str(&format!("# violation: {v}\n"));
+        }
+        text.push_str("# time(s) node topic partition offset key what\n");
+        for line in &self.trace {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mutant = self.mutant.map(|m| format!(" mutant={}", m.name())).unwrap_or_default();
+        if self.passed() {
+            return write!(
+                f,
+                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
+                self.scenario,
+                self.seed,
+                self.delivered,
+                self.refused,
+                self.dead_lettered,
+                self.restarts,
+                self.simulated.as_secs_f64(),
+                self.trace_hash
+            );
+        }
+        writeln!(
+            f,
+            "FAILED scenario={} seed={}{mutant}: {} violation(s)",
+            self.scenario,
+            self.seed,
+            self.violations.len()
+        )?;
+        for v in self.violations.iter().take(10) {
+            writeln!(f, "  {v}")?;
+        }
+        if self.violations.len() > 10 {
+            writeln!(f, "  ... and {} more", self.violations.len() - 10)?;
+        }
+        write!(f, "seed {}; replay: {}", self.seed, self.replay_command())
+    }
+}
+
+/// State the nodes share with the harness.
+#[derive(Default)]
+struct Shared {
+    accepted: Mutex<BTreeMap<String, i64>>,
+    violations: Mutex<Vec<Violation>>,
+    /// Windows (epoch ms) in which the watchdog may be kept from marking.
+    impaired: Mutex<Vec<(i64, i64)>>,
+    /// Latest view: order -> (status, stuck).
+    view: Mutex<BTreeMap<String, (i64, bool)>>,
+    restarts: AtomicU64,
+    /// Orders the customers were told could not be placed.
+    refused: AtomicU64,
+    start_ms: AtomicU64,
+}
+
+impl Shared {
+    fn since_start(&self) -> i64 {
+        now_ms() - self.start_ms.load(Ordering::Relaxed) as i64
+    }
+
+    fn violate(&self, invariant: &'static str, order: Option<&str>, detail: String) {
+        self.violations.lock().expect("violations").push(Violation {
+            invariant,
+            order: order.map(str::to_owned),
+            at_ms: self.since_start(),
+            detail,
+        });
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one seed of a scenario to its verdict.
+pub fn run(opts: &RunOptions) -> Outcome {
+    let mut sc = opts.scenario.for_seed(opts.seed);
+    if let Some(n) = opts.orders {
+        sc.orders = n;
+    }
+    let mut config = madsim::Config::default();
+    config.net.send_latency = sc.latency.0..sc.latency.1;
+    let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, config);
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!(
+        "pizza-sim-{}-{}-{}",
+        std::process::id(),
+        opts.seed,
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    pizza::mutants::set(opts.mutant);
+    let broker = Arc::new(Mutex::new(None));
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(simulate(sc.clone(), opts.seed, dir.clone(), broker.clone()))
+    }));
+    pizza::mutants::set(None);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut outcome = match ran {
+        Ok(o) => o,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic".into());
+            let shared: Option<Arc<BrokerShared>> = broker.lock().expect("broker slot").clone();
+            let (trace, trace_hash) = shared.map_or((Vec::new(), 0), |b| {
+                let b = b.lock();
+                (b.trace.lines().to_vec(), b.trace.hash())
+            });
+            Outcome {
+                scenario: String::new(),
+                scenario_text: String::new(),
+                seed: 0,
+                mutant: None,
+                violations: vec![Violation {
+                    invariant: "no-panic",
+                    order: None,
+                    at_ms: 0,
+                    detail: msg,
+                }],
+                trace_hash,
+                trace,
+                accepted: 0,
+                refused: 0,
+                delivered: 0,
+                dead_lettered: 0,
+                restarts: 0,
+                simulated: Duration::ZERO,
+            }
+        }
+    };
+    outcome.scenario = sc.name.clone();
+    outcome.scenario_text = sc.to_text();
+    outcome.seed = opts.seed;
+    outcome.mutant = opts.mutant;
+    outcome
+}
+
+fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceConfig {
+    let mut sys = SysConfig::default();
+    sys.num_partitions = sc.partitions;
+    let mut cfg = ServiceConfig::new(sys, root.join(service.as_str()));
+    cfg.concurrency = sc.ovens;
+    cfg.max_in_flight = (sc.ovens * 4).max(1024);
+    cfg
+}
+
+async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: Arc<Mutex<Option<Arc<BrokerShared>>>>) -> Outcome {
+    let handle = Handle::current();
+    let start = now_ms();
+    let shared = Arc::new(Shared::default());
+    shared.start_ms.store(start as u64, Ordering::Relaxed);
+    let mut sys = SysConfig::default();
+    sys.num_partitions = sc.partitions;
+    let mut broker = Broker::new(
+        BrokerConfig {
+            partitions: sc.partitions,
+            ..BrokerConfig::default()
+        },
+        seed,
+        start,
+    );
+    for t in sys.topics.all() {
+        broker.create_topic(t);
+    }
+    let bs = BrokerShared::new(broker);
+    *slot.lock().expect("broker slot") = Some(bs.clone());
+    for f in &sc.faults {
+        if f.kind.impairs_watchdog() {
+            let from = start + f.at.as_millis() as i64;
+            shared
+                .impaired
+                .lock()
+                .expect("impaired")
+                .push((from, from + f.kind.lasting().as_millis() as i64));
+        }
+    }
+
+    let b = bs.clone();
+    handle
+        .create_node()
+        .name("broker")
+        .ip("10.0.0.1".parse().expect("ip"))
+        .init(move || serve(b.clone()))
+        .build();
+
+    let mut nodes = BTreeMap::new();
+    for (i, service) in ServiceName::CONSUMERS.into_iter().enumerate() {
+        let cfg = service_config(&sc, &root, service);
+        let (shared, bs) = (shared.clone(), bs.clone());
+        let period_ms = (sys.watchdog_period_secs * 1000.0) as i64;
+        let node = handle
+            .create_node()
+            .name(service.as_str())
+            .ip(format!("10.0.1.{}", i + 1).parse().expect("ip"))
+            .init(move || run_service(service, cfg.clone(), shared.clone(), bs.clone(), period_ms))
+            .build();
+        nodes.insert(service, node.id());
+    }
+
+    // Customers, on their own node, through the command side the web app uses.
+    let customers = handle
+        .create_node()
+        .name("customers")
+        .ip("10.0.2.1".parse().expect("ip"))
+        .build();
+    let placing = customers.spawn(place_orders(sc.clone(), seed, sys.clone(), shared.clone()));
+
+    // The checker watches the view from its own node.
+    let checker = handle
+        .create_node()
+        .name("checker")
+        .ip("10.0.3.1".parse().expect("ip"))
+        .build();
+    let view_path = service_config(&sc, &root, ServiceName::Status).view_path();
+    let faultless = sc.faults.is_empty();
+    checker.spawn(watch_view(view_path.clone(), sys.clone(), shared.clone(), faultless));
+
+    // Phase 1: the faults, in time order.
+    for f in &sc.faults {
+        let at = Duration::from_millis((start + f.at.as_millis() as i64 - now_ms()).max(0) as u64);
+        tokio::time::sleep(at).await;
+        bs.lock().trace.push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
+        apply_fault(&handle, &nodes, &bs, &f.kind, &root);
+    }
+    let _ = placing.await;
+    let faults_end = start + sc.faults_end().as_millis() as i64;
+    let wait = (faults_end - now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait + 1)).await;
+    bs.lock()
+        .trace
+        .push(format!("{} harness healed", fmt_t(shared.since_start())));
+
+    // Phase 2: converge within the heal budget.
+    let budget_end = now_ms() + sc.heal.as_millis() as i64;
+    let converged = loop {
+        let pending = not_delivered(&shared);
+        let lag: i64 = bs.lock().lag().values().sum();
+        if pending.is_empty() && lag == 0 {
+            break true;
+        }
+        if now_ms() >= budget_end {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    if !converged {
+        let view = shared.view.lock().expect("view").clone();
+        for order in not_delivered(&shared) {
+            let at = view
+                .get(&order)
+                .map_or("not in the view".to_owned(), |(s, _)| format!("at status {s}"));
+            shared.violate(
+                "all-accepted-delivered",
+                Some(&order),
+                format!("{at} after the {}s heal budget", sc.heal.as_secs()),
+            );
+        }
+        let lag = bs.lock().lag();
+        for (group, n) in lag.into_iter().filter(|(_, n)| *n > 0) {
+            shared.violate(
+                "all-accepted-delivered",
+                None,
+                format!("group {group} still has {n} records uncommitted after the heal budget"),
+            );
+        }
+    }
+
+    // The final checks read the log (the broker's own state) and the view.
+    let rebuild_path = root.join("rebuilt.db");
+    let cfg = service_config(&sc, &root, ServiceName::Status);
+    let rebuilt = checker
+        .spawn(async move {
+            let t = SimTransport::connect("checker").await;
+            pizza::view::rebuild(&t, &cfg, &rebuild_path).await.map(|_| rebuild_path)
+        })
+        .await
+        .expect("the checker node runs");
+    match rebuilt {
+        Ok(path) => compare_views(&shared, &view_path, &path),
+        Err(e) => shared.violate("view-equals-rebuild", None, format!("rebuild failed: {e}")),
+    }
+    let (delivered, dead_lettered) = check_log(&bs, &sys, &shared, sc.malformed);
+    let b = bs.lock();
+    let accepted = shared.accepted.lock().expect("accepted").len();
+    let violations = std::mem::take(&mut *shared.violations.lock().expect("violations"));
+    Outcome {
+        scenario: sc.name.clone(),
+        scenario_text: String::new(),
+        seed,
+        mutant: None,
+        violations,
+        trace_hash: b.trace.hash(),
+        trace: b.trace.lines().to_vec(),
+        accepted,
+        refused: shared.refused.load(Ordering::Relaxed),
+        delivered,
+        dead_lettered,
+        restarts: shared.restarts.load(Ordering::Relaxed),
+        simulated: Duration::from_millis((now_ms() - start).max(0) as u64),
+    }
+}
+
+fn fmt_t(ms: i64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+/// A service's node: runs the service like a supervisor would, starting it again a second after
+/// it stopped on an error (a broker unreachable for longer than its retries, say).
+async fn run_service(
+    service: ServiceName,
+    cfg: ServiceConfig,
+    shared: Arc<Shared>,
+    bs: Arc<BrokerShared>,
+    watchdog_period_ms: i64,
+) {
+    loop {
+        let transport = SimTransport::connect(service.as_str()).await;
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                trigger.fire();
+            }
+            std::future::pending::<()>().await
+        });
+        let stats = Arc::new(WorkerStats::default());
+        let result: Result<(), RunError> =
+            pizza::services::run(service, cfg.clone(), transport, stats, shutdown).await;
+        let t = shared.since_start();
+        match result {
+            Ok(()) => {
+                bs.lock()
+                    .trace
+                    .push(format!("{} {} stopped gracefully", fmt_t(t), service.as_str()));
+                return;
+            }
+            Err(e) => {
+                bs.lock()
+                    .trace
+                    .push(format!("{} {} exited: {e}; restarting in 1s", fmt_t(t), service.as_str()));
+                shared.restarts.fetch_add(1, Ordering::Relaxed);
+                if service == ServiceName::Status {
+                    let now = now_ms();
+                    shared
+                        .impaired
+                        .lock()
+                        .expect("impaired")
+                        .push((now, now + 1_000 + watchdog_period_ms));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn apply_fault(
+    handle: &Handle,
+    nodes: &BTreeMap<ServiceName, madsim::task::NodeId>,
+    bs: &Arc<BrokerShared>,
+    kind: &FaultKind,
+    root: &Path,
+) {
+    let net = madsim::net::NetSim::current();
+    let node = |s: &ServiceName| nodes[s];
+    let later = |d: Duration, f: Box<dyn FnOnce() + Send>| {
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            f();
+        });
+    };
+    match kind.clone() {
+        FaultKind::Crash {
+            service,
+            down,
+            lose_disk,
+        } => {
+            let id = node(&service);
+            handle.kill(id);
+            let h = handle.clone();
+            let dir = root.join(service.as_str());
+            later(
+                down,
+                Box::new(move || {
+                    if lose_disk {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    h.restart(id);
+                }),
+            );
+        }
+        FaultKind::Stop { service, down } => {
+            let id = node(&service);
+            handle.send_ctrl_c(id);
+            let h = handle.clone();
+            later(down, Box::new(move || h.restart(id)));
+        }
+        FaultKind::Pause { service, down } => {
+            let id = node(&service);
+            handle.pause(id);
+            let h = handle.clone();
+            later(down, Box::new(move || h.resume(id)));
+        }
+        FaultKind::Clog { service, down } => {
+            let id = node(&service);
+            net.clog_node(id);
+            let n = net.clone();
+            later(down, Box::new(move || n.unclog_node(id)));
+        }
+        FaultKind::Redeliver { service } => {
+            let group = SysConfig::default().group(service).to_owned();
+            let now = now_ms();
+            bs.lock().rebalance(now, &group);
+        }
+        FaultKind::Reorder { lasting } => {
+            bs.lock().reorder = 0.8;
+            let b = bs.clone();
+            later(lasting, Box::new(move || b.lock().reorder = 0.0));
+        }
+        FaultKind::SlowBroker { delay, lasting } => {
+            bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+            let b = bs.clone();
+            later(lasting, Box::new(move || b.delay_ms.store(0, Ordering::Relaxed)));
+        }
+        FaultKind::Loss { rate, lasting } => {
+            net.update_config(|c| c.packet_loss_rate = rate);
+            let n = net.clone();
+            later(lasting, Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)));
+        }
+    }
+}
+
+fn not_delivered(shared: &Shared) -> Vec<String> {
+    let view = shared.view.lock().expect("view");
+    shared
+        .accepted
+        .lock()
+        .expect("accepted")
+        .keys()
+        .filter(|o| view.get(*o).is_none_or(|(s, _)| *s != 999))
+        .cloned()
+        .collect()
+}
+
+/// Customers place `orders` at `rate` (exponential gaps), each through `place_order`; an order is
+/// accepted when that returned Ok (the customer was told "placed"). The scenario's malformed
+/// events go out from here too.
+async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Shared>) {
+    let t = SimTransport::connect("customers").await;
+    let mut rng = SplitMix64::new(seed ^ 0xc057_0e75);
+    let menu = sys.menu.clone();
+    let sys = Arc::new(sys);
+    // Which order each malformed event goes out beside.
+    let malformed_at: Vec<u32> = (0..sc.malformed)
+        .map(|_| rng.below(u64::from(sc.orders.max(1))) as u32)
+        .collect();
+    let mut used = BTreeSet::new();
+    let mut placing = Vec::new();
+    for i in 0..sc.orders {
+        let gap = -(1.0 - rng.unit()).ln() / sc.rate;
+        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+        let id = loop {
+            let id = OrderId::from_u32(rng.next_u64() as u32);
+            if used.insert(id.clone()) {
+                break id;
+            }
+        };
+        let pick = |rng: &mut SplitMix64, items: &[String]| items[rng.below(items.len() as u64) as usize].clone();
+        let mut extras: Vec<String> = Vec::new();
+        for _ in 0..rng.below(3) {
+            let e = pick(&mut rng, &menu.extra_toppings);
+            if !extras.contains(&e) {
+                extras.push(e);
+            }
+        }
+        let req = OrderRequest {
+            username: format!("customer{}", rng.below(50)),
+            sauce: pick(&mut rng, &menu.sauces),
+            cheese: pick(&mut rng, &menu.cheeses),
+            main_topping: pick(&mut rng, &menu.main_toppings),
+            extra_toppings: extras,
+        };
+        let (t2, sys2, shared2) = (t.clone(), sys.clone(), shared.clone());
+        placing.push(tokio::spawn(async move {
+            match place_order(&t2, &sys2, &req, id.clone(), now_ms()).await {
+                Ok(_) => {
+                    shared2
+                        .accepted
+                        .lock()
+                        .expect("accepted")
+                        .insert(id.as_str().to_owned(), now_ms());
+                }
+                Err(PlaceError::Invalid(e)) => {
+                    shared2.violate("orders-valid", Some(id.as_str()), format!("the menu refused {req:?}: {e}"));
+                }
+                Err(PlaceError::Unavailable(e)) => {
+                    // The customer was told it failed; whatever reached the log need not be delivered.
+                    tracing::debug!(order = id.as_str(), error = %e, "order not placed");
+                    shared2.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        for n in (0..sc.malformed).filter(|n| malformed_at[*n as usize] == i) {
+            let bad = malformed(&sys.topics, n);
+            let t2 = t.clone();
+            placing.push(tokio::spawn(async move {
+                // Retried until durable: the checker expects every one in pizza-dlq.
+                while t2.produce(bad.clone()).await.is_err() {}
+            }));
+        }
+    }
+    if sc.orders == 0 {
+        for n in 0..sc.malformed {
+            let bad = malformed(&sys.topics, n);
+            while t.produce(bad.clone()).await.is_err() {}
+        }
+    }
+    for p in placing {
+        let _ = p.await;
+    }
+}
+
+/// The n-th malformed event: bad JSON, a missing field, a wrong type, an empty key, in turn.
+fn malformed(topics: &pizza::config::Topics, n: u32) -> OutRecord {
+    let (topic, key, payload): (&str, &str, &[u8]) = match n % 4 {
+        0 => (&topics.ordered, "bad00000", b"{not json"),
+        1 => (&topics.ordered, "bad00001", br#"{"status":100}"#),
+        2 => (&topics.baked, "bad00002", br#"{"status":"hot"}"#),
+        _ => (&topics.assembled, "", br#"{"status":200,"baking_time":9}"#),
+    };
+    let mut r = OutRecord::new(topic, key, payload.to_vec());
+    r.headers.push((MALFORMED_HEADER.into(), n.to_string().into_bytes()));
+    r
+}
+
+/// The checker's watch over the view: safety checks on every read.
+async fn watch_view(path: PathBuf, sys: SysConfig, shared: Arc<Shared>, faultless: bool) {
+    let codes = &sys.codes;
+    let sla_ms = (sys.stuck_after_secs * 1000.0) as i64;
+    let period_ms = (sys.watchdog_period_secs * 1000.0) as i64;
+    let mut view = None;
+    // Order -> (status, when the checker first saw it at that status).
+    let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut reported: BTreeSet<(&'static str, String)> = BTreeSet::new();
+    loop {
+        tokio::time::sleep(POLL_EVERY).await;
+        if view.is_none() && path.exists() {
+            view = ViewStore::open_read_only(&path).ok();
+        }
+        let Some(v) = &view else { continue };
+        let Ok(rows) = v.status_rows() else { continue };
+        let now = now_ms();
+        let impaired = shared.impaired.lock().expect("impaired").clone();
+        let mut violate = |inv: &'static str, order: &str, detail: String| {
+            if reported.insert((inv, order.to_owned())) {
+                shared.violate(inv, Some(order), detail);
+            }
+        };
+        let mut latest = BTreeMap::new();
+        for (order, status, status_ts, stuck, stuck_ts) in rows {
+            let since = match seen.get(&order) {
+                Some((prev, since)) if *prev == status => *since,
+                Some((prev, _)) => {
+                    if let (Some(a), Some(b)) = (codes.rank(*prev), codes.rank(status)) {
+                        if b < a {
+                            violate(
+                                "no-regression",
+                                &order,
+                                format!("status moved back from {prev} to {status}"),
+                            );
+                        }
+                    }
+                    now
+                }
+                None => now,
+            };
+            seen.insert(order.clone(), (status, since));
+            if stuck {
+                if faultless {
+                    violate("no-stuck-without-faults", &order, format!("marked stuck at {status}"));
+                }
+                let since = stuck_ts.unwrap_or(now) - status_ts;
+                if since < sla_ms {
+                    violate(
+                        "stuck-only-when-stuck",
+                        &order,
+                        format!(
+                            "marked stuck at {status} {:.1}s after reaching it (SLA {}s)",
+                            since as f64 / 1000.0,
+                            sla_ms / 1000
+                        ),
+                    );
+                }
+            } else if !codes.is_final(status) {
+                let active = impaired.iter().any(|(a, b)| *a <= now && now <= *b);
+                // After a fault that kept the watchdog from working, it starts counting again.
+                let healed = impaired
+                    .iter()
+                    .filter(|(a, b)| *b >= status_ts && *a <= now)
+                    .map(|(_, b)| *b)
+                    .max()
+                    .unwrap_or(i64::MIN);
+                // The watchdog may mark it once it is SLA old by its event time *and* the view
+                // shows it (a late event can arrive already old), then within a period.
+                let due = (status_ts + sla_ms).max(since).max(healed);
+                if !active && now - due > period_ms + MARK_SLACK_MS {
+                    violate(
+                        "stuck-marked-in-time",
+                        &order,
+                        format!(
+                            "at {status} for {:.1}s and not marked stuck (SLA {}s + period {}s)",
+                            (now - status_ts) as f64 / 1000.0,
+                            sla_ms / 1000,
+                            period_ms / 1000
+                        ),
+                    );
+                }
+            }
+            latest.insert(order, (status, stuck));
+        }
+        *shared.view.lock().expect("view") = latest;
+    }
+}
+
+fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
+    let dump = |p: &Path| ViewStore::open_read_only(p).and_then(|v| v.dump());
+    match (dump(live), dump(rebuilt)) {
+        (Ok(a), Ok(b)) if a == b => {}
+        (Ok(a), Ok(b)) => {
+            let diff = a
+                .status
+                .iter()
+                .zip(&b.status)
+                .find(|(x, y)| x != y)
+                .map(|(x, y)| (x.0.clone(), format!("live {x:?}, rebuilt {y:?}")));
+            let (order, detail) = diff.unwrap_or_else(|| {
+                (
+                    String::new(),
+                    format!(
+                        "live has {} status rows, {} timeline rows, {} details; rebuilt {}, {}, {}",
+                        a.status.len(),
+                        a.timeline.len(),
+                        a.details.len(),
+                        b.status.len(),
+                        b.timeline.len(),
+                        b.details.len()
+                    ),
+                )
+            });
+            let order = (!order.is_empty()).then_some(order);
+            shared.violate("view-equals-rebuild", order.as_deref(), detail);
+        }
+        (a, b) => shared.violate(
+            "view-equals-rebuild",
+            None,
+            format!("could not read the views: {:?} / {:?}", a.err(), b.err()),
+        ),
+    }
+}
+
+/// Checks on the log itself; returns (orders delivered, records in pizza-dlq).
+fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared, malformed: u32) -> (usize, usize) {
+    let b = bs.lock();
+    let topics = &sys.topics;
+    let accepted = shared.accepted.lock().expect("accepted").clone();
+    // Deliveries: a redelivered input may re-send the same event, never a second delivery.
+    let mut deliveries: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for part in b.log(&topics.delivered) {
+        for r in part {
+            let key = String::from_utf8_lossy(&r.key).into_owned();
+            let ts = decode::<StatusOnly>(&r.payload)
+                .ok()
+                .and_then(|e| e.timestamp)
+                .unwrap_or_default();
+            deliveries.entry(key).or_default().insert(ts);
+        }
+    }
+    for (order, times) in &deliveries {
+        if times.len() > 1 {
+            shared.violate(
+                "no-double-delivery",
+                Some(order),
+                format!("delivered {} times (timestamps {times:?})", times.len()),
+            );
+        }
+    }
+    // No event lost: every status a source topic carries for an accepted order reached pizza-status.
+    let mut merged: BTreeSet<(String, i64)> = BTreeSet::new();
+    for part in b.log(&topics.status) {
+        for r in part {
+            if let Ok(e) = decode::<StatusEvent>(&r.payload) {
+                merged.insert((String::from_utf8_lossy(&r.key).into_owned(), e.status));
+            }
+        }
+    }
+    for topic in topics.sources() {
+        for part in b.log(topic) {
+            for r in part {
+                let key = String::from_utf8_lossy(&r.key).into_owned();
+                if !accepted.contains_key(&key) {
+                    continue;
+                }
+                let Ok(e) = decode::<StatusOnly>(&r.payload) else { continue };
+                if !merged.contains(&(key.clone(), e.status)) {
+                    shared.violate(
+                        "no-event-lost",
+                        Some(&key),
+                        format!("status {} on {topic} never reached {}", e.status, topics.status),
+                    );
+                }
+            }
+        }
+    }
+    // pizza-dlq: only what the scenario made malformed, and all of it.
+    let mut dead = BTreeSet::new();
+    let mut dlq_records = 0;
+    for part in b.log(&topics.dlq) {
+        for r in part {
+            dlq_records += 1;
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            };
+            match header(MALFORMED_HEADER).and_then(|n| n.parse::<u32>().ok()) {
+                Some(n) => {
+                    dead.insert(n);
+                }
+                None => shared.violate(
+                    "dlq-only-malformed",
+                    Some(&String::from_utf8_lossy(&r.key)),
+                    format!(
+                        "a well-formed event was dead-lettered by {}: {}",
+                        header("dlq.service").unwrap_or_default(),
+                        header("dlq.reason").unwrap_or_default()
+                    ),
+                ),
+            }
+        }
+    }
+    for n in 0..malformed {
+        if !dead.contains(&n) {
+            shared.violate(
+                "malformed-dead-lettered",
+                None,
+                format!("malformed event #{n} never reached {}", topics.dlq),
+            );
+        }
+    }
+    let delivered = accepted.keys().filter(|o| deliveries.contains_key(*o)).count();
+    (delivered, dlq_records)
+}

@@ -1,0 +1,445 @@
+//! The broker on its own simulated node, and [`SimTransport`], the services' transport to it.
+//! Every request and response is a message on madsim's simulated network, so latency, loss,
+//! clogged links and paused nodes apply to them.
+//!
+//! The client side behaves like librdkafka where the services can tell: produce retries with the
+//! same sequence until it is acknowledged or `message.timeout.ms` (10 s) passes; a subscription
+//! fetches ahead in the background, heartbeats every second, rejoins when its session expired, and
+//! commits what is marked done every second and on close.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::Endpoint;
+use pizza::clock::now_ms;
+use pizza::transport::{Delivered, OutRecord, Record, Subscription, Transport, TransportError};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use crate::broker::{Broker, Fetched};
+
+/// Where the broker listens.
+pub const BROKER_ADDR: &str = "10.0.0.1:9092";
+const REQUEST_TAG: u64 = 0x6b61_666b_61;
+/// How long one request may take before the client tries again.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the broker holds a fetch that has nothing to return.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// How long a produce is retried (librdkafka's message.timeout.ms, as the Kafka transport sets it).
+const PRODUCE_DEADLINE: Duration = Duration::from_secs(10);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// Records fetched ahead of the worker (librdkafka's queued.min.messages, scaled down).
+const PREFETCH: usize = 256;
+
+enum Request {
+    Produce { producer: u64, seq: u64, record: OutRecord },
+    EndOffsets { topic: String },
+    Join { group: String, topics: Vec<String> },
+    Heartbeat { group: String, member: u64 },
+    Fetch { group: String, member: u64, generation: u64, positions: Vec<(String, i32, i64)> },
+    Commit { group: String, member: u64, generation: u64, offsets: Vec<(String, i32, i64)> },
+    Leave { group: String, member: u64 },
+}
+
+enum Response {
+    Produced(Result<Delivered, String>),
+    EndOffsets(Option<Vec<i64>>),
+    Joined(u64),
+    Generation(Option<u64>),
+    Fetched(Fetched),
+    Committed(Result<usize, String>),
+    Left,
+}
+
+/// The broker's state and its knobs, shared with the harness (which slows it, reorders it, and
+/// reads the log when the run is over).
+pub struct BrokerShared {
+    pub broker: Mutex<Broker>,
+    /// Extra time every request takes (the "slow broker" fault).
+    pub delay_ms: AtomicU64,
+    appended: Notify,
+}
+
+impl BrokerShared {
+    pub fn new(broker: Broker) -> Arc<BrokerShared> {
+        Arc::new(BrokerShared {
+            broker: Mutex::new(broker),
+            delay_ms: AtomicU64::new(0),
+            appended: Notify::new(),
+        })
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Broker> {
+        self.broker.lock().expect("broker lock")
+    }
+}
+
+/// The broker's server loop: runs on the broker node.
+pub async fn serve(shared: Arc<BrokerShared>) {
+    let ep = Arc::new(Endpoint::bind(BROKER_ADDR).await.expect("bind the broker"));
+    loop {
+        let Ok((msg, from)) = ep.recv_from_raw(REQUEST_TAG).await else {
+            continue;
+        };
+        let (tag, node, req) = *msg
+            .downcast::<(u64, String, Request)>()
+            .expect("only requests are sent to the broker");
+        let (ep, shared) = (ep.clone(), shared.clone());
+        tokio::spawn(async move {
+            let delay = shared.delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let rsp = handle(&shared, &node, req).await;
+            let _ = ep.send_to_raw(from, tag, Box::new(rsp)).await;
+        });
+    }
+}
+
+async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
+    match req {
+        Request::Produce { producer, seq, record } => {
+            let r = shared.lock().produce(now_ms(), node, producer, seq, record);
+            if r.is_ok() {
+                shared.appended.notify_waiters();
+            }
+            Response::Produced(r)
+        }
+        Request::EndOffsets { topic } => Response::EndOffsets(shared.lock().end_offsets(&topic)),
+        Request::Join { group, topics } => Response::Joined(shared.lock().join(now_ms(), node, &group, &topics)),
+        Request::Heartbeat { group, member } => {
+            Response::Generation(shared.lock().heartbeat(now_ms(), &group, member))
+        }
+        Request::Fetch {
+            group,
+            member,
+            generation: seen,
+            positions,
+        } => {
+            let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+            loop {
+                let appended = shared.appended.notified();
+                tokio::pin!(appended);
+                appended.as_mut().enable();
+                let got = shared.lock().fetch(now_ms(), &group, member, seen, &positions);
+                match got {
+                    Fetched::Records { records, generation } if records.is_empty() => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        if tokio::time::timeout(left, appended).await.is_err() {
+                            return Response::Fetched(Fetched::Records { generation, records });
+                        }
+                    }
+                    other => return Response::Fetched(other),
+                }
+            }
+        }
+        Request::Commit {
+            group,
+            member,
+            generation,
+            offsets,
+        } => Response::Committed(shared.lock().commit(now_ms(), &group, member, generation, &offsets)),
+        Request::Leave { group, member } => {
+            shared.lock().leave(now_ms(), node, &group, member);
+            Response::Left
+        }
+    }
+}
+
+struct Client {
+    ep: Endpoint,
+    broker: SocketAddr,
+    node: String,
+    producer: u64,
+    seq: AtomicU64,
+}
+
+/// The services' transport in the simulation.
+#[derive(Clone)]
+pub struct SimTransport(Arc<Client>);
+
+impl SimTransport {
+    /// A client on the current node, named `node` in the trace.
+    pub async fn connect(node: &str) -> SimTransport {
+        let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind a client endpoint");
+        SimTransport(Arc::new(Client {
+            ep,
+            broker: BROKER_ADDR.parse().expect("a socket address"),
+            node: node.to_owned(),
+            producer: madsim::rand::random(),
+            seq: AtomicU64::new(0),
+        }))
+    }
+
+    /// One request; `None` when no answer came within `timeout` (lost, clogged, or slow).
+    async fn call(&self, req: Request, timeout: Duration) -> Option<Response> {
+        let c = &self.0;
+        let tag: u64 = madsim::rand::random();
+        c.ep
+            .send_to_raw(c.broker, REQUEST_TAG, Box::new((tag, c.node.clone(), req)))
+            .await
+            .ok()?;
+        let (rsp, _) = tokio::time::timeout(timeout, c.ep.recv_from_raw(tag))
+            .await
+            .ok()?
+            .ok()?;
+        Some(*rsp.downcast::<Response>().expect("responses are Response"))
+    }
+
+    /// A request retried until answered or `deadline` passes.
+    async fn call_until(&self, mut req: impl FnMut() -> Request, deadline: Duration) -> Option<Response> {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(r) = self.call(req(), RPC_TIMEOUT).await {
+                return Some(r);
+            }
+            if tokio::time::Instant::now() >= end {
+                return None;
+            }
+        }
+    }
+}
+
+fn unreachable_broker(what: &str) -> TransportError {
+    TransportError::Retriable(format!("{what}: the broker did not answer"))
+}
+
+impl Transport for SimTransport {
+    type Subscription = SimSubscription;
+
+    async fn produce(&self, record: OutRecord) -> Result<Delivered, TransportError> {
+        let seq = self.0.seq.fetch_add(1, Ordering::Relaxed);
+        let producer = self.0.producer;
+        let rsp = self
+            .call_until(
+                || Request::Produce {
+                    producer,
+                    seq,
+                    record: record.clone(),
+                },
+                PRODUCE_DEADLINE,
+            )
+            .await;
+        match rsp {
+            Some(Response::Produced(Ok(d))) => Ok(d),
+            Some(Response::Produced(Err(e))) => Err(TransportError::Fatal(e)),
+            _ => Err(TransportError::Retriable("message timed out".into())),
+        }
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<SimSubscription, TransportError> {
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let member = join(self, group, &topics).await?;
+        let state = Arc::new(Mutex::new(MemberState { member, generation: 0 }));
+        let marks = Arc::new(Mutex::new(BTreeMap::new()));
+        let (tx, rx) = mpsc::channel(PREFETCH);
+        let fetcher = tokio::spawn(fetch_loop(self.clone(), group.to_owned(), topics, state.clone(), tx));
+        let heartbeat = tokio::spawn(heartbeat_loop(self.clone(), group.to_owned(), state.clone()));
+        let committer = tokio::spawn(commit_loop(
+            self.clone(),
+            group.to_owned(),
+            state.clone(),
+            marks.clone(),
+        ));
+        Ok(SimSubscription {
+            transport: self.clone(),
+            group: group.to_owned(),
+            rx,
+            state,
+            marks,
+            tasks: vec![fetcher, heartbeat, committer],
+        })
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, TransportError> {
+        let rsp = self
+            .call_until(
+                || Request::EndOffsets {
+                    topic: topic.to_owned(),
+                },
+                PRODUCE_DEADLINE,
+            )
+            .await;
+        match rsp {
+            Some(Response::EndOffsets(Some(ends))) => Ok(ends),
+            Some(Response::EndOffsets(None)) => Err(TransportError::Fatal(format!("unknown topic {topic}"))),
+            _ => Err(unreachable_broker("end offsets")),
+        }
+    }
+}
+
+async fn join(t: &SimTransport, group: &str, topics: &[String]) -> Result<u64, TransportError> {
+    let rsp = t
+        .call_until(
+            || Request::Join {
+                group: group.to_owned(),
+                topics: topics.to_vec(),
+            },
+            PRODUCE_DEADLINE,
+        )
+        .await;
+    match rsp {
+        Some(Response::Joined(m)) => Ok(m),
+        _ => Err(unreachable_broker("join group")),
+    }
+}
+
+#[derive(Debug)]
+struct MemberState {
+    member: u64,
+    generation: u64,
+}
+
+async fn fetch_loop(
+    t: SimTransport,
+    group: String,
+    topics: Vec<String>,
+    state: Arc<Mutex<MemberState>>,
+    tx: mpsc::Sender<Record>,
+) {
+    // The consumer's own position: the generation it reads in and the next offset per partition.
+    let mut generation = 0;
+    let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    loop {
+        let member = state.lock().expect("state").member;
+        let req = Request::Fetch {
+            group: group.clone(),
+            member,
+            generation,
+            positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+        };
+        match t.call(req, RPC_TIMEOUT).await {
+            Some(Response::Fetched(Fetched::Records { generation: g, records })) => {
+                if g != generation {
+                    // A rebalance: positions start again from the committed offsets.
+                    positions.clear();
+                    generation = g;
+                }
+                state.lock().expect("state").generation = g;
+                for r in records {
+                    positions.insert((r.topic.clone(), r.partition), r.offset + 1);
+                    if tx.send(r).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Response::Fetched(Fetched::Gone)) => {
+                // The session expired (a pause, a clog): join again as a new member.
+                if let Ok(m) = join(&t, &group, &topics).await {
+                    *state.lock().expect("state") = MemberState {
+                        member: m,
+                        generation: 0,
+                    };
+                    generation = 0;
+                    positions.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        let member = state.lock().expect("state").member;
+        let req = Request::Heartbeat {
+            group: group.clone(),
+            member,
+        };
+        if let Some(Response::Generation(Some(g))) = t.call(req, RPC_TIMEOUT).await {
+            let mut s = state.lock().expect("state");
+            if s.member == member {
+                s.generation = g;
+            }
+        }
+    }
+}
+
+type Marks = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
+
+async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, marks: &Marks) {
+    let offsets: Vec<(String, i32, i64)> = marks
+        .lock()
+        .expect("marks")
+        .iter()
+        .map(|((topic, p), o)| (topic.clone(), *p, *o))
+        .collect();
+    if offsets.is_empty() {
+        return;
+    }
+    let (member, generation) = {
+        let s = state.lock().expect("state");
+        (s.member, s.generation)
+    };
+    let req = Request::Commit {
+        group: group.to_owned(),
+        member,
+        generation,
+        offsets,
+    };
+    if let Some(Response::Committed(Err(e))) = t.call(req, RPC_TIMEOUT).await {
+        tracing::debug!(group, error = %e, "commit refused");
+    }
+}
+
+async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>, marks: Marks) {
+    loop {
+        tokio::time::sleep(COMMIT_EVERY).await;
+        commit(&t, &group, &state, &marks).await;
+    }
+}
+
+/// A consumer group membership on the simulated broker.
+pub struct SimSubscription {
+    transport: SimTransport,
+    group: String,
+    rx: mpsc::Receiver<Record>,
+    state: Arc<Mutex<MemberState>>,
+    marks: Marks,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SimSubscription {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Subscription for SimSubscription {
+    async fn recv(&mut self) -> Result<Record, TransportError> {
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| TransportError::Fatal("the fetcher stopped".into()))
+    }
+
+    fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {
+        self.marks
+            .lock()
+            .expect("marks")
+            .insert((topic.to_owned(), partition), next_offset);
+        Ok(())
+    }
+
+    async fn close(mut self) -> Result<(), TransportError> {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        commit(&self.transport, &self.group, &self.state, &self.marks).await;
+        let member = self.state.lock().expect("state").member;
+        let req = Request::Leave {
+            group: self.group.clone(),
+            member,
+        };
+        // A lost leave costs only a session timeout of waiting for the rebalance.
+        let _ = self.transport.call(req, RPC_TIMEOUT).await;
+        Ok(())
+    }
+}

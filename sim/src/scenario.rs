@@ -1,0 +1,551 @@
+//! Fault scenarios as data: `scenarios/*.scn`, one setting or fault per line.
+//!
+//! ```text
+//! # comments run to the end of the line
+//! orders 1000            # orders the customers place
+//! rate 10                # orders per simulated second
+//! ovens 256              # records each service handles at once
+//! partitions 6
+//! malformed 4            # malformed events the scenario itself produces (they must end in pizza-dlq)
+//! latency 1ms..10ms      # one-way network latency, drawn per message
+//! heal 600s              # after the faults: time allowed to converge
+//! swarm 12               # draw 12 faults (and the knobs) from the seed instead of listing them
+//!
+//! at 20s crash bake for 5s             # kill the node, restart it 5 s later (disk kept)
+//! at 30s crash merge for 2s lose-disk  # ... with its data directory wiped (stateless services only)
+//! at 40s stop deliver for 3s           # graceful: Ctrl-C (finish, commit, leave), start again
+//! at 60s pause bake for 60s            # the node stops running; a backlog builds; then resumes
+//! at 70s clog status for 10s           # messages between the service and the broker are dropped
+//! at 90s redeliver merge               # the broker rebalances the group: uncommitted reads come again
+//! at 100s reorder for 30s              # fetches hold partitions back, interleaving them differently
+//! at 130s slow broker 50ms for 20s     # every broker request takes 50 ms longer
+//! at 150s loss 0.05 for 10s            # 5% of all messages are lost
+//! ```
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use pizza::config::ServiceName;
+
+use crate::rng::SplitMix64;
+
+/// A scenario: the load, the knobs, and the faults in time order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub orders: u32,
+    /// Orders per simulated second.
+    pub rate: f64,
+    pub ovens: usize,
+    pub partitions: i32,
+    pub malformed: u32,
+    pub latency: (Duration, Duration),
+    pub heal: Duration,
+    /// Draw this many faults from the seed.
+    pub swarm: Option<u32>,
+    pub faults: Vec<Fault>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "unnamed".into(),
+            orders: 200,
+            rate: 10.0,
+            ovens: 256,
+            partitions: 6,
+            malformed: 0,
+            latency: (Duration::from_millis(1), Duration::from_millis(10)),
+            heal: Duration::from_secs(600),
+            swarm: None,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// One fault at a point of simulated time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub at: Duration,
+    pub kind: FaultKind,
+}
+
+/// What a fault does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultKind {
+    Crash {
+        service: ServiceName,
+        down: Duration,
+        lose_disk: bool,
+    },
+    Stop {
+        service: ServiceName,
+        down: Duration,
+    },
+    Pause {
+        service: ServiceName,
+        down: Duration,
+    },
+    Clog {
+        service: ServiceName,
+        down: Duration,
+    },
+    Redeliver {
+        service: ServiceName,
+    },
+    Reorder {
+        lasting: Duration,
+    },
+    SlowBroker {
+        delay: Duration,
+        lasting: Duration,
+    },
+    Loss {
+        rate: f64,
+        lasting: Duration,
+    },
+}
+
+impl FaultKind {
+    /// How long the fault lasts (zero for instant ones).
+    pub fn lasting(&self) -> Duration {
+        match self {
+            FaultKind::Crash { down, .. }
+            | FaultKind::Stop { down, .. }
+            | FaultKind::Pause { down, .. }
+            | FaultKind::Clog { down, .. } => *down,
+            FaultKind::Redeliver { .. } => Duration::ZERO,
+            FaultKind::Reorder { lasting }
+            | FaultKind::SlowBroker { lasting, .. }
+            | FaultKind::Loss { lasting, .. } => *lasting,
+        }
+    }
+
+    /// The service it hits, if one.
+    pub fn service(&self) -> Option<ServiceName> {
+        match self {
+            FaultKind::Crash { service, .. }
+            | FaultKind::Stop { service, .. }
+            | FaultKind::Pause { service, .. }
+            | FaultKind::Clog { service, .. }
+            | FaultKind::Redeliver { service } => Some(*service),
+            _ => None,
+        }
+    }
+
+    /// Whether it can keep the status service's watchdog from marking stuck orders on time.
+    pub fn impairs_watchdog(&self) -> bool {
+        match self {
+            FaultKind::Redeliver { .. } | FaultKind::Reorder { .. } => false,
+            FaultKind::SlowBroker { .. } | FaultKind::Loss { .. } => true,
+            other => other.service() == Some(ServiceName::Status),
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {} ", secs(self.at))?;
+        match &self.kind {
+            FaultKind::Crash {
+                service,
+                down,
+                lose_disk,
+            } => {
+                write!(f, "crash {} for {}", service.as_str(), secs(*down))?;
+                if *lose_disk {
+                    write!(f, " lose-disk")?;
+                }
+                Ok(())
+            }
+            FaultKind::Stop { service, down } => write!(f, "stop {} for {}", service.as_str(), secs(*down)),
+            FaultKind::Pause { service, down } => write!(f, "pause {} for {}", service.as_str(), secs(*down)),
+            FaultKind::Clog { service, down } => write!(f, "clog {} for {}", service.as_str(), secs(*down)),
+            FaultKind::Redeliver { service } => write!(f, "redeliver {}", service.as_str()),
+            FaultKind::Reorder { lasting } => write!(f, "reorder for {}", secs(*lasting)),
+            FaultKind::SlowBroker { delay, lasting } => {
+                write!(f, "slow broker {}ms for {}", delay.as_millis(), secs(*lasting))
+            }
+            FaultKind::Loss { rate, lasting } => write!(f, "loss {rate} for {}", secs(*lasting)),
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A line of a scenario file that could not be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses `500ms`, `5s`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("`{s}` needs a unit (ms, s or m)"))?;
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("`{s}` is not a duration"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_service(s: &str) -> Result<ServiceName, String> {
+    match s.parse::<ServiceName>() {
+        Ok(ServiceName::Web) | Err(_) => Err(format!(
+            "unknown service `{s}` (assemble, bake, deliver, merge, status)"
+        )),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn number<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("{what}: `{s}` is not a valid number"))
+}
+
+impl Scenario {
+    /// Reads a scenario file; its name is the file's stem.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.display().to_string(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Scenario::parse(&name, &path.display().to_string(), &text)
+    }
+
+    /// Parses scenario text.
+    pub fn parse(name: &str, file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let mut sc = Scenario {
+            name: name.to_owned(),
+            ..Scenario::default()
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            sc.parse_line(&words).map_err(|message| ScenarioError {
+                file: file.to_owned(),
+                line: i + 1,
+                message,
+            })?;
+        }
+        sc.faults.sort_by_key(|f| f.at);
+        Ok(sc)
+    }
+
+    fn parse_line(&mut self, w: &[&str]) -> Result<(), String> {
+        let one = |what: &str| -> Result<&str, String> {
+            match w {
+                [_, v] => Ok(*v),
+                _ => Err(format!("`{what}` takes one value")),
+            }
+        };
+        match w[0] {
+            "orders" => self.orders = number("orders", one("orders")?)?,
+            "rate" => {
+                self.rate = number("rate", one("rate")?)?;
+                if !(self.rate > 0.0 && self.rate.is_finite()) {
+                    return Err("rate must be above 0".into());
+                }
+            }
+            "ovens" => self.ovens = number::<usize>("ovens", one("ovens")?)?.max(1),
+            "partitions" => {
+                self.partitions = number("partitions", one("partitions")?)?;
+                if !(1..=1000).contains(&self.partitions) {
+                    return Err("partitions must be 1..=1000".into());
+                }
+            }
+            "malformed" => self.malformed = number("malformed", one("malformed")?)?,
+            "heal" => self.heal = parse_duration(one("heal")?)?,
+            "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
+            "latency" => {
+                let v = one("latency")?;
+                let (lo, hi) = v
+                    .split_once("..")
+                    .ok_or_else(|| format!("latency: `{v}` is not a range like 1ms..10ms"))?;
+                let (lo, hi) = (parse_duration(lo)?, parse_duration(hi)?);
+                if lo >= hi {
+                    return Err("latency: the range is empty".into());
+                }
+                self.latency = (lo, hi);
+            }
+            "at" => {
+                let at = parse_duration(w.get(1).ok_or("`at` needs a time")?)?;
+                let kind = parse_fault(&w[2..])?;
+                self.faults.push(Fault { at, kind });
+            }
+            other => return Err(format!("unknown setting `{other}`")),
+        }
+        Ok(())
+    }
+
+    /// The scenario a seed runs: the file's faults, or for a swarm scenario faults and knobs
+    /// drawn from the seed.
+    pub fn for_seed(&self, seed: u64) -> Scenario {
+        let Some(n) = self.swarm else {
+            return self.clone();
+        };
+        let mut rng = SplitMix64::new(seed ^ 0x5eed_5a1a_d000_0001);
+        let mut sc = self.clone();
+        sc.latency = match rng.below(3) {
+            0 => (Duration::from_millis(1), Duration::from_millis(10)),
+            1 => (Duration::from_micros(100), Duration::from_millis(2)),
+            _ => (Duration::from_millis(5), Duration::from_millis(50)),
+        };
+        sc.partitions = [1, 3, 6, 12][rng.below(4) as usize];
+        sc.ovens = [64, 128, 256][rng.below(3) as usize];
+        let arrival = Duration::from_secs_f64(f64::from(sc.orders) / sc.rate);
+        let window = arrival.as_millis() as u64 + 60_000;
+        let services = ServiceName::CONSUMERS;
+        let mut faults = Vec::new();
+        for _ in 0..n {
+            let at = Duration::from_millis(rng.between(1_000, window));
+            let service = services[rng.below(services.len() as u64) as usize];
+            let down = Duration::from_millis(rng.between(500, 70_000));
+            let kind = match rng.below(8) {
+                0 => FaultKind::Crash {
+                    service,
+                    down,
+                    lose_disk: !needs_disk(service) && rng.chance(0.5),
+                },
+                1 => FaultKind::Stop { service, down },
+                2 => FaultKind::Pause { service, down },
+                3 => FaultKind::Clog { service, down },
+                4 => FaultKind::Redeliver { service },
+                5 => FaultKind::Reorder { lasting: down },
+                6 => FaultKind::SlowBroker {
+                    delay: Duration::from_millis(rng.between(5, 200)),
+                    lasting: down.min(Duration::from_secs(20)),
+                },
+                _ => FaultKind::Loss {
+                    rate: [0.01, 0.05, 0.2][rng.below(3) as usize],
+                    lasting: down.min(Duration::from_secs(20)),
+                },
+            };
+            faults.push(Fault { at, kind });
+        }
+        faults.sort_by_key(|f| f.at);
+        sc.faults = faults;
+        sc.swarm = None;
+        sc
+    }
+
+    /// When the last fault is over.
+    pub fn faults_end(&self) -> Duration {
+        self.faults
+            .iter()
+            .map(|f| f.at + f.kind.lasting())
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The scenario as text, in the file format (a swarm draw, written out, replays as a file).
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "# {}\norders {}\nrate {}\novens {}\npartitions {}\nmalformed {}\nlatency {}..{}\nheal {}\n",
+            self.name,
+            self.orders,
+            self.rate,
+            self.ovens,
+            self.partitions,
+            self.malformed,
+            micros(self.latency.0),
+            micros(self.latency.1),
+            secs(self.heal)
+        );
+        if let Some(n) = self.swarm {
+            s.push_str(&format!("swarm {n}\n"));
+        }
+        for f in &self.faults {
+            s.push_str(&format!("{f}\n"));
+        }
+        s
+    }
+}
+
+fn micros(d: Duration) -> String {
+    if d.as_micros() % 1000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// Whether a service keeps state on disk (and so may not lose it in a scenario).
+pub fn needs_disk(service: ServiceName) -> bool {
+    matches!(service, ServiceName::Deliver | ServiceName::Status)
+}
+
+fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
+    let for_ = |rest: &[&str]| -> Result<Duration, String> {
+        match rest {
+            ["for", d, ..] => parse_duration(d),
+            _ => Err("expected `for <duration>`".into()),
+        }
+    };
+    let no_more = |rest: &[&str], n: usize| -> Result<(), String> {
+        match rest.get(n) {
+            None => Ok(()),
+            Some(extra) => Err(format!("unexpected `{extra}`")),
+        }
+    };
+    match w {
+        ["crash", svc, rest @ ..] => {
+            let service = parse_service(svc)?;
+            let down = for_(rest)?;
+            let lose_disk = match rest.get(2) {
+                None => false,
+                Some(&"lose-disk") => true,
+                Some(other) => return Err(format!("unexpected `{other}` (lose-disk?)")),
+            };
+            no_more(rest, 3)?;
+            if lose_disk && needs_disk(service) {
+                return Err(format!(
+                    "{} keeps its state on disk; lose-disk is for services that claim to need none (assemble, bake, merge)",
+                    service.as_str()
+                ));
+            }
+            Ok(FaultKind::Crash {
+                service,
+                down,
+                lose_disk,
+            })
+        }
+        [verb @ ("stop" | "pause" | "clog"), svc, rest @ ..] => {
+            let service = parse_service(svc)?;
+            let down = for_(rest)?;
+            no_more(rest, 2)?;
+            Ok(match *verb {
+                "stop" => FaultKind::Stop { service, down },
+                "pause" => FaultKind::Pause { service, down },
+                _ => FaultKind::Clog { service, down },
+            })
+        }
+        ["redeliver", svc] => Ok(FaultKind::Redeliver {
+            service: parse_service(svc)?,
+        }),
+        ["reorder", rest @ ..] => {
+            no_more(rest, 2)?;
+            Ok(FaultKind::Reorder { lasting: for_(rest)? })
+        }
+        ["slow", "broker", delay, rest @ ..] => {
+            no_more(rest, 2)?;
+            Ok(FaultKind::SlowBroker {
+                delay: parse_duration(delay)?,
+                lasting: for_(rest)?,
+            })
+        }
+        ["loss", rate, rest @ ..] => {
+            let rate: f64 = number("loss", rate)?;
+            if !(0.0..1.0).contains(&rate) {
+                return Err("loss must be in [0, 1)".into());
+            }
+            no_more(rest, 2)?;
+            Ok(FaultKind::Loss {
+                rate,
+                lasting: for_(rest)?,
+            })
+        }
+        [] => Err("`at <time>` needs a fault".into()),
+        [other, ..] => Err(format!(
+            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "
+        orders 50   # few
+        rate 2.5
+        malformed 3
+        latency 1ms..20ms
+        at 20s crash bake for 5s
+        at 3s crash merge for 2s lose-disk
+        at 40s stop deliver for 1.5s
+        at 90s redeliver merge
+        at 100s reorder for 30s
+        at 130s slow broker 50ms for 20s
+        at 150s loss 0.05 for 10s
+        at 1m pause status for 500ms
+        at 61s clog bake for 2s
+    ";
+
+    #[test]
+    fn a_scenario_reads_and_writes_back_the_same() {
+        let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
+        assert_eq!((sc.orders, sc.rate, sc.malformed), (50, 2.5, 3));
+        assert_eq!(sc.faults.len(), 9);
+        assert_eq!(sc.faults[0].at, Duration::from_secs(3), "sorted by time");
+        assert_eq!(sc.faults_end(), Duration::from_secs(160));
+        let again = Scenario::parse("ex", "ex.scn", &sc.to_text()).unwrap();
+        assert_eq!(again, sc);
+    }
+
+    #[test]
+    fn bad_lines_name_file_line_and_why() {
+        let err = |t: &str| Scenario::parse("x", "x.scn", t).unwrap_err().to_string();
+        assert_eq!(
+            err("orders 5\nat 5s crash oven for 1s"),
+            "x.scn:2: unknown service `oven` (assemble, bake, deliver, merge, status)"
+        );
+        assert!(err("at 5s crash deliver for 1s lose-disk").contains("keeps its state on disk"));
+        assert!(err("at 5 crash bake for 1s").contains("needs a unit"));
+        assert!(err("rate 0").contains("above 0"));
+        assert!(err("ovens many").contains("not a valid number"));
+        assert!(err("at 1s pause bake").contains("for <duration>"));
+        assert!(err("at 1s explode").contains("unknown fault"));
+        assert!(err("colour blue").contains("unknown setting"));
+    }
+
+    #[test]
+    fn a_swarm_draw_is_a_function_of_the_seed() {
+        let sc = Scenario::parse("s", "s.scn", "orders 100\nswarm 10").unwrap();
+        let a = sc.for_seed(42);
+        assert_eq!(a, sc.for_seed(42));
+        assert_ne!(a.faults, sc.for_seed(43).faults);
+        assert_eq!(a.faults.len(), 10);
+        assert!(a.faults.windows(2).all(|w| w[0].at <= w[1].at));
+        for f in &a.faults {
+            if let FaultKind::Crash {
+                service,
+                lose_disk: true,
+                ..
+            } = f.kind
+            {
+                assert!(!needs_disk(service));
+            }
+        }
+        // Written out, a draw replays as a plain file.
+        let replay = Scenario::parse("s", "s.scn", &a.to_text()).unwrap();
+        assert_eq!(replay.faults, a.faults);
+    }
+}
