@@ -309,7 +309,9 @@ fn status_rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<StatusRow>> 
     let mut s = conn.prepare_cached(
         "SELECT order_id, status, status_ts, stuck, stuck_ts FROM order_status ORDER BY order_id",
     )?;
-    let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+    let rows = s.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })?;
     rows.collect()
 }
 

@@ -140,7 +140,10 @@ impl Broker {
             self.event(
                 now,
                 node,
-                format_args!("{} {} {} {key} produce-retry-deduplicated", rec.topic, d.partition, d.offset),
+                format_args!(
+                    "{} {} {} {key} produce-retry-deduplicated",
+                    rec.topic, d.partition, d.offset
+                ),
             );
             return Ok(d);
         }
@@ -403,10 +406,7 @@ impl Broker {
             .get_mut(group)
             .ok_or_else(|| format!("unknown group {group}"))?;
         if g.generation != generation {
-            return Err(format!(
-                "generation {generation} is stale (now {})",
-                g.generation
-            ));
+            return Err(format!("generation {generation} is stale (now {})", g.generation));
         }
         let m = g
             .members
@@ -451,7 +451,10 @@ mod tests {
         for _ in 0..1000 {
             let at: Vec<_> = pos.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
             match b.fetch(now, group, member, generation, &at) {
-                Fetched::Records { generation: g, records } => {
+                Fetched::Records {
+                    generation: g,
+                    records,
+                } => {
                     if g != generation {
                         pos.clear();
                         generation = g;
@@ -475,13 +478,18 @@ mod tests {
         let mut b = broker();
         b.produce(0, "p", 1, 0, out("t", "k")).unwrap();
         let m = b.join(0, "c", "g", &["t".into()]);
-        let Fetched::Records { generation, records } = b.fetch(0, "g", m, 0, &[]) else { panic!() };
+        let Fetched::Records { generation, records } = b.fetch(0, "g", m, 0, &[]) else {
+            panic!()
+        };
         assert_eq!(records.len(), 1);
         // The response never arrived: the consumer asks again from where it was.
-        let Fetched::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[]) else { panic!() };
+        let Fetched::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[]) else {
+            panic!()
+        };
         assert_eq!(again, records);
         let p = records[0].partition;
-        let Fetched::Records { records: none, .. } = b.fetch(0, "g", m, generation, &[("t".into(), p, 1)]) else {
+        let Fetched::Records { records: none, .. } = b.fetch(0, "g", m, generation, &[("t".into(), p, 1)])
+        else {
             panic!()
         };
         assert!(none.is_empty());
@@ -499,8 +507,15 @@ mod tests {
         let got = fetch_all(&mut b, 0, "g", m);
         assert_eq!(got.len(), 50);
         for p in 0..6 {
-            let offs: Vec<i64> = got.iter().filter(|r| r.partition == p).map(|r| r.offset).collect();
-            assert!(offs.windows(2).all(|w| w[1] == w[0] + 1), "partition {p}: {offs:?}");
+            let offs: Vec<i64> = got
+                .iter()
+                .filter(|r| r.partition == p)
+                .map(|r| r.offset)
+                .collect();
+            assert!(
+                offs.windows(2).all(|w| w[1] == w[0] + 1),
+                "partition {p}: {offs:?}"
+            );
         }
     }
 
@@ -524,7 +539,9 @@ mod tests {
         let got = fetch_all(&mut b, 0, "g", m);
         assert_eq!(got.len(), 20);
         let p = got[0].partition;
-        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else { panic!() };
+        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else {
+            panic!()
+        };
         assert_eq!(b.commit(0, "g", m, generation, &[("t".into(), p, 12)]), Ok(1));
         // The member dies; its session expires; a new one gets the rest again.
         let m2 = b.join(10_000, "c", "g", &["t".into()]);
@@ -541,7 +558,9 @@ mod tests {
         let _ = b.join(0, "c2", "g", &["t".into()]);
         assert!(b.commit(0, "g", m, 1, &[("t".into(), 0, 1)]).is_err());
         // Partitions are shared out: each member owns three of six.
-        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else { panic!() };
+        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else {
+            panic!()
+        };
         let all: Vec<_> = (0..6).map(|p| ("t".to_string(), p, 0i64)).collect();
         // Offsets equal to the committed default (none) count as changes only for owned ones.
         let taken = b.commit(0, "g", m, generation, &all).unwrap();

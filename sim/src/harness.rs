@@ -26,7 +26,7 @@ use pizza::command::{place_order, PlaceError};
 use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
 use pizza::mutants::Mutant;
-use pizza::services::{ServiceConfig, RunError};
+use pizza::services::{RunError, ServiceConfig};
 use pizza::shutdown::Shutdown;
 use pizza::store::ViewStore;
 use pizza::transport::{OutRecord, Transport};
@@ -136,7 +136,10 @@ impl Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mutant = self.mutant.map(|m| format!(" mutant={}", m.name())).unwrap_or_default();
+        let mutant = self
+            .mutant
+            .map(|m| format!(" mutant={}", m.name()))
+            .unwrap_or_default();
         if self.passed() {
             return write!(
                 f,
@@ -279,7 +282,12 @@ fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceCo
     cfg
 }
 
-async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: Arc<Mutex<Option<Arc<BrokerShared>>>>) -> Outcome {
+async fn simulate(
+    sc: Scenario,
+    seed: u64,
+    root: PathBuf,
+    slot: Arc<Mutex<Option<Arc<BrokerShared>>>>,
+) -> Outcome {
     let handle = Handle::current();
     let start = now_ms();
     let shared = Arc::new(Shared::default());
@@ -348,13 +356,20 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: Arc<Mutex<Option
         .build();
     let view_path = service_config(&sc, &root, ServiceName::Status).view_path();
     let faultless = sc.faults.is_empty();
-    checker.spawn(watch_view(view_path.clone(), sys.clone(), shared.clone(), faultless));
+    checker.spawn(watch_view(
+        view_path.clone(),
+        sys.clone(),
+        shared.clone(),
+        faultless,
+    ));
 
     // Phase 1: the faults, in time order.
     for f in &sc.faults {
         let at = Duration::from_millis((start + f.at.as_millis() as i64 - now_ms()).max(0) as u64);
         tokio::time::sleep(at).await;
-        bs.lock().trace.push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
+        bs.lock()
+            .trace
+            .push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
         apply_fault(&handle, &nodes, &bs, &f.kind, &root);
     }
     let _ = placing.await;
@@ -406,7 +421,9 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: Arc<Mutex<Option
     let rebuilt = checker
         .spawn(async move {
             let t = SimTransport::connect("checker").await;
-            pizza::view::rebuild(&t, &cfg, &rebuild_path).await.map(|_| rebuild_path)
+            pizza::view::rebuild(&t, &cfg, &rebuild_path)
+                .await
+                .map(|_| rebuild_path)
         })
         .await
         .expect("the checker node runs");
@@ -469,9 +486,11 @@ async fn run_service(
                 return;
             }
             Err(e) => {
-                bs.lock()
-                    .trace
-                    .push(format!("{} {} exited: {e}; restarting in 1s", fmt_t(t), service.as_str()));
+                bs.lock().trace.push(format!(
+                    "{} {} exited: {e}; restarting in 1s",
+                    fmt_t(t),
+                    service.as_str()
+                ));
                 shared.restarts.fetch_add(1, Ordering::Relaxed);
                 if service == ServiceName::Status {
                     let now = now_ms();
@@ -558,7 +577,10 @@ fn apply_fault(
         FaultKind::Loss { rate, lasting } => {
             net.update_config(|c| c.packet_loss_rate = rate);
             let n = net.clone();
-            later(lasting, Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)));
+            later(
+                lasting,
+                Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)),
+            );
         }
     }
 }
@@ -598,7 +620,8 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
                 break id;
             }
         };
-        let pick = |rng: &mut SplitMix64, items: &[String]| items[rng.below(items.len() as u64) as usize].clone();
+        let pick =
+            |rng: &mut SplitMix64, items: &[String]| items[rng.below(items.len() as u64) as usize].clone();
         let mut extras: Vec<String> = Vec::new();
         for _ in 0..rng.below(3) {
             let e = pick(&mut rng, &menu.extra_toppings);
@@ -624,7 +647,11 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
                         .insert(id.as_str().to_owned(), now_ms());
                 }
                 Err(PlaceError::Invalid(e)) => {
-                    shared2.violate("orders-valid", Some(id.as_str()), format!("the menu refused {req:?}: {e}"));
+                    shared2.violate(
+                        "orders-valid",
+                        Some(id.as_str()),
+                        format!("the menu refused {req:?}: {e}"),
+                    );
                 }
                 Err(PlaceError::Unavailable(e)) => {
                     // The customer was told it failed; whatever reached the log need not be delivered.
@@ -662,7 +689,8 @@ fn malformed(topics: &pizza::config::Topics, n: u32) -> OutRecord {
         _ => (&topics.assembled, "", br#"{"status":200,"baking_time":9}"#),
     };
     let mut r = OutRecord::new(topic, key, payload.to_vec());
-    r.headers.push((MALFORMED_HEADER.into(), n.to_string().into_bytes()));
+    r.headers
+        .push((MALFORMED_HEADER.into(), n.to_string().into_bytes()));
     r
 }
 
@@ -710,7 +738,11 @@ async fn watch_view(path: PathBuf, sys: SysConfig, shared: Arc<Shared>, faultles
             seen.insert(order.clone(), (status, since));
             if stuck {
                 if faultless {
-                    violate("no-stuck-without-faults", &order, format!("marked stuck at {status}"));
+                    violate(
+                        "no-stuck-without-faults",
+                        &order,
+                        format!("marked stuck at {status}"),
+                    );
                 }
                 let since = stuck_ts.unwrap_or(now) - status_ts;
                 if since < sla_ms {
@@ -833,7 +865,9 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared, malformed: u32
                 if !accepted.contains_key(&key) {
                     continue;
                 }
-                let Ok(e) = decode::<StatusOnly>(&r.payload) else { continue };
+                let Ok(e) = decode::<StatusOnly>(&r.payload) else {
+                    continue;
+                };
                 if !merged.contains(&(key.clone(), e.status)) {
                     shared.violate(
                         "no-event-lost",

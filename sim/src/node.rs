@@ -23,7 +23,7 @@ use crate::broker::{Broker, Fetched};
 
 /// Where the broker listens.
 pub const BROKER_ADDR: &str = "10.0.0.1:9092";
-const REQUEST_TAG: u64 = 0x6b61_666b_61;
+const REQUEST_TAG: u64 = 0x006b_6166_6b61;
 /// How long one request may take before the client tries again.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the broker holds a fetch that has nothing to return.
@@ -36,13 +36,38 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const PREFETCH: usize = 256;
 
 enum Request {
-    Produce { producer: u64, seq: u64, record: OutRecord },
-    EndOffsets { topic: String },
-    Join { group: String, topics: Vec<String> },
-    Heartbeat { group: String, member: u64 },
-    Fetch { group: String, member: u64, generation: u64, positions: Vec<(String, i32, i64)> },
-    Commit { group: String, member: u64, generation: u64, offsets: Vec<(String, i32, i64)> },
-    Leave { group: String, member: u64 },
+    Produce {
+        producer: u64,
+        seq: u64,
+        record: OutRecord,
+    },
+    EndOffsets {
+        topic: String,
+    },
+    Join {
+        group: String,
+        topics: Vec<String>,
+    },
+    Heartbeat {
+        group: String,
+        member: u64,
+    },
+    Fetch {
+        group: String,
+        member: u64,
+        generation: u64,
+        positions: Vec<(String, i32, i64)>,
+    },
+    Commit {
+        group: String,
+        member: u64,
+        generation: u64,
+        offsets: Vec<(String, i32, i64)>,
+    },
+    Leave {
+        group: String,
+        member: u64,
+    },
 }
 
 enum Response {
@@ -102,7 +127,11 @@ pub async fn serve(shared: Arc<BrokerShared>) {
 
 async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
     match req {
-        Request::Produce { producer, seq, record } => {
+        Request::Produce {
+            producer,
+            seq,
+            record,
+        } => {
             let r = shared.lock().produce(now_ms(), node, producer, seq, record);
             if r.is_ok() {
                 shared.appended.notify_waiters();
@@ -110,7 +139,9 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
             Response::Produced(r)
         }
         Request::EndOffsets { topic } => Response::EndOffsets(shared.lock().end_offsets(&topic)),
-        Request::Join { group, topics } => Response::Joined(shared.lock().join(now_ms(), node, &group, &topics)),
+        Request::Join { group, topics } => {
+            Response::Joined(shared.lock().join(now_ms(), node, &group, &topics))
+        }
         Request::Heartbeat { group, member } => {
             Response::Generation(shared.lock().heartbeat(now_ms(), &group, member))
         }
@@ -142,7 +173,11 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
             member,
             generation,
             offsets,
-        } => Response::Committed(shared.lock().commit(now_ms(), &group, member, generation, &offsets)),
+        } => Response::Committed(
+            shared
+                .lock()
+                .commit(now_ms(), &group, member, generation, &offsets),
+        ),
         Request::Leave { group, member } => {
             shared.lock().leave(now_ms(), node, &group, member);
             Response::Left
@@ -179,8 +214,7 @@ impl SimTransport {
     async fn call(&self, req: Request, timeout: Duration) -> Option<Response> {
         let c = &self.0;
         let tag: u64 = madsim::rand::random();
-        c.ep
-            .send_to_raw(c.broker, REQUEST_TAG, Box::new((tag, c.node.clone(), req)))
+        c.ep.send_to_raw(c.broker, REQUEST_TAG, Box::new((tag, c.node.clone(), req)))
             .await
             .ok()?;
         let (rsp, _) = tokio::time::timeout(timeout, c.ep.recv_from_raw(tag))
@@ -234,10 +268,19 @@ impl Transport for SimTransport {
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<SimSubscription, TransportError> {
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         let member = join(self, group, &topics).await?;
-        let state = Arc::new(Mutex::new(MemberState { member, generation: 0 }));
+        let state = Arc::new(Mutex::new(MemberState {
+            member,
+            generation: 0,
+        }));
         let marks = Arc::new(Mutex::new(BTreeMap::new()));
         let (tx, rx) = mpsc::channel(PREFETCH);
-        let fetcher = tokio::spawn(fetch_loop(self.clone(), group.to_owned(), topics, state.clone(), tx));
+        let fetcher = tokio::spawn(fetch_loop(
+            self.clone(),
+            group.to_owned(),
+            topics,
+            state.clone(),
+            tx,
+        ));
         let heartbeat = tokio::spawn(heartbeat_loop(self.clone(), group.to_owned(), state.clone()));
         let committer = tokio::spawn(commit_loop(
             self.clone(),
@@ -313,7 +356,10 @@ async fn fetch_loop(
             positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
         };
         match t.call(req, RPC_TIMEOUT).await {
-            Some(Response::Fetched(Fetched::Records { generation: g, records })) => {
+            Some(Response::Fetched(Fetched::Records {
+                generation: g,
+                records,
+            })) => {
                 if g != generation {
                     // A rebalance: positions start again from the committed offsets.
                     positions.clear();

@@ -219,7 +219,8 @@ fn parse_service(s: &str) -> Result<ServiceName, String> {
 }
 
 fn number<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("{what}: `{s}` is not a valid number"))
+    s.parse()
+        .map_err(|_| format!("{what}: `{s}` is not a valid number"))
 }
 
 impl Scenario {

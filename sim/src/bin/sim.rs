@@ -5,7 +5,9 @@
 
 #[cfg(not(madsim))]
 fn main() {
-    eprintln!("sim: the simulator exists only under --cfg madsim; run it with `cargo sim ...` (see the README)");
+    eprintln!(
+        "sim: the simulator exists only under --cfg madsim; run it with `cargo sim ...` (see the README)"
+    );
     std::process::exit(2);
 }
 
@@ -122,7 +124,10 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
                 }
                 "--orders" => {
                     let v = value()?;
-                    args.orders = Some(v.parse().map_err(|_| format!("--orders: `{v}` is not a number"))?);
+                    args.orders = Some(
+                        v.parse()
+                            .map_err(|_| format!("--orders: `{v}` is not a number"))?,
+                    );
                 }
                 "--mutant" => args.mutant = Some(value()?.parse()?),
                 "--trace" => args.trace = Some(PathBuf::from(value()?)),
@@ -228,7 +233,9 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
             args.seeds.end,
             work.len(),
             args.jobs,
-            args.mutant.map(|m| format!(", mutant {}", m.name())).unwrap_or_default()
+            args.mutant
+                .map(|m| format!(", mutant {}", m.name()))
+                .unwrap_or_default()
         );
         let next = AtomicUsize::new(0);
         let (tx, rx) = mpsc::channel::<(Outcome, Duration)>();
@@ -240,7 +247,9 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
                 let (tx, next, work) = (tx.clone(), &next, &work);
                 s.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((sc, seed)) = work.get(i).copied() else { return };
+                    let Some((sc, seed)) = work.get(i).copied() else {
+                        return;
+                    };
                     let wall = Instant::now();
                     let o = run(&RunOptions {
                         scenario: args.scenarios[sc].clone(),
@@ -262,7 +271,14 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
                 if !o.passed() {
                     let path = trace_path(&args.traces, &o);
                     let written = o.write_trace(&path);
-                    eprintln!("\r\x1b[K{o}");
+                    eprintln!(
+                        "{}{o}",
+                        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                            "\r\x1b[K"
+                        } else {
+                            ""
+                        }
+                    );
                     match written {
                         Ok(()) => eprintln!("trace: {}", path.display()),
                         Err(e) => eprintln!("could not write the trace to {}: {e}", path.display()),
@@ -298,13 +314,24 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
             return 0;
         }
         for (sc, seed) in &failures {
-            let m = args.mutant.map(|m| format!(" --mutant {}", m.name())).unwrap_or_default();
+            let m = args
+                .mutant
+                .map(|m| format!(" --mutant {}", m.name()))
+                .unwrap_or_default();
             println!("failed: cargo sim --scenario {sc} --seed {seed}{m}");
         }
         1
     }
 
+    /// A progress bar redrawn in place on a terminal; elsewhere (CI logs) a line every tenth.
     fn progress(done: usize, total: usize, failed: usize, elapsed: Duration) {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            if done == total || done % (total / 10).max(1) == 0 {
+                eprintln!("{done}/{total} seeds, {failed} failed");
+            }
+            return;
+        }
         let width = 30;
         let filled = done * width / total.max(1);
         let per_min = done as f64 * 60.0 / elapsed.as_secs_f64().max(1e-9);
