@@ -23,17 +23,22 @@ pub enum Mutant {
     WatchdogRace,
     /// The committed offset follows the latest finished record, past unfinished earlier ones.
     OffsetPassesUnfinished,
+    /// The watchdog sends a round's marks one after another and starts the next round a period
+    /// after this one ended (the bug the simulation found first): after an outage, orders are
+    /// marked long past the SLA plus one period.
+    WatchdogDrift,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 7] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
         Mutant::NoDedup,
         Mutant::WatchdogRace,
         Mutant::OffsetPassesUnfinished,
+        Mutant::WatchdogDrift,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -45,6 +50,7 @@ impl Mutant {
             Mutant::NoDedup => "no-dedup",
             Mutant::WatchdogRace => "watchdog-race",
             Mutant::OffsetPassesUnfinished => "offset-passes-unfinished",
+            Mutant::WatchdogDrift => "watchdog-drift",
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The simulation's own speed: simulated orders per wall second, the whole shop (every service on
-//! its node, the simulated broker, the checkers) on one core. Built under madsim only:
+//! its node, the simulated broker, the checkers) on one core. `pipeline` is the services on the
+//! simulated transport at time scale 0 (orders placed at once, nothing sleeps): the throughput of
+//! the services and the transport themselves, with no broker process and no I/O but SQLite's. Built under madsim only:
 //! `cargo sim-bench` (see `.cargo/config.toml`).
 
 #[cfg(madsim)]
@@ -15,7 +17,7 @@ mod bench {
     pub fn simulation(c: &mut Criterion) {
         let mut g = c.benchmark_group("simulation");
         g.sample_size(10);
-        for name in ["fault-free", "standard"] {
+        for name in ["pipeline", "fault-free", "standard"] {
             let sc = scenario(name);
             g.throughput(Throughput::Elements(u64::from(sc.orders)));
             let mut seed = 0;

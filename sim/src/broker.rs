@@ -65,6 +65,8 @@ struct Member {
 struct Group {
     generation: u64,
     members: BTreeMap<u64, Member>,
+    /// Every topic a member of the group ever read: its lag counts while no member is in it.
+    topics: BTreeSet<String>,
     committed: BTreeMap<(String, i32), i64>,
 }
 
@@ -182,13 +184,13 @@ impl Broker {
         self.topics.get(topic).map(Vec::as_slice).unwrap_or_default()
     }
 
-    /// Whether every group has committed everything of the topics its members read.
+    /// Whether every group has committed everything of the topics its members read, counted
+    /// also while the group has no member (a service restarting, a session expired).
     pub fn lag(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
         for (name, g) in &self.groups {
-            let topics: BTreeSet<&String> = g.members.values().flat_map(|m| &m.topics).collect();
             let mut lag = 0;
-            for t in topics {
+            for t in &g.topics {
                 for (p, log) in self.log(t).iter().enumerate() {
                     let c = g.committed.get(&(t.clone(), p as i32)).copied().unwrap_or(0);
                     lag += log.len() as i64 - c;
@@ -205,6 +207,7 @@ impl Broker {
         let id = self.next_member;
         self.next_member += 1;
         let g = self.groups.entry(group.to_owned()).or_default();
+        g.topics.extend(topics.iter().cloned());
         g.members.insert(
             id,
             Member {
@@ -549,6 +552,19 @@ mod tests {
         assert_eq!(again.first().map(|r| r.offset), Some(12));
         assert_eq!(again.len(), 8);
         assert!(matches!(b.fetch(10_000, "g", m, 0, &[]), Fetched::Gone));
+    }
+
+    #[test]
+    fn a_group_without_members_still_shows_its_lag() {
+        let mut b = broker();
+        for i in 0..5 {
+            b.produce(0, "p", 1, i, out("t", "k")).unwrap();
+        }
+        let m = b.join(0, "c", "g", &["t".into()]);
+        assert_eq!(b.lag()["g"], 5);
+        b.leave(0, "c", "g", m);
+        // Nobody reads the topic now, but nobody committed it either: convergence must wait.
+        assert_eq!(b.lag()["g"], 5);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::runtime::Handle;
-use pizza::clock::now_ms;
+use pizza::clock::{now_ms, TimeScale};
 use pizza::command::{place_order, PlaceError};
 use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
@@ -278,6 +278,7 @@ fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceCo
     sys.num_partitions = sc.partitions;
     let mut cfg = ServiceConfig::new(sys, root.join(service.as_str()));
     cfg.concurrency = sc.ovens;
+    cfg.time_scale = TimeScale::new(sc.time_scale).expect("the scenario parser checked the time scale");
     cfg.max_in_flight = (sc.ovens * 4).max(1024);
     cfg
 }
@@ -330,7 +331,7 @@ async fn simulate(
     for (i, service) in ServiceName::CONSUMERS.into_iter().enumerate() {
         let cfg = service_config(&sc, &root, service);
         let (shared, bs) = (shared.clone(), bs.clone());
-        let period_ms = (sys.watchdog_period_secs * 1000.0) as i64;
+        let period_ms = cfg.time_scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
         let node = handle
             .create_node()
             .name(service.as_str())
@@ -359,6 +360,7 @@ async fn simulate(
     checker.spawn(watch_view(
         view_path.clone(),
         sys.clone(),
+        service_config(&sc, &root, ServiceName::Status).time_scale,
         shared.clone(),
         faultless,
     ));
@@ -695,10 +697,13 @@ fn malformed(topics: &pizza::config::Topics, n: u32) -> OutRecord {
 }
 
 /// The checker's watch over the view: safety checks on every read.
-async fn watch_view(path: PathBuf, sys: SysConfig, shared: Arc<Shared>, faultless: bool) {
+async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc<Shared>, faultless: bool) {
     let codes = &sys.codes;
-    let sla_ms = (sys.stuck_after_secs * 1000.0) as i64;
-    let period_ms = (sys.watchdog_period_secs * 1000.0) as i64;
+    // The SLA and the watchdog's period scale with the services' time; at scale 0 the watchdog is
+    // off (nothing takes time), so no order may be marked and none is due a mark.
+    let watchdog_on = scale.factor() > 0.0;
+    let sla_ms = scale.scale_secs(sys.stuck_after_secs).as_millis() as i64;
+    let period_ms = scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
     let mut view = None;
     // Order -> (status, when the checker first saw it at that status).
     let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();
@@ -745,7 +750,13 @@ async fn watch_view(path: PathBuf, sys: SysConfig, shared: Arc<Shared>, faultles
                     );
                 }
                 let since = stuck_ts.unwrap_or(now) - status_ts;
-                if since < sla_ms {
+                if !watchdog_on {
+                    violate(
+                        "stuck-only-when-stuck",
+                        &order,
+                        format!("marked stuck at {status} at time scale 0, where the watchdog is off"),
+                    );
+                } else if since < sla_ms {
                     violate(
                         "stuck-only-when-stuck",
                         &order,
@@ -756,7 +767,7 @@ async fn watch_view(path: PathBuf, sys: SysConfig, shared: Arc<Shared>, faultles
                         ),
                     );
                 }
-            } else if !codes.is_final(status) {
+            } else if watchdog_on && !codes.is_final(status) {
                 let active = impaired.iter().any(|(a, b)| *a <= now && now <= *b);
                 // After a fault that kept the watchdog from working, it starts counting again.
                 let healed = impaired

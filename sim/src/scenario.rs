@@ -9,6 +9,7 @@
 //! malformed 4            # malformed events the scenario itself produces (they must end in pizza-dlq)
 //! latency 1ms..10ms      # one-way network latency, drawn per message
 //! heal 600s              # after the faults: time allowed to converge
+//! time-scale 1           # cooking, delivery and the watchdog's clock (0: every step instant, no watchdog)
 //! swarm 12               # draw 12 faults (and the knobs) from the seed instead of listing them
 //!
 //! at 20s crash bake for 5s             # kill the node, restart it 5 s later (disk kept)
@@ -26,6 +27,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use pizza::clock::TimeScale;
 use pizza::config::ServiceName;
 
 use crate::rng::SplitMix64;
@@ -42,6 +44,9 @@ pub struct Scenario {
     pub malformed: u32,
     pub latency: (Duration, Duration),
     pub heal: Duration,
+    /// The services' time scale: 1 is the shop's real timings, 0 makes every step instant (and
+    /// turns the watchdog off, as `pizza --time-scale 0` does).
+    pub time_scale: f64,
     /// Draw this many faults from the seed.
     pub swarm: Option<u32>,
     pub faults: Vec<Fault>,
@@ -58,6 +63,7 @@ impl Default for Scenario {
             malformed: 0,
             latency: (Duration::from_millis(1), Duration::from_millis(10)),
             heal: Duration::from_secs(600),
+            time_scale: 1.0,
             swarm: None,
             faults: Vec::new(),
         }
@@ -284,6 +290,10 @@ impl Scenario {
             }
             "malformed" => self.malformed = number("malformed", one("malformed")?)?,
             "heal" => self.heal = parse_duration(one("heal")?)?,
+            "time-scale" => {
+                let v = one("time-scale")?;
+                self.time_scale = v.parse::<TimeScale>()?.factor();
+            }
             "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
             "latency" => {
                 let v = one("latency")?;
@@ -380,6 +390,9 @@ impl Scenario {
             micros(self.latency.1),
             secs(self.heal)
         );
+        if self.time_scale != 1.0 {
+            s.push_str(&format!("time-scale {}\n", self.time_scale));
+        }
         if let Some(n) = self.swarm {
             s.push_str(&format!("swarm {n}\n"));
         }
@@ -487,6 +500,7 @@ mod tests {
     const EXAMPLE: &str = "
         orders 50   # few
         rate 2.5
+        time-scale 0.5
         malformed 3
         latency 1ms..20ms
         at 20s crash bake for 5s
@@ -504,6 +518,7 @@ mod tests {
     fn a_scenario_reads_and_writes_back_the_same() {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
         assert_eq!((sc.orders, sc.rate, sc.malformed), (50, 2.5, 3));
+        assert_eq!(sc.time_scale, 0.5);
         assert_eq!(sc.faults.len(), 9);
         assert_eq!(sc.faults[0].at, Duration::from_secs(3), "sorted by time");
         assert_eq!(sc.faults_end(), Duration::from_secs(160));
@@ -521,6 +536,7 @@ mod tests {
         assert!(err("at 5s crash deliver for 1s lose-disk").contains("keeps its state on disk"));
         assert!(err("at 5 crash bake for 1s").contains("needs a unit"));
         assert!(err("rate 0").contains("above 0"));
+        assert!(err("time-scale -1").contains("time scale must be a finite number >= 0"));
         assert!(err("ovens many").contains("not a valid number"));
         assert!(err("at 1s pause bake").contains("for <duration>"));
         assert!(err("at 1s explode").contains("unknown fault"));

@@ -44,6 +44,11 @@ fn fault_free() {
 }
 
 #[test]
+fn pipeline() {
+    passes("pipeline", 0..2);
+}
+
+#[test]
 fn standard() {
     passes("standard", 0..3);
 }
@@ -66,6 +71,11 @@ fn network() {
 #[test]
 fn reorder() {
     passes("reorder", 0..4);
+}
+
+#[test]
+fn watchdog() {
+    passes("watchdog", 0..4);
 }
 
 #[test]
@@ -186,4 +196,9 @@ fn mutant_offset_passes_unfinished_is_caught() {
         5,
         "all-accepted-delivered",
     );
+}
+
+#[test]
+fn mutant_watchdog_drift_is_caught() {
+    caught(Mutant::WatchdogDrift, "watchdog", 5, "stuck-marked-in-time");
 }

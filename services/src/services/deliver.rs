@@ -124,6 +124,8 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.cfg.time_scale.sleep_secs(secs as f64).await;
                 // Durable before it is announced: a crash from here on re-sends, never re-delivers.
                 let ts = self.store.mark_delivered(order_id, now_ms())?;
+                // A deliver that does not recognise redelivered inputs has no earlier delivery to
+                // take the time from either: it stamps the delivery it just made.
                 #[cfg(madsim)]
                 let ts = if crate::mutants::on(crate::mutants::Mutant::NoDedup) {
                     now_ms()

@@ -151,35 +151,46 @@ pub async fn watchdog<T: Transport>(
             }
         };
         // The marks go out together: one slow produce does not hold back the others.
-        let marks: Vec<_> = candidates
-            .into_iter()
-            .map(|(order_id, status)| {
-                let mark = StatusEvent {
-                    status: codes.stuck,
-                    timestamp: Some(now),
-                    observed_status: Some(status),
-                };
-                #[cfg(madsim)]
-                let mark = StatusEvent {
-                    observed_status: mark
-                        .observed_status
-                        .filter(|_| !crate::mutants::on(crate::mutants::Mutant::WatchdogRace)),
-                    ..mark
-                };
-                let out = OutRecord::new(&cfg.sys.topics.status, order_id.as_str(), encode(&mark));
-                let transport = transport.clone();
-                tokio::spawn(async move {
-                    match transport.produce(out).await {
-                        Ok(_) => tracing::info!(order_id, status, "marked stuck"),
-                        Err(e) => {
-                            tracing::warn!(order_id, error = %e, "could not mark stuck; next round retries")
-                        }
+        #[cfg(madsim)]
+        let drift = crate::mutants::on(crate::mutants::Mutant::WatchdogDrift);
+        #[cfg(not(madsim))]
+        let drift = false;
+        let mut marks = Vec::new();
+        for (order_id, status) in candidates {
+            let mark = StatusEvent {
+                status: codes.stuck,
+                timestamp: Some(now),
+                observed_status: Some(status),
+            };
+            #[cfg(madsim)]
+            let mark = StatusEvent {
+                observed_status: mark
+                    .observed_status
+                    .filter(|_| !crate::mutants::on(crate::mutants::Mutant::WatchdogRace)),
+                ..mark
+            };
+            let out = OutRecord::new(&cfg.sys.topics.status, order_id.as_str(), encode(&mark));
+            let transport = transport.clone();
+            let mark = tokio::spawn(async move {
+                match transport.produce(out).await {
+                    Ok(_) => tracing::info!(order_id, status, "marked stuck"),
+                    Err(e) => {
+                        tracing::warn!(order_id, error = %e, "could not mark stuck; next round retries")
                     }
-                })
-            })
-            .collect();
+                }
+            });
+            if drift {
+                let _ = mark.await;
+            } else {
+                marks.push(mark);
+            }
+        }
         for m in marks {
             let _ = m.await;
+        }
+        if drift {
+            // The next round a full period after this one ended, not on the schedule.
+            rounds.reset();
         }
     }
 }
