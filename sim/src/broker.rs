@@ -155,7 +155,7 @@ impl Broker {
         let partition = partition_for(&rec.key, parts.len() as i32);
         let log = &mut parts[partition as usize];
         let offset = log.len() as i64;
-        let key = String::from_utf8_lossy(&rec.key).into_owned();
+        let key = trace_key(&rec.key);
         log.push(Stored {
             key: rec.key,
             payload: rec.payload,
@@ -383,7 +383,7 @@ impl Broker {
             })
             .collect();
         for r in &records {
-            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            let key = trace_key(r.key.as_deref().unwrap_or_default());
             self.event(
                 now,
                 &node,
@@ -429,6 +429,15 @@ impl Broker {
             self.event(now, &node, format_args!("{t} {p} {next} - committed by {group}"));
         }
         Ok(taken.len())
+    }
+}
+
+/// A key as one column of a trace line: `""` for an empty key, so the columns stay in place.
+fn trace_key(key: &[u8]) -> String {
+    if key.is_empty() {
+        "\"\"".to_owned()
+    } else {
+        String::from_utf8_lossy(key).replace(char::is_whitespace, "_")
     }
 }
 

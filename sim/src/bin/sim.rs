@@ -150,6 +150,12 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
+        if args.trace.is_some() && !args.single {
+            return Err(
+                "--trace FILE goes with --seed N (a sweep writes failing runs' traces to --traces DIR)"
+                    .into(),
+            );
+        }
         if names.is_empty() {
             names.push("standard".into());
         }
