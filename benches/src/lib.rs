@@ -28,7 +28,7 @@ pub fn ordered(i: u32) -> Ordered {
 }
 
 /// Each topic's payload, as bytes on the wire.
-pub fn payloads() -> [(&'static str, Vec<u8>); 4] {
+pub fn payloads() -> [(&'static str, Vec<u8>); 6] {
     [
         ("pizza-ordered", encode(&ordered(1))),
         (
@@ -43,6 +43,20 @@ pub fn payloads() -> [(&'static str, Vec<u8>); 4] {
             "pizza-baked",
             encode(&StatusOnly {
                 status: 300,
+                timestamp: Some(1),
+            }),
+        ),
+        (
+            "pizza-delivered",
+            encode(&StatusOnly {
+                status: 999,
+                timestamp: Some(1),
+            }),
+        ),
+        (
+            "pizza-pending",
+            encode(&StatusOnly {
+                status: 150,
                 timestamp: Some(1),
             }),
         ),
