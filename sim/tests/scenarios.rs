@@ -185,7 +185,7 @@ fn mutant_no_dedup_is_caught() {
 
 #[test]
 fn mutant_watchdog_race_is_caught() {
-    caught(Mutant::WatchdogRace, "standard", 5, "stuck-only-when-stuck");
+    caught(Mutant::WatchdogRace, "watchdog", 5, "stuck-only-when-stuck");
 }
 
 #[test]
