@@ -34,6 +34,15 @@ pub fn murmur2(data: &[u8]) -> i32 {
     h as i32
 }
 
+/// The spec's partition vectors (`spec/wire.md`): keys and their partition of six.
+pub const SPEC_VECTORS: [(&str, i32); 5] = [
+    ("b32ad", 2),
+    ("4ad8d269", 4),
+    ("abc", 3),
+    ("foobar", 0),
+    ("order-1", 4),
+];
+
 /// The partition Java's default partitioner picks for a keyed record:
 /// `(murmur2(key) & 0x7fffffff) % partitions`.
 ///
@@ -57,13 +66,7 @@ mod tests {
 
     #[test]
     fn partitions_match_the_spec_vectors() {
-        for (key, expected) in [
-            ("b32ad", 2),
-            ("4ad8d269", 4),
-            ("abc", 3),
-            ("foobar", 0),
-            ("order-1", 4),
-        ] {
+        for (key, expected) in SPEC_VECTORS {
             assert_eq!(partition_for(key.as_bytes(), 6), expected, "key {key}");
         }
     }
