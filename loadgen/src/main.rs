@@ -295,7 +295,7 @@ async fn run(args: Args) -> Result<bool> {
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
         max_lag = max_lag.max(Instant::now().saturating_duration_since(intended));
         let (_, req) = orders.next();
-        let id = OrderId::from_u32((i as u32).wrapping_mul(0x9E37_79B1) ^ salt);
+        let id = OrderId::nth(i as u32, salt);
         let measured = i >= warm;
         let (track, sys, errors, ack_count, transport, http) = (
             tracker.clone(),

@@ -278,7 +278,7 @@ fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceCo
     sys.num_partitions = sc.partitions;
     let mut cfg = ServiceConfig::new(sys, root.join(service.as_str()));
     cfg.concurrency = sc.ovens;
-    cfg.time_scale = TimeScale::new(sc.time_scale).expect("the scenario parser checked the time scale");
+    cfg.time_scale = sc.time_scale;
     cfg.max_in_flight = (sc.ovens * 4).max(1024);
     cfg
 }
@@ -360,7 +360,7 @@ async fn simulate(
     checker.spawn(watch_view(
         view_path.clone(),
         sys.clone(),
-        service_config(&sc, &root, ServiceName::Status).time_scale,
+        sc.time_scale,
         shared.clone(),
         faultless,
     ));

@@ -46,7 +46,7 @@ pub struct Scenario {
     pub heal: Duration,
     /// The services' time scale: 1 is the shop's real timings, 0 makes every step instant (and
     /// turns the watchdog off, as `pizza --time-scale 0` does).
-    pub time_scale: f64,
+    pub time_scale: TimeScale,
     /// Draw this many faults from the seed.
     pub swarm: Option<u32>,
     pub faults: Vec<Fault>,
@@ -63,7 +63,7 @@ impl Default for Scenario {
             malformed: 0,
             latency: (Duration::from_millis(1), Duration::from_millis(10)),
             heal: Duration::from_secs(600),
-            time_scale: 1.0,
+            time_scale: TimeScale::REAL,
             swarm: None,
             faults: Vec::new(),
         }
@@ -293,8 +293,7 @@ impl Scenario {
             "malformed" => self.malformed = number("malformed", one("malformed")?)?,
             "heal" => self.heal = parse_duration(one("heal")?)?,
             "time-scale" => {
-                let v = one("time-scale")?;
-                self.time_scale = v.parse::<TimeScale>()?.factor();
+                self.time_scale = one("time-scale")?.parse()?;
             }
             "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
             "latency" => {
@@ -392,8 +391,8 @@ impl Scenario {
             micros(self.latency.1),
             secs(self.heal)
         );
-        if self.time_scale != 1.0 {
-            s.push_str(&format!("time-scale {}\n", self.time_scale));
+        if self.time_scale != TimeScale::REAL {
+            s.push_str(&format!("time-scale {}\n", self.time_scale.factor()));
         }
         if let Some(n) = self.swarm {
             s.push_str(&format!("swarm {n}\n"));
@@ -520,7 +519,7 @@ mod tests {
     fn a_scenario_reads_and_writes_back_the_same() {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
         assert_eq!((sc.orders, sc.rate, sc.malformed), (50, 2.5, 3));
-        assert_eq!(sc.time_scale, 0.5);
+        assert_eq!(sc.time_scale.factor(), 0.5);
         assert_eq!(sc.faults.len(), 9);
         assert_eq!(sc.faults[0].at, Duration::from_secs(3), "sorted by time");
         assert_eq!(sc.faults_end(), Duration::from_secs(160));
