@@ -103,9 +103,8 @@ fn steps(c: &mut Criterion) {
     g.bench_function("assemble", |b| {
         b.iter(|| black_box(assemble::step(black_box(&o), 200)))
     });
-    let assembled = decode::<Assembled>(&payloads()[1].1).unwrap();
     g.bench_function("bake", |b| {
-        b.iter(|| black_box(bake::step(black_box(&assembled)).unwrap()))
+        b.iter(|| black_box(bake::step(&topics, black_box(&rec)).unwrap()))
     });
     g.bench_function("deliver (baked, known order)", |b| {
         b.iter(|| black_box(deliver::on_baked(black_box(&known))))

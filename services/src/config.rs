@@ -258,6 +258,26 @@ impl Topics {
         ]
     }
 
+    /// The topics a service consumes (none for the web app): the shop's wiring, in one place.
+    pub fn consumed_by(&self, service: ServiceName) -> Vec<&str> {
+        match service {
+            ServiceName::Assemble => vec![&self.ordered],
+            ServiceName::Bake => vec![&self.assembled],
+            ServiceName::Deliver => vec![&self.ordered, &self.baked],
+            ServiceName::Merge => self.sources().to_vec(),
+            ServiceName::Status => vec![&self.status, &self.ordered],
+            ServiceName::Web => vec![],
+        }
+    }
+
+    /// The services that consume `topic`: each must dead-letter a malformed record of it.
+    pub fn consumers_of(&self, topic: &str) -> Vec<ServiceName> {
+        ServiceName::CONSUMERS
+            .into_iter()
+            .filter(|s| self.consumed_by(*s).contains(&topic))
+            .collect()
+    }
+
     /// The five topics whose events the merge stage copies into pizza-status.
     pub fn sources(&self) -> [&str; 5] {
         [

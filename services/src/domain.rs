@@ -268,9 +268,13 @@ pub struct StatusEvent {
 #[error("{0}")]
 pub struct Malformed(pub String);
 
-/// Parses an event's JSON; unknown extra fields are ignored, a wrong or missing field is [`Malformed`].
+/// Parses an event's JSON; unknown extra fields are ignored, a wrong or missing field is
+/// [`Malformed`], and so is a value that is not UTF-8 anywhere (serde_json does not look inside
+/// the strings of fields it skips; the spec says UTF-8 JSON).
 pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Malformed> {
-    serde_json::from_slice(payload).map_err(|e| Malformed(format!("invalid event JSON: {e}")))
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Malformed(format!("invalid event JSON: not UTF-8 ({e})")))?;
+    serde_json::from_str(text).map_err(|e| Malformed(format!("invalid event JSON: {e}")))
 }
 
 /// Parses a pizza-baked value, which the older form leaves empty.

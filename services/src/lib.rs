@@ -13,6 +13,8 @@
 //! - [`store`]: the SQLite files (the status view, delivery's early warnings).
 //! - [`command`]: placing an order (the command side), used by the web app and the load generator.
 //! - [`view`]: rebuilding the view from the log.
+//! - [`hostile`]: the catalogue of records no service would write, and what the shop must do with
+//!   each (the simulation and the integration tests both throw it at the services).
 //! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature `kafka`).
 //! - `mutants`: known bug classes the simulation switches on (exists only under `--cfg madsim`).
 //! - [`clock`], [`shutdown`]: time and graceful shutdown, from the runtime (simulated under madsim).
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod domain;
+pub mod hostile;
 #[cfg(madsim)]
 pub mod mutants;
 pub mod partitioner;

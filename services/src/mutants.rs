@@ -27,11 +27,17 @@ pub enum Mutant {
     /// after this one ended (the bug the simulation found first): after an outage, orders are
     /// marked long past the SLA plus one period.
     WatchdogDrift,
+    /// Reading a record's headers panics on a key that is not UTF-8, as rdkafka's `Headers::iter`
+    /// does (the fix reads the raw bytes: issue 11, defect 1).
+    HeaderKeyPanics,
+    /// Dead-lettering only ever tries the whole record, and a record too large for that stops the
+    /// service (the fix writes what fits: issue 11, defect 2).
+    DlqWholeOnly,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 7] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -39,6 +45,8 @@ impl Mutant {
         Mutant::WatchdogRace,
         Mutant::OffsetPassesUnfinished,
         Mutant::WatchdogDrift,
+        Mutant::HeaderKeyPanics,
+        Mutant::DlqWholeOnly,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -51,6 +59,8 @@ impl Mutant {
             Mutant::WatchdogRace => "watchdog-race",
             Mutant::OffsetPassesUnfinished => "offset-passes-unfinished",
             Mutant::WatchdogDrift => "watchdog-drift",
+            Mutant::HeaderKeyPanics => "header-key-panics",
+            Mutant::DlqWholeOnly => "dlq-whole-only",
         }
     }
 }

@@ -41,7 +41,8 @@ impl From<TransportError> for HandleError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Retriable(m) => HandleError::Retriable(m),
-            TransportError::Fatal(m) => HandleError::Fatal(m),
+            // A service's own outputs are small: one refused for its size will be refused again.
+            TransportError::Fatal(m) | TransportError::TooLarge(m) => HandleError::Fatal(m),
         }
     }
 }
@@ -100,14 +101,25 @@ impl WorkerConfig {
 pub enum WorkerError {
     #[error("{service}: {source}")]
     Transport { service: String, source: TransportError },
-    #[error("{service}: record {topic}/{partition}@{offset}: {message}")]
+    #[error("{service}: record {topic}/{partition}@{offset}: {source}")]
     Handler {
         service: String,
         topic: String,
         partition: i32,
         offset: i64,
-        message: String,
+        source: HandleError,
     },
+}
+
+impl WorkerError {
+    /// Whether the worker stopped because retries ran out (the broker or a store stayed
+    /// unavailable), rather than on an error no retry could fix.
+    pub fn gave_up_retrying(&self) -> bool {
+        match self {
+            WorkerError::Transport { source, .. } => source.is_retriable(),
+            WorkerError::Handler { source, .. } => matches!(source, HandleError::Retriable(_)),
+        }
+    }
 }
 
 /// Counters a worker keeps, readable while it runs.
@@ -115,6 +127,11 @@ pub enum WorkerError {
 pub struct WorkerStats {
     pub done: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Records dead-lettered in part (a prefix of the payload) because the whole was too large.
+    pub dead_lettered_in_part: AtomicU64,
+    /// Malformed records that not even a bare dead-letter record could carry: logged with where
+    /// they are (they stay on their source topic) and passed over.
+    pub dead_letter_dropped: AtomicU64,
     pub retries: AtomicU64,
 }
 
@@ -185,7 +202,7 @@ struct Done {
     topic: String,
     partition: i32,
     offset: i64,
-    result: Result<(), String>,
+    result: Result<(), HandleError>,
 }
 
 /// Runs a service's handler until shutdown (`Ok`) or a fatal error.
@@ -245,13 +262,13 @@ pub async fn run_worker<T: Transport, H: Handler>(
             biased;
             Some(done) = done_rx.recv() => {
                 in_flight -= 1;
-                if let Err(message) = done.result {
+                if let Err(source) = done.result {
                     failure = Some(WorkerError::Handler {
                         service: cfg.name.clone(),
                         topic: done.topic,
                         partition: done.partition,
                         offset: done.offset,
-                        message,
+                        source,
                     });
                     break;
                 }
@@ -347,7 +364,7 @@ impl<T: Transport, H: Handler> Task<T, H> {
         let _ = self.done.send(done).await;
     }
 
-    async fn process(&self, rec: &Record) -> Result<(), String> {
+    async fn process(&self, rec: &Record) -> Result<(), HandleError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -363,29 +380,106 @@ impl<T: Transport, H: Handler> Task<T, H> {
                     tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt, error = %m, "retrying");
                     tokio::time::sleep(backoff).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// Sends the original bytes to the dead-letter topic, with where they came from and why.
+    /// Sends the record to the dead-letter topic with where it came from and why: whole when it
+    /// fits, else a prefix of it, else a bare note of it. A dead-letter write is never what stops
+    /// a service: a record refused for its size at every form is logged and passed over (it stays
+    /// on its source topic, at the offset the log names).
     async fn dead_letter(&self, rec: &Record, reason: &str) -> Result<(), HandleError> {
         tracing::warn!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "dead-lettering");
-        let mut out = OutRecord::new(
-            &self.dlq,
-            rec.key.clone().unwrap_or_default(),
-            rec.payload().to_vec(),
-        );
-        out.headers = dlq_headers(rec, &self.service, reason);
-        self.transport.produce(out).await?;
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        #[cfg(madsim)]
+        let forms: &[DlqForm] = if crate::mutants::on(crate::mutants::Mutant::DlqWholeOnly) {
+            &[DlqForm::Whole]
+        } else {
+            &DlqForm::ALL
+        };
+        #[cfg(not(madsim))]
+        let forms = &DlqForm::ALL;
+        for form in forms {
+            match self
+                .transport
+                .produce(dlq_record(rec, &self.dlq, &self.service, reason, *form))
+                .await
+            {
+                Ok(_) => {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    if *form != DlqForm::Whole {
+                        self.stats.dead_lettered_in_part.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
+                Err(TransportError::TooLarge(e)) => {
+                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, ?form, error = %e, "dead-letter record too large; trying a smaller one");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        #[cfg(madsim)]
+        if crate::mutants::on(crate::mutants::Mutant::DlqWholeOnly) {
+            return Err(HandleError::Fatal("dead-letter record too large".into()));
+        }
+        tracing::error!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "not even a bare dead-letter record was accepted; the record stays on its source topic and is passed over");
+        self.stats.dead_letter_dropped.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// The headers a dead-lettered record carries: the original headers, then ours.
-pub fn dlq_headers(rec: &Record, service: &str, reason: &str) -> Vec<(String, Vec<u8>)> {
-    let mut h = rec.headers.clone();
+/// How much of a malformed record its dead-letter record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DlqForm {
+    /// The original key, payload and headers.
+    Whole,
+    /// At most [`DLQ_KEY_BYTES`] of the key and [`DLQ_PAYLOAD_BYTES`] of the payload, no original
+    /// headers; the original lengths in headers.
+    Prefix,
+    /// Only where the record is and why: empty key and payload.
+    Bare,
+}
+
+impl DlqForm {
+    /// The forms in the order tried: each smaller than the one before.
+    pub const ALL: [DlqForm; 3] = [DlqForm::Whole, DlqForm::Prefix, DlqForm::Bare];
+}
+
+/// Most bytes of the payload a partial dead-letter record keeps.
+pub const DLQ_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Most bytes of the key a partial dead-letter record keeps.
+pub const DLQ_KEY_BYTES: usize = 256;
+/// Most bytes of the reason header.
+pub const DLQ_REASON_BYTES: usize = 1024;
+/// Prefix given to an original header whose key is in our `dlq.` namespace, so a record cannot
+/// pass off its own `dlq.reason` or `dlq.source.offset` as ours.
+pub const DLQ_ORIGINAL_PREFIX: &str = "dlq.original.";
+
+/// The dead-letter record for `rec` in the given form. Headers: `dlq.source.topic`,
+/// `dlq.source.partition`, `dlq.source.offset`, `dlq.service`, `dlq.reason`; in part, also
+/// `dlq.truncated`, `dlq.key.length`, `dlq.payload.length` (the original lengths) and
+/// `dlq.headers.count`; whole, the original headers first (any `dlq.*` one renamed
+/// `dlq.original.*`).
+pub fn dlq_record(rec: &Record, dlq_topic: &str, service: &str, reason: &str, form: DlqForm) -> OutRecord {
+    let key = rec.key.as_deref().unwrap_or_default();
+    let payload = rec.payload();
+    let (key, payload) = match form {
+        DlqForm::Whole => (key, payload),
+        DlqForm::Prefix => (prefix(key, DLQ_KEY_BYTES), prefix(payload, DLQ_PAYLOAD_BYTES)),
+        DlqForm::Bare => (&[][..], &[][..]),
+    };
+    let mut out = OutRecord::new(dlq_topic, key.to_vec(), payload.to_vec());
+    if form == DlqForm::Whole {
+        out.headers = rec
+            .headers
+            .iter()
+            .map(|(k, v)| match k.starts_with("dlq.") {
+                true => (format!("{DLQ_ORIGINAL_PREFIX}{k}"), v.clone()),
+                false => (k.clone(), v.clone()),
+            })
+            .collect();
+    }
+    let h = &mut out.headers;
     h.push(("dlq.source.topic".into(), rec.topic.clone().into_bytes()));
     h.push((
         "dlq.source.partition".into(),
@@ -393,8 +487,28 @@ pub fn dlq_headers(rec: &Record, service: &str, reason: &str) -> Vec<(String, Ve
     ));
     h.push(("dlq.source.offset".into(), rec.offset.to_string().into_bytes()));
     h.push(("dlq.service".into(), service.as_bytes().to_vec()));
-    h.push(("dlq.reason".into(), reason.as_bytes().to_vec()));
-    h
+    h.push((
+        "dlq.reason".into(),
+        prefix(reason.as_bytes(), DLQ_REASON_BYTES).to_vec(),
+    ));
+    if form != DlqForm::Whole {
+        let len = |b: Option<&Vec<u8>>| b.map_or("null".to_owned(), |b| b.len().to_string());
+        h.push(("dlq.truncated".into(), b"true".to_vec()));
+        h.push(("dlq.key.length".into(), len(rec.key.as_ref()).into_bytes()));
+        h.push((
+            "dlq.payload.length".into(),
+            len(rec.payload.as_ref()).into_bytes(),
+        ));
+        h.push((
+            "dlq.headers.count".into(),
+            rec.headers.len().to_string().into_bytes(),
+        ));
+    }
+    out
+}
+
+fn prefix(b: &[u8], n: usize) -> &[u8] {
+    &b[..b.len().min(n)]
 }
 
 #[cfg(test)]

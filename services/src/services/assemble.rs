@@ -1,8 +1,9 @@
 //! Assemble: pizza-ordered -> (assembling time) -> pizza-assembled with the baking time.
 
 use crate::clock::now_ms;
-use crate::domain::{assemble_secs, bake_secs, decode, encode, recipe_seed, Assembled, Malformed, Ordered};
-use crate::services::{order_key, ServiceConfig};
+use crate::domain::{assemble_secs, bake_secs, encode, recipe_seed, Assembled, Ordered};
+use crate::services::event::{parse, unexpected, Event};
+use crate::services::ServiceConfig;
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
 
@@ -28,15 +29,13 @@ pub struct Assemble<T> {
 
 impl<T: Transport> Handler for Assemble<T> {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let order_id = order_key(rec)?;
-        let ordered: Ordered = decode(rec.payload())?;
-        if ordered.order.customer_id.is_empty() {
-            return Err(Malformed("order.customer_id is empty".into()).into());
-        }
+        let (order_id, Event::Ordered(ordered)) = parse(&self.cfg.sys.topics, rec)? else {
+            return Err(unexpected(rec).into());
+        };
         let (secs, mut event) = step(&ordered, self.cfg.sys.codes.in_the_oven);
         self.cfg.time_scale.sleep_secs(secs as f64).await;
         event.timestamp = Some(now_ms());
-        let out = OutRecord::new(&self.cfg.sys.topics.assembled, order_id, encode(&event));
+        let out = OutRecord::new(&self.cfg.sys.topics.assembled, order_id.as_str(), encode(&event));
         self.transport.produce(out).await?;
         Ok(())
     }

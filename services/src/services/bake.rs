@@ -1,21 +1,19 @@
 //! Bake: pizza-assembled -> (baking time from the event) -> pizza-baked.
 
 use crate::clock::now_ms;
-use crate::domain::{decode, encode, Assembled, Malformed, StatusOnly};
-use crate::services::{order_key, ServiceConfig};
+use crate::config::Topics;
+use crate::domain::{encode, Malformed, OrderId, StatusOnly};
+use crate::services::event::{parse, unexpected, Event};
+use crate::services::ServiceConfig;
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
 
-/// The longest baking time accepted, in seconds: a larger one is a broken event, not a slow oven.
-pub const MAX_BAKING_SECS: i64 = 3600;
-
-/// The pure step: how long to bake.
-pub fn step(assembled: &Assembled) -> Result<i64, Malformed> {
-    match assembled.baking_time {
-        t @ 0..=MAX_BAKING_SECS => Ok(t),
-        t => Err(Malformed(format!(
-            "baking_time {t} is outside 0..={MAX_BAKING_SECS}"
-        ))),
+/// The pure step: which order to bake and for how long, from a pizza-assembled record judged by
+/// [`parse`] (which refuses a `baking_time` outside `0..=MAX_BAKING_SECS`).
+pub fn step(topics: &Topics, rec: &Record) -> Result<(OrderId, i64), Malformed> {
+    match parse(topics, rec)? {
+        (order_id, Event::Assembled(e)) => Ok((order_id, e.baking_time)),
+        _ => Err(unexpected(rec)),
     }
 }
 
@@ -27,41 +25,14 @@ pub struct Bake<T> {
 
 impl<T: Transport> Handler for Bake<T> {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let order_id = order_key(rec)?;
-        let assembled: Assembled = decode(rec.payload())?;
-        let secs = step(&assembled)?;
+        let (order_id, secs) = step(&self.cfg.sys.topics, rec)?;
         self.cfg.time_scale.sleep_secs(secs as f64).await;
         let event = StatusOnly {
             status: self.cfg.sys.codes.out_for_delivery,
             timestamp: Some(now_ms()),
         };
-        let out = OutRecord::new(&self.cfg.sys.topics.baked, order_id, encode(&event));
+        let out = OutRecord::new(&self.cfg.sys.topics.baked, order_id.as_str(), encode(&event));
         self.transport.produce(out).await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejects_absurd_baking_times() {
-        let ok = Assembled {
-            status: 200,
-            baking_time: 12,
-            timestamp: None,
-        };
-        assert_eq!(step(&ok), Ok(12));
-        let bad = Assembled {
-            baking_time: -1,
-            ..ok.clone()
-        };
-        assert!(step(&bad).is_err());
-        let bad = Assembled {
-            baking_time: MAX_BAKING_SECS + 1,
-            ..ok
-        };
-        assert!(step(&bad).is_err());
     }
 }

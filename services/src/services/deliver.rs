@@ -7,8 +7,9 @@
 //! (same timestamp) instead of delivering twice.
 
 use crate::clock::now_ms;
-use crate::domain::{decode, decode_baked, delivery_secs, encode, Malformed, Ordered, StatusOnly};
-use crate::services::{order_key, ServiceConfig};
+use crate::domain::{delivery_secs, encode, StatusOnly};
+use crate::services::event::{parse, unexpected, Event};
+use crate::services::ServiceConfig;
 use crate::store::{DeliveryState, DeliveryStore};
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
@@ -84,19 +85,18 @@ impl<T: Transport> Deliver<T> {
 
 impl<T: Transport> Handler for Deliver<T> {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let order_id = order_key(rec)?;
         let topics = &self.cfg.sys.topics;
         let codes = &self.cfg.sys.codes;
+        let (order_id, event) = parse(topics, rec)?;
+        let order_id = order_id.as_str();
         let state = self.store.get(order_id)?;
-        let decision = if rec.topic == topics.ordered {
-            let ordered: Ordered = decode(rec.payload())?;
-            if ordered.order.customer_id.is_empty() {
-                return Err(Malformed("order.customer_id is empty".into()).into());
-            }
-            on_ordered(&state, &ordered.order.customer_id)
-        } else {
-            decode_baked(rec.payload())?;
-            on_baked(&state)
+        let (decision, customer_id) = match event {
+            Event::Ordered(o) => (
+                on_ordered(&state, &o.order.customer_id),
+                Some(o.order.customer_id),
+            ),
+            Event::Baked(_) => (on_baked(&state), None),
+            _ => return Err(unexpected(rec).into()),
         };
         #[cfg(madsim)]
         let decision = match decision {
@@ -110,9 +110,8 @@ impl<T: Transport> Handler for Deliver<T> {
         };
         match decision {
             Decision::Remember => {
-                let ordered: Ordered = decode(rec.payload())?;
-                self.store
-                    .remember_customer(order_id, &ordered.order.customer_id)?;
+                let customer_id = customer_id.expect("only pizza-ordered is remembered");
+                self.store.remember_customer(order_id, &customer_id)?;
             }
             Decision::Pend => {
                 self.store.mark_pending(order_id)?;

@@ -3,37 +3,30 @@
 //! `ksql/pizza_status.sql` in the repository has the equivalent statements for ksqlDB users.
 
 use crate::config::Topics;
-use crate::domain::{decode, decode_baked, encode, Assembled, Ordered, StatusEvent, StatusOnly};
-use crate::domain::{Malformed, StatusCodes};
-use crate::services::{event_ts, order_key, ServiceConfig};
+use crate::domain::{encode, Malformed, OrderId, StatusCodes, StatusEvent};
+use crate::services::event::{parse, unexpected, Event};
+use crate::services::{event_ts, ServiceConfig};
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
 
-/// The pure step: the pizza-status event for a source record. The same checks as the service that
-/// consumes the source topic, so an event that service dead-letters never shows in the view.
-pub fn step(topics: &Topics, codes: &StatusCodes, rec: &Record) -> Result<StatusEvent, Malformed> {
-    let payload = rec.payload();
-    let (status, ts) = if rec.topic == topics.ordered {
-        let e: Ordered = decode(payload)?;
-        (e.status, e.timestamp)
-    } else if rec.topic == topics.assembled {
-        let e: Assembled = decode(payload)?;
-        (e.status, e.timestamp)
-    } else if rec.topic == topics.baked {
-        // The older form leaves pizza-baked empty: the topic says what happened.
-        match decode_baked(payload)? {
-            Some(e) => (e.status, e.timestamp),
-            None => (codes.out_for_delivery, None),
-        }
-    } else {
-        let e: StatusOnly = decode(payload)?;
-        (e.status, e.timestamp)
+/// The pure step: the pizza-status event for a source record, judged by [`parse`] as the service
+/// that consumes the source topic judges it, so an event that service dead-letters never shows in
+/// the view.
+pub fn step(topics: &Topics, codes: &StatusCodes, rec: &Record) -> Result<(OrderId, StatusEvent), Malformed> {
+    let (order_id, event) = parse(topics, rec)?;
+    let (status, ts) = match event {
+        Event::Ordered(e) => (e.status, e.timestamp),
+        Event::Assembled(e) => (e.status, e.timestamp),
+        Event::Baked(Some(e)) | Event::Delivered(e) | Event::Pending(e) => (e.status, e.timestamp),
+        Event::Baked(None) => (codes.out_for_delivery, None),
+        Event::Status(_) => return Err(unexpected(rec)),
     };
-    Ok(StatusEvent {
+    let event = StatusEvent {
         status,
         timestamp: Some(event_ts(ts, rec)),
         observed_status: None,
-    })
+    };
+    Ok((order_id, event))
 }
 
 /// The merge service's handler.
@@ -44,9 +37,8 @@ pub struct Merge<T> {
 
 impl<T: Transport> Handler for Merge<T> {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let order_id = order_key(rec)?;
-        let event = step(&self.cfg.sys.topics, &self.cfg.sys.codes, rec)?;
-        let out = OutRecord::new(&self.cfg.sys.topics.status, order_id, encode(&event));
+        let (order_id, event) = step(&self.cfg.sys.topics, &self.cfg.sys.codes, rec)?;
+        let out = OutRecord::new(&self.cfg.sys.topics.status, order_id.as_str(), encode(&event));
         self.transport.produce(out).await?;
         Ok(())
     }
@@ -72,7 +64,7 @@ mod tests {
     fn copies_status_and_timestamp() {
         let t = Topics::default();
         let c = StatusCodes::default();
-        let e = step(
+        let (id, e) = step(
             &t,
             &c,
             &rec(
@@ -81,12 +73,16 @@ mod tests {
             ),
         )
         .unwrap();
+        assert_eq!(id.as_str(), "0000abcd");
         assert_eq!(encode(&e), br#"{"STATUS":200,"TIMESTAMP":7}"#);
         // Empty pizza-baked: status from the topic, time from the record.
-        let e = step(&t, &c, &rec("pizza-baked", b"")).unwrap();
+        let (_, e) = step(&t, &c, &rec("pizza-baked", b"")).unwrap();
         assert_eq!((e.status, e.timestamp), (300, Some(42)));
-        let e = step(&t, &c, &rec("pizza-delivered", br#"{"status":999}"#)).unwrap();
+        let (_, e) = step(&t, &c, &rec("pizza-delivered", br#"{"status":999}"#)).unwrap();
         assert_eq!((e.status, e.timestamp), (999, Some(42)));
         assert!(step(&t, &c, &rec("pizza-ordered", br#"{"status":100}"#)).is_err());
+        // What bake dead-letters, merge does not forward.
+        let huge = br#"{"status":200,"baking_time":1000000000000000,"timestamp":7}"#;
+        assert!(step(&t, &c, &rec("pizza-assembled", huge)).is_err());
     }
 }

@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod bake;
 pub mod deliver;
+pub mod event;
 pub mod merge;
 pub mod status;
 
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 use crate::clock::TimeScale;
 use crate::config::{ServiceName, SysConfig};
-use crate::domain::Malformed;
 use crate::shutdown::Shutdown;
 use crate::store::{DeliveryStore, StoreError, ViewStore};
 use crate::transport::{Record, Transport};
@@ -55,11 +55,11 @@ impl ServiceConfig {
         self.data_dir.join("delivery.db")
     }
 
-    fn worker(&self, service: ServiceName, topics: &[&str]) -> WorkerConfig {
+    fn worker(&self, service: ServiceName) -> WorkerConfig {
         let mut w = WorkerConfig::new(
             service.as_str(),
             self.sys.group(service),
-            topics,
+            &self.sys.topics.consumed_by(service),
             &self.sys.topics.dlq,
         );
         w.concurrency = self.concurrency;
@@ -81,6 +81,19 @@ pub enum RunError {
     NotAConsumer(ServiceName),
 }
 
+impl RunError {
+    /// Whether the service stopped because retries ran out (the broker or a store stayed
+    /// unavailable): a supervisor restarting it is the remedy. Anything else (a bad
+    /// configuration, a bug, a record no retry can get past) must not happen in a healthy shop.
+    pub fn gave_up_retrying(&self) -> bool {
+        match self {
+            RunError::Worker(w) => w.gave_up_retrying(),
+            RunError::Store(e) => e.is_busy(),
+            RunError::DataDir(..) | RunError::NotAConsumer(_) => false,
+        }
+    }
+}
+
 /// Runs one consuming service until `shutdown` fires (then finishes in-flight work, commits and
 /// leaves its group) or it fails.
 pub async fn run<T: Transport>(
@@ -90,14 +103,13 @@ pub async fn run<T: Transport>(
     stats: Arc<WorkerStats>,
     shutdown: Shutdown,
 ) -> Result<(), RunError> {
-    let topics = &cfg.sys.topics;
     let needs_disk = matches!(service, ServiceName::Deliver | ServiceName::Status);
     if needs_disk {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))?;
     }
     match service {
         ServiceName::Assemble => {
-            let w = cfg.worker(service, &[&topics.ordered]);
+            let w = cfg.worker(service);
             let h = assemble::Assemble {
                 transport: transport.clone(),
                 cfg: cfg.clone(),
@@ -105,7 +117,7 @@ pub async fn run<T: Transport>(
             run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
         }
         ServiceName::Bake => {
-            let w = cfg.worker(service, &[&topics.assembled]);
+            let w = cfg.worker(service);
             let h = bake::Bake {
                 transport: transport.clone(),
                 cfg: cfg.clone(),
@@ -113,7 +125,7 @@ pub async fn run<T: Transport>(
             run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
         }
         ServiceName::Deliver => {
-            let w = cfg.worker(service, &[&topics.ordered, &topics.baked]);
+            let w = cfg.worker(service);
             let path = cfg.delivery_path();
             #[cfg(madsim)]
             let path = if crate::mutants::on(crate::mutants::Mutant::DeliveryStateInMemory) {
@@ -133,7 +145,7 @@ pub async fn run<T: Transport>(
             // Merge cooks nothing: its only wait is the produce acknowledgement, so it runs as
             // many records at once as it may hold (lanes still keep each order's records in
             // order). With 64 at once it capped the shop near 1000 orders/s (loadgen: p99 7.6 s).
-            let mut w = cfg.worker(service, &topics.sources());
+            let mut w = cfg.worker(service);
             w.concurrency = w.max_in_flight;
             let h = merge::Merge {
                 transport: transport.clone(),
@@ -142,7 +154,7 @@ pub async fn run<T: Transport>(
             run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
         }
         ServiceName::Status => {
-            let w = cfg.worker(service, &[&topics.status, &topics.ordered]);
+            let w = cfg.worker(service);
             let view = Arc::new(ViewStore::open(&cfg.view_path())?);
             let watchdog = tokio::spawn(status::watchdog(
                 transport.clone(),
@@ -161,15 +173,6 @@ pub async fn run<T: Transport>(
         ServiceName::Web => return Err(RunError::NotAConsumer(service)),
     }
     Ok(())
-}
-
-/// The record's key as an order id string; a record without one cannot be handled.
-fn order_key(rec: &Record) -> Result<&str, Malformed> {
-    match rec.key_str() {
-        Some(k) if !k.is_empty() => Ok(k),
-        Some(_) | None if rec.key.is_none() => Err(Malformed("record has no key (order_id)".into())),
-        _ => Err(Malformed("record key is not a UTF-8 order_id".into())),
-    }
 }
 
 /// The event's own timestamp, else the record's, else 0 (older events carry none).

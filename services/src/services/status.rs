@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::config::SysConfig;
-use crate::domain::Malformed;
-use crate::domain::{decode, encode, Ordered, StatusCodes, StatusEvent};
-use crate::services::{event_ts, order_key, ServiceConfig};
+use crate::domain::{encode, Malformed, StatusCodes, StatusEvent};
+use crate::services::event::{parse, unexpected, Event};
+use crate::services::{event_ts, ServiceConfig};
 use crate::shutdown::Shutdown;
 use crate::store::{ViewStore, ViewUpdate};
 use crate::transport::{OutRecord, Record, Transport};
@@ -79,17 +79,20 @@ pub struct Status {
 
 /// The view update a record makes: details from pizza-ordered, a status from pizza-status.
 pub fn view_update(sys: &SysConfig, rec: &Record) -> Result<ViewUpdate, Malformed> {
-    let order_id = order_key(rec)?.to_owned();
-    if rec.topic == sys.topics.ordered {
-        let e: Ordered = decode(rec.payload())?;
-        let ordered_ts = event_ts(e.timestamp, rec);
-        return Ok(ViewUpdate::Details {
-            order_id,
-            order: e.order,
-            ordered_ts,
-        });
-    }
-    let e: StatusEvent = decode(rec.payload())?;
+    let (order_id, event) = parse(&sys.topics, rec)?;
+    let order_id = String::from(order_id);
+    let e = match event {
+        Event::Ordered(e) => {
+            let ordered_ts = event_ts(e.timestamp, rec);
+            return Ok(ViewUpdate::Details {
+                order_id,
+                order: e.order,
+                ordered_ts,
+            });
+        }
+        Event::Status(e) => e,
+        _ => return Err(unexpected(rec)),
+    };
     if sys.codes.rank(e.status).is_none() && e.status != sys.codes.stuck {
         tracing::warn!(
             order_id,

@@ -5,14 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::bindings as rd;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Delivered, OutRecord, Record, Subscription, Transport, TransportError};
+use super::{
+    header_from_raw, Delivered, OutRecord, RawRecord, Record, Subscription, Transport, TransportError,
+};
 use crate::config::KafkaProps;
 
 /// librdkafka's `message.timeout.ms` unless the user sets it: 10 s, below the web app's 15 s
@@ -80,6 +83,97 @@ impl KafkaTransport {
     }
 }
 
+impl KafkaTransport {
+    /// Produces a record exactly as given: a null key or value, header keys that are not UTF-8.
+    /// For tools and tests that play a hostile producer; the services produce [`OutRecord`]s.
+    pub async fn produce_raw(&self, record: &RawRecord) -> Result<Delivered, TransportError> {
+        let headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        // rdkafka's `Header` takes the key as `&str`; librdkafka itself takes any bytes.
+        let native = headers.as_borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
+        for (k, v) in &record.headers {
+            let (value, value_len) = match v {
+                Some(v) => (v.as_ptr().cast(), v.len() as isize),
+                None => (std::ptr::null(), 0),
+            };
+            // SAFETY: a `BorrowedHeaders` reference is the address of librdkafka's headers object
+            // (that is how rdkafka itself passes it to librdkafka), owned by `headers`, alive here.
+            // librdkafka copies the key and value, whose lengths are given explicitly.
+            let err = unsafe {
+                rd::rd_kafka_header_add(native, k.as_ptr().cast(), k.len() as isize, value, value_len)
+            };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return Err(TransportError::Fatal(format!("adding a header: {err:?}")));
+            }
+        }
+        self.send(
+            &record.topic,
+            record.key.as_deref(),
+            record.payload.as_deref(),
+            headers,
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<Delivered, TransportError> {
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = key {
+            fr = fr.key(k);
+        }
+        if let Some(p) = payload {
+            fr = fr.payload(p);
+        }
+        let fut = self.producer.send_result(fr).map_err(|(e, _)| classify(e))?;
+        match fut.await {
+            Ok(Ok(d)) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(classify(e)),
+            Err(_) => Err(TransportError::Retriable(
+                "producer dropped the delivery report".into(),
+            )),
+        }
+    }
+}
+
+/// A consumed record's headers, read as bytes through librdkafka's C API (rdkafka's
+/// `Headers::iter` unwraps the key as UTF-8 and panics on anything else), then decoded by
+/// [`header_from_raw`].
+fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m.ptr()` is the consumer's message, valid while `m` is; the headers belong to it.
+    let err = unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut hdrs) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `hdrs` is valid while the message is.
+    let count = unsafe { rd::rd_kafka_header_cnt(hdrs) };
+    let mut out = Vec::with_capacity(count);
+    for idx in 0..count {
+        let mut name: *const std::os::raw::c_char = std::ptr::null();
+        let mut value: *const std::os::raw::c_void = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: `idx` < count; librdkafka fills the three out-pointers with pointers into the
+        // message's headers, valid while the message is (we copy before returning).
+        let err = unsafe { rd::rd_kafka_header_get_all(hdrs, idx, &mut name, &mut value, &mut size) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            continue;
+        }
+        // SAFETY: librdkafka stores header names NUL-terminated; values as `size` bytes.
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+        let value =
+            (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+        out.push(header_from_raw(key, value));
+    }
+    out
+}
+
 /// Our client id and `defaults`, then the user's properties (which win over both).
 fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
@@ -94,9 +188,15 @@ fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -
     cfg
 }
 
-/// Splits librdkafka's errors into retriable and fatal.
+/// Splits librdkafka's errors into retriable, fatal, and "this record is too large".
 pub fn classify(e: KafkaError) -> TransportError {
     let code = e.rdkafka_error_code();
+    if matches!(
+        code,
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    ) {
+        return TransportError::TooLarge(e.to_string());
+    }
     let fatal = matches!(
         code,
         Some(
@@ -107,7 +207,6 @@ pub fn classify(e: KafkaError) -> TransportError {
                 | RDKafkaErrorCode::GroupAuthorizationFailed
                 | RDKafkaErrorCode::SaslAuthenticationFailed
                 | RDKafkaErrorCode::InvalidConfig
-                | RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::ProducerFenced
         )
     ) || matches!(e, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..));
@@ -129,21 +228,8 @@ impl Transport for KafkaTransport {
                 value: Some(v),
             });
         }
-        let fr = FutureRecord::to(&record.topic)
-            .key(&record.key)
-            .payload(&record.payload)
-            .headers(headers);
-        let fut = self.producer.send_result(fr).map_err(|(e, _)| classify(e))?;
-        match fut.await {
-            Ok(Ok(d)) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Ok(Err((e, _))) => Err(classify(e)),
-            Err(_) => Err(TransportError::Retriable(
-                "producer dropped the delivery report".into(),
-            )),
-        }
+        self.send(&record.topic, Some(&record.key), Some(&record.payload), headers)
+            .await
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<KafkaSubscription, TransportError> {
@@ -205,14 +291,7 @@ pub struct KafkaSubscription {
 impl Subscription for KafkaSubscription {
     async fn recv(&mut self) -> Result<Record, TransportError> {
         let m = self.consumer.recv().await.map_err(classify)?;
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = headers_of(&m);
         Ok(Record {
             topic: m.topic().to_owned(),
             partition: m.partition(),

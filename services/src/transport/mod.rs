@@ -33,6 +33,66 @@ impl Record {
     }
 }
 
+/// A header as a consumer reads it from the wire: the key's bytes are untrusted, so they are
+/// decoded as UTF-8 with every invalid sequence replaced by U+FFFD, as Kafka's Java client decodes
+/// header keys; a null value reads as empty. Both transports read headers through this function
+/// (rdkafka's own header iterator panics on a key that is not UTF-8).
+pub fn header_from_raw(key: &[u8], value: Option<&[u8]>) -> (String, Vec<u8>) {
+    #[cfg(madsim)]
+    if crate::mutants::on(crate::mutants::Mutant::HeaderKeyPanics) {
+        // What rdkafka's `Headers::iter` does: `CStr::to_str().unwrap()`.
+        let key = std::str::from_utf8(key).expect("header key is UTF-8");
+        return (key.to_owned(), value.unwrap_or_default().to_vec());
+    }
+    (
+        String::from_utf8_lossy(key).into_owned(),
+        value.unwrap_or_default().to_vec(),
+    )
+}
+
+/// A record exactly as bytes: no key or payload at all (null), and header keys that need not be
+/// UTF-8. The services never write such records; tools and tests that play a hostile producer do
+/// (`KafkaTransport::produce_raw`, the simulation's transport).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl RawRecord {
+    /// Its size as a producer counts it against `message.max.bytes`: key, value, and each header's
+    /// key and value with their length prefixes (librdkafka's `rd_kafka_msg_new0` check).
+    pub fn size(&self) -> usize {
+        let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| HEADER_OVERHEAD + k.len() + len(v))
+            .sum();
+        len(&self.key) + len(&self.payload) + headers
+    }
+}
+
+/// Bytes a header adds besides its key and value (the two length prefixes, as varints).
+pub const HEADER_OVERHEAD: usize = 4;
+
+impl From<OutRecord> for RawRecord {
+    fn from(r: OutRecord) -> RawRecord {
+        RawRecord {
+            topic: r.topic,
+            key: Some(r.key),
+            payload: Some(r.payload),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.into_bytes(), Some(v)))
+                .collect(),
+        }
+    }
+}
+
 /// A record to produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutRecord {
@@ -70,6 +130,10 @@ pub enum TransportError {
     /// Retrying will not help: bad configuration, a fenced producer, an unknown topic.
     #[error("fatal transport error: {0}")]
     Fatal(String),
+    /// This record is larger than the producer or the broker accepts (`message.max.bytes`):
+    /// retrying it will not help, but a smaller record would go through.
+    #[error("record too large: {0}")]
+    TooLarge(String),
 }
 
 impl TransportError {

@@ -112,6 +112,17 @@ impl Shop {
         }
     }
 
+    /// The status view, read-only, once the status service has created it.
+    pub async fn view_when_ready(&self) -> ViewStore {
+        let path = self.cfg.view_path();
+        wait_for("the status view", Duration::from_secs(30), || {
+            let exists = path.exists();
+            async move { exists }
+        })
+        .await;
+        self.view()
+    }
+
     /// The status view, read-only.
     pub fn view(&self) -> ViewStore {
         ViewStore::open_read_only(&self.cfg.view_path()).expect("view")
@@ -174,4 +185,18 @@ pub async fn records_on(transport: &KafkaTransport, topic: &str) -> i64 {
         .expect("end offsets")
         .iter()
         .sum()
+}
+
+/// Holds a broker that must outlive a failed test's services: when a test panics, its services'
+/// consumers are dropped with the runtime, after the test's locals, and librdkafka's consumer close
+/// waits for ever for a broker that is gone. On a panic the broker is leaked instead of stopped,
+/// so the test fails instead of hanging.
+pub struct KeptOnPanic<B>(pub Option<B>);
+
+impl<B> Drop for KeptOnPanic<B> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::mem::forget(self.0.take());
+        }
+    }
 }

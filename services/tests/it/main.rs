@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod crash;
 mod dlq;
+mod hostile;
 mod pipeline;
 mod tansu;
 mod watchdog;

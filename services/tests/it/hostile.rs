@@ -1,0 +1,148 @@
+//! One bad record must never stop the shop: records no service would write, produced byte for
+//! byte onto the topics the services consume, on the embedded broker.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pizza::admin::EmbeddedBroker;
+use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::domain::encode;
+use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::RawRecord;
+use pizza::worker::DLQ_PAYLOAD_BYTES;
+
+use crate::common::*;
+
+/// A valid pizza-ordered event for `key`, as raw bytes with `headers`.
+fn raw_order(sys: &SysConfig, key: &str, headers: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> RawRecord {
+    let event = pizza::command::ordered_event(sys, &order_request(sys, 3), 1).unwrap();
+    RawRecord {
+        topic: sys.topics.ordered.clone(),
+        key: Some(key.as_bytes().to_vec()),
+        payload: Some(encode(&event)),
+        headers,
+    }
+}
+
+/// The shop's services at time scale 0 on an embedded broker, and a producer beside them.
+struct Fixture {
+    sys: SysConfig,
+    producer: KafkaTransport,
+    shop: Shop,
+    _dir: tempfile::TempDir,
+    _broker: KeptOnPanic<EmbeddedBroker>,
+}
+
+fn shop() -> Fixture {
+    let sys = SysConfig::default();
+    let broker = EmbeddedBroker::start(&sys).unwrap();
+    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let producer = KafkaTransport::new(&props, "it-hostile").unwrap();
+    let dir = data_dir();
+    let shop = Shop::start(
+        &props,
+        test_config(dir.path().to_owned(), 0.0),
+        &ServiceName::CONSUMERS,
+    );
+    Fixture {
+        sys,
+        producer,
+        shop,
+        _dir: dir,
+        _broker: KeptOnPanic(Some(broker)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_key_that_is_not_utf8_stops_no_consumer() {
+    let f = shop();
+    let headers = vec![
+        (b"\xff\xfe-key".to_vec(), Some(b"\x00\x01binary".to_vec())),
+        (b"null-value".to_vec(), None),
+        (b"dlq.reason".to_vec(), Some(b"spoofed".to_vec())),
+    ];
+    let odd = "0dd0dd01";
+    f.producer
+        .produce_raw(&raw_order(&f.sys, odd, headers))
+        .await
+        .unwrap();
+    let ids = place(&f.producer, &f.sys, 1).await;
+    let view = f.shop.view_when_ready().await;
+    wait_for("both orders delivered", Duration::from_secs(60), || async {
+        [odd, ids[0].as_str()]
+            .iter()
+            .all(|id| view.status(id).ok().flatten().is_some_and(|s| s.status == 999))
+    })
+    .await;
+    // The key reads as Kafka's Java client reads it: invalid UTF-8 replaced, value kept as bytes.
+    let ordered = topic(&f.producer, &f.sys.topics.ordered).await;
+    let rec = ordered.iter().find(|r| r.key_str() == Some(odd)).unwrap();
+    assert_eq!(
+        rec.headers,
+        vec![
+            ("\u{fffd}\u{fffd}-key".to_owned(), b"\x00\x01binary".to_vec()),
+            ("null-value".to_owned(), vec![]),
+            ("dlq.reason".to_owned(), b"spoofed".to_vec()),
+        ]
+    );
+    f.shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_too_large_to_dead_letter_whole_is_dead_lettered_in_part() {
+    let f = shop();
+    // Under the producer's limit (librdkafka's message.max.bytes, 1,000,000) by less than the
+    // headers a dead-letter record adds: it can be written, but not copied whole.
+    let payload = vec![b'x'; 999_900];
+    let bad = RawRecord {
+        topic: f.sys.topics.ordered.clone(),
+        key: Some(b"0b160b16".to_vec()),
+        payload: Some(payload.clone()),
+        headers: vec![(b"origin".to_vec(), Some(b"test".to_vec()))],
+    };
+    let at = f.producer.produce_raw(&bad).await.unwrap();
+    let ids = place(&f.producer, &f.sys, 1).await;
+    let view = f.shop.view_when_ready().await;
+    wait_for("the good order delivered", Duration::from_secs(60), || async {
+        count_at(&view, &ids, 999) == 1
+    })
+    .await;
+    // Every service that reads pizza-ordered dead-lettered it, in part.
+    let consumers = [
+        ServiceName::Assemble,
+        ServiceName::Deliver,
+        ServiceName::Merge,
+        ServiceName::Status,
+    ];
+    wait_for("four dead-letter records", Duration::from_secs(30), || async {
+        records_on(&f.producer, &f.sys.topics.dlq).await >= 4
+    })
+    .await;
+    let dlq = topic(&f.producer, &f.sys.topics.dlq).await;
+    for service in consumers {
+        let r = dlq
+            .iter()
+            .find(|r| header(r, "dlq.service") == Some(service.as_str()))
+            .unwrap_or_else(|| panic!("{service} did not dead-letter it: {dlq:?}"));
+        assert_eq!(header(r, "dlq.source.topic"), Some("pizza-ordered"));
+        assert_eq!(
+            header(r, "dlq.source.partition"),
+            Some(&*at.partition.to_string())
+        );
+        assert_eq!(header(r, "dlq.source.offset"), Some(&*at.offset.to_string()));
+        assert_eq!(header(r, "dlq.truncated"), Some("true"));
+        assert_eq!(header(r, "dlq.payload.length"), Some("999900"));
+        assert_eq!(header(r, "dlq.key.length"), Some("8"));
+        assert_eq!(header(r, "dlq.headers.count"), Some("1"));
+        assert!(header(r, "dlq.reason").unwrap().starts_with("invalid event JSON"));
+        assert_eq!(r.key_str(), Some("0b160b16"));
+        assert_eq!(r.payload(), &payload[..DLQ_PAYLOAD_BYTES]);
+        let stats = &f.shop.stats[&service];
+        assert_eq!(
+            stats.dead_lettered_in_part.load(Ordering::Relaxed),
+            1,
+            "{service}"
+        );
+    }
+    f.shop.stop().await;
+}
