@@ -302,8 +302,8 @@ pub fn consumed_topics(topics: &Topics) -> [&str; 6] {
     ]
 }
 
-/// Every (kind, topic) pair that means something: the whole catalogue.
-pub fn pairs(topics: &Topics) -> Vec<(Kind, String)> {
+/// Every (kind, topic) pair that means something, with what the shop must do: the whole catalogue.
+pub fn pairs(topics: &Topics) -> Vec<(Kind, String, Expect)> {
     let id = OrderId::from_u32(0);
     let mut out = Vec::new();
     for topic in consumed_topics(topics) {
@@ -316,8 +316,8 @@ pub fn pairs(topics: &Topics) -> Vec<(Kind, String)> {
                 max_record_bytes: 1000,
                 headers: Vec::new(),
             };
-            if make(kind, &spec).is_some() {
-                out.push((kind, topic.to_owned()));
+            if let Some(h) = make(kind, &spec) {
+                out.push((kind, topic.to_owned(), h.expect));
             }
         }
     }
@@ -354,7 +354,7 @@ mod tests {
         let pairs = pairs(&topics);
         assert!(pairs.len() > 60, "{}", pairs.len());
         let id = OrderId::from_u32(7);
-        for (kind, topic) in pairs {
+        for (kind, topic, expect) in pairs {
             let spec = Spec {
                 topics: &topics,
                 topic: &topic,
@@ -364,6 +364,7 @@ mod tests {
                 headers: vec![(TAG_HEADER.as_bytes().to_vec(), Some(b"1".to_vec()))],
             };
             let h = make(kind, &spec).unwrap();
+            assert_eq!(h.expect, expect);
             let judged = parse(&topics, &as_consumed(&h.record));
             match h.expect {
                 Expect::DeadLettered => assert!(judged.is_err(), "{kind:?} on {topic}: {judged:?}"),

@@ -17,19 +17,92 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use pizza::partitioner::partition_for;
-use pizza::transport::{Delivered, OutRecord, Record};
+use pizza::transport::{header_from_raw, Delivered, RawRecord, Record};
 
 use crate::rng::SplitMix64;
 use crate::trace::Trace;
 
-/// A record as the broker stores it.
+/// A record as the broker stores it: bytes, as a producer sent them (a null key or value, header
+/// keys that are not UTF-8).
 #[derive(Clone, Debug)]
 pub struct Stored {
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// When the broker appended it (epoch ms).
     pub timestamp_ms: i64,
+}
+
+impl Stored {
+    /// The key's bytes (empty when null).
+    pub fn key(&self) -> &[u8] {
+        self.key.as_deref().unwrap_or_default()
+    }
+
+    /// The value's bytes (empty when null).
+    pub fn payload(&self) -> &[u8] {
+        self.payload.as_deref().unwrap_or_default()
+    }
+
+    /// The first header named `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned())
+    }
+}
+
+/// A record a fetch returns, as bytes: the consumer's transport decodes it ([`Self::into_record`]).
+#[derive(Clone, Debug)]
+pub struct FetchedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub stored: Stored,
+}
+
+impl FetchedRecord {
+    /// The record as a consumer reads it: headers through `pizza::transport::header_from_raw`,
+    /// as the Kafka transport reads them.
+    pub fn into_record(self) -> Record {
+        Record {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.stored.key,
+            payload: self.stored.payload,
+            headers: self
+                .stored
+                .headers
+                .iter()
+                .map(|(k, v)| header_from_raw(k, v.as_deref()))
+                .collect(),
+            timestamp_ms: Some(self.stored.timestamp_ms),
+        }
+    }
+}
+
+/// Why a produce was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProduceError {
+    UnknownTopic(String),
+    /// Larger than `message.max.bytes`, as Kafka refuses it (MESSAGE_TOO_LARGE).
+    TooLarge {
+        size: usize,
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for ProduceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProduceError::UnknownTopic(t) => write!(f, "unknown topic {t}"),
+            ProduceError::TooLarge { size, max } => {
+                write!(f, "record of {size} bytes is larger than message.max.bytes {max}")
+            }
+        }
+    }
 }
 
 /// How the broker behaves.
@@ -40,7 +113,13 @@ pub struct BrokerConfig {
     pub session_timeout_ms: i64,
     /// Most records one fetch returns.
     pub max_batch: usize,
+    /// The largest record accepted (Kafka's and librdkafka's `message.max.bytes`), counted as
+    /// `RawRecord::size` counts it.
+    pub max_record_bytes: usize,
 }
+
+/// librdkafka's default `message.max.bytes`, which the services' producers use.
+pub const MAX_RECORD_BYTES: usize = 1_000_000;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -48,6 +127,7 @@ impl Default for BrokerConfig {
             partitions: 6,
             session_timeout_ms: 6_000,
             max_batch: 64,
+            max_record_bytes: MAX_RECORD_BYTES,
         }
     }
 }
@@ -74,7 +154,10 @@ struct Group {
 #[derive(Debug)]
 pub enum Fetched {
     /// Records (maybe none yet) and the group's generation.
-    Records { generation: u64, records: Vec<Record> },
+    Records {
+        generation: u64,
+        records: Vec<FetchedRecord>,
+    },
     /// The member is no longer in the group (its session expired or it left): join again.
     Gone,
 }
@@ -126,19 +209,31 @@ impl Broker {
         self.trace.push(line);
     }
 
-    /// Appends a record, once per (producer, sequence).
+    /// Appends a record, once per (producer, sequence); refuses one over `max_record_bytes`.
     pub fn produce(
         &mut self,
         now: i64,
         node: &str,
         producer: u64,
         seq: u64,
-        rec: OutRecord,
-    ) -> Result<Delivered, String> {
+        rec: RawRecord,
+    ) -> Result<Delivered, ProduceError> {
         self.expire(now);
+        let key = trace_key(rec.key.as_deref());
+        let size = rec.size();
+        if size > self.cfg.max_record_bytes {
+            self.event(
+                now,
+                node,
+                format_args!("{} - - {key} produce-refused-too-large {size}", rec.topic),
+            );
+            return Err(ProduceError::TooLarge {
+                size,
+                max: self.cfg.max_record_bytes,
+            });
+        }
         if let Some(d) = self.producers.get(&producer).and_then(|p| p.get(&seq)) {
             let d = *d;
-            let key = String::from_utf8_lossy(&rec.key).into_owned();
             self.event(
                 now,
                 node,
@@ -150,12 +245,15 @@ impl Broker {
             return Ok(d);
         }
         let Some(parts) = self.topics.get_mut(&rec.topic) else {
-            return Err(format!("unknown topic {}", rec.topic));
+            return Err(ProduceError::UnknownTopic(rec.topic));
         };
-        let partition = partition_for(&rec.key, parts.len() as i32);
+        // A null key goes to any partition (Java's producer spreads them); a key, where murmur2 says.
+        let partition = match &rec.key {
+            Some(k) => partition_for(k, parts.len() as i32),
+            None => self.rng.below(parts.len() as u64) as i32,
+        };
         let log = &mut parts[partition as usize];
         let offset = log.len() as i64;
-        let key = trace_key(&rec.key);
         log.push(Stored {
             key: rec.key,
             payload: rec.payload,
@@ -368,22 +466,16 @@ impl Broker {
         let to = (from + batch).min(log.len());
         *cursor = to as i64;
         let node = m.node.clone();
-        let records: Vec<Record> = (from..to)
-            .map(|o| {
-                let s = &log[o];
-                Record {
-                    topic: topic.clone(),
-                    partition,
-                    offset: o as i64,
-                    key: Some(s.key.clone()),
-                    payload: Some(s.payload.clone()),
-                    headers: s.headers.clone(),
-                    timestamp_ms: Some(s.timestamp_ms),
-                }
+        let records: Vec<FetchedRecord> = (from..to)
+            .map(|o| FetchedRecord {
+                topic: topic.clone(),
+                partition,
+                offset: o as i64,
+                stored: log[o].clone(),
             })
             .collect();
         for r in &records {
-            let key = trace_key(r.key.as_deref().unwrap_or_default());
+            let key = trace_key(r.stored.key.as_deref());
             self.event(
                 now,
                 &node,
@@ -432,12 +524,22 @@ impl Broker {
     }
 }
 
-/// A key as one column of a trace line: `""` for an empty key, so the columns stay in place.
-fn trace_key(key: &[u8]) -> String {
-    if key.is_empty() {
-        "\"\"".to_owned()
-    } else {
-        String::from_utf8_lossy(key).replace(char::is_whitespace, "_")
+/// Most characters of a key a trace line shows.
+const TRACE_KEY_CHARS: usize = 24;
+
+/// A key as one column of a trace line: `""` for an empty key and `null` for none, so the columns
+/// stay in place; a long one cut short with its length.
+fn trace_key(key: Option<&[u8]>) -> String {
+    match key {
+        None => "null".to_owned(),
+        Some([]) => "\"\"".to_owned(),
+        Some(k) => {
+            let text = String::from_utf8_lossy(k).replace(|c: char| c.is_whitespace() || c.is_control(), "_");
+            match text.char_indices().nth(TRACE_KEY_CHARS) {
+                Some((cut, _)) => format!("{}...({}B)", &text[..cut], k.len()),
+                None => text,
+            }
+        }
     }
 }
 
@@ -445,8 +547,8 @@ fn trace_key(key: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn out(topic: &str, key: &str) -> OutRecord {
-        OutRecord::new(topic, key, b"{}".to_vec())
+    fn out(topic: &str, key: &str) -> RawRecord {
+        pizza::transport::OutRecord::new(topic, key, b"{}".to_vec()).into()
     }
 
     fn broker() -> Broker {
@@ -456,7 +558,7 @@ mod tests {
     }
 
     /// Fetches like a consumer: keeps its generation and positions, until nothing is left.
-    fn fetch_all(b: &mut Broker, now: i64, group: &str, member: u64) -> Vec<Record> {
+    fn fetch_all(b: &mut Broker, now: i64, group: &str, member: u64) -> Vec<FetchedRecord> {
         let mut generation = 0;
         let mut pos: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut got = Vec::new();
@@ -498,7 +600,8 @@ mod tests {
         let Fetched::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[]) else {
             panic!()
         };
-        assert_eq!(again, records);
+        let offsets = |rs: &[FetchedRecord]| rs.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>();
+        assert_eq!(offsets(&again), offsets(&records));
         let p = records[0].partition;
         let Fetched::Records { records: none, .. } = b.fetch(0, "g", m, generation, &[("t".into(), p, 1)])
         else {

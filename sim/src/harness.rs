@@ -10,7 +10,10 @@
 //! 2. Convergence, after the faults heal: within the scenario's `heal` budget every accepted order
 //!    reaches 999 in the view and every group has committed the whole log. Then: no order was
 //!    delivered twice; the view equals the view rebuilt from the log; every event of an accepted
-//!    order made it into pizza-status; pizza-dlq holds exactly the scenario's malformed events.
+//!    order made it into pizza-status; every hostile record the scenario sent that is not its
+//!    topic's event was dead-lettered by every service that consumes the topic, and pizza-dlq holds
+//!    nothing else. Throughout: no service stops on an error that retrying could not fix, and
+//!    nothing panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -25,14 +28,15 @@ use pizza::clock::{now_ms, TimeScale};
 use pizza::command::{place_order, PlaceError};
 use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
+use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
 use pizza::mutants::Mutant;
 use pizza::services::{RunError, ServiceConfig};
 use pizza::shutdown::Shutdown;
 use pizza::store::ViewStore;
-use pizza::transport::{OutRecord, Transport};
+use pizza::transport::TransportError;
 use pizza::worker::WorkerStats;
 
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::{Broker, BrokerConfig, MAX_RECORD_BYTES};
 use crate::node::{serve, BrokerShared, SimTransport};
 use crate::rng::SplitMix64;
 use crate::scenario::{FaultKind, Scenario};
@@ -41,8 +45,6 @@ use crate::scenario::{FaultKind, Scenario};
 const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Time allowed for a stuck mark to travel from the watchdog's produce into the view.
 const MARK_SLACK_MS: i64 = 5_000;
-/// The header the scenario puts on the malformed events it makes.
-pub const MALFORMED_HEADER: &str = "sim.malformed";
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -89,6 +91,8 @@ pub struct Outcome {
     /// Orders whose placing failed (the customer was told so).
     pub refused: u64,
     pub delivered: usize,
+    /// Hostile records that reached the log.
+    pub hostile: usize,
     pub dead_lettered: usize,
     pub restarts: u64,
     /// Simulated time the run took.
@@ -143,11 +147,12 @@ impl fmt::Display for Outcome {
         if self.passed() {
             return write!(
                 f,
-                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
+                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
                 self.scenario,
                 self.seed,
                 self.delivered,
                 self.refused,
+                self.hostile,
                 self.dead_lettered,
                 self.restarts,
                 self.simulated.as_secs_f64(),
@@ -183,6 +188,8 @@ struct Shared {
     restarts: AtomicU64,
     /// Orders the customers were told could not be placed.
     refused: AtomicU64,
+    /// The hostile records sent, by number (their `sim.hostile` header): kind and expectation.
+    hostile: Mutex<BTreeMap<u32, (Kind, Expect)>>,
     start_ms: AtomicU64,
 }
 
@@ -260,6 +267,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
                 accepted: 0,
                 refused: 0,
                 delivered: 0,
+                hostile: 0,
                 dead_lettered: 0,
                 restarts: 0,
                 simulated: Duration::ZERO,
@@ -433,7 +441,7 @@ async fn simulate(
         Ok(path) => compare_views(&shared, &view_path, &path),
         Err(e) => shared.violate("view-equals-rebuild", None, format!("rebuild failed: {e}")),
     }
-    let (delivered, dead_lettered) = check_log(&bs, &sys, &shared, sc.malformed);
+    let (delivered, hostile, dead_lettered) = check_log(&bs, &sys, &shared);
     let b = bs.lock();
     let accepted = shared.accepted.lock().expect("accepted").len();
     let violations = std::mem::take(&mut *shared.violations.lock().expect("violations"));
@@ -448,6 +456,7 @@ async fn simulate(
         accepted,
         refused: shared.refused.load(Ordering::Relaxed),
         delivered,
+        hostile,
         dead_lettered,
         restarts: shared.restarts.load(Ordering::Relaxed),
         simulated: Duration::from_millis((now_ms() - start).max(0) as u64),
@@ -467,6 +476,7 @@ async fn run_service(
     bs: Arc<BrokerShared>,
     watchdog_period_ms: i64,
 ) {
+    let mut stopped_for_good = false;
     loop {
         let transport = SimTransport::connect(service.as_str()).await;
         let (trigger, shutdown) = Shutdown::new();
@@ -493,6 +503,17 @@ async fn run_service(
                     fmt_t(t),
                     service.as_str()
                 ));
+                // Running out of retries while the broker is out of reach is what a supervisor
+                // is for; any other error would stop the service again on the same record (once
+                // reported, its repeats are in the trace).
+                if !e.gave_up_retrying() && !stopped_for_good {
+                    stopped_for_good = true;
+                    shared.violate(
+                        "service-kept-running",
+                        None,
+                        format!("{} stopped on an error no retry fixes: {e}", service.as_str()),
+                    );
+                }
                 shared.restarts.fetch_add(1, Ordering::Relaxed);
                 if service == ServiceName::Status {
                     let now = now_ms();
@@ -600,11 +621,20 @@ fn not_delivered(shared: &Shared) -> Vec<String> {
 }
 
 /// Customers place `orders` at `rate` (exponential gaps), each through `place_order`; an order is
-/// accepted when that returned Ok (the customer was told "placed"). The scenario's malformed
-/// events go out from here too.
+/// accepted when that returned Ok (the customer was told "placed"). The scenario's bad records go
+/// out from here too, beside the orders: `malformed` records the shop must dead-letter, and with
+/// chance `hostile` per order one from the whole of `pizza::hostile`'s catalogue.
 async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Shared>) {
     let t = SimTransport::connect("customers").await;
     let mut rng = SplitMix64::new(seed ^ 0xc057_0e75);
+    // The bad records' own generator: a seed places the same orders with or without them.
+    let mut bad_rng = SplitMix64::new(seed ^ 0x4057_11e5);
+    let catalogue = hostile::pairs(&sys.topics);
+    let dead: Vec<_> = catalogue
+        .iter()
+        .filter(|(_, _, e)| *e == Expect::DeadLettered)
+        .cloned()
+        .collect();
     let menu = sys.menu.clone();
     let sys = Arc::new(sys);
     // Which order each malformed event goes out beside.
@@ -613,6 +643,29 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
         .collect();
     let mut used = BTreeSet::new();
     let mut placing = Vec::new();
+    let mut bad_sent = 0u32;
+    let mut send_bad =
+        |pool: &[(Kind, String, Expect)], bad_rng: &mut SplitMix64, used: &mut BTreeSet<OrderId>| {
+            let (kind, topic, _) = &pool[bad_rng.below(pool.len() as u64) as usize];
+            let order_id = loop {
+                let id = OrderId::from_u32(bad_rng.next_u64() as u32);
+                if used.insert(id.clone()) {
+                    break id;
+                }
+            };
+            let n = bad_sent;
+            bad_sent += 1;
+            let spec = hostile::Spec {
+                topics: &sys.topics,
+                topic,
+                order_id: &order_id,
+                ts_ms: now_ms(),
+                max_record_bytes: MAX_RECORD_BYTES,
+                headers: vec![(TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes()))],
+            };
+            let h = hostile::make(*kind, &spec).expect("the catalogue lists only kinds that apply");
+            tokio::spawn(send_hostile(t.clone(), shared.clone(), n, h))
+        };
     for i in 0..sc.orders {
         let gap = -(1.0 - rng.unit()).ln() / sc.rate;
         tokio::time::sleep(Duration::from_secs_f64(gap)).await;
@@ -662,19 +715,16 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
                 }
             }
         }));
-        for n in (0..sc.malformed).filter(|n| malformed_at[*n as usize] == i) {
-            let bad = malformed(&sys.topics, n);
-            let t2 = t.clone();
-            placing.push(tokio::spawn(async move {
-                // Retried until durable: the checker expects every one in pizza-dlq.
-                while t2.produce(bad.clone()).await.is_err() {}
-            }));
+        for _ in (0..sc.malformed).filter(|n| malformed_at[*n as usize] == i) {
+            placing.push(send_bad(&dead, &mut bad_rng, &mut used));
+        }
+        if sc.hostile > 0.0 && bad_rng.chance(sc.hostile) {
+            placing.push(send_bad(&catalogue, &mut bad_rng, &mut used));
         }
     }
     if sc.orders == 0 {
-        for n in 0..sc.malformed {
-            let bad = malformed(&sys.topics, n);
-            while t.produce(bad.clone()).await.is_err() {}
+        for _ in 0..sc.malformed {
+            placing.push(send_bad(&dead, &mut bad_rng, &mut used));
         }
     }
     for p in placing {
@@ -682,18 +732,50 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
     }
 }
 
-/// The n-th malformed event: bad JSON, a missing field, a wrong type, an empty key, in turn.
-fn malformed(topics: &pizza::config::Topics, n: u32) -> OutRecord {
-    let (topic, key, payload): (&str, &str, &[u8]) = match n % 4 {
-        0 => (&topics.ordered, "bad00000", b"{not json"),
-        1 => (&topics.ordered, "bad00001", br#"{"status":100}"#),
-        2 => (&topics.baked, "bad00002", br#"{"status":"hot"}"#),
-        _ => (&topics.assembled, "", br#"{"status":200,"baking_time":9}"#),
-    };
-    let mut r = OutRecord::new(topic, key, payload.to_vec());
-    r.headers
-        .push((MALFORMED_HEADER.into(), n.to_string().into_bytes()));
-    r
+/// Attempts at a hostile record while the broker is out of reach (each waits out the producer's
+/// 10 s deadline): far longer than any scenario's outage.
+const HOSTILE_ATTEMPTS: u32 = 100;
+
+/// Produces hostile record `n` (retried while the broker is out of reach); a valid order among them
+/// is accepted like any other.
+async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) {
+    shared
+        .hostile
+        .lock()
+        .expect("hostile")
+        .insert(n, (h.kind, h.expect));
+    let what = format!("hostile record #{n} ({} on {})", h.kind.name(), h.record.topic);
+    for _ in 0..HOSTILE_ATTEMPTS {
+        match t.produce_raw(h.record.clone()).await {
+            Ok(d) if h.expect == Expect::Refused => {
+                shared.violate(
+                    "oversize-refused",
+                    None,
+                    format!(
+                        "{what} of {} bytes was accepted at {}@{}",
+                        h.record.size(),
+                        d.partition,
+                        d.offset
+                    ),
+                );
+                return;
+            }
+            Ok(_) => {
+                if h.expect == Expect::Handled && h.kind == Kind::HeaderBytes {
+                    let id =
+                        String::from_utf8_lossy(h.record.key.as_deref().unwrap_or_default()).into_owned();
+                    shared.accepted.lock().expect("accepted").insert(id, now_ms());
+                }
+                return;
+            }
+            Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
+            Err(e) if e.is_retriable() => continue,
+            Err(e) => {
+                shared.violate("harness", None, format!("{what} was refused: {e}"));
+                return;
+            }
+        }
+    }
 }
 
 /// The checker's watch over the view: safety checks on every read.
@@ -834,17 +916,19 @@ fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
     }
 }
 
-/// Checks on the log itself; returns (orders delivered, records in pizza-dlq).
-fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared, malformed: u32) -> (usize, usize) {
+/// Checks on the log itself; returns (orders delivered, hostile records in the log, records in
+/// pizza-dlq).
+fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usize, usize) {
     let b = bs.lock();
     let topics = &sys.topics;
     let accepted = shared.accepted.lock().expect("accepted").clone();
+    let tag = |r: &crate::broker::Stored| r.header(TAG_HEADER).and_then(|n| n.parse::<u32>().ok());
     // Deliveries: a redelivered input may re-send the same event, never a second delivery.
     let mut deliveries: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     for part in b.log(&topics.delivered) {
-        for r in part {
-            let key = String::from_utf8_lossy(&r.key).into_owned();
-            let ts = decode::<StatusOnly>(&r.payload)
+        for r in part.iter().filter(|r| tag(r).is_none()) {
+            let key = String::from_utf8_lossy(r.key()).into_owned();
+            let ts = decode::<StatusOnly>(r.payload())
                 .ok()
                 .and_then(|e| e.timestamp)
                 .unwrap_or_default();
@@ -864,19 +948,19 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared, malformed: u32
     let mut merged: BTreeSet<(String, i64)> = BTreeSet::new();
     for part in b.log(&topics.status) {
         for r in part {
-            if let Ok(e) = decode::<StatusEvent>(&r.payload) {
-                merged.insert((String::from_utf8_lossy(&r.key).into_owned(), e.status));
+            if let Ok(e) = decode::<StatusEvent>(r.payload()) {
+                merged.insert((String::from_utf8_lossy(r.key()).into_owned(), e.status));
             }
         }
     }
     for topic in topics.sources() {
         for part in b.log(topic) {
             for r in part {
-                let key = String::from_utf8_lossy(&r.key).into_owned();
+                let key = String::from_utf8_lossy(r.key()).into_owned();
                 if !accepted.contains_key(&key) {
                     continue;
                 }
-                let Ok(e) = decode::<StatusOnly>(&r.payload) else {
+                let Ok(e) = decode::<StatusOnly>(r.payload()) else {
                     continue;
                 };
                 if !merged.contains(&(key.clone(), e.status)) {
@@ -889,43 +973,77 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared, malformed: u32
             }
         }
     }
-    // pizza-dlq: only what the scenario made malformed, and all of it.
-    let mut dead = BTreeSet::new();
+    // The hostile records that reached the log, wherever the producer was told they went.
+    let sent = shared.hostile.lock().expect("hostile").clone();
+    let mut hostile_in_log: BTreeMap<(String, i32, i64), (u32, Kind, Expect)> = BTreeMap::new();
+    for topic in hostile::consumed_topics(topics) {
+        for (p, part) in b.log(topic).iter().enumerate() {
+            for (o, r) in part.iter().enumerate() {
+                if let Some((n, (kind, expect))) = tag(r).and_then(|n| Some((n, *sent.get(&n)?))) {
+                    hostile_in_log.insert((topic.to_owned(), p as i32, o as i64), (n, kind, expect));
+                }
+            }
+        }
+    }
+    // pizza-dlq: only records that are not their topic's event, each with a reason, and every one of
+    // them from every service that consumes its topic.
+    let mut dead: BTreeSet<((String, i32, i64), String)> = BTreeSet::new();
     let mut dlq_records = 0;
     for part in b.log(&topics.dlq) {
         for r in part {
             dlq_records += 1;
-            let header = |name: &str| {
-                r.headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            };
-            match header(MALFORMED_HEADER).and_then(|n| n.parse::<u32>().ok()) {
-                Some(n) => {
-                    dead.insert(n);
+            let source = (
+                r.header("dlq.source.topic").unwrap_or_default(),
+                r.header("dlq.source.partition")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(-1),
+                r.header("dlq.source.offset")
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(-1),
+            );
+            let service = r.header("dlq.service").unwrap_or_default();
+            let reason = r.header("dlq.reason").unwrap_or_default();
+            match hostile_in_log.get(&source) {
+                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() => {
+                    dead.insert((source, service));
                 }
-                None => shared.violate(
-                    "dlq-only-malformed",
-                    Some(&String::from_utf8_lossy(&r.key)),
-                    format!(
-                        "a well-formed event was dead-lettered by {}: {}",
-                        header("dlq.service").unwrap_or_default(),
-                        header("dlq.reason").unwrap_or_default()
-                    ),
-                ),
+                other => {
+                    let what = other.map_or("not a hostile record".to_owned(), |(n, kind, expect)| {
+                        format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
+                    });
+                    shared.violate(
+                        "dlq-only-malformed",
+                        Some(&String::from_utf8_lossy(r.key())),
+                        format!(
+                            "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
+                            source.0, source.1, source.2
+                        ),
+                    );
+                }
             }
         }
     }
-    for n in 0..malformed {
-        if !dead.contains(&n) {
-            shared.violate(
-                "malformed-dead-lettered",
-                None,
-                format!("malformed event #{n} never reached {}", topics.dlq),
-            );
+    for (source, (n, kind, expect)) in &hostile_in_log {
+        if *expect != Expect::DeadLettered {
+            continue;
+        }
+        for service in topics.consumers_of(&source.0) {
+            if !dead.contains(&(source.clone(), service.as_str().to_owned())) {
+                shared.violate(
+                    "malformed-dead-lettered",
+                    None,
+                    format!(
+                        "hostile record #{n} ({}) at {}/{}@{} never reached {} from {service}",
+                        kind.name(),
+                        source.0,
+                        source.1,
+                        source.2,
+                        topics.dlq
+                    ),
+                );
+            }
         }
     }
     let delivered = accepted.keys().filter(|o| deliveries.contains_key(*o)).count();
-    (delivered, dlq_records)
+    (delivered, hostile_in_log.len(), dlq_records)
 }

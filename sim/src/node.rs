@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 use pizza::clock::now_ms;
-use pizza::transport::{Delivered, OutRecord, Record, Subscription, Transport, TransportError};
+use pizza::transport::{Delivered, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, Fetched};
+use crate::broker::{Broker, Fetched, FetchedRecord, ProduceError};
 
 /// Where the broker listens.
 pub const BROKER_ADDR: &str = "10.0.0.1:9092";
@@ -39,7 +39,7 @@ enum Request {
     Produce {
         producer: u64,
         seq: u64,
-        record: OutRecord,
+        record: RawRecord,
     },
     EndOffsets {
         topic: String,
@@ -71,7 +71,7 @@ enum Request {
 }
 
 enum Response {
-    Produced(Result<Delivered, String>),
+    Produced(Result<Delivered, ProduceError>),
     EndOffsets(Option<Vec<i64>>),
     Joined(u64),
     Generation(Option<u64>),
@@ -257,10 +257,10 @@ fn unreachable_broker(what: &str) -> TransportError {
     TransportError::Retriable(format!("{what}: the broker did not answer"))
 }
 
-impl Transport for SimTransport {
-    type Subscription = SimSubscription;
-
-    async fn produce(&self, record: OutRecord) -> Result<Delivered, TransportError> {
+impl SimTransport {
+    /// Produces a record exactly as given (a null key or value, header keys that are not UTF-8):
+    /// what a hostile producer sends.
+    pub async fn produce_raw(&self, record: RawRecord) -> Result<Delivered, TransportError> {
         let seq = self.0.seq.fetch_add(1, Ordering::Relaxed);
         let producer = self.0.producer;
         let rsp = self
@@ -275,9 +275,20 @@ impl Transport for SimTransport {
             .await;
         match rsp {
             Some(Response::Produced(Ok(d))) => Ok(d),
-            Some(Response::Produced(Err(e))) => Err(TransportError::Fatal(e)),
+            Some(Response::Produced(Err(e @ ProduceError::TooLarge { .. }))) => {
+                Err(TransportError::TooLarge(e.to_string()))
+            }
+            Some(Response::Produced(Err(e))) => Err(TransportError::Fatal(e.to_string())),
             _ => Err(TransportError::Retriable("message timed out".into())),
         }
+    }
+}
+
+impl Transport for SimTransport {
+    type Subscription = SimSubscription;
+
+    async fn produce(&self, record: OutRecord) -> Result<Delivered, TransportError> {
+        self.produce_raw(record.into()).await
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<SimSubscription, TransportError> {
@@ -381,7 +392,7 @@ async fn fetch_loop(
                     generation = g;
                 }
                 state.lock().expect("state").generation = g;
-                for r in records {
+                for r in records.into_iter().map(FetchedRecord::into_record) {
                     positions.insert((r.topic.clone(), r.partition), r.offset + 1);
                     if tx.send(r).await.is_err() {
                         return;

@@ -7,6 +7,7 @@
 //! ovens 256              # records each service handles at once
 //! partitions 6
 //! malformed 4            # malformed events the scenario itself produces (they must end in pizza-dlq)
+//! hostile 0.2            # per order placed, the chance of a hostile record beside it (pizza::hostile)
 //! latency 1ms..10ms      # one-way network latency, drawn per message
 //! heal 600s              # after the faults: time allowed to converge
 //! time-scale 1           # cooking, delivery and the watchdog's clock (0: every step instant, no watchdog)
@@ -42,6 +43,9 @@ pub struct Scenario {
     pub ovens: usize,
     pub partitions: i32,
     pub malformed: u32,
+    /// Per order placed, the chance that a record from `pizza::hostile`'s catalogue (any kind, any
+    /// consumed topic, drawn from the seed) goes out beside it.
+    pub hostile: f64,
     pub latency: (Duration, Duration),
     pub heal: Duration,
     /// The services' time scale: 1 is the shop's real timings, 0 makes every step instant (and
@@ -61,6 +65,7 @@ impl Default for Scenario {
             ovens: 256,
             partitions: 6,
             malformed: 0,
+            hostile: 0.0,
             latency: (Duration::from_millis(1), Duration::from_millis(10)),
             heal: Duration::from_secs(600),
             time_scale: TimeScale::REAL,
@@ -291,6 +296,12 @@ impl Scenario {
                 }
             }
             "malformed" => self.malformed = number("malformed", one("malformed")?)?,
+            "hostile" => {
+                self.hostile = number("hostile", one("hostile")?)?;
+                if !(0.0..=1.0).contains(&self.hostile) {
+                    return Err("hostile must be a chance in [0, 1]".into());
+                }
+            }
             "heal" => self.heal = parse_duration(one("heal")?)?,
             "time-scale" => {
                 self.time_scale = one("time-scale")?.parse()?;
@@ -364,6 +375,9 @@ impl Scenario {
         }
         faults.sort_by_key(|f| f.at);
         sc.faults = faults;
+        // Drawn after the faults, so a seed's faults are what they were before this knob existed.
+        // Hostile records in half the runs, beside one order in 100 or one in 20.
+        sc.hostile = [0.0f64, 0.0, 0.01, 0.05][rng.below(4) as usize].max(sc.hostile);
         sc.swarm = None;
         sc
     }
@@ -391,6 +405,9 @@ impl Scenario {
             micros(self.latency.1),
             secs(self.heal)
         );
+        if self.hostile > 0.0 {
+            s.push_str(&format!("hostile {}\n", self.hostile));
+        }
         if self.time_scale != TimeScale::REAL {
             s.push_str(&format!("time-scale {}\n", self.time_scale.factor()));
         }
@@ -503,6 +520,7 @@ mod tests {
         rate 2.5
         time-scale 0.5
         malformed 3
+        hostile 0.25
         latency 1ms..20ms
         at 20s crash bake for 5s
         at 3s crash merge for 2s lose-disk
@@ -518,7 +536,7 @@ mod tests {
     #[test]
     fn a_scenario_reads_and_writes_back_the_same() {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
-        assert_eq!((sc.orders, sc.rate, sc.malformed), (50, 2.5, 3));
+        assert_eq!((sc.orders, sc.rate, sc.malformed, sc.hostile), (50, 2.5, 3, 0.25));
         assert_eq!(sc.time_scale.factor(), 0.5);
         assert_eq!(sc.faults.len(), 9);
         assert_eq!(sc.faults[0].at, Duration::from_secs(3), "sorted by time");
@@ -537,6 +555,7 @@ mod tests {
         assert!(err("at 5s crash deliver for 1s lose-disk").contains("keeps its state on disk"));
         assert!(err("at 5 crash bake for 1s").contains("needs a unit"));
         assert!(err("rate 0").contains("above 0"));
+        assert!(err("hostile 1.5").contains("chance in [0, 1]"));
         assert!(err("time-scale -1").contains("time scale must be a finite number >= 0"));
         assert!(err("ovens many").contains("not a valid number"));
         assert!(err("at 1s pause bake").contains("for <duration>"));

@@ -79,6 +79,11 @@ fn watchdog() {
 }
 
 #[test]
+fn hostile() {
+    passes("hostile", 0..4);
+}
+
+#[test]
 fn swarm() {
     passes("swarm", 0..10);
 }
@@ -201,4 +206,14 @@ fn mutant_offset_passes_unfinished_is_caught() {
 #[test]
 fn mutant_watchdog_drift_is_caught() {
     caught(Mutant::WatchdogDrift, "watchdog", 5, "stuck-marked-in-time");
+}
+
+#[test]
+fn mutant_header_key_panics_is_caught() {
+    caught(Mutant::HeaderKeyPanics, "hostile", 5, "no-panic");
+}
+
+#[test]
+fn mutant_dlq_whole_only_is_caught() {
+    caught(Mutant::DlqWholeOnly, "hostile", 5, "service-kept-running");
 }
