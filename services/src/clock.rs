@@ -54,3 +54,23 @@ impl std::str::FromStr for TimeScale {
         TimeScale::new(f).ok_or_else(|| format!("time scale must be a finite number >= 0, got {s}"))
     }
 }
+
+/// Parses a duration as people write it: `500ms`, `5s`, `1.5s`, `2m` (flags and scenario files).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("`{s}` needs a unit (ms, s or m)"))?;
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| format!("`{s}` is not a duration"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long"))
+}

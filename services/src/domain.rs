@@ -137,6 +137,46 @@ impl Default for Menu {
 /// The longest username accepted, after trimming.
 pub const USERNAME_MAX_CHARS: usize = 16;
 
+/// Whether a username may contain `c`: printable text only. Control characters (newlines among
+/// them), bidirectional overrides and isolates (which make a name display as another), zero-width
+/// characters and line separators are refused.
+fn username_char(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
+/// Checks a username as every entry point must (login form, JSON login, order requests, a
+/// session being read back): trimmed, non-empty, at most [`USERNAME_MAX_CHARS`] characters,
+/// printable. Returns it trimmed.
+pub fn valid_username(raw: &str) -> Result<String, InvalidField> {
+    let bad = |message: String| InvalidField {
+        field: "username",
+        message,
+    };
+    let user = raw.trim();
+    if user.is_empty() {
+        return Err(bad("is required".into()));
+    }
+    if user.chars().count() > USERNAME_MAX_CHARS {
+        return Err(bad(format!("at most {USERNAME_MAX_CHARS} characters")));
+    }
+    if let Some(c) = user.chars().find(|c| !username_char(*c)) {
+        return Err(bad(format!(
+            "printable characters only (not U+{:04X})",
+            u32::from(c)
+        )));
+    }
+    Ok(user.to_owned())
+}
+
 /// What a customer asks for; validated against the menu by [`Menu::validate`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderRequest {
@@ -161,13 +201,7 @@ impl Menu {
     /// Checks every field of a request; the first bad one is named.
     pub fn validate(&self, req: &OrderRequest) -> Result<(), InvalidField> {
         let bad = |field, message: String| Err(InvalidField { field, message });
-        let user = req.username.trim();
-        if user.is_empty() {
-            return bad("username", "is required".into());
-        }
-        if user.chars().count() > USERNAME_MAX_CHARS {
-            return bad("username", format!("at most {USERNAME_MAX_CHARS} characters"));
-        }
+        valid_username(&req.username)?;
         for (field, value, allowed) in [
             ("sauce", &req.sauce, &self.sauces),
             ("cheese", &req.cheese, &self.cheeses),
@@ -568,6 +602,20 @@ mod tests {
         req.sauce = "Tomato".into();
         req.username = "x".repeat(17);
         assert_eq!(menu.validate(&req).unwrap_err().field, "username");
+        for bad in [
+            "a\nb",
+            "x\u{202e}gnp.exe",
+            "tab\there",
+            "zero\u{200b}width",
+            "nul\0",
+        ] {
+            req.username = bad.into();
+            let err = menu.validate(&req).unwrap_err();
+            assert_eq!(err.field, "username", "{bad:?}");
+            assert!(err.message.starts_with("printable characters only"), "{err}");
+        }
+        req.username = "Zoë 🍕".into();
+        assert_eq!(menu.validate(&req), Ok(()));
         req.username = "bob".into();
         req.extra_toppings = strings(&["Egg", "Egg"]);
         assert_eq!(menu.validate(&req).unwrap_err().field, "extra_toppings");

@@ -15,7 +15,8 @@
 //! - [`view`]: rebuilding the view from the log.
 //! - [`hostile`]: the catalogue of records no service would write, and what the shop must do with
 //!   each (the simulation and the integration tests both throw it at the services).
-//! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature `kafka`).
+//! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature `kafka`);
+//!   `health`: what `/health-check` reports, judged from the broker (both features).
 //! - `mutants`: known bug classes the simulation switches on (exists only under `--cfg madsim`).
 //! - [`clock`], [`shutdown`]: time and graceful shutdown, from the runtime (simulated under madsim).
 
@@ -25,6 +26,8 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod domain;
+#[cfg(all(feature = "kafka", feature = "web"))]
+pub mod health;
 pub mod hostile;
 #[cfg(madsim)]
 pub mod mutants;

@@ -4,20 +4,22 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
-use pizza::clock::TimeScale;
+use pizza::clock::{parse_duration, TimeScale};
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::health::{ServiceState, ShopHealth, Supervised};
 use pizza::services::{self, ServiceConfig};
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
+use pizza::web::server::Limits;
 use pizza::web::session::SessionKey;
-use pizza::web::{self, AppState};
+use pizza::web::{self, AppState, LiveStreams};
 use pizza::worker::WorkerStats;
 
 /// The pizza shop of the Kafka CQRS / event-sourcing demo, in Rust.
@@ -141,13 +143,38 @@ struct Common {
     /// <data-dir>/session.key, generated on first start.
     #[arg(long, env = "PIZZA_SESSION_KEY", hide_env_values = true, value_parser = parse_session_key)]
     session_key: Option<SessionKey>,
+    /// Connections the web app keeps open at once; more wait until one closes.
+    #[arg(long, env = "PIZZA_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// How long a web client may take to send a request's headers; an idle connection is closed
+    /// after it too (500ms, 10s, 1m).
+    #[arg(long, env = "PIZZA_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: Duration,
+    /// On shutdown, how long the web app's open connections get to finish (500ms, 10s, 1m).
+    #[arg(long, env = "PIZZA_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
 }
 
 fn parse_session_key(s: &str) -> Result<SessionKey, String> {
     SessionKey::from_hex(s).ok_or_else(|| "expected 64 hex characters (32 bytes)".into())
 }
 
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be above 0".into()),
+        d => Ok(d),
+    }
+}
+
 impl Common {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections as usize,
+            header_read_timeout: self.header_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
     fn service_config(&self, data_dir: PathBuf) -> Result<ServiceConfig> {
         let mut cfg = ServiceConfig::new(load_sys(self.sys_config.as_deref())?, data_dir);
         cfg.time_scale = self.time_scale;
@@ -180,7 +207,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(real_main(cli)) {
+    let result = runtime.block_on(real_main(cli));
+    // A blocking task still waiting on a broker that went away must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -203,7 +233,12 @@ async fn real_main(cli: Cli) -> Result<()> {
             let cfg = common.service_config(data_dir)?;
             let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
             if service == ServiceName::Web {
-                return serve_web(transport, cfg, listen, common.session_key.clone(), shutdown).await;
+                let web = Web {
+                    session_key: common.session_key.clone(),
+                    limits: common.limits(),
+                    supervised: None,
+                };
+                return serve_web(transport, cfg, listen, web, shutdown).await;
             }
             let stats = Arc::new(WorkerStats::default());
             services::run(service, cfg, transport, stats, shutdown).await?;
@@ -294,18 +329,26 @@ fn on_first_signal(trigger: &ShutdownTrigger) {
     trigger.fire();
 }
 
+/// The web app's settings besides the services' configuration.
+struct Web {
+    session_key: Option<SessionKey>,
+    limits: Limits,
+    /// In `pizza demo`, what the supervisor knows of the services it runs.
+    supervised: Option<Supervised>,
+}
+
 async fn serve_web(
     transport: KafkaTransport,
     cfg: ServiceConfig,
     addr: SocketAddr,
-    session_key: Option<SessionKey>,
+    web: Web,
     shutdown: Shutdown,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "web app listening");
-    serve_web_on(listener, transport, cfg, session_key, shutdown).await
+    serve_web_on(listener, transport, cfg, web, shutdown).await
 }
 
 async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()> {
@@ -325,20 +368,16 @@ async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()
         "embedded broker up, topics created"
     );
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let supervised = Supervised::default();
     let mut tasks = tokio::task::JoinSet::new();
     for service in ServiceName::CONSUMERS {
-        let transport = KafkaTransport::new(&props, &cfg.sys.client_id(service))?;
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        let (cfg, props, supervised, shutdown) =
+            (cfg.clone(), props.clone(), supervised.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let r = services::run(
+            (
                 service,
-                cfg,
-                transport,
-                Arc::new(WorkerStats::default()),
-                shutdown,
+                supervise(service, cfg, props, supervised, shutdown).await,
             )
-            .await;
-            (service, r.map_err(anyhow::Error::from))
         });
     }
     tracing::debug!(
@@ -348,14 +387,18 @@ async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()
     let transport = KafkaTransport::new(&props, &cfg.sys.client_id(ServiceName::Web))?;
     // The status service creates the view; the web app opens the same file.
     let web_cfg = cfg.clone();
-    let session_key = common.session_key.clone();
+    let web = Web {
+        session_key: common.session_key.clone(),
+        limits: common.limits(),
+        supervised: Some(supervised),
+    };
     let web_shutdown = shutdown.clone();
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     tasks.spawn(async move {
-        let r = serve_web_on(listener, transport, web_cfg, session_key, web_shutdown).await;
+        let r = serve_web_on(listener, transport, web_cfg, web, web_shutdown).await;
         (ServiceName::Web, r)
     });
     println!("pizza shop ready in {} ms", started.elapsed().as_millis());
@@ -388,28 +431,79 @@ async fn demo(addr: SocketAddr, common: Common, shutdown: Shutdown) -> Result<()
     }
 }
 
+/// The longest wait before a stopped service of the demo is started again.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Runs one of the demo's services until shutdown; when it stops on an error, says so (on stderr
+/// and in `/health-check`) and starts it again after a backoff (1 s, doubling, at most 30 s), as a
+/// process supervisor would restart `pizza serve`.
+async fn supervise(
+    service: ServiceName,
+    cfg: ServiceConfig,
+    props: KafkaProps,
+    supervised: Supervised,
+    mut shutdown: Shutdown,
+) -> Result<()> {
+    let mut restarts = 0u32;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let transport = KafkaTransport::new(&props, &cfg.sys.client_id(service))?;
+        supervised.set(service, ServiceState::Running);
+        let ran = Instant::now();
+        let stats = Arc::new(WorkerStats::default());
+        let e = match services::run(service, cfg.clone(), transport, stats, shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if ran.elapsed() > RESTART_BACKOFF_MAX * 2 {
+            backoff = Duration::from_secs(1);
+        }
+        restarts += 1;
+        eprintln!(
+            "{service} stopped: {e}; starting it again in {}s",
+            backoff.as_secs()
+        );
+        tracing::error!(%service, error = %e, restarts, "service stopped");
+        supervised.set(
+            service,
+            ServiceState::Down {
+                error: e.to_string(),
+                restarts,
+            },
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait() => return Err(e.into()),
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
 async fn serve_web_on(
     listener: tokio::net::TcpListener,
     transport: KafkaTransport,
     cfg: ServiceConfig,
-    session_key: Option<SessionKey>,
-    mut shutdown: Shutdown,
+    web: Web,
+    shutdown: Shutdown,
 ) -> Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    pizza::store::private_dir(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let view = Arc::new(ViewStore::open(&cfg.view_path())?);
-    let key = match session_key {
+    let key = match web.session_key {
         Some(k) => k,
         None => SessionKey::load_or_create(&web::session_key_path(&cfg.data_dir))?,
     };
+    let health = ShopHealth::new(transport.clone(), cfg.sys.clone(), cfg.time_scale, web.supervised);
     let state = Arc::new(AppState {
         transport,
         sys: cfg.sys.clone(),
         view,
         key,
+        shutdown: shutdown.clone(),
+        live: LiveStreams::default(),
+        health: Arc::new(health),
     });
-    axum::serve(listener, web::router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+    web::server::serve(listener, web::router(state), web.limits, shutdown).await;
     Ok(())
 }
 
@@ -424,6 +518,6 @@ impl Drop for TempDir {
 
 fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("pizza-demo-{}", pizza::domain::OrderId::random()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    pizza::store::private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -36,6 +36,53 @@ struct Db {
     conn: Mutex<Connection>,
 }
 
+/// Makes `dir` (and its parents) if missing, readable by its owner only (0700): the SQLite files
+/// and the session key in it are the installation's. An existing directory others can enter is
+/// tightened, with a warning.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "data directory was open to others; setting it to 0700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates the database file (0600) before SQLite does (which would make it as the umask says);
+/// SQLite gives its `-wal` and `-shm` files the same permissions.
+#[cfg(unix)]
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_file(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 impl Db {
     fn open(path: &Path, read_only: bool, schema: &str) -> Result<Db, StoreError> {
         let name = path.display().to_string();
@@ -43,6 +90,15 @@ impl Db {
             path: name.clone(),
             source,
         };
+        if !read_only {
+            private_file(path).map_err(|e| StoreError {
+                path: name.clone(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot create the file: {e}")),
+                ),
+            })?;
+        }
         let conn = if read_only {
             Connection::open_with_flags(
                 path,

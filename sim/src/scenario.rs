@@ -28,6 +28,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+pub use pizza::clock::parse_duration;
 use pizza::clock::TimeScale;
 use pizza::config::ServiceName;
 
@@ -200,26 +201,6 @@ pub struct ScenarioError {
     pub file: String,
     pub line: usize,
     pub message: String,
-}
-
-/// Parses `500ms`, `5s`, `1.5s`, `2m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| s.split_at(i))
-        .ok_or_else(|| format!("`{s}` needs a unit (ms, s or m)"))?;
-    let n: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
-        .ok_or_else(|| format!("`{s}` is not a duration"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s or m)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_service(s: &str) -> Result<ServiceName, String> {

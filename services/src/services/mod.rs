@@ -105,7 +105,7 @@ pub async fn run<T: Transport>(
 ) -> Result<(), RunError> {
     let needs_disk = matches!(service, ServiceName::Deliver | ServiceName::Status);
     if needs_disk {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))?;
+        crate::store::private_dir(&cfg.data_dir).map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))?;
     }
     match service {
         ServiceName::Assemble => {

@@ -25,6 +25,10 @@ pub const MESSAGE_TIMEOUT_MS: &str = "10000";
 /// How long a metadata or watermark request may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long leaving a consumer group may take (the final commit and the leave). librdkafka's own
+/// close waits for ever for a broker that is gone; past this the member is left to expire.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A Kafka cluster reached with librdkafka. Cloning shares one idempotent producer.
 #[derive(Clone)]
 pub struct KafkaTransport {
@@ -313,7 +317,7 @@ impl Subscription for KafkaSubscription {
 
     async fn close(self) -> Result<(), TransportError> {
         let consumer = self.consumer;
-        tokio::task::spawn_blocking(move || {
+        let closing = tokio::task::spawn_blocking(move || {
             let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last commit.
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
@@ -323,8 +327,12 @@ impl Subscription for KafkaSubscription {
             // Dropping the consumer closes it: librdkafka leaves the group.
             drop(consumer);
             committed
-        })
-        .await
-        .map_err(|e| TransportError::Fatal(format!("close task: {e}")))?
+        });
+        match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(joined) => joined.map_err(|e| TransportError::Fatal(format!("close task: {e}")))?,
+            Err(_) => Err(TransportError::Retriable(format!(
+                "leaving the group took longer than {CLOSE_TIMEOUT:?}; the broker will expire the membership"
+            ))),
+        }
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ms;
 use crate::command::{place_order, PlaceError};
 use crate::config::SysConfig;
-use crate::domain::{OrderId, OrderRequest, USERNAME_MAX_CHARS};
+use crate::domain::{OrderId, OrderRequest};
 use crate::store::OrderRow;
 use crate::transport::Transport;
 use crate::web::pages::utc;
@@ -24,6 +24,8 @@ use crate::web::{owned_order, AppState, MaybeSession};
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// The body could not be taken as JSON: too large (413), wrong content type (415), bad JSON.
+    Rejected(axum::extract::rejection::JsonRejection),
     Unauthorized,
     NotFound,
     Unavailable,
@@ -37,8 +39,13 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let text;
         let (code, msg) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
+            ApiError::Rejected(r) => {
+                text = r.body_text();
+                (r.status(), text.as_str())
+            }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "log in first: POST /api/login"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "no such order"),
             ApiError::Unavailable => (
@@ -56,14 +63,7 @@ impl IntoResponse for ApiError {
 
 /// Checks a username as the login form does; returns it trimmed.
 pub fn valid_username(raw: &str) -> Result<String, String> {
-    let u = raw.trim();
-    if u.is_empty() {
-        Err("username: is required".into())
-    } else if u.chars().count() > USERNAME_MAX_CHARS {
-        Err(format!("username: at most {USERNAME_MAX_CHARS} characters"))
-    } else {
-        Ok(u.to_owned())
-    }
+    crate::domain::valid_username(raw).map_err(|e| e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -75,7 +75,7 @@ pub async fn login<T: Transport>(
     State(st): State<Arc<AppState<T>>>,
     body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(body) = body.map_err(ApiError::Rejected)?;
     let username = valid_username(&body.username).map_err(ApiError::BadRequest)?;
     let session = Session::logged_in(&username);
     let cookie = session.set_cookie(&st.key);
@@ -109,7 +109,7 @@ pub async fn place<T: Transport>(
     let mut session = session
         .filter(|s| s.username.is_some())
         .ok_or(ApiError::Unauthorized)?;
-    let Json(o) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(o) = body.map_err(ApiError::Rejected)?;
     let req = OrderRequest {
         username: session.username.clone().unwrap_or_default(),
         sauce: o.sauce,
@@ -119,7 +119,7 @@ pub async fn place<T: Transport>(
     };
     match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
         Ok(p) => {
-            session.placed(p.order_id.as_str());
+            session.placed(&p.order_id);
             let cookie = session.set_cookie(&st.key);
             let body = Json(PlacedBody {
                 order_id: p.order_id.to_string(),

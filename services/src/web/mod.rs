@@ -10,15 +10,17 @@
 
 pub mod api;
 pub mod pages;
+pub mod server;
 pub mod session;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -26,12 +28,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::future::BoxFuture;
 use futures::stream::Stream;
 
 use crate::clock::now_ms;
 use crate::command::{place_order, PlaceError};
 use crate::config::SysConfig;
 use crate::domain::{customer_id_for, OrderId, OrderRequest};
+use crate::shutdown::Shutdown;
 use crate::store::ViewStore;
 use crate::transport::Transport;
 use api::{order_body, OrderBody};
@@ -46,6 +50,71 @@ pub struct AppState<T> {
     pub view: Arc<ViewStore>,
     /// Signs session cookies.
     pub key: SessionKey,
+    /// Fires when the web app shuts down: live streams end then.
+    pub shutdown: Shutdown,
+    /// The live streams open, per customer and in all.
+    pub live: LiveStreams,
+    /// What `/health-check` asks.
+    pub health: Arc<dyn HealthCheck>,
+}
+
+/// What `/health-check` reports on: the broker and the services.
+pub trait HealthCheck: Send + Sync + 'static {
+    /// What is wrong with the shop, a line each; empty when all is well.
+    fn problems(&self) -> BoxFuture<'_, Vec<String>>;
+}
+
+/// Most live streams one customer may hold open.
+pub const LIVE_PER_CUSTOMER: usize = 8;
+/// Most live streams open at once, all customers together (well under the connection cap, so
+/// streams cannot take every connection).
+pub const LIVE_TOTAL: usize = 256;
+
+/// The live streams open, counted per customer.
+#[derive(Clone, Debug, Default)]
+pub struct LiveStreams(Arc<Mutex<LiveCount>>);
+
+#[derive(Debug, Default)]
+struct LiveCount {
+    total: usize,
+    per_customer: HashMap<String, usize>,
+}
+
+/// One open live stream; closing it (dropping this) frees its place.
+#[derive(Debug)]
+pub struct LivePlace {
+    streams: LiveStreams,
+    customer: String,
+}
+
+impl LiveStreams {
+    /// A place for one more stream of `customer`, if the caps allow it.
+    pub fn open(&self, customer: &str) -> Option<LivePlace> {
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.per_customer.get(customer).copied().unwrap_or(0);
+        if c.total >= LIVE_TOTAL || mine >= LIVE_PER_CUSTOMER {
+            return None;
+        }
+        c.total += 1;
+        c.per_customer.insert(customer.to_owned(), mine + 1);
+        Some(LivePlace {
+            streams: self.clone(),
+            customer: customer.to_owned(),
+        })
+    }
+}
+
+impl Drop for LivePlace {
+    fn drop(&mut self) {
+        let mut c = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.per_customer.get_mut(&self.customer) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_customer.remove(&self.customer);
+            }
+        }
+    }
 }
 
 /// Most orders listed on "My orders".
@@ -56,12 +125,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const LIVE_CHECK: Duration = Duration::from_millis(100);
 /// How long one live stream lasts; the browser reconnects by itself after.
 pub const LIVE_MAX: Duration = Duration::from_secs(30 * 60);
+/// The largest request body taken (a form or an API call is a few hundred bytes); a larger one is
+/// refused with 413 before anything parses it.
+pub const BODY_MAX_BYTES: usize = 4 * 1024;
 
 /// The router. State is shared, so tests call it without a server.
 pub fn router<T: Transport>(state: Arc<AppState<T>>) -> Router {
     let timed = Router::new()
         .route("/", get(home))
-        .route("/health-check", get(|| async { "Ok" }))
+        .route("/health-check", get(health_check::<T>))
         .route("/login", get(login_page).post(login::<T>))
         .route("/logout", post(logout))
         .route("/menu", get(menu::<T>))
@@ -82,8 +154,20 @@ pub fn router<T: Transport>(state: Arc<AppState<T>>) -> Router {
     Router::new()
         .route("/orders/{order_id}/events", get(order_events::<T>))
         .merge(timed)
+        .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// `Ok`, as the original answers, when the broker and every service are fine; else 503 with what
+/// is wrong, a line each.
+async fn health_check<T: Transport>(State(st): State<Arc<AppState<T>>>) -> Response {
+    let problems = st.health.problems().await;
+    if problems.is_empty() {
+        return "Ok".into_response();
+    }
+    let body = format!("Unhealthy\n{}\n", problems.join("\n"));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 async fn timeout(req: Request, next: Next) -> Response {
@@ -133,6 +217,7 @@ pub enum PageError {
     Forbidden(String),
     NotFound(Option<Session>, String),
     Unavailable(Session),
+    TooManyStreams,
     Internal(String),
 }
 
@@ -166,6 +251,14 @@ impl IntoResponse for PageError {
                 let msg = "Your order could not be recorded. Nothing was ordered; please try again.";
                 (StatusCode::SERVICE_UNAVAILABLE, Html(pages::error(&v, msg))).into_response()
             }
+            PageError::TooManyStreams => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Html(pages::error(
+                    &anon,
+                    "Too many live updates are open for you. Close some pages and reload.",
+                )),
+            )
+                .into_response(),
             PageError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 (
@@ -297,7 +390,7 @@ async fn place<T: Transport>(
     };
     match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
         Ok(placed) => {
-            session.placed(placed.order_id.as_str());
+            session.placed(&placed.order_id);
             let to = format!("/orders/{}", placed.order_id);
             Ok(with_cookie(session.set_cookie(&st.key), Redirect::to(&to)))
         }
@@ -335,7 +428,7 @@ pub fn owned_order<T>(
     let mine = match row.as_ref().and_then(|r| r.details.as_ref()) {
         Some(details) => details.customer_id == customer_id_for(user),
         // The view has no details yet: only the session that placed it may look.
-        None => session.recent.iter().any(|r| r == id.as_str()),
+        None => session.recent.contains(&id),
     };
     Ok(mine.then(|| order_body(&st.sys, id.as_str(), row)))
 }
@@ -408,6 +501,10 @@ async fn order_events<T: Transport>(
     {
         return Err(unknown_order(&st.sys, Some(session)));
     }
+    let customer = customer_id_for(session.username.as_deref().unwrap_or_default());
+    let Some(place) = st.live.open(&customer) else {
+        return Err(PageError::TooManyStreams);
+    };
     struct Live<T> {
         st: Arc<AppState<T>>,
         session: Session,
@@ -416,8 +513,11 @@ async fn order_events<T: Transport>(
         sent: Option<OrderBody>,
         done: bool,
         until: Instant,
+        shutdown: Shutdown,
+        _place: LivePlace,
     }
     let start = Live {
+        shutdown: st.shutdown.clone(),
         st,
         session,
         order_id,
@@ -425,9 +525,10 @@ async fn order_events<T: Transport>(
         sent: None,
         done: false,
         until: Instant::now() + LIVE_MAX,
+        _place: place,
     };
     let stream = futures::stream::unfold(start, |mut live| async move {
-        while !live.done && Instant::now() < live.until {
+        while !live.done && Instant::now() < live.until && !live.shutdown.is_fired() {
             let version = live.st.view.data_version().ok();
             if version.is_none() || version != live.version {
                 live.version = version;
@@ -443,7 +544,11 @@ async fn order_events<T: Transport>(
                     }
                 }
             }
-            tokio::time::sleep(LIVE_CHECK).await;
+            tokio::select! {
+                _ = tokio::time::sleep(LIVE_CHECK) => {}
+                // The web app is shutting down: end the stream, so the connection can close.
+                _ = live.shutdown.wait() => {}
+            }
         }
         None
     });

@@ -1,16 +1,28 @@
-//! Sessions in a signed cookie: who is logged in, the CSRF token their forms carry, and the orders
-//! they placed that the view may not show yet. Signed with HMAC-SHA256 under a key generated per
-//! installation (or configured), never one written in the code.
+//! Sessions in a signed cookie: who is logged in, the CSRF token their forms carry, the orders
+//! they placed that the view may not show yet, and when the session began. Signed with
+//! HMAC-SHA256 under a key generated per installation (or configured), never one written in the
+//! code. The payload is JSON, so no field can spill into another whatever a username holds; every
+//! field is checked again when the cookie is read back; a session lasts [`SESSION_MAX_AGE`] from
+//! its login, whatever is done with the cookie (logging out only drops it from the browser).
 
 use std::path::Path;
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::clock::now_ms;
+use crate::domain::OrderId;
 
 /// The cookie's name.
 pub const COOKIE: &str = "pizza_session";
 /// Orders remembered in the session until the view has them.
 const RECENT_ORDERS: usize = 5;
+/// How long a session lasts from its login (or from the first page, before one).
+pub const SESSION_MAX_AGE: Duration = Duration::from_secs(8 * 60 * 60);
+/// How far in the future a session's start may be (clocks of several web instances differ).
+const CLOCK_SKEW_MS: i64 = 60_000;
 
 /// The key sessions are signed with.
 #[derive(Clone)]
@@ -46,17 +58,34 @@ impl SessionKey {
     }
 
     /// Reads the installation's key from `path`, creating it (mode 0600) on first start.
+    ///
+    /// The file is written whole or not at all (a temporary file, synced, renamed over, the
+    /// directory synced), so a crash cannot leave a short key behind. A file that is empty or a
+    /// strict prefix of a key (what an interrupted write by an earlier version leaves: no session
+    /// was ever signed with it) is replaced by a new key, with a warning; any other content is an
+    /// error naming the file.
     pub fn load_or_create(path: &Path) -> Result<SessionKey, KeyError> {
         let name = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => SessionKey::from_hex(&text).ok_or(KeyError::Format(name)),
+            Ok(text) => match SessionKey::from_hex(&text) {
+                Some(key) => Ok(key),
+                None if interrupted_write(&text) => {
+                    tracing::warn!(file = %name, bytes = text.len(), "session key file is incomplete (a crash while it was first written); making a new key");
+                    SessionKey::create(path).map_err(|e| KeyError::Io(name, e))
+                }
+                None => Err(KeyError::Format(name)),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = SessionKey::random();
-                write_private(path, &hex(&key.0)).map_err(|e| KeyError::Io(name, e))?;
-                Ok(key)
+                SessionKey::create(path).map_err(|e| KeyError::Io(name, e))
             }
             Err(e) => Err(KeyError::Io(name, e)),
         }
+    }
+
+    fn create(path: &Path) -> std::io::Result<SessionKey> {
+        let key = SessionKey::random();
+        write_private_atomically(path, hex(&key.0).as_bytes())?;
+        Ok(key)
     }
 
     fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
@@ -66,15 +95,42 @@ impl SessionKey {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// What an interrupted write of a key leaves: nothing, or the start of 64 hex characters.
+fn interrupted_write(text: &str) -> bool {
+    text.len() < 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Writes `bytes` to `path` (mode 0600) so that `path` holds either nothing or all of them, also
+/// across a crash or a power loss: a temporary file beside it, synced, renamed over, and the
+/// directory synced so the rename itself is durable.
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    opts.open(path)?.write_all(text.as_bytes())
+    let written = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// What a session holds.
@@ -85,8 +141,23 @@ pub struct Session {
     /// Every form must send this back.
     pub csrf: String,
     /// Orders this session placed, newest first, so their page works before the view has them.
-    pub recent: Vec<String>,
+    pub recent: Vec<OrderId>,
+    /// When the session began (epoch ms): it lasts [`SESSION_MAX_AGE`] from then.
+    pub issued_ms: i64,
 }
+
+/// The signed payload, as JSON. Short names keep the cookie small; `v` lets a later format refuse
+/// this one instead of misreading it.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    v: u8,
+    u: Option<String>,
+    c: String,
+    r: Vec<OrderId>,
+    t: i64,
+}
+
+const PAYLOAD_VERSION: u8 = 1;
 
 impl Session {
     /// A session for a visitor who has not logged in.
@@ -95,6 +166,7 @@ impl Session {
             username: None,
             csrf: random_token(),
             recent: Vec::new(),
+            issued_ms: now_ms(),
         }
     }
 
@@ -104,13 +176,14 @@ impl Session {
             username: Some(username.to_owned()),
             csrf: random_token(),
             recent: Vec::new(),
+            issued_ms: now_ms(),
         }
     }
 
     /// Remembers a placed order.
-    pub fn placed(&mut self, order_id: &str) {
+    pub fn placed(&mut self, order_id: &OrderId) {
         self.recent.retain(|o| o != order_id);
-        self.recent.insert(0, order_id.to_owned());
+        self.recent.insert(0, order_id.clone());
         self.recent.truncate(RECENT_ORDERS);
     }
 
@@ -120,44 +193,58 @@ impl Session {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
-    /// The signed cookie value: hex(payload) "." hex(HMAC).
+    /// The signed cookie value: hex(JSON payload) "." hex(HMAC).
     pub fn encode(&self, key: &SessionKey) -> String {
-        let payload = format!(
-            "{}\n{}\n{}",
-            self.username.as_deref().unwrap_or(""),
-            self.csrf,
-            self.recent.join(",")
-        );
-        let tag = key.mac(payload.as_bytes()).finalize().into_bytes();
-        format!("{}.{}", hex(payload.as_bytes()), hex(&tag))
+        let payload = serde_json::to_vec(&Payload {
+            v: PAYLOAD_VERSION,
+            u: self.username.clone(),
+            c: self.csrf.clone(),
+            r: self.recent.clone(),
+            t: self.issued_ms,
+        })
+        .expect("a session serializes");
+        let tag = key.mac(&payload).finalize().into_bytes();
+        format!("{}.{}", hex(&payload), hex(&tag))
     }
 
-    /// A session from a cookie value; `None` if it was not signed with `key` or is malformed.
+    /// A session from a cookie value; `None` if it was not signed with `key`, is malformed, holds
+    /// a field no login could have made, or is older than [`SESSION_MAX_AGE`].
     pub fn decode(value: &str, key: &SessionKey) -> Option<Session> {
+        Session::decode_at(value, key, now_ms())
+    }
+
+    /// [`Session::decode`] at time `now_ms`.
+    pub fn decode_at(value: &str, key: &SessionKey, now_ms: i64) -> Option<Session> {
         let (payload_hex, tag_hex) = value.split_once('.')?;
         let payload = unhex(payload_hex)?;
         key.mac(&payload).verify_slice(&unhex(tag_hex)?).ok()?;
-        let text = String::from_utf8(payload).ok()?;
-        let mut parts = text.splitn(3, '\n');
-        let username = parts.next()?;
-        let csrf = parts.next()?.to_owned();
-        let recent = parts
-            .next()?
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let username = (!username.is_empty()).then(|| username.to_owned());
-        Some(Session {
-            username,
-            csrf,
-            recent,
+        let p: Payload = serde_json::from_slice(&payload).ok()?;
+        let age = now_ms - p.t;
+        let fresh = p.v == PAYLOAD_VERSION
+            && age <= SESSION_MAX_AGE.as_millis() as i64
+            && age >= -CLOCK_SKEW_MS
+            && p.c.len() == 32
+            && p.c.bytes().all(|b| b.is_ascii_hexdigit())
+            && p.r.len() <= RECENT_ORDERS
+            && p.u
+                .as_deref()
+                .is_none_or(|u| crate::domain::valid_username(u).as_deref() == Ok(u));
+        fresh.then_some(Session {
+            username: p.u,
+            csrf: p.c,
+            recent: p.r,
+            issued_ms: p.t,
         })
     }
 
-    /// The `Set-Cookie` header value for this session.
+    /// The `Set-Cookie` header value for this session; the browser drops it when the session ends.
     pub fn set_cookie(&self, key: &SessionKey) -> String {
-        format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", self.encode(key))
+        let left_ms = SESSION_MAX_AGE.as_millis() as i64 - (now_ms() - self.issued_ms);
+        format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            self.encode(key),
+            (left_ms / 1000).max(0)
+        )
     }
 }
 
@@ -202,7 +289,7 @@ mod tests {
     fn a_session_round_trips_and_a_forged_one_does_not() {
         let key = SessionKey::random();
         let mut s = Session::logged_in("alice");
-        s.placed("0000abcd");
+        s.placed(&OrderId::from_u32(0xabcd));
         let v = s.encode(&key);
         assert_eq!(Session::decode(&v, &key), Some(s.clone()));
         // Another installation's key, or a payload changed to another user, is rejected.
@@ -216,6 +303,43 @@ mod tests {
         let (_, tag) = v.split_once('.').unwrap();
         assert_eq!(Session::decode(&format!("{payload}.{tag}"), &key), None);
         assert_eq!(Session::decode("garbage", &key), None);
+    }
+
+    /// The old payload joined username, token and orders with newlines, so a username holding a
+    /// newline chose the session's token and its "recent orders". Whatever a username holds, each
+    /// field stays itself.
+    #[test]
+    fn a_username_cannot_spill_into_other_fields() {
+        let key = SessionKey::random();
+        let s = Session {
+            username: Some("eve\nffffffffffffffffffffffffffffffff\n0000dead".into()),
+            ..Session::logged_in("x")
+        };
+        let back = Session::decode_at(&s.encode(&key), &key, s.issued_ms);
+        // Such a name could not have logged in, so the session it is in is no session.
+        assert_eq!(back, None);
+        let s = Session::logged_in("eve,0000dead");
+        let back = Session::decode(&s.encode(&key), &key).unwrap();
+        assert_eq!(back.username.as_deref(), Some("eve,0000dead"));
+        assert!(back.recent.is_empty());
+        assert_eq!(back.csrf, s.csrf);
+    }
+
+    #[test]
+    fn a_session_ends_after_its_age_limit() {
+        let key = SessionKey::random();
+        let s = Session::logged_in("alice");
+        let v = s.encode(&key);
+        let max = SESSION_MAX_AGE.as_millis() as i64;
+        assert!(Session::decode_at(&v, &key, s.issued_ms + max).is_some());
+        assert_eq!(Session::decode_at(&v, &key, s.issued_ms + max + 1), None);
+        assert_eq!(
+            Session::decode_at(&v, &key, s.issued_ms - 2 * CLOCK_SKEW_MS),
+            None
+        );
+        let cookie = s.set_cookie(&key);
+        let age: i64 = cookie.rsplit_once("Max-Age=").unwrap().1.parse().unwrap();
+        assert!((max / 1000 - 5..=max / 1000).contains(&age), "{cookie}");
     }
 
     #[test]
@@ -234,7 +358,33 @@ mod tests {
         let a = SessionKey::load_or_create(&p).unwrap();
         let b = SessionKey::load_or_create(&p).unwrap();
         assert_eq!(a.0, b.0);
-        std::fs::write(&p, "short").unwrap();
-        assert!(SessionKey::load_or_create(&p).is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        std::fs::write(&p, "not a key at all").unwrap();
+        let err = SessionKey::load_or_create(&p).unwrap_err().to_string();
+        assert!(err.contains("session.key") && err.contains("64 hex"), "{err}");
+    }
+
+    /// What a crash during the first start left with the earlier `create_new` + `write_all`: the
+    /// file, empty or cut short. That stopped the web app from ever starting again.
+    #[test]
+    fn a_key_file_cut_short_by_a_crash_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("session.key");
+        for left in ["", "0123abcd"] {
+            std::fs::write(&p, left).unwrap();
+            let key = SessionKey::load_or_create(&p).unwrap();
+            assert_eq!(SessionKey::load_or_create(&p).unwrap().0, key.0);
+            assert_eq!(std::fs::read_to_string(&p).unwrap().len(), 64);
+        }
     }
 }

@@ -11,4 +11,5 @@ mod pipeline;
 mod tansu;
 mod watchdog;
 mod web;
+mod web_hostile;
 mod worker;
