@@ -41,6 +41,17 @@ fn bad_flags_are_usage_errors() {
         "0",
     ]);
     assert_eq!(o.status.code(), Some(2));
+
+    for (flag, value, says) in [
+        ("--header-timeout", "0s", "must be above 0"),
+        ("--header-timeout", "10", "needs a unit"),
+        ("--max-connections", "0", "0 is not in 1..=1000000"),
+        ("--shutdown-grace", "soon", "is not a duration"),
+    ] {
+        let o = pizza(&["serve", "web", "--brokers", "127.0.0.1:1", flag, value]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(stderr(&o).contains(says), "{flag} {value}: {}", stderr(&o));
+    }
 }
 
 #[test]

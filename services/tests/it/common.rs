@@ -103,6 +103,16 @@ impl Shop {
         }
     }
 
+    /// Panics naming any service that has stopped (on an error or a panic) while it should run.
+    pub fn assert_running(&mut self) {
+        if let Some(j) = self.tasks.try_join_next() {
+            match j {
+                Ok((service, r)) => panic!("{service} stopped while it should run: {r:?}"),
+                Err(e) => panic!("a service's task ended: {e}"),
+            }
+        }
+    }
+
     /// Shuts down gracefully; every service must stop cleanly.
     pub async fn stop(mut self) {
         self.trigger.fire();

@@ -4,11 +4,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use pizza::admin::EmbeddedBroker;
+use pizza::clock::now_ms;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
-use pizza::domain::encode;
+use pizza::domain::{encode, OrderId};
+use pizza::hostile::{self, Expect, TAG_HEADER};
 use pizza::transport::kafka::KafkaTransport;
-use pizza::transport::RawRecord;
+use pizza::transport::{RawRecord, TransportError};
 use pizza::worker::DLQ_PAYLOAD_BYTES;
 
 use crate::common::*;
@@ -144,5 +148,86 @@ async fn a_malformed_record_too_large_to_dead_letter_whole_is_dead_lettered_in_p
             "{service}"
         );
     }
+    f.shop.stop().await;
+}
+
+/// Every record of `pizza::hostile`'s catalogue, on every topic the shop consumes, at once: the
+/// services all keep running, each malformed record is dead-lettered by every service that reads
+/// its topic (and nothing else is), the one valid order among them and a good order placed after
+/// them are delivered, and the records over the size limit are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_record_on_every_topic_leaves_the_shop_running() {
+    let mut f = shop();
+    let catalogue = hostile::pairs(&f.sys.topics);
+    let mut dead = Vec::new();
+    let mut orders = Vec::new();
+    for (n, (kind, topic, _)) in catalogue.iter().enumerate() {
+        let id = OrderId::nth(n as u32, 0x4057_11e5);
+        let spec = hostile::Spec {
+            topics: &f.sys.topics,
+            topic,
+            order_id: &id,
+            ts_ms: now_ms(),
+            max_record_bytes: 1_000_000,
+            headers: vec![(TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes()))],
+        };
+        let h = hostile::make(*kind, &spec).unwrap();
+        let produced = f.producer.produce_raw(&h.record).await;
+        match (h.expect, produced) {
+            (Expect::Refused, Err(TransportError::TooLarge(_))) => {}
+            (Expect::DeadLettered, Ok(d)) => dead.push((topic.clone(), d.partition, d.offset, *kind)),
+            (Expect::Handled, Ok(_)) if *kind == hostile::Kind::HeaderBytes => orders.push(id),
+            (Expect::Handled, Ok(_)) => {}
+            (expect, got) => panic!("{kind:?} on {topic}: expected {expect:?}, the producer said {got:?}"),
+        }
+    }
+    orders.extend(place(&f.producer, &f.sys, 1).await);
+    let view = f.shop.view_when_ready().await;
+    wait_for("every order delivered", Duration::from_secs(60), || async {
+        count_at(&view, &orders, 999) == orders.len()
+    })
+    .await;
+    let expected: BTreeSet<(String, i32, i64, String)> = dead
+        .iter()
+        .flat_map(|(topic, p, o, _)| {
+            f.sys
+                .topics
+                .consumers_of(topic)
+                .into_iter()
+                .map(move |s| (topic.clone(), *p, *o, s.as_str().to_owned()))
+        })
+        .collect();
+    wait_for(
+        "every malformed record dead-lettered",
+        Duration::from_secs(60),
+        || async { records_on(&f.producer, &f.sys.topics.dlq).await >= expected.len() as i64 },
+    )
+    .await;
+    let got: BTreeSet<(String, i32, i64, String)> = topic(&f.producer, &f.sys.topics.dlq)
+        .await
+        .iter()
+        .map(|r| {
+            assert!(!header(r, "dlq.reason").unwrap_or_default().is_empty(), "{r:?}");
+            (
+                header(r, "dlq.source.topic").unwrap().to_owned(),
+                header(r, "dlq.source.partition").unwrap().parse().unwrap(),
+                header(r, "dlq.source.offset").unwrap().parse().unwrap(),
+                header(r, "dlq.service").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, expected,
+        "pizza-dlq holds exactly the malformed records, once per reader"
+    );
+    f.shop.assert_running();
+    eprintln!(
+        "{} hostile records ({} kinds x 6 topics where they apply): {} dead-lettered {} times, {} orders delivered",
+        catalogue.len(),
+        hostile::Kind::ALL.len(),
+        dead.len(),
+        got.len(),
+        orders.len()
+    );
     f.shop.stop().await;
 }

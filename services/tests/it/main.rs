@@ -8,6 +8,7 @@ mod crash;
 mod dlq;
 mod hostile;
 mod pipeline;
+mod props;
 mod tansu;
 mod watchdog;
 mod web;
