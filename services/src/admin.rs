@@ -32,9 +32,10 @@ pub async fn create_topics(
     sys: &SysConfig,
 ) -> Result<Vec<TopicOutcome>, TransportError> {
     let t = transport.clone();
-    let existing = tokio::task::spawn_blocking(move || t.topic_partitions())
-        .await
-        .map_err(|e| TransportError::Fatal(e.to_string()))??;
+    let existing =
+        tokio::task::spawn_blocking(move || t.topic_partitions(crate::transport::kafka::METADATA_TIMEOUT))
+            .await
+            .map_err(|e| TransportError::Fatal(e.to_string()))??;
     let admin: AdminClient<DefaultClientContext> = transport.client_config().create().map_err(classify)?;
     let mut outcomes = Vec::new();
     let mut missing = Vec::new();

@@ -23,6 +23,8 @@ use crate::transport::kafka::KafkaTransport;
 
 /// How long one broker request of the check may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a whole check may take (well under the web app's 15 s request timeout).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a check's answer is reused.
 pub const CACHE_FOR: Duration = Duration::from_secs(1);
 /// Added to a service's longest step before waiting records without progress count as a stall
@@ -125,14 +127,19 @@ impl ShopHealth {
                 return answer.clone();
             }
         }
-        let answer = self.check(&mut probe).await;
+        let answer = match tokio::time::timeout(CHECK_TIMEOUT, self.check(&mut probe)).await {
+            Ok(answer) => answer,
+            Err(_) => vec![format!(
+                "broker: the health check took longer than {CHECK_TIMEOUT:?}"
+            )],
+        };
         probe.answer = Some((Instant::now(), answer.clone()));
         answer
     }
 
     async fn check(&self, probe: &mut Probe) -> Vec<String> {
         let t = self.transport.clone();
-        let topics = match tokio::task::spawn_blocking(move || t.topic_partitions()).await {
+        let topics = match tokio::task::spawn_blocking(move || t.topic_partitions(PROBE_TIMEOUT)).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return vec![format!("broker: not reachable: {e}")],
             Err(e) => return vec![format!("broker: check failed: {e}")],

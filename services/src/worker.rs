@@ -542,6 +542,58 @@ mod tests {
     }
 
     #[test]
+    fn dead_letter_records_shrink_form_by_form_and_keep_where_and_why() {
+        let rec = Record {
+            topic: "pizza-ordered".into(),
+            partition: 3,
+            offset: 77,
+            key: Some(vec![b'k'; 1000]),
+            payload: Some(vec![b'v'; 500_000]),
+            headers: vec![
+                ("dlq.reason".into(), b"spoofed".to_vec()),
+                ("origin".into(), b"x".to_vec()),
+            ],
+            timestamp_ms: None,
+        };
+        let size = |o: &OutRecord| crate::transport::RawRecord::from(o.clone()).size();
+        let forms: Vec<OutRecord> = DlqForm::ALL
+            .iter()
+            .map(|f| dlq_record(&rec, "pizza-dlq", "assemble", "bad", *f))
+            .collect();
+        assert!(size(&forms[0]) > size(&forms[1]) && size(&forms[1]) > size(&forms[2]));
+        let h = |o: &OutRecord, k: &str| {
+            o.headers
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect::<Vec<_>>()
+        };
+        for o in &forms {
+            assert_eq!(o.topic, "pizza-dlq");
+            assert_eq!(h(o, "dlq.source.topic"), ["pizza-ordered"]);
+            assert_eq!(h(o, "dlq.source.partition"), ["3"]);
+            assert_eq!(h(o, "dlq.source.offset"), ["77"]);
+            assert_eq!(h(o, "dlq.reason"), ["bad"], "ours only, once");
+        }
+        // Whole: the original bytes and headers, a spoofed `dlq.*` renamed.
+        assert_eq!((forms[0].key.len(), forms[0].payload.len()), (1000, 500_000));
+        assert_eq!(h(&forms[0], "dlq.original.dlq.reason"), ["spoofed"]);
+        assert_eq!(h(&forms[0], "origin"), ["x"]);
+        // In part: prefixes and the original lengths.
+        assert_eq!(
+            (forms[1].key.len(), forms[1].payload.len()),
+            (DLQ_KEY_BYTES, DLQ_PAYLOAD_BYTES)
+        );
+        assert_eq!(h(&forms[1], "dlq.payload.length"), ["500000"]);
+        assert_eq!(h(&forms[1], "dlq.key.length"), ["1000"]);
+        assert_eq!(h(&forms[1], "dlq.headers.count"), ["2"]);
+        assert!(h(&forms[1], "origin").is_empty());
+        // Bare: nothing of the record but where it is and why.
+        assert!(forms[2].key.is_empty() && forms[2].payload.is_empty());
+        assert_eq!(h(&forms[2], "dlq.truncated"), ["true"]);
+    }
+
+    #[test]
     fn a_record_in_flight_twice_holds_the_mark_until_both_finish() {
         let mut t = OffsetTracker::default();
         t.begin("t", 0, 0);

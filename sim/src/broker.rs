@@ -635,6 +635,41 @@ mod tests {
     }
 
     #[test]
+    fn records_over_message_max_bytes_are_refused_and_bytes_are_kept() {
+        let mut b = broker();
+        let max = BrokerConfig::default().max_record_bytes;
+        let mut rec = out("t", "00000001");
+        rec.headers = vec![(b"\xff\xfe".to_vec(), None)];
+        rec.payload = Some(Vec::new());
+        let fixed = rec.size();
+        rec.payload = Some(vec![b'x'; max - fixed + 1]);
+        assert_eq!(
+            b.produce(0, "p", 1, 0, rec.clone()),
+            Err(ProduceError::TooLarge { size: max + 1, max })
+        );
+        rec.payload = Some(vec![b'x'; max - fixed]);
+        let at = b.produce(0, "p", 1, 1, rec).unwrap();
+        // A null key lands somewhere; nothing is lost of what was sent.
+        let mut null = out("t", "k");
+        null.key = None;
+        null.payload = None;
+        b.produce(0, "p", 1, 2, null).unwrap();
+        let m = b.join(0, "c", "g", &["t".into()]);
+        let got = fetch_all(&mut b, 0, "g", m);
+        assert_eq!(got.len(), 2);
+        let big = got
+            .iter()
+            .find(|r| r.offset == at.offset && r.partition == at.partition)
+            .unwrap();
+        let rec = big.clone().into_record();
+        assert_eq!(rec.headers, vec![("\u{fffd}\u{fffd}".to_owned(), vec![])]);
+        assert_eq!(rec.payload().len(), max - fixed);
+        assert!(got
+            .iter()
+            .any(|r| r.stored.key.is_none() && r.stored.payload.is_none()));
+    }
+
+    #[test]
     fn a_retried_produce_is_appended_once() {
         let mut b = broker();
         let a = b.produce(0, "p", 9, 1, out("t", "k")).unwrap();

@@ -661,7 +661,12 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
                 order_id: &order_id,
                 ts_ms: now_ms(),
                 max_record_bytes: MAX_RECORD_BYTES,
-                headers: vec![(TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes()))],
+                // Every one carries a header key that is not UTF-8 besides its own hostility:
+                // reading headers is on every record's path, the dead-letter copy's too.
+                headers: vec![
+                    (TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes())),
+                    (b"sim.\xff\xfe".to_vec(), Some(b"\x00\xff".to_vec())),
+                ],
             };
             let h = hostile::make(*kind, &spec).expect("the catalogue lists only kinds that apply");
             tokio::spawn(send_hostile(t.clone(), shared.clone(), n, h))

@@ -23,7 +23,7 @@ use crate::config::KafkaProps;
 pub const MESSAGE_TIMEOUT_MS: &str = "10000";
 
 /// How long a metadata or watermark request may take.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long leaving a consumer group may take (the final commit and the leave). librdkafka's own
 /// close waits for ever for a broker that is gone; past this the member is left to expire.
@@ -71,12 +71,12 @@ impl KafkaTransport {
         self.producer.flush(timeout).map_err(classify)
     }
 
-    /// Partition counts of the topics that exist, by name.
-    pub fn topic_partitions(&self) -> Result<Vec<(String, usize)>, TransportError> {
+    /// Partition counts of the topics that exist, by name; waits at most `timeout` for the broker.
+    pub fn topic_partitions(&self, timeout: Duration) -> Result<Vec<(String, usize)>, TransportError> {
         let md = self
             .producer
             .client()
-            .fetch_metadata(None, METADATA_TIMEOUT)
+            .fetch_metadata(None, timeout)
             .map_err(classify)?;
         Ok(md
             .topics()
