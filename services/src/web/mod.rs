@@ -559,3 +559,24 @@ async fn order_events<T: Transport>(
 pub fn session_key_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("session.key")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_streams_are_capped_per_customer_and_in_all() {
+        let live = LiveStreams::default();
+        let mine: Vec<_> = (0..LIVE_PER_CUSTOMER).map(|_| live.open("a").unwrap()).collect();
+        assert!(live.open("a").is_none(), "one customer's cap");
+        drop(mine);
+        assert!(live.open("a").is_some(), "closing makes room");
+        let all: Vec<_> = (0..LIVE_TOTAL)
+            .map(|i| live.open(&i.to_string()).unwrap())
+            .collect();
+        assert!(live.open("someone else").is_none(), "the total cap");
+        drop(all);
+        assert_eq!(live.0.lock().unwrap().total, 0);
+        assert!(live.0.lock().unwrap().per_customer.is_empty());
+    }
+}

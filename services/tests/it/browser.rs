@@ -6,9 +6,8 @@
 //! Needs `/usr/bin/chromium` (or `CHROMIUM`) and `npm install --prefix e2e`; `.ci/run` sets both up.
 //! Without them the test says so and passes, except under CI, where it fails.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -26,24 +25,8 @@ fn a_customer_orders_in_a_real_browser() {
         eprintln!("SKIPPED: needs {chromium} and `npm install --prefix e2e`");
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_pizza"))
-        .args(["demo", "--time-scale", "0.2", "--listen", &listen])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = BufReader::new(demo.stdout.take().unwrap())
-        .lines()
-        .take(20)
-        .map_while(Result::ok)
-        .any(|l| l.contains("Ctrl-C stops"));
-    assert!(ready, "the demo did not start");
+    let (mut demo, addr) = crate::common::start_demo(&["--time-scale", "0.2"]);
+    let listen = addr.to_string();
 
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
     let run = Command::new("node")

@@ -210,3 +210,37 @@ impl<B> Drop for KeptOnPanic<B> {
         }
     }
 }
+
+/// A port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `pizza demo` with `args` on a free port of 127.0.0.1 and waits for its ready banner;
+/// the process and the address it serves. The caller stops the process.
+pub fn start_demo(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pizza"))
+        .args(["demo", "--listen", &addr.to_string()])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(20)
+        .map_while(Result::ok)
+        .any(|l| l.contains("Ctrl-C stops"));
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the demo did not start");
+    }
+    (child, addr)
+}

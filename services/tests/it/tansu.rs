@@ -11,7 +11,7 @@ use pizza::admin::{create_topics, TopicOutcome};
 use pizza::config::{KafkaProps, SysConfig};
 use pizza::transport::kafka::KafkaTransport;
 
-use crate::common::wait_for;
+use crate::common::{free_port, wait_for};
 use crate::pipeline::{full_pipeline, EndOffsets};
 
 struct Tansu(Child);
@@ -32,14 +32,6 @@ fn tansu_binary() -> Option<String> {
         .map(|d| d.join("tansu"))
         .find(|p| p.is_file())
         .map(|p| p.display().to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{free_port, start_demo};
+
 /// A process of ours, killed if the test ends early.
 struct Proc(Child);
 
@@ -40,14 +42,6 @@ impl Proc {
         }
         None
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `pizza broker`: the embedded broker alone, and its bootstrap address.
@@ -453,22 +447,9 @@ fn the_data_directory_is_private() {
 fn the_demo_reports_a_service_that_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("delivery.db")).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pizza"))
-        .args(["demo", "--time-scale", "0", "--listen", &addr.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .take(20)
-        .map_while(Result::ok)
-        .any(|l| l.contains("Ctrl-C stops"));
+    let data = dir.path().to_str().unwrap();
+    let (child, addr) = start_demo(&["--time-scale", "0", "--data-dir", data]);
     let _demo = Proc(child);
-    assert!(ready, "the demo did not start");
     let start = Instant::now();
     let r = loop {
         let r = send(addr, "GET", "/health-check", None, None);
@@ -491,20 +472,8 @@ fn the_demo_reports_a_service_that_cannot_run() {
 /// With every service running, the health check says Ok, as the original's does.
 #[test]
 fn the_demo_is_healthy_once_its_services_run() {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pizza"))
-        .args(["demo", "--time-scale", "0", "--listen", &addr.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .take(20)
-        .map_while(Result::ok)
-        .any(|l| l.contains("Ctrl-C stops"));
+    let (child, addr) = start_demo(&["--time-scale", "0"]);
     let _demo = Proc(child);
-    assert!(ready, "the demo did not start");
     let start = Instant::now();
     loop {
         let r = send(addr, "GET", "/health-check", None, None);
