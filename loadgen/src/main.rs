@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use pizza::admin::EmbeddedBroker;
+use pizza::admin::{group_lag, group_reader, EmbeddedBroker};
 use pizza::clock::{now_ms, TimeScale};
 use pizza::command::place_order;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
@@ -561,44 +561,19 @@ async fn warm_services(
 
 /// Per consumer group of the shop, the records of its topics not yet committed.
 fn consumer_lag(transport: &KafkaTransport, sys: &SysConfig) -> Result<Vec<(String, i64)>> {
-    let t = &sys.topics;
-    let groups: [(ServiceName, Vec<&str>); 5] = [
-        (ServiceName::Assemble, vec![&t.ordered]),
-        (ServiceName::Bake, vec![&t.assembled]),
-        (ServiceName::Deliver, vec![&t.ordered, &t.baked]),
-        (ServiceName::Merge, t.sources().to_vec()),
-        (ServiceName::Status, vec![&t.status, &t.ordered]),
-    ];
+    let timeout = Duration::from_secs(10);
+    let partitions = transport.topic_partitions(timeout)?;
     let mut out = Vec::new();
-    for (service, topics) in groups {
+    for service in ServiceName::CONSUMERS {
         let group = sys.group(service);
-        let consumer: BaseConsumer = transport.client_config().set("group.id", group).create()?;
-        let mut tpl = TopicPartitionList::new();
-        let mut highs = HashMap::new();
-        for topic in topics {
-            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            let n = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-            for p in 0..n as i32 {
-                tpl.add_partition(topic, p);
-                highs.insert(
-                    (topic.to_owned(), p),
-                    consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1,
-                );
-            }
-        }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-        let lag: i64 = committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let high = highs[&(e.topic().to_owned(), e.partition())];
-                match e.offset() {
-                    Offset::Offset(o) => (high - o).max(0),
-                    _ => high,
-                }
-            })
-            .sum();
-        out.push((group.to_owned(), lag));
+        let topics: Vec<(&str, usize)> = sys
+            .topics
+            .consumed_by(service)
+            .into_iter()
+            .map(|t| (t, partitions.iter().find(|(n, _)| n == t).map_or(0, |(_, n)| *n)))
+            .collect();
+        let reader = group_reader(transport, group)?;
+        out.push((group.to_owned(), group_lag(&reader, &topics, timeout)?.lag));
     }
     Ok(out)
 }

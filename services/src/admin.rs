@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::SysConfig;
 use crate::transport::kafka::{classify, KafkaTransport};
@@ -106,4 +108,58 @@ impl EmbeddedBroker {
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TransportError> {
         self.cluster.create_topic(name, partitions, 1).map_err(classify)
     }
+}
+
+/// Where a consumer group stands on the topics it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLag {
+    /// Records not yet committed (end offsets minus committed offsets).
+    pub lag: i64,
+    /// The committed offsets' sum: it moves exactly when the group commits progress.
+    pub committed: i64,
+}
+
+/// A consumer that reads `group`'s committed offsets. It never subscribes, so it never joins the
+/// group or disturbs its members.
+pub fn group_reader(transport: &KafkaTransport, group: &str) -> Result<BaseConsumer, TransportError> {
+    transport
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(classify)
+}
+
+/// Where `reader`'s group stands on `topics` (name and partition count): its committed offsets and
+/// the topics' end offsets, each in one request that waits at most `timeout`.
+pub fn group_lag(
+    reader: &BaseConsumer,
+    topics: &[(&str, usize)],
+    timeout: Duration,
+) -> Result<GroupLag, TransportError> {
+    let mut ends = TopicPartitionList::new();
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions as i32 {
+            tpl.add_partition(topic, p);
+            // A timestamp of -1 (Offset::End) asks ListOffsets for the end offset.
+            ends.add_partition_offset(topic, p, Offset::End)
+                .map_err(classify)?;
+        }
+    }
+    let committed = reader.committed_offsets(tpl, timeout).map_err(classify)?;
+    let ends = reader.offsets_for_times(ends, timeout).map_err(classify)?;
+    // Serve what librdkafka queued for this consumer (errors while the broker was away).
+    let _ = reader.poll(Duration::ZERO);
+    let at = |l: &TopicPartitionList, t: &str, p: i32| match l.find_partition(t, p).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => 0,
+    };
+    let (mut lag, mut sum) = (0, 0);
+    for e in committed.elements() {
+        let done = at(&committed, e.topic(), e.partition());
+        lag += (at(&ends, e.topic(), e.partition()) - done).max(0);
+        sum += done;
+    }
+    Ok(GroupLag { lag, committed: sum })
 }

@@ -499,6 +499,41 @@ impl SysConfig {
 mod tests {
     use super::*;
 
+    /// The wiring `spec/wire.md` and the README's table give, written out by hand: what each service
+    /// reads decides where a malformed record must be dead-lettered, so it must not drift.
+    #[test]
+    fn each_service_reads_the_topics_of_the_spec() {
+        let t = Topics::default();
+        assert_eq!(t.consumed_by(ServiceName::Assemble), ["pizza-ordered"]);
+        assert_eq!(t.consumed_by(ServiceName::Bake), ["pizza-assembled"]);
+        assert_eq!(
+            t.consumed_by(ServiceName::Deliver),
+            ["pizza-ordered", "pizza-baked"]
+        );
+        assert_eq!(
+            t.consumed_by(ServiceName::Merge),
+            [
+                "pizza-ordered",
+                "pizza-assembled",
+                "pizza-baked",
+                "pizza-delivered",
+                "pizza-pending"
+            ]
+        );
+        assert_eq!(
+            t.consumed_by(ServiceName::Status),
+            ["pizza-status", "pizza-ordered"]
+        );
+        assert!(t.consumed_by(ServiceName::Web).is_empty());
+        use ServiceName::*;
+        assert_eq!(
+            t.consumers_of("pizza-ordered"),
+            [Assemble, Deliver, Merge, Status]
+        );
+        assert_eq!(t.consumers_of("pizza-status"), [Status]);
+        assert!(t.consumers_of("pizza-dlq").is_empty());
+    }
+
     const ORIGINAL: &str = "[kafka-topics]\npizza_status = pizza-status\npizza_ordered = pizza-ordered\n\n[kafka-consumer-group-id]\nmicroservice_status = pizza_status\nmicroservice_delivery = pizza_delivery\n\n[status-label]\nstuck = Oops! Your order has fallen through the cracks\n\n[pizza]\nsauce =\n    Tomato\n    Pesto\ncheese =\n    Mozzarella\n; a comment\n# another\n[sqlite-orders]\nstatus_watchdog_minutes = 0.25\nstatus_invalid_timeout_minutes = 0.75\nstatus_completed_when = \n    delivered\n    cancelled\n";
 
     #[test]

@@ -15,15 +15,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 
+use crate::admin::{group_lag, group_reader, GroupLag};
 use crate::config::{ServiceName, SysConfig};
 use crate::transport::kafka::KafkaTransport;
 
 /// How long one broker request of the check may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a whole check may take (well under the web app's 15 s request timeout).
+/// How long a check waits for its measurement (well under the web app's 15 s request timeout).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a check's answer is reused.
 pub const CACHE_FOR: Duration = Duration::from_secs(1);
@@ -76,6 +76,8 @@ pub struct ShopHealth {
     supervised: Option<Supervised>,
     /// Per service: how long records may wait without progress before it counts as stalled.
     stall: BTreeMap<ServiceName, Duration>,
+    /// Per service, a consumer that reads its group's committed offsets (made on first use).
+    readers: Arc<Mutex<HashMap<ServiceName, BaseConsumer>>>,
     state: tokio::sync::Mutex<Probe>,
 }
 
@@ -83,11 +85,17 @@ pub struct ShopHealth {
 struct Probe {
     /// The last answer and when it was made.
     answer: Option<(Instant, Vec<String>)>,
-    /// A consumer per group, never subscribed (it reads the group's committed offsets only).
-    consumers: HashMap<ServiceName, Arc<BaseConsumer>>,
-    /// Per service: the committed offsets' sum last seen, and since when.
-    progress: HashMap<ServiceName, (i64, Instant)>,
+    /// A measurement that outlived its check: the next check waits for it instead of starting
+    /// another, so a slow broker never has more than one measurement's requests at once.
+    running: Option<tokio::task::JoinHandle<Measured>>,
+    /// Per service: its committed offsets' sum last seen, and since when records have waited at it
+    /// (`None` while none waits or after progress).
+    progress: HashMap<ServiceName, (i64, Option<Instant>)>,
 }
+
+/// What one measurement found: per service its group's position or why it could not be read; or
+/// the broker's silence.
+type Measured = Result<BTreeMap<ServiceName, Result<GroupLag, String>>, String>;
 
 impl ShopHealth {
     /// The health of the shop `sys` describes, reached through `transport`. `time_scale` scales the
@@ -115,6 +123,7 @@ impl ShopHealth {
             sys,
             supervised,
             stall,
+            readers: Arc::default(),
             state: tokio::sync::Mutex::new(Probe::default()),
         }
     }
@@ -127,77 +136,63 @@ impl ShopHealth {
                 return answer.clone();
             }
         }
-        let answer = match tokio::time::timeout(CHECK_TIMEOUT, self.check(&mut probe)).await {
-            Ok(answer) => answer,
-            Err(_) => vec![format!(
-                "broker: the health check took longer than {CHECK_TIMEOUT:?}"
-            )],
-        };
+        let answer = self.check(&mut probe).await;
         probe.answer = Some((Instant::now(), answer.clone()));
         answer
     }
 
     async fn check(&self, probe: &mut Probe) -> Vec<String> {
-        let t = self.transport.clone();
-        let topics = match tokio::task::spawn_blocking(move || t.topic_partitions(PROBE_TIMEOUT)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return vec![format!("broker: not reachable: {e}")],
-            Err(e) => return vec![format!("broker: check failed: {e}")],
-        };
-        let mut problems = self
+        let down: Vec<String> = self
             .supervised
             .as_ref()
             .map(Supervised::problems)
             .unwrap_or_default();
-        for service in ServiceName::CONSUMERS {
+        let mut job = match probe.running.take() {
+            Some(job) => job,
+            None => {
+                let (transport, sys, readers) =
+                    (self.transport.clone(), self.sys.clone(), self.readers.clone());
+                tokio::task::spawn_blocking(move || measure(&transport, &sys, &readers))
+            }
+        };
+        let measured = match tokio::time::timeout(CHECK_TIMEOUT, &mut job).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => Err(format!("check failed: {e}")),
+            Err(_) => {
+                probe.running = Some(job);
+                Err(format!("no answer within {CHECK_TIMEOUT:?}"))
+            }
+        };
+        let groups = match measured {
+            Ok(g) => g,
+            Err(e) => return vec![format!("broker: not reachable: {e}")],
+        };
+        let mut problems = down;
+        let now = Instant::now();
+        for (service, lag) in groups {
             if problems.iter().any(|p| p.starts_with(&format!("{service}:"))) {
+                // Down: its progress starts again from nothing once it runs.
+                probe.progress.remove(&service);
                 continue;
             }
-            let group = self.sys.group(service).to_owned();
-            let consumer = match probe.consumers.get(&service) {
-                Some(c) => c.clone(),
-                None => match self
-                    .transport
-                    .client_config()
-                    .set("group.id", &group)
-                    .set("enable.auto.commit", "false")
-                    .create::<BaseConsumer>()
-                {
-                    Ok(c) => probe.consumers.entry(service).or_insert(Arc::new(c)).clone(),
-                    Err(e) => {
-                        problems.push(format!("{service}: cannot check group {group}: {e}"));
-                        continue;
-                    }
-                },
-            };
-            let mut tpl = TopicPartitionList::new();
-            for topic in self.sys.topics.consumed_by(service) {
-                let partitions = topics.iter().find(|(t, _)| t == topic).map_or(0, |(_, n)| *n);
-                for p in 0..partitions as i32 {
-                    tpl.add_partition(topic, p);
-                }
-            }
-            let c = consumer.clone();
-            let lag = tokio::task::spawn_blocking(move || group_lag(&c, &tpl)).await;
-            let (lag, committed) = match lag {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    problems.push(format!("{service}: cannot read group {group}'s offsets: {e}"));
-                    continue;
-                }
+            let group = self.sys.group(service);
+            let GroupLag { lag, committed } = match lag {
+                Ok(l) => l,
                 Err(e) => {
-                    problems.push(format!("{service}: check failed: {e}"));
+                    problems.push(format!("{service}: cannot read consumer group {group}: {e}"));
                     continue;
                 }
             };
-            let now = Instant::now();
-            let since = match probe.progress.get(&service) {
-                Some((seen, since)) if *seen == committed && lag > 0 => *since,
-                _ => now,
-            };
-            probe.progress.insert(service, (committed, since));
-            let still = now - since;
-            if lag > 0 && still > self.stall[&service] {
+            let (seen, waiting) = probe.progress.entry(service).or_insert((committed, None));
+            if lag == 0 || *seen != committed {
+                // Nothing waits, or the group committed since: it keeps up.
+                *seen = committed;
+                *waiting = (lag > 0).then_some(now);
+            } else if waiting.is_none() {
+                *waiting = Some(now);
+            }
+            let still = waiting.map_or(Duration::ZERO, |since| now - since);
+            if still > self.stall[&service] {
                 problems.push(format!(
                     "{service}: {lag} records waiting and none handled for {}s (consumer group {group})",
                     still.as_secs()
@@ -208,32 +203,59 @@ impl ShopHealth {
     }
 }
 
-/// Records waiting in a group (ends minus committed offsets), and the committed offsets' sum.
-fn group_lag(
-    consumer: &BaseConsumer,
-    tpl: &TopicPartitionList,
-) -> Result<(i64, i64), rdkafka::error::KafkaError> {
-    let committed = consumer.committed_offsets(tpl.clone(), PROBE_TIMEOUT)?;
-    let (mut lag, mut sum) = (0, 0);
-    for e in committed.elements() {
-        let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), PROBE_TIMEOUT)?;
-        let at = match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
+/// One measurement, on a blocking thread: the topics' partitions, then each consuming service's
+/// group position. Every request waits at most [`PROBE_TIMEOUT`].
+fn measure(
+    transport: &KafkaTransport,
+    sys: &SysConfig,
+    readers: &Mutex<HashMap<ServiceName, BaseConsumer>>,
+) -> Measured {
+    let topics = transport
+        .topic_partitions(PROBE_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let mut readers = readers.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = BTreeMap::new();
+    for service in ServiceName::CONSUMERS {
+        let group = sys.group(service);
+        let reader = match readers.entry(service) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match group_reader(transport, group) {
+                Ok(r) => v.insert(r),
+                Err(e) => {
+                    out.insert(service, Err(e.to_string()));
+                    continue;
+                }
+            },
         };
-        lag += (high - at).max(0);
-        sum += at;
+        let read: Vec<(&str, usize)> = sys
+            .topics
+            .consumed_by(service)
+            .into_iter()
+            .map(|t| {
+                (
+                    t,
+                    topics.iter().find(|(name, _)| name == t).map_or(0, |(_, n)| *n),
+                )
+            })
+            .collect();
+        out.insert(
+            service,
+            group_lag(reader, &read, PROBE_TIMEOUT).map_err(|e| e.to_string()),
+        );
     }
-    Ok((lag, sum))
+    Ok(out)
 }
 
 impl Drop for ShopHealth {
     fn drop(&mut self) {
         // A consumer's drop waits for librdkafka to close it, which never ends while the broker is
         // gone: let a thread of its own do that, so nobody waits for it.
-        let consumers = std::mem::take(&mut self.state.get_mut().consumers);
-        if !consumers.is_empty() {
-            std::thread::spawn(move || drop(consumers));
+        // (A measurement still running holds them; they go when it ends, on its thread.)
+        if let Ok(mut readers) = self.readers.try_lock() {
+            let readers = std::mem::take(&mut *readers);
+            if !readers.is_empty() {
+                std::thread::spawn(move || drop(readers));
+            }
         }
     }
 }

@@ -500,7 +500,7 @@ async fn serve_web_on(
         view,
         key,
         shutdown: shutdown.clone(),
-        live: LiveStreams::default(),
+        live: LiveStreams::for_connections(web.limits.max_connections),
         health: Arc::new(health),
     });
     web::server::serve(listener, web::router(state), web.limits, shutdown).await;

@@ -37,8 +37,9 @@ struct Db {
 }
 
 /// Makes `dir` (and its parents) if missing, readable by its owner only (0700): the SQLite files
-/// and the session key in it are the installation's. An existing directory others can enter is
-/// tightened, with a warning.
+/// and the session key in it are the installation's. A directory that exists already is left as it
+/// is (it may be the user's own, shared on purpose), with a warning if others can enter it; the
+/// files themselves are 0600 either way.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -49,8 +50,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
             .create(dir)?;
         let mode = std::fs::metadata(dir)?.permissions().mode();
         if mode & 0o077 != 0 {
-            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "data directory was open to others; setting it to 0700");
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory is open to others; its files are not, but consider chmod 700");
         }
         Ok(())
     }

@@ -76,13 +76,21 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// How many records may be received but unfinished (running or queued behind their key).
     pub max_in_flight: usize,
+    /// How many bytes (keys, values, headers) those records may hold together: records near the
+    /// size limit would otherwise take `max_in_flight` megabytes. One record is always taken,
+    /// whatever its size.
+    pub max_in_flight_bytes: usize,
     pub dlq_topic: String,
     /// Attempts per record before a retriable failure becomes fatal.
     pub max_attempts: u32,
 }
 
+/// The default bound on the bytes a worker holds in flight: 64 MiB, librdkafka's default for its
+/// own queue of fetched records (`queued.max.messages.kbytes`).
+pub const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
 impl WorkerConfig {
-    /// Defaults for a service: 64 ovens, 1024 in flight, 10 attempts.
+    /// Defaults for a service: 64 ovens, 1024 (and 64 MiB) in flight, 10 attempts.
     pub fn new(name: &str, group: &str, topics: &[&str], dlq_topic: &str) -> WorkerConfig {
         WorkerConfig {
             name: name.to_owned(),
@@ -90,6 +98,7 @@ impl WorkerConfig {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             concurrency: 64,
             max_in_flight: 1024,
+            max_in_flight_bytes: MAX_IN_FLIGHT_BYTES,
             dlq_topic: dlq_topic.to_owned(),
             max_attempts: 10,
         }
@@ -127,7 +136,8 @@ impl WorkerError {
 pub struct WorkerStats {
     pub done: AtomicU64,
     pub dead_lettered: AtomicU64,
-    /// Records dead-lettered in part (a prefix of the payload) because the whole was too large.
+    /// Records dead-lettered in part (a prefix of the key and value, or none of them: see
+    /// [`DlqForm`]) because the whole was too large.
     pub dead_lettered_in_part: AtomicU64,
     /// Malformed records that not even a bare dead-letter record could carry: logged with where
     /// they are (they stay on their source topic) and passed over.
@@ -199,6 +209,8 @@ impl OffsetTracker {
 
 struct Done {
     key: Vec<u8>,
+    /// What the record counted against the byte bound.
+    bytes: usize,
     topic: String,
     partition: i32,
     offset: i64,
@@ -226,6 +238,8 @@ pub async fn run_worker<T: Transport, H: Handler>(
 
     let ovens = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let max_in_flight = cfg.max_in_flight.max(1);
+    let max_in_flight_bytes = cfg.max_in_flight_bytes.max(1);
+    let mut in_flight_bytes = 0usize;
     // Room for every record in flight, so a finishing task never waits on the channel.
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(max_in_flight);
     let mut tracker = OffsetTracker::default();
@@ -262,6 +276,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
             biased;
             Some(done) = done_rx.recv() => {
                 in_flight -= 1;
+                in_flight_bytes -= done.bytes;
                 if let Err(source) = done.result {
                     failure = Some(WorkerError::Handler {
                         service: cfg.name.clone(),
@@ -292,10 +307,11 @@ pub async fn run_worker<T: Transport, H: Handler>(
                 tracing::info!(service = %cfg.name, in_flight, "shutting down: finishing what is in flight");
                 draining = true;
             }
-            received = sub.recv(), if !draining && in_flight < max_in_flight => {
+            received = sub.recv(), if !draining && in_flight < max_in_flight && in_flight_bytes < max_in_flight_bytes => {
                 match received {
                     Ok(rec) => {
                         in_flight += 1;
+                        in_flight_bytes += record_bytes(&rec);
                         tracker.begin(&rec.topic, rec.partition, rec.offset);
                         if mark_on_arrival {
                             let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
@@ -354,6 +370,7 @@ impl<T: Transport, H: Handler> Task<T, H> {
             self.stats.done.fetch_add(1, Ordering::Relaxed);
         }
         let done = Done {
+            bytes: record_bytes(&rec),
             key: rec.key.unwrap_or_default(),
             topic: rec.topic,
             partition: rec.partition,
@@ -428,10 +445,17 @@ impl<T: Transport, H: Handler> Task<T, H> {
     }
 }
 
+/// What a record counts against [`WorkerConfig::max_in_flight_bytes`].
+fn record_bytes(rec: &Record) -> usize {
+    let headers: usize = rec.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    rec.key.as_ref().map_or(0, Vec::len) + rec.payload().len() + headers
+}
+
 /// How much of a malformed record its dead-letter record carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DlqForm {
-    /// The original key, payload and headers.
+    /// The original key and payload bytes, and the headers as the consumer read them (keys decoded
+    /// by `transport::header_from_raw`, null values as empty).
     Whole,
     /// At most [`DLQ_KEY_BYTES`] of the key and [`DLQ_PAYLOAD_BYTES`] of the payload, no original
     /// headers; the original lengths in headers.
@@ -458,7 +482,7 @@ pub const DLQ_ORIGINAL_PREFIX: &str = "dlq.original.";
 /// The dead-letter record for `rec` in the given form. Headers: `dlq.source.topic`,
 /// `dlq.source.partition`, `dlq.source.offset`, `dlq.service`, `dlq.reason`; in part, also
 /// `dlq.truncated`, `dlq.key.length`, `dlq.payload.length` (the original lengths) and
-/// `dlq.headers.count`; whole, the original headers first (any `dlq.*` one renamed
+/// `dlq.headers.count`; whole, the record's headers as read first (any `dlq.*` one renamed
 /// `dlq.original.*`).
 pub fn dlq_record(rec: &Record, dlq_topic: &str, service: &str, reason: &str, form: DlqForm) -> OutRecord {
     let key = rec.key.as_deref().unwrap_or_default();

@@ -781,6 +781,12 @@ async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) 
             }
         }
     }
+    // Not a service's fault, but a run that could not send its input checked less than it says.
+    shared.violate(
+        "harness",
+        None,
+        format!("{what} could not be sent in {HOSTILE_ATTEMPTS} attempts"),
+    );
 }
 
 /// The checker's watch over the view: safety checks on every read.
@@ -1008,8 +1014,11 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usi
             );
             let service = r.header("dlq.service").unwrap_or_default();
             let reason = r.header("dlq.reason").unwrap_or_default();
+            let reads = service
+                .parse::<ServiceName>()
+                .is_ok_and(|s| topics.consumers_of(&source.0).contains(&s));
             match hostile_in_log.get(&source) {
-                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() => {
+                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() && reads => {
                     dead.insert((source, service));
                 }
                 other => {

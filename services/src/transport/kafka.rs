@@ -87,6 +87,11 @@ impl KafkaTransport {
     }
 }
 
+// `produce_raw` relies on a `&BorrowedHeaders` being the address of librdkafka's headers object,
+// as rdkafka 0.39 makes it (a zero-sized type behind the native pointer). Should that change, this
+// stops the build instead of the pointer cast going wrong.
+const _: () = assert!(std::mem::size_of::<BorrowedHeaders>() == 0);
+
 impl KafkaTransport {
     /// Produces a record exactly as given: a null key or value, header keys that are not UTF-8.
     /// For tools and tests that play a hostile producer; the services produce [`OutRecord`]s.
@@ -212,6 +217,12 @@ pub fn classify(e: KafkaError) -> TransportError {
                 | RDKafkaErrorCode::SaslAuthenticationFailed
                 | RDKafkaErrorCode::InvalidConfig
                 | RDKafkaErrorCode::ProducerFenced
+                // Refusals no retry changes: a bad topic name, a broker policy, a record the
+                // broker will never take, a producer setting it rejects.
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidRequiredAcks
         )
     ) || matches!(e, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..));
     if fatal {

@@ -35,9 +35,11 @@ impl Record {
 
 /// A header as a consumer reads it from the wire: the key's bytes are untrusted, so they are
 /// decoded as UTF-8 with every invalid sequence replaced by U+FFFD, as Kafka's Java client decodes
-/// header keys; a null value reads as empty. Both transports read headers through this function
-/// (rdkafka's own header iterator panics on a key that is not UTF-8).
+/// header keys; a null value reads as empty. The key ends at its first NUL byte, because
+/// librdkafka hands header names over as C strings. Both transports read headers through this
+/// function (rdkafka's own header iterator panics on a key that is not UTF-8).
 pub fn header_from_raw(key: &[u8], value: Option<&[u8]>) -> (String, Vec<u8>) {
+    let key = key.split(|b| *b == 0).next().unwrap_or_default();
     #[cfg(madsim)]
     if crate::mutants::on(crate::mutants::Mutant::HeaderKeyPanics) {
         // What rdkafka's `Headers::iter` does: `CStr::to_str().unwrap()`.
@@ -62,21 +64,33 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
-    /// Its size as a producer counts it against `message.max.bytes`: key, value, and each header's
-    /// key and value with their length prefixes (librdkafka's `rd_kafka_msg_new0` check).
+    /// Its size as a producer counts it against `message.max.bytes`: a record's framing, key,
+    /// value, and each header's key and value with their varint lengths (librdkafka's
+    /// `rd_kafka_msg_max_wire_size`, which `rd_kafka_msg_new0` checks; a null value's length is -1).
     pub fn size(&self) -> usize {
         let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
         let headers: usize = self
             .headers
             .iter()
-            .map(|(k, v)| HEADER_OVERHEAD + k.len() + len(v))
+            .map(|(k, v)| {
+                let value_len = v.as_ref().map_or(-1, |v| v.len() as i64);
+                varint_len(k.len() as i64) + k.len() + varint_len(value_len) + len(v)
+            })
             .sum();
-        len(&self.key) + len(&self.payload) + headers
+        RECORD_OVERHEAD + len(&self.key) + len(&self.payload) + headers
     }
 }
 
-/// Bytes a header adds besides its key and value (the two length prefixes, as varints).
-pub const HEADER_OVERHEAD: usize = 4;
+/// Bytes of a zig-zag varint, as Kafka's record format writes lengths (`rd_uvarint_enc_i64`).
+fn varint_len(n: i64) -> usize {
+    let zigzag = ((n << 1) ^ (n >> 63)) as u64;
+    (64 - zigzag.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes a record adds besides its key, value and headers at most: its length, attributes,
+/// timestamp and offset deltas, key and value lengths and header count, as varints
+/// (librdkafka's `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+pub const RECORD_OVERHEAD: usize = 36;
 
 impl From<OutRecord> for RawRecord {
     fn from(r: OutRecord) -> RawRecord {
@@ -252,4 +266,25 @@ pub async fn read_all<T: Transport>(transport: &T, topics: &[&str]) -> Result<Ve
     }
     reader.close().await?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_count_as_librdkafka_counts() {
+        assert_eq!(
+            [0, -1, 1, 63, 64, 8191, 8192].map(varint_len),
+            [1, 1, 1, 1, 2, 2, 3]
+        );
+        let r = RawRecord {
+            topic: "t".into(),
+            key: Some(vec![0; 8]),
+            payload: Some(vec![0; 100]),
+            headers: vec![(b"k".to_vec(), None), (b"key".to_vec(), Some(vec![0; 64]))],
+        };
+        // 36 of framing, 8 + 100, then (1 + 1 + 1 + 0) and (1 + 3 + 2 + 64).
+        assert_eq!(r.size(), 36 + 108 + 3 + 70);
+    }
 }

@@ -66,18 +66,26 @@ pub trait HealthCheck: Send + Sync + 'static {
 
 /// Most live streams one customer may hold open.
 pub const LIVE_PER_CUSTOMER: usize = 8;
-/// Most live streams open at once, all customers together (well under the connection cap, so
-/// streams cannot take every connection).
+/// Most live streams open at once, all customers together, by default (a web app allowing fewer
+/// connections allows fewer streams: see [`LiveStreams::for_connections`]).
 pub const LIVE_TOTAL: usize = 256;
 
 /// The live streams open, counted per customer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LiveStreams(Arc<Mutex<LiveCount>>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LiveCount {
+    /// Most streams in all.
+    cap: usize,
     total: usize,
     per_customer: HashMap<String, usize>,
+}
+
+impl Default for LiveStreams {
+    fn default() -> Self {
+        LiveStreams::with_cap(LIVE_TOTAL)
+    }
 }
 
 /// One open live stream; closing it (dropping this) frees its place.
@@ -88,11 +96,26 @@ pub struct LivePlace {
 }
 
 impl LiveStreams {
+    /// At most `cap` streams in all.
+    pub fn with_cap(cap: usize) -> LiveStreams {
+        LiveStreams(Arc::new(Mutex::new(LiveCount {
+            cap,
+            total: 0,
+            per_customer: HashMap::new(),
+        })))
+    }
+
+    /// The caps for a web app that keeps at most `max_connections` open: streams may hold a
+    /// quarter of them at most (and [`LIVE_TOTAL`]), so they can never take every connection.
+    pub fn for_connections(max_connections: usize) -> LiveStreams {
+        LiveStreams::with_cap((max_connections / 4).clamp(1, LIVE_TOTAL))
+    }
+
     /// A place for one more stream of `customer`, if the caps allow it.
     pub fn open(&self, customer: &str) -> Option<LivePlace> {
         let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mine = c.per_customer.get(customer).copied().unwrap_or(0);
-        if c.total >= LIVE_TOTAL || mine >= LIVE_PER_CUSTOMER {
+        if c.total >= c.cap || mine >= LIVE_PER_CUSTOMER {
             return None;
         }
         c.total += 1;
@@ -578,5 +601,10 @@ mod tests {
         drop(all);
         assert_eq!(live.0.lock().unwrap().total, 0);
         assert!(live.0.lock().unwrap().per_customer.is_empty());
+        // Few connections, fewer streams: a quarter of them.
+        let small = LiveStreams::for_connections(32);
+        let eight: Vec<_> = (0..8).map(|i| small.open(&i.to_string()).unwrap()).collect();
+        assert!(small.open("x").is_none());
+        drop(eight);
     }
 }

@@ -59,33 +59,41 @@ impl SessionKey {
 
     /// Reads the installation's key from `path`, creating it (mode 0600) on first start.
     ///
-    /// The file is written whole or not at all (a temporary file, synced, renamed over, the
-    /// directory synced), so a crash cannot leave a short key behind. A file that is empty or a
-    /// strict prefix of a key (what an interrupted write by an earlier version leaves: no session
-    /// was ever signed with it) is replaced by a new key, with a warning; any other content is an
-    /// error naming the file.
+    /// The file is written whole or not at all (a temporary file, synced, then linked into place,
+    /// the directory synced), so a crash cannot leave a short key behind; when two web apps start
+    /// at once on one data directory, the first key in place wins and both use it. A file that is
+    /// empty or a strict prefix of a key (what an interrupted write by an earlier version leaves:
+    /// no session was ever signed with it) is replaced by a new key, with a warning; any other
+    /// content is an error naming the file.
     pub fn load_or_create(path: &Path) -> Result<SessionKey, KeyError> {
         let name = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => match SessionKey::from_hex(&text) {
-                Some(key) => Ok(key),
-                None if interrupted_write(&text) => {
-                    tracing::warn!(file = %name, bytes = text.len(), "session key file is incomplete (a crash while it was first written); making a new key");
-                    SessionKey::create(path).map_err(|e| KeyError::Io(name, e))
+        let io = |e| KeyError::Io(name.clone(), e);
+        // Twice at most: once to find no key and place ours, once to read the one that won.
+        for _ in 0..2 {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match SessionKey::from_hex(&text) {
+                    Some(key) => return Ok(key),
+                    None if interrupted_write(&text) => {
+                        tracing::warn!(file = %name, bytes = text.len(), "session key file is incomplete (a crash while it was first written); making a new key");
+                        let key = SessionKey::random();
+                        write_private_atomically(path, hex(&key.0).as_bytes(), Place::Replace).map_err(io)?;
+                        return Ok(key);
+                    }
+                    None => return Err(KeyError::Format(name)),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let key = SessionKey::random();
+                    match write_private_atomically(path, hex(&key.0).as_bytes(), Place::New) {
+                        Ok(()) => return Ok(key),
+                        // Another instance placed its key first: use that one.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(io(e)),
+                    }
                 }
-                None => Err(KeyError::Format(name)),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                SessionKey::create(path).map_err(|e| KeyError::Io(name, e))
+                Err(e) => return Err(io(e)),
             }
-            Err(e) => Err(KeyError::Io(name, e)),
         }
-    }
-
-    fn create(path: &Path) -> std::io::Result<SessionKey> {
-        let key = SessionKey::random();
-        write_private_atomically(path, hex(&key.0).as_bytes())?;
-        Ok(key)
+        Err(KeyError::Format(name))
     }
 
     fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
@@ -100,10 +108,19 @@ fn interrupted_write(text: &str) -> bool {
     text.len() < 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// How [`write_private_atomically`] puts its file in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Only where there is no file yet (else `AlreadyExists`).
+    New,
+    /// Over whatever is there.
+    Replace,
+}
+
 /// Writes `bytes` to `path` (mode 0600) so that `path` holds either nothing or all of them, also
-/// across a crash or a power loss: a temporary file beside it, synced, renamed over, and the
-/// directory synced so the rename itself is durable.
-pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// across a crash or a power loss: a temporary file beside it, synced, then linked (`New`) or
+/// renamed (`Replace`) into place, and the directory synced so that is durable too.
+pub fn write_private_atomically(path: &Path, bytes: &[u8], place: Place) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -115,7 +132,8 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    // A name no other writer uses: not even another process with our pid (in another container).
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", random_token()));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -124,12 +142,13 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()
         let mut f = opts.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        match place {
+            Place::New => std::fs::hard_link(&tmp, path)?,
+            Place::Replace => std::fs::rename(&tmp, path)?,
+        }
         std::fs::File::open(dir)?.sync_all()
     })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     written
 }
 
@@ -376,6 +395,22 @@ mod tests {
 
     /// What a crash during the first start left with the earlier `create_new` + `write_all`: the
     /// file, empty or cut short. That stopped the web app from ever starting again.
+    #[test]
+    fn two_instances_starting_together_use_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("session.key");
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let run = || s.spawn(|| SessionKey::load_or_create(&p).unwrap().0);
+            let handles: Vec<_> = (0..8).map(|_| run()).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "every instance signs with the key on disk"
+        );
+        assert_eq!(SessionKey::load_or_create(&p).unwrap().0, keys[0]);
+    }
+
     #[test]
     fn a_key_file_cut_short_by_a_crash_is_made_again() {
         let dir = tempfile::tempdir().unwrap();

@@ -192,3 +192,60 @@ async fn graceful_shutdown_leaves_the_group_at_once() {
         "handover took {handover:?}: the worker did not leave the group"
     );
 }
+
+/// Counts how many records run at once.
+#[derive(Default)]
+struct Gauge {
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Handler for Gauge {
+    async fn handle(&self, _rec: &Record) -> Result<(), HandleError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Large records are bounded by their bytes, not only by their count: with room for 250 KiB, no
+/// more than three 100 KiB records are held at once, however many ovens there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_flight_are_bounded_by_their_bytes() {
+    let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
+    broker.create_topic("it-bytes", 3).unwrap();
+    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let transport = KafkaTransport::new(&props, "it-bytes").unwrap();
+    let n = 30;
+    for i in 0..n {
+        let out = OutRecord::new("it-bytes", format!("key-{i}"), vec![b'x'; 100 * 1024]);
+        transport.produce(out).await.unwrap();
+    }
+    let mut cfg = WorkerConfig::new("it", "it-bytes-group", &["it-bytes"], "pizza-dlq");
+    cfg.concurrency = 64;
+    cfg.max_in_flight_bytes = 250 * 1024;
+    let gauge = Arc::new(Gauge::default());
+    let (trigger, shutdown) = Shutdown::new();
+    let worker = tokio::spawn(run_worker(
+        transport.clone(),
+        cfg,
+        gauge.clone(),
+        Arc::new(WorkerStats::default()),
+        shutdown,
+    ));
+    wait_for("every record handled", Duration::from_secs(60), || async {
+        gauge.done.load(Ordering::SeqCst) == n
+    })
+    .await;
+    trigger.fire();
+    worker.await.unwrap().expect("worker stops cleanly");
+    let max = gauge.max_running.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&max),
+        "{max} records of 100 KiB at once with room for 250 KiB"
+    );
+}
