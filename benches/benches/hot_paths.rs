@@ -3,7 +3,6 @@
 //! pipeline on the embedded broker at time scale 0. `cargo bench -p pizza-benches`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -14,12 +13,12 @@ use pizza::command::place_order;
 use pizza::config::{KafkaProps, ServiceName, SysConfig, Topics};
 use pizza::domain::{decode, encode, Assembled, OrderRequest, Ordered, StatusCodes, StatusEvent, StatusOnly};
 use pizza::partitioner::partition_for;
-use pizza::services::{self, assemble, bake, deliver, merge, status, ServiceConfig};
-use pizza::shutdown::Shutdown;
+use pizza::services::{assemble, bake, deliver, merge, ServiceConfig};
+use pizza::shop::{Restart, Shop};
 use pizza::store::{DeliveryState, ViewStore};
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::Record;
-use pizza::worker::WorkerStats;
+use pizza::view;
 use pizza_benches::{order_ids, ordered, payloads, view_updates};
 
 fn partitioner(c: &mut Criterion) {
@@ -94,7 +93,7 @@ fn steps(c: &mut Criterion) {
         customer_id: Some("ab".into()),
         ..Default::default()
     };
-    let at_200 = status::OrderStatus {
+    let at_200 = view::OrderStatus {
         status: 200,
         status_ts: 1,
         stuck: false,
@@ -113,7 +112,7 @@ fn steps(c: &mut Criterion) {
         b.iter(|| black_box(merge::step(&topics, &codes, black_box(&rec)).unwrap()))
     });
     g.bench_function("status fold", |b| {
-        b.iter(|| black_box(status::fold(&codes, Some(black_box(&at_200)), 300, 2, None)))
+        b.iter(|| black_box(view::fold(&codes, Some(black_box(&at_200)), 300, 2, None)))
     });
     g.finish();
 }
@@ -154,7 +153,7 @@ fn sqlite(c: &mut Criterion) {
         b.iter_batched(
             fresh,
             |(_dir, view)| {
-                for chunk in rebuild.chunks(pizza::view::REBUILD_BATCH) {
+                for chunk in rebuild.chunks(view::REBUILD_BATCH) {
                     view.apply_many(&codes, chunk).unwrap();
                 }
             },
@@ -178,21 +177,6 @@ fn pipeline(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
     cfg.time_scale = TimeScale::new(0.0).unwrap();
-    let (trigger, shutdown) = Shutdown::new();
-    let mut running = tokio::task::JoinSet::new();
-    let customer = rt.block_on(async {
-        for service in ServiceName::CONSUMERS {
-            let t = KafkaTransport::new(&props, service.as_str()).unwrap();
-            running.spawn(services::run(
-                service,
-                cfg.clone(),
-                t,
-                Arc::new(WorkerStats::default()),
-                shutdown.clone(),
-            ));
-        }
-        KafkaTransport::new(&props, "bench").unwrap()
-    });
     let req = OrderRequest {
         username: "bench".into(),
         sauce: "Tomato".into(),
@@ -217,19 +201,16 @@ fn pipeline(c: &mut Criterion) {
         next += 1;
         pizza::domain::OrderId::nth(next, salt)
     };
-    // Warm up: one order through, so every group has formed.
-    let view = rt.block_on(async {
-        place_order(&customer, &sys, &req, fresh_id(), now_ms())
-            .await
-            .unwrap();
-        while !cfg.view_path().exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    // Every group formed before the clock starts.
+    let (shop, customer, view) = rt.block_on(async {
+        let mut shop = Shop::start(cfg.clone(), &ServiceName::CONSUMERS, Restart::Never, {
+            let props = props.clone();
+            move |service| KafkaTransport::new(&props, service.as_str())
+        });
+        let customer = KafkaTransport::new(&props, "bench").unwrap();
+        shop.ready(&customer, Duration::from_secs(60)).await.unwrap();
         let view = ViewStore::open_read_only(&cfg.view_path()).unwrap();
-        while delivered(&view) < 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        view
+        (shop, customer, view)
     });
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(ORDERS));
@@ -262,8 +243,7 @@ fn pipeline(c: &mut Criterion) {
     });
     g.finish();
     // The services leave their groups while the broker still runs.
-    trigger.fire();
-    rt.block_on(async { while running.join_next().await.is_some() {} });
+    rt.block_on(shop.stop(Duration::from_secs(30))).unwrap();
     drop(broker);
 }
 

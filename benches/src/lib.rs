@@ -2,7 +2,7 @@
 //! (`cargo bench -p pizza-benches`); this library gives them realistic inputs.
 
 use pizza::domain::{customer_id_for, encode, Assembled, Order, OrderId, Ordered, StatusEvent, StatusOnly};
-use pizza::store::ViewUpdate;
+use pizza::view::ViewUpdate;
 
 /// `n` order ids as the shop makes them (8 hex characters), spread like random UUID tails.
 pub fn order_ids(n: u32) -> Vec<OrderId> {

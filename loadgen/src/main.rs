@@ -25,11 +25,10 @@ use pizza::admin::{group_lag, group_reader, EmbeddedBroker};
 use pizza::clock::{now_ms, TimeScale};
 use pizza::command::place_order;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
-use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent};
-use pizza::services::{self, ServiceConfig};
-use pizza::shutdown::Shutdown;
+use pizza::domain::{decode, OrderId, StatusEvent};
+use pizza::services::ServiceConfig;
+use pizza::shop::{Restart, Shop};
 use pizza::transport::kafka::KafkaTransport;
-use pizza::worker::WorkerStats;
 use report::{Latencies, Percentiles, Summary, STAGES};
 
 /// Open-loop load against the pizza shop, with end-to-end latency from the intended send time.
@@ -248,7 +247,7 @@ async fn run(args: Args) -> Result<bool> {
             let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
             // Producer-only measures the client alone: no services competing for the cores.
             if !args.produce_only {
-                _services = Some(start_services(&props, &sys, args.services_time_scale)?);
+                _services = Some(start_shop(&props, &sys, args.services_time_scale)?);
             }
             _embedded = Some(broker);
             props
@@ -266,8 +265,9 @@ async fn run(args: Args) -> Result<bool> {
             tracker.clone(),
         )?))
     };
-    if _services.is_some() {
-        warm_services(&transport, &sys, &tracker).await?;
+    if let Some((shop, _)) = &mut _services {
+        // One order through first, so every group has formed before the clock starts.
+        shop.ready(&transport, Duration::from_secs(60)).await?;
     }
 
     let total = schedule::count(args.rate, args.warmup + args.duration);
@@ -434,8 +434,10 @@ async fn run(args: Args) -> Result<bool> {
         lost == 0 && errors == 0
     };
     // Embedded services leave their groups while the broker still runs.
-    if let Some(services) = _services {
-        services.stop().await;
+    if let Some((shop, _dir)) = _services {
+        if let Err(e) = shop.stop(Duration::from_secs(30)).await {
+            eprintln!("loadgen: embedded {}", pizza::error::Report(&e));
+        }
     }
     Ok(ok)
 }
@@ -479,84 +481,16 @@ fn follow(
     })
 }
 
-/// The shop's services running in this process (for --embedded).
-struct Embedded {
-    _dir: tempfile::TempDir,
-    trigger: pizza::shutdown::ShutdownTrigger,
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl Embedded {
-    /// Shuts the services down gracefully (bounded: 30 s).
-    async fn stop(mut self) {
-        self.trigger.fire();
-        let _ = tokio::time::timeout(Duration::from_secs(30), async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-    }
-}
-
-fn start_services(props: &KafkaProps, sys: &SysConfig, scale: TimeScale) -> Result<Embedded> {
+/// The shop's services in this process (for --embedded), with their data directory.
+fn start_shop(props: &KafkaProps, sys: &SysConfig, scale: TimeScale) -> Result<(Shop, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
     cfg.time_scale = scale;
-    let (trigger, shutdown) = Shutdown::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for service in ServiceName::CONSUMERS {
-        let transport = KafkaTransport::new(props, service.as_str())?;
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = services::run(
-                service,
-                cfg,
-                transport,
-                Arc::new(WorkerStats::default()),
-                shutdown,
-            )
-            .await
-            {
-                eprintln!("loadgen: embedded {service} stopped: {e}");
-            }
-        });
-    }
-    Ok(Embedded {
-        _dir: dir,
-        trigger,
-        tasks,
-    })
-}
-
-/// Waits until one order went through the embedded services (their groups have formed).
-async fn warm_services(
-    transport: &KafkaTransport,
-    sys: &Arc<SysConfig>,
-    tracker: &Arc<Mutex<Tracker>>,
-) -> Result<()> {
-    let req = OrderRequest {
-        username: "warmup".into(),
-        sauce: sys.menu.sauces[0].clone(),
-        cheese: sys.menu.cheeses[0].clone(),
-        main_topping: sys.menu.main_toppings[0].clone(),
-        extra_toppings: vec![],
-    };
-    let id = OrderId::random();
-    tracker
-        .lock()
-        .unwrap()
-        .register(id.to_string(), Instant::now(), false, sys);
-    place_order(transport, sys, &req, id.clone(), now_ms()).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !tracker.lock().unwrap().orders[id.as_str()].done {
-        if Instant::now() > deadline {
-            bail!("the embedded services did not deliver a first order within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut t = tracker.lock().unwrap();
-    t.orders.clear();
-    t.completed = 0;
-    Ok(())
+    let props = props.clone();
+    let shop = Shop::start(cfg, &ServiceName::CONSUMERS, Restart::Never, move |service| {
+        KafkaTransport::new(&props, service.as_str())
+    });
+    Ok((shop, dir))
 }
 
 /// Per consumer group of the shop, the records of its topics not yet committed.

@@ -37,7 +37,7 @@ pub async fn create_topics(
     let existing =
         tokio::task::spawn_blocking(move || t.topic_partitions(crate::transport::kafka::METADATA_TIMEOUT))
             .await
-            .map_err(|e| TransportError::Fatal(e.to_string()))??;
+            .map_err(TransportError::fatal)??;
     let admin: AdminClient<DefaultClientContext> = transport.client_config().create().map_err(classify)?;
     let mut outcomes = Vec::new();
     let mut missing = Vec::new();
@@ -73,7 +73,7 @@ pub async fn create_topics(
                     partitions: sys.num_partitions as usize,
                 }),
                 Err((name, code)) => {
-                    return Err(TransportError::Fatal(format!("creating topic {name}: {code}")))
+                    return Err(TransportError::fatal(format!("creating topic {name}: {code}")))
                 }
             }
         }

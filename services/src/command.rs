@@ -5,7 +5,7 @@
 
 use crate::config::SysConfig;
 use crate::domain::{customer_id_for, encode, InvalidField, Order, OrderId, OrderRequest, Ordered};
-use crate::transport::{Delivered, OutRecord, Transport, TransportError};
+use crate::transport::{Acked, OutRecord, Transport, TransportError};
 
 /// Why an order was not placed. Nothing was produced in either case.
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +14,7 @@ pub enum PlaceError {
     #[error("invalid order: {0}")]
     Invalid(#[from] InvalidField),
     /// The event could not be made durable (the shop's problem: a 5xx, try again).
-    #[error("the order could not be recorded: {0}")]
+    #[error("the order could not be recorded")]
     Unavailable(#[from] TransportError),
 }
 
@@ -23,7 +23,8 @@ pub enum PlaceError {
 pub struct Placed {
     pub order_id: OrderId,
     pub event: Ordered,
-    pub delivered: Delivered,
+    /// Where pizza-ordered was written.
+    pub acked: Acked,
 }
 
 /// The pizza-ordered event for a valid request.
@@ -55,10 +56,10 @@ pub async fn place_order<T: Transport>(
 ) -> Result<Placed, PlaceError> {
     let event = ordered_event(sys, req, now_ms)?;
     let out = OutRecord::new(&sys.topics.ordered, order_id.as_str(), encode(&event));
-    let delivered = transport.produce(out).await?;
+    let acked = transport.produce(out).await?;
     Ok(Placed {
         order_id,
         event,
-        delivered,
+        acked,
     })
 }

@@ -16,7 +16,7 @@ use crate::domain::{Menu, StatusCodes, StatusLabels};
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: {message}", path.display())]
     Syntax {
@@ -442,8 +442,8 @@ impl SysConfig {
                 c.client_ids.insert(name, v.to_owned());
             }
         }
-        c.codes = StatusCodes::from_ini(ini)?;
-        c.labels = StatusLabels::from_ini(ini);
+        c.codes = status_codes(ini)?;
+        c.labels = status_labels(ini);
         for (key, slot) in [
             ("sauce", &mut c.menu.sauces),
             ("cheese", &mut c.menu.cheeses),
@@ -493,6 +493,47 @@ impl SysConfig {
             .cloned()
             .unwrap_or_else(|| format!("pizza-{service}"))
     }
+}
+
+/// `[status-id]`: the codes, each defaulting to the original's.
+fn status_codes(ini: &Ini) -> Result<StatusCodes, ConfigError> {
+    let mut c = StatusCodes::default();
+    for (key, slot) in [
+        ("stuck", &mut c.stuck),
+        ("order_received", &mut c.order_received),
+        ("pending", &mut c.pending),
+        ("in_the_oven", &mut c.in_the_oven),
+        ("out_for_delivery", &mut c.out_for_delivery),
+        ("delivered", &mut c.delivered),
+        ("unknown", &mut c.unknown),
+        ("something_wrong", &mut c.something_wrong),
+        ("cancelled", &mut c.cancelled),
+    ] {
+        *slot = ini.parse_or("status-id", key, *slot)?;
+    }
+    Ok(c)
+}
+
+/// `[status-label]`: the customer-facing texts, each defaulting to the original's.
+fn status_labels(ini: &Ini) -> StatusLabels {
+    let mut l = StatusLabels::default();
+    for (key, slot) in [
+        ("stuck", &mut l.stuck),
+        ("order_received", &mut l.order_received),
+        ("pending", &mut l.pending),
+        ("in_the_oven", &mut l.in_the_oven),
+        ("out_for_delivery", &mut l.out_for_delivery),
+        ("delivered", &mut l.delivered),
+        ("unknown", &mut l.unknown),
+        ("something_wrong", &mut l.something_wrong),
+        ("cancelled", &mut l.cancelled),
+        ("else", &mut l.other),
+    ] {
+        if let Some(v) = ini.get("status-label", key) {
+            *slot = v.to_owned();
+        }
+    }
+    l
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@ use std::fmt;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Ini};
-
 /// An order id: 8 lower-case hex characters, the last 8 of a random UUID's hex in the original.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -403,24 +401,6 @@ pub enum Rank {
 }
 
 impl StatusCodes {
-    pub(crate) fn from_ini(ini: &Ini) -> Result<StatusCodes, ConfigError> {
-        let mut c = StatusCodes::default();
-        for (key, slot) in [
-            ("stuck", &mut c.stuck),
-            ("order_received", &mut c.order_received),
-            ("pending", &mut c.pending),
-            ("in_the_oven", &mut c.in_the_oven),
-            ("out_for_delivery", &mut c.out_for_delivery),
-            ("delivered", &mut c.delivered),
-            ("unknown", &mut c.unknown),
-            ("something_wrong", &mut c.something_wrong),
-            ("cancelled", &mut c.cancelled),
-        ] {
-            *slot = ini.parse_or("status-id", key, *slot)?;
-        }
-        Ok(c)
-    }
-
     /// The rank of a code; `None` for the stuck flag and for codes the shop does not know.
     pub fn rank(&self, code: i64) -> Option<Rank> {
         if code == self.stuck {
@@ -480,27 +460,6 @@ impl Default for StatusLabels {
 }
 
 impl StatusLabels {
-    pub(crate) fn from_ini(ini: &Ini) -> StatusLabels {
-        let mut l = StatusLabels::default();
-        for (key, slot) in [
-            ("stuck", &mut l.stuck),
-            ("order_received", &mut l.order_received),
-            ("pending", &mut l.pending),
-            ("in_the_oven", &mut l.in_the_oven),
-            ("out_for_delivery", &mut l.out_for_delivery),
-            ("delivered", &mut l.delivered),
-            ("unknown", &mut l.unknown),
-            ("something_wrong", &mut l.something_wrong),
-            ("cancelled", &mut l.cancelled),
-            ("else", &mut l.other),
-        ] {
-            if let Some(v) = ini.get("status-label", key) {
-                *slot = v.to_owned();
-            }
-        }
-        l
-    }
-
     /// The customer-facing text of a code.
     pub fn text(&self, codes: &StatusCodes, code: i64) -> String {
         let pairs = [

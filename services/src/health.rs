@@ -19,6 +19,7 @@ use rdkafka::consumer::BaseConsumer;
 
 use crate::admin::{group_lag, group_reader, GroupLag};
 use crate::config::{ServiceName, SysConfig};
+use crate::shop::Supervised;
 use crate::transport::kafka::KafkaTransport;
 
 /// How long one broker request of the check may take.
@@ -30,44 +31,6 @@ pub const CACHE_FOR: Duration = Duration::from_secs(1);
 /// Added to a service's longest step before waiting records without progress count as a stall
 /// (commits are every 500 ms; a rebalance takes a few seconds).
 pub const STALL_SLACK: Duration = Duration::from_secs(10);
-
-/// What a supervisor knows of the services it runs in this process.
-#[derive(Clone, Debug, Default)]
-pub struct Supervised(Arc<Mutex<BTreeMap<ServiceName, ServiceState>>>);
-
-/// A supervised service's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServiceState {
-    Running,
-    /// Stopped on an error; the supervisor starts it again.
-    Down {
-        error: String,
-        restarts: u32,
-    },
-}
-
-impl Supervised {
-    /// Records a service's state.
-    pub fn set(&self, service: ServiceName, state: ServiceState) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(service, state);
-    }
-
-    fn problems(&self) -> Vec<String> {
-        let states = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        states
-            .iter()
-            .filter_map(|(service, state)| match state {
-                ServiceState::Running => None,
-                ServiceState::Down { error, restarts } => Some(format!(
-                    "{service}: stopped ({restarts} restarts so far): {error}"
-                )),
-            })
-            .collect()
-    }
-}
 
 /// The shop's health, as seen from a web app.
 pub struct ShopHealth {

@@ -4,7 +4,7 @@
 //! every one of them onto a real broker), so both hunt the same class of bug.
 //!
 //! The rule they check: no record stops a service. A record that is not the topic's event (as
-//! judged by [`crate::services::event::parse`]) is dead-lettered by every service that consumes
+//! judged by [`crate::event::parse`]) is dead-lettered by every service that consumes
 //! its topic; a valid one is handled like any other; one over the size limit is refused by the
 //! broker (or the producer) and reaches no one.
 
@@ -327,7 +327,7 @@ pub fn pairs(topics: &Topics) -> Vec<(Kind, String, Expect)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::event::parse;
+    use crate::event::parse;
     use crate::transport::{header_from_raw, Record};
 
     fn as_consumed(r: &RawRecord) -> Record {

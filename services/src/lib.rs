@@ -17,7 +17,7 @@
 //!   each (the simulation and the integration tests both throw it at the services).
 //! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature `kafka`);
 //!   `health`: what `/health-check` reports, judged from the broker (both features).
-//! - `mutants`: known bug classes the simulation switches on (exists only under `--cfg madsim`).
+//! - [`mutants`]: known bug classes the simulation switches on (always off outside `--cfg madsim`).
 //! - [`clock`], [`shutdown`]: time and graceful shutdown, from the runtime (simulated under madsim).
 
 #[cfg(feature = "kafka")]
@@ -26,13 +26,17 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod domain;
+pub mod error;
+pub mod event;
 #[cfg(all(feature = "kafka", feature = "web"))]
 pub mod health;
 pub mod hostile;
-#[cfg(madsim)]
 pub mod mutants;
+pub mod options;
 pub mod partitioner;
 pub mod services;
+#[cfg(not(madsim))]
+pub mod shop;
 pub mod shutdown;
 pub mod store;
 pub mod transport;

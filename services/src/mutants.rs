@@ -1,11 +1,11 @@
-//! Known bug classes, switchable in the simulation only: this module exists under `--cfg madsim`
-//! and nowhere else, so no production build carries a mutant. The simulation's tests switch one on
-//! and assert that some fault scenario catches it within a fixed number of seeds (`sim/`).
+//! Known bug classes, switchable in the simulation only. The switch exists in every build, so the
+//! services have one code path (`if mutants::on(..)`, no `cfg`); outside `--cfg madsim`, [`on`] is
+//! a constant `false` and [`set`] does not exist, so the compiler drops every mutant branch and no
+//! production build can turn one on. The simulation's tests switch one on and assert that some
+//! fault scenario catches it within a fixed number of seeds (`sim/`).
 //!
 //! The switch is per thread: madsim runs a whole simulated cluster on one thread, so parallel
 //! simulations (test threads, the runner's jobs) each see only their own.
-
-use std::cell::Cell;
 
 /// A deliberate bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,16 +75,26 @@ impl std::str::FromStr for Mutant {
     }
 }
 
+#[cfg(madsim)]
 thread_local! {
-    static ACTIVE: Cell<Option<Mutant>> = const { Cell::new(None) };
+    static ACTIVE: std::cell::Cell<Option<Mutant>> = const { std::cell::Cell::new(None) };
 }
 
 /// Switches `mutant` on (or every mutant off) for this thread's simulations.
+#[cfg(madsim)]
 pub fn set(mutant: Option<Mutant>) {
     ACTIVE.with(|a| a.set(mutant));
 }
 
 /// Whether `mutant` is on.
+#[cfg(madsim)]
 pub fn on(mutant: Mutant) -> bool {
     ACTIVE.with(|a| a.get() == Some(mutant))
+}
+
+/// Whether `mutant` is on: never, outside the simulation.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub const fn on(_: Mutant) -> bool {
+    false
 }

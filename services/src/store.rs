@@ -6,14 +6,13 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use serde::Serialize;
 
 use crate::domain::{Order, StatusCodes};
-use crate::services::status::{fold, OrderStatus};
+use crate::view::{fold, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate};
 
 /// A state store failure.
 #[derive(Debug, thiserror::Error)]
-#[error("state store {path}: {source}")]
+#[error("state store {path}")]
 pub struct StoreError {
     path: String,
     #[source]
@@ -157,25 +156,6 @@ CREATE TABLE IF NOT EXISTS order_details (
 CREATE INDEX IF NOT EXISTS order_details_by_customer ON order_details (customer_id, ordered_ts);
 ";
 
-/// An order's row in the view, with its details when pizza-ordered has been seen.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OrderRow {
-    pub order_id: String,
-    pub status: Option<OrderStatus>,
-    pub details: Option<Order>,
-    pub ordered_ts: Option<i64>,
-    /// Each status the order reached, with when, in order of status rank.
-    pub timeline: Vec<(i64, i64)>,
-}
-
-/// Every row of the view, ordered, for comparing a live view with a rebuilt one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ViewDump {
-    pub status: Vec<StatusRow>,
-    pub timeline: Vec<(String, i64, i64)>,
-    pub details: Vec<(String, Order, i64)>,
-}
-
 /// The status service's materialized view: a fold of pizza-status (and of pizza-ordered, for the
 /// details customers see).
 pub struct ViewStore {
@@ -188,6 +168,20 @@ impl ViewStore {
         Ok(ViewStore {
             db: Db::open(path, false, VIEW_SCHEMA)?,
         })
+    }
+
+    /// Creates a view at `path`, which must not exist yet (a rebuild writes a fresh file).
+    pub fn create(path: &Path) -> Result<ViewStore, StoreError> {
+        if path.exists() {
+            return Err(StoreError {
+                path: path.display().to_string(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some("already exists; a rebuild writes a fresh file".into()),
+                ),
+            });
+        }
+        ViewStore::open(path)
     }
 
     /// Opens an existing view read-only (the web app reads what the status service writes).
@@ -358,8 +352,13 @@ impl ViewStore {
     }
 }
 
-/// An order's status row: order id, status, status_ts, stuck, stuck_ts.
-pub type StatusRow = (String, i64, i64, bool, Option<i64>);
+impl ViewSink for ViewStore {
+    type Error = StoreError;
+
+    fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), StoreError> {
+        ViewStore::apply_many(self, codes, updates)
+    }
+}
 
 fn status_rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<StatusRow>> {
     let mut s = conn.prepare_cached(
@@ -382,22 +381,6 @@ fn order_from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Order
         main_topping: r.get(first + 4)?,
         extra_toppings: serde_json::from_str(&extras).unwrap_or_default(),
     })
-}
-
-/// One update of the view, for [`ViewStore::apply_many`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ViewUpdate {
-    Status {
-        order_id: String,
-        status: i64,
-        ts: i64,
-        observed: Option<i64>,
-    },
-    Details {
-        order_id: String,
-        order: Order,
-        ordered_ts: i64,
-    },
 }
 
 fn fold_status(

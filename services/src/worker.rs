@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::domain::Malformed;
+use crate::error::{BoxError, Report};
+use crate::mutants::{self, Mutant};
 use crate::shutdown::Shutdown;
 use crate::transport::{OutRecord, Record, Subscription, Transport, TransportError};
 
@@ -30,30 +32,30 @@ pub enum HandleError {
     #[error("malformed event: {0}")]
     Malformed(#[from] Malformed),
     /// Try again later.
-    #[error("{0}")]
-    Retriable(String),
+    #[error("retriable")]
+    Retriable(#[source] BoxError),
     /// Stop the service.
-    #[error("{0}")]
-    Fatal(String),
+    #[error("fatal")]
+    Fatal(#[source] BoxError),
+}
+
+impl HandleError {
+    pub fn retriable(cause: impl Into<BoxError>) -> HandleError {
+        HandleError::Retriable(cause.into())
+    }
+
+    pub fn fatal(cause: impl Into<BoxError>) -> HandleError {
+        HandleError::Fatal(cause.into())
+    }
 }
 
 impl From<TransportError> for HandleError {
     fn from(e: TransportError) -> Self {
-        match e {
-            TransportError::Retriable(m) => HandleError::Retriable(m),
-            // A service's own outputs are small: one refused for its size will be refused again.
-            TransportError::Fatal(m) | TransportError::TooLarge(m) => HandleError::Fatal(m),
-        }
-    }
-}
-
-impl From<crate::store::StoreError> for HandleError {
-    fn from(e: crate::store::StoreError) -> Self {
-        // A busy or locked database clears; anything else will not.
-        if e.is_busy() {
-            HandleError::Retriable(e.to_string())
+        if e.is_retriable() {
+            HandleError::retriable(e)
         } else {
-            HandleError::Fatal(e.to_string())
+            // A service's own outputs are small: one refused for its size will be refused again.
+            HandleError::fatal(e)
         }
     }
 }
@@ -108,9 +110,9 @@ impl WorkerConfig {
 /// Why a worker stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("{service}: {source}")]
+    #[error("{service}")]
     Transport { service: String, source: TransportError },
-    #[error("{service}: record {topic}/{partition}@{offset}: {source}")]
+    #[error("{service}: record {topic}/{partition}@{offset}")]
     Handler {
         service: String,
         topic: String,
@@ -143,6 +145,30 @@ pub struct WorkerStats {
     /// they are (they stay on their source topic) and passed over.
     pub dead_letter_dropped: AtomicU64,
     pub retries: AtomicU64,
+}
+
+/// What a worker counted, read once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerCounts {
+    pub done: u64,
+    pub dead_lettered: u64,
+    pub dead_lettered_in_part: u64,
+    pub dead_letter_dropped: u64,
+    pub retries: u64,
+}
+
+impl WorkerStats {
+    /// The counters now.
+    pub fn counts(&self) -> WorkerCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerCounts {
+            done: get(&self.done),
+            dead_lettered: get(&self.dead_lettered),
+            dead_lettered_in_part: get(&self.dead_lettered_in_part),
+            dead_letter_dropped: get(&self.dead_letter_dropped),
+            retries: get(&self.retries),
+        }
+    }
 }
 
 /// Per partition, which received records are unfinished, so the offset marked done never passes one.
@@ -185,12 +211,10 @@ impl OffsetTracker {
                 p.unfinished.remove(&offset);
             }
         }
-        let next = p.unfinished.keys().next().copied().unwrap_or(p.received_end);
-        #[cfg(madsim)]
-        let next = if crate::mutants::on(crate::mutants::Mutant::OffsetPassesUnfinished) {
+        let next = if mutants::on(Mutant::OffsetPassesUnfinished) {
             offset + 1
         } else {
-            next
+            p.unfinished.keys().next().copied().unwrap_or(p.received_end)
         };
         (next > p.marked).then(|| {
             p.marked = next;
@@ -249,10 +273,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
     let mut draining = false;
     let mut failure: Option<WorkerError> = None;
     // Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
-    #[cfg(not(madsim))]
-    let mark_on_arrival = false;
-    #[cfg(madsim)]
-    let mark_on_arrival = crate::mutants::on(crate::mutants::Mutant::CommitBeforeDurable);
+    let mark_on_arrival = mutants::on(Mutant::CommitBeforeDurable);
 
     let start = |rec: Record| {
         let task = Task {
@@ -292,7 +313,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
                     if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
                         // The partition may have moved to another member; it re-reads from the
                         // last commit, which redelivers at most what we finished since.
-                        tracing::warn!(service = %cfg.name, topic = %done.topic, partition = done.partition, error = %e, "could not mark offset");
+                        tracing::warn!(service = %cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
                     }
                 }
                 let lane = lanes.get_mut(&done.key).expect("a finished record's lane exists");
@@ -326,7 +347,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
                         }
                     }
                     Err(e) if e.is_retriable() => {
-                        tracing::warn!(service = %cfg.name, error = %e, "consumer error");
+                        tracing::warn!(service = %cfg.name, error = %Report(&e), "consumer error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) => {
@@ -340,7 +361,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
     // Commit what is done (never past an unfinished record) and leave the group.
     let closed = sub.close().await;
     if let Some(f) = failure {
-        tracing::error!(error = %f, "worker stopped");
+        tracing::error!(error = %Report(&f), "worker stopped");
         return Err(f);
     }
     closed.map_err(transport_err)?;
@@ -394,7 +415,7 @@ impl<T: Transport, H: Handler> Task<T, H> {
                 Err(HandleError::Retriable(m)) if attempt < self.max_attempts => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let backoff = Duration::from_millis(100 << attempt.min(6));
-                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt, error = %m, "retrying");
+                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt, error = %Report(&*m), "retrying");
                     tokio::time::sleep(backoff).await;
                 }
                 Err(e) => return Err(e),
@@ -408,14 +429,11 @@ impl<T: Transport, H: Handler> Task<T, H> {
     /// on its source topic, at the offset the log names).
     async fn dead_letter(&self, rec: &Record, reason: &str) -> Result<(), HandleError> {
         tracing::warn!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "dead-lettering");
-        #[cfg(madsim)]
-        let forms: &[DlqForm] = if crate::mutants::on(crate::mutants::Mutant::DlqWholeOnly) {
+        let forms: &[DlqForm] = if mutants::on(Mutant::DlqWholeOnly) {
             &[DlqForm::Whole]
         } else {
             &DlqForm::ALL
         };
-        #[cfg(not(madsim))]
-        let forms = &DlqForm::ALL;
         for form in forms {
             match self
                 .transport
@@ -430,14 +448,13 @@ impl<T: Transport, H: Handler> Task<T, H> {
                     return Ok(());
                 }
                 Err(TransportError::TooLarge(e)) => {
-                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, ?form, error = %e, "dead-letter record too large; trying a smaller one");
+                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, ?form, error = %Report(&*e), "dead-letter record too large; trying a smaller one");
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        #[cfg(madsim)]
-        if crate::mutants::on(crate::mutants::Mutant::DlqWholeOnly) {
-            return Err(HandleError::Fatal("dead-letter record too large".into()));
+        if mutants::on(Mutant::DlqWholeOnly) {
+            return Err(HandleError::fatal("dead-letter record too large"));
         }
         tracing::error!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "not even a bare dead-letter record was accepted; the record stays on its source topic and is passed over");
         self.stats.dead_letter_dropped.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use pizza::partitioner::partition_for;
-use pizza::transport::{header_from_raw, Delivered, RawRecord, Record};
+use pizza::transport::{header_from_raw, Acked, RawRecord, Record};
 
 use crate::rng::SplitMix64;
 use crate::trace::Trace;
@@ -169,7 +169,7 @@ pub struct Broker {
     topics: BTreeMap<String, Vec<Vec<Stored>>>,
     groups: BTreeMap<String, Group>,
     /// Producer id -> sequence -> where that record went.
-    producers: BTreeMap<u64, BTreeMap<u64, Delivered>>,
+    producers: BTreeMap<u64, BTreeMap<u64, Acked>>,
     next_member: u64,
     rng: SplitMix64,
     /// Chance that a fetch skips a partition that has records (reordering across partitions).
@@ -217,7 +217,7 @@ impl Broker {
         producer: u64,
         seq: u64,
         rec: RawRecord,
-    ) -> Result<Delivered, ProduceError> {
+    ) -> Result<Acked, ProduceError> {
         self.expire(now);
         let key = trace_key(rec.key.as_deref());
         let size = rec.size();
@@ -260,7 +260,7 @@ impl Broker {
             headers: rec.headers,
             timestamp_ms: now,
         });
-        let d = Delivered { partition, offset };
+        let d = Acked { partition, offset };
         self.producers.entry(producer).or_default().insert(seq, d);
         self.event(
             now,

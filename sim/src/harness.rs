@@ -30,11 +30,11 @@ use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
 use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
 use pizza::mutants::Mutant;
-use pizza::services::{RunError, ServiceConfig};
+use pizza::options::ServiceOpts;
+use pizza::services::{RunError, Service, ServiceConfig};
 use pizza::shutdown::Shutdown;
-use pizza::store::ViewStore;
+use pizza::store::{DeliveryStore, ViewStore};
 use pizza::transport::TransportError;
-use pizza::worker::WorkerStats;
 
 use crate::broker::{Broker, BrokerConfig, MAX_RECORD_BYTES};
 use crate::node::{serve, BrokerShared, SimTransport};
@@ -281,14 +281,28 @@ pub fn run(opts: &RunOptions) -> Outcome {
     outcome
 }
 
+/// The options a service node runs with, as `pizza serve SERVICE` would take them.
+fn service_args(sc: &Scenario, root: &Path, service: ServiceName) -> Vec<String> {
+    let data_dir = root.join(service.as_str());
+    vec![
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--time-scale".into(),
+        sc.time_scale.factor().to_string(),
+        "--concurrency".into(),
+        sc.ovens.to_string(),
+    ]
+}
+
+/// A service node's configuration: parsed from [`service_args`] by the binary's own option type,
+/// with the scenario's partitions in the shop's configuration.
 fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceConfig {
-    let mut sys = SysConfig::default();
+    let opts = ServiceOpts::from_args(service_args(sc, root, service))
+        .expect("the simulation's service options parse");
+    let mut sys = opts.load_sys().expect("the default configuration");
     sys.num_partitions = sc.partitions;
-    let mut cfg = ServiceConfig::new(sys, root.join(service.as_str()));
-    cfg.concurrency = sc.ovens;
-    cfg.time_scale = sc.time_scale;
-    cfg.max_in_flight = (sc.ovens * 4).max(1024);
-    cfg
+    let data_dir = opts.data_dir.clone().expect("given above");
+    opts.service_config(sys, data_dir)
 }
 
 async fn simulate(
@@ -431,9 +445,11 @@ async fn simulate(
     let rebuilt = checker
         .spawn(async move {
             let t = SimTransport::connect("checker").await;
-            pizza::view::rebuild(&t, &cfg, &rebuild_path)
+            let sink = ViewStore::create(&rebuild_path).map_err(|e| e.to_string())?;
+            pizza::view::rebuild(&t, &cfg.sys, &sink)
                 .await
                 .map(|_| rebuild_path)
+                .map_err(|e| pizza::error::Report(&e).to_string())
         })
         .await
         .expect("the checker node runs");
@@ -486,9 +502,12 @@ async fn run_service(
             }
             std::future::pending::<()>().await
         });
-        let stats = Arc::new(WorkerStats::default());
-        let result: Result<(), RunError> =
-            pizza::services::run(service, cfg.clone(), transport, stats, shutdown).await;
+        let result = match open_service(service, &cfg) {
+            Ok(node) => pizza::services::run(cfg.clone(), transport, node, shutdown)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
         let t = shared.since_start();
         match result {
             Ok(()) => {
@@ -527,6 +546,15 @@ async fn run_service(
             }
         }
     }
+}
+
+/// The service with its state, as `pizza serve` opens it, except under the mutant that keeps
+/// delivery's state in memory (lost with the node).
+fn open_service(service: ServiceName, cfg: &ServiceConfig) -> Result<Service, RunError> {
+    if service == ServiceName::Deliver && pizza::mutants::on(Mutant::DeliveryStateInMemory) {
+        return Ok(Service::Deliver(DeliveryStore::open(Path::new(":memory:"))?));
+    }
+    Service::open(service, cfg)
 }
 
 fn apply_fault(

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 use pizza::clock::now_ms;
-use pizza::transport::{Delivered, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
+use pizza::transport::{Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
@@ -71,7 +71,7 @@ enum Request {
 }
 
 enum Response {
-    Produced(Result<Delivered, ProduceError>),
+    Produced(Result<Acked, ProduceError>),
     EndOffsets(Option<Vec<i64>>),
     Joined(u64),
     Generation(Option<u64>),
@@ -254,13 +254,13 @@ impl SimTransport {
 }
 
 fn unreachable_broker(what: &str) -> TransportError {
-    TransportError::Retriable(format!("{what}: the broker did not answer"))
+    TransportError::retriable(format!("{what}: the broker did not answer"))
 }
 
 impl SimTransport {
     /// Produces a record exactly as given (a null key or value, header keys that are not UTF-8):
     /// what a hostile producer sends.
-    pub async fn produce_raw(&self, record: RawRecord) -> Result<Delivered, TransportError> {
+    pub async fn produce_raw(&self, record: RawRecord) -> Result<Acked, TransportError> {
         let seq = self.0.seq.fetch_add(1, Ordering::Relaxed);
         let producer = self.0.producer;
         let rsp = self
@@ -276,10 +276,10 @@ impl SimTransport {
         match rsp {
             Some(Response::Produced(Ok(d))) => Ok(d),
             Some(Response::Produced(Err(e @ ProduceError::TooLarge { .. }))) => {
-                Err(TransportError::TooLarge(e.to_string()))
+                Err(TransportError::too_large(e.to_string()))
             }
-            Some(Response::Produced(Err(e))) => Err(TransportError::Fatal(e.to_string())),
-            _ => Err(TransportError::Retriable("message timed out".into())),
+            Some(Response::Produced(Err(e))) => Err(TransportError::fatal(e.to_string())),
+            _ => Err(TransportError::retriable("message timed out")),
         }
     }
 }
@@ -287,7 +287,7 @@ impl SimTransport {
 impl Transport for SimTransport {
     type Subscription = SimSubscription;
 
-    async fn produce(&self, record: OutRecord) -> Result<Delivered, TransportError> {
+    async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
         self.produce_raw(record.into()).await
     }
 
@@ -335,7 +335,7 @@ impl Transport for SimTransport {
             .await;
         match rsp {
             Some(Response::EndOffsets(Some(ends))) => Ok(ends),
-            Some(Response::EndOffsets(None)) => Err(TransportError::Fatal(format!("unknown topic {topic}"))),
+            Some(Response::EndOffsets(None)) => Err(TransportError::fatal(format!("unknown topic {topic}"))),
             _ => Err(unreachable_broker("end offsets")),
         }
     }
@@ -489,7 +489,7 @@ impl Subscription for SimSubscription {
         self.rx
             .recv()
             .await
-            .ok_or_else(|| TransportError::Fatal("the fetcher stopped".into()))
+            .ok_or_else(|| TransportError::fatal("the fetcher stopped"))
     }
 
     fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {

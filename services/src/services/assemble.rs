@@ -2,7 +2,7 @@
 
 use crate::clock::now_ms;
 use crate::domain::{assemble_secs, bake_secs, encode, recipe_seed, Assembled, Ordered};
-use crate::services::event::{parse, unexpected, Event};
+use crate::event::{parse, unexpected, Event};
 use crate::services::ServiceConfig;
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};

@@ -3,7 +3,7 @@
 use crate::clock::now_ms;
 use crate::config::Topics;
 use crate::domain::{encode, Malformed, OrderId, StatusOnly};
-use crate::services::event::{parse, unexpected, Event};
+use crate::event::{parse, unexpected, Event};
 use crate::services::ServiceConfig;
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};

@@ -8,7 +8,8 @@
 
 use crate::clock::now_ms;
 use crate::domain::{delivery_secs, encode, StatusOnly};
-use crate::services::event::{parse, unexpected, Event};
+use crate::event::{parse, unexpected, Event};
+use crate::mutants::{self, Mutant};
 use crate::services::ServiceConfig;
 use crate::store::{DeliveryState, DeliveryStore};
 use crate::transport::{OutRecord, Record, Transport};
@@ -98,14 +99,11 @@ impl<T: Transport> Handler for Deliver<T> {
             Event::Baked(_) => (on_baked(&state), None),
             _ => return Err(unexpected(rec).into()),
         };
-        #[cfg(madsim)]
         let decision = match decision {
-            Decision::Resend { .. } if crate::mutants::on(crate::mutants::Mutant::NoDedup) => {
-                Decision::Deliver {
-                    customer_id: state.customer_id.clone().unwrap_or_default(),
-                    pending: state.pending,
-                }
-            }
+            Decision::Resend { .. } if mutants::on(Mutant::NoDedup) => Decision::Deliver {
+                customer_id: state.customer_id.clone().unwrap_or_default(),
+                pending: state.pending,
+            },
             d => d,
         };
         match decision {
@@ -125,8 +123,7 @@ impl<T: Transport> Handler for Deliver<T> {
                 let ts = self.store.mark_delivered(order_id, now_ms())?;
                 // A deliver that does not recognise redelivered inputs has no earlier delivery to
                 // take the time from either: it stamps the delivery it just made.
-                #[cfg(madsim)]
-                let ts = if crate::mutants::on(crate::mutants::Mutant::NoDedup) {
+                let ts = if mutants::on(Mutant::NoDedup) {
                     now_ms()
                 } else {
                     ts

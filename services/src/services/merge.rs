@@ -4,8 +4,9 @@
 
 use crate::config::Topics;
 use crate::domain::{encode, Malformed, OrderId, StatusCodes, StatusEvent};
-use crate::services::event::{parse, unexpected, Event};
-use crate::services::{event_ts, ServiceConfig};
+use crate::event::event_ts;
+use crate::event::{parse, unexpected, Event};
+use crate::services::ServiceConfig;
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
 

@@ -5,56 +5,20 @@
 pub mod assemble;
 pub mod bake;
 pub mod deliver;
-pub mod event;
 pub mod merge;
 pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::clock::TimeScale;
-use crate::config::{ServiceName, SysConfig};
+use crate::config::ServiceName;
+pub use crate::options::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{DeliveryStore, StoreError, ViewStore};
-use crate::transport::{Record, Transport};
-use crate::worker::{run_worker, Handler, WorkerConfig, WorkerError, WorkerStats};
-
-/// What every service needs besides its transport.
-#[derive(Clone, Debug)]
-pub struct ServiceConfig {
-    pub sys: Arc<SysConfig>,
-    /// Scales cooking, delivery and watchdog times (0 = instant, watchdog off).
-    pub time_scale: TimeScale,
-    /// Where stateful services keep their SQLite files (`delivery.db`, `orders.db`).
-    pub data_dir: PathBuf,
-    /// Records handled at once per service (ovens, drivers).
-    pub concurrency: usize,
-    /// Records received but unfinished per service.
-    pub max_in_flight: usize,
-}
+use crate::transport::{Transport, TransportError};
+use crate::worker::{run_worker, HandleError, Handler, WorkerConfig, WorkerCounts, WorkerError, WorkerStats};
 
 impl ServiceConfig {
-    /// Defaults: the spec's configuration, real time, 64 ovens.
-    pub fn new(sys: SysConfig, data_dir: PathBuf) -> ServiceConfig {
-        ServiceConfig {
-            sys: Arc::new(sys),
-            time_scale: TimeScale::REAL,
-            data_dir,
-            concurrency: 64,
-            max_in_flight: 1024,
-        }
-    }
-
-    /// The status view's file.
-    pub fn view_path(&self) -> PathBuf {
-        self.data_dir.join("orders.db")
-    }
-
-    /// The delivery store's file.
-    pub fn delivery_path(&self) -> PathBuf {
-        self.data_dir.join("delivery.db")
-    }
-
     fn worker(&self, service: ServiceName) -> WorkerConfig {
         let mut w = WorkerConfig::new(
             service.as_str(),
@@ -68,6 +32,18 @@ impl ServiceConfig {
     }
 }
 
+/// A store failure, as a handler reports it: a busy or locked database clears, anything else will
+/// not.
+impl From<StoreError> for HandleError {
+    fn from(e: StoreError) -> Self {
+        if e.is_busy() {
+            HandleError::retriable(e)
+        } else {
+            HandleError::fatal(e)
+        }
+    }
+}
+
 /// Why a service stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -75,10 +51,14 @@ pub enum RunError {
     Worker(#[from] WorkerError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot create data directory {0}: {1}")]
-    DataDir(PathBuf, std::io::Error),
+    #[error("cannot create data directory {0}")]
+    DataDir(PathBuf, #[source] std::io::Error),
     #[error("`{0}` is not a consuming service")]
     NotAConsumer(ServiceName),
+    #[error("connecting to the broker")]
+    Connect(#[source] TransportError),
+    #[error("the service ended before it was asked to stop")]
+    EndedEarly,
 }
 
 impl RunError {
@@ -89,95 +69,114 @@ impl RunError {
         match self {
             RunError::Worker(w) => w.gave_up_retrying(),
             RunError::Store(e) => e.is_busy(),
-            RunError::DataDir(..) | RunError::NotAConsumer(_) => false,
+            RunError::Connect(e) => e.is_retriable(),
+            RunError::DataDir(..) | RunError::NotAConsumer(_) | RunError::EndedEarly => false,
+        }
+    }
+}
+
+/// A consuming service with the state it keeps, opened by the caller: the `pizza` binary and the
+/// shop open the files in the data directory ([`Service::open`]); the simulation may bring other
+/// stores (one in memory, to play a bug).
+pub enum Service {
+    Assemble,
+    Bake,
+    Deliver(DeliveryStore),
+    Merge,
+    Status(Arc<ViewStore>),
+}
+
+impl Service {
+    /// `service` with its state in `cfg.data_dir` (created, private, when the service keeps any).
+    pub fn open(service: ServiceName, cfg: &ServiceConfig) -> Result<Service, RunError> {
+        let dir = || {
+            crate::store::private_dir(&cfg.data_dir).map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))
+        };
+        Ok(match service {
+            ServiceName::Assemble => Service::Assemble,
+            ServiceName::Bake => Service::Bake,
+            ServiceName::Merge => Service::Merge,
+            ServiceName::Deliver => {
+                dir()?;
+                Service::Deliver(DeliveryStore::open(&cfg.delivery_path())?)
+            }
+            ServiceName::Status => {
+                dir()?;
+                Service::Status(Arc::new(ViewStore::open(&cfg.view_path())?))
+            }
+            ServiceName::Web => return Err(RunError::NotAConsumer(service)),
+        })
+    }
+
+    pub fn name(&self) -> ServiceName {
+        match self {
+            Service::Assemble => ServiceName::Assemble,
+            Service::Bake => ServiceName::Bake,
+            Service::Deliver(_) => ServiceName::Deliver,
+            Service::Merge => ServiceName::Merge,
+            Service::Status(_) => ServiceName::Status,
         }
     }
 }
 
 /// Runs one consuming service until `shutdown` fires (then finishes in-flight work, commits and
-/// leaves its group) or it fails.
+/// leaves its group) or it fails. Returns what its worker counted.
 pub async fn run<T: Transport>(
-    service: ServiceName,
     cfg: ServiceConfig,
     transport: T,
-    stats: Arc<WorkerStats>,
+    service: Service,
     shutdown: Shutdown,
-) -> Result<(), RunError> {
-    let needs_disk = matches!(service, ServiceName::Deliver | ServiceName::Status);
-    if needs_disk {
-        crate::store::private_dir(&cfg.data_dir).map_err(|e| RunError::DataDir(cfg.data_dir.clone(), e))?;
-    }
+) -> Result<WorkerCounts, RunError> {
+    let mut w = cfg.worker(service.name());
+    let stats = Arc::new(WorkerStats::default());
     match service {
-        ServiceName::Assemble => {
-            let w = cfg.worker(service);
+        Service::Assemble => {
             let h = assemble::Assemble {
                 transport: transport.clone(),
-                cfg: cfg.clone(),
+                cfg,
             };
-            run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
+            run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
-        ServiceName::Bake => {
-            let w = cfg.worker(service);
+        Service::Bake => {
             let h = bake::Bake {
                 transport: transport.clone(),
-                cfg: cfg.clone(),
+                cfg,
             };
-            run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
+            run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
-        ServiceName::Deliver => {
-            let w = cfg.worker(service);
-            let path = cfg.delivery_path();
-            #[cfg(madsim)]
-            let path = if crate::mutants::on(crate::mutants::Mutant::DeliveryStateInMemory) {
-                PathBuf::from(":memory:")
-            } else {
-                path
-            };
-            let store = DeliveryStore::open(&path)?;
+        Service::Deliver(store) => {
             let h = deliver::Deliver {
                 transport: transport.clone(),
-                cfg: cfg.clone(),
+                cfg,
                 store,
             };
-            run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
+            run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
-        ServiceName::Merge => {
+        Service::Merge => {
             // Merge cooks nothing: its only wait is the produce acknowledgement, so it runs as
             // many records at once as it may hold (lanes still keep each order's records in
             // order). With 64 at once it capped the shop near 1000 orders/s (loadgen: p99 7.6 s).
-            let mut w = cfg.worker(service);
             w.concurrency = w.max_in_flight;
             let h = merge::Merge {
                 transport: transport.clone(),
-                cfg: cfg.clone(),
+                cfg,
             };
-            run_worker(transport, w, Arc::new(h), stats, shutdown).await?;
+            run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
-        ServiceName::Status => {
-            let w = cfg.worker(service);
-            let view = Arc::new(ViewStore::open(&cfg.view_path())?);
+        Service::Status(view) => {
             let watchdog = tokio::spawn(status::watchdog(
                 transport.clone(),
                 cfg.clone(),
                 view.clone(),
                 shutdown.clone(),
             ));
-            let h = status::Status {
-                cfg: cfg.clone(),
-                view,
-            };
-            let result = run_worker(transport, w, Arc::new(h), stats, shutdown).await;
+            let h = status::Status { cfg, view };
+            let result = run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await;
             watchdog.abort();
             result?;
         }
-        ServiceName::Web => return Err(RunError::NotAConsumer(service)),
     }
-    Ok(())
-}
-
-/// The event's own timestamp, else the record's, else 0 (older events carry none).
-fn event_ts(own: Option<i64>, rec: &Record) -> i64 {
-    own.or(rec.timestamp_ms).unwrap_or(0)
+    Ok(stats.counts())
 }
 
 #[allow(dead_code)]

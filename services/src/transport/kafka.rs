@@ -13,9 +13,7 @@ use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedH
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{
-    header_from_raw, Delivered, OutRecord, RawRecord, Record, Subscription, Transport, TransportError,
-};
+use super::{header_from_raw, Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use crate::config::KafkaProps;
 
 /// librdkafka's `message.timeout.ms` unless the user sets it: 10 s, below the web app's 15 s
@@ -95,7 +93,7 @@ const _: () = assert!(std::mem::size_of::<BorrowedHeaders>() == 0);
 impl KafkaTransport {
     /// Produces a record exactly as given: a null key or value, header keys that are not UTF-8.
     /// For tools and tests that play a hostile producer; the services produce [`OutRecord`]s.
-    pub async fn produce_raw(&self, record: &RawRecord) -> Result<Delivered, TransportError> {
+    pub async fn produce_raw(&self, record: &RawRecord) -> Result<Acked, TransportError> {
         let headers = OwnedHeaders::new_with_capacity(record.headers.len());
         // rdkafka's `Header` takes the key as `&str`; librdkafka itself takes any bytes.
         let native = headers.as_borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
@@ -111,7 +109,7 @@ impl KafkaTransport {
                 rd::rd_kafka_header_add(native, k.as_ptr().cast(), k.len() as isize, value, value_len)
             };
             if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return Err(TransportError::Fatal(format!("adding a header: {err:?}")));
+                return Err(TransportError::fatal(format!("adding a header: {err:?}")));
             }
         }
         self.send(
@@ -129,7 +127,7 @@ impl KafkaTransport {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
-    ) -> Result<Delivered, TransportError> {
+    ) -> Result<Acked, TransportError> {
         let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(k) = key {
             fr = fr.key(k);
@@ -139,14 +137,12 @@ impl KafkaTransport {
         }
         let fut = self.producer.send_result(fr).map_err(|(e, _)| classify(e))?;
         match fut.await {
-            Ok(Ok(d)) => Ok(Delivered {
+            Ok(Ok(d)) => Ok(Acked {
                 partition: d.partition,
                 offset: d.offset,
             }),
             Ok(Err((e, _))) => Err(classify(e)),
-            Err(_) => Err(TransportError::Retriable(
-                "producer dropped the delivery report".into(),
-            )),
+            Err(_) => Err(TransportError::retriable("producer dropped the delivery report")),
         }
     }
 }
@@ -197,16 +193,33 @@ fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -
     cfg
 }
 
-/// Splits librdkafka's errors into retriable, fatal, and "this record is too large".
+/// Splits librdkafka's errors into retriable, fatal, and "this record is too large", keeping the
+/// error as the cause.
+///
+/// Where librdkafka hands over its rich error object (transactions), it says itself whether the
+/// error is fatal or retriable, and that answer is taken. A delivery report, a consumer error or
+/// a commit carries a bare error code, and librdkafka exports no table of which codes are
+/// permanent (its own `rd_kafka_err_action` is internal, and by the time a delivery report fails
+/// librdkafka has already retried what it deemed transient). So the refusals that no retry of
+/// ours changes are listed: the client is unusable, the topic does not exist or is not ours to
+/// use, the configuration or a broker policy refuses us, the record will never be taken.
 pub fn classify(e: KafkaError) -> TransportError {
+    if let KafkaError::Transaction(rich) = &e {
+        let fatal = rich.is_fatal() || !rich.is_retriable();
+        return if fatal {
+            TransportError::fatal(e)
+        } else {
+            TransportError::retriable(e)
+        };
+    }
     let code = e.rdkafka_error_code();
     if matches!(
         code,
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
     ) {
-        return TransportError::TooLarge(e.to_string());
+        return TransportError::too_large(e);
     }
-    let fatal = matches!(
+    let permanent = matches!(
         code,
         Some(
             RDKafkaErrorCode::Fatal
@@ -217,25 +230,23 @@ pub fn classify(e: KafkaError) -> TransportError {
                 | RDKafkaErrorCode::SaslAuthenticationFailed
                 | RDKafkaErrorCode::InvalidConfig
                 | RDKafkaErrorCode::ProducerFenced
-                // Refusals no retry changes: a bad topic name, a broker policy, a record the
-                // broker will never take, a producer setting it rejects.
                 | RDKafkaErrorCode::InvalidTopic
                 | RDKafkaErrorCode::PolicyViolation
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::InvalidRequiredAcks
         )
     ) || matches!(e, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..));
-    if fatal {
-        TransportError::Fatal(e.to_string())
+    if permanent {
+        TransportError::fatal(e)
     } else {
-        TransportError::Retriable(e.to_string())
+        TransportError::retriable(e)
     }
 }
 
 impl Transport for KafkaTransport {
     type Subscription = KafkaSubscription;
 
-    async fn produce(&self, record: OutRecord) -> Result<Delivered, TransportError> {
+    async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (k, v) in &record.headers {
             headers = headers.insert(Header {
@@ -280,9 +291,9 @@ impl Transport for KafkaTransport {
             let t = md
                 .topics()
                 .first()
-                .ok_or_else(|| TransportError::Fatal(format!("no metadata for topic {topic}")))?;
+                .ok_or_else(|| TransportError::fatal(format!("no metadata for topic {topic}")))?;
             if let Some(e) = t.error() {
-                return Err(TransportError::Fatal(format!("topic {topic}: {e:?}")));
+                return Err(TransportError::fatal(format!("topic {topic}: {e:?}")));
             }
             let mut ends = Vec::with_capacity(t.partitions().len());
             for p in 0..t.partitions().len() as i32 {
@@ -294,7 +305,7 @@ impl Transport for KafkaTransport {
             Ok(ends)
         })
         .await
-        .map_err(|e| TransportError::Fatal(format!("watermark task: {e}")))?
+        .map_err(|e| TransportError::fatal(format!("watermark task: {e}")))?
     }
 }
 
@@ -340,8 +351,8 @@ impl Subscription for KafkaSubscription {
             committed
         });
         match tokio::time::timeout(CLOSE_TIMEOUT, closing).await {
-            Ok(joined) => joined.map_err(|e| TransportError::Fatal(format!("close task: {e}")))?,
-            Err(_) => Err(TransportError::Retriable(format!(
+            Ok(joined) => joined.map_err(|e| TransportError::fatal(format!("close task: {e}")))?,
+            Err(_) => Err(TransportError::retriable(format!(
                 "leaving the group took longer than {CLOSE_TIMEOUT:?}; the broker will expire the membership"
             ))),
         }

@@ -6,6 +6,10 @@
 pub mod kafka;
 
 use std::future::Future;
+use std::time::Duration;
+
+use crate::error::BoxError;
+use crate::mutants::{self, Mutant};
 
 /// A record read from a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +44,7 @@ impl Record {
 /// function (rdkafka's own header iterator panics on a key that is not UTF-8).
 pub fn header_from_raw(key: &[u8], value: Option<&[u8]>) -> (String, Vec<u8>) {
     let key = key.split(|b| *b == 0).next().unwrap_or_default();
-    #[cfg(madsim)]
-    if crate::mutants::on(crate::mutants::Mutant::HeaderKeyPanics) {
+    if mutants::on(Mutant::HeaderKeyPanics) {
         // What rdkafka's `Headers::iter` does: `CStr::to_str().unwrap()`.
         let key = std::str::from_utf8(key).expect("header key is UTF-8");
         return (key.to_owned(), value.unwrap_or_default().to_vec());
@@ -128,32 +131,44 @@ impl OutRecord {
     }
 }
 
-/// Where a produced record became durable.
+/// Where a produced record became durable: the broker acknowledged it at this partition and offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Delivered {
+pub struct Acked {
     pub partition: i32,
     pub offset: i64,
 }
 
-/// A transport failure, split by what the caller should do about it.
+/// A transport failure, split by what the caller should do about it; the cause is its source.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// Worth retrying: a broker was unreachable, a queue was full, a request timed out.
-    #[error("retriable transport error: {0}")]
-    Retriable(String),
+    #[error("retriable transport error")]
+    Retriable(#[source] BoxError),
     /// Retrying will not help: bad configuration, a fenced producer, an unknown topic.
-    #[error("fatal transport error: {0}")]
-    Fatal(String),
+    #[error("fatal transport error")]
+    Fatal(#[source] BoxError),
     /// This record is larger than the producer or the broker accepts (`message.max.bytes`):
     /// retrying it will not help, but a smaller record would go through.
-    #[error("record too large: {0}")]
-    TooLarge(String),
+    #[error("record too large")]
+    TooLarge(#[source] BoxError),
 }
 
 impl TransportError {
     /// Whether retrying may succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, TransportError::Retriable(_))
+    }
+
+    pub fn retriable(cause: impl Into<BoxError>) -> TransportError {
+        TransportError::Retriable(cause.into())
+    }
+
+    pub fn fatal(cause: impl Into<BoxError>) -> TransportError {
+        TransportError::Fatal(cause.into())
+    }
+
+    pub fn too_large(cause: impl Into<BoxError>) -> TransportError {
+        TransportError::TooLarge(cause.into())
     }
 }
 
@@ -163,7 +178,7 @@ pub trait Transport: Clone + Send + Sync + 'static {
     type Subscription: Subscription;
 
     /// Produces a record; resolves once it is durable (acknowledged by the broker).
-    fn produce(&self, record: OutRecord) -> impl Future<Output = Result<Delivered, TransportError>> + Send;
+    fn produce(&self, record: OutRecord) -> impl Future<Output = Result<Acked, TransportError>> + Send;
 
     /// Joins `group` as a member consuming `topics`, reading from the group's committed offsets
     /// (from the beginning when it has none).
@@ -199,13 +214,24 @@ pub struct ReadToEnd<S> {
     remaining: std::collections::HashMap<(String, i32), i64>,
 }
 
+/// How long [`ReadToEnd::next`] waits after a retriable error before it asks again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A consumer group name no one else uses: `prefix` and 32 random bits, for readers that must not
+/// share offsets with anyone (a rebuild, a test reading the log).
+pub fn fresh_group(prefix: &str) -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    format!("{prefix}-{:08x}", u32::from_be_bytes(bytes))
+}
+
 /// Why reading to the end stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("no record for {0:?} while {1} were still to read")]
-    Stalled(std::time::Duration, i64),
+    Stalled(Duration, i64),
 }
 
 impl<S: Subscription> ReadToEnd<S> {
@@ -228,12 +254,18 @@ impl<S: Subscription> ReadToEnd<S> {
     }
 
     /// The next record below the end offsets, or `None` once every partition is read; gives up
-    /// when no record comes for `stall`.
-    pub async fn next(&mut self, stall: std::time::Duration) -> Result<Option<Record>, ReadError> {
+    /// when no such record comes for `stall` (retriable errors and records past the ends included:
+    /// they do not restart the wait).
+    pub async fn next(&mut self, stall: Duration) -> Result<Option<Record>, ReadError> {
+        let deadline = tokio::time::Instant::now() + stall;
         while !self.remaining.is_empty() {
-            let rec = match tokio::time::timeout(stall, self.sub.recv()).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let rec = match tokio::time::timeout(left, self.sub.recv()).await {
                 Err(_) => return Err(ReadError::Stalled(stall, self.remaining.values().sum())),
-                Ok(Err(e)) if e.is_retriable() => continue,
+                Ok(Err(e)) if e.is_retriable() => {
+                    tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+                    continue;
+                }
                 Ok(r) => r?,
             };
             let key = (rec.topic.clone(), rec.partition);
@@ -258,10 +290,10 @@ impl<S: Subscription> ReadToEnd<S> {
 
 /// Every record of `topics` up to their current ends (a fresh group each call).
 pub async fn read_all<T: Transport>(transport: &T, topics: &[&str]) -> Result<Vec<Record>, ReadError> {
-    let group = format!("pizza-read-{}", crate::domain::OrderId::random());
+    let group = fresh_group("pizza-read");
     let mut reader = ReadToEnd::open(transport, &group, topics).await?;
     let mut out = Vec::new();
-    while let Some(r) = reader.next(std::time::Duration::from_secs(30)).await? {
+    while let Some(r) = reader.next(Duration::from_secs(30)).await? {
         out.push(r);
     }
     reader.close().await?;

@@ -9,6 +9,7 @@
 //! - Placing an order is one durable event or an error: nothing half-created.
 
 pub mod api;
+pub mod app;
 pub mod pages;
 pub mod server;
 pub mod session;

@@ -290,8 +290,8 @@ mod tests {
     fn sample_order(username: &str) -> OrderBody {
         use crate::config::SysConfig;
         use crate::domain::{customer_id_for, Order};
-        use crate::services::status::OrderStatus;
-        use crate::store::OrderRow;
+        use crate::view::OrderRow;
+        use crate::view::OrderStatus;
         let row = OrderRow {
             order_id: "0000abcd".into(),
             status: Some(OrderStatus {

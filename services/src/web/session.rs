@@ -28,6 +28,7 @@ const CLOCK_SKEW_MS: i64 = 60_000;
 #[derive(Clone)]
 pub struct SessionKey([u8; 32]);
 
+/// The key's bytes never reach a log.
 impl std::fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SessionKey(..)")
@@ -37,8 +38,8 @@ impl std::fmt::Debug for SessionKey {
 /// The key could not be read or made.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("session key file {0}: {1}")]
-    Io(String, std::io::Error),
+    #[error("session key file {0}")]
+    Io(String, #[source] std::io::Error),
     #[error("session key file {0}: expected 64 hex characters (32 bytes)")]
     Format(String),
 }

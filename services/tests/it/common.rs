@@ -1,21 +1,22 @@
 //! Helpers: the shop's services in this process, orders, polling for a condition.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pizza::clock::{now_ms, TimeScale};
 use pizza::command::place_order;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::{OrderId, OrderRequest};
-use pizza::services::{self, ServiceConfig};
-use pizza::shutdown::{Shutdown, ShutdownTrigger};
+use pizza::error::Report;
+use pizza::services::ServiceConfig;
+use pizza::shop::Restart;
+pub use pizza::shop::Shop;
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::{read_all, Record};
-use pizza::worker::WorkerStats;
+use pizza::worker::WorkerCounts;
 
 /// Polls `check` every 25 ms until it holds; panics naming `what` after `timeout`.
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
@@ -71,60 +72,45 @@ pub fn data_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-/// The shop's consuming services running in this process.
-pub struct Shop {
-    pub cfg: ServiceConfig,
-    trigger: ShutdownTrigger,
-    tasks: tokio::task::JoinSet<(ServiceName, Result<(), String>)>,
-    pub stats: HashMap<ServiceName, Arc<WorkerStats>>,
+/// How long a test gives the shop's services to stop.
+pub const STOP_WITHIN: Duration = Duration::from_secs(60);
+
+/// Starts `which` services against `props`, in this process; a service that stops is not
+/// restarted (the tests want to see it).
+pub fn start_shop(props: &KafkaProps, cfg: ServiceConfig, which: &[ServiceName]) -> Shop {
+    let props = props.clone();
+    Shop::start(cfg, which, Restart::Never, move |service| {
+        KafkaTransport::new(&props, &format!("it-{service}"))
+    })
 }
 
-impl Shop {
-    /// Starts `which` services against `props`.
-    pub fn start(props: &KafkaProps, cfg: ServiceConfig, which: &[ServiceName]) -> Shop {
-        let (trigger, shutdown) = Shutdown::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut stats = HashMap::new();
-        for &service in which {
-            let transport = KafkaTransport::new(props, &format!("it-{service}")).expect("transport");
-            let st = Arc::new(WorkerStats::default());
-            stats.insert(service, st.clone());
-            let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                let r = services::run(service, cfg, transport, st, shutdown).await;
-                (service, r.map_err(|e| e.to_string()))
-            });
-        }
-        Shop {
-            cfg,
-            trigger,
-            tasks,
-            stats,
-        }
-    }
-
+/// What the tests ask of a running shop.
+pub trait ShopExt {
     /// Panics naming any service that has stopped (on an error or a panic) while it should run.
-    pub fn assert_running(&mut self) {
-        if let Some(j) = self.tasks.try_join_next() {
-            match j {
-                Ok((service, r)) => panic!("{service} stopped while it should run: {r:?}"),
-                Err(e) => panic!("a service's task ended: {e}"),
-            }
-        }
-    }
-
-    /// Shuts down gracefully; every service must stop cleanly.
-    pub async fn stop(mut self) {
-        self.trigger.fire();
-        while let Some(j) = self.tasks.join_next().await {
-            let (service, r) = j.expect("service task");
-            r.unwrap_or_else(|e| panic!("{service} failed: {e}"));
-        }
-    }
-
+    fn assert_running(&mut self);
+    /// Shuts down gracefully; every service must stop cleanly. What each service counted.
+    fn stop_cleanly(self) -> impl Future<Output = BTreeMap<ServiceName, WorkerCounts>>;
     /// The status view, read-only, once the status service has created it.
-    pub async fn view_when_ready(&self) -> ViewStore {
-        let path = self.cfg.view_path();
+    fn view_when_ready(&self) -> impl Future<Output = ViewStore>;
+    /// The status view, read-only.
+    fn view(&self) -> ViewStore;
+}
+
+impl ShopExt for Shop {
+    fn assert_running(&mut self) {
+        if let Err(e) = self.check_running() {
+            panic!("{}", Report(&e));
+        }
+    }
+
+    async fn stop_cleanly(self) -> BTreeMap<ServiceName, WorkerCounts> {
+        self.stop(STOP_WITHIN)
+            .await
+            .unwrap_or_else(|e| panic!("{}", Report(&e)))
+    }
+
+    async fn view_when_ready(&self) -> ViewStore {
+        let path = self.config().view_path();
         wait_for("the status view", Duration::from_secs(30), || {
             let exists = path.exists();
             async move { exists }
@@ -133,9 +119,8 @@ impl Shop {
         self.view()
     }
 
-    /// The status view, read-only.
-    pub fn view(&self) -> ViewStore {
-        ViewStore::open_read_only(&self.cfg.view_path()).expect("view")
+    fn view(&self) -> ViewStore {
+        ViewStore::open_read_only(&self.config().view_path()).expect("view")
     }
 }
 

@@ -34,7 +34,7 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
     let ids = place(&producer, &sys, 1).await;
 
     let dir = data_dir();
-    let shop = Shop::start(
+    let shop = start_shop(
         &props,
         test_config(dir.path().to_owned(), 0.0),
         &[ServiceName::Assemble],
@@ -67,13 +67,8 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
             header(r, "dlq.reason")
         );
     }
-    assert_eq!(
-        shop.stats[&ServiceName::Assemble]
-            .dead_lettered
-            .load(std::sync::atomic::Ordering::Relaxed),
-        3
-    );
-    shop.stop().await;
+    let counts = shop.stop_cleanly().await;
+    assert_eq!(counts[&ServiceName::Assemble].dead_lettered, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +78,7 @@ async fn baked_before_ordered_is_pending_then_delivered() {
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
     let producer = KafkaTransport::new(&props, "it-early").unwrap();
     let dir = data_dir();
-    let shop = Shop::start(
+    let shop = start_shop(
         &props,
         test_config(dir.path().to_owned(), 0.0),
         &[ServiceName::Deliver],
@@ -120,5 +115,5 @@ async fn baked_before_ordered_is_pending_then_delivered() {
     assert_eq!(v["status"], 150);
     let delivered = topic(&producer, &sys.topics.delivered).await;
     assert_eq!(delivered[0].key_str(), Some(order_id));
-    shop.stop().await;
+    shop.stop_cleanly().await;
 }

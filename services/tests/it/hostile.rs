@@ -1,7 +1,6 @@
 //! One bad record must never stop the shop: records no service would write, produced byte for
 //! byte onto the topics the services consume, on the embedded broker.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use std::collections::BTreeSet;
@@ -43,7 +42,7 @@ fn shop() -> Fixture {
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
     let producer = KafkaTransport::new(&props, "it-hostile").unwrap();
     let dir = data_dir();
-    let shop = Shop::start(
+    let shop = start_shop(
         &props,
         test_config(dir.path().to_owned(), 0.0),
         &ServiceName::CONSUMERS,
@@ -89,7 +88,7 @@ async fn a_header_key_that_is_not_utf8_stops_no_consumer() {
             ("dlq.reason".to_owned(), b"spoofed".to_vec()),
         ]
     );
-    f.shop.stop().await;
+    f.shop.stop_cleanly().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,14 +140,11 @@ async fn a_malformed_record_too_large_to_dead_letter_whole_is_dead_lettered_in_p
         assert!(header(r, "dlq.reason").unwrap().starts_with("invalid event JSON"));
         assert_eq!(r.key_str(), Some("0b160b16"));
         assert_eq!(r.payload(), &payload[..DLQ_PAYLOAD_BYTES]);
-        let stats = &f.shop.stats[&service];
-        assert_eq!(
-            stats.dead_lettered_in_part.load(Ordering::Relaxed),
-            1,
-            "{service}"
-        );
     }
-    f.shop.stop().await;
+    let counts = f.shop.stop_cleanly().await;
+    for service in consumers {
+        assert_eq!(counts[&service].dead_lettered_in_part, 1, "{service}");
+    }
 }
 
 /// Every record of `pizza::hostile`'s catalogue, on every topic the shop consumes, at once: the
@@ -229,5 +225,5 @@ async fn every_hostile_record_on_every_topic_leaves_the_shop_running() {
         got.len(),
         orders.len()
     );
-    f.shop.stop().await;
+    f.shop.stop_cleanly().await;
 }

@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod dlq;
 mod hostile;
+mod layers;
 mod pipeline;
 mod props;
 mod tansu;

@@ -27,7 +27,7 @@ pub enum EndOffsets {
 pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) {
     let dir = data_dir();
     let cfg = test_config(dir.path().to_owned(), 0.02);
-    let shop = Shop::start(props, cfg.clone(), &ServiceName::CONSUMERS);
+    let shop = start_shop(props, cfg.clone(), &ServiceName::CONSUMERS);
     let customer = KafkaTransport::new(props, "it-customer").unwrap();
     let sys = cfg.sys.clone();
 
@@ -60,14 +60,15 @@ pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) 
         );
         assert!(row.details.is_some(), "details of {id}");
     }
-    shop.stop().await;
+    shop.stop_cleanly().await;
     if ends == EndOffsets::Unreliable {
         return;
     }
 
     // The view is a fold of the log.
     let rebuilt = dir.path().join("rebuilt.db");
-    let stats = rebuild(&customer, &cfg, &rebuilt).await.expect("rebuild");
+    let sink = ViewStore::create(&rebuilt).expect("a fresh file");
+    let stats = rebuild(&customer, &cfg.sys, &sink).await.expect("rebuild");
     assert!(stats.records >= (orders as u64 + 1) * 5, "read {stats:?}");
     let live = view.dump().unwrap();
     assert_eq!(live.status.len(), orders + 1);
@@ -148,7 +149,7 @@ async fn a_hundred_orders_assemble_in_about_one_assembling_time() {
     let dir = data_dir();
     let mut cfg = test_config(dir.path().to_owned(), 1.0);
     cfg.concurrency = 128;
-    let shop = Shop::start(&props, cfg, &[ServiceName::Assemble]);
+    let shop = start_shop(&props, cfg, &[ServiceName::Assemble]);
     let customer = KafkaTransport::new(&props, "it-customer").unwrap();
     let req = four_second_recipe(&sys);
     let assembled = || async { records_on(&customer, &sys.topics.assembled).await };
@@ -176,5 +177,5 @@ async fn a_hundred_orders_assemble_in_about_one_assembling_time() {
     assert!(took >= Duration::from_secs(4), "cooking took its time: {took:?}");
     // Three assembling times at most: concurrent, not one after another.
     assert!(took < Duration::from_secs(12), "100 orders took {took:?}");
-    shop.stop().await;
+    shop.stop_cleanly().await;
 }

@@ -1,7 +1,7 @@
 //! Every service's handler against arbitrary records (proptest, fixed seed): whatever the topic,
 //! key, value and headers, a handler returns done, malformed or retriable, never a fatal error and
 //! never a panic; and a record is malformed for a service exactly when the shared judgement
-//! (`services::event::parse`) says so, for every service that reads its topic and for merge alike.
+//! (`event::parse`) says so, for every service that reads its topic and for merge alike.
 //! The handlers are the real ones, on the embedded broker and real SQLite files, at time scale 0.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,8 @@ use std::sync::Arc;
 use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::OrderId;
+use pizza::event::parse;
 use pizza::hostile::consumed_topics;
-use pizza::services::event::parse;
 use pizza::services::{assemble, bake, deliver, merge, status, ServiceConfig};
 use pizza::store::{DeliveryStore, ViewStore};
 use pizza::transport::kafka::KafkaTransport;

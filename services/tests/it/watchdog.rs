@@ -21,7 +21,7 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
     let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
     cfg.time_scale = pizza::clock::TimeScale::new(0.02).unwrap();
     // No assemble service: orders stop at 100.
-    let shop = Shop::start(&props, cfg.clone(), &[ServiceName::Merge, ServiceName::Status]);
+    let shop = start_shop(&props, cfg.clone(), &[ServiceName::Merge, ServiceName::Status]);
     let ids = place(&customer, &sys, 1).await;
     let id = ids[0].as_str();
     wait_for("the view file", Duration::from_secs(30), || async {
@@ -61,13 +61,13 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
     assert_eq!(marks[0]["OBSERVED_STATUS"], 100);
 
     // Progress clears it.
-    let more = Shop::start(&props, cfg.clone(), &[ServiceName::Assemble]);
+    let more = start_shop(&props, cfg.clone(), &[ServiceName::Assemble]);
     wait_for("the order at 200, not stuck", Duration::from_secs(60), || async {
         view.status(id)
             .unwrap()
             .is_some_and(|s| s.status == 200 && !s.stuck)
     })
     .await;
-    more.stop().await;
-    shop.stop().await;
+    more.stop_cleanly().await;
+    shop.stop_cleanly().await;
 }

@@ -8,6 +8,11 @@ use crate::config::Topics;
 use crate::domain::{decode, decode_baked, Assembled, Malformed, OrderId, Ordered, StatusEvent, StatusOnly};
 use crate::transport::Record;
 
+/// The event's own timestamp, else the record's, else 0 (older events carry none).
+pub fn event_ts(own: Option<i64>, rec: &Record) -> i64 {
+    own.or(rec.timestamp_ms).unwrap_or(0)
+}
+
 /// The longest baking time accepted, in seconds: a larger one is a broken event, not a slow oven.
 pub const MAX_BAKING_SECS: i64 = 3600;
 

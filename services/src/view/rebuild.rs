@@ -1,14 +1,12 @@
 //! Rebuilding the view from the log: the view is a fold of pizza-ordered and pizza-status, so
-//! reading both from the beginning into a fresh file gives the same rows as the live view.
+//! reading both from the beginning into a fresh sink gives the same rows as the live view.
 
-use std::path::Path;
 use std::time::Duration;
 
-use crate::domain::OrderId;
-use crate::services::status::view_update;
-use crate::services::ServiceConfig;
-use crate::store::{StoreError, ViewStore};
-use crate::transport::{ReadError, ReadToEnd, Transport, TransportError};
+use super::{view_update, ViewSink};
+use crate::config::SysConfig;
+use crate::error::BoxError;
+use crate::transport::{fresh_group, ReadError, ReadToEnd, Transport, TransportError};
 
 /// Why a rebuild failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,10 +15,8 @@ pub enum RebuildError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0} already exists; rebuild writes a fresh file")]
-    Exists(String),
+    #[error("writing the rebuilt view")]
+    Sink(#[source] BoxError),
 }
 
 /// What a rebuild read.
@@ -37,18 +33,19 @@ pub const REBUILD_BATCH: usize = 1000;
 /// How long a rebuild waits for the next record before it gives up.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads pizza-ordered and pizza-status up to their current ends into a new view at `out`.
-pub async fn rebuild<T: Transport>(
+/// Reads pizza-ordered and pizza-status up to their current ends into `view` (which should be
+/// empty).
+pub async fn rebuild<T: Transport, V: ViewSink>(
     transport: &T,
-    cfg: &ServiceConfig,
-    out: &Path,
+    sys: &SysConfig,
+    view: &V,
 ) -> Result<Rebuilt, RebuildError> {
-    if out.exists() {
-        return Err(RebuildError::Exists(out.display().to_string()));
-    }
-    let topics = &cfg.sys.topics;
-    let view = ViewStore::open(out)?;
-    let group = format!("pizza-view-rebuild-{}", OrderId::random());
+    let topics = &sys.topics;
+    let apply = |batch: &[_]| {
+        view.apply_many(&sys.codes, batch)
+            .map_err(|e| RebuildError::Sink(Box::new(e)))
+    };
+    let group = fresh_group("pizza-view-rebuild");
     let mut reader = ReadToEnd::open(transport, &group, &[&topics.status, &topics.ordered]).await?;
     let mut stats = Rebuilt::default();
     // Records of one key arrive in order per topic; applying them in batches keeps that order and
@@ -56,16 +53,16 @@ pub async fn rebuild<T: Transport>(
     let mut batch = Vec::with_capacity(REBUILD_BATCH);
     while let Some(rec) = reader.next(STALL_TIMEOUT).await? {
         stats.records += 1;
-        match view_update(&cfg.sys, &rec) {
+        match view_update(sys, &rec) {
             Ok(u) => batch.push(u),
             Err(_) => stats.skipped += 1,
         }
         if batch.len() == REBUILD_BATCH {
-            view.apply_many(&cfg.sys.codes, &batch)?;
+            apply(&batch)?;
             batch.clear();
         }
     }
-    view.apply_many(&cfg.sys.codes, &batch)?;
+    apply(&batch)?;
     reader.close().await?;
     Ok(stats)
 }

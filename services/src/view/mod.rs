@@ -1,0 +1,211 @@
+//! The view: what the shop shows customers, as a fold of pizza-ordered (an order's details) and
+//! pizza-status (its status, the stuck flag, its timeline). This module is the fold and its rows,
+//! independent of where they are kept: the status service folds live records into a store, the
+//! web app reads rows back, and [`rebuild`] folds the whole log again into any [`ViewSink`].
+//!
+//! The fold is monotonic (*ours*; the original gets this wrong): 100 < 150 < 200 < 300 < final, a
+//! stale or duplicate event never moves an order back, final statuses never change, and stuck is a
+//! flag the next progress clears.
+
+mod rebuild;
+
+pub use rebuild::{rebuild, RebuildError, Rebuilt, REBUILD_BATCH, STALL_TIMEOUT};
+
+use serde::Serialize;
+
+use crate::config::SysConfig;
+use crate::domain::{Malformed, Order, StatusCodes};
+use crate::event::{event_ts, parse, unexpected, Event};
+use crate::mutants::{self, Mutant};
+use crate::transport::Record;
+
+/// Where the view's updates are kept (the status service's SQLite file, a fresh file for a
+/// rebuild). Updates are applied in order, each batch at once.
+pub trait ViewSink {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Folds `updates` in, in order.
+    fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), Self::Error>;
+}
+
+/// An order's status in the view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderStatus {
+    pub status: i64,
+    /// When the order reached `status` (the event's timestamp).
+    pub status_ts: i64,
+    /// Marked stuck by the watchdog and not moved since.
+    pub stuck: bool,
+    pub stuck_ts: Option<i64>,
+}
+
+/// The fold: the order's next status after an event, or `None` when the event changes nothing.
+///
+/// `observed` is the status a stuck mark was decided on; a mark that raced with progress (the
+/// order moved on after the watchdog looked) is ignored.
+pub fn fold(
+    codes: &StatusCodes,
+    current: Option<&OrderStatus>,
+    status: i64,
+    ts: i64,
+    observed: Option<i64>,
+) -> Option<OrderStatus> {
+    if status == codes.stuck {
+        let cur = current?;
+        let raced = observed.is_some_and(|o| o != cur.status);
+        if cur.stuck || raced || codes.is_final(cur.status) {
+            return None;
+        }
+        return Some(OrderStatus {
+            stuck: true,
+            stuck_ts: Some(ts),
+            ..cur.clone()
+        });
+    }
+    let rank = codes.rank(status)?;
+    let current = current.filter(|_| !mutants::on(Mutant::NoMonotonicGuard));
+    if let Some(cur) = current {
+        match codes.rank(cur.status) {
+            Some(r) if r >= rank => return None,
+            _ => {}
+        }
+    }
+    Some(OrderStatus {
+        status,
+        status_ts: ts,
+        stuck: false,
+        stuck_ts: None,
+    })
+}
+
+/// The view update a record makes: details from pizza-ordered, a status from pizza-status.
+pub fn view_update(sys: &SysConfig, rec: &Record) -> Result<ViewUpdate, Malformed> {
+    let (order_id, event) = parse(&sys.topics, rec)?;
+    let order_id = String::from(order_id);
+    let e = match event {
+        Event::Ordered(e) => {
+            let ordered_ts = event_ts(e.timestamp, rec);
+            return Ok(ViewUpdate::Details {
+                order_id,
+                order: e.order,
+                ordered_ts,
+            });
+        }
+        Event::Status(e) => e,
+        _ => return Err(unexpected(rec)),
+    };
+    if sys.codes.rank(e.status).is_none() && e.status != sys.codes.stuck {
+        tracing::warn!(
+            order_id,
+            status = e.status,
+            "status code the shop does not know; view unchanged"
+        );
+    }
+    let ts = event_ts(e.timestamp, rec);
+    Ok(ViewUpdate::Status {
+        order_id,
+        status: e.status,
+        ts,
+        observed: e.observed_status,
+    })
+}
+
+/// An order's row in the view, with its details when pizza-ordered has been seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub status: Option<OrderStatus>,
+    pub details: Option<Order>,
+    pub ordered_ts: Option<i64>,
+    /// Each status the order reached, with when, in order of status rank.
+    pub timeline: Vec<(i64, i64)>,
+}
+
+/// Every row of the view, ordered, for comparing a live view with a rebuilt one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ViewDump {
+    pub status: Vec<StatusRow>,
+    pub timeline: Vec<(String, i64, i64)>,
+    pub details: Vec<(String, Order, i64)>,
+}
+
+/// An order's status row: order id, status, status_ts, stuck, stuck_ts.
+pub type StatusRow = (String, i64, i64, bool, Option<i64>);
+
+/// One update of the view: what one record of pizza-ordered or pizza-status asks of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewUpdate {
+    Status {
+        order_id: String,
+        status: i64,
+        ts: i64,
+        observed: Option<i64>,
+    },
+    Details {
+        order_id: String,
+        order: Order,
+        ordered_ts: i64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(status: i64) -> OrderStatus {
+        OrderStatus {
+            status,
+            status_ts: 1,
+            stuck: false,
+            stuck_ts: None,
+        }
+    }
+
+    #[test]
+    fn progress_is_monotonic() {
+        let c = StatusCodes::default();
+        assert_eq!(fold(&c, None, 100, 1, None), Some(at(100)));
+        assert!(fold(&c, Some(&at(100)), 200, 1, None).is_some());
+        assert_eq!(fold(&c, Some(&at(300)), 200, 9, None), None, "stale event");
+        assert_eq!(fold(&c, Some(&at(200)), 200, 9, None), None, "duplicate");
+        assert_eq!(
+            fold(&c, Some(&at(300)), 150, 9, None),
+            None,
+            "pending after baked"
+        );
+        assert!(
+            fold(&c, Some(&at(100)), 999, 1, None).is_some(),
+            "skipping ahead is fine"
+        );
+        assert_eq!(fold(&c, Some(&at(999)), 499, 1, None), None, "final stays final");
+        assert_eq!(fold(&c, Some(&at(200)), 12345, 1, None), None, "unknown code");
+        // A stale event arriving before any other is still the first thing known.
+        assert_eq!(fold(&c, None, 300, 5, None).map(|s| s.status), Some(300));
+    }
+
+    #[test]
+    fn stuck_is_a_flag_the_next_progress_clears() {
+        let c = StatusCodes::default();
+        let stuck = fold(&c, Some(&at(200)), 50, 9, Some(200)).unwrap();
+        assert_eq!((stuck.status, stuck.stuck, stuck.stuck_ts), (200, true, Some(9)));
+        assert_eq!(fold(&c, Some(&stuck), 50, 10, Some(200)), None, "already stuck");
+        assert_eq!(
+            fold(&c, Some(&stuck), 200, 10, None),
+            None,
+            "a duplicate is not progress"
+        );
+        let moved = fold(&c, Some(&stuck), 300, 11, None).unwrap();
+        assert!(!moved.stuck);
+        assert_eq!(
+            fold(&c, Some(&at(300)), 50, 9, Some(200)),
+            None,
+            "raced with progress"
+        );
+        assert_eq!(
+            fold(&c, Some(&at(999)), 50, 9, None),
+            None,
+            "final orders are never stuck"
+        );
+        assert_eq!(fold(&c, None, 50, 9, None), None, "unknown order");
+    }
+}

@@ -1,0 +1,132 @@
+//! The library's modules depend on each other one way: no cycle among the top-level modules of
+//! `services/src` (domain at the bottom; configuration, transport, the event judgement and the
+//! view above it; the services, the shop and the web app on top). Read from the sources: a
+//! `crate::module` path outside a file's `#[cfg(test)]` part is a dependency.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("source directory") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file belongs to (`services/src/web/api.rs` -> `web`); `None` for the
+/// crate root and the binary.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).expect("under src");
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let name = first.trim_end_matches(".rs");
+    (!matches!(name, "lib" | "main")).then(|| name.to_owned())
+}
+
+/// The modules `text` names as `crate::name`, including inside `use crate::{a, b::c}`.
+fn dependencies(text: &str) -> BTreeSet<String> {
+    let mut deps = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for item in group.split(',') {
+                let name = ident(item.trim());
+                if !name.is_empty() {
+                    deps.insert(name);
+                }
+            }
+        } else {
+            deps.insert(ident(rest));
+        }
+    }
+    deps
+}
+
+fn graph(src: &Path) -> Graph {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut g = Graph::new();
+    for file in files {
+        let Some(module) = module_of(src, &file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        let text = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+        let deps = g.entry(module.clone()).or_default();
+        deps.extend(dependencies(text).into_iter().filter(|d| *d != module));
+    }
+    g
+}
+
+/// A cycle through `from`, as the path of modules, if there is one.
+fn cycle_through(g: &Graph, from: &str) -> Option<Vec<String>> {
+    let mut stack = vec![vec![from.to_owned()]];
+    let mut seen = BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        let last = path.last().expect("non-empty");
+        for next in g.get(last).into_iter().flatten() {
+            if next == from {
+                let mut cycle = path.clone();
+                cycle.push(from.to_owned());
+                return Some(cycle);
+            }
+            if seen.insert(next.clone()) {
+                let mut longer = path.clone();
+                longer.push(next.clone());
+                stack.push(longer);
+            }
+        }
+    }
+    None
+}
+
+fn cycles(g: &Graph) -> Vec<Vec<String>> {
+    g.keys().filter_map(|m| cycle_through(g, m)).collect()
+}
+
+#[test]
+fn the_library_modules_depend_on_each_other_one_way() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let g = graph(&src);
+    assert!(g.len() >= 15, "read too few modules: {g:?}");
+    assert!(
+        g["services"].contains("worker"),
+        "the reader misses dependencies: {g:?}"
+    );
+    let found = cycles(&g);
+    assert!(
+        found.is_empty(),
+        "import cycles among services/src's modules: {found:?}"
+    );
+    for bottom in ["domain", "error", "mutants", "partitioner"] {
+        assert!(
+            g.get(bottom).is_none_or(BTreeSet::is_empty),
+            "{bottom} depends on {:?}",
+            g[bottom]
+        );
+    }
+}
+
+#[test]
+fn the_reader_sees_a_cycle() {
+    let g: Graph = [
+        ("a", "use crate::{b, c::D};"),
+        ("b", "crate::clock::now(); crate::a::x()"),
+    ]
+    .into_iter()
+    .map(|(m, t)| (m.to_owned(), dependencies(t)))
+    .collect();
+    assert_eq!(g["a"], BTreeSet::from(["b".to_owned(), "c".to_owned()]));
+    assert_eq!(cycles(&g)[0], ["a", "b", "a"]);
+}
