@@ -95,9 +95,9 @@ fn steps(c: &mut Criterion) {
     };
     let at_200 = view::OrderStatus {
         status: 200,
-        status_ts: 1,
+        status_at_ms: 1,
         stuck: false,
-        stuck_ts: None,
+        stuck_at_ms: None,
     };
     g.bench_function("assemble", |b| {
         b.iter(|| black_box(assemble::step(black_box(&o), 200)))
@@ -163,6 +163,16 @@ fn sqlite(c: &mut Criterion) {
     g.finish();
 }
 
+/// Orders at 999 in the view.
+fn delivered(view: &ViewStore) -> u64 {
+    view.count_by_status()
+        .unwrap()
+        .iter()
+        .filter(|(s, _)| *s == 999)
+        .map(|(_, n)| *n)
+        .sum()
+}
+
 /// N orders through every service on the embedded broker at time scale 0, until all are final in
 /// the view.
 fn pipeline(c: &mut Criterion) {
@@ -183,14 +193,6 @@ fn pipeline(c: &mut Criterion) {
         cheese: "Gouda".into(),
         main_topping: "Pork".into(),
         extra_toppings: vec![],
-    };
-    let delivered = |view: &ViewStore| -> u64 {
-        view.count_by_status()
-            .unwrap()
-            .iter()
-            .filter(|(s, _)| *s == 999)
-            .map(|(_, n)| *n)
-            .sum()
     };
     // Order ids are 8 hex digits (32 bits): random ones collide within ~100,000 orders, and a
     // collision is one row short in the view, so the wait below would never end. Distinct ids,

@@ -79,7 +79,7 @@ pub fn view_updates(orders: u32) -> Vec<ViewUpdate> {
         out.push(ViewUpdate::Details {
             order_id: id.to_string(),
             order: o.order,
-            ordered_ts: 1,
+            ordered_at_ms: 1,
         });
     }
     for (step, status) in [100, 200, 300, 999].into_iter().enumerate() {

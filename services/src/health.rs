@@ -19,6 +19,7 @@ use rdkafka::consumer::BaseConsumer;
 
 use crate::admin::{group_lag, group_reader, GroupLag};
 use crate::config::{ServiceName, SysConfig};
+use crate::error::Report;
 use crate::shop::Supervised;
 use crate::transport::kafka::KafkaTransport;
 
@@ -175,7 +176,7 @@ fn measure(
 ) -> Measured {
     let topics = transport
         .topic_partitions(PROBE_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Report(&e).to_string())?;
     let mut readers = readers.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = BTreeMap::new();
     for service in ServiceName::CONSUMERS {
@@ -185,7 +186,7 @@ fn measure(
             std::collections::hash_map::Entry::Vacant(v) => match group_reader(transport, group) {
                 Ok(r) => v.insert(r),
                 Err(e) => {
-                    out.insert(service, Err(e.to_string()));
+                    out.insert(service, Err(Report(&e).to_string()));
                     continue;
                 }
             },
@@ -203,7 +204,7 @@ fn measure(
             .collect();
         out.insert(
             service,
-            group_lag(reader, &read, PROBE_TIMEOUT).map_err(|e| e.to_string()),
+            group_lag(reader, &read, PROBE_TIMEOUT).map_err(|e| Report(&e).to_string()),
         );
     }
     Ok(out)

@@ -200,27 +200,7 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
             (key, Some(valid), Expect::Handled)
         }
         Kind::HeaderBytes => return None,
-        Kind::HugeValue | Kind::OverLimit => {
-            let mut r = RawRecord {
-                topic: topic.to_owned(),
-                key,
-                payload: Some(Vec::new()),
-                headers,
-            };
-            let room = spec.max_record_bytes.saturating_sub(r.size());
-            // Huge: 100 bytes under the limit (producers count a few dozen bytes of framing on
-            // top), less than the ~150 bytes of headers a dead-letter copy adds.
-            let (len, expect) = match kind {
-                Kind::HugeValue => (room.saturating_sub(100), dead),
-                _ => (room + 1, Expect::Refused),
-            };
-            r.payload = Some(vec![b'~'; len]);
-            return Some(Hostile {
-                kind,
-                record: r,
-                expect,
-            });
-        }
+        Kind::HugeValue | Kind::OverLimit => return Some(sized(kind, spec, key, headers)),
         Kind::NonUtf8Key => (
             Some(b"\xff\xfe\xfd\xfc\x00\x80\x81\x82".to_vec()),
             Some(valid),
@@ -233,36 +213,8 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
         Kind::Tombstone => (key, None, dead),
         Kind::TruncatedJson => (key, Some(valid[..valid.len() / 2].to_vec()), dead),
         Kind::DuplicatedJson => (key, Some([&valid[..], &valid[..]].concat()), dead),
-        Kind::WrongTypes => {
-            let v = if is(&t.ordered) {
-                r#"{"status":"100","timestamp":"now","order":"pizza"}"#.to_owned()
-            } else if is(&t.assembled) {
-                r#"{"status":200,"baking_time":"9","timestamp":1}"#.to_owned()
-            } else {
-                format!(r#"{{"{status_field}":"300","timestamp":[]}}"#)
-            };
-            (key, Some(v.into_bytes()), dead)
-        }
-        Kind::HugeNumbers => {
-            let v = if is(&t.assembled) {
-                r#"{"status":200,"baking_time":1000000000000000,"timestamp":1}"#.to_owned()
-            } else {
-                format!(r#"{{"{status_field}":99999999999999999999999,"timestamp":1e300}}"#)
-            };
-            (key, Some(v.into_bytes()), dead)
-        }
-        Kind::DeepNesting => {
-            let v = format!(
-                r#"{{"{status_field}":{}{}}}"#,
-                "[".repeat(10_000),
-                "]".repeat(10_000)
-            );
-            (key, Some(v.into_bytes()), dead)
-        }
-        Kind::NotUtf8Value => {
-            let mut v = format!(r#"{{"{status_field}":300,"note":""#).into_bytes();
-            v.extend_from_slice(b"\xff\xfe\"}");
-            (key, Some(v), dead)
+        Kind::WrongTypes | Kind::HugeNumbers | Kind::DeepNesting | Kind::NotUtf8Value => {
+            (key, Some(bad_json(kind, t, topic, status_field)), dead)
         }
         Kind::EmptyCustomer if is(&t.ordered) => {
             let mut e: Ordered = serde_json::from_slice(&valid).expect("the valid order parses");
@@ -288,6 +240,75 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
         },
         expect,
     })
+}
+
+/// A value that is not the topic's event: JSON of the wrong shape, numbers no field holds, nesting
+/// deeper than a parser allows, bytes that are not UTF-8.
+fn bad_json(kind: Kind, t: &Topics, topic: &str, status_field: &str) -> Vec<u8> {
+    let is = |name: &String| topic == name;
+    match kind {
+        Kind::WrongTypes => {
+            let v = if is(&t.ordered) {
+                r#"{"status":"100","timestamp":"now","order":"pizza"}"#.to_owned()
+            } else if is(&t.assembled) {
+                r#"{"status":200,"baking_time":"9","timestamp":1}"#.to_owned()
+            } else {
+                format!(r#"{{"{status_field}":"300","timestamp":[]}}"#)
+            };
+            v.into_bytes()
+        }
+        Kind::HugeNumbers => {
+            let v = if is(&t.assembled) {
+                r#"{"status":200,"baking_time":1000000000000000,"timestamp":1}"#.to_owned()
+            } else {
+                format!(r#"{{"{status_field}":99999999999999999999999,"timestamp":1e300}}"#)
+            };
+            v.into_bytes()
+        }
+        Kind::DeepNesting => {
+            let v = format!(
+                r#"{{"{status_field}":{}{}}}"#,
+                "[".repeat(10_000),
+                "]".repeat(10_000)
+            );
+            v.into_bytes()
+        }
+        Kind::NotUtf8Value => {
+            let mut v = format!(r#"{{"{status_field}":300,"note":""#).into_bytes();
+            v.extend_from_slice(b"\xff\xfe\"}");
+            v
+        }
+        _ => unreachable!("only the JSON kinds come here"),
+    }
+}
+
+/// A record sized against the producer's limit: just under it (too large to dead-letter whole),
+/// or just over it (refused).
+fn sized(
+    kind: Kind,
+    spec: &Spec<'_>,
+    key: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Hostile {
+    let mut r = RawRecord {
+        topic: spec.topic.to_owned(),
+        key,
+        payload: Some(Vec::new()),
+        headers,
+    };
+    let room = spec.max_record_bytes.saturating_sub(r.size());
+    // Huge: 100 bytes under the limit (producers count a few dozen bytes of framing on top), less
+    // than the ~150 bytes of headers a dead-letter copy adds.
+    let (len, expect) = match kind {
+        Kind::HugeValue => (room.saturating_sub(100), Expect::DeadLettered),
+        _ => (room + 1, Expect::Refused),
+    };
+    r.payload = Some(vec![b'~'; len]);
+    Hostile {
+        kind,
+        record: r,
+        expect,
+    }
 }
 
 /// The topics the shop consumes: where hostile records go.

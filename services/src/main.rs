@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,23 +157,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             listen,
             opts,
             web,
-        } => {
-            let data_dir = opts
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("pizza-data"));
-            let cfg = opts.service_config(opts.load_sys()?, data_dir);
-            let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
-            if service == ServiceName::Web {
-                let health = ShopHealth::new(transport.clone(), cfg.sys.clone(), cfg.time_scale, None);
-                let listener = web_app::bind(listen).await?;
-                web_app::serve(listener, transport, &cfg, &web, Arc::new(health), shutdown).await?;
-                return Ok(());
-            }
-            let node = Service::open(service, &cfg)?;
-            services::run(cfg, transport, node, shutdown).await?;
-            Ok(())
-        }
+        } => serve(service, &kafka, listen, &opts, &web, shutdown).await,
         Command::Topics {
             action: TopicsAction::Create { kafka, sys_config },
         } => {
@@ -191,21 +175,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Broker { sys_config } => {
-            let sys = load_sys(sys_config.as_deref())?;
-            let broker = EmbeddedBroker::start(&sys)?;
-            println!("{}", broker.bootstrap_servers());
-            // Scripts read this line from a pipe: do not leave it in a buffer.
-            std::io::Write::flush(&mut std::io::stdout())?;
-            eprintln!(
-                "embedded broker up with topics {} ({} partitions each); Ctrl-C stops it",
-                sys.topics.all().join(", "),
-                sys.num_partitions
-            );
-            let mut shutdown = shutdown;
-            shutdown.wait().await;
-            Ok(())
-        }
+        Command::Broker { sys_config } => broker(sys_config, shutdown).await,
         Command::View {
             action:
                 ViewAction::Rebuild {
@@ -214,27 +184,77 @@ async fn real_main(cli: Cli) -> Result<()> {
                     out,
                     compare,
                 },
-        } => {
-            let sys = load_sys(sys_config.as_deref())?;
-            let transport = KafkaTransport::new(&kafka.props()?, "pizza-view-rebuild")?;
-            let stats = pizza::view::rebuild(&transport, &sys, &ViewStore::create(&out)?).await?;
-            println!(
-                "rebuilt {} from {} records ({} skipped as malformed)",
-                out.display(),
-                stats.records,
-                stats.skipped
-            );
-            if let Some(live) = compare {
-                let a = ViewStore::open_read_only(&live)?.dump()?;
-                let b = ViewStore::open_read_only(&out)?.dump()?;
-                if a != b {
-                    bail!("the rebuilt view differs from {}", live.display());
-                }
-                println!("equal to {} ({} orders)", live.display(), a.status.len());
-            }
-            Ok(())
-        }
+        } => rebuild(&kafka, sys_config, &out, compare).await,
     }
+}
+
+/// `pizza serve SERVICE`: one service as its own process.
+async fn serve(
+    service: ServiceName,
+    kafka: &KafkaArgs,
+    listen: SocketAddr,
+    opts: &ServiceOpts,
+    web: &WebOpts,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("pizza-data"));
+    let cfg = opts.service_config(opts.load_sys()?, data_dir);
+    let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
+    if service == ServiceName::Web {
+        let health = ShopHealth::new(transport.clone(), cfg.sys.clone(), cfg.time_scale, None);
+        let listener = web_app::bind(listen).await?;
+        web_app::serve(listener, transport, &cfg, web, Arc::new(health), shutdown).await?;
+        return Ok(());
+    }
+    let node = Service::open(service, &cfg)?;
+    services::run(cfg, transport, node, shutdown).await?;
+    Ok(())
+}
+
+/// `pizza broker`: the embedded broker alone, until a signal.
+async fn broker(sys_config: Option<PathBuf>, mut shutdown: Shutdown) -> Result<()> {
+    let sys = load_sys(sys_config.as_deref())?;
+    let broker = EmbeddedBroker::start(&sys)?;
+    println!("{}", broker.bootstrap_servers());
+    // Scripts read this line from a pipe: do not leave it in a buffer.
+    std::io::Write::flush(&mut std::io::stdout())?;
+    eprintln!(
+        "embedded broker up with topics {} ({} partitions each); Ctrl-C stops it",
+        sys.topics.all().join(", "),
+        sys.num_partitions
+    );
+    shutdown.wait().await;
+    Ok(())
+}
+
+/// `pizza view rebuild`: the view folded again from the log into a new file.
+async fn rebuild(
+    kafka: &KafkaArgs,
+    sys_config: Option<PathBuf>,
+    out: &Path,
+    compare: Option<PathBuf>,
+) -> Result<()> {
+    let sys = load_sys(sys_config.as_deref())?;
+    let transport = KafkaTransport::new(&kafka.props()?, "pizza-view-rebuild")?;
+    let stats = pizza::view::rebuild(&transport, &sys, &ViewStore::create(out)?).await?;
+    println!(
+        "rebuilt {} from {} records ({} skipped as malformed)",
+        out.display(),
+        stats.records,
+        stats.skipped
+    );
+    if let Some(live) = compare {
+        let a = ViewStore::open_read_only(&live)?.dump()?;
+        let b = ViewStore::open_read_only(out)?.dump()?;
+        if a != b {
+            bail!("the rebuilt view differs from {}", live.display());
+        }
+        println!("equal to {} ({} orders)", live.display(), a.status.len());
+    }
+    Ok(())
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up is not lost) and returns

@@ -210,9 +210,9 @@ impl ViewStore {
     }
 
     /// Records an order's details (idempotent: the first pizza-ordered event wins).
-    pub fn apply_details(&self, order_id: &str, order: &Order, ordered_ts: i64) -> Result<(), StoreError> {
+    pub fn apply_details(&self, order_id: &str, order: &Order, ordered_at_ms: i64) -> Result<(), StoreError> {
         self.db
-            .with(|conn| insert_details(conn, order_id, order, ordered_ts))
+            .with(|conn| insert_details(conn, order_id, order, ordered_at_ms))
     }
 
     /// Folds many updates in one transaction, in order (rebuilds and batch appliers): the same
@@ -233,8 +233,8 @@ impl ViewStore {
                     ViewUpdate::Details {
                         order_id,
                         order,
-                        ordered_ts,
-                    } => insert_details(&tx, order_id, order, *ordered_ts)?,
+                        ordered_at_ms,
+                    } => insert_details(&tx, order_id, order, *ordered_at_ms)?,
                 }
             }
             tx.commit()
@@ -262,8 +262,8 @@ impl ViewStore {
             }
             let mut stmt = conn.prepare_cached("SELECT status, ts FROM order_timeline WHERE order_id = ?1 ORDER BY ts, status")?;
             let timeline = stmt.query_map([order_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-            let (details, ordered_ts) = details.map_or((None, None), |(d, ts)| (Some(d), Some(ts)));
-            Ok(Some(OrderRow { order_id: order_id.to_owned(), status, details, ordered_ts, timeline }))
+            let (details, ordered_at_ms) = details.map_or((None, None), |(d, ts)| (Some(d), Some(ts)));
+            Ok(Some(OrderRow { order_id: order_id.to_owned(), status, details, ordered_at_ms, timeline }))
         })
     }
 
@@ -327,7 +327,7 @@ impl ViewStore {
             .with(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }
 
-    /// Every order's status row (order id, status, status_ts, stuck, stuck_ts), ordered by id.
+    /// Every order's status row (order id, status, status_at_ms, stuck, stuck_at_ms), ordered by id.
     pub fn status_rows(&self) -> Result<Vec<StatusRow>, StoreError> {
         self.db.with(|conn| status_rows(conn))
     }
@@ -398,7 +398,7 @@ fn fold_status(
             "INSERT INTO order_status (order_id, status, status_ts, stuck, stuck_ts) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (order_id) DO UPDATE SET status = ?2, status_ts = ?3, stuck = ?4, stuck_ts = ?5",
         )?
-        .execute(params![order_id, n.status, n.status_ts, n.stuck, n.stuck_ts])?;
+        .execute(params![order_id, n.status, n.status_at_ms, n.stuck, n.stuck_at_ms])?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO order_timeline (order_id, status, ts) VALUES (?1, ?2, ?3)",
         )?
@@ -407,13 +407,18 @@ fn fold_status(
     Ok(next)
 }
 
-fn insert_details(conn: &Connection, order_id: &str, order: &Order, ordered_ts: i64) -> rusqlite::Result<()> {
+fn insert_details(
+    conn: &Connection,
+    order_id: &str,
+    order: &Order,
+    ordered_at_ms: i64,
+) -> rusqlite::Result<()> {
     let extras = serde_json::to_string(&order.extra_toppings).expect("strings serialize");
     conn.prepare_cached(
         "INSERT OR IGNORE INTO order_details (order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_ts])?;
+    .execute(params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_at_ms])?;
     Ok(())
 }
 
@@ -422,9 +427,9 @@ fn read_status(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<Ord
         .query_row([order_id], |r| {
             Ok(OrderStatus {
                 status: r.get(0)?,
-                status_ts: r.get(1)?,
+                status_at_ms: r.get(1)?,
                 stuck: r.get(2)?,
-                stuck_ts: r.get(3)?,
+                stuck_at_ms: r.get(3)?,
             })
         })
         .optional()
@@ -448,7 +453,7 @@ pub struct DeliveryState {
     pub pending: bool,
     /// When it was delivered; set before pizza-delivered is produced, so a redelivery re-sends the
     /// same event instead of delivering again.
-    pub delivered_ts: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
 }
 
 /// The delivery service's store, persisted so a restart loses no early warning.
@@ -474,7 +479,7 @@ impl DeliveryStore {
                 Ok(DeliveryState {
                     customer_id: r.get(0)?,
                     pending: r.get(1)?,
-                    delivered_ts: r.get(2)?,
+                    delivered_at_ms: r.get(2)?,
                 })
             })
             .optional()

@@ -92,7 +92,7 @@ pub struct WorkerConfig {
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 impl WorkerConfig {
-    /// Defaults for a service: 64 ovens, 1024 (and 64 MiB) in flight, 10 attempts.
+    /// Defaults for a service: concurrency 64, 1024 (and 64 MiB) in flight, 10 attempts.
     pub fn new(name: &str, group: &str, topics: &[&str], dlq_topic: &str) -> WorkerConfig {
         WorkerConfig {
             name: name.to_owned(),
@@ -249,131 +249,180 @@ pub async fn run_worker<T: Transport, H: Handler>(
     stats: Arc<WorkerStats>,
     mut shutdown: Shutdown,
 ) -> Result<(), WorkerError> {
-    let transport_err = |source| WorkerError::Transport {
-        service: cfg.name.clone(),
-        source,
-    };
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-    let mut sub = transport
-        .subscribe(&cfg.group, &topics)
-        .await
-        .map_err(transport_err)?;
-    tracing::info!(service = %cfg.name, group = %cfg.group, topics = ?cfg.topics, "subscribed");
-
-    let ovens = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
-    let max_in_flight = cfg.max_in_flight.max(1);
-    let max_in_flight_bytes = cfg.max_in_flight_bytes.max(1);
-    let mut in_flight_bytes = 0usize;
-    // Room for every record in flight, so a finishing task never waits on the channel.
-    let (done_tx, mut done_rx) = mpsc::channel::<Done>(max_in_flight);
-    let mut tracker = OffsetTracker::default();
-    // Key -> records waiting behind the one of that key now running.
-    let mut lanes: HashMap<Vec<u8>, VecDeque<Record>> = HashMap::new();
-    let mut in_flight = 0usize;
-    let mut draining = false;
-    let mut failure: Option<WorkerError> = None;
-    // Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
-    let mark_on_arrival = mutants::on(Mutant::CommitBeforeDurable);
-
-    let start = |rec: Record| {
-        let task = Task {
-            transport: transport.clone(),
-            handler: handler.clone(),
-            ovens: ovens.clone(),
-            stats: stats.clone(),
-            done: done_tx.clone(),
-            service: cfg.name.clone(),
-            dlq: cfg.dlq_topic.clone(),
-            max_attempts: cfg.max_attempts.max(1),
-        };
-        tokio::spawn(task.run(rec));
+    let mut sub = match transport.subscribe(&cfg.group, &topics).await {
+        Ok(sub) => sub,
+        Err(e) => return Err(transport_error(&cfg, e)),
     };
-
-    loop {
-        if draining && in_flight == 0 {
-            break;
+    tracing::info!(service = %cfg.name, group = %cfg.group, topics = ?cfg.topics, "subscribed");
+    // Room for every record in flight, so a finishing task never waits on the channel.
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(cfg.max_in_flight.max(1));
+    let mut d = Driver::new(transport, cfg, handler, stats, done_tx);
+    let mut draining = false;
+    let failure = loop {
+        if draining && d.in_flight == 0 {
+            break None;
         }
         tokio::select! {
             biased;
             Some(done) = done_rx.recv() => {
-                in_flight -= 1;
-                in_flight_bytes -= done.bytes;
-                if let Err(source) = done.result {
-                    failure = Some(WorkerError::Handler {
-                        service: cfg.name.clone(),
-                        topic: done.topic,
-                        partition: done.partition,
-                        offset: done.offset,
-                        source,
-                    });
-                    break;
-                }
-                let finished = tracker.finish(&done.topic, done.partition, done.offset);
-                if let Some(next) = finished.filter(|_| !mark_on_arrival) {
-                    if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
-                        // The partition may have moved to another member; it re-reads from the
-                        // last commit, which redelivers at most what we finished since.
-                        tracing::warn!(service = %cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
-                    }
-                }
-                let lane = lanes.get_mut(&done.key).expect("a finished record's lane exists");
-                match lane.pop_front() {
-                    Some(next) => start(next),
-                    None => {
-                        lanes.remove(&done.key);
-                    }
+                if let Err(f) = d.finished(&mut sub, done) {
+                    break Some(f);
                 }
             }
             _ = shutdown.wait(), if !draining => {
-                tracing::info!(service = %cfg.name, in_flight, "shutting down: finishing what is in flight");
+                tracing::info!(service = %d.cfg.name, in_flight = d.in_flight, "shutting down: finishing what is in flight");
                 draining = true;
             }
-            received = sub.recv(), if !draining && in_flight < max_in_flight && in_flight_bytes < max_in_flight_bytes => {
-                match received {
-                    Ok(rec) => {
-                        in_flight += 1;
-                        in_flight_bytes += record_bytes(&rec);
-                        tracker.begin(&rec.topic, rec.partition, rec.offset);
-                        if mark_on_arrival {
-                            let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
-                        }
-                        let key = rec.key.clone().unwrap_or_default();
-                        match lanes.get_mut(&key) {
-                            Some(lane) => lane.push_back(rec),
-                            None => {
-                                lanes.insert(key, VecDeque::new());
-                                start(rec);
-                            }
-                        }
-                    }
-                    Err(e) if e.is_retriable() => {
-                        tracing::warn!(service = %cfg.name, error = %Report(&e), "consumer error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => {
-                        failure = Some(transport_err(e));
-                        break;
-                    }
+            received = sub.recv(), if !draining && d.has_room() => match received {
+                Ok(rec) => d.received(&mut sub, rec),
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(service = %d.cfg.name, error = %Report(&e), "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                Err(e) => break Some(transport_error(&d.cfg, e)),
             }
         }
-    }
+    };
     // Commit what is done (never past an unfinished record) and leave the group.
     let closed = sub.close().await;
     if let Some(f) = failure {
         tracing::error!(error = %Report(&f), "worker stopped");
         return Err(f);
     }
-    closed.map_err(transport_err)?;
-    tracing::info!(service = %cfg.name, done = stats.done.load(Ordering::Relaxed), "stopped");
+    closed.map_err(|e| transport_error(&d.cfg, e))?;
+    tracing::info!(service = %d.cfg.name, done = d.stats.done.load(Ordering::Relaxed), "stopped");
     Ok(())
+}
+
+fn transport_error(cfg: &WorkerConfig, source: TransportError) -> WorkerError {
+    WorkerError::Transport {
+        service: cfg.name.clone(),
+        source,
+    }
+}
+
+/// The worker's bookkeeping between the consumer and the handler tasks: what is in flight, the
+/// lanes of records waiting behind their key, and the offsets safe to mark done.
+struct Driver<T, H> {
+    transport: T,
+    cfg: WorkerConfig,
+    handler: Arc<H>,
+    stats: Arc<WorkerStats>,
+    /// Handler tasks running at once: `concurrency` permits (the ovens).
+    concurrency: Arc<Semaphore>,
+    done_tx: mpsc::Sender<Done>,
+    tracker: OffsetTracker,
+    /// Key -> records waiting behind the one of that key now running.
+    lanes: HashMap<Vec<u8>, VecDeque<Record>>,
+    in_flight: usize,
+    in_flight_bytes: usize,
+    /// Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
+    mark_on_arrival: bool,
+}
+
+impl<T: Transport, H: Handler> Driver<T, H> {
+    fn new(
+        transport: T,
+        cfg: WorkerConfig,
+        handler: Arc<H>,
+        stats: Arc<WorkerStats>,
+        done_tx: mpsc::Sender<Done>,
+    ) -> Self {
+        Driver {
+            transport,
+            concurrency: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            cfg,
+            handler,
+            stats,
+            done_tx,
+            tracker: OffsetTracker::default(),
+            lanes: HashMap::new(),
+            in_flight: 0,
+            in_flight_bytes: 0,
+            mark_on_arrival: mutants::on(Mutant::CommitBeforeDurable),
+        }
+    }
+
+    /// Whether another record may be received: below both in-flight bounds.
+    fn has_room(&self) -> bool {
+        self.in_flight < self.cfg.max_in_flight.max(1)
+            && self.in_flight_bytes < self.cfg.max_in_flight_bytes.max(1)
+    }
+
+    /// A record arrived: it starts now, or waits in its key's lane.
+    fn received<S: Subscription>(&mut self, sub: &mut S, rec: Record) {
+        self.in_flight += 1;
+        self.in_flight_bytes += record_bytes(&rec);
+        self.tracker.begin(&rec.topic, rec.partition, rec.offset);
+        if self.mark_on_arrival {
+            let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
+        }
+        let key = rec.key.clone().unwrap_or_default();
+        match self.lanes.get_mut(&key) {
+            Some(lane) => lane.push_back(rec),
+            None => {
+                self.lanes.insert(key, VecDeque::new());
+                self.start(rec);
+            }
+        }
+    }
+
+    /// A record's handler returned: mark what is now safe, start the next of its key. An error
+    /// the task could not get past stops the worker.
+    fn finished<S: Subscription>(&mut self, sub: &mut S, done: Done) -> Result<(), WorkerError> {
+        self.in_flight -= 1;
+        self.in_flight_bytes -= done.bytes;
+        if let Err(source) = done.result {
+            return Err(WorkerError::Handler {
+                service: self.cfg.name.clone(),
+                topic: done.topic,
+                partition: done.partition,
+                offset: done.offset,
+                source,
+            });
+        }
+        let finished = self.tracker.finish(&done.topic, done.partition, done.offset);
+        if let Some(next) = finished.filter(|_| !self.mark_on_arrival) {
+            if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
+                // The partition may have moved to another member; it re-reads from the last
+                // commit, which redelivers at most what we finished since.
+                tracing::warn!(service = %self.cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
+            }
+        }
+        let lane = self
+            .lanes
+            .get_mut(&done.key)
+            .expect("a finished record's lane exists");
+        match lane.pop_front() {
+            Some(next) => self.start(next),
+            None => {
+                self.lanes.remove(&done.key);
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, rec: Record) {
+        let task = Task {
+            transport: self.transport.clone(),
+            handler: self.handler.clone(),
+            concurrency: self.concurrency.clone(),
+            stats: self.stats.clone(),
+            done: self.done_tx.clone(),
+            service: self.cfg.name.clone(),
+            dlq: self.cfg.dlq_topic.clone(),
+            max_attempts: self.cfg.max_attempts.max(1),
+        };
+        tokio::spawn(task.run(rec));
+    }
 }
 
 /// One record's processing, on its own task.
 struct Task<T, H> {
     transport: T,
     handler: Arc<H>,
-    ovens: Arc<Semaphore>,
+    concurrency: Arc<Semaphore>,
     stats: Arc<WorkerStats>,
     done: mpsc::Sender<Done>,
     service: String,
@@ -384,7 +433,11 @@ struct Task<T, H> {
 impl<T: Transport, H: Handler> Task<T, H> {
     async fn run(self, rec: Record) {
         let result = {
-            let _oven = self.ovens.acquire().await.expect("the semaphore is never closed");
+            let _slot = self
+                .concurrency
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             self.process(&rec).await
         };
         if result.is_ok() {

@@ -25,16 +25,16 @@ pub enum Decision {
     /// Baked before we know the order: report pending and remember it.
     Pend,
     /// Already delivered (this is a redelivery): send the same pizza-delivered event again.
-    Resend { delivered_ts: i64 },
+    Resend { delivered_at_ms: i64 },
 }
 
 /// The pure step for pizza-ordered.
 pub fn on_ordered(state: &DeliveryState, customer_id: &str) -> Decision {
     match state {
         DeliveryState {
-            delivered_ts: Some(ts),
+            delivered_at_ms: Some(ts),
             ..
-        } => Decision::Resend { delivered_ts: *ts },
+        } => Decision::Resend { delivered_at_ms: *ts },
         DeliveryState { pending: true, .. } => Decision::Deliver {
             customer_id: customer_id.to_owned(),
             pending: true,
@@ -47,9 +47,9 @@ pub fn on_ordered(state: &DeliveryState, customer_id: &str) -> Decision {
 pub fn on_baked(state: &DeliveryState) -> Decision {
     match state {
         DeliveryState {
-            delivered_ts: Some(ts),
+            delivered_at_ms: Some(ts),
             ..
-        } => Decision::Resend { delivered_ts: *ts },
+        } => Decision::Resend { delivered_at_ms: *ts },
         DeliveryState {
             customer_id: Some(c),
             pending,
@@ -131,8 +131,8 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.send(&topics.delivered, order_id, codes.delivered, ts)
                     .await?;
             }
-            Decision::Resend { delivered_ts } => {
-                self.send(&topics.delivered, order_id, codes.delivered, delivered_ts)
+            Decision::Resend { delivered_at_ms } => {
+                self.send(&topics.delivered, order_id, codes.delivered, delivered_at_ms)
                     .await?;
             }
         }
@@ -163,11 +163,11 @@ mod tests {
             }
         );
         let done = DeliveryState {
-            delivered_ts: Some(7),
+            delivered_at_ms: Some(7),
             ..known("ab")
         };
-        assert_eq!(on_baked(&done), Decision::Resend { delivered_ts: 7 });
-        assert_eq!(on_ordered(&done, "ab"), Decision::Resend { delivered_ts: 7 });
+        assert_eq!(on_baked(&done), Decision::Resend { delivered_at_ms: 7 });
+        assert_eq!(on_ordered(&done, "ab"), Decision::Resend { delivered_at_ms: 7 });
     }
 
     #[test]

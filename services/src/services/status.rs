@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::clock::now_ms;
 use crate::domain::{encode, StatusEvent};
+use crate::error::Report;
 use crate::mutants::{self, Mutant};
 use crate::services::ServiceConfig;
 use crate::shutdown::Shutdown;
@@ -61,7 +62,7 @@ pub async fn watchdog<T: Transport>(
         let candidates = match view.stuck_candidates(codes, now - stuck_after_ms, WATCHDOG_BATCH) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "watchdog could not read the view");
+                tracing::warn!(error = %Report(&e), "watchdog could not read the view");
                 continue;
             }
         };
@@ -80,7 +81,7 @@ pub async fn watchdog<T: Transport>(
                 match transport.produce(out).await {
                     Ok(_) => tracing::info!(order_id, status, "marked stuck"),
                     Err(e) => {
-                        tracing::warn!(order_id, error = %e, "could not mark stuck; next round retries")
+                        tracing::warn!(order_id, error = %Report(&e), "could not mark stuck; next round retries")
                     }
                 }
             });

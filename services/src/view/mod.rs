@@ -33,10 +33,10 @@ pub trait ViewSink {
 pub struct OrderStatus {
     pub status: i64,
     /// When the order reached `status` (the event's timestamp).
-    pub status_ts: i64,
+    pub status_at_ms: i64,
     /// Marked stuck by the watchdog and not moved since.
     pub stuck: bool,
-    pub stuck_ts: Option<i64>,
+    pub stuck_at_ms: Option<i64>,
 }
 
 /// The fold: the order's next status after an event, or `None` when the event changes nothing.
@@ -58,7 +58,7 @@ pub fn fold(
         }
         return Some(OrderStatus {
             stuck: true,
-            stuck_ts: Some(ts),
+            stuck_at_ms: Some(ts),
             ..cur.clone()
         });
     }
@@ -72,9 +72,9 @@ pub fn fold(
     }
     Some(OrderStatus {
         status,
-        status_ts: ts,
+        status_at_ms: ts,
         stuck: false,
-        stuck_ts: None,
+        stuck_at_ms: None,
     })
 }
 
@@ -84,11 +84,11 @@ pub fn view_update(sys: &SysConfig, rec: &Record) -> Result<ViewUpdate, Malforme
     let order_id = String::from(order_id);
     let e = match event {
         Event::Ordered(e) => {
-            let ordered_ts = event_ts(e.timestamp, rec);
+            let ordered_at_ms = event_ts(e.timestamp, rec);
             return Ok(ViewUpdate::Details {
                 order_id,
                 order: e.order,
-                ordered_ts,
+                ordered_at_ms,
             });
         }
         Event::Status(e) => e,
@@ -116,7 +116,7 @@ pub struct OrderRow {
     pub order_id: String,
     pub status: Option<OrderStatus>,
     pub details: Option<Order>,
-    pub ordered_ts: Option<i64>,
+    pub ordered_at_ms: Option<i64>,
     /// Each status the order reached, with when, in order of status rank.
     pub timeline: Vec<(i64, i64)>,
 }
@@ -129,7 +129,7 @@ pub struct ViewDump {
     pub details: Vec<(String, Order, i64)>,
 }
 
-/// An order's status row: order id, status, status_ts, stuck, stuck_ts.
+/// An order's status row: order id, status, status_at_ms, stuck, stuck_at_ms.
 pub type StatusRow = (String, i64, i64, bool, Option<i64>);
 
 /// One update of the view: what one record of pizza-ordered or pizza-status asks of it.
@@ -144,7 +144,7 @@ pub enum ViewUpdate {
     Details {
         order_id: String,
         order: Order,
-        ordered_ts: i64,
+        ordered_at_ms: i64,
     },
 }
 
@@ -155,9 +155,9 @@ mod tests {
     fn at(status: i64) -> OrderStatus {
         OrderStatus {
             status,
-            status_ts: 1,
+            status_at_ms: 1,
             stuck: false,
-            stuck_ts: None,
+            stuck_at_ms: None,
         }
     }
 
@@ -187,7 +187,10 @@ mod tests {
     fn stuck_is_a_flag_the_next_progress_clears() {
         let c = StatusCodes::default();
         let stuck = fold(&c, Some(&at(200)), 50, 9, Some(200)).unwrap();
-        assert_eq!((stuck.status, stuck.stuck, stuck.stuck_ts), (200, true, Some(9)));
+        assert_eq!(
+            (stuck.status, stuck.stuck, stuck.stuck_at_ms),
+            (200, true, Some(9))
+        );
         assert_eq!(fold(&c, Some(&stuck), 50, 10, Some(200)), None, "already stuck");
         assert_eq!(
             fold(&c, Some(&stuck), 200, 10, None),

@@ -14,6 +14,8 @@ use crate::clock::now_ms;
 use crate::command::{place_order, PlaceError};
 use crate::config::SysConfig;
 use crate::domain::{OrderId, OrderRequest};
+use crate::error::Report;
+use crate::store::StoreError;
 use crate::transport::Transport;
 use crate::view::OrderRow;
 use crate::web::pages::utc;
@@ -29,7 +31,8 @@ pub enum ApiError {
     Unauthorized,
     NotFound,
     Unavailable,
-    Internal(String),
+    /// The view could not be read: logged with its cause, a 500 for the client.
+    Internal(StoreError),
 }
 
 #[derive(Serialize)]
@@ -52,8 +55,8 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the order could not be recorded; try again",
             ),
-            ApiError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
+            ApiError::Internal(e) => {
+                tracing::error!(error = %Report(e), "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
         };
@@ -128,7 +131,7 @@ pub async fn place<T: Transport>(
         }
         Err(PlaceError::Invalid(f)) => Err(ApiError::BadRequest(f.to_string())),
         Err(PlaceError::Unavailable(e)) => {
-            tracing::warn!(error = %e, "order not placed");
+            tracing::warn!(error = %Report(&e), "order not placed");
             Err(ApiError::Unavailable)
         }
     }
@@ -160,7 +163,9 @@ pub struct OrderBody {
     pub is_final: bool,
     pub timeline: Vec<TimelineEntry>,
     pub order: Option<crate::domain::Order>,
-    pub ordered_ts: Option<i64>,
+    /// When pizza-ordered was stamped, in epoch milliseconds (`ordered_ts` on the wire).
+    #[serde(rename = "ordered_ts")]
+    pub ordered_at_ms: Option<i64>,
 }
 
 /// One step an order reached.
@@ -180,7 +185,7 @@ pub fn order_body(sys: &SysConfig, order_id: &str, row: Option<OrderRow>) -> Ord
         order_id: order_id.to_owned(),
         status: None,
         details: None,
-        ordered_ts: None,
+        ordered_at_ms: None,
         timeline: vec![],
     });
     let (status, stuck) = row
@@ -209,6 +214,6 @@ pub fn order_body(sys: &SysConfig, order_id: &str, row: Option<OrderRow>) -> Ord
             })
             .collect(),
         order: row.details,
-        ordered_ts: row.ordered_ts,
+        ordered_at_ms: row.ordered_at_ms,
     }
 }

@@ -36,8 +36,9 @@ use crate::clock::now_ms;
 use crate::command::{place_order, PlaceError};
 use crate::config::SysConfig;
 use crate::domain::{customer_id_for, OrderId, OrderRequest};
+use crate::error::Report;
 use crate::shutdown::Shutdown;
-use crate::store::ViewStore;
+use crate::store::{StoreError, ViewStore};
 use crate::transport::Transport;
 use api::{order_body, OrderBody};
 use pages::Viewer;
@@ -242,7 +243,8 @@ pub enum PageError {
     NotFound(Option<Session>, String),
     Unavailable(Session),
     TooManyStreams,
-    Internal(String),
+    /// The view could not be read: logged with its cause, a 500 for the customer.
+    Internal(StoreError),
 }
 
 impl IntoResponse for PageError {
@@ -283,8 +285,8 @@ impl IntoResponse for PageError {
                 )),
             )
                 .into_response(),
-            PageError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
+            PageError::Internal(e) => {
+                tracing::error!(error = %Report(&e), "internal error");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     Html(pages::error(&anon, "Something went wrong on our side.")),
@@ -431,7 +433,7 @@ async fn place<T: Transport>(
                 .into_response())
         }
         Err(PlaceError::Unavailable(e)) => {
-            tracing::warn!(error = %e, "order not placed");
+            tracing::warn!(error = %Report(&e), "order not placed");
             Err(PageError::Unavailable(session))
         }
     }
@@ -444,11 +446,11 @@ pub fn owned_order<T>(
     st: &AppState<T>,
     session: &Session,
     order_id: &str,
-) -> Result<Option<OrderBody>, String> {
+) -> Result<Option<OrderBody>, StoreError> {
     let (Some(user), Ok(id)) = (session.username.as_deref(), order_id.parse::<OrderId>()) else {
         return Ok(None);
     };
-    let row = st.view.order(id.as_str()).map_err(|e| e.to_string())?;
+    let row = st.view.order(id.as_str())?;
     let mine = match row.as_ref().and_then(|r| r.details.as_ref()) {
         Some(details) => details.customer_id == customer_id_for(user),
         // The view has no details yet: only the session that placed it may look.
@@ -492,13 +494,10 @@ async fn my_orders<T: Transport>(
     let ids = st
         .view
         .orders_of(&customer, ORDERS_LISTED)
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+        .map_err(PageError::Internal)?;
     let mut rows = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = st
-            .view
-            .order(&id)
-            .map_err(|e| PageError::Internal(e.to_string()))?;
+        let row = st.view.order(&id).map_err(PageError::Internal)?;
         rows.push(order_body(&st.sys, &id, row));
     }
     let v = Viewer {

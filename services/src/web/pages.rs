@@ -182,7 +182,7 @@ pub fn order(viewer: &Viewer<'_>, order: &OrderBody, is_final: bool) -> String {
             esc(&o.main_topping),
             esc(&extras),
             order
-                .ordered_ts
+                .ordered_at_ms
                 .map(|t| format!("<dt>Ordered</dt><dd>{}</dd>", utc(t)))
                 .unwrap_or_default()
         );
@@ -203,7 +203,7 @@ pub fn orders(viewer: &Viewer<'_>, orders: &[OrderBody]) -> String {
             let _ = write!(
                 body,
                 r#"<tr><td><a href="/orders/{id}"><code>{id}</code></a></td><td>{}</td><td>{}</td></tr>"#,
-                o.ordered_ts.map(utc).unwrap_or_default(),
+                o.ordered_at_ms.map(utc).unwrap_or_default(),
                 esc(&o.status_text),
                 id = esc(&o.order_id)
             );
@@ -296,9 +296,9 @@ mod tests {
             order_id: "0000abcd".into(),
             status: Some(OrderStatus {
                 status: 300,
-                status_ts: 1_700_000_020_000,
+                status_at_ms: 1_700_000_020_000,
                 stuck: false,
-                stuck_ts: None,
+                stuck_at_ms: None,
             }),
             details: Some(Order {
                 extra_toppings: vec!["Mushroom".into(), "<b>Onion</b>".into()],
@@ -308,7 +308,7 @@ mod tests {
                 customer_id: customer_id_for(username),
                 username: username.into(),
             }),
-            ordered_ts: Some(1_700_000_000_000),
+            ordered_at_ms: Some(1_700_000_000_000),
             timeline: vec![
                 (100, 1_700_000_000_000),
                 (200, 1_700_000_008_000),

@@ -64,6 +64,23 @@ pub async fn place(transport: &KafkaTransport, sys: &SysConfig, n: usize) -> Vec
     ids
 }
 
+/// Places one order and waits until the view at `path` shows it delivered (every service, in
+/// whatever process, has joined its group); the view, read-only. For services run as processes;
+/// an in-process [`Shop`] has [`Shop::ready`].
+pub async fn warmed_up_view(customer: &KafkaTransport, sys: &SysConfig, path: &std::path::Path) -> ViewStore {
+    let warm = place(customer, sys, 1).await;
+    wait_for("the view file", Duration::from_secs(30), || async {
+        path.exists()
+    })
+    .await;
+    let view = ViewStore::open_read_only(path).unwrap();
+    wait_for("the warm-up order delivered", Duration::from_secs(60), || async {
+        count_at(&view, &warm, 999) == 1
+    })
+    .await;
+    view
+}
+
 /// A fresh data directory.
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -2,16 +2,17 @@
 //! nothing twice; SIGTERM finishes in-flight work, commits, and leaves the group.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
-use pizza::domain::StatusCodes;
+use pizza::domain::{OrderId, StatusCodes};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::Record;
 
 use crate::common::*;
 
@@ -93,6 +94,47 @@ fn dump_logs(dir: &Path) {
     }
 }
 
+/// Polls the view every 20 ms and records each status of `ids` that moved back in rank.
+async fn watch_regressions(path: PathBuf, ids: Vec<OrderId>, regressions: Arc<Mutex<Vec<String>>>) {
+    let view = ViewStore::open_read_only(&path).unwrap();
+    let codes = StatusCodes::default();
+    let mut last: HashMap<String, i64> = HashMap::new();
+    loop {
+        for id in &ids {
+            if let Ok(Some(s)) = view.status(id.as_str()) {
+                if let Some(prev) = last.insert(id.to_string(), s.status) {
+                    if codes.rank(s.status) < codes.rank(prev) {
+                        regressions
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: {prev} -> {}", s.status));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every order of `ids` has pizza-delivered records, all carrying the one delivery's time.
+fn assert_delivered_once(groups: &HashMap<String, Vec<&Record>>, ids: &[OrderId]) {
+    for id in ids {
+        let recs = groups
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("{id} has a pizza-delivered record"));
+        let mut stamps: Vec<i64> = recs
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<serde_json::Value>(r.payload()).unwrap()["timestamp"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        stamps.dedup();
+        assert_eq!(stamps.len(), 1, "order {id} delivered {} times", stamps.len());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
     const ORDERS: usize = 40;
@@ -107,44 +149,17 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
         .map(|s| Proc::spawn(*s, &brokers, dir.path(), scale))
         .collect();
 
-    let warm = place(&customer, &sys, 1).await;
     let view_path = dir.path().join("orders.db");
-    wait_for("the view file", Duration::from_secs(30), || async {
-        view_path.exists()
-    })
-    .await;
-    let view = ViewStore::open_read_only(&view_path).unwrap();
-    wait_for("the warm-up order delivered", Duration::from_secs(60), || async {
-        count_at(&view, &warm, 999) == 1
-    })
-    .await;
+    let view = warmed_up_view(&customer, &sys, &view_path).await;
 
     let ids = place(&customer, &sys, ORDERS).await;
     // Watch every order's status for a step backwards while services die and come back.
     let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
-    let monitor = {
-        let (ids, regressions, path) = (ids.clone(), regressions.clone(), view_path.clone());
-        tokio::spawn(async move {
-            let view = ViewStore::open_read_only(&path).unwrap();
-            let codes = StatusCodes::default();
-            let mut last: HashMap<String, i64> = HashMap::new();
-            loop {
-                for id in &ids {
-                    if let Ok(Some(s)) = view.status(id.as_str()) {
-                        if let Some(prev) = last.insert(id.to_string(), s.status) {
-                            if codes.rank(s.status) < codes.rank(prev) {
-                                regressions
-                                    .lock()
-                                    .unwrap()
-                                    .push(format!("{id}: {prev} -> {}", s.status));
-                            }
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let monitor = tokio::spawn(watch_regressions(
+        view_path.clone(),
+        ids.clone(),
+        regressions.clone(),
+    ));
 
     // Kill while orders are in every stage: some delivered, most not.
     wait_for("some orders delivered", Duration::from_secs(60), || async {
@@ -153,20 +168,16 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
     .await;
     let delivered_before = count_at(&view, &ids, 999);
     assert!(delivered_before < ORDERS, "orders still in flight when killed");
-    for p in procs.iter_mut().filter(|p| {
+    let stateful = |p: &&mut Proc| {
         matches!(
             p.service,
             ServiceName::Bake | ServiceName::Deliver | ServiceName::Status
         )
-    }) {
+    };
+    for p in procs.iter_mut().filter(stateful) {
         p.kill9();
     }
-    for p in procs.iter_mut().filter(|p| {
-        matches!(
-            p.service,
-            ServiceName::Bake | ServiceName::Deliver | ServiceName::Status
-        )
-    }) {
+    for p in procs.iter_mut().filter(stateful) {
         *p = Proc::spawn(p.service, &brokers, dir.path(), scale);
     }
     let all = || async { count_at(&view, &ids, 999) == ORDERS };
@@ -194,21 +205,7 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
     // Delivered once: every pizza-delivered record of an order carries the one delivery's time.
     let delivered = topic(&customer, &sys.topics.delivered).await;
     let groups = by_key(&delivered);
-    for id in &ids {
-        let recs = groups
-            .get(id.as_str())
-            .unwrap_or_else(|| panic!("{id} has a pizza-delivered record"));
-        let mut stamps: Vec<i64> = recs
-            .iter()
-            .map(|r| {
-                serde_json::from_slice::<serde_json::Value>(r.payload()).unwrap()["timestamp"]
-                    .as_i64()
-                    .unwrap()
-            })
-            .collect();
-        stamps.dedup();
-        assert_eq!(stamps.len(), 1, "order {id} delivered {} times", stamps.len());
-    }
+    assert_delivered_once(&groups, &ids);
     let resent = delivered.len() - groups.len();
     eprintln!("{delivered_before} delivered before the kill; {resent} pizza-delivered events re-sent (same delivery) after it");
     for p in &mut procs {

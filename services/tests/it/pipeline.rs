@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::{recipe_seed, OrderRequest};
+use pizza::error::Report;
 use pizza::partitioner::partition_for;
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
@@ -27,22 +28,16 @@ pub enum EndOffsets {
 pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) {
     let dir = data_dir();
     let cfg = test_config(dir.path().to_owned(), 0.02);
-    let shop = start_shop(props, cfg.clone(), &ServiceName::CONSUMERS);
+    let mut shop = start_shop(props, cfg.clone(), &ServiceName::CONSUMERS);
     let customer = KafkaTransport::new(props, "it-customer").unwrap();
     let sys = cfg.sys.clone();
 
     // A first order proves every service joined its group; the orders under test then flow through
     // a running shop, where each step follows the previous one by its cooking time.
-    let warm = place(&customer, &sys, 1).await;
-    wait_for("the view file", Duration::from_secs(30), || async {
-        cfg.view_path().exists()
-    })
-    .await;
+    shop.ready(&customer, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{}", Report(&e)));
     let view = shop.view();
-    wait_for("the warm-up order delivered", Duration::from_secs(60), || async {
-        count_at(&view, &warm, 999) == 1
-    })
-    .await;
 
     let ids = place(&customer, &sys, orders).await;
     wait_for("every order delivered", Duration::from_secs(60), || async {

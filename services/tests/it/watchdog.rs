@@ -33,7 +33,7 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
         count_at(&view, &ids, 100) == 1
     })
     .await;
-    let at_100 = view.status(id).unwrap().unwrap().status_ts;
+    let at_100 = view.status(id).unwrap().unwrap().status_at_ms;
     let seen = Instant::now();
     wait_for("the stuck mark", Duration::from_secs(30), || async {
         view.status(id).unwrap().is_some_and(|s| s.stuck)
@@ -41,7 +41,7 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
     .await;
     let s = view.status(id).unwrap().unwrap();
     assert_eq!(s.status, 100, "stuck is a flag, not a status");
-    let marked_after_ms = s.stuck_ts.unwrap() - at_100;
+    let marked_after_ms = s.stuck_at_ms.unwrap() - at_100;
     eprintln!("marked stuck {marked_after_ms} ms after it reached 100 (SLA 900 ms + period 300 ms)");
     assert!(marked_after_ms >= 900, "not before the SLA: {marked_after_ms} ms");
     assert!(seen.elapsed() < Duration::from_secs(10));
