@@ -7,6 +7,7 @@
 //! pizza-status until final. Exits 1 when an order was lost or a send failed.
 
 mod http;
+mod plot;
 mod report;
 mod schedule;
 
@@ -180,10 +181,9 @@ impl Tracker {
             return;
         }
         let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
-        let e2e = us(o.intended, at);
-        let seen = o.seen;
-        let intended = o.intended;
-        self.lat.record(0, e2e);
+        let (seen, intended) = (o.seen, o.intended);
+        let intended_s = self.since_start(intended);
+        self.lat.record(0, intended_s, us(intended, at));
         let stages = [
             (seen[0], seen[1], 1),
             (seen[1], seen[2], 2),
@@ -192,14 +192,30 @@ impl Tracker {
         for (from, to, stage) in stages {
             if let (Some(f), Some(t)) = (from, to) {
                 if t >= f {
-                    self.lat.record(stage, us(f, t));
+                    self.lat.record(stage, intended_s, us(f, t));
                 }
             }
         }
-        let start = self.measure_start.unwrap_or(intended);
-        self.lat
-            .over_time
-            .push((intended.saturating_duration_since(start).as_secs_f64(), e2e));
+        let at_s = self.since_start(at);
+        self.lat.timeline.completed(at_s);
+    }
+
+    /// Measuring starts at `start` and lasts `duration_s`.
+    fn start_measuring(&mut self, start: Instant, duration_s: f64) {
+        self.measure_start = Some(start);
+        self.lat = Latencies::new(duration_s);
+    }
+
+    /// Seconds from the start of measuring to `at` (negative before it).
+    fn since_start(&self, at: Instant) -> f64 {
+        let Some(start) = self.measure_start else {
+            return 0.0;
+        };
+        if at >= start {
+            (at - start).as_secs_f64()
+        } else {
+            -(start - at).as_secs_f64()
+        }
     }
 }
 
@@ -375,7 +391,11 @@ async fn send_all(args: &Args, shared: &Shared) -> Sent {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1 << 16));
     let start = Instant::now();
     let measure_start = start + schedule::due(warm, args.rate);
-    shared.tracker.lock().unwrap().measure_start = Some(measure_start);
+    shared
+        .tracker
+        .lock()
+        .unwrap()
+        .start_measuring(measure_start, args.duration);
     let mut max_lag = Duration::ZERO;
     let mut last_progress = Instant::now();
     let mut sends = tokio::task::JoinSet::new();
@@ -383,8 +403,14 @@ async fn send_all(args: &Args, shared: &Shared) -> Sent {
         let intended = start + schedule::due(i, args.rate);
         tokio::time::sleep_until(intended).await;
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
-        max_lag = max_lag.max(Instant::now().saturating_duration_since(intended));
+        let now = Instant::now();
+        max_lag = max_lag.max(now.saturating_duration_since(intended));
         let (_, req) = orders.next();
+        if i >= warm {
+            let mut t = shared.tracker.lock().unwrap();
+            let at_s = t.since_start(now);
+            t.lat.timeline.sent(at_s);
+        }
         let order = Order {
             id: OrderId::nth(i as u32, salt),
             req,
@@ -436,7 +462,8 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
             shared.counts.acked.fetch_add(1, Ordering::Relaxed);
             let mut t = shared.tracker.lock().unwrap();
             if measured {
-                t.lat.record(4, sent_at.elapsed().as_micros() as u64);
+                let intended_s = t.since_start(intended);
+                t.lat.record(4, intended_s, sent_at.elapsed().as_micros() as u64);
             }
             if shared.http.is_some() && shared.follow {
                 t.register(order_id, intended, measured, &shared.sys);
@@ -497,7 +524,8 @@ fn report(
         write_hlog(path, &t.lat)?;
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, report::svg(&t.lat)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, plot::svg(&t.lat, args.rate)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(summary.lost == 0 && summary.errors == 0)
 }
