@@ -236,18 +236,19 @@ fn over_time(tl: &Timeline, stage: usize, q: f64) -> Vec<(f64, f64)> {
 }
 
 /// Per window: (its middle in seconds, events per second). A window cut short by `until_s` (the
-/// end of sending) is divided by the part of it that was open.
+/// end of the schedule) is divided by the part of it that was open; windows after it (sends that
+/// fell behind the schedule) by their whole length.
 fn rates(counts: &[u64], window_s: f64, until_s: Option<f64>) -> Vec<(f64, f64)> {
     counts
         .iter()
         .enumerate()
         .map(|(i, &n)| {
             let from = i as f64 * window_s;
-            let to = until_s.map_or(from + window_s, |u| u.clamp(from, from + window_s));
-            (
-                (from + to) / 2.0,
-                if to > from { n as f64 / (to - from) } else { 0.0 },
-            )
+            let to = match until_s {
+                Some(u) if u > from => u.min(from + window_s),
+                _ => from + window_s,
+            };
+            ((from + to) / 2.0, n as f64 / (to - from))
         })
         .collect()
 }
@@ -411,6 +412,8 @@ mod tests {
         assert_eq!(rates(&lat.timeline.completed, 1.0, None).len(), 11);
         // A window cut short by the end of sending counts per second of it that was open.
         assert_eq!(rates(&[10, 5], 1.0, Some(1.5)), [(0.5, 10.0), (1.25, 10.0)]);
+        // Sends that fell behind the schedule, after its end: a rate over the whole window.
+        assert_eq!(rates(&[10, 3], 1.0, Some(1.0)), [(0.5, 10.0), (1.5, 3.0)]);
     }
 
     #[test]
