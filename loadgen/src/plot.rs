@@ -187,7 +187,12 @@ fn draw_percentiles(area: &Area, stages: &[Histogram<u64>]) -> DrawResult {
     let count = stages.iter().map(Histogram::len).max().unwrap_or(0);
     let ticks = percentile_ticks(count);
     let x_max = *ticks.last().expect("at least one tick");
-    let top_ms = nice_top(stages.iter().map(|h| h.max() as f64 / 1000.0));
+    let curves: Vec<(usize, Vec<(f64, f64)>)> = (stages.iter().enumerate())
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(stage, h)| (stage, percentile_curve(h, x_max)))
+        .collect();
+    // From the curves, which end at the last tick: the maximum may lie beyond it.
+    let top_ms = nice_top(curves.iter().flat_map(|(_, pts)| pts.iter().map(|p| p.1)));
     let x = (1.0..x_max).log_scale().with_key_points(ticks);
     let caption = "Latency by percentile (HdrHistogram's scale: x is 1/(1-percentile), log)";
     let mut chart = chart_builder(area, caption).build_cartesian_2d(x, 0.0..top_ms)?;
@@ -202,9 +207,9 @@ fn draw_percentiles(area: &Area, stages: &[Histogram<u64>]) -> DrawResult {
         .light_line_style(TRANSPARENT)
         .draw()?;
     let mut keys = Vec::new();
-    for (stage, h) in stages.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+    for (stage, pts) in curves {
         let color = STAGE_COLORS[stage];
-        chart.draw_series(LineSeries::new(percentile_curve(h, x_max), color.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
         keys.push(Key {
             label: STAGES[stage],
             color: color.to_rgba(),
@@ -235,22 +240,22 @@ fn over_time(tl: &Timeline, stage: usize, q: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Per window: (its middle in seconds, events per second). A window cut short by `until_s` (the
-/// end of the schedule) is divided by the part of it that was open; windows after it (sends that
-/// fell behind the schedule) by their whole length.
+/// Events per second in each window, as steps: (start, rate), (end, rate) per window, so a window
+/// that holds a few stragglers reads as a low step, not as a slope down from the one before. A
+/// window cut short by `until_s` (the end of the schedule) is divided by the part of it that was
+/// open; windows after it (sends that fell behind the schedule) by their whole length.
 fn rates(counts: &[u64], window_s: f64, until_s: Option<f64>) -> Vec<(f64, f64)> {
-    counts
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            let from = i as f64 * window_s;
-            let to = match until_s {
-                Some(u) if u > from => u.min(from + window_s),
-                _ => from + window_s,
-            };
-            ((from + to) / 2.0, n as f64 / (to - from))
-        })
-        .collect()
+    let mut steps = Vec::with_capacity(2 * counts.len());
+    for (i, &n) in counts.iter().enumerate() {
+        let from = i as f64 * window_s;
+        let to = match until_s {
+            Some(u) if u > from => u.min(from + window_s),
+            _ => from + window_s,
+        };
+        let rate = n as f64 / (to - from);
+        steps.extend([(from, rate), (to, rate)]);
+    }
+    steps
 }
 
 /// A round top for an axis a little above the highest value (1 when there is none).
@@ -409,11 +414,17 @@ mod tests {
         let sent = rates(&lat.timeline.sent, 1.0, Some(10.0));
         assert!(sent.iter().all(|&(_, r)| r == 200.0), "{sent:?}");
         // The last completions spill into an eleventh window.
-        assert_eq!(rates(&lat.timeline.completed, 1.0, None).len(), 11);
+        assert_eq!(rates(&lat.timeline.completed, 1.0, None).len(), 2 * 11);
         // A window cut short by the end of sending counts per second of it that was open.
-        assert_eq!(rates(&[10, 5], 1.0, Some(1.5)), [(0.5, 10.0), (1.25, 10.0)]);
+        assert_eq!(
+            rates(&[10, 5], 1.0, Some(1.5)),
+            [(0.0, 10.0), (1.0, 10.0), (1.0, 10.0), (1.5, 10.0)]
+        );
         // Sends that fell behind the schedule, after its end: a rate over the whole window.
-        assert_eq!(rates(&[10, 3], 1.0, Some(1.0)), [(0.5, 10.0), (1.5, 3.0)]);
+        assert_eq!(
+            rates(&[10, 3], 1.0, Some(1.0)),
+            [(0.0, 10.0), (1.0, 10.0), (1.0, 3.0), (2.0, 3.0)]
+        );
     }
 
     #[test]
