@@ -88,7 +88,8 @@ struct Args {
     /// Write the histograms as an HdrHistogram interval log.
     #[arg(long)]
     hlog: Option<PathBuf>,
-    /// Write an SVG plot: latency over time and the percentile curve.
+    /// Write an SVG plot: each stage's p99 over time, the send and completion rates against the
+    /// target, and each stage's percentile curve.
     #[arg(long)]
     plot: Option<PathBuf>,
 }

@@ -2,8 +2,8 @@
 //! rates, and each stage's percentile distribution on HdrHistogram's log scale.
 //!
 //! Drawn with plotters' SVG backend and none of its font features: text goes out as `<text>` for
-//! the viewer to lay out, so no font file is read or shipped. plotters only estimates how wide a
-//! label is (about 0.45 em per byte) to size the legend boxes.
+//! the viewer to lay out, so no font file is read or shipped. plotters only estimates text sizes
+//! (from the byte count) to place captions and tick labels.
 
 use anyhow::{anyhow, Result};
 use hdrhistogram::Histogram;
