@@ -729,7 +729,44 @@ fn write_hlog(path: &std::path::Path, lat: &Latencies) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_secs;
+    use super::*;
+
+    #[test]
+    fn a_final_status_records_every_stage_in_the_window_of_its_intended_send() {
+        let sys = SysConfig::default();
+        let c = sys.codes.clone();
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        t.start_measuring(t0, 10.0);
+        t.register("warm".into(), t0, false, &sys);
+        t.register("a".into(), t0 + ms(1_500), true, &sys);
+        // Status events may come before the order is registered (--via http).
+        t.observe("b", c.order_received, t0 + ms(2_050), &sys);
+        t.register("b".into(), t0 + ms(2_000), true, &sys);
+        for (status, at) in [
+            (c.order_received, 1_520),
+            (c.in_the_oven, 1_540),
+            (c.out_for_delivery, 1_570),
+            (c.delivered, 1_600),
+        ] {
+            t.observe("a", status, t0 + ms(at), &sys);
+            t.observe("warm", status, t0 + ms(at), &sys);
+        }
+        t.observe("b", c.delivered, t0 + ms(3_100), &sys);
+        assert_eq!(t.completed, 3);
+        assert_eq!(t.lat.stages[0].len(), 2, "the warm-up order is not measured");
+        let e2e = |w: usize| t.lat.timeline.latency[w][0].max() / 1000;
+        // The windows' histograms keep 2 significant digits.
+        assert_eq!(e2e(1), 100);
+        assert!((1_100..=1_111).contains(&e2e(2)), "{}", e2e(2));
+        for stage in 1..=3 {
+            assert_eq!(t.lat.timeline.latency[1][stage].len(), 1, "stage {stage}");
+        }
+        assert_eq!(t.lat.timeline.latency[2][1].len(), 0, "b was never in the oven");
+        assert_eq!(t.lat.timeline.completed, [0, 1, 0, 1]);
+        assert_eq!(t.since_start(t0 - ms(500)), -0.5);
+    }
 
     #[test]
     fn durations_parse_with_units_and_bad_ones_are_named() {
