@@ -6,11 +6,14 @@
 //! command side over Kafka (default) or the web app's JSON API (`--via http`), and followed on
 //! pizza-status until final. Exits 1 when an order was lost or a send failed.
 
+mod http;
+mod plot;
 mod report;
 mod schedule;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ use pizza::admin::{group_lag, group_reader, EmbeddedBroker};
 use pizza::clock::{now_ms, TimeScale};
 use pizza::command::place_order;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
-use pizza::domain::{decode, OrderId, StatusEvent};
+use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent};
 use pizza::services::ServiceConfig;
 use pizza::shop::{Restart, Shop};
 use pizza::transport::kafka::KafkaTransport;
@@ -84,7 +87,8 @@ struct Args {
     /// Write the histograms as an HdrHistogram interval log.
     #[arg(long)]
     hlog: Option<PathBuf>,
-    /// Write an SVG plot: latency over time and the percentile curve.
+    /// Write an SVG plot: each stage's p99 over time, the send and completion rates against the
+    /// target, and each stage's percentile curve.
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -177,10 +181,9 @@ impl Tracker {
             return;
         }
         let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
-        let e2e = us(o.intended, at);
-        let seen = o.seen;
-        let intended = o.intended;
-        self.lat.record(0, e2e);
+        let (seen, intended) = (o.seen, o.intended);
+        let intended_s = self.since_start(intended);
+        self.lat.record(0, intended_s, us(intended, at));
         let stages = [
             (seen[0], seen[1], 1),
             (seen[1], seen[2], 2),
@@ -189,14 +192,30 @@ impl Tracker {
         for (from, to, stage) in stages {
             if let (Some(f), Some(t)) = (from, to) {
                 if t >= f {
-                    self.lat.record(stage, us(f, t));
+                    self.lat.record(stage, intended_s, us(f, t));
                 }
             }
         }
-        let start = self.measure_start.unwrap_or(intended);
-        self.lat
-            .over_time
-            .push((intended.saturating_duration_since(start).as_secs_f64(), e2e));
+        let at_s = self.since_start(at);
+        self.lat.timeline.completed(at_s);
+    }
+
+    /// Measuring starts at `start` and lasts `duration_s`.
+    fn start_measuring(&mut self, start: Instant, duration_s: f64) {
+        self.measure_start = Some(start);
+        self.lat = Latencies::new(duration_s);
+    }
+
+    /// Seconds from the start of measuring to `at` (negative before it).
+    fn since_start(&self, at: Instant) -> f64 {
+        let Some(start) = self.measure_start else {
+            return 0.0;
+        };
+        if at >= start {
+            (at - start).as_secs_f64()
+        } else {
+            -(start - at).as_secs_f64()
+        }
     }
 }
 
@@ -222,34 +241,20 @@ fn main() {
 
 /// Runs the load; `Ok(false)` when orders were lost or sends failed.
 async fn run(args: Args) -> Result<bool> {
-    if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
-        bail!("--rate must be between 0 and 1000000 orders/s");
-    }
-    if args.duration <= 0.0 {
-        bail!("--duration must be positive");
-    }
-    if args.embedded && args.via == Via::Http {
-        bail!(
-            "--embedded starts no web app: use --via kafka, or run `pizza demo` and --via http --brokers ..."
-        );
-    }
+    check_args(&args)?;
     let sys = Arc::new(match &args.sys_config {
         Some(p) => SysConfig::load(p)?,
         None => SysConfig::default(),
     });
-    let mut _embedded = None;
-    let mut _services = None;
+    // Dropped in reverse order: the embedded services before the embedded broker.
+    let mut _broker = None;
+    let mut services = None;
     let props = match (&args.kafka_config, &args.brokers, args.embedded) {
         (Some(p), _, false) => KafkaProps::load(p)?,
         (None, Some(b), false) => KafkaProps::bootstrap(b),
         (None, None, true) => {
-            let broker = EmbeddedBroker::start(&sys)?;
-            let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
-            // Producer-only measures the client alone: no services competing for the cores.
-            if !args.produce_only {
-                _services = Some(start_shop(&props, &sys, args.services_time_scale)?);
-            }
-            _embedded = Some(broker);
+            let (props, broker, shop) = start_embedded_shop(&args, &sys)?;
+            (_broker, services) = (Some(broker), shop);
             props
         }
         _ => bail!("give exactly one of --brokers, --kafka-config or --embedded"),
@@ -265,27 +270,145 @@ async fn run(args: Args) -> Result<bool> {
             tracker.clone(),
         )?))
     };
-    if let Some((shop, _)) = &mut _services {
+    if let Some((shop, _)) = &mut services {
         // One order through first, so every group has formed before the clock starts.
         shop.ready(&transport, Duration::from_secs(60)).await?;
     }
-
-    let total = schedule::count(args.rate, args.warmup + args.duration);
-    let warm = schedule::count(args.rate, args.warmup);
-    let salt = u32::from_str_radix(OrderId::random().as_str(), 16).expect("hex");
-    let mut orders = schedule::Orders::new(args.seed, sys.menu.clone(), args.customers);
     let http = match args.via {
         Via::Http => Some(Arc::new(
             http::Client::login_all(&args.url, args.customers).await?,
         )),
         Via::Kafka => None,
     };
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let shared = Shared {
+        sys,
+        tracker,
+        transport,
+        http,
+        counts: Arc::default(),
+        follow: !args.produce_only,
+    };
+    let sent = send_all(&args, &shared).await;
+    if shared.follow {
+        wait_final(&shared.tracker, Duration::from_secs_f64(args.timeout)).await;
+    }
+    if let Some(f) = follower {
+        f.abort();
+    }
+    let consumer_lag = if shared.follow {
+        consumer_lag(&shared.transport, &shared.sys).unwrap_or_default()
+    } else {
+        vec![]
+    };
+    let ok = report(&args, &props, &shared, &sent, consumer_lag)?;
+    // Embedded services leave their groups while the broker still runs.
+    if let Some((shop, _dir)) = services {
+        if let Err(e) = shop.stop(Duration::from_secs(30)).await {
+            eprintln!("loadgen: embedded {}", pizza::error::Report(&e));
+        }
+    }
+    Ok(ok)
+}
+
+/// Refuses flag values the run cannot honour.
+fn check_args(args: &Args) -> Result<()> {
+    if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
+        bail!("--rate must be between 0 and 1000000 orders/s");
+    }
+    if args.duration <= 0.0 {
+        bail!("--duration must be positive");
+    }
+    if args.embedded && args.via == Via::Http {
+        bail!(
+            "--embedded starts no web app: use --via kafka, or run `pizza demo` and --via http --brokers ..."
+        );
+    }
+    Ok(())
+}
+
+/// The in-process shop and its data directory (removed when dropped).
+type EmbeddedShop = (Shop, tempfile::TempDir);
+
+/// `--embedded`: the shop in this process, on librdkafka's mock cluster. The one place that decides
+/// how the in-process shop starts: the broker, its address, and every service (none with
+/// `--produce-only`, which measures the client alone).
+fn start_embedded_shop(
+    args: &Args,
+    sys: &SysConfig,
+) -> Result<(KafkaProps, EmbeddedBroker, Option<EmbeddedShop>)> {
+    let broker = EmbeddedBroker::start(sys)?;
+    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    // Producer-only measures the client alone: no services competing for the cores.
+    let services = if args.produce_only {
+        None
+    } else {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
+        cfg.time_scale = args.services_time_scale;
+        let shop = Shop::start(cfg, &ServiceName::CONSUMERS, Restart::Never, {
+            let props = props.clone();
+            move |service| KafkaTransport::new(&props, service.as_str())
+        });
+        Some((shop, dir))
+    };
+    Ok((props, broker, services))
+}
+
+/// What the send tasks share with the run.
+#[derive(Clone)]
+struct Shared {
+    sys: Arc<SysConfig>,
+    tracker: Arc<Mutex<Tracker>>,
+    transport: KafkaTransport,
+    /// The web app's client, for --via http.
+    http: Option<Arc<http::Client>>,
+    counts: Arc<Counts>,
+    /// Whether orders are followed on pizza-status (not --produce-only).
+    follow: bool,
+}
+
+/// Sends that were acknowledged, and sends that failed.
+#[derive(Default)]
+struct Counts {
+    acked: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// How the sending went.
+struct Sent {
+    /// Orders sent, warm-up included.
+    total: u64,
+    /// Orders sent during the warm-up (not measured).
+    warm: u64,
+    /// Seconds from the first send to the last.
+    sending_s: f64,
+    /// The client's worst lag behind its own schedule.
+    max_lag: Duration,
+}
+
+/// One order on the schedule.
+struct Order {
+    id: OrderId,
+    req: OrderRequest,
+    intended: Instant,
+    /// Sent after the warm-up: its latencies count.
+    measured: bool,
+}
+
+/// Sends every order on the open-loop schedule, then waits for the sends still in flight.
+async fn send_all(args: &Args, shared: &Shared) -> Sent {
+    let total = schedule::count(args.rate, args.warmup + args.duration);
+    let warm = schedule::count(args.rate, args.warmup);
+    let salt = u32::from_str_radix(OrderId::random().as_str(), 16).expect("hex");
+    let mut orders = schedule::Orders::new(args.seed, shared.sys.menu.clone(), args.customers);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1 << 16));
     let start = Instant::now();
     let measure_start = start + schedule::due(warm, args.rate);
-    tracker.lock().unwrap().measure_start = Some(measure_start);
+    shared
+        .tracker
+        .lock()
+        .unwrap()
+        .start_measuring(measure_start, args.duration);
     let mut max_lag = Duration::ZERO;
     let mut last_progress = Instant::now();
     let mut sends = tokio::task::JoinSet::new();
@@ -293,153 +416,171 @@ async fn run(args: Args) -> Result<bool> {
         let intended = start + schedule::due(i, args.rate);
         tokio::time::sleep_until(intended).await;
         let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
-        max_lag = max_lag.max(Instant::now().saturating_duration_since(intended));
+        let now = Instant::now();
+        max_lag = max_lag.max(now.saturating_duration_since(intended));
         let (_, req) = orders.next();
-        let id = OrderId::nth(i as u32, salt);
-        let measured = i >= warm;
-        let (track, sys, errors, ack_count, transport, http) = (
-            tracker.clone(),
-            sys.clone(),
-            errors.clone(),
-            acked.clone(),
-            transport.clone(),
-            http.clone(),
-        );
-        let follow = !args.produce_only;
-        sends.spawn(async move {
-            let _permit = permit;
-            let sent_at = Instant::now();
-            let placed = match &http {
-                None => {
-                    if follow {
-                        track
-                            .lock()
-                            .unwrap()
-                            .register(id.to_string(), intended, measured, &sys);
-                    }
-                    place_order(&transport, &sys, &req, id, now_ms())
-                        .await
-                        .map(|p| p.order_id.to_string())
-                        .map_err(|e| e.to_string())
-                }
-                Some(client) => client.place(&req).await,
-            };
-            match placed {
-                Ok(order_id) => {
-                    ack_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let mut t = track.lock().unwrap();
-                    if measured {
-                        t.lat.record(4, sent_at.elapsed().as_micros() as u64);
-                    }
-                    if http.is_some() && follow {
-                        t.register(order_id, intended, measured, &sys);
-                    }
-                }
-                Err(e) => {
-                    if errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
-                        eprintln!("loadgen: order failed: {e}");
-                    }
-                }
-            }
-        });
+        if i >= warm {
+            let mut t = shared.tracker.lock().unwrap();
+            let at_s = t.since_start(now);
+            t.lat.timeline.sent(at_s);
+        }
+        let order = Order {
+            id: OrderId::nth(i as u32, salt),
+            req,
+            intended,
+            measured: i >= warm,
+        };
+        sends.spawn(send_one(shared.clone(), order, permit));
         while sends.try_join_next().is_some() {}
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            let done = tracker.lock().unwrap().completed;
-            eprintln!(
-                "[{:>5.1}s] sent {:>8}/{total}  acked {:>8}  final {:>8}",
-                start.elapsed().as_secs_f64(),
-                i + 1,
-                acked.load(std::sync::atomic::Ordering::Relaxed),
-                done
-            );
+            print_progress(shared, start, i + 1, total);
         }
     }
-    let sending = start.elapsed().as_secs_f64();
+    let sending_s = start.elapsed().as_secs_f64();
     while sends.join_next().await.is_some() {}
+    Sent {
+        total,
+        warm,
+        sending_s,
+        max_lag,
+    }
+}
 
-    // Wait for every order to become final, or the timeout.
-    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
-    if !args.produce_only {
-        loop {
-            let (done, known) = {
-                let t = tracker.lock().unwrap();
-                (t.completed, t.orders.len() as u64)
-            };
-            if done >= known || Instant::now() >= deadline {
-                break;
+/// Places one order (registering it with the tracker first when it goes over Kafka, whose id is
+/// known before the send) and records its acknowledgement's latency.
+async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let Order {
+        id,
+        req,
+        intended,
+        measured,
+    } = order;
+    let sent_at = Instant::now();
+    let placed = match &shared.http {
+        None => {
+            if shared.follow {
+                let mut t = shared.tracker.lock().unwrap();
+                t.register(id.to_string(), intended, measured, &shared.sys);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            place_order(&shared.transport, &shared.sys, &req, id, now_ms())
+                .await
+                .map(|p| p.order_id.to_string())
+                .map_err(|e| e.to_string())
+        }
+        Some(client) => client.place(&req).await,
+    };
+    match placed {
+        Ok(order_id) => {
+            shared.counts.acked.fetch_add(1, Ordering::Relaxed);
+            let mut t = shared.tracker.lock().unwrap();
+            if measured {
+                let intended_s = t.since_start(intended);
+                t.lat.record(4, intended_s, sent_at.elapsed().as_micros() as u64);
+            }
+            if shared.http.is_some() && shared.follow {
+                t.register(order_id, intended, measured, &shared.sys);
+            }
+        }
+        Err(e) => {
+            if shared.counts.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                eprintln!("loadgen: order failed: {e}");
+            }
         }
     }
-    if let Some(f) = follower {
-        f.abort();
-    }
-    let consumer_lag = if args.produce_only {
-        vec![]
-    } else {
-        consumer_lag(&transport, &sys).unwrap_or_default()
-    };
+}
 
-    // The report, from the tracker; the lock is released before anything awaits.
-    let ok = {
-        let t = tracker.lock().unwrap();
-        let measured_sent = total - warm;
-        let lost = if args.produce_only {
-            0
-        } else {
-            t.orders.values().filter(|o| o.measured && !o.done).count() as u64
+/// The progress line on stderr.
+fn print_progress(shared: &Shared, start: Instant, sent: u64, total: u64) {
+    let done = shared.tracker.lock().unwrap().completed;
+    eprintln!(
+        "[{:>5.1}s] sent {:>8}/{total}  acked {:>8}  final {:>8}",
+        start.elapsed().as_secs_f64(),
+        sent,
+        shared.counts.acked.load(Ordering::Relaxed),
+        done
+    );
+}
+
+/// Waits for every order to become final, or `timeout`.
+async fn wait_final(tracker: &Mutex<Tracker>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (done, known) = {
+            let t = tracker.lock().unwrap();
+            (t.completed, t.orders.len() as u64)
         };
-        let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
-        let max_send_lag_ms = max_lag.as_secs_f64() * 1000.0;
-        let summary = Summary {
-            via: format!("{:?}", args.via).to_lowercase(),
-            brokers: props.bootstrap_servers().to_owned(),
-            seed: args.seed,
-            services_time_scale: args.services_time_scale.factor(),
-            target_rate: args.rate,
-            duration_s: args.duration,
-            warmup_s: args.warmup,
-            sent: measured_sent,
-            achieved_rate: total as f64 / sending,
-            client_kept_up: max_send_lag_ms < 100.0,
-            max_send_lag_ms: (max_send_lag_ms * 10.0).round() / 10.0,
-            completed: if args.produce_only {
-                acked.load(std::sync::atomic::Ordering::Relaxed)
-            } else {
-                t.orders.values().filter(|o| o.measured && o.done).count() as u64
-            },
-            lost,
-            errors,
-            latency: STAGES
-                .iter()
-                .zip(&t.lat.stages)
-                .map(|(s, h)| Percentiles::of(s, h))
-                .filter(|p| p.count > 0)
-                .collect(),
-            consumer_lag,
-        };
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        } else {
-            print!("{}", summary.table());
+        if done >= known || Instant::now() >= deadline {
+            break;
         }
-        if let Some(path) = &args.hlog {
-            write_hlog(path, &t.lat)?;
-        }
-        if let Some(path) = &args.plot {
-            std::fs::write(path, report::svg(&t.lat))
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        lost == 0 && errors == 0
-    };
-    // Embedded services leave their groups while the broker still runs.
-    if let Some((shop, _dir)) = _services {
-        if let Err(e) = shop.stop(Duration::from_secs(30)).await {
-            eprintln!("loadgen: embedded {}", pizza::error::Report(&e));
-        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(ok)
+}
+
+/// Prints the summary and writes the files asked for; `Ok(false)` when orders were lost or sends
+/// failed. The tracker's lock is held throughout: nothing here awaits.
+fn report(
+    args: &Args,
+    props: &KafkaProps,
+    shared: &Shared,
+    sent: &Sent,
+    consumer_lag: Vec<(String, i64)>,
+) -> Result<bool> {
+    let t = shared.tracker.lock().unwrap();
+    let summary = summarize(args, props, &t, &shared.counts, sent, consumer_lag);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.table());
+    }
+    if let Some(path) = &args.hlog {
+        write_hlog(path, &t.lat)?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, plot::svg(&t.lat, args.rate)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary.lost == 0 && summary.errors == 0)
+}
+
+/// The run's summary, from what the tracker saw and the send counts.
+fn summarize(
+    args: &Args,
+    props: &KafkaProps,
+    t: &Tracker,
+    counts: &Counts,
+    sent: &Sent,
+    consumer_lag: Vec<(String, i64)>,
+) -> Summary {
+    let measured = |done: bool| t.orders.values().filter(|o| o.measured && o.done == done).count() as u64;
+    let max_send_lag_ms = sent.max_lag.as_secs_f64() * 1000.0;
+    Summary {
+        via: format!("{:?}", args.via).to_lowercase(),
+        brokers: props.bootstrap_servers().to_owned(),
+        seed: args.seed,
+        services_time_scale: args.services_time_scale.factor(),
+        target_rate: args.rate,
+        duration_s: args.duration,
+        warmup_s: args.warmup,
+        sent: sent.total - sent.warm,
+        achieved_rate: sent.total as f64 / sent.sending_s,
+        client_kept_up: max_send_lag_ms < 100.0,
+        max_send_lag_ms: (max_send_lag_ms * 10.0).round() / 10.0,
+        completed: if args.produce_only {
+            counts.acked.load(Ordering::Relaxed)
+        } else {
+            measured(true)
+        },
+        lost: if args.produce_only { 0 } else { measured(false) },
+        errors: counts.errors.load(Ordering::Relaxed),
+        latency: STAGES
+            .iter()
+            .zip(&t.lat.stages)
+            .map(|(s, h)| Percentiles::of(s, h))
+            .filter(|p| p.count > 0)
+            .collect(),
+        consumer_lag,
+    }
 }
 
 /// Follows pizza-status from its current end (no consumer group: nothing is committed).
@@ -481,18 +622,6 @@ fn follow(
     })
 }
 
-/// The shop's services in this process (for --embedded), with their data directory.
-fn start_shop(props: &KafkaProps, sys: &SysConfig, scale: TimeScale) -> Result<(Shop, tempfile::TempDir)> {
-    let dir = tempfile::tempdir()?;
-    let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
-    cfg.time_scale = scale;
-    let props = props.clone();
-    let shop = Shop::start(cfg, &ServiceName::CONSUMERS, Restart::Never, move |service| {
-        KafkaTransport::new(&props, service.as_str())
-    });
-    Ok((shop, dir))
-}
-
 /// Per consumer group of the shop, the records of its topics not yet committed.
 fn consumer_lag(transport: &KafkaTransport, sys: &SysConfig) -> Result<Vec<(String, i64)>> {
     let timeout = Duration::from_secs(10);
@@ -532,7 +661,44 @@ fn write_hlog(path: &std::path::Path, lat: &Latencies) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_secs;
+    use super::*;
+
+    #[test]
+    fn a_final_status_records_every_stage_in_the_window_of_its_intended_send() {
+        let sys = SysConfig::default();
+        let c = sys.codes.clone();
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut t = Tracker::default();
+        t.start_measuring(t0, 10.0);
+        t.register("warm".into(), t0, false, &sys);
+        t.register("a".into(), t0 + ms(1_500), true, &sys);
+        // Status events may come before the order is registered (--via http).
+        t.observe("b", c.order_received, t0 + ms(2_050), &sys);
+        t.register("b".into(), t0 + ms(2_000), true, &sys);
+        for (status, at) in [
+            (c.order_received, 1_520),
+            (c.in_the_oven, 1_540),
+            (c.out_for_delivery, 1_570),
+            (c.delivered, 1_600),
+        ] {
+            t.observe("a", status, t0 + ms(at), &sys);
+            t.observe("warm", status, t0 + ms(at), &sys);
+        }
+        t.observe("b", c.delivered, t0 + ms(3_100), &sys);
+        assert_eq!(t.completed, 3);
+        assert_eq!(t.lat.stages[0].len(), 2, "the warm-up order is not measured");
+        let e2e = |w: usize| t.lat.timeline.latency[w][0].max() / 1000;
+        // The windows' histograms keep 2 significant digits.
+        assert_eq!(e2e(1), 100);
+        assert!((1_100..=1_111).contains(&e2e(2)), "{}", e2e(2));
+        for stage in 1..=3 {
+            assert_eq!(t.lat.timeline.latency[1][stage].len(), 1, "stage {stage}");
+        }
+        assert_eq!(t.lat.timeline.latency[2][1].len(), 0, "b was never in the oven");
+        assert_eq!(t.lat.timeline.completed, [0, 1, 0, 1]);
+        assert_eq!(t.since_start(t0 - ms(500)), -0.5);
+    }
 
     #[test]
     fn durations_parse_with_units_and_bad_ones_are_named() {
@@ -542,104 +708,5 @@ mod tests {
         assert_eq!(parse_secs("7"), Ok(7.0));
         assert!(parse_secs("ten").unwrap_err().contains("`ten` is not a duration"));
         assert!(parse_secs("-1s").is_err());
-    }
-}
-
-mod http {
-    //! Placing orders through the web app's JSON API (one session per customer).
-
-    use anyhow::{bail, Context, Result};
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    use hyper::{header, Method, Request, StatusCode};
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::client::legacy::Client as Hyper;
-    use hyper_util::rt::TokioExecutor;
-    use pizza::domain::OrderRequest;
-    use std::collections::HashMap;
-
-    pub struct Client {
-        base: String,
-        http: Hyper<HttpConnector, Full<Bytes>>,
-        /// username -> session cookie.
-        cookies: HashMap<String, String>,
-    }
-
-    impl Client {
-        /// Logs every customer in once.
-        pub async fn login_all(base: &str, customers: u32) -> Result<Client> {
-            let http = Hyper::builder(TokioExecutor::new()).build_http();
-            let mut c = Client {
-                base: base.trim_end_matches('/').to_owned(),
-                http,
-                cookies: HashMap::new(),
-            };
-            for i in 0..customers {
-                let user = format!("load{i}");
-                let body = serde_json::json!({ "username": user }).to_string();
-                let res = c
-                    .send(Method::POST, "/api/login", None, body)
-                    .await
-                    .context("logging in")?;
-                if res.status() != StatusCode::OK {
-                    bail!("login at {} answered {}", c.base, res.status());
-                }
-                let cookie = res
-                    .headers()
-                    .get(header::SET_COOKIE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(';').next())
-                    .context("no session cookie")?
-                    .to_owned();
-                c.cookies.insert(user, cookie);
-            }
-            Ok(c)
-        }
-
-        async fn send(
-            &self,
-            method: Method,
-            path: &str,
-            cookie: Option<&str>,
-            body: String,
-        ) -> Result<hyper::Response<hyper::body::Incoming>> {
-            let mut req = Request::builder()
-                .method(method)
-                .uri(format!("{}{path}", self.base))
-                .header(header::CONTENT_TYPE, "application/json");
-            if let Some(c) = cookie {
-                req = req.header(header::COOKIE, c);
-            }
-            Ok(self.http.request(req.body(Full::new(Bytes::from(body)))?).await?)
-        }
-
-        /// Places one order; returns its id.
-        pub async fn place(&self, req: &OrderRequest) -> Result<String, String> {
-            let cookie = self.cookies.get(&req.username).map(String::as_str);
-            let body = serde_json::json!({
-                "sauce": req.sauce, "cheese": req.cheese, "main_topping": req.main_topping,
-                "extra_toppings": req.extra_toppings,
-            })
-            .to_string();
-            let res = self
-                .send(Method::POST, "/api/orders", cookie, body)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = res.status();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if status != StatusCode::CREATED {
-                return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            v["order_id"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| "no order_id in the answer".into())
-        }
     }
 }

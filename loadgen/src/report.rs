@@ -1,5 +1,5 @@
 //! What a run measured: HDR histograms (microseconds) of every stage, and the report as a table,
-//! as JSON, as an HdrHistogram interval log, and as an SVG plot.
+//! as JSON and as an HdrHistogram interval log (the SVG plot is `plot.rs`).
 
 use std::fmt::Write;
 
@@ -18,28 +18,105 @@ pub const STAGES: [&str; 5] = [
     "produce ack",
 ];
 
-/// One histogram per stage, plus end-to-end samples over time for the plot.
+/// One histogram per stage for the whole run, and the run window by window for the plot.
 pub struct Latencies {
     pub stages: Vec<Histogram<u64>>,
-    /// (seconds since the measured start, end-to-end microseconds).
-    pub over_time: Vec<(f64, u64)>,
+    pub timeline: Timeline,
 }
 
 impl Default for Latencies {
     fn default() -> Self {
-        let h = || Histogram::new_with_bounds(1, MAX_US, 3).expect("histogram bounds");
-        Latencies {
-            stages: STAGES.iter().map(|_| h()).collect(),
-            over_time: Vec::new(),
-        }
+        Latencies::new(1.0)
     }
 }
 
 impl Latencies {
-    /// Records `us` for stage `i` (saturating at the histogram's bound).
-    pub fn record(&mut self, stage: usize, us: u64) {
-        self.stages[stage].saturating_record(us.max(1));
+    /// Histograms for a run that measures for `duration_s` (which sets the plot's window).
+    pub fn new(duration_s: f64) -> Latencies {
+        let h = || Histogram::new_with_bounds(1, MAX_US, 3).expect("histogram bounds");
+        Latencies {
+            stages: STAGES.iter().map(|_| h()).collect(),
+            timeline: Timeline::new(duration_s),
+        }
     }
+
+    /// Records `us` for stage `i` of an order intended to be sent `at_s` seconds after measuring
+    /// started (saturating at the histogram's bound).
+    pub fn record(&mut self, stage: usize, at_s: f64, us: u64) {
+        self.stages[stage].saturating_record(us.max(1));
+        self.timeline.record(stage, at_s, us);
+    }
+}
+
+/// Most windows a timeline keeps; anything later is not plotted (a bound on its memory).
+const MAX_WINDOWS: usize = 2_000;
+
+/// The run cut into windows of equal length: latencies by the order's intended send time, sends
+/// and completions by the moment they happened, in seconds since measuring started.
+pub struct Timeline {
+    /// Length of one window: whole seconds, chosen so a run has at most about 120 of them.
+    pub window_s: f64,
+    /// How long the run measures (sends end then; completions may go on).
+    pub duration_s: f64,
+    /// Per window, one coarse (2 significant digits) histogram per stage.
+    pub latency: Vec<Vec<Histogram<u64>>>,
+    /// Per window, measured orders the client sent.
+    pub sent: Vec<u64>,
+    /// Per window, measured orders seen final on pizza-status.
+    pub completed: Vec<u64>,
+}
+
+impl Timeline {
+    /// A timeline for a run that measures for `duration_s`.
+    pub fn new(duration_s: f64) -> Timeline {
+        let window_s = [1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+            .into_iter()
+            .find(|w| duration_s / w <= 120.0)
+            .unwrap_or(600.0);
+        Timeline {
+            window_s,
+            duration_s,
+            latency: Vec::new(),
+            sent: Vec::new(),
+            completed: Vec::new(),
+        }
+    }
+
+    /// The window `at_s` falls in, if any.
+    fn window(&self, at_s: f64) -> Option<usize> {
+        let i = (at_s / self.window_s).floor();
+        (at_s >= 0.0 && i < MAX_WINDOWS as f64).then_some(i as usize)
+    }
+
+    fn record(&mut self, stage: usize, at_s: f64, us: u64) {
+        let Some(i) = self.window(at_s) else { return };
+        while self.latency.len() <= i {
+            let h = || Histogram::new_with_bounds(1, MAX_US, 2).expect("histogram bounds");
+            self.latency.push(STAGES.iter().map(|_| h()).collect());
+        }
+        self.latency[i][stage].saturating_record(us.max(1));
+    }
+
+    /// Counts a measured order sent at `at_s`.
+    pub fn sent(&mut self, at_s: f64) {
+        if let Some(i) = self.window(at_s) {
+            count(&mut self.sent, i);
+        }
+    }
+
+    /// Counts a measured order seen final at `at_s`.
+    pub fn completed(&mut self, at_s: f64) {
+        if let Some(i) = self.window(at_s) {
+            count(&mut self.completed, i);
+        }
+    }
+}
+
+fn count(counts: &mut Vec<u64>, i: usize) {
+    if counts.len() <= i {
+        counts.resize(i + 1, 0);
+    }
+    counts[i] += 1;
 }
 
 /// Percentiles of one stage, in milliseconds.
@@ -149,86 +226,6 @@ impl Summary {
     }
 }
 
-/// An SVG with end-to-end latency over time (p50/p99/max per second) and the percentile curve.
-pub fn svg(lat: &Latencies) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 260.0;
-    let mut per_sec: Vec<Histogram<u64>> = Vec::new();
-    for &(t, us) in &lat.over_time {
-        let s = t.max(0.0) as usize;
-        while per_sec.len() <= s {
-            per_sec.push(Histogram::new_with_bounds(1, MAX_US, 2).expect("bounds"));
-        }
-        per_sec[s].saturating_record(us.max(1));
-    }
-    let e2e = &lat.stages[0];
-    let top_ms = (ms(e2e.max()) * 1.1).max(1.0);
-    let y = |v_ms: f64, y0: f64| y0 + H - 30.0 - (v_ms / top_ms) * (H - 50.0);
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{}" font-family="sans-serif" font-size="12">"#,
-        2.0 * H + 20.0
-    );
-    let line = |out: &mut String, pts: &[(f64, f64)], color: &str| {
-        let p: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-        let _ = write!(
-            out,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            p.join(" ")
-        );
-    };
-    let axes = |out: &mut String, y0: f64, title: &str, xlabel: &str| {
-        let _ = write!(
-            out,
-            r#"<text x="10" y="{}" font-weight="bold">{title}</text><line x1="60" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="60" y1="{}" x2="60" y2="{b}" stroke="black"/><text x="5" y="{}">{top_ms:.1} ms</text><text x="{}" y="{}">{xlabel}</text>"#,
-            y0 + 15.0,
-            y0 + 20.0,
-            y0 + 25.0,
-            W / 2.0,
-            y0 + H - 8.0,
-            b = y0 + H - 30.0,
-            r = W - 10.0
-        );
-    };
-    axes(
-        &mut out,
-        0.0,
-        "end-to-end latency over time (p50 blue, p99 orange, max red)",
-        "seconds",
-    );
-    let n = per_sec.len().max(2) as f64;
-    let x = |i: usize| 60.0 + (i as f64 / (n - 1.0)) * (W - 80.0);
-    for (q, color) in [(0.5, "#1f77b4"), (0.99, "#ff7f0e"), (1.0, "#d62728")] {
-        let pts: Vec<(f64, f64)> = per_sec
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| !h.is_empty())
-            .map(|(i, h)| (x(i), y(ms(h.value_at_quantile(q)), 0.0)))
-            .collect();
-        line(&mut out, &pts, color);
-    }
-    let y0 = H + 20.0;
-    axes(
-        &mut out,
-        y0,
-        "end-to-end percentile curve",
-        "percentile: 0, 90, 99, 99.9, 99.99",
-    );
-    let pts: Vec<(f64, f64)> = (0..=400)
-        .map(|i| {
-            // x is log-scaled in 1/(1-q): each 9 adds a fixed step.
-            let nines = i as f64 / 100.0;
-            let q = 1.0 - 10f64.powf(-nines);
-            (
-                60.0 + nines / 4.0 * (W - 80.0),
-                y(ms(e2e.value_at_quantile(q)), y0),
-            )
-        })
-        .collect();
-    line(&mut out, &pts, "#1f77b4");
-    out.push_str("</svg>\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,8 +233,8 @@ mod tests {
     fn sample() -> Summary {
         let mut lat = Latencies::default();
         for i in 1..=1000u64 {
-            lat.record(0, i * 100);
-            lat.record(4, i * 10);
+            lat.record(0, 0.0, i * 100);
+            lat.record(4, 0.0, i * 10);
         }
         Summary {
             via: "kafka".into(),
@@ -279,14 +276,23 @@ mod tests {
     }
 
     #[test]
-    fn the_plot_is_svg_with_both_charts() {
-        let mut lat = Latencies::default();
-        for i in 0..100u64 {
-            lat.record(0, 1000 + i * 10);
-            lat.over_time.push((i as f64 / 10.0, 1000 + i * 10));
-        }
-        let s = svg(&lat);
-        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 4);
+    fn the_timeline_keeps_a_bounded_number_of_windows() {
+        assert_eq!(Timeline::new(10.0).window_s, 1.0);
+        assert_eq!(Timeline::new(120.0).window_s, 1.0);
+        assert_eq!(Timeline::new(600.0).window_s, 5.0);
+        assert_eq!(Timeline::new(3_600.0).window_s, 30.0);
+        assert_eq!(Timeline::new(86_400.0).window_s, 600.0);
+        let mut t = Timeline::new(10.0);
+        t.sent(-0.5);
+        t.sent(0.0);
+        t.sent(2.5);
+        t.completed(1e9);
+        assert_eq!(t.sent, [1, 0, 1]);
+        assert!(t.completed.is_empty(), "past the last window: not kept");
+        let mut lat = Latencies::new(10.0);
+        lat.record(2, 3.2, 5_000);
+        assert_eq!(lat.stages[2].len(), 1);
+        assert_eq!(lat.timeline.latency.len(), 4);
+        assert_eq!(lat.timeline.latency[3][2].len(), 1);
     }
 }
