@@ -56,10 +56,78 @@ pub struct RunOptions {
     pub orders: Option<u32>,
 }
 
+/// What the run checks; [`Invariant::name`] is how reports, traces and the README name each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// No status ever moves backwards in the view.
+    NoRegression,
+    /// A stuck mark sits only on an order that had not moved for the SLA.
+    StuckOnlyWhenStuck,
+    /// An order still for longer than SLA + one watchdog period (+ the time to carry the mark) is
+    /// marked, unless a fault kept the watchdog from working.
+    StuckMarkedInTime,
+    /// A run without faults marks no order stuck.
+    NoStuckWithoutFaults,
+    /// After the heal, every accepted order reaches 999 in the view within the budget, and every
+    /// group has committed the whole log.
+    AllAcceptedDelivered,
+    /// One delivery time per order (a re-sent event is fine).
+    NoDoubleDelivery,
+    /// The view rebuilt from the log equals the live one, row for row.
+    ViewEqualsRebuild,
+    /// Every status a source topic carries for an accepted order reached pizza-status.
+    NoEventLost,
+    /// Every hostile record that is not its topic's event was dead-lettered by every service that
+    /// reads its topic.
+    MalformedDeadLettered,
+    /// pizza-dlq holds nothing but those.
+    DlqOnlyMalformed,
+    /// A service stops only because its retries ran out while the broker was out of reach.
+    ServiceKeptRunning,
+    /// Nothing panics.
+    NoPanic,
+    /// A record over `message.max.bytes` never reaches the log.
+    OversizeRefused,
+    /// The customers' orders are all on the menu (the command side refuses none as invalid).
+    OrdersValid,
+    /// Not the shop's: the harness could not do what the run needed (send a hostile record), so
+    /// the run checked less than it says.
+    Harness,
+}
+
+impl Invariant {
+    /// The invariant's name in reports, traces and the README.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::NoRegression => "no-regression",
+            Invariant::StuckOnlyWhenStuck => "stuck-only-when-stuck",
+            Invariant::StuckMarkedInTime => "stuck-marked-in-time",
+            Invariant::NoStuckWithoutFaults => "no-stuck-without-faults",
+            Invariant::AllAcceptedDelivered => "all-accepted-delivered",
+            Invariant::NoDoubleDelivery => "no-double-delivery",
+            Invariant::ViewEqualsRebuild => "view-equals-rebuild",
+            Invariant::NoEventLost => "no-event-lost",
+            Invariant::MalformedDeadLettered => "malformed-dead-lettered",
+            Invariant::DlqOnlyMalformed => "dlq-only-malformed",
+            Invariant::ServiceKeptRunning => "service-kept-running",
+            Invariant::NoPanic => "no-panic",
+            Invariant::OversizeRefused => "oversize-refused",
+            Invariant::OrdersValid => "orders-valid",
+            Invariant::Harness => "harness",
+        }
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// An invariant that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    pub invariant: &'static str,
+    pub invariant: Invariant,
     pub order: Option<String>,
     /// Simulated seconds since the start.
     pub at_ms: i64,
@@ -198,7 +266,7 @@ impl Shared {
         now_ms() - self.start_ms.load(Ordering::Relaxed) as i64
     }
 
-    fn violate(&self, invariant: &'static str, order: Option<&str>, detail: String) {
+    fn violate(&self, invariant: Invariant, order: Option<&str>, detail: String) {
         self.violations.lock().expect("violations").push(Violation {
             invariant,
             order: order.map(str::to_owned),
@@ -257,7 +325,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
                 seed: 0,
                 mutant: None,
                 violations: vec![Violation {
-                    invariant: "no-panic",
+                    invariant: Invariant::NoPanic,
                     order: None,
                     at_ms: 0,
                     detail: msg,
@@ -410,7 +478,7 @@ async fn simulate(
                 .get(&order)
                 .map_or("not in the view".to_owned(), |(s, _)| format!("at status {s}"));
             shared.violate(
-                "all-accepted-delivered",
+                Invariant::AllAcceptedDelivered,
                 Some(&order),
                 format!("{at} after the {}s heal budget", sc.heal.as_secs()),
             );
@@ -418,7 +486,7 @@ async fn simulate(
         let lag = bs.lock().lag();
         for (group, n) in lag.into_iter().filter(|(_, n)| *n > 0) {
             shared.violate(
-                "all-accepted-delivered",
+                Invariant::AllAcceptedDelivered,
                 None,
                 format!("group {group} still has {n} records uncommitted after the heal budget"),
             );
@@ -439,7 +507,7 @@ async fn simulate(
         .expect("the checker node runs");
     match rebuilt {
         Ok(path) => compare_views(&shared, &view_path, &path),
-        Err(e) => shared.violate("view-equals-rebuild", None, format!("rebuild failed: {e}")),
+        Err(e) => shared.violate(Invariant::ViewEqualsRebuild, None, format!("rebuild failed: {e}")),
     }
     let (delivered, hostile, dead_lettered) = check_log(&bs, &sys, &shared);
     let b = bs.lock();
@@ -509,7 +577,7 @@ async fn run_service(
                 if !e.gave_up_retrying() && !stopped_for_good {
                     stopped_for_good = true;
                     shared.violate(
-                        "service-kept-running",
+                        Invariant::ServiceKeptRunning,
                         None,
                         format!("{} stopped on an error no retry fixes: {e}", service.as_str()),
                     );
@@ -708,7 +776,7 @@ async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Share
                 }
                 Err(PlaceError::Invalid(e)) => {
                     shared2.violate(
-                        "orders-valid",
+                        Invariant::OrdersValid,
                         Some(id.as_str()),
                         format!("the menu refused {req:?}: {e}"),
                     );
@@ -754,7 +822,7 @@ async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) 
         match t.produce_raw(h.record.clone()).await {
             Ok(d) if h.expect == Expect::Refused => {
                 shared.violate(
-                    "oversize-refused",
+                    Invariant::OversizeRefused,
                     None,
                     format!(
                         "{what} of {} bytes was accepted at {}@{}",
@@ -776,14 +844,14 @@ async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) 
             Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
             Err(e) if e.is_retriable() => continue,
             Err(e) => {
-                shared.violate("harness", None, format!("{what} was refused: {e}"));
+                shared.violate(Invariant::Harness, None, format!("{what} was refused: {e}"));
                 return;
             }
         }
     }
     // Not a service's fault, but a run that could not send its input checked less than it says.
     shared.violate(
-        "harness",
+        Invariant::Harness,
         None,
         format!("{what} could not be sent in {HOSTILE_ATTEMPTS} attempts"),
     );
@@ -800,7 +868,7 @@ async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc
     let mut view = None;
     // Order -> (status, when the checker first saw it at that status).
     let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let mut reported: BTreeSet<(&'static str, String)> = BTreeSet::new();
+    let mut reported: BTreeSet<(Invariant, String)> = BTreeSet::new();
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         if view.is_none() && path.exists() {
@@ -810,7 +878,7 @@ async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc
         let Ok(rows) = v.status_rows() else { continue };
         let now = now_ms();
         let impaired = shared.impaired.lock().expect("impaired").clone();
-        let mut violate = |inv: &'static str, order: &str, detail: String| {
+        let mut violate = |inv: Invariant, order: &str, detail: String| {
             if reported.insert((inv, order.to_owned())) {
                 shared.violate(inv, Some(order), detail);
             }
@@ -823,7 +891,7 @@ async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc
                     if let (Some(a), Some(b)) = (codes.rank(*prev), codes.rank(status)) {
                         if b < a {
                             violate(
-                                "no-regression",
+                                Invariant::NoRegression,
                                 &order,
                                 format!("status moved back from {prev} to {status}"),
                             );
@@ -837,7 +905,7 @@ async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc
             if stuck {
                 if faultless {
                     violate(
-                        "no-stuck-without-faults",
+                        Invariant::NoStuckWithoutFaults,
                         &order,
                         format!("marked stuck at {status}"),
                     );
@@ -845,13 +913,13 @@ async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc
                 let since = stuck_ts.unwrap_or(now) - status_ts;
                 if !watchdog_on {
                     violate(
-                        "stuck-only-when-stuck",
+                        Invariant::StuckOnlyWhenStuck,
                         &order,
                         format!("marked stuck at {status} at time scale 0, where the watchdog is off"),
                     );
                 } else if since < sla_ms {
                     violate(
-                        "stuck-only-when-stuck",
+                        Invariant::StuckOnlyWhenStuck,
                         &order,
                         format!(
                             "marked stuck at {status} {:.1}s after reaching it (SLA {}s)",
@@ -874,7 +942,7 @@ async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc
                 let due = (status_ts + sla_ms).max(since).max(healed);
                 if !active && now - due > period_ms + MARK_SLACK_MS {
                     violate(
-                        "stuck-marked-in-time",
+                        Invariant::StuckMarkedInTime,
                         &order,
                         format!(
                             "at {status} for {:.1}s and not marked stuck (SLA {}s + period {}s)",
@@ -917,10 +985,10 @@ fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
                 )
             });
             let order = (!order.is_empty()).then_some(order);
-            shared.violate("view-equals-rebuild", order.as_deref(), detail);
+            shared.violate(Invariant::ViewEqualsRebuild, order.as_deref(), detail);
         }
         (a, b) => shared.violate(
-            "view-equals-rebuild",
+            Invariant::ViewEqualsRebuild,
             None,
             format!("could not read the views: {:?} / {:?}", a.err(), b.err()),
         ),
@@ -949,7 +1017,7 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usi
     for (order, times) in &deliveries {
         if times.len() > 1 {
             shared.violate(
-                "no-double-delivery",
+                Invariant::NoDoubleDelivery,
                 Some(order),
                 format!("delivered {} times (timestamps {times:?})", times.len()),
             );
@@ -976,7 +1044,7 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usi
                 };
                 if !merged.contains(&(key.clone(), e.status)) {
                     shared.violate(
-                        "no-event-lost",
+                        Invariant::NoEventLost,
                         Some(&key),
                         format!("status {} on {topic} never reached {}", e.status, topics.status),
                     );
@@ -1026,7 +1094,7 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usi
                         format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
                     });
                     shared.violate(
-                        "dlq-only-malformed",
+                        Invariant::DlqOnlyMalformed,
                         Some(&String::from_utf8_lossy(r.key())),
                         format!(
                             "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
@@ -1044,7 +1112,7 @@ fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usi
         for service in topics.consumers_of(&source.0) {
             if !dead.contains(&(source.clone(), service.as_str().to_owned())) {
                 shared.violate(
-                    "malformed-dead-lettered",
+                    Invariant::MalformedDeadLettered,
                     None,
                     format!(
                         "hostile record #{n} ({}) at {}/{}@{} never reached {} from {service}",
