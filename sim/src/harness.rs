@@ -15,8 +15,11 @@
 //!    nothing else. Throughout: no service stops on an error that retrying could not fix, and
 //!    nothing panics.
 
+mod faults;
+mod supervisor;
+mod verdict;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,16 +33,17 @@ use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
 use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
 use pizza::mutants::Mutant;
-use pizza::services::{RunError, ServiceConfig};
-use pizza::shutdown::Shutdown;
+use pizza::services::ServiceConfig;
 use pizza::store::ViewStore;
 use pizza::transport::TransportError;
-use pizza::worker::WorkerStats;
 
 use crate::broker::{Broker, BrokerConfig, MAX_RECORD_BYTES};
 use crate::node::{serve, BrokerShared, SimTransport};
 use crate::rng::SplitMix64;
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::Scenario;
+use faults::apply_fault;
+use supervisor::run_service;
+pub use verdict::{Invariant, Outcome, Violation};
 
 /// How often the checker reads the view.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -54,194 +58,6 @@ pub struct RunOptions {
     pub mutant: Option<Mutant>,
     /// Overrides the scenario's order count.
     pub orders: Option<u32>,
-}
-
-/// What the run checks; [`Invariant::name`] is how reports, traces and the README name each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Invariant {
-    /// No status ever moves backwards in the view.
-    NoRegression,
-    /// A stuck mark sits only on an order that had not moved for the SLA.
-    StuckOnlyWhenStuck,
-    /// An order still for longer than SLA + one watchdog period (+ the time to carry the mark) is
-    /// marked, unless a fault kept the watchdog from working.
-    StuckMarkedInTime,
-    /// A run without faults marks no order stuck.
-    NoStuckWithoutFaults,
-    /// After the heal, every accepted order reaches 999 in the view within the budget, and every
-    /// group has committed the whole log.
-    AllAcceptedDelivered,
-    /// One delivery time per order (a re-sent event is fine).
-    NoDoubleDelivery,
-    /// The view rebuilt from the log equals the live one, row for row.
-    ViewEqualsRebuild,
-    /// Every status a source topic carries for an accepted order reached pizza-status.
-    NoEventLost,
-    /// Every hostile record that is not its topic's event was dead-lettered by every service that
-    /// reads its topic.
-    MalformedDeadLettered,
-    /// pizza-dlq holds nothing but those.
-    DlqOnlyMalformed,
-    /// A service stops only because its retries ran out while the broker was out of reach.
-    ServiceKeptRunning,
-    /// Nothing panics.
-    NoPanic,
-    /// A record over `message.max.bytes` never reaches the log.
-    OversizeRefused,
-    /// The customers' orders are all on the menu (the command side refuses none as invalid).
-    OrdersValid,
-    /// Not the shop's: the harness could not do what the run needed (send a hostile record), so
-    /// the run checked less than it says.
-    Harness,
-}
-
-impl Invariant {
-    /// The invariant's name in reports, traces and the README.
-    pub fn name(self) -> &'static str {
-        match self {
-            Invariant::NoRegression => "no-regression",
-            Invariant::StuckOnlyWhenStuck => "stuck-only-when-stuck",
-            Invariant::StuckMarkedInTime => "stuck-marked-in-time",
-            Invariant::NoStuckWithoutFaults => "no-stuck-without-faults",
-            Invariant::AllAcceptedDelivered => "all-accepted-delivered",
-            Invariant::NoDoubleDelivery => "no-double-delivery",
-            Invariant::ViewEqualsRebuild => "view-equals-rebuild",
-            Invariant::NoEventLost => "no-event-lost",
-            Invariant::MalformedDeadLettered => "malformed-dead-lettered",
-            Invariant::DlqOnlyMalformed => "dlq-only-malformed",
-            Invariant::ServiceKeptRunning => "service-kept-running",
-            Invariant::NoPanic => "no-panic",
-            Invariant::OversizeRefused => "oversize-refused",
-            Invariant::OrdersValid => "orders-valid",
-            Invariant::Harness => "harness",
-        }
-    }
-}
-
-impl fmt::Display for Invariant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An invariant that did not hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub invariant: Invariant,
-    pub order: Option<String>,
-    /// Simulated seconds since the start.
-    pub at_ms: i64,
-    pub detail: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {:.3}s", self.invariant, self.at_ms as f64 / 1000.0)?;
-        if let Some(o) = &self.order {
-            write!(f, " order {o}")?;
-        }
-        write!(f, ": {}", self.detail)
-    }
-}
-
-/// What a run found.
-#[derive(Debug)]
-pub struct Outcome {
-    pub scenario: String,
-    /// The scenario as run (a swarm's draw written out).
-    pub scenario_text: String,
-    pub seed: u64,
-    pub mutant: Option<Mutant>,
-    pub violations: Vec<Violation>,
-    pub trace_hash: u64,
-    pub trace: Vec<String>,
-    pub accepted: usize,
-    /// Orders whose placing failed (the customer was told so).
-    pub refused: u64,
-    pub delivered: usize,
-    /// Hostile records that reached the log.
-    pub hostile: usize,
-    pub dead_lettered: usize,
-    pub restarts: u64,
-    /// Simulated time the run took.
-    pub simulated: Duration,
-}
-
-impl Outcome {
-    pub fn passed(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    /// The command that replays this run.
-    pub fn replay_command(&self) -> String {
-        let mut c = format!("cargo sim --scenario {} --seed {}", self.scenario, self.seed);
-        if let Some(m) = self.mutant {
-            c.push_str(&format!(" --mutant {}", m.name()));
-        }
-        c
-    }
-
-    /// Writes the trace, one event per line, after a header naming the run.
-    pub fn write_trace(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut text = format!(
-            "# scenario {} seed {} mutant {} trace hash {:016x}\n# replay: {}\n",
-            self.scenario,
-            self.seed,
-            self.mutant.map_or("none", |m| m.name()),
-            self.trace_hash,
-            self.replay_command()
-        );
-        for v in &self.violations {
-            text.push_str(&format!("# violation: {v}\n"));
-        }
-        text.push_str("# time(s) node topic partition offset key what\n");
-        for line in &self.trace {
-            text.push_str(line);
-            text.push('\n');
-        }
-        std::fs::write(path, text)
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mutant = self
-            .mutant
-            .map(|m| format!(" mutant={}", m.name()))
-            .unwrap_or_default();
-        if self.passed() {
-            return write!(
-                f,
-                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
-                self.scenario,
-                self.seed,
-                self.delivered,
-                self.refused,
-                self.hostile,
-                self.dead_lettered,
-                self.restarts,
-                self.simulated.as_secs_f64(),
-                self.trace_hash
-            );
-        }
-        writeln!(
-            f,
-            "FAILED scenario={} seed={}{mutant}: {} violation(s)",
-            self.scenario,
-            self.seed,
-            self.violations.len()
-        )?;
-        for v in self.violations.iter().take(10) {
-            writeln!(f, "  {v}")?;
-        }
-        if self.violations.len() > 10 {
-            writeln!(f, "  ... and {} more", self.violations.len() - 10)?;
-        }
-        write!(f, "seed {}; replay: {}", self.seed, self.replay_command())
-    }
 }
 
 /// State the nodes share with the harness.
@@ -533,147 +349,6 @@ async fn simulate(
 
 fn fmt_t(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-/// A service's node: runs the service like a supervisor would, starting it again a second after
-/// it stopped on an error (a broker unreachable for longer than its retries, say).
-async fn run_service(
-    service: ServiceName,
-    cfg: ServiceConfig,
-    shared: Arc<Shared>,
-    bs: Arc<BrokerShared>,
-    watchdog_period_ms: i64,
-) {
-    let mut stopped_for_good = false;
-    loop {
-        let transport = SimTransport::connect(service.as_str()).await;
-        let (trigger, shutdown) = Shutdown::new();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                trigger.fire();
-            }
-            std::future::pending::<()>().await
-        });
-        let stats = Arc::new(WorkerStats::default());
-        let result: Result<(), RunError> =
-            pizza::services::run(service, cfg.clone(), transport, stats, shutdown).await;
-        let t = shared.since_start();
-        match result {
-            Ok(()) => {
-                bs.lock()
-                    .trace
-                    .push(format!("{} {} stopped gracefully", fmt_t(t), service.as_str()));
-                return;
-            }
-            Err(e) => {
-                bs.lock().trace.push(format!(
-                    "{} {} exited: {e}; restarting in 1s",
-                    fmt_t(t),
-                    service.as_str()
-                ));
-                // Running out of retries while the broker is out of reach is what a supervisor
-                // is for; any other error would stop the service again on the same record (once
-                // reported, its repeats are in the trace).
-                if !e.gave_up_retrying() && !stopped_for_good {
-                    stopped_for_good = true;
-                    shared.violate(
-                        Invariant::ServiceKeptRunning,
-                        None,
-                        format!("{} stopped on an error no retry fixes: {e}", service.as_str()),
-                    );
-                }
-                shared.restarts.fetch_add(1, Ordering::Relaxed);
-                if service == ServiceName::Status {
-                    let now = now_ms();
-                    shared
-                        .impaired
-                        .lock()
-                        .expect("impaired")
-                        .push((now, now + 1_000 + watchdog_period_ms));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-fn apply_fault(
-    handle: &Handle,
-    nodes: &BTreeMap<ServiceName, madsim::task::NodeId>,
-    bs: &Arc<BrokerShared>,
-    kind: &FaultKind,
-    root: &Path,
-) {
-    let net = madsim::net::NetSim::current();
-    let node = |s: &ServiceName| nodes[s];
-    let later = |d: Duration, f: Box<dyn FnOnce() + Send>| {
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            f();
-        });
-    };
-    match kind.clone() {
-        FaultKind::Crash {
-            service,
-            down,
-            lose_disk,
-        } => {
-            let id = node(&service);
-            handle.kill(id);
-            let h = handle.clone();
-            let dir = root.join(service.as_str());
-            later(
-                down,
-                Box::new(move || {
-                    if lose_disk {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    h.restart(id);
-                }),
-            );
-        }
-        FaultKind::Stop { service, down } => {
-            let id = node(&service);
-            handle.send_ctrl_c(id);
-            let h = handle.clone();
-            later(down, Box::new(move || h.restart(id)));
-        }
-        FaultKind::Pause { service, down } => {
-            let id = node(&service);
-            handle.pause(id);
-            let h = handle.clone();
-            later(down, Box::new(move || h.resume(id)));
-        }
-        FaultKind::Clog { service, down } => {
-            let id = node(&service);
-            net.clog_node(id);
-            let n = net.clone();
-            later(down, Box::new(move || n.unclog_node(id)));
-        }
-        FaultKind::Redeliver { service } => {
-            let group = SysConfig::default().group(service).to_owned();
-            let now = now_ms();
-            bs.lock().rebalance(now, &group);
-        }
-        FaultKind::Reorder { lasting } => {
-            bs.lock().reorder = 0.8;
-            let b = bs.clone();
-            later(lasting, Box::new(move || b.lock().reorder = 0.0));
-        }
-        FaultKind::SlowBroker { delay, lasting } => {
-            bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
-            let b = bs.clone();
-            later(lasting, Box::new(move || b.delay_ms.store(0, Ordering::Relaxed)));
-        }
-        FaultKind::Loss { rate, lasting } => {
-            net.update_config(|c| c.packet_loss_rate = rate);
-            let n = net.clone();
-            later(
-                lasting,
-                Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)),
-            );
-        }
-    }
 }
 
 fn not_delivered(shared: &Shared) -> Vec<String> {

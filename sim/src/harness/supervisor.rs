@@ -1,0 +1,77 @@
+//! The supervisor on each service's node: runs the production entry point and starts it again
+//! after it stopped on an error, as systemd or Kubernetes would, reporting a stop no retry fixes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pizza::clock::now_ms;
+use pizza::config::ServiceName;
+use pizza::services::{RunError, ServiceConfig};
+use pizza::shutdown::Shutdown;
+use pizza::worker::WorkerStats;
+
+use super::{fmt_t, Invariant, Shared};
+use crate::node::{BrokerShared, SimTransport};
+
+/// A service's node: runs the service like a supervisor would, starting it again a second after
+/// it stopped on an error (a broker unreachable for longer than its retries, say).
+pub(super) async fn run_service(
+    service: ServiceName,
+    cfg: ServiceConfig,
+    shared: Arc<Shared>,
+    bs: Arc<BrokerShared>,
+    watchdog_period_ms: i64,
+) {
+    let mut stopped_for_good = false;
+    loop {
+        let transport = SimTransport::connect(service.as_str()).await;
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                trigger.fire();
+            }
+            std::future::pending::<()>().await
+        });
+        let stats = Arc::new(WorkerStats::default());
+        let result: Result<(), RunError> =
+            pizza::services::run(service, cfg.clone(), transport, stats, shutdown).await;
+        let t = shared.since_start();
+        match result {
+            Ok(()) => {
+                bs.lock()
+                    .trace
+                    .push(format!("{} {} stopped gracefully", fmt_t(t), service.as_str()));
+                return;
+            }
+            Err(e) => {
+                bs.lock().trace.push(format!(
+                    "{} {} exited: {e}; restarting in 1s",
+                    fmt_t(t),
+                    service.as_str()
+                ));
+                // Running out of retries while the broker is out of reach is what a supervisor
+                // is for; any other error would stop the service again on the same record (once
+                // reported, its repeats are in the trace).
+                if !e.gave_up_retrying() && !stopped_for_good {
+                    stopped_for_good = true;
+                    shared.violate(
+                        Invariant::ServiceKeptRunning,
+                        None,
+                        format!("{} stopped on an error no retry fixes: {e}", service.as_str()),
+                    );
+                }
+                shared.restarts.fetch_add(1, Ordering::Relaxed);
+                if service == ServiceName::Status {
+                    let now = now_ms();
+                    shared
+                        .impaired
+                        .lock()
+                        .expect("impaired")
+                        .push((now, now + 1_000 + watchdog_period_ms));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
