@@ -15,6 +15,7 @@
 //!    nothing else. Throughout: no service stops on an error that retrying could not fix, and
 //!    nothing panics.
 
+mod customers;
 mod faults;
 mod supervisor;
 mod verdict;
@@ -28,19 +29,17 @@ use std::time::Duration;
 
 use madsim::runtime::Handle;
 use pizza::clock::{now_ms, TimeScale};
-use pizza::command::{place_order, PlaceError};
 use pizza::config::{ServiceName, SysConfig};
-use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
-use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
+use pizza::domain::{decode, StatusEvent, StatusOnly};
+use pizza::hostile::{self, Expect, Kind, TAG_HEADER};
 use pizza::mutants::Mutant;
 use pizza::services::ServiceConfig;
 use pizza::store::ViewStore;
-use pizza::transport::TransportError;
 
-use crate::broker::{Broker, BrokerConfig, MAX_RECORD_BYTES};
+use crate::broker::{Broker, BrokerConfig};
 use crate::node::{serve, BrokerShared, SimTransport};
-use crate::rng::SplitMix64;
 use crate::scenario::Scenario;
+use customers::place_orders;
 use faults::apply_fault;
 use supervisor::run_service;
 pub use verdict::{Invariant, Outcome, Violation};
@@ -361,175 +360,6 @@ fn not_delivered(shared: &Shared) -> Vec<String> {
         .filter(|o| view.get(*o).is_none_or(|(s, _)| *s != 999))
         .cloned()
         .collect()
-}
-
-/// Customers place `orders` at `rate` (exponential gaps), each through `place_order`; an order is
-/// accepted when that returned Ok (the customer was told "placed"). The scenario's bad records go
-/// out from here too, beside the orders: `malformed` records the shop must dead-letter, and with
-/// chance `hostile` per order one from the whole of `pizza::hostile`'s catalogue.
-async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Shared>) {
-    let t = SimTransport::connect("customers").await;
-    let mut rng = SplitMix64::new(seed ^ 0xc057_0e75);
-    // The bad records' own generator: a seed places the same orders with or without them.
-    let mut bad_rng = SplitMix64::new(seed ^ 0x4057_11e5);
-    let catalogue = hostile::pairs(&sys.topics);
-    let dead: Vec<_> = catalogue
-        .iter()
-        .filter(|(_, _, e)| *e == Expect::DeadLettered)
-        .cloned()
-        .collect();
-    let menu = sys.menu.clone();
-    let sys = Arc::new(sys);
-    // Which order each malformed event goes out beside.
-    let malformed_at: Vec<u32> = (0..sc.malformed)
-        .map(|_| rng.below(u64::from(sc.orders.max(1))) as u32)
-        .collect();
-    let mut used = BTreeSet::new();
-    let mut placing = Vec::new();
-    let mut bad_sent = 0u32;
-    let mut send_bad =
-        |pool: &[(Kind, String, Expect)], bad_rng: &mut SplitMix64, used: &mut BTreeSet<OrderId>| {
-            let (kind, topic, _) = &pool[bad_rng.below(pool.len() as u64) as usize];
-            let order_id = loop {
-                let id = OrderId::from_u32(bad_rng.next_u64() as u32);
-                if used.insert(id.clone()) {
-                    break id;
-                }
-            };
-            let n = bad_sent;
-            bad_sent += 1;
-            let spec = hostile::Spec {
-                topics: &sys.topics,
-                topic,
-                order_id: &order_id,
-                ts_ms: now_ms(),
-                max_record_bytes: MAX_RECORD_BYTES,
-                // Every one carries a header key that is not UTF-8 besides its own hostility:
-                // reading headers is on every record's path, the dead-letter copy's too.
-                headers: vec![
-                    (TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes())),
-                    (b"sim.\xff\xfe".to_vec(), Some(b"\x00\xff".to_vec())),
-                ],
-            };
-            let h = hostile::make(*kind, &spec).expect("the catalogue lists only kinds that apply");
-            tokio::spawn(send_hostile(t.clone(), shared.clone(), n, h))
-        };
-    for i in 0..sc.orders {
-        let gap = -(1.0 - rng.unit()).ln() / sc.rate;
-        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
-        let id = loop {
-            let id = OrderId::from_u32(rng.next_u64() as u32);
-            if used.insert(id.clone()) {
-                break id;
-            }
-        };
-        let pick =
-            |rng: &mut SplitMix64, items: &[String]| items[rng.below(items.len() as u64) as usize].clone();
-        let mut extras: Vec<String> = Vec::new();
-        for _ in 0..rng.below(3) {
-            let e = pick(&mut rng, &menu.extra_toppings);
-            if !extras.contains(&e) {
-                extras.push(e);
-            }
-        }
-        let req = OrderRequest {
-            username: format!("customer{}", rng.below(50)),
-            sauce: pick(&mut rng, &menu.sauces),
-            cheese: pick(&mut rng, &menu.cheeses),
-            main_topping: pick(&mut rng, &menu.main_toppings),
-            extra_toppings: extras,
-        };
-        let (t2, sys2, shared2) = (t.clone(), sys.clone(), shared.clone());
-        placing.push(tokio::spawn(async move {
-            match place_order(&t2, &sys2, &req, id.clone(), now_ms()).await {
-                Ok(_) => {
-                    shared2
-                        .accepted
-                        .lock()
-                        .expect("accepted")
-                        .insert(id.as_str().to_owned(), now_ms());
-                }
-                Err(PlaceError::Invalid(e)) => {
-                    shared2.violate(
-                        Invariant::OrdersValid,
-                        Some(id.as_str()),
-                        format!("the menu refused {req:?}: {e}"),
-                    );
-                }
-                Err(PlaceError::Unavailable(e)) => {
-                    // The customer was told it failed; whatever reached the log need not be delivered.
-                    tracing::debug!(order = id.as_str(), error = %e, "order not placed");
-                    shared2.refused.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-        for _ in (0..sc.malformed).filter(|n| malformed_at[*n as usize] == i) {
-            placing.push(send_bad(&dead, &mut bad_rng, &mut used));
-        }
-        if sc.hostile > 0.0 && bad_rng.chance(sc.hostile) {
-            placing.push(send_bad(&catalogue, &mut bad_rng, &mut used));
-        }
-    }
-    if sc.orders == 0 {
-        for _ in 0..sc.malformed {
-            placing.push(send_bad(&dead, &mut bad_rng, &mut used));
-        }
-    }
-    for p in placing {
-        let _ = p.await;
-    }
-}
-
-/// Attempts at a hostile record while the broker is out of reach (each waits out the producer's
-/// 10 s deadline): far longer than any scenario's outage.
-const HOSTILE_ATTEMPTS: u32 = 100;
-
-/// Produces hostile record `n` (retried while the broker is out of reach); a valid order among them
-/// is accepted like any other.
-async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) {
-    shared
-        .hostile
-        .lock()
-        .expect("hostile")
-        .insert(n, (h.kind, h.expect));
-    let what = format!("hostile record #{n} ({} on {})", h.kind.name(), h.record.topic);
-    for _ in 0..HOSTILE_ATTEMPTS {
-        match t.produce_raw(h.record.clone()).await {
-            Ok(d) if h.expect == Expect::Refused => {
-                shared.violate(
-                    Invariant::OversizeRefused,
-                    None,
-                    format!(
-                        "{what} of {} bytes was accepted at {}@{}",
-                        h.record.size(),
-                        d.partition,
-                        d.offset
-                    ),
-                );
-                return;
-            }
-            Ok(_) => {
-                if h.expect == Expect::Handled && h.kind == Kind::HeaderBytes {
-                    let id =
-                        String::from_utf8_lossy(h.record.key.as_deref().unwrap_or_default()).into_owned();
-                    shared.accepted.lock().expect("accepted").insert(id, now_ms());
-                }
-                return;
-            }
-            Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
-            Err(e) if e.is_retriable() => continue,
-            Err(e) => {
-                shared.violate(Invariant::Harness, None, format!("{what} was refused: {e}"));
-                return;
-            }
-        }
-    }
-    // Not a service's fault, but a run that could not send its input checked less than it says.
-    shared.violate(
-        Invariant::Harness,
-        None,
-        format!("{what} could not be sent in {HOSTILE_ATTEMPTS} attempts"),
-    );
 }
 
 /// The checker's watch over the view: safety checks on every read.
