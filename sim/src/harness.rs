@@ -15,12 +15,13 @@
 //!    nothing else. Throughout: no service stops on an error that retrying could not fix, and
 //!    nothing panics.
 
+mod checker;
 mod customers;
 mod faults;
 mod supervisor;
 mod verdict;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,26 +29,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::runtime::Handle;
-use pizza::clock::{now_ms, TimeScale};
+use pizza::clock::now_ms;
 use pizza::config::{ServiceName, SysConfig};
-use pizza::domain::{decode, StatusEvent, StatusOnly};
-use pizza::hostile::{self, Expect, Kind, TAG_HEADER};
+use pizza::hostile::{Expect, Kind};
 use pizza::mutants::Mutant;
 use pizza::services::ServiceConfig;
-use pizza::store::ViewStore;
 
 use crate::broker::{Broker, BrokerConfig};
-use crate::node::{serve, BrokerShared, SimTransport};
+use crate::node::{serve, BrokerShared};
 use crate::scenario::Scenario;
+use checker::{check_log, check_rebuild, converge, watch_view};
 use customers::place_orders;
 use faults::apply_fault;
 use supervisor::run_service;
 pub use verdict::{Invariant, Outcome, Violation};
-
-/// How often the checker reads the view.
-const POLL_EVERY: Duration = Duration::from_millis(500);
-/// Time allowed for a stuck mark to travel from the watchdog's produce into the view.
-const MARK_SLACK_MS: i64 = 5_000;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -274,57 +269,12 @@ async fn simulate(
         .push(format!("{} harness healed", fmt_t(shared.since_start())));
 
     // Phase 2: converge within the heal budget.
-    let budget_end = now_ms() + sc.heal.as_millis() as i64;
-    let converged = loop {
-        let pending = not_delivered(&shared);
-        let lag: i64 = bs.lock().lag().values().sum();
-        if pending.is_empty() && lag == 0 {
-            break true;
-        }
-        if now_ms() >= budget_end {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    if !converged {
-        let view = shared.view.lock().expect("view").clone();
-        for order in not_delivered(&shared) {
-            let at = view
-                .get(&order)
-                .map_or("not in the view".to_owned(), |(s, _)| format!("at status {s}"));
-            shared.violate(
-                Invariant::AllAcceptedDelivered,
-                Some(&order),
-                format!("{at} after the {}s heal budget", sc.heal.as_secs()),
-            );
-        }
-        let lag = bs.lock().lag();
-        for (group, n) in lag.into_iter().filter(|(_, n)| *n > 0) {
-            shared.violate(
-                Invariant::AllAcceptedDelivered,
-                None,
-                format!("group {group} still has {n} records uncommitted after the heal budget"),
-            );
-        }
-    }
+    converge(&sc, &bs, &shared).await;
 
     // The final checks read the log (the broker's own state) and the view.
-    let rebuild_path = root.join("rebuilt.db");
     let cfg = service_config(&sc, &root, ServiceName::Status);
-    let rebuilt = checker
-        .spawn(async move {
-            let t = SimTransport::connect("checker").await;
-            pizza::view::rebuild(&t, &cfg, &rebuild_path)
-                .await
-                .map(|_| rebuild_path)
-        })
-        .await
-        .expect("the checker node runs");
-    match rebuilt {
-        Ok(path) => compare_views(&shared, &view_path, &path),
-        Err(e) => shared.violate(Invariant::ViewEqualsRebuild, None, format!("rebuild failed: {e}")),
-    }
-    let (delivered, hostile, dead_lettered) = check_log(&bs, &sys, &shared);
+    check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
+    let counts = check_log(&bs, &sys, &shared);
     let b = bs.lock();
     let accepted = shared.accepted.lock().expect("accepted").len();
     let violations = std::mem::take(&mut *shared.violations.lock().expect("violations"));
@@ -338,9 +288,9 @@ async fn simulate(
         trace: b.trace.lines().to_vec(),
         accepted,
         refused: shared.refused.load(Ordering::Relaxed),
-        delivered,
-        hostile,
-        dead_lettered,
+        delivered: counts.delivered,
+        hostile: counts.hostile,
+        dead_lettered: counts.dead_lettered,
         restarts: shared.restarts.load(Ordering::Relaxed),
         simulated: Duration::from_millis((now_ms() - start).max(0) as u64),
     }
@@ -348,289 +298,4 @@ async fn simulate(
 
 fn fmt_t(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-fn not_delivered(shared: &Shared) -> Vec<String> {
-    let view = shared.view.lock().expect("view");
-    shared
-        .accepted
-        .lock()
-        .expect("accepted")
-        .keys()
-        .filter(|o| view.get(*o).is_none_or(|(s, _)| *s != 999))
-        .cloned()
-        .collect()
-}
-
-/// The checker's watch over the view: safety checks on every read.
-async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc<Shared>, faultless: bool) {
-    let codes = &sys.codes;
-    // The SLA and the watchdog's period scale with the services' time; at scale 0 the watchdog is
-    // off (nothing takes time), so no order may be marked and none is due a mark.
-    let watchdog_on = scale.factor() > 0.0;
-    let sla_ms = scale.scale_secs(sys.stuck_after_secs).as_millis() as i64;
-    let period_ms = scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
-    let mut view = None;
-    // Order -> (status, when the checker first saw it at that status).
-    let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let mut reported: BTreeSet<(Invariant, String)> = BTreeSet::new();
-    loop {
-        tokio::time::sleep(POLL_EVERY).await;
-        if view.is_none() && path.exists() {
-            view = ViewStore::open_read_only(&path).ok();
-        }
-        let Some(v) = &view else { continue };
-        let Ok(rows) = v.status_rows() else { continue };
-        let now = now_ms();
-        let impaired = shared.impaired.lock().expect("impaired").clone();
-        let mut violate = |inv: Invariant, order: &str, detail: String| {
-            if reported.insert((inv, order.to_owned())) {
-                shared.violate(inv, Some(order), detail);
-            }
-        };
-        let mut latest = BTreeMap::new();
-        for (order, status, status_ts, stuck, stuck_ts) in rows {
-            let since = match seen.get(&order) {
-                Some((prev, since)) if *prev == status => *since,
-                Some((prev, _)) => {
-                    if let (Some(a), Some(b)) = (codes.rank(*prev), codes.rank(status)) {
-                        if b < a {
-                            violate(
-                                Invariant::NoRegression,
-                                &order,
-                                format!("status moved back from {prev} to {status}"),
-                            );
-                        }
-                    }
-                    now
-                }
-                None => now,
-            };
-            seen.insert(order.clone(), (status, since));
-            if stuck {
-                if faultless {
-                    violate(
-                        Invariant::NoStuckWithoutFaults,
-                        &order,
-                        format!("marked stuck at {status}"),
-                    );
-                }
-                let since = stuck_ts.unwrap_or(now) - status_ts;
-                if !watchdog_on {
-                    violate(
-                        Invariant::StuckOnlyWhenStuck,
-                        &order,
-                        format!("marked stuck at {status} at time scale 0, where the watchdog is off"),
-                    );
-                } else if since < sla_ms {
-                    violate(
-                        Invariant::StuckOnlyWhenStuck,
-                        &order,
-                        format!(
-                            "marked stuck at {status} {:.1}s after reaching it (SLA {}s)",
-                            since as f64 / 1000.0,
-                            sla_ms / 1000
-                        ),
-                    );
-                }
-            } else if watchdog_on && !codes.is_final(status) {
-                let active = impaired.iter().any(|(a, b)| *a <= now && now <= *b);
-                // After a fault that kept the watchdog from working, it starts counting again.
-                let healed = impaired
-                    .iter()
-                    .filter(|(a, b)| *b >= status_ts && *a <= now)
-                    .map(|(_, b)| *b)
-                    .max()
-                    .unwrap_or(i64::MIN);
-                // The watchdog may mark it once it is SLA old by its event time *and* the view
-                // shows it (a late event can arrive already old), then within a period.
-                let due = (status_ts + sla_ms).max(since).max(healed);
-                if !active && now - due > period_ms + MARK_SLACK_MS {
-                    violate(
-                        Invariant::StuckMarkedInTime,
-                        &order,
-                        format!(
-                            "at {status} for {:.1}s and not marked stuck (SLA {}s + period {}s)",
-                            (now - status_ts) as f64 / 1000.0,
-                            sla_ms / 1000,
-                            period_ms / 1000
-                        ),
-                    );
-                }
-            }
-            latest.insert(order, (status, stuck));
-        }
-        *shared.view.lock().expect("view") = latest;
-    }
-}
-
-fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
-    let dump = |p: &Path| ViewStore::open_read_only(p).and_then(|v| v.dump());
-    match (dump(live), dump(rebuilt)) {
-        (Ok(a), Ok(b)) if a == b => {}
-        (Ok(a), Ok(b)) => {
-            let diff = a
-                .status
-                .iter()
-                .zip(&b.status)
-                .find(|(x, y)| x != y)
-                .map(|(x, y)| (x.0.clone(), format!("live {x:?}, rebuilt {y:?}")));
-            let (order, detail) = diff.unwrap_or_else(|| {
-                (
-                    String::new(),
-                    format!(
-                        "live has {} status rows, {} timeline rows, {} details; rebuilt {}, {}, {}",
-                        a.status.len(),
-                        a.timeline.len(),
-                        a.details.len(),
-                        b.status.len(),
-                        b.timeline.len(),
-                        b.details.len()
-                    ),
-                )
-            });
-            let order = (!order.is_empty()).then_some(order);
-            shared.violate(Invariant::ViewEqualsRebuild, order.as_deref(), detail);
-        }
-        (a, b) => shared.violate(
-            Invariant::ViewEqualsRebuild,
-            None,
-            format!("could not read the views: {:?} / {:?}", a.err(), b.err()),
-        ),
-    }
-}
-
-/// Checks on the log itself; returns (orders delivered, hostile records in the log, records in
-/// pizza-dlq).
-fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usize, usize) {
-    let b = bs.lock();
-    let topics = &sys.topics;
-    let accepted = shared.accepted.lock().expect("accepted").clone();
-    let tag = |r: &crate::broker::Stored| r.header(TAG_HEADER).and_then(|n| n.parse::<u32>().ok());
-    // Deliveries: a redelivered input may re-send the same event, never a second delivery.
-    let mut deliveries: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for part in b.log(&topics.delivered) {
-        for r in part.iter().filter(|r| tag(r).is_none()) {
-            let key = String::from_utf8_lossy(r.key()).into_owned();
-            let ts = decode::<StatusOnly>(r.payload())
-                .ok()
-                .and_then(|e| e.timestamp)
-                .unwrap_or_default();
-            deliveries.entry(key).or_default().insert(ts);
-        }
-    }
-    for (order, times) in &deliveries {
-        if times.len() > 1 {
-            shared.violate(
-                Invariant::NoDoubleDelivery,
-                Some(order),
-                format!("delivered {} times (timestamps {times:?})", times.len()),
-            );
-        }
-    }
-    // No event lost: every status a source topic carries for an accepted order reached pizza-status.
-    let mut merged: BTreeSet<(String, i64)> = BTreeSet::new();
-    for part in b.log(&topics.status) {
-        for r in part {
-            if let Ok(e) = decode::<StatusEvent>(r.payload()) {
-                merged.insert((String::from_utf8_lossy(r.key()).into_owned(), e.status));
-            }
-        }
-    }
-    for topic in topics.sources() {
-        for part in b.log(topic) {
-            for r in part {
-                let key = String::from_utf8_lossy(r.key()).into_owned();
-                if !accepted.contains_key(&key) {
-                    continue;
-                }
-                let Ok(e) = decode::<StatusOnly>(r.payload()) else {
-                    continue;
-                };
-                if !merged.contains(&(key.clone(), e.status)) {
-                    shared.violate(
-                        Invariant::NoEventLost,
-                        Some(&key),
-                        format!("status {} on {topic} never reached {}", e.status, topics.status),
-                    );
-                }
-            }
-        }
-    }
-    // The hostile records that reached the log, wherever the producer was told they went.
-    let sent = shared.hostile.lock().expect("hostile").clone();
-    let mut hostile_in_log: BTreeMap<(String, i32, i64), (u32, Kind, Expect)> = BTreeMap::new();
-    for topic in hostile::consumed_topics(topics) {
-        for (p, part) in b.log(topic).iter().enumerate() {
-            for (o, r) in part.iter().enumerate() {
-                if let Some((n, (kind, expect))) = tag(r).and_then(|n| Some((n, *sent.get(&n)?))) {
-                    hostile_in_log.insert((topic.to_owned(), p as i32, o as i64), (n, kind, expect));
-                }
-            }
-        }
-    }
-    // pizza-dlq: only records that are not their topic's event, each with a reason, and every one of
-    // them from every service that consumes its topic.
-    let mut dead: BTreeSet<((String, i32, i64), String)> = BTreeSet::new();
-    let mut dlq_records = 0;
-    for part in b.log(&topics.dlq) {
-        for r in part {
-            dlq_records += 1;
-            let source = (
-                r.header("dlq.source.topic").unwrap_or_default(),
-                r.header("dlq.source.partition")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(-1),
-                r.header("dlq.source.offset")
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(-1),
-            );
-            let service = r.header("dlq.service").unwrap_or_default();
-            let reason = r.header("dlq.reason").unwrap_or_default();
-            let reads = service
-                .parse::<ServiceName>()
-                .is_ok_and(|s| topics.consumers_of(&source.0).contains(&s));
-            match hostile_in_log.get(&source) {
-                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() && reads => {
-                    dead.insert((source, service));
-                }
-                other => {
-                    let what = other.map_or("not a hostile record".to_owned(), |(n, kind, expect)| {
-                        format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
-                    });
-                    shared.violate(
-                        Invariant::DlqOnlyMalformed,
-                        Some(&String::from_utf8_lossy(r.key())),
-                        format!(
-                            "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
-                            source.0, source.1, source.2
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    for (source, (n, kind, expect)) in &hostile_in_log {
-        if *expect != Expect::DeadLettered {
-            continue;
-        }
-        for service in topics.consumers_of(&source.0) {
-            if !dead.contains(&(source.clone(), service.as_str().to_owned())) {
-                shared.violate(
-                    Invariant::MalformedDeadLettered,
-                    None,
-                    format!(
-                        "hostile record #{n} ({}) at {}/{}@{} never reached {} from {service}",
-                        kind.name(),
-                        source.0,
-                        source.1,
-                        source.2,
-                        topics.dlq
-                    ),
-                );
-            }
-        }
-    }
-    let delivered = accepted.keys().filter(|o| deliveries.contains_key(*o)).count();
-    (delivered, hostile_in_log.len(), dlq_records)
 }
