@@ -16,6 +16,7 @@
 //!    nothing panics.
 
 mod checker;
+pub(crate) mod cluster;
 mod customers;
 mod faults;
 mod supervisor;
@@ -28,20 +29,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use madsim::runtime::Handle;
 use pizza::clock::now_ms;
-use pizza::config::{ServiceName, SysConfig};
+use pizza::config::ServiceName;
 use pizza::hostile::{Expect, Kind};
 use pizza::mutants::Mutant;
-use pizza::services::ServiceConfig;
 
-use crate::broker::{Broker, BrokerConfig};
-use crate::node::{serve, BrokerShared};
+use crate::node::BrokerShared;
 use crate::scenario::Scenario;
-use checker::{check_log, check_rebuild, converge, watch_view};
+use checker::{check_log, check_rebuild, converge, watch_view, LogCounts};
+use cluster::{service_config, Cluster};
 use customers::place_orders;
-use faults::apply_fault;
-use supervisor::run_service;
 pub use verdict::{Invariant, Outcome, Violation};
 
 /// What to run.
@@ -72,6 +69,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(start_ms: i64, impaired: Vec<(i64, i64)>) -> Shared {
+        let shared = Shared {
+            impaired: Mutex::new(impaired),
+            ..Shared::default()
+        };
+        shared.start_ms.store(start_ms as u64, Ordering::Relaxed);
+        shared
+    }
+
     fn since_start(&self) -> i64 {
         now_ms() - self.start_ms.load(Ordering::Relaxed) as i64
     }
@@ -86,6 +92,9 @@ impl Shared {
     }
 }
 
+/// Where the broker's state is kept for a run that panics: its trace is still the run's.
+type BrokerSlot = Arc<Mutex<Option<Arc<BrokerShared>>>>;
+
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Runs one seed of a scenario to its verdict.
@@ -97,20 +106,10 @@ pub fn run(opts: &RunOptions) -> Outcome {
     let mut config = madsim::Config::default();
     config.net.send_latency = sc.latency.0..sc.latency.1;
     let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, config);
-    let base = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!(
-        "pizza-sim-{}-{}-{}",
-        std::process::id(),
-        opts.seed,
-        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = run_dir(opts.seed);
     let _ = std::fs::remove_dir_all(&dir);
     pizza::mutants::set(opts.mutant);
-    let broker = Arc::new(Mutex::new(None));
+    let broker: BrokerSlot = Arc::new(Mutex::new(None));
     let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(simulate(sc.clone(), opts.seed, dir.clone(), broker.clone()))
     }));
@@ -129,27 +128,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
                 let b = b.lock();
                 (b.trace.lines().to_vec(), b.trace.hash())
             });
-            Outcome {
-                scenario: String::new(),
-                scenario_text: String::new(),
-                seed: 0,
-                mutant: None,
-                violations: vec![Violation {
-                    invariant: Invariant::NoPanic,
-                    order: None,
-                    at_ms: 0,
-                    detail: msg,
-                }],
-                trace_hash,
-                trace,
-                accepted: 0,
-                refused: 0,
-                delivered: 0,
-                hostile: 0,
-                dead_lettered: 0,
-                restarts: 0,
-                simulated: Duration::ZERO,
-            }
+            Outcome::panicked(msg, trace, trace_hash)
         }
     };
     outcome.scenario = sc.name.clone();
@@ -159,88 +138,38 @@ pub fn run(opts: &RunOptions) -> Outcome {
     outcome
 }
 
-fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceConfig {
-    let mut sys = SysConfig::default();
-    sys.num_partitions = sc.partitions;
-    let mut cfg = ServiceConfig::new(sys, root.join(service.as_str()));
-    cfg.concurrency = sc.ovens;
-    cfg.time_scale = sc.time_scale;
-    cfg.max_in_flight = (sc.ovens * 4).max(1024);
-    cfg
+/// A fresh directory for a run's data (the services' and the rebuilt view), in memory where the
+/// machine has /dev/shm.
+fn run_dir(seed: u64) -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "pizza-sim-{}-{}-{}",
+        std::process::id(),
+        seed,
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
-async fn simulate(
-    sc: Scenario,
-    seed: u64,
-    root: PathBuf,
-    slot: Arc<Mutex<Option<Arc<BrokerShared>>>>,
-) -> Outcome {
-    let handle = Handle::current();
+/// The run itself, on madsim's main node: the cluster, the customers and the checker started,
+/// then the two phases.
+async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> Outcome {
     let start = now_ms();
-    let shared = Arc::new(Shared::default());
-    shared.start_ms.store(start as u64, Ordering::Relaxed);
-    let mut sys = SysConfig::default();
-    sys.num_partitions = sc.partitions;
-    let mut broker = Broker::new(
-        BrokerConfig {
-            partitions: sc.partitions,
-            ..BrokerConfig::default()
-        },
-        seed,
-        start,
-    );
-    for t in sys.topics.all() {
-        broker.create_topic(t);
-    }
-    let bs = BrokerShared::new(broker);
+    let shared = Arc::new(Shared::new(start, faults::impaired_windows(&sc, start)));
+    let sys = cluster::sys_config(&sc);
+    let bs = cluster::broker_state(&sc, &sys, seed, start);
     *slot.lock().expect("broker slot") = Some(bs.clone());
-    for f in &sc.faults {
-        if f.kind.impairs_watchdog() {
-            let from = start + f.at.as_millis() as i64;
-            shared
-                .impaired
-                .lock()
-                .expect("impaired")
-                .push((from, from + f.kind.lasting().as_millis() as i64));
-        }
-    }
-
-    let b = bs.clone();
-    handle
-        .create_node()
-        .name("broker")
-        .ip("10.0.0.1".parse().expect("ip"))
-        .init(move || serve(b.clone()))
-        .build();
-
-    let mut nodes = BTreeMap::new();
-    for (i, service) in ServiceName::CONSUMERS.into_iter().enumerate() {
-        let cfg = service_config(&sc, &root, service);
-        let (shared, bs) = (shared.clone(), bs.clone());
-        let period_ms = cfg.time_scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
-        let node = handle
-            .create_node()
-            .name(service.as_str())
-            .ip(format!("10.0.1.{}", i + 1).parse().expect("ip"))
-            .init(move || run_service(service, cfg.clone(), shared.clone(), bs.clone(), period_ms))
-            .build();
-        nodes.insert(service, node.id());
-    }
+    let cluster = Cluster::start(&sc, &sys, &root, bs, &shared);
 
     // Customers, on their own node, through the command side the web app uses.
-    let customers = handle
-        .create_node()
-        .name("customers")
-        .ip("10.0.2.1".parse().expect("ip"))
-        .build();
+    let customers = cluster.customers_node();
     let placing = customers.spawn(place_orders(sc.clone(), seed, sys.clone(), shared.clone()));
 
     // The checker watches the view from its own node.
-    let checker = handle
-        .create_node()
-        .name("checker")
-        .ip("10.0.3.1".parse().expect("ip"))
-        .build();
+    let checker = cluster.checker_node();
     let view_path = service_config(&sc, &root, ServiceName::Status).view_path();
     let faultless = sc.faults.is_empty();
     checker.spawn(watch_view(
@@ -251,30 +180,30 @@ async fn simulate(
         faultless,
     ));
 
-    // Phase 1: the faults, in time order.
-    for f in &sc.faults {
-        let at = Duration::from_millis((start + f.at.as_millis() as i64 - now_ms()).max(0) as u64);
-        tokio::time::sleep(at).await;
-        bs.lock()
-            .trace
-            .push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
-        apply_fault(&handle, &nodes, &bs, &f.kind, &root);
-    }
+    // Phase 1: the faults, in time order, while the customers place their orders.
+    faults::inject(&sc, start, &cluster, &shared, &root).await;
     let _ = placing.await;
-    let faults_end = start + sc.faults_end().as_millis() as i64;
-    let wait = (faults_end - now_ms()).max(0) as u64;
-    tokio::time::sleep(Duration::from_millis(wait + 1)).await;
-    bs.lock()
-        .trace
-        .push(format!("{} harness healed", fmt_t(shared.since_start())));
+    faults::heal(&sc, start, &cluster.broker, &shared).await;
 
     // Phase 2: converge within the heal budget.
-    converge(&sc, &bs, &shared).await;
+    converge(&sc, &cluster.broker, &shared).await;
 
     // The final checks read the log (the broker's own state) and the view.
     let cfg = service_config(&sc, &root, ServiceName::Status);
     check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
-    let counts = check_log(&bs, &sys, &shared);
+    let counts = check_log(&cluster.broker, &sys, &shared);
+    verdict(&sc, seed, start, &shared, &cluster.broker, counts)
+}
+
+/// The outcome of a run that finished: what the checks found, and the trace.
+fn verdict(
+    sc: &Scenario,
+    seed: u64,
+    start_ms: i64,
+    shared: &Shared,
+    bs: &BrokerShared,
+    counts: LogCounts,
+) -> Outcome {
     let b = bs.lock();
     let accepted = shared.accepted.lock().expect("accepted").len();
     let violations = std::mem::take(&mut *shared.violations.lock().expect("violations"));
@@ -292,10 +221,11 @@ async fn simulate(
         hostile: counts.hostile,
         dead_lettered: counts.dead_lettered,
         restarts: shared.restarts.load(Ordering::Relaxed),
-        simulated: Duration::from_millis((now_ms() - start).max(0) as u64),
+        simulated: Duration::from_millis((now_ms() - start_ms).max(0) as u64),
     }
 }
 
+/// A time since the start, as the trace writes it: seconds with milliseconds.
 fn fmt_t(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }

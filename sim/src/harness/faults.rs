@@ -1,28 +1,62 @@
-//! Faults: what each of the scenario's fault kinds does to the simulated cluster, and when it
-//! heals.
+//! Faults: phase 1 of a run applies the scenario's faults at their times, each doing to the
+//! simulated cluster what its kind says and undoing it when it heals; and which windows of the run
+//! they keep the status service's watchdog from working (the checker excuses late marks there).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use madsim::runtime::Handle;
 use pizza::clock::now_ms;
 use pizza::config::{ServiceName, SysConfig};
 
+use super::cluster::Cluster;
+use super::{fmt_t, Shared};
 use crate::node::BrokerShared;
-use crate::scenario::FaultKind;
+use crate::scenario::{FaultKind, Scenario};
 
-pub(super) fn apply_fault(
-    handle: &Handle,
-    nodes: &BTreeMap<ServiceName, madsim::task::NodeId>,
-    bs: &Arc<BrokerShared>,
-    kind: &FaultKind,
-    root: &Path,
-) {
+/// The windows (epoch ms) in which the scenario's faults may keep the watchdog from marking, for
+/// a run that started at `start_ms`.
+pub(super) fn impaired_windows(sc: &Scenario, start_ms: i64) -> Vec<(i64, i64)> {
+    sc.faults
+        .iter()
+        .filter(|f| f.kind.impairs_watchdog())
+        .map(|f| {
+            let from = start_ms + f.at.as_millis() as i64;
+            (from, from + f.kind.lasting().as_millis() as i64)
+        })
+        .collect()
+}
+
+/// Phase 1: applies each fault at its time (from `start_ms`), noting it in the trace.
+pub(super) async fn inject(sc: &Scenario, start_ms: i64, cluster: &Cluster, shared: &Shared, root: &Path) {
+    for f in &sc.faults {
+        let at = Duration::from_millis((start_ms + f.at.as_millis() as i64 - now_ms()).max(0) as u64);
+        tokio::time::sleep(at).await;
+        cluster
+            .broker
+            .lock()
+            .trace
+            .push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
+        apply_fault(cluster, &f.kind, root);
+    }
+}
+
+/// Waits until the last fault is over, and notes in the trace that the cluster healed.
+pub(super) async fn heal(sc: &Scenario, start_ms: i64, bs: &BrokerShared, shared: &Shared) {
+    let faults_end = start_ms + sc.faults_end().as_millis() as i64;
+    let wait = (faults_end - now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait + 1)).await;
+    bs.lock()
+        .trace
+        .push(format!("{} harness healed", fmt_t(shared.since_start())));
+}
+
+/// Does what `kind` says to the cluster now, and undoes it (on a task of its own) when it heals.
+/// A crash that loses the disk removes the service's data directory under `root`.
+fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
+    let (handle, bs) = (&cluster.handle, &cluster.broker);
     let net = madsim::net::NetSim::current();
-    let node = |s: &ServiceName| nodes[s];
+    let node = |s: &ServiceName| cluster.services[s];
     let later = |d: Duration, f: Box<dyn FnOnce() + Send>| {
         tokio::spawn(async move {
             tokio::time::sleep(d).await;

@@ -119,6 +119,32 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a run that panicked: `no-panic` with the panic's message, and the trace up
+    /// to the panic. The runner fills in which run it was.
+    pub(super) fn panicked(message: String, trace: Vec<String>, trace_hash: u64) -> Outcome {
+        Outcome {
+            scenario: String::new(),
+            scenario_text: String::new(),
+            seed: 0,
+            mutant: None,
+            violations: vec![Violation {
+                invariant: Invariant::NoPanic,
+                order: None,
+                at_ms: 0,
+                detail: message,
+            }],
+            trace_hash,
+            trace,
+            accepted: 0,
+            refused: 0,
+            delivered: 0,
+            hostile: 0,
+            dead_lettered: 0,
+            restarts: 0,
+            simulated: Duration::ZERO,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
