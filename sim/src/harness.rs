@@ -14,6 +14,19 @@
 //!    topic's event was dead-lettered by every service that consumes the topic, and pizza-dlq holds
 //!    nothing else. Throughout: no service stops on an error that retrying could not fix, and
 //!    nothing panics.
+//!
+//! # Layout
+//!
+//! This file holds [`run`] and the run's outline (`simulate`), and the state the nodes share with
+//! it; each job of the run has a module of its own:
+//!
+//! - `cluster`: which node runs what at which address (a table in its doc), and their configs;
+//! - `supervisor`: each service's node, starting the service again after it stopped on an error;
+//! - `faults`: phase 1, the scenario's faults applied and healed;
+//! - `customers`: the orders, and the bad records beside them;
+//! - `checker`: the safety watch over the view, convergence, and the final checks of the view
+//!   and the log;
+//! - `verdict`: [`Invariant`], [`Violation`] and [`Outcome`], what a run found.
 
 mod checker;
 pub(crate) mod cluster;

@@ -14,6 +14,9 @@ use pizza::worker::WorkerStats;
 use super::{fmt_t, Invariant, Shared};
 use crate::node::{BrokerShared, SimTransport};
 
+/// How long the supervisor waits before starting a stopped service again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
 /// A service's node: runs the service like a supervisor would, starting it again a second after
 /// it stopped on an error (a broker unreachable for longer than its retries, say).
 pub(super) async fn run_service(
@@ -46,9 +49,10 @@ pub(super) async fn run_service(
             }
             Err(e) => {
                 bs.lock().trace.push(format!(
-                    "{} {} exited: {e}; restarting in 1s",
+                    "{} {} exited: {e}; restarting in {}s",
                     fmt_t(t),
-                    service.as_str()
+                    service.as_str(),
+                    RESTART_AFTER.as_secs()
                 ));
                 // Running out of retries while the broker is out of reach is what a supervisor
                 // is for; any other error would stop the service again on the same record (once
@@ -68,9 +72,9 @@ pub(super) async fn run_service(
                         .impaired
                         .lock()
                         .expect("impaired")
-                        .push((now, now + 1_000 + watchdog_period_ms));
+                        .push((now, now + RESTART_AFTER.as_millis() as i64 + watchdog_period_ms));
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(RESTART_AFTER).await;
             }
         }
     }
