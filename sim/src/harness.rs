@@ -14,37 +14,45 @@
 //!    topic's event was dead-lettered by every service that consumes the topic, and pizza-dlq holds
 //!    nothing else. Throughout: no service stops on an error that retrying could not fix, and
 //!    nothing panics.
+//!
+//! # Layout
+//!
+//! This file holds [`run`] and the run's outline (`simulate`), and the state the nodes share with
+//! it; each job of the run has a module of its own:
+//!
+//! - `cluster`: which node runs what at which address (a table in its doc), and their configs;
+//! - `supervisor`: each service's node, starting the service again after it stopped on an error;
+//! - `faults`: phase 1, the scenario's faults applied and healed;
+//! - `customers`: the orders, and the bad records beside them;
+//! - `checker`: the safety watch over the view, convergence, and the final checks of the view
+//!   and the log;
+//! - `verdict`: [`Invariant`], [`Violation`] and [`Outcome`], what a run found.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+mod checker;
+pub(crate) mod cluster;
+mod customers;
+mod faults;
+mod supervisor;
+mod verdict;
+
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use madsim::runtime::Handle;
-use pizza::clock::{now_ms, TimeScale};
-use pizza::command::{place_order, PlaceError};
-use pizza::config::{ServiceName, SysConfig};
-use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent, StatusOnly};
-use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
+use pizza::clock::now_ms;
+use pizza::config::ServiceName;
+use pizza::hostile::{Expect, Kind};
 use pizza::mutants::Mutant;
-use pizza::options::ServiceOpts;
-use pizza::services::{RunError, Service, ServiceConfig};
-use pizza::shutdown::Shutdown;
-use pizza::store::{DeliveryStore, ViewStore};
-use pizza::transport::TransportError;
 
-use crate::broker::{Broker, BrokerConfig, MAX_RECORD_BYTES};
-use crate::node::{serve, BrokerShared, SimTransport};
-use crate::rng::SplitMix64;
-use crate::scenario::{FaultKind, Scenario};
-
-/// How often the checker reads the view.
-const POLL_EVERY: Duration = Duration::from_millis(500);
-/// Time allowed for a stuck mark to travel from the watchdog's produce into the view.
-const MARK_SLACK_MS: i64 = 5_000;
+use crate::node::BrokerShared;
+use crate::scenario::Scenario;
+use checker::{check_log, check_rebuild, converge, watch_view, LogCounts};
+use cluster::{service_config, Cluster};
+use customers::place_orders;
+pub use verdict::{Invariant, Outcome, Violation};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -54,126 +62,6 @@ pub struct RunOptions {
     pub mutant: Option<Mutant>,
     /// Overrides the scenario's order count.
     pub orders: Option<u32>,
-}
-
-/// An invariant that did not hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub invariant: &'static str,
-    pub order: Option<String>,
-    /// Simulated seconds since the start.
-    pub at_ms: i64,
-    pub detail: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {:.3}s", self.invariant, self.at_ms as f64 / 1000.0)?;
-        if let Some(o) = &self.order {
-            write!(f, " order {o}")?;
-        }
-        write!(f, ": {}", self.detail)
-    }
-}
-
-/// What a run found.
-#[derive(Debug)]
-pub struct Outcome {
-    pub scenario: String,
-    /// The scenario as run (a swarm's draw written out).
-    pub scenario_text: String,
-    pub seed: u64,
-    pub mutant: Option<Mutant>,
-    pub violations: Vec<Violation>,
-    pub trace_hash: u64,
-    pub trace: Vec<String>,
-    pub accepted: usize,
-    /// Orders whose placing failed (the customer was told so).
-    pub refused: u64,
-    pub delivered: usize,
-    /// Hostile records that reached the log.
-    pub hostile: usize,
-    pub dead_lettered: usize,
-    pub restarts: u64,
-    /// Simulated time the run took.
-    pub simulated: Duration,
-}
-
-impl Outcome {
-    pub fn passed(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    /// The command that replays this run.
-    pub fn replay_command(&self) -> String {
-        let mut c = format!("cargo sim --scenario {} --seed {}", self.scenario, self.seed);
-        if let Some(m) = self.mutant {
-            c.push_str(&format!(" --mutant {}", m.name()));
-        }
-        c
-    }
-
-    /// Writes the trace, one event per line, after a header naming the run.
-    pub fn write_trace(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut text = format!(
-            "# scenario {} seed {} mutant {} trace hash {:016x}\n# replay: {}\n",
-            self.scenario,
-            self.seed,
-            self.mutant.map_or("none", |m| m.name()),
-            self.trace_hash,
-            self.replay_command()
-        );
-        for v in &self.violations {
-            text.push_str(&format!("# violation: {v}\n"));
-        }
-        text.push_str("# time(s) node topic partition offset key what\n");
-        for line in &self.trace {
-            text.push_str(line);
-            text.push('\n');
-        }
-        std::fs::write(path, text)
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mutant = self
-            .mutant
-            .map(|m| format!(" mutant={}", m.name()))
-            .unwrap_or_default();
-        if self.passed() {
-            return write!(
-                f,
-                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
-                self.scenario,
-                self.seed,
-                self.delivered,
-                self.refused,
-                self.hostile,
-                self.dead_lettered,
-                self.restarts,
-                self.simulated.as_secs_f64(),
-                self.trace_hash
-            );
-        }
-        writeln!(
-            f,
-            "FAILED scenario={} seed={}{mutant}: {} violation(s)",
-            self.scenario,
-            self.seed,
-            self.violations.len()
-        )?;
-        for v in self.violations.iter().take(10) {
-            writeln!(f, "  {v}")?;
-        }
-        if self.violations.len() > 10 {
-            writeln!(f, "  ... and {} more", self.violations.len() - 10)?;
-        }
-        write!(f, "seed {}; replay: {}", self.seed, self.replay_command())
-    }
 }
 
 /// State the nodes share with the harness.
@@ -194,11 +82,20 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(start_ms: i64, impaired: Vec<(i64, i64)>) -> Shared {
+        let shared = Shared {
+            impaired: Mutex::new(impaired),
+            ..Shared::default()
+        };
+        shared.start_ms.store(start_ms as u64, Ordering::Relaxed);
+        shared
+    }
+
     fn since_start(&self) -> i64 {
         now_ms() - self.start_ms.load(Ordering::Relaxed) as i64
     }
 
-    fn violate(&self, invariant: &'static str, order: Option<&str>, detail: String) {
+    fn violate(&self, invariant: Invariant, order: Option<&str>, detail: String) {
         self.violations.lock().expect("violations").push(Violation {
             invariant,
             order: order.map(str::to_owned),
@@ -207,6 +104,9 @@ impl Shared {
         });
     }
 }
+
+/// Where the broker's state is kept for a run that panics: its trace is still the run's.
+type BrokerSlot = Arc<Mutex<Option<Arc<BrokerShared>>>>;
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -219,20 +119,10 @@ pub fn run(opts: &RunOptions) -> Outcome {
     let mut config = madsim::Config::default();
     config.net.send_latency = sc.latency.0..sc.latency.1;
     let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, config);
-    let base = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!(
-        "pizza-sim-{}-{}-{}",
-        std::process::id(),
-        opts.seed,
-        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = run_dir(opts.seed);
     let _ = std::fs::remove_dir_all(&dir);
     pizza::mutants::set(opts.mutant);
-    let broker = Arc::new(Mutex::new(None));
+    let broker: BrokerSlot = Arc::new(Mutex::new(None));
     let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(simulate(sc.clone(), opts.seed, dir.clone(), broker.clone()))
     }));
@@ -251,27 +141,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
                 let b = b.lock();
                 (b.trace.lines().to_vec(), b.trace.hash())
             });
-            Outcome {
-                scenario: String::new(),
-                scenario_text: String::new(),
-                seed: 0,
-                mutant: None,
-                violations: vec![Violation {
-                    invariant: "no-panic",
-                    order: None,
-                    at_ms: 0,
-                    detail: msg,
-                }],
-                trace_hash,
-                trace,
-                accepted: 0,
-                refused: 0,
-                delivered: 0,
-                hostile: 0,
-                dead_lettered: 0,
-                restarts: 0,
-                simulated: Duration::ZERO,
-            }
+            Outcome::panicked(msg, trace, trace_hash)
         }
     };
     outcome.scenario = sc.name.clone();
@@ -281,102 +151,38 @@ pub fn run(opts: &RunOptions) -> Outcome {
     outcome
 }
 
-/// The options a service node runs with, as `pizza serve SERVICE` would take them.
-fn service_args(sc: &Scenario, root: &Path, service: ServiceName) -> Vec<String> {
-    let data_dir = root.join(service.as_str());
-    vec![
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-        "--time-scale".into(),
-        sc.time_scale.factor().to_string(),
-        "--concurrency".into(),
-        sc.ovens.to_string(),
-    ]
-}
-
-/// A service node's configuration: parsed from [`service_args`] by the binary's own option type,
-/// with the scenario's partitions in the shop's configuration.
-fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceConfig {
-    let opts = ServiceOpts::from_args(service_args(sc, root, service))
-        .expect("the simulation's service options parse");
-    let mut sys = opts.load_sys().expect("the default configuration");
-    sys.num_partitions = sc.partitions;
-    let data_dir = opts.data_dir.clone().expect("given above");
-    opts.service_config(sys, data_dir)
-}
-
-async fn simulate(
-    sc: Scenario,
-    seed: u64,
-    root: PathBuf,
-    slot: Arc<Mutex<Option<Arc<BrokerShared>>>>,
-) -> Outcome {
-    let handle = Handle::current();
-    let start = now_ms();
-    let shared = Arc::new(Shared::default());
-    shared.start_ms.store(start as u64, Ordering::Relaxed);
-    let mut sys = SysConfig::default();
-    sys.num_partitions = sc.partitions;
-    let mut broker = Broker::new(
-        BrokerConfig {
-            partitions: sc.partitions,
-            ..BrokerConfig::default()
-        },
+/// A fresh directory for a run's data (the services' and the rebuilt view), in memory where the
+/// machine has /dev/shm.
+fn run_dir(seed: u64) -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "pizza-sim-{}-{}-{}",
+        std::process::id(),
         seed,
-        start,
-    );
-    for t in sys.topics.all() {
-        broker.create_topic(t);
-    }
-    let bs = BrokerShared::new(broker);
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The run itself, on madsim's main node: the cluster, the customers and the checker started,
+/// then the two phases.
+async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> Outcome {
+    let start = now_ms();
+    let shared = Arc::new(Shared::new(start, faults::impaired_windows(&sc, start)));
+    let sys = cluster::sys_config(&sc);
+    let bs = cluster::broker_state(&sc, &sys, seed, start);
     *slot.lock().expect("broker slot") = Some(bs.clone());
-    for f in &sc.faults {
-        if f.kind.impairs_watchdog() {
-            let from = start + f.at.as_millis() as i64;
-            shared
-                .impaired
-                .lock()
-                .expect("impaired")
-                .push((from, from + f.kind.lasting().as_millis() as i64));
-        }
-    }
-
-    let b = bs.clone();
-    handle
-        .create_node()
-        .name("broker")
-        .ip("10.0.0.1".parse().expect("ip"))
-        .init(move || serve(b.clone()))
-        .build();
-
-    let mut nodes = BTreeMap::new();
-    for (i, service) in ServiceName::CONSUMERS.into_iter().enumerate() {
-        let cfg = service_config(&sc, &root, service);
-        let (shared, bs) = (shared.clone(), bs.clone());
-        let period_ms = cfg.time_scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
-        let node = handle
-            .create_node()
-            .name(service.as_str())
-            .ip(format!("10.0.1.{}", i + 1).parse().expect("ip"))
-            .init(move || run_service(service, cfg.clone(), shared.clone(), bs.clone(), period_ms))
-            .build();
-        nodes.insert(service, node.id());
-    }
+    let cluster = Cluster::start(&sc, &sys, &root, bs, &shared);
 
     // Customers, on their own node, through the command side the web app uses.
-    let customers = handle
-        .create_node()
-        .name("customers")
-        .ip("10.0.2.1".parse().expect("ip"))
-        .build();
+    let customers = cluster.customers_node();
     let placing = customers.spawn(place_orders(sc.clone(), seed, sys.clone(), shared.clone()));
 
     // The checker watches the view from its own node.
-    let checker = handle
-        .create_node()
-        .name("checker")
-        .ip("10.0.3.1".parse().expect("ip"))
-        .build();
+    let checker = cluster.checker_node();
     let view_path = service_config(&sc, &root, ServiceName::Status).view_path();
     let faultless = sc.faults.is_empty();
     checker.spawn(watch_view(
@@ -387,77 +193,30 @@ async fn simulate(
         faultless,
     ));
 
-    // Phase 1: the faults, in time order.
-    for f in &sc.faults {
-        let at = Duration::from_millis((start + f.at.as_millis() as i64 - now_ms()).max(0) as u64);
-        tokio::time::sleep(at).await;
-        bs.lock()
-            .trace
-            .push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
-        apply_fault(&handle, &nodes, &bs, &f.kind, &root);
-    }
+    // Phase 1: the faults, in time order, while the customers place their orders.
+    faults::inject(&sc, start, &cluster, &shared, &root).await;
     let _ = placing.await;
-    let faults_end = start + sc.faults_end().as_millis() as i64;
-    let wait = (faults_end - now_ms()).max(0) as u64;
-    tokio::time::sleep(Duration::from_millis(wait + 1)).await;
-    bs.lock()
-        .trace
-        .push(format!("{} harness healed", fmt_t(shared.since_start())));
+    faults::heal(&sc, start, &cluster.broker, &shared).await;
 
     // Phase 2: converge within the heal budget.
-    let budget_end = now_ms() + sc.heal.as_millis() as i64;
-    let converged = loop {
-        let pending = not_delivered(&shared);
-        let lag: i64 = bs.lock().lag().values().sum();
-        if pending.is_empty() && lag == 0 {
-            break true;
-        }
-        if now_ms() >= budget_end {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    if !converged {
-        let view = shared.view.lock().expect("view").clone();
-        for order in not_delivered(&shared) {
-            let at = view
-                .get(&order)
-                .map_or("not in the view".to_owned(), |(s, _)| format!("at status {s}"));
-            shared.violate(
-                "all-accepted-delivered",
-                Some(&order),
-                format!("{at} after the {}s heal budget", sc.heal.as_secs()),
-            );
-        }
-        let lag = bs.lock().lag();
-        for (group, n) in lag.into_iter().filter(|(_, n)| *n > 0) {
-            shared.violate(
-                "all-accepted-delivered",
-                None,
-                format!("group {group} still has {n} records uncommitted after the heal budget"),
-            );
-        }
-    }
+    converge(&sc, &cluster.broker, &shared).await;
 
     // The final checks read the log (the broker's own state) and the view.
-    let rebuild_path = root.join("rebuilt.db");
     let cfg = service_config(&sc, &root, ServiceName::Status);
-    let rebuilt = checker
-        .spawn(async move {
-            let t = SimTransport::connect("checker").await;
-            let sink = ViewStore::create(&rebuild_path).map_err(|e| e.to_string())?;
-            pizza::view::rebuild(&t, &cfg.sys, &sink)
-                .await
-                .map(|_| rebuild_path)
-                .map_err(|e| pizza::error::Report(&e).to_string())
-        })
-        .await
-        .expect("the checker node runs");
-    match rebuilt {
-        Ok(path) => compare_views(&shared, &view_path, &path),
-        Err(e) => shared.violate("view-equals-rebuild", None, format!("rebuild failed: {e}")),
-    }
-    let (delivered, hostile, dead_lettered) = check_log(&bs, &sys, &shared);
+    check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
+    let counts = check_log(&cluster.broker, &sys, &shared);
+    verdict(&sc, seed, start, &shared, &cluster.broker, counts)
+}
+
+/// The outcome of a run that finished: what the checks found, and the trace.
+fn verdict(
+    sc: &Scenario,
+    seed: u64,
+    start_ms: i64,
+    shared: &Shared,
+    bs: &BrokerShared,
+    counts: LogCounts,
+) -> Outcome {
     let b = bs.lock();
     let accepted = shared.accepted.lock().expect("accepted").len();
     let violations = std::mem::take(&mut *shared.violations.lock().expect("violations"));
@@ -471,621 +230,15 @@ async fn simulate(
         trace: b.trace.lines().to_vec(),
         accepted,
         refused: shared.refused.load(Ordering::Relaxed),
-        delivered,
-        hostile,
-        dead_lettered,
+        delivered: counts.delivered,
+        hostile: counts.hostile,
+        dead_lettered: counts.dead_lettered,
         restarts: shared.restarts.load(Ordering::Relaxed),
-        simulated: Duration::from_millis((now_ms() - start).max(0) as u64),
+        simulated: Duration::from_millis((now_ms() - start_ms).max(0) as u64),
     }
 }
 
+/// A time since the start, as the trace writes it: seconds with milliseconds.
 fn fmt_t(ms: i64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
-/// A service's node: runs the service like a supervisor would, starting it again a second after
-/// it stopped on an error (a broker unreachable for longer than its retries, say).
-async fn run_service(
-    service: ServiceName,
-    cfg: ServiceConfig,
-    shared: Arc<Shared>,
-    bs: Arc<BrokerShared>,
-    watchdog_period_ms: i64,
-) {
-    let mut stopped_for_good = false;
-    loop {
-        let transport = SimTransport::connect(service.as_str()).await;
-        let (trigger, shutdown) = Shutdown::new();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                trigger.fire();
-            }
-            std::future::pending::<()>().await
-        });
-        let result = match open_service(service, &cfg) {
-            Ok(node) => pizza::services::run(cfg.clone(), transport, node, shutdown)
-                .await
-                .map(drop),
-            Err(e) => Err(e),
-        };
-        let t = shared.since_start();
-        match result {
-            Ok(()) => {
-                bs.lock()
-                    .trace
-                    .push(format!("{} {} stopped gracefully", fmt_t(t), service.as_str()));
-                return;
-            }
-            Err(e) => {
-                bs.lock().trace.push(format!(
-                    "{} {} exited: {e}; restarting in 1s",
-                    fmt_t(t),
-                    service.as_str()
-                ));
-                // Running out of retries while the broker is out of reach is what a supervisor
-                // is for; any other error would stop the service again on the same record (once
-                // reported, its repeats are in the trace).
-                if !e.gave_up_retrying() && !stopped_for_good {
-                    stopped_for_good = true;
-                    shared.violate(
-                        "service-kept-running",
-                        None,
-                        format!("{} stopped on an error no retry fixes: {e}", service.as_str()),
-                    );
-                }
-                shared.restarts.fetch_add(1, Ordering::Relaxed);
-                if service == ServiceName::Status {
-                    let now = now_ms();
-                    shared
-                        .impaired
-                        .lock()
-                        .expect("impaired")
-                        .push((now, now + 1_000 + watchdog_period_ms));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-/// The service with its state, as `pizza serve` opens it, except under the mutant that keeps
-/// delivery's state in memory (lost with the node).
-fn open_service(service: ServiceName, cfg: &ServiceConfig) -> Result<Service, RunError> {
-    if service == ServiceName::Deliver && pizza::mutants::on(Mutant::DeliveryStateInMemory) {
-        return Ok(Service::Deliver(DeliveryStore::open(Path::new(":memory:"))?));
-    }
-    Service::open(service, cfg)
-}
-
-fn apply_fault(
-    handle: &Handle,
-    nodes: &BTreeMap<ServiceName, madsim::task::NodeId>,
-    bs: &Arc<BrokerShared>,
-    kind: &FaultKind,
-    root: &Path,
-) {
-    let net = madsim::net::NetSim::current();
-    let node = |s: &ServiceName| nodes[s];
-    let later = |d: Duration, f: Box<dyn FnOnce() + Send>| {
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            f();
-        });
-    };
-    match kind.clone() {
-        FaultKind::Crash {
-            service,
-            down,
-            lose_disk,
-        } => {
-            let id = node(&service);
-            handle.kill(id);
-            let h = handle.clone();
-            let dir = root.join(service.as_str());
-            later(
-                down,
-                Box::new(move || {
-                    if lose_disk {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    h.restart(id);
-                }),
-            );
-        }
-        FaultKind::Stop { service, down } => {
-            let id = node(&service);
-            handle.send_ctrl_c(id);
-            let h = handle.clone();
-            later(down, Box::new(move || h.restart(id)));
-        }
-        FaultKind::Pause { service, down } => {
-            let id = node(&service);
-            handle.pause(id);
-            let h = handle.clone();
-            later(down, Box::new(move || h.resume(id)));
-        }
-        FaultKind::Clog { service, down } => {
-            let id = node(&service);
-            net.clog_node(id);
-            let n = net.clone();
-            later(down, Box::new(move || n.unclog_node(id)));
-        }
-        FaultKind::Redeliver { service } => {
-            let group = SysConfig::default().group(service).to_owned();
-            let now = now_ms();
-            bs.lock().rebalance(now, &group);
-        }
-        FaultKind::Reorder { lasting } => {
-            bs.lock().reorder = 0.8;
-            let b = bs.clone();
-            later(lasting, Box::new(move || b.lock().reorder = 0.0));
-        }
-        FaultKind::SlowBroker { delay, lasting } => {
-            bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
-            let b = bs.clone();
-            later(lasting, Box::new(move || b.delay_ms.store(0, Ordering::Relaxed)));
-        }
-        FaultKind::Loss { rate, lasting } => {
-            net.update_config(|c| c.packet_loss_rate = rate);
-            let n = net.clone();
-            later(
-                lasting,
-                Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)),
-            );
-        }
-    }
-}
-
-fn not_delivered(shared: &Shared) -> Vec<String> {
-    let view = shared.view.lock().expect("view");
-    shared
-        .accepted
-        .lock()
-        .expect("accepted")
-        .keys()
-        .filter(|o| view.get(*o).is_none_or(|(s, _)| *s != 999))
-        .cloned()
-        .collect()
-}
-
-/// Customers place `orders` at `rate` (exponential gaps), each through `place_order`; an order is
-/// accepted when that returned Ok (the customer was told "placed"). The scenario's bad records go
-/// out from here too, beside the orders: `malformed` records the shop must dead-letter, and with
-/// chance `hostile` per order one from the whole of `pizza::hostile`'s catalogue.
-async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Shared>) {
-    let t = SimTransport::connect("customers").await;
-    let mut rng = SplitMix64::new(seed ^ 0xc057_0e75);
-    // The bad records' own generator: a seed places the same orders with or without them.
-    let mut bad_rng = SplitMix64::new(seed ^ 0x4057_11e5);
-    let catalogue = hostile::pairs(&sys.topics);
-    let dead: Vec<_> = catalogue
-        .iter()
-        .filter(|(_, _, e)| *e == Expect::DeadLettered)
-        .cloned()
-        .collect();
-    let menu = sys.menu.clone();
-    let sys = Arc::new(sys);
-    // Which order each malformed event goes out beside.
-    let malformed_at: Vec<u32> = (0..sc.malformed)
-        .map(|_| rng.below(u64::from(sc.orders.max(1))) as u32)
-        .collect();
-    let mut used = BTreeSet::new();
-    let mut placing = Vec::new();
-    let mut bad_sent = 0u32;
-    let mut send_bad =
-        |pool: &[(Kind, String, Expect)], bad_rng: &mut SplitMix64, used: &mut BTreeSet<OrderId>| {
-            let (kind, topic, _) = &pool[bad_rng.below(pool.len() as u64) as usize];
-            let order_id = loop {
-                let id = OrderId::from_u32(bad_rng.next_u64() as u32);
-                if used.insert(id.clone()) {
-                    break id;
-                }
-            };
-            let n = bad_sent;
-            bad_sent += 1;
-            let spec = hostile::Spec {
-                topics: &sys.topics,
-                topic,
-                order_id: &order_id,
-                ts_ms: now_ms(),
-                max_record_bytes: MAX_RECORD_BYTES,
-                // Every one carries a header key that is not UTF-8 besides its own hostility:
-                // reading headers is on every record's path, the dead-letter copy's too.
-                headers: vec![
-                    (TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes())),
-                    (b"sim.\xff\xfe".to_vec(), Some(b"\x00\xff".to_vec())),
-                ],
-            };
-            let h = hostile::make(*kind, &spec).expect("the catalogue lists only kinds that apply");
-            tokio::spawn(send_hostile(t.clone(), shared.clone(), n, h))
-        };
-    for i in 0..sc.orders {
-        let gap = -(1.0 - rng.unit()).ln() / sc.rate;
-        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
-        let id = loop {
-            let id = OrderId::from_u32(rng.next_u64() as u32);
-            if used.insert(id.clone()) {
-                break id;
-            }
-        };
-        let pick =
-            |rng: &mut SplitMix64, items: &[String]| items[rng.below(items.len() as u64) as usize].clone();
-        let mut extras: Vec<String> = Vec::new();
-        for _ in 0..rng.below(3) {
-            let e = pick(&mut rng, &menu.extra_toppings);
-            if !extras.contains(&e) {
-                extras.push(e);
-            }
-        }
-        let req = OrderRequest {
-            username: format!("customer{}", rng.below(50)),
-            sauce: pick(&mut rng, &menu.sauces),
-            cheese: pick(&mut rng, &menu.cheeses),
-            main_topping: pick(&mut rng, &menu.main_toppings),
-            extra_toppings: extras,
-        };
-        let (t2, sys2, shared2) = (t.clone(), sys.clone(), shared.clone());
-        placing.push(tokio::spawn(async move {
-            match place_order(&t2, &sys2, &req, id.clone(), now_ms()).await {
-                Ok(_) => {
-                    shared2
-                        .accepted
-                        .lock()
-                        .expect("accepted")
-                        .insert(id.as_str().to_owned(), now_ms());
-                }
-                Err(PlaceError::Invalid(e)) => {
-                    shared2.violate(
-                        "orders-valid",
-                        Some(id.as_str()),
-                        format!("the menu refused {req:?}: {e}"),
-                    );
-                }
-                Err(PlaceError::Unavailable(e)) => {
-                    // The customer was told it failed; whatever reached the log need not be delivered.
-                    tracing::debug!(order = id.as_str(), error = %e, "order not placed");
-                    shared2.refused.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-        for _ in (0..sc.malformed).filter(|n| malformed_at[*n as usize] == i) {
-            placing.push(send_bad(&dead, &mut bad_rng, &mut used));
-        }
-        if sc.hostile > 0.0 && bad_rng.chance(sc.hostile) {
-            placing.push(send_bad(&catalogue, &mut bad_rng, &mut used));
-        }
-    }
-    if sc.orders == 0 {
-        for _ in 0..sc.malformed {
-            placing.push(send_bad(&dead, &mut bad_rng, &mut used));
-        }
-    }
-    for p in placing {
-        let _ = p.await;
-    }
-}
-
-/// Attempts at a hostile record while the broker is out of reach (each waits out the producer's
-/// 10 s deadline): far longer than any scenario's outage.
-const HOSTILE_ATTEMPTS: u32 = 100;
-
-/// Produces hostile record `n` (retried while the broker is out of reach); a valid order among them
-/// is accepted like any other.
-async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) {
-    shared
-        .hostile
-        .lock()
-        .expect("hostile")
-        .insert(n, (h.kind, h.expect));
-    let what = format!("hostile record #{n} ({} on {})", h.kind.name(), h.record.topic);
-    for _ in 0..HOSTILE_ATTEMPTS {
-        match t.produce_raw(h.record.clone()).await {
-            Ok(d) if h.expect == Expect::Refused => {
-                shared.violate(
-                    "oversize-refused",
-                    None,
-                    format!(
-                        "{what} of {} bytes was accepted at {}@{}",
-                        h.record.size(),
-                        d.partition,
-                        d.offset
-                    ),
-                );
-                return;
-            }
-            Ok(_) => {
-                if h.expect == Expect::Handled && h.kind == Kind::HeaderBytes {
-                    let id =
-                        String::from_utf8_lossy(h.record.key.as_deref().unwrap_or_default()).into_owned();
-                    shared.accepted.lock().expect("accepted").insert(id, now_ms());
-                }
-                return;
-            }
-            Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
-            Err(e) if e.is_retriable() => continue,
-            Err(e) => {
-                shared.violate("harness", None, format!("{what} was refused: {e}"));
-                return;
-            }
-        }
-    }
-    // Not a service's fault, but a run that could not send its input checked less than it says.
-    shared.violate(
-        "harness",
-        None,
-        format!("{what} could not be sent in {HOSTILE_ATTEMPTS} attempts"),
-    );
-}
-
-/// The checker's watch over the view: safety checks on every read.
-async fn watch_view(path: PathBuf, sys: SysConfig, scale: TimeScale, shared: Arc<Shared>, faultless: bool) {
-    let codes = &sys.codes;
-    // The SLA and the watchdog's period scale with the services' time; at scale 0 the watchdog is
-    // off (nothing takes time), so no order may be marked and none is due a mark.
-    let watchdog_on = scale.factor() > 0.0;
-    let sla_ms = scale.scale_secs(sys.stuck_after_secs).as_millis() as i64;
-    let period_ms = scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
-    let mut view = None;
-    // Order -> (status, when the checker first saw it at that status).
-    let mut seen: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let mut reported: BTreeSet<(&'static str, String)> = BTreeSet::new();
-    loop {
-        tokio::time::sleep(POLL_EVERY).await;
-        if view.is_none() && path.exists() {
-            view = ViewStore::open_read_only(&path).ok();
-        }
-        let Some(v) = &view else { continue };
-        let Ok(rows) = v.status_rows() else { continue };
-        let now = now_ms();
-        let impaired = shared.impaired.lock().expect("impaired").clone();
-        let mut violate = |inv: &'static str, order: &str, detail: String| {
-            if reported.insert((inv, order.to_owned())) {
-                shared.violate(inv, Some(order), detail);
-            }
-        };
-        let mut latest = BTreeMap::new();
-        for (order, status, status_ts, stuck, stuck_ts) in rows {
-            let since = match seen.get(&order) {
-                Some((prev, since)) if *prev == status => *since,
-                Some((prev, _)) => {
-                    if let (Some(a), Some(b)) = (codes.rank(*prev), codes.rank(status)) {
-                        if b < a {
-                            violate(
-                                "no-regression",
-                                &order,
-                                format!("status moved back from {prev} to {status}"),
-                            );
-                        }
-                    }
-                    now
-                }
-                None => now,
-            };
-            seen.insert(order.clone(), (status, since));
-            if stuck {
-                if faultless {
-                    violate(
-                        "no-stuck-without-faults",
-                        &order,
-                        format!("marked stuck at {status}"),
-                    );
-                }
-                let since = stuck_ts.unwrap_or(now) - status_ts;
-                if !watchdog_on {
-                    violate(
-                        "stuck-only-when-stuck",
-                        &order,
-                        format!("marked stuck at {status} at time scale 0, where the watchdog is off"),
-                    );
-                } else if since < sla_ms {
-                    violate(
-                        "stuck-only-when-stuck",
-                        &order,
-                        format!(
-                            "marked stuck at {status} {:.1}s after reaching it (SLA {}s)",
-                            since as f64 / 1000.0,
-                            sla_ms / 1000
-                        ),
-                    );
-                }
-            } else if watchdog_on && !codes.is_final(status) {
-                let active = impaired.iter().any(|(a, b)| *a <= now && now <= *b);
-                // After a fault that kept the watchdog from working, it starts counting again.
-                let healed = impaired
-                    .iter()
-                    .filter(|(a, b)| *b >= status_ts && *a <= now)
-                    .map(|(_, b)| *b)
-                    .max()
-                    .unwrap_or(i64::MIN);
-                // The watchdog may mark it once it is SLA old by its event time *and* the view
-                // shows it (a late event can arrive already old), then within a period.
-                let due = (status_ts + sla_ms).max(since).max(healed);
-                if !active && now - due > period_ms + MARK_SLACK_MS {
-                    violate(
-                        "stuck-marked-in-time",
-                        &order,
-                        format!(
-                            "at {status} for {:.1}s and not marked stuck (SLA {}s + period {}s)",
-                            (now - status_ts) as f64 / 1000.0,
-                            sla_ms / 1000,
-                            period_ms / 1000
-                        ),
-                    );
-                }
-            }
-            latest.insert(order, (status, stuck));
-        }
-        *shared.view.lock().expect("view") = latest;
-    }
-}
-
-fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
-    let dump = |p: &Path| ViewStore::open_read_only(p).and_then(|v| v.dump());
-    match (dump(live), dump(rebuilt)) {
-        (Ok(a), Ok(b)) if a == b => {}
-        (Ok(a), Ok(b)) => {
-            let diff = a
-                .status
-                .iter()
-                .zip(&b.status)
-                .find(|(x, y)| x != y)
-                .map(|(x, y)| (x.0.clone(), format!("live {x:?}, rebuilt {y:?}")));
-            let (order, detail) = diff.unwrap_or_else(|| {
-                (
-                    String::new(),
-                    format!(
-                        "live has {} status rows, {} timeline rows, {} details; rebuilt {}, {}, {}",
-                        a.status.len(),
-                        a.timeline.len(),
-                        a.details.len(),
-                        b.status.len(),
-                        b.timeline.len(),
-                        b.details.len()
-                    ),
-                )
-            });
-            let order = (!order.is_empty()).then_some(order);
-            shared.violate("view-equals-rebuild", order.as_deref(), detail);
-        }
-        (a, b) => shared.violate(
-            "view-equals-rebuild",
-            None,
-            format!("could not read the views: {:?} / {:?}", a.err(), b.err()),
-        ),
-    }
-}
-
-/// Checks on the log itself; returns (orders delivered, hostile records in the log, records in
-/// pizza-dlq).
-fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> (usize, usize, usize) {
-    let b = bs.lock();
-    let topics = &sys.topics;
-    let accepted = shared.accepted.lock().expect("accepted").clone();
-    let tag = |r: &crate::broker::Stored| r.header(TAG_HEADER).and_then(|n| n.parse::<u32>().ok());
-    // Deliveries: a redelivered input may re-send the same event, never a second delivery.
-    let mut deliveries: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for part in b.log(&topics.delivered) {
-        for r in part.iter().filter(|r| tag(r).is_none()) {
-            let key = String::from_utf8_lossy(r.key()).into_owned();
-            let ts = decode::<StatusOnly>(r.payload())
-                .ok()
-                .and_then(|e| e.timestamp)
-                .unwrap_or_default();
-            deliveries.entry(key).or_default().insert(ts);
-        }
-    }
-    for (order, times) in &deliveries {
-        if times.len() > 1 {
-            shared.violate(
-                "no-double-delivery",
-                Some(order),
-                format!("delivered {} times (timestamps {times:?})", times.len()),
-            );
-        }
-    }
-    // No event lost: every status a source topic carries for an accepted order reached pizza-status.
-    let mut merged: BTreeSet<(String, i64)> = BTreeSet::new();
-    for part in b.log(&topics.status) {
-        for r in part {
-            if let Ok(e) = decode::<StatusEvent>(r.payload()) {
-                merged.insert((String::from_utf8_lossy(r.key()).into_owned(), e.status));
-            }
-        }
-    }
-    for topic in topics.sources() {
-        for part in b.log(topic) {
-            for r in part {
-                let key = String::from_utf8_lossy(r.key()).into_owned();
-                if !accepted.contains_key(&key) {
-                    continue;
-                }
-                let Ok(e) = decode::<StatusOnly>(r.payload()) else {
-                    continue;
-                };
-                if !merged.contains(&(key.clone(), e.status)) {
-                    shared.violate(
-                        "no-event-lost",
-                        Some(&key),
-                        format!("status {} on {topic} never reached {}", e.status, topics.status),
-                    );
-                }
-            }
-        }
-    }
-    // The hostile records that reached the log, wherever the producer was told they went.
-    let sent = shared.hostile.lock().expect("hostile").clone();
-    let mut hostile_in_log: BTreeMap<(String, i32, i64), (u32, Kind, Expect)> = BTreeMap::new();
-    for topic in hostile::consumed_topics(topics) {
-        for (p, part) in b.log(topic).iter().enumerate() {
-            for (o, r) in part.iter().enumerate() {
-                if let Some((n, (kind, expect))) = tag(r).and_then(|n| Some((n, *sent.get(&n)?))) {
-                    hostile_in_log.insert((topic.to_owned(), p as i32, o as i64), (n, kind, expect));
-                }
-            }
-        }
-    }
-    // pizza-dlq: only records that are not their topic's event, each with a reason, and every one of
-    // them from every service that consumes its topic.
-    let mut dead: BTreeSet<((String, i32, i64), String)> = BTreeSet::new();
-    let mut dlq_records = 0;
-    for part in b.log(&topics.dlq) {
-        for r in part {
-            dlq_records += 1;
-            let source = (
-                r.header("dlq.source.topic").unwrap_or_default(),
-                r.header("dlq.source.partition")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(-1),
-                r.header("dlq.source.offset")
-                    .and_then(|o| o.parse().ok())
-                    .unwrap_or(-1),
-            );
-            let service = r.header("dlq.service").unwrap_or_default();
-            let reason = r.header("dlq.reason").unwrap_or_default();
-            let reads = service
-                .parse::<ServiceName>()
-                .is_ok_and(|s| topics.consumers_of(&source.0).contains(&s));
-            match hostile_in_log.get(&source) {
-                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() && reads => {
-                    dead.insert((source, service));
-                }
-                other => {
-                    let what = other.map_or("not a hostile record".to_owned(), |(n, kind, expect)| {
-                        format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
-                    });
-                    shared.violate(
-                        "dlq-only-malformed",
-                        Some(&String::from_utf8_lossy(r.key())),
-                        format!(
-                            "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
-                            source.0, source.1, source.2
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    for (source, (n, kind, expect)) in &hostile_in_log {
-        if *expect != Expect::DeadLettered {
-            continue;
-        }
-        for service in topics.consumers_of(&source.0) {
-            if !dead.contains(&(source.clone(), service.as_str().to_owned())) {
-                shared.violate(
-                    "malformed-dead-lettered",
-                    None,
-                    format!(
-                        "hostile record #{n} ({}) at {}/{}@{} never reached {} from {service}",
-                        kind.name(),
-                        source.0,
-                        source.1,
-                        source.2,
-                        topics.dlq
-                    ),
-                );
-            }
-        }
-    }
-    let delivered = accepted.keys().filter(|o| deliveries.contains_key(*o)).count();
-    (delivered, hostile_in_log.len(), dlq_records)
 }

@@ -20,9 +20,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, Fetched, FetchedRecord, ProduceError};
+use crate::harness::cluster::BROKER_ADDR;
 
-/// Where the broker listens.
-pub const BROKER_ADDR: &str = "10.0.0.1:9092";
 const REQUEST_TAG: u64 = 0x006b_6166_6b61;
 /// How long one request may take before the client tries again.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -218,7 +217,7 @@ impl SimTransport {
         let ep = Endpoint::bind("0.0.0.0:0").await.expect("bind a client endpoint");
         SimTransport(Arc::new(Client {
             ep,
-            broker: BROKER_ADDR.parse().expect("a socket address"),
+            broker: BROKER_ADDR,
             node: node.to_owned(),
             producer: madsim::rand::random(),
             seq: AtomicU64::new(0),

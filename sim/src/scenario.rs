@@ -4,7 +4,7 @@
 //! # comments run to the end of the line
 //! orders 1000            # orders the customers place
 //! rate 10                # orders per simulated second
-//! ovens 256              # records each service handles at once
+//! concurrency 256        # records each service handles at once
 //! partitions 6
 //! malformed 4            # malformed events the scenario itself produces (they must end in pizza-dlq)
 //! hostile 0.2            # per order placed, the chance of a hostile record beside it (pizza::hostile)
@@ -41,7 +41,7 @@ pub struct Scenario {
     pub orders: u32,
     /// Orders per simulated second.
     pub rate: f64,
-    pub ovens: usize,
+    pub concurrency: usize,
     pub partitions: i32,
     pub malformed: u32,
     /// Per order placed, the chance that a record from `pizza::hostile`'s catalogue (any kind, any
@@ -63,7 +63,7 @@ impl Default for Scenario {
             name: "unnamed".into(),
             orders: 200,
             rate: 10.0,
-            ovens: 256,
+            concurrency: 256,
             partitions: 6,
             malformed: 0,
             hostile: 0.0,
@@ -269,7 +269,7 @@ impl Scenario {
                     return Err("rate must be above 0".into());
                 }
             }
-            "ovens" => self.ovens = number::<usize>("ovens", one("ovens")?)?.max(1),
+            "concurrency" => self.concurrency = number::<usize>("concurrency", one("concurrency")?)?.max(1),
             "partitions" => {
                 self.partitions = number("partitions", one("partitions")?)?;
                 if !(1..=1000).contains(&self.partitions) {
@@ -323,7 +323,7 @@ impl Scenario {
             _ => (Duration::from_millis(5), Duration::from_millis(50)),
         };
         sc.partitions = [1, 3, 6, 12][rng.below(4) as usize];
-        sc.ovens = [64, 128, 256][rng.below(3) as usize];
+        sc.concurrency = [64, 128, 256][rng.below(3) as usize];
         let arrival = Duration::from_secs_f64(f64::from(sc.orders) / sc.rate);
         let window = arrival.as_millis() as u64 + 60_000;
         let services = ServiceName::CONSUMERS;
@@ -375,11 +375,11 @@ impl Scenario {
     /// The scenario as text, in the file format (a swarm draw, written out, replays as a file).
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "# {}\norders {}\nrate {}\novens {}\npartitions {}\nmalformed {}\nlatency {}..{}\nheal {}\n",
+            "# {}\norders {}\nrate {}\nconcurrency {}\npartitions {}\nmalformed {}\nlatency {}..{}\nheal {}\n",
             self.name,
             self.orders,
             self.rate,
-            self.ovens,
+            self.concurrency,
             self.partitions,
             self.malformed,
             micros(self.latency.0),
@@ -538,7 +538,7 @@ mod tests {
         assert!(err("rate 0").contains("above 0"));
         assert!(err("hostile 1.5").contains("chance in [0, 1]"));
         assert!(err("time-scale -1").contains("time scale must be a finite number >= 0"));
-        assert!(err("ovens many").contains("not a valid number"));
+        assert!(err("concurrency many").contains("not a valid number"));
         assert!(err("at 1s pause bake").contains("for <duration>"));
         assert!(err("at 1s explode").contains("unknown fault"));
         assert!(err("colour blue").contains("unknown setting"));

@@ -128,7 +128,7 @@ fn caught(mutant: Mutant, name: &str, seeds: u64, invariant: &str) {
             println!("{} survived {name} seed {seed}", mutant.name());
             continue;
         }
-        let names: Vec<&str> = o.violations.iter().map(|v| v.invariant).collect();
+        let names: Vec<&str> = o.violations.iter().map(|v| v.invariant.name()).collect();
         assert!(
             names.contains(&invariant),
             "{} was caught by {names:?}, expected {invariant}:\n{o}",
@@ -151,7 +151,10 @@ fn caught(mutant: Mutant, name: &str, seeds: u64, invariant: &str) {
         println!(
             "{} caught by {name} at seed {seed} (within {seeds}): {}",
             mutant.name(),
-            o.violations.iter().find(|v| v.invariant == invariant).unwrap()
+            o.violations
+                .iter()
+                .find(|v| v.invariant.name() == invariant)
+                .unwrap()
         );
         return;
     }

@@ -19,38 +19,109 @@ fn main() {
 #[cfg(madsim)]
 mod runner {
     use std::io::Write;
+    use std::ops::Range;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, Parser};
     use pizza::mutants::Mutant;
     use pizza_sim::harness::{run, Outcome, RunOptions};
     use pizza_sim::scenario::Scenario;
 
-    const USAGE: &str = "\
-usage: cargo sim [--scenario NAME|PATH|all]... [--seed N | --seeds A..B] [--jobs N]
-                 [--orders N] [--mutant NAME] [--trace FILE] [--traces DIR] [--list]
+    /// Runs each scenario (a file in scenarios/, or a path) once per seed and checks its
+    /// invariants; a failure prints the seed and the command that replays it, and writes the run's
+    /// trace.
+    #[derive(Parser, Debug)]
+    #[command(name = "sim", bin_name = "cargo sim", version)]
+    struct Cli {
+        /// Scenario name or file; repeat for several; `all` is every file in scenarios/.
+        #[arg(long = "scenario", value_name = "NAME|PATH|all", default_value = "standard")]
+        scenarios: Vec<String>,
+        /// One seed (prints the full verdict; --trace writes its trace even when it passes).
+        #[arg(long, value_name = "N", conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// Seeds A to B-1.
+        #[arg(long, value_name = "A..B", default_value = "0..20", value_parser = parse_seeds)]
+        seeds: Range<u64>,
+        /// Seeds run at once [default: the machine's cores].
+        #[arg(long, value_name = "N", value_parser = parse_jobs)]
+        jobs: Option<usize>,
+        /// Override the scenario's order count.
+        #[arg(long, value_name = "N")]
+        orders: Option<u32>,
+        /// Switch on a known bug (see --list); the run is expected to fail.
+        #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
+        mutant: Option<Mutant>,
+        /// Write the --seed run's trace here, even when it passes (a sweep writes failing runs'
+        /// traces to --traces).
+        #[arg(long, value_name = "FILE", requires = "seed")]
+        trace: Option<PathBuf>,
+        /// Where failing runs' traces go [default: target/sim-traces].
+        #[arg(long, value_name = "DIR")]
+        traces: Option<PathBuf>,
+        /// List scenarios and mutants.
+        #[arg(long)]
+        list: bool,
+    }
 
-Runs each scenario (a file in scenarios/, or a path) once per seed and checks its invariants.
-  --scenario   scenario name or file; repeat for several; `all` is every file in scenarios/ (default: standard)
-  --seed N     one seed (prints the full verdict; --trace writes its trace even when it passes)
-  --seeds A..B seeds A to B-1 (default 0..20)
-  --jobs N     seeds run at once (default: the machine's cores)
-  --orders N   override the scenario's order count
-  --mutant M   switch on a known bug (see --list); the run is expected to fail
-  --traces DIR where failing runs' traces go (default target/sim-traces)
-  --list       list scenarios and mutants";
+    /// A range of seeds written `A..B` (B excluded), not empty.
+    fn parse_seeds(v: &str) -> Result<Range<u64>, String> {
+        let (a, b) = v
+            .split_once("..")
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(|| format!("`{v}` is not a range like 0..100"))?;
+        if a >= b {
+            return Err(format!("{v} is empty"));
+        }
+        Ok(a..b)
+    }
 
+    fn parse_jobs(v: &str) -> Result<usize, String> {
+        v.parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{v}` is not a positive number"))
+    }
+
+    fn parse_mutant(v: &str) -> Result<Mutant, String> {
+        v.parse()
+    }
+
+    /// The command line resolved: the scenarios loaded, the seeds and defaults settled.
     struct Args {
         scenarios: Vec<Scenario>,
-        seeds: std::ops::Range<u64>,
+        seeds: Range<u64>,
+        /// One seed (`--seed`): the full verdict of each scenario rather than a sweep.
         single: bool,
         jobs: usize,
         orders: Option<u32>,
         mutant: Option<Mutant>,
         trace: Option<PathBuf>,
         traces: PathBuf,
+    }
+
+    impl Args {
+        fn resolve(cli: Cli) -> Result<Args, String> {
+            let mut scenarios = Vec::new();
+            for name in &cli.scenarios {
+                scenarios.extend(load(name)?);
+            }
+            Ok(Args {
+                scenarios,
+                seeds: cli.seed.map_or(cli.seeds, |n| n..n + 1),
+                single: cli.seed.is_some(),
+                jobs: cli
+                    .jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                orders: cli.orders,
+                mutant: cli.mutant,
+                trace: cli.trace,
+                traces: cli.traces.unwrap_or_else(pizza_sim::traces_dir),
+            })
+        }
     }
 
     fn scenario_files() -> Vec<PathBuf> {
@@ -80,100 +151,27 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
         Scenario::load(&path).map(|s| vec![s]).map_err(|e| e.to_string())
     }
 
-    fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
-        let mut names = Vec::new();
-        let mut args = Args {
-            scenarios: Vec::new(),
-            seeds: 0..20,
-            single: false,
-            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            orders: None,
-            mutant: None,
-            trace: None,
-            traces: pizza_sim::traces_dir(),
-        };
-        let mut it = argv.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--scenario" => names.push(value()?.clone()),
-                "--seed" => {
-                    let v = value()?;
-                    let n: u64 = v.parse().map_err(|_| format!("--seed: `{v}` is not a number"))?;
-                    args.seeds = n..n + 1;
-                    args.single = true;
-                }
-                "--seeds" => {
-                    let v = value()?;
-                    let (a, b) = v
-                        .split_once("..")
-                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-                        .ok_or_else(|| format!("--seeds: `{v}` is not a range like 0..100"))?;
-                    if a >= b {
-                        return Err(format!("--seeds: {v} is empty"));
-                    }
-                    args.seeds = a..b;
-                }
-                "--jobs" => {
-                    let v = value()?;
-                    args.jobs = v
-                        .parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| format!("--jobs: `{v}` is not a positive number"))?;
-                }
-                "--orders" => {
-                    let v = value()?;
-                    args.orders = Some(
-                        v.parse()
-                            .map_err(|_| format!("--orders: `{v}` is not a number"))?,
-                    );
-                }
-                "--mutant" => args.mutant = Some(value()?.parse()?),
-                "--trace" => args.trace = Some(PathBuf::from(value()?)),
-                "--traces" => args.traces = PathBuf::from(value()?),
-                "--list" => {
-                    println!("scenarios ({}):", pizza_sim::scenarios_dir().display());
-                    for p in scenario_files() {
-                        println!("  {}", p.file_stem().unwrap_or_default().to_string_lossy());
-                    }
-                    println!("mutants:");
-                    for m in Mutant::ALL {
-                        println!("  {}", m.name());
-                    }
-                    return Ok(None);
-                }
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    return Ok(None);
-                }
-                other => return Err(format!("unknown argument `{other}`")),
-            }
+    fn list() {
+        println!("scenarios ({}):", pizza_sim::scenarios_dir().display());
+        for p in scenario_files() {
+            println!("  {}", p.file_stem().unwrap_or_default().to_string_lossy());
         }
-        if args.trace.is_some() && !args.single {
-            return Err(
-                "--trace FILE goes with --seed N (a sweep writes failing runs' traces to --traces DIR)"
-                    .into(),
-            );
+        println!("mutants:");
+        for m in Mutant::ALL {
+            println!("  {}", m.name());
         }
-        if names.is_empty() {
-            names.push("standard".into());
-        }
-        for n in names {
-            args.scenarios.extend(load(&n)?);
-        }
-        Ok(Some(args))
     }
 
     pub fn main() -> i32 {
-        let argv: Vec<String> = std::env::args().skip(1).collect();
-        let args = match parse_args(&argv) {
-            Ok(Some(a)) => a,
-            Ok(None) => return 0,
-            Err(e) => {
-                eprintln!("sim: {e}\n\n{USAGE}");
-                return 2;
-            }
+        let cli = Cli::parse();
+        if cli.list {
+            list();
+            return 0;
+        }
+        let args = match Args::resolve(cli) {
+            Ok(a) => a,
+            // A scenario that does not load is a bad argument: clap's usage error, exit 2.
+            Err(e) => Cli::command().error(ErrorKind::InvalidValue, e).exit(),
         };
         if args.single {
             return single(&args);
@@ -226,10 +224,31 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
         i32::from(failed)
     }
 
+    /// Every (scenario, seed) run of a sweep, in order, across `args.jobs` threads.
     fn sweep(args: &Args) -> i32 {
         let work: Vec<(usize, u64)> = (0..args.scenarios.len())
             .flat_map(|s| args.seeds.clone().map(move |seed| (s, seed)))
             .collect();
+        print_plan(args, work.len());
+        let started = Instant::now();
+        let mut tally = run_all(args, &work, started);
+        eprintln!();
+        print_summary(args, &mut tally, work.len(), started.elapsed());
+        if tally.failures.is_empty() {
+            println!("all passed");
+            return 0;
+        }
+        for (sc, seed) in &tally.failures {
+            let m = args
+                .mutant
+                .map(|m| format!(" --mutant {}", m.name()))
+                .unwrap_or_default();
+            println!("failed: cargo sim --scenario {sc} --seed {seed}{m}");
+        }
+        1
+    }
+
+    fn print_plan(args: &Args, runs: usize) {
         let names: Vec<&str> = args.scenarios.iter().map(|s| s.name.as_str()).collect();
         println!(
             "sim: {} scenario(s) [{}] x seeds {}..{} = {} runs, {} jobs{}",
@@ -237,69 +256,100 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
             names.join(", "),
             args.seeds.start,
             args.seeds.end,
-            work.len(),
+            runs,
             args.jobs,
             args.mutant
                 .map(|m| format!(", mutant {}", m.name()))
                 .unwrap_or_default()
         );
+    }
+
+    /// What a sweep saw: each scenario's wall time per seed, and the runs that failed.
+    struct Tally {
+        walls: Vec<Vec<Duration>>,
+        /// (scenario, seed), in the order they finished.
+        failures: Vec<(String, u64)>,
+    }
+
+    /// Runs `work` on `args.jobs` threads, reporting each failure as it comes and the progress.
+    fn run_all(args: &Args, work: &[(usize, u64)], started: Instant) -> Tally {
+        let names: Vec<&str> = args.scenarios.iter().map(|s| s.name.as_str()).collect();
         let next = AtomicUsize::new(0);
         let (tx, rx) = mpsc::channel::<(Outcome, Duration)>();
-        let started = Instant::now();
-        let mut failures = Vec::new();
-        let mut walls: Vec<Vec<Duration>> = vec![Vec::new(); args.scenarios.len()];
+        let mut tally = Tally {
+            walls: vec![Vec::new(); args.scenarios.len()],
+            failures: Vec::new(),
+        };
         std::thread::scope(|s| {
             for _ in 0..args.jobs.min(work.len()) {
-                let (tx, next, work) = (tx.clone(), &next, &work);
-                s.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((sc, seed)) = work.get(i).copied() else {
-                        return;
-                    };
-                    let wall = Instant::now();
-                    let o = run(&RunOptions {
-                        scenario: args.scenarios[sc].clone(),
-                        seed,
-                        mutant: args.mutant,
-                        orders: args.orders,
-                    });
-                    if tx.send((o, wall.elapsed())).is_err() {
-                        return;
-                    }
-                });
+                let (tx, next) = (tx.clone(), &next);
+                s.spawn(move || run_jobs(args, work, next, &tx));
             }
             drop(tx);
             let mut done = 0;
             for (o, wall) in rx {
                 done += 1;
                 let idx = names.iter().position(|n| *n == o.scenario).unwrap_or(0);
-                walls[idx].push(wall);
+                tally.walls[idx].push(wall);
                 if !o.passed() {
-                    let path = trace_path(&args.traces, &o);
-                    let written = o.write_trace(&path);
-                    eprintln!(
-                        "{}{o}",
-                        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                            "\r\x1b[K"
-                        } else {
-                            ""
-                        }
-                    );
-                    match written {
-                        Ok(()) => eprintln!("trace: {}", path.display()),
-                        Err(e) => eprintln!("could not write the trace to {}: {e}", path.display()),
-                    }
-                    failures.push((o.scenario.clone(), o.seed));
+                    report_failure(args, &o);
+                    tally.failures.push((o.scenario.clone(), o.seed));
                 }
-                progress(done, work.len(), failures.len(), started.elapsed());
+                progress(done, work.len(), tally.failures.len(), started.elapsed());
             }
         });
-        eprintln!();
-        let elapsed = started.elapsed();
-        for (sc, w) in args.scenarios.iter().zip(&mut walls) {
+        tally
+    }
+
+    /// One thread of a sweep: takes the next run off `work` until none is left.
+    fn run_jobs(
+        args: &Args,
+        work: &[(usize, u64)],
+        next: &AtomicUsize,
+        tx: &mpsc::Sender<(Outcome, Duration)>,
+    ) {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((sc, seed)) = work.get(i).copied() else {
+                return;
+            };
+            let wall = Instant::now();
+            let o = run(&RunOptions {
+                scenario: args.scenarios[sc].clone(),
+                seed,
+                mutant: args.mutant,
+                orders: args.orders,
+            });
+            if tx.send((o, wall.elapsed())).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A failed run of a sweep: its verdict (over the progress bar) and its trace, written.
+    fn report_failure(args: &Args, o: &Outcome) {
+        let path = trace_path(&args.traces, o);
+        let written = o.write_trace(&path);
+        eprintln!(
+            "{}{o}",
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                "\r\x1b[K"
+            } else {
+                ""
+            }
+        );
+        match written {
+            Ok(()) => eprintln!("trace: {}", path.display()),
+            Err(e) => eprintln!("could not write the trace to {}: {e}", path.display()),
+        }
+    }
+
+    /// Each scenario's seeds, failures and median wall time, then the sweep's rate.
+    fn print_summary(args: &Args, tally: &mut Tally, runs: usize, elapsed: Duration) {
+        for (sc, w) in args.scenarios.iter().zip(&mut tally.walls) {
             w.sort();
             let median = w.get(w.len() / 2).copied().unwrap_or_default();
-            let failed = failures.iter().filter(|(n, _)| *n == sc.name).count();
+            let failed = tally.failures.iter().filter(|(n, _)| *n == sc.name).count();
             println!(
                 "{:<14} {} seeds, {} failed, median wall {:.2}s per seed",
                 sc.name,
@@ -310,23 +360,11 @@ Runs each scenario (a file in scenarios/, or a path) once per seed and checks it
         }
         println!(
             "{} runs in {:.1}s: {:.1} seeds/minute with {} jobs",
-            work.len(),
+            runs,
             elapsed.as_secs_f64(),
-            work.len() as f64 * 60.0 / elapsed.as_secs_f64(),
+            runs as f64 * 60.0 / elapsed.as_secs_f64(),
             args.jobs
         );
-        if failures.is_empty() {
-            println!("all passed");
-            return 0;
-        }
-        for (sc, seed) in &failures {
-            let m = args
-                .mutant
-                .map(|m| format!(" --mutant {}", m.name()))
-                .unwrap_or_default();
-            println!("failed: cargo sim --scenario {sc} --seed {seed}{m}");
-        }
-        1
     }
 
     /// A progress bar redrawn in place on a terminal; elsewhere (CI logs) a line every tenth.

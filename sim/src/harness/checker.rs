@@ -1,0 +1,512 @@
+//! The checker: the safety checks on the view while the faults happen (from the checker's own
+//! node, as a reader of the SQLite view would), convergence after they heal, and the final checks
+//! of the view against its rebuild and of the log itself (the broker's own state).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use madsim::runtime::NodeHandle;
+use pizza::clock::{now_ms, TimeScale};
+use pizza::config::{ServiceName, SysConfig, Topics};
+use pizza::domain::{decode, StatusCodes, StatusEvent, StatusOnly};
+use pizza::error::Report;
+use pizza::hostile::{self, Expect, Kind, TAG_HEADER};
+use pizza::services::ServiceConfig;
+use pizza::store::ViewStore;
+use pizza::view::StatusRow;
+
+use super::{Invariant, Shared};
+use crate::broker::{Broker, Stored};
+use crate::node::{BrokerShared, SimTransport};
+use crate::scenario::Scenario;
+
+/// How often the checker reads the view.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Time allowed for a stuck mark to travel from the watchdog's produce into the view.
+const MARK_SLACK_MS: i64 = 5_000;
+/// How often convergence is checked after the heal.
+const CONVERGE_POLL: Duration = Duration::from_secs(1);
+
+/// The checker's watch over the view: safety checks on every read.
+pub(super) async fn watch_view(
+    path: PathBuf,
+    sys: SysConfig,
+    scale: TimeScale,
+    shared: Arc<Shared>,
+    faultless: bool,
+) {
+    let mut watch = Watch::new(&sys, scale, shared, faultless);
+    let mut view = None;
+    loop {
+        tokio::time::sleep(POLL_EVERY).await;
+        if view.is_none() && path.exists() {
+            view = ViewStore::open_read_only(&path).ok();
+        }
+        let Some(v) = &view else { continue };
+        let Ok(rows) = v.status_rows() else { continue };
+        let latest = watch.check(rows, now_ms());
+        *watch.shared.view.lock().expect("view") = latest;
+    }
+}
+
+/// What the watch remembers between reads of the view, and the watchdog's rules it holds the view
+/// to.
+struct Watch {
+    shared: Arc<Shared>,
+    codes: StatusCodes,
+    /// At time scale 0 the watchdog is off (nothing takes time), so no order may be marked and none
+    /// is due a mark.
+    watchdog_on: bool,
+    /// The SLA and the watchdog's period, scaled with the services' time.
+    sla_ms: i64,
+    period_ms: i64,
+    faultless: bool,
+    /// Order -> (status, when the checker first saw it at that status).
+    seen: BTreeMap<String, (i64, i64)>,
+    /// Each invariant is reported once per order.
+    reported: BTreeSet<(Invariant, String)>,
+}
+
+impl Watch {
+    fn new(sys: &SysConfig, scale: TimeScale, shared: Arc<Shared>, faultless: bool) -> Watch {
+        Watch {
+            shared,
+            codes: sys.codes.clone(),
+            watchdog_on: scale.factor() > 0.0,
+            sla_ms: scale.scale_secs(sys.stuck_after_secs).as_millis() as i64,
+            period_ms: scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64,
+            faultless,
+            seen: BTreeMap::new(),
+            reported: BTreeSet::new(),
+        }
+    }
+
+    fn violate(&mut self, inv: Invariant, order: &str, detail: String) {
+        if self.reported.insert((inv, order.to_owned())) {
+            self.shared.violate(inv, Some(order), detail);
+        }
+    }
+
+    /// Checks one read of the view at `now`; returns it as order -> (status, stuck).
+    fn check(&mut self, rows: Vec<StatusRow>, now: i64) -> BTreeMap<String, (i64, bool)> {
+        let impaired = self.shared.impaired.lock().expect("impaired").clone();
+        let mut latest = BTreeMap::new();
+        for (order, status, status_at_ms, stuck, stuck_at_ms) in rows {
+            let since = self.seen_since(&order, status, now);
+            if stuck {
+                self.check_marked(&order, status, stuck_at_ms.unwrap_or(now) - status_at_ms);
+            } else if self.watchdog_on && !self.codes.is_final(status) {
+                self.check_unmarked(&order, status, status_at_ms, since, now, &impaired);
+            }
+            latest.insert(order, (status, stuck));
+        }
+        latest
+    }
+
+    /// Since when the checker has seen `order` at `status`; a status that moved backwards is a
+    /// regression.
+    fn seen_since(&mut self, order: &str, status: i64, now: i64) -> i64 {
+        let since = match self.seen.get(order) {
+            Some((prev, since)) if *prev == status => *since,
+            Some((prev, _)) => {
+                let prev = *prev;
+                if let (Some(a), Some(b)) = (self.codes.rank(prev), self.codes.rank(status)) {
+                    if b < a {
+                        self.violate(
+                            Invariant::NoRegression,
+                            order,
+                            format!("status moved back from {prev} to {status}"),
+                        );
+                    }
+                }
+                now
+            }
+            None => now,
+        };
+        self.seen.insert(order.to_owned(), (status, since));
+        since
+    }
+
+    /// A stuck mark, `still_ms` after the order reached `status`: only where the order sat still
+    /// for the SLA, and never in a run without faults.
+    fn check_marked(&mut self, order: &str, status: i64, still_ms: i64) {
+        if self.faultless {
+            self.violate(
+                Invariant::NoStuckWithoutFaults,
+                order,
+                format!("marked stuck at {status}"),
+            );
+        }
+        if !self.watchdog_on {
+            self.violate(
+                Invariant::StuckOnlyWhenStuck,
+                order,
+                format!("marked stuck at {status} at time scale 0, where the watchdog is off"),
+            );
+        } else if still_ms < self.sla_ms {
+            self.violate(
+                Invariant::StuckOnlyWhenStuck,
+                order,
+                format!(
+                    "marked stuck at {status} {:.1}s after reaching it (SLA {}s)",
+                    still_ms as f64 / 1000.0,
+                    self.sla_ms / 1000
+                ),
+            );
+        }
+    }
+
+    /// An order not marked: it must not have sat still past its due time by more than a period
+    /// (and the slack to carry the mark), unless a fault keeps the watchdog from working now.
+    fn check_unmarked(
+        &mut self,
+        order: &str,
+        status: i64,
+        status_at_ms: i64,
+        seen_since: i64,
+        now: i64,
+        impaired: &[(i64, i64)],
+    ) {
+        let active = impaired.iter().any(|(a, b)| *a <= now && now <= *b);
+        // After a fault that kept the watchdog from working, it starts counting again.
+        let healed = impaired
+            .iter()
+            .filter(|(a, b)| *b >= status_at_ms && *a <= now)
+            .map(|(_, b)| *b)
+            .max()
+            .unwrap_or(i64::MIN);
+        // The watchdog may mark it once it is SLA old by its event time *and* the view
+        // shows it (a late event can arrive already old), then within a period.
+        let due = (status_at_ms + self.sla_ms).max(seen_since).max(healed);
+        if !active && now - due > self.period_ms + MARK_SLACK_MS {
+            self.violate(
+                Invariant::StuckMarkedInTime,
+                order,
+                format!(
+                    "at {status} for {:.1}s and not marked stuck (SLA {}s + period {}s)",
+                    (now - status_at_ms) as f64 / 1000.0,
+                    self.sla_ms / 1000,
+                    self.period_ms / 1000
+                ),
+            );
+        }
+    }
+}
+
+/// Accepted orders the checker's latest read of the view does not show delivered.
+fn not_delivered(shared: &Shared) -> Vec<String> {
+    let view = shared.view.lock().expect("view");
+    shared
+        .accepted
+        .lock()
+        .expect("accepted")
+        .keys()
+        .filter(|o| view.get(*o).is_none_or(|(s, _)| *s != 999))
+        .cloned()
+        .collect()
+}
+
+/// Phase 2: waits, within the scenario's heal budget, for every accepted order to be delivered
+/// and every group to have committed the whole log; reports what did not.
+pub(super) async fn converge(sc: &Scenario, bs: &BrokerShared, shared: &Shared) {
+    let budget_end = now_ms() + sc.heal.as_millis() as i64;
+    let converged = loop {
+        let pending = not_delivered(shared);
+        let lag: i64 = bs.lock().lag().values().sum();
+        if pending.is_empty() && lag == 0 {
+            break true;
+        }
+        if now_ms() >= budget_end {
+            break false;
+        }
+        tokio::time::sleep(CONVERGE_POLL).await;
+    };
+    if converged {
+        return;
+    }
+    let view = shared.view.lock().expect("view").clone();
+    for order in not_delivered(shared) {
+        let at = view
+            .get(&order)
+            .map_or("not in the view".to_owned(), |(s, _)| format!("at status {s}"));
+        shared.violate(
+            Invariant::AllAcceptedDelivered,
+            Some(&order),
+            format!("{at} after the {}s heal budget", sc.heal.as_secs()),
+        );
+    }
+    let lag = bs.lock().lag();
+    for (group, n) in lag.into_iter().filter(|(_, n)| *n > 0) {
+        shared.violate(
+            Invariant::AllAcceptedDelivered,
+            None,
+            format!("group {group} still has {n} records uncommitted after the heal budget"),
+        );
+    }
+}
+
+/// Rebuilds the view from the log on the checker's node (as `pizza::view::rebuild` would for an
+/// operator) and compares it with the live one at `view_path`.
+pub(super) async fn check_rebuild(
+    checker: &NodeHandle,
+    cfg: ServiceConfig,
+    root: &Path,
+    view_path: &Path,
+    shared: &Shared,
+) {
+    let rebuild_path = root.join("rebuilt.db");
+    let rebuilt = checker
+        .spawn(async move {
+            let t = SimTransport::connect("checker").await;
+            let sink = ViewStore::create(&rebuild_path).map_err(|e| Report(&e).to_string())?;
+            pizza::view::rebuild(&t, &cfg.sys, &sink)
+                .await
+                .map(|_| rebuild_path)
+                .map_err(|e| Report(&e).to_string())
+        })
+        .await
+        .expect("the checker node runs");
+    match rebuilt {
+        Ok(path) => compare_views(shared, view_path, &path),
+        Err(e) => shared.violate(Invariant::ViewEqualsRebuild, None, format!("rebuild failed: {e}")),
+    }
+}
+
+fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
+    let dump = |p: &Path| ViewStore::open_read_only(p).and_then(|v| v.dump());
+    match (dump(live), dump(rebuilt)) {
+        (Ok(a), Ok(b)) if a == b => {}
+        (Ok(a), Ok(b)) => {
+            let diff = a
+                .status
+                .iter()
+                .zip(&b.status)
+                .find(|(x, y)| x != y)
+                .map(|(x, y)| (x.0.clone(), format!("live {x:?}, rebuilt {y:?}")));
+            let (order, detail) = diff.unwrap_or_else(|| {
+                (
+                    String::new(),
+                    format!(
+                        "live has {} status rows, {} timeline rows, {} details; rebuilt {}, {}, {}",
+                        a.status.len(),
+                        a.timeline.len(),
+                        a.details.len(),
+                        b.status.len(),
+                        b.timeline.len(),
+                        b.details.len()
+                    ),
+                )
+            });
+            let order = (!order.is_empty()).then_some(order);
+            shared.violate(Invariant::ViewEqualsRebuild, order.as_deref(), detail);
+        }
+        (a, b) => shared.violate(
+            Invariant::ViewEqualsRebuild,
+            None,
+            format!("could not read the views: {:?} / {:?}", a.err(), b.err()),
+        ),
+    }
+}
+
+/// What the log holds, as the verdict counts it.
+pub(super) struct LogCounts {
+    /// Accepted orders delivered.
+    pub delivered: usize,
+    /// Hostile records in the log.
+    pub hostile: usize,
+    /// Records in pizza-dlq.
+    pub dead_lettered: usize,
+}
+
+/// Where a record sits in the log: topic, partition, offset.
+type Position = (String, i32, i64);
+/// A hostile record found in the log: its number, kind and what the shop must do with it.
+type Found = (u32, Kind, Expect);
+
+/// The number a hostile record carries in its `sim.hostile` header.
+fn tag(r: &Stored) -> Option<u32> {
+    r.header(TAG_HEADER).and_then(|n| n.parse::<u32>().ok())
+}
+
+/// Checks on the log itself.
+pub(super) fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> LogCounts {
+    let b = bs.lock();
+    let topics = &sys.topics;
+    let accepted = shared.accepted.lock().expect("accepted").clone();
+    let deliveries = check_deliveries(&b, topics, shared);
+    check_no_event_lost(&b, topics, &accepted, shared);
+    let sent = shared.hostile.lock().expect("hostile").clone();
+    let hostile_in_log = find_hostile(&b, topics, &sent);
+    let (dead, dlq_records) = check_dlq(&b, topics, &hostile_in_log, shared);
+    check_dead_lettered(topics, &hostile_in_log, &dead, shared);
+    LogCounts {
+        delivered: accepted.keys().filter(|o| deliveries.contains_key(*o)).count(),
+        hostile: hostile_in_log.len(),
+        dead_lettered: dlq_records,
+    }
+}
+
+/// The delivery times of each order on pizza-delivered: a redelivered input may re-send the same
+/// event, never a second delivery.
+fn check_deliveries(b: &Broker, topics: &Topics, shared: &Shared) -> BTreeMap<String, BTreeSet<i64>> {
+    let mut deliveries: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for part in b.log(&topics.delivered) {
+        for r in part.iter().filter(|r| tag(r).is_none()) {
+            let key = String::from_utf8_lossy(r.key()).into_owned();
+            let ts = decode::<StatusOnly>(r.payload())
+                .ok()
+                .and_then(|e| e.timestamp)
+                .unwrap_or_default();
+            deliveries.entry(key).or_default().insert(ts);
+        }
+    }
+    for (order, times) in &deliveries {
+        if times.len() > 1 {
+            shared.violate(
+                Invariant::NoDoubleDelivery,
+                Some(order),
+                format!("delivered {} times (timestamps {times:?})", times.len()),
+            );
+        }
+    }
+    deliveries
+}
+
+/// No event lost: every status a source topic carries for an accepted order reached pizza-status.
+fn check_no_event_lost(b: &Broker, topics: &Topics, accepted: &BTreeMap<String, i64>, shared: &Shared) {
+    let mut merged: BTreeSet<(String, i64)> = BTreeSet::new();
+    for part in b.log(&topics.status) {
+        for r in part {
+            if let Ok(e) = decode::<StatusEvent>(r.payload()) {
+                merged.insert((String::from_utf8_lossy(r.key()).into_owned(), e.status));
+            }
+        }
+    }
+    for topic in topics.sources() {
+        for part in b.log(topic) {
+            for r in part {
+                let key = String::from_utf8_lossy(r.key()).into_owned();
+                if !accepted.contains_key(&key) {
+                    continue;
+                }
+                let Ok(e) = decode::<StatusOnly>(r.payload()) else {
+                    continue;
+                };
+                if !merged.contains(&(key.clone(), e.status)) {
+                    shared.violate(
+                        Invariant::NoEventLost,
+                        Some(&key),
+                        format!("status {} on {topic} never reached {}", e.status, topics.status),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The hostile records that reached the log, wherever the producer was told they went.
+fn find_hostile(
+    b: &Broker,
+    topics: &Topics,
+    sent: &BTreeMap<u32, (Kind, Expect)>,
+) -> BTreeMap<Position, Found> {
+    let mut hostile_in_log = BTreeMap::new();
+    for topic in hostile::consumed_topics(topics) {
+        for (p, part) in b.log(topic).iter().enumerate() {
+            for (o, r) in part.iter().enumerate() {
+                if let Some((n, (kind, expect))) = tag(r).and_then(|n| Some((n, *sent.get(&n)?))) {
+                    hostile_in_log.insert((topic.to_owned(), p as i32, o as i64), (n, kind, expect));
+                }
+            }
+        }
+    }
+    hostile_in_log
+}
+
+/// pizza-dlq: only records that are not their topic's event, each with a reason, from a service
+/// that reads its topic. Returns which (record, service) pairs were dead-lettered, and how many
+/// records pizza-dlq holds.
+fn check_dlq(
+    b: &Broker,
+    topics: &Topics,
+    hostile_in_log: &BTreeMap<Position, Found>,
+    shared: &Shared,
+) -> (BTreeSet<(Position, String)>, usize) {
+    let mut dead = BTreeSet::new();
+    let mut dlq_records = 0;
+    for part in b.log(&topics.dlq) {
+        for r in part {
+            dlq_records += 1;
+            let source = dlq_source(r);
+            let service = r.header("dlq.service").unwrap_or_default();
+            let reason = r.header("dlq.reason").unwrap_or_default();
+            let reads = service
+                .parse::<ServiceName>()
+                .is_ok_and(|s| topics.consumers_of(&source.0).contains(&s));
+            match hostile_in_log.get(&source) {
+                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() && reads => {
+                    dead.insert((source, service));
+                }
+                other => {
+                    let what = other.map_or("not a hostile record".to_owned(), |(n, kind, expect)| {
+                        format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
+                    });
+                    shared.violate(
+                        Invariant::DlqOnlyMalformed,
+                        Some(&String::from_utf8_lossy(r.key())),
+                        format!(
+                            "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
+                            source.0, source.1, source.2
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    (dead, dlq_records)
+}
+
+/// Where a dead-letter record says its source sat (-1 where a header is missing or unreadable).
+fn dlq_source(r: &Stored) -> Position {
+    (
+        r.header("dlq.source.topic").unwrap_or_default(),
+        r.header("dlq.source.partition")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(-1),
+        r.header("dlq.source.offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(-1),
+    )
+}
+
+/// Every hostile record the shop must dead-letter was, by every service that consumes its topic.
+fn check_dead_lettered(
+    topics: &Topics,
+    hostile_in_log: &BTreeMap<Position, Found>,
+    dead: &BTreeSet<(Position, String)>,
+    shared: &Shared,
+) {
+    for (source, (n, kind, expect)) in hostile_in_log {
+        if *expect != Expect::DeadLettered {
+            continue;
+        }
+        for service in topics.consumers_of(&source.0) {
+            if !dead.contains(&(source.clone(), service.as_str().to_owned())) {
+                shared.violate(
+                    Invariant::MalformedDeadLettered,
+                    None,
+                    format!(
+                        "hostile record #{n} ({}) at {}/{}@{} never reached {} from {service}",
+                        kind.name(),
+                        source.0,
+                        source.1,
+                        source.2,
+                        topics.dlq
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The customers' node: orders placed through the command side the web app uses, and beside them
+//! the scenario's bad records (malformed ones the shop must dead-letter, and hostile ones from the
+//! whole of `pizza::hostile`'s catalogue), produced raw as a hostile producer would.
+//!
+//! Orders and bad records draw from generators of their own, so a seed places the same orders
+//! with or without bad records. The order of the draws is part of the seed's meaning: changing it
+//! changes every run's trace.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pizza::clock::now_ms;
+use pizza::command::{place_order, PlaceError};
+use pizza::config::{SysConfig, Topics};
+use pizza::domain::{Menu, OrderId, OrderRequest};
+use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
+use pizza::transport::TransportError;
+use tokio::task::JoinHandle;
+
+use super::{Invariant, Shared};
+use crate::broker::MAX_RECORD_BYTES;
+use crate::node::SimTransport;
+use crate::rng::SplitMix64;
+use crate::scenario::Scenario;
+
+/// Attempts at a hostile record while the broker is out of reach (each waits out the producer's
+/// 10 s deadline): far longer than any scenario's outage.
+const HOSTILE_ATTEMPTS: u32 = 100;
+
+/// Customers place `orders` at `rate` (exponential gaps), each through `place_order`; an order is
+/// accepted when that returned Ok (the customer was told "placed"). The scenario's bad records go
+/// out from here too, beside the orders: `malformed` records the shop must dead-letter, and with
+/// chance `hostile` per order one from the whole of `pizza::hostile`'s catalogue.
+pub(super) async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Shared>) {
+    let t = SimTransport::connect("customers").await;
+    let mut rng = SplitMix64::new(seed ^ 0xc057_0e75);
+    let mut bad = BadRecords::new(seed, &sys.topics);
+    let menu = sys.menu.clone();
+    let mut desk = Desk {
+        t,
+        sys: Arc::new(sys),
+        shared,
+        used: BTreeSet::new(),
+    };
+    // Which order each malformed event goes out beside.
+    let malformed_at: Vec<u32> = (0..sc.malformed)
+        .map(|_| rng.below(u64::from(sc.orders.max(1))) as u32)
+        .collect();
+    let mut placing = Vec::new();
+    for i in 0..sc.orders {
+        let gap = -(1.0 - rng.unit()).ln() / sc.rate;
+        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+        let id = unique_id(&mut rng, &mut desk.used);
+        let req = draw_order(&mut rng, &menu);
+        placing.push(desk.place(id, req));
+        for _ in (0..sc.malformed).filter(|n| malformed_at[*n as usize] == i) {
+            placing.push(bad.send(Pool::Malformed, &mut desk));
+        }
+        if sc.hostile > 0.0 && bad.rng.chance(sc.hostile) {
+            placing.push(bad.send(Pool::Catalogue, &mut desk));
+        }
+    }
+    if sc.orders == 0 {
+        for _ in 0..sc.malformed {
+            placing.push(bad.send(Pool::Malformed, &mut desk));
+        }
+    }
+    for p in placing {
+        let _ = p.await;
+    }
+}
+
+/// What the customers' node sends with, and reports to.
+struct Desk {
+    t: SimTransport,
+    sys: Arc<SysConfig>,
+    shared: Arc<Shared>,
+    /// Every order id handed out, to orders and bad records alike: no two share one.
+    used: BTreeSet<OrderId>,
+}
+
+impl Desk {
+    /// Places one order on a task of its own and records what the customer was told.
+    fn place(&self, id: OrderId, req: OrderRequest) -> JoinHandle<()> {
+        let (t, sys, shared) = (self.t.clone(), self.sys.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            match place_order(&t, &sys, &req, id.clone(), now_ms()).await {
+                Ok(_) => {
+                    shared
+                        .accepted
+                        .lock()
+                        .expect("accepted")
+                        .insert(id.as_str().to_owned(), now_ms());
+                }
+                Err(PlaceError::Invalid(e)) => {
+                    shared.violate(
+                        Invariant::OrdersValid,
+                        Some(id.as_str()),
+                        format!("the menu refused {req:?}: {e}"),
+                    );
+                }
+                Err(PlaceError::Unavailable(e)) => {
+                    // The customer was told it failed; whatever reached the log need not be delivered.
+                    tracing::debug!(order = id.as_str(), error = %e, "order not placed");
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    }
+}
+
+/// A fresh order id from `rng`, not yet in `used`.
+fn unique_id(rng: &mut SplitMix64, used: &mut BTreeSet<OrderId>) -> OrderId {
+    loop {
+        let id = OrderId::from_u32(rng.next_u64() as u32);
+        if used.insert(id.clone()) {
+            return id;
+        }
+    }
+}
+
+/// A customer's order off the menu: up to two extra toppings, one of 50 customers.
+fn draw_order(rng: &mut SplitMix64, menu: &Menu) -> OrderRequest {
+    let pick = |rng: &mut SplitMix64, items: &[String]| items[rng.below(items.len() as u64) as usize].clone();
+    let mut extras: Vec<String> = Vec::new();
+    for _ in 0..rng.below(3) {
+        let e = pick(rng, &menu.extra_toppings);
+        if !extras.contains(&e) {
+            extras.push(e);
+        }
+    }
+    OrderRequest {
+        username: format!("customer{}", rng.below(50)),
+        sauce: pick(rng, &menu.sauces),
+        cheese: pick(rng, &menu.cheeses),
+        main_topping: pick(rng, &menu.main_toppings),
+        extra_toppings: extras,
+    }
+}
+
+/// Which of the catalogue's (kind, topic) pairs a bad record is drawn from.
+#[derive(Clone, Copy)]
+enum Pool {
+    /// Only those the shop must dead-letter (the scenario's `malformed`).
+    Malformed,
+    /// Any of them (the scenario's `hostile`).
+    Catalogue,
+}
+
+/// The bad records' side of the customers: their own generator, and how many went out (each is
+/// numbered in its `sim.hostile` header so the checker finds it in the log).
+struct BadRecords {
+    rng: SplitMix64,
+    catalogue: Vec<(Kind, String, Expect)>,
+    malformed: Vec<(Kind, String, Expect)>,
+    sent: u32,
+}
+
+impl BadRecords {
+    fn new(seed: u64, topics: &Topics) -> BadRecords {
+        let catalogue = hostile::pairs(topics);
+        let malformed = catalogue
+            .iter()
+            .filter(|(_, _, e)| *e == Expect::DeadLettered)
+            .cloned()
+            .collect();
+        BadRecords {
+            rng: SplitMix64::new(seed ^ 0x4057_11e5),
+            catalogue,
+            malformed,
+            sent: 0,
+        }
+    }
+
+    /// Draws the next bad record from `pool` and produces it on a task of its own.
+    fn send(&mut self, pool: Pool, desk: &mut Desk) -> JoinHandle<()> {
+        let pool = match pool {
+            Pool::Malformed => &self.malformed,
+            Pool::Catalogue => &self.catalogue,
+        };
+        let (kind, topic, _) = &pool[self.rng.below(pool.len() as u64) as usize];
+        let order_id = unique_id(&mut self.rng, &mut desk.used);
+        let n = self.sent;
+        self.sent += 1;
+        let spec = hostile::Spec {
+            topics: &desk.sys.topics,
+            topic,
+            order_id: &order_id,
+            ts_ms: now_ms(),
+            max_record_bytes: MAX_RECORD_BYTES,
+            // Every one carries a header key that is not UTF-8 besides its own hostility:
+            // reading headers is on every record's path, the dead-letter copy's too.
+            headers: vec![
+                (TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes())),
+                (b"sim.\xff\xfe".to_vec(), Some(b"\x00\xff".to_vec())),
+            ],
+        };
+        let h = hostile::make(*kind, &spec).expect("the catalogue lists only kinds that apply");
+        tokio::spawn(send_hostile(desk.t.clone(), desk.shared.clone(), n, h))
+    }
+}
+
+/// Produces hostile record `n` (retried while the broker is out of reach, at most
+/// [`HOSTILE_ATTEMPTS`] times); a valid order among them is accepted like any other.
+async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) {
+    shared
+        .hostile
+        .lock()
+        .expect("hostile")
+        .insert(n, (h.kind, h.expect));
+    let what = format!("hostile record #{n} ({} on {})", h.kind.name(), h.record.topic);
+    for _ in 0..HOSTILE_ATTEMPTS {
+        match t.produce_raw(h.record.clone()).await {
+            Ok(d) if h.expect == Expect::Refused => {
+                shared.violate(
+                    Invariant::OversizeRefused,
+                    None,
+                    format!(
+                        "{what} of {} bytes was accepted at {}@{}",
+                        h.record.size(),
+                        d.partition,
+                        d.offset
+                    ),
+                );
+                return;
+            }
+            Ok(_) => {
+                if h.expect == Expect::Handled && h.kind == Kind::HeaderBytes {
+                    let id =
+                        String::from_utf8_lossy(h.record.key.as_deref().unwrap_or_default()).into_owned();
+                    shared.accepted.lock().expect("accepted").insert(id, now_ms());
+                }
+                return;
+            }
+            Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
+            Err(e) if e.is_retriable() => continue,
+            Err(e) => {
+                shared.violate(Invariant::Harness, None, format!("{what} was refused: {e}"));
+                return;
+            }
+        }
+    }
+    // Not a service's fault, but a run that could not send its input checked less than it says.
+    shared.violate(
+        Invariant::Harness,
+        None,
+        format!("{what} could not be sent in {HOSTILE_ATTEMPTS} attempts"),
+    );
+}

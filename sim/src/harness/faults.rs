@@ -1,0 +1,128 @@
+//! Faults: phase 1 of a run applies the scenario's faults at their times, each doing to the
+//! simulated cluster what its kind says and undoing it when it heals; and which windows of the run
+//! they keep the status service's watchdog from working (the checker excuses late marks there).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pizza::clock::now_ms;
+use pizza::config::{ServiceName, SysConfig};
+
+use super::cluster::Cluster;
+use super::{fmt_t, Shared};
+use crate::node::BrokerShared;
+use crate::scenario::{FaultKind, Scenario};
+
+/// The windows (epoch ms) in which the scenario's faults may keep the watchdog from marking, for
+/// a run that started at `start_ms`.
+pub(super) fn impaired_windows(sc: &Scenario, start_ms: i64) -> Vec<(i64, i64)> {
+    sc.faults
+        .iter()
+        .filter(|f| f.kind.impairs_watchdog())
+        .map(|f| {
+            let from = start_ms + f.at.as_millis() as i64;
+            (from, from + f.kind.lasting().as_millis() as i64)
+        })
+        .collect()
+}
+
+/// Phase 1: applies each fault at its time (from `start_ms`), noting it in the trace.
+pub(super) async fn inject(sc: &Scenario, start_ms: i64, cluster: &Cluster, shared: &Shared, root: &Path) {
+    for f in &sc.faults {
+        let at = Duration::from_millis((start_ms + f.at.as_millis() as i64 - now_ms()).max(0) as u64);
+        tokio::time::sleep(at).await;
+        cluster
+            .broker
+            .lock()
+            .trace
+            .push(format!("{} harness fault: {f}", fmt_t(shared.since_start())));
+        apply_fault(cluster, &f.kind, root);
+    }
+}
+
+/// Waits until the last fault is over, and notes in the trace that the cluster healed.
+pub(super) async fn heal(sc: &Scenario, start_ms: i64, bs: &BrokerShared, shared: &Shared) {
+    let faults_end = start_ms + sc.faults_end().as_millis() as i64;
+    let wait = (faults_end - now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait + 1)).await;
+    bs.lock()
+        .trace
+        .push(format!("{} harness healed", fmt_t(shared.since_start())));
+}
+
+/// Does what `kind` says to the cluster now, and undoes it (on a task of its own) when it heals.
+/// A crash that loses the disk removes the service's data directory under `root`.
+fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
+    let (handle, bs) = (&cluster.handle, &cluster.broker);
+    let net = madsim::net::NetSim::current();
+    let node = |s: &ServiceName| cluster.services[s];
+    let later = |d: Duration, f: Box<dyn FnOnce() + Send>| {
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            f();
+        });
+    };
+    match kind.clone() {
+        FaultKind::Crash {
+            service,
+            down,
+            lose_disk,
+        } => {
+            let id = node(&service);
+            handle.kill(id);
+            let h = handle.clone();
+            let dir = root.join(service.as_str());
+            later(
+                down,
+                Box::new(move || {
+                    if lose_disk {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    h.restart(id);
+                }),
+            );
+        }
+        FaultKind::Stop { service, down } => {
+            let id = node(&service);
+            handle.send_ctrl_c(id);
+            let h = handle.clone();
+            later(down, Box::new(move || h.restart(id)));
+        }
+        FaultKind::Pause { service, down } => {
+            let id = node(&service);
+            handle.pause(id);
+            let h = handle.clone();
+            later(down, Box::new(move || h.resume(id)));
+        }
+        FaultKind::Clog { service, down } => {
+            let id = node(&service);
+            net.clog_node(id);
+            let n = net.clone();
+            later(down, Box::new(move || n.unclog_node(id)));
+        }
+        FaultKind::Redeliver { service } => {
+            let group = SysConfig::default().group(service).to_owned();
+            let now = now_ms();
+            bs.lock().rebalance(now, &group);
+        }
+        FaultKind::Reorder { lasting } => {
+            bs.lock().reorder = 0.8;
+            let b = bs.clone();
+            later(lasting, Box::new(move || b.lock().reorder = 0.0));
+        }
+        FaultKind::SlowBroker { delay, lasting } => {
+            bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+            let b = bs.clone();
+            later(lasting, Box::new(move || b.delay_ms.store(0, Ordering::Relaxed)));
+        }
+        FaultKind::Loss { rate, lasting } => {
+            net.update_config(|c| c.packet_loss_rate = rate);
+            let n = net.clone();
+            later(
+                lasting,
+                Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)),
+            );
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The verdict: the invariants a run checks, the violations it found, and the [`Outcome`] the
+//! runner prints (and writes a trace from) and the tests assert on.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use pizza::mutants::Mutant;
+
+/// What the run checks; [`Invariant::name`] is how reports, traces and the README name each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// No status ever moves backwards in the view.
+    NoRegression,
+    /// A stuck mark sits only on an order that had not moved for the SLA.
+    StuckOnlyWhenStuck,
+    /// An order still for longer than SLA + one watchdog period (+ the time to carry the mark) is
+    /// marked, unless a fault kept the watchdog from working.
+    StuckMarkedInTime,
+    /// A run without faults marks no order stuck.
+    NoStuckWithoutFaults,
+    /// After the heal, every accepted order reaches 999 in the view within the budget, and every
+    /// group has committed the whole log.
+    AllAcceptedDelivered,
+    /// One delivery time per order (a re-sent event is fine).
+    NoDoubleDelivery,
+    /// The view rebuilt from the log equals the live one, row for row.
+    ViewEqualsRebuild,
+    /// Every status a source topic carries for an accepted order reached pizza-status.
+    NoEventLost,
+    /// Every hostile record that is not its topic's event was dead-lettered by every service that
+    /// reads its topic.
+    MalformedDeadLettered,
+    /// pizza-dlq holds nothing but those.
+    DlqOnlyMalformed,
+    /// A service stops only because its retries ran out while the broker was out of reach.
+    ServiceKeptRunning,
+    /// Nothing panics.
+    NoPanic,
+    /// A record over `message.max.bytes` never reaches the log.
+    OversizeRefused,
+    /// The customers' orders are all on the menu (the command side refuses none as invalid).
+    OrdersValid,
+    /// Not the shop's: the harness could not do what the run needed (send a hostile record), so
+    /// the run checked less than it says.
+    Harness,
+}
+
+impl Invariant {
+    /// The invariant's name in reports, traces and the README.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::NoRegression => "no-regression",
+            Invariant::StuckOnlyWhenStuck => "stuck-only-when-stuck",
+            Invariant::StuckMarkedInTime => "stuck-marked-in-time",
+            Invariant::NoStuckWithoutFaults => "no-stuck-without-faults",
+            Invariant::AllAcceptedDelivered => "all-accepted-delivered",
+            Invariant::NoDoubleDelivery => "no-double-delivery",
+            Invariant::ViewEqualsRebuild => "view-equals-rebuild",
+            Invariant::NoEventLost => "no-event-lost",
+            Invariant::MalformedDeadLettered => "malformed-dead-lettered",
+            Invariant::DlqOnlyMalformed => "dlq-only-malformed",
+            Invariant::ServiceKeptRunning => "service-kept-running",
+            Invariant::NoPanic => "no-panic",
+            Invariant::OversizeRefused => "oversize-refused",
+            Invariant::OrdersValid => "orders-valid",
+            Invariant::Harness => "harness",
+        }
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An invariant that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub order: Option<String>,
+    /// Simulated seconds since the start.
+    pub at_ms: i64,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {:.3}s", self.invariant, self.at_ms as f64 / 1000.0)?;
+        if let Some(o) = &self.order {
+            write!(f, " order {o}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub scenario: String,
+    /// The scenario as run (a swarm's draw written out).
+    pub scenario_text: String,
+    pub seed: u64,
+    pub mutant: Option<Mutant>,
+    pub violations: Vec<Violation>,
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+    pub accepted: usize,
+    /// Orders whose placing failed (the customer was told so).
+    pub refused: u64,
+    pub delivered: usize,
+    /// Hostile records that reached the log.
+    pub hostile: usize,
+    pub dead_lettered: usize,
+    pub restarts: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+}
+
+impl Outcome {
+    /// The outcome of a run that panicked: `no-panic` with the panic's message, and the trace up
+    /// to the panic. The runner fills in which run it was.
+    pub(super) fn panicked(message: String, trace: Vec<String>, trace_hash: u64) -> Outcome {
+        Outcome {
+            scenario: String::new(),
+            scenario_text: String::new(),
+            seed: 0,
+            mutant: None,
+            violations: vec![Violation {
+                invariant: Invariant::NoPanic,
+                order: None,
+                at_ms: 0,
+                detail: message,
+            }],
+            trace_hash,
+            trace,
+            accepted: 0,
+            refused: 0,
+            delivered: 0,
+            hostile: 0,
+            dead_lettered: 0,
+            restarts: 0,
+            simulated: Duration::ZERO,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut c = format!("cargo sim --scenario {} --seed {}", self.scenario, self.seed);
+        if let Some(m) = self.mutant {
+            c.push_str(&format!(" --mutant {}", m.name()));
+        }
+        c
+    }
+
+    /// Writes the trace, one event per line, after a header naming the run.
+    pub fn write_trace(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut text = format!(
+            "# scenario {} seed {} mutant {} trace hash {:016x}\n# replay: {}\n",
+            self.scenario,
+            self.seed,
+            self.mutant.map_or("none", |m| m.name()),
+            self.trace_hash,
+            self.replay_command()
+        );
+        for v in &self.violations {
+            text.push_str(&format!("# violation: {v}\n"));
+        }
+        text.push_str("# time(s) node topic partition offset key what\n");
+        for line in &self.trace {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mutant = self
+            .mutant
+            .map(|m| format!(" mutant={}", m.name()))
+            .unwrap_or_default();
+        if self.passed() {
+            return write!(
+                f,
+                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
+                self.scenario,
+                self.seed,
+                self.delivered,
+                self.refused,
+                self.hostile,
+                self.dead_lettered,
+                self.restarts,
+                self.simulated.as_secs_f64(),
+                self.trace_hash
+            );
+        }
+        writeln!(
+            f,
+            "FAILED scenario={} seed={}{mutant}: {} violation(s)",
+            self.scenario,
+            self.seed,
+            self.violations.len()
+        )?;
+        for v in self.violations.iter().take(10) {
+            writeln!(f, "  {v}")?;
+        }
+        if self.violations.len() > 10 {
+            writeln!(f, "  ... and {} more", self.violations.len() - 10)?;
+        }
+        write!(f, "seed {}; replay: {}", self.seed, self.replay_command())
+    }
+}
