@@ -102,6 +102,35 @@ fn draw_legend(area: &Area, keys: &[Key]) -> DrawResult {
 }
 
 /// A number on an axis without trailing zeros: 2, 2.5, 0.25.
+/// A chart over the run's time (seconds since measuring started) up to `end_s`, with its axes
+/// drawn: `y_desc` from 0 to `top`.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    end_s: f64,
+    top: f64,
+    y_desc: &str,
+) -> Result<TimeChart<'a, 'b>, Box<dyn std::error::Error + 'static>> {
+    let mut chart = chart_builder(area, caption).build_cartesian_2d(0.0..end_s, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since measuring started (s)")
+        .y_desc(y_desc)
+        .x_label_formatter(&axis_number)
+        .y_label_formatter(&axis_number)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 15))
+        .light_line_style(TRANSPARENT)
+        .draw()?;
+    Ok(chart)
+}
+
+type TimeChart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
 fn axis_number(v: &f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
@@ -117,17 +146,7 @@ fn draw_latency_over_time(area: &Area, tl: &Timeline, end_s: f64) -> DrawResult 
         "Latency over time: p99 of each stage per {} s window, by intended send time",
         tl.window_s
     );
-    let mut chart = chart_builder(area, &caption).build_cartesian_2d(0.0..end_s, 0.0..top_ms)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since measuring started (s)")
-        .y_desc("p99 latency (ms)")
-        .x_label_formatter(&axis_number)
-        .y_label_formatter(&axis_number)
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 15))
-        .light_line_style(TRANSPARENT)
-        .draw()?;
+    let mut chart = time_chart(area, &caption, end_s, top_ms, "p99 latency (ms)")?;
     let mut keys = Vec::new();
     for (stage, pts) in series {
         let color = STAGE_COLORS[stage];
@@ -146,17 +165,7 @@ fn draw_rates(area: &Area, tl: &Timeline, target_rate: f64, end_s: f64) -> DrawR
     let completed = rates(&tl.completed, tl.window_s, None);
     let top = nice_top(sent.iter().chain(&completed).map(|p| p.1).chain([target_rate]));
     let caption = format!("Throughput per {} s window", tl.window_s);
-    let mut chart = chart_builder(area, &caption).build_cartesian_2d(0.0..end_s, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since measuring started (s)")
-        .y_desc("orders/s")
-        .x_label_formatter(&axis_number)
-        .y_label_formatter(&axis_number)
-        .axis_desc_style((FONT, 16))
-        .label_style((FONT, 15))
-        .light_line_style(TRANSPARENT)
-        .draw()?;
+    let mut chart = time_chart(area, &caption, end_s, top, "orders/s")?;
     let target = BLACK.mix(0.6);
     let mut keys = vec![Key {
         label: "target rate",

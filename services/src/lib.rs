@@ -1,24 +1,32 @@
 //! The pizza shop of the Kafka CQRS demo, as real services on one transport seam.
 //!
 //! # Layout
+//! Modules depend on each other one way, from the bottom up (the `layers` integration test reads
+//! the sources and fails on a cycle):
 //! - [`domain`]: events, status codes and texts, menu, timing formulas (`spec/wire.md`). Pure.
-//! - [`partitioner`]: Java's murmur2 partitioner, so keys land where the original's do.
+//! - [`error`], [`mutants`], [`partitioner`] (Java's murmur2, so keys land where the original's
+//!   do), [`clock`], [`shutdown`]: leaves anything may use. `mutants` are known bug classes the
+//!   simulation switches on; outside `--cfg madsim` every switch is a constant `false`.
 //! - [`config`]: the original's ini files (`config_kafka/*.ini`, `config_sys/default.ini`).
+//! - [`options`]: how one service runs ([`options::ServiceOpts`], `pizza serve`'s flags, which the
+//!   simulation parses too) and its [`options::ServiceConfig`].
 //! - [`transport`]: the seam. [`transport::Transport`] produces and subscribes; Kafka
 //!   (`transport::kafka`) implements it here, the simulated broker in `sim/`.
+//! - [`event`]: what a record on each of the shop's topics means, judged once for every reader.
+//! - [`view`]: the fold of pizza-ordered and pizza-status into what customers see, its rows, and
+//!   the rebuild from the log into any [`view::ViewSink`].
+//! - [`store`]: the SQLite files (the status view, delivery's early warnings).
 //! - [`worker`]: the at-least-once driver every consuming service runs on (ordered per key,
 //!   concurrent across keys, never committing past an unfinished record, DLQ for bad events).
 //! - [`services`]: assemble, bake, deliver, merge, status: a pure step and a handler each, and the
 //!   one entry point [`services::run`].
-//! - [`store`]: the SQLite files (the status view, delivery's early warnings).
 //! - [`command`]: placing an order (the command side), used by the web app and the load generator.
-//! - [`view`]: rebuilding the view from the log.
 //! - [`hostile`]: the catalogue of records no service would write, and what the shop must do with
 //!   each (the simulation and the integration tests both throw it at the services).
-//! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature `kafka`);
-//!   `health`: what `/health-check` reports, judged from the broker (both features).
-//! - [`mutants`]: known bug classes the simulation switches on (always off outside `--cfg madsim`).
-//! - [`clock`], [`shutdown`]: time and graceful shutdown, from the runtime (simulated under madsim).
+//! - `shop`: the chosen services in one process, on a transport factory (the demo, `loadgen
+//!   --embedded`, the bench, the tests).
+//! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature
+//!   `kafka`); `health`: what `/health-check` reports, judged from the broker (both features).
 
 #[cfg(feature = "kafka")]
 pub mod admin;

@@ -1,6 +1,6 @@
 //! Known bug classes, switchable in the simulation only. The switch exists in every build, so the
 //! services have one code path (`if mutants::on(..)`, no `cfg`); outside `--cfg madsim`, [`on`] is
-//! a constant `false` and [`set`] does not exist, so the compiler drops every mutant branch and no
+//! a constant `false` and `set` does not exist, so the compiler drops every mutant branch and no
 //! production build can turn one on. The simulation's tests switch one on and assert that some
 //! fault scenario catches it within a fixed number of seeds (`sim/`).
 //!

@@ -1,5 +1,5 @@
 //! The services. Each is a pure step (event + state -> decision, unit-tested without a runtime) and
-//! a [`Handler`](crate::worker::Handler) that carries it out on the transport; [`run`] is the one
+//! a [`Handler`] that carries it out on the transport; [`run`] is the one
 //! entry point the `pizza` binary, the tests and the simulation all use.
 
 pub mod assemble;

@@ -20,7 +20,7 @@ use crate::transport::Transport;
 #[derive(Args, Clone, Debug)]
 pub struct WebOpts {
     /// The web app's session signing key, 64 hex characters. Default: the installation's key in
-    /// <data-dir>/session.key, generated on first start.
+    /// DATA_DIR/session.key, generated on first start.
     #[arg(long, env = "PIZZA_SESSION_KEY", hide_env_values = true, value_parser = parse_session_key)]
     pub session_key: Option<SessionKey>,
     /// Connections the web app keeps open at once; more wait until one closes.
