@@ -10,6 +10,7 @@ mod hostile;
 mod layers;
 mod pipeline;
 mod props;
+mod shop;
 mod tansu;
 mod watchdog;
 mod web;
