@@ -287,7 +287,13 @@ async fn demo(addr: SocketAddr, opts: ServiceOpts, web: WebOpts, mut shutdown: S
     // A fresh private directory unless one is given, removed when the demo ends.
     let tmp = match opts.data_dir {
         Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("pizza-demo-").tempdir()?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("pizza-demo-")
+                // The installation's own, as `private_dir` makes a data directory it creates.
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()?,
+        ),
     };
     let data_dir = match (&opts.data_dir, &tmp) {
         (Some(d), _) => d.clone(),

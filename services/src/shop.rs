@@ -10,7 +10,7 @@
 //! - [`Shop::ready`] waits until an order went all the way through (every group has formed).
 //! - [`Shop::stop`] stops them gracefully within a bound and returns what each counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ type Ended = (ServiceName, Result<WorkerCounts, RunError>);
 pub struct Shop {
     cfg: ServiceConfig,
     services: Vec<ServiceName>,
+    /// Services whose task has not ended (as far as `check_running` and `stop` have seen).
+    running: BTreeSet<ServiceName>,
     trigger: ShutdownTrigger,
     tasks: tokio::task::JoinSet<Ended>,
     supervised: Supervised,
@@ -101,6 +103,7 @@ impl Shop {
         Shop {
             cfg,
             services: services.to_vec(),
+            running: services.iter().copied().collect(),
             trigger,
             tasks,
             supervised,
@@ -121,8 +124,13 @@ impl Shop {
     pub fn check_running(&mut self) -> Result<(), ShopError> {
         match self.tasks.try_join_next() {
             None => Ok(()),
-            Some(Ok((service, Err(e)))) => Err(ShopError::Stopped(service, e)),
-            Some(Ok((service, Ok(_)))) => Err(ShopError::Stopped(service, RunError::EndedEarly)),
+            Some(Ok((service, r))) => {
+                self.running.remove(&service);
+                Err(ShopError::Stopped(
+                    service,
+                    r.err().unwrap_or(RunError::EndedEarly),
+                ))
+            }
             Some(Err(e)) => Err(ShopError::Panicked(e)),
         }
     }
@@ -180,19 +188,23 @@ impl Shop {
         loop {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
                 Ok(None) => break,
-                Ok(Some(Ok((service, Ok(c))))) => {
-                    counts.insert(service, c);
-                }
-                Ok(Some(Ok((service, Err(e))))) => {
-                    failed.get_or_insert(ShopError::Stopped(service, e));
+                Ok(Some(Ok((service, r)))) => {
+                    self.running.remove(&service);
+                    match r {
+                        Ok(c) => {
+                            counts.insert(service, c);
+                        }
+                        Err(e) => {
+                            failed.get_or_insert(ShopError::Stopped(service, e));
+                        }
+                    }
                 }
                 Ok(Some(Err(e))) => {
                     failed.get_or_insert(ShopError::Panicked(e));
                 }
                 Err(_) => {
                     self.tasks.abort_all();
-                    let mut late: Vec<_> = self.services.clone();
-                    late.retain(|s| !counts.contains_key(s));
+                    let late = self.running.into_iter().collect();
                     return Err(ShopError::StopTimedOut(late, within));
                 }
             }

@@ -225,6 +225,12 @@ pub fn free_port() -> u16 {
 /// Starts `pizza demo` with `args` on a free port of 127.0.0.1 and waits for its ready banner;
 /// the process and the address it serves. The caller stops the process.
 pub fn start_demo(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, addr, _) = start_demo_with_banner(args);
+    (child, addr)
+}
+
+/// [`start_demo`], with the banner the demo printed.
+pub fn start_demo_with_banner(args: &[&str]) -> (std::process::Child, std::net::SocketAddr, Vec<String>) {
     use std::io::BufRead;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pizza"))
@@ -234,15 +240,19 @@ pub fn start_demo(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let ready = std::io::BufReader::new(child.stdout.take().unwrap())
+    let mut banner = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap())
         .lines()
         .take(20)
         .map_while(Result::ok)
-        .any(|l| l.contains("Ctrl-C stops"));
-    if !ready {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the demo did not start");
+    {
+        let done = line.contains("Ctrl-C stops");
+        banner.push(line);
+        if done {
+            return (child, addr, banner);
+        }
     }
-    (child, addr)
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the demo did not start: {banner:?}");
 }

@@ -5,11 +5,11 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, start_demo};
+use crate::common::{free_port, start_demo, start_demo_with_banner};
 
 /// A process of ours, killed if the test ends early.
 struct Proc(Child);
@@ -439,6 +439,31 @@ fn the_data_directory_is_private() {
     for file in ["orders.db", "session.key"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
+}
+
+/// The demo's own data directory (when none is given) is as private as one `pizza serve` makes,
+/// and it is gone once the demo has exited.
+#[cfg(unix)]
+#[test]
+fn the_demos_own_data_directory_is_private_and_removed_on_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let (child, _addr, banner) = start_demo_with_banner(&["--time-scale", "0"]);
+    let demo = Proc(child);
+    let data = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("data:"))
+        .map(|d| PathBuf::from(d.trim()))
+        .unwrap_or_else(|| panic!("no data line in {banner:?}"));
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", data.display());
+    demo.sigterm();
+    let mut demo = demo;
+    let start = Instant::now();
+    while demo.0.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the demo did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!data.exists(), "{} is left behind", data.display());
 }
 
 /// `pizza demo` runs every service; its health check says Ok once they run, and not while one of
