@@ -16,18 +16,34 @@ use pizza::transport::{OutRecord, Transport, TransportError};
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ready_takes_an_order_through_and_stop_returns_what_each_service_counted() {
+/// An embedded broker (kept if a test fails, so no consumer outlives it), and a data directory.
+struct Setup {
+    sys: SysConfig,
+    props: KafkaProps,
+    dir: tempfile::TempDir,
+    _broker: KeptOnPanic<EmbeddedBroker>,
+}
+
+fn setup() -> Setup {
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
-    let dir = data_dir();
+    Setup {
+        props: KafkaProps::bootstrap(&broker.bootstrap_servers()),
+        sys,
+        dir: data_dir(),
+        _broker: KeptOnPanic(Some(broker)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_takes_an_order_through_and_stop_returns_what_each_service_counted() {
+    let Setup { props, dir, .. } = &setup();
     let mut shop = start_shop(
-        &props,
+        props,
         test_config(dir.path().to_owned(), 0.0),
         &ServiceName::CONSUMERS,
     );
-    let customer = KafkaTransport::new(&props, "it-shop").unwrap();
+    let customer = KafkaTransport::new(props, "it-shop").unwrap();
     shop.ready(&customer, Duration::from_secs(60)).await.unwrap();
     let delivered = count_by(&shop.view(), 999);
     assert_eq!(delivered, 1, "the warm-up order is delivered in the view");
@@ -43,16 +59,13 @@ async fn ready_takes_an_order_through_and_stop_returns_what_each_service_counted
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_refuses_a_shop_that_cannot_take_an_order_through() {
-    let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
-    let dir = data_dir();
+    let Setup { props, dir, .. } = &setup();
     let mut shop = start_shop(
-        &props,
+        props,
         test_config(dir.path().to_owned(), 0.0),
         &[ServiceName::Assemble],
     );
-    let customer = KafkaTransport::new(&props, "it-shop").unwrap();
+    let customer = KafkaTransport::new(props, "it-shop").unwrap();
     let e = shop.ready(&customer, Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(e, ShopError::NotWhole(_)), "{e:?}");
     shop.stop_cleanly().await;
@@ -60,17 +73,14 @@ async fn ready_refuses_a_shop_that_cannot_take_an_order_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_gives_up_at_its_bound_and_names_the_services_still_running() {
-    let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
-    let dir = data_dir();
+    let Setup { sys, props, dir, .. } = &setup();
     // Real time: a pizza that bakes for 30 s holds bake's shutdown (it finishes what it holds).
     let shop = start_shop(
-        &props,
+        props,
         test_config(dir.path().to_owned(), 1.0),
         &[ServiceName::Bake],
     );
-    let producer = KafkaTransport::new(&props, "it-shop").unwrap();
+    let producer = KafkaTransport::new(props, "it-shop").unwrap();
     // A slow pizza, then a quick one behind it on the same partition (another order, so it does
     // not wait for the slow one): once the quick one is baked, bake holds the slow one.
     let slow_key = "0000beef";
@@ -114,10 +124,7 @@ async fn stop_gives_up_at_its_bound_and_names_the_services_still_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_cannot_start_is_reported_or_started_again() {
-    let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
-    let dir = data_dir();
+    let Setup { props, dir, .. } = &setup();
     // The first connection of each service fails, as a broker that is not up yet would.
     let flaky = |props: KafkaProps| {
         let calls = Arc::new(AtomicU32::new(0));
@@ -145,7 +152,12 @@ async fn a_service_that_cannot_start_is_reported_or_started_again() {
         "{stopped:?}"
     );
 
-    let mut supervised = Shop::start(cfg, &[ServiceName::Assemble], Restart::WithBackoff, flaky(props));
+    let mut supervised = Shop::start(
+        cfg,
+        &[ServiceName::Assemble],
+        Restart::WithBackoff,
+        flaky(props.clone()),
+    );
     let state = supervised.supervised();
     wait_for("assemble reported down", Duration::from_secs(10), || {
         let down = !state.problems().is_empty();
