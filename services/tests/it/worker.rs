@@ -111,17 +111,19 @@ async fn one_key_in_order_many_keys_at_once_offsets_committed_on_shutdown() {
 /// difference. On librdkafka's mock cluster a rebalance after a leave waits session timeout - 1 s
 /// (5 s here, `rd_kafka_mock_cgrp_classic_rebalance`), so leaving hands over in about 5 s and
 /// vanishing in about 6 + 5 = 11 s.
+/// A handler with nothing to do.
+struct Nothing;
+
+impl Handler for Nothing {
+    async fn handle(&self, _: &Record) -> Result<(), HandleError> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_leaves_the_group_at_once() {
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;
-
-    struct Nothing;
-    impl Handler for Nothing {
-        async fn handle(&self, _: &Record) -> Result<(), HandleError> {
-            Ok(())
-        }
-    }
 
     let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
     broker.create_topic("it-leave", 2).unwrap();
