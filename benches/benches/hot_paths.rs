@@ -210,7 +210,9 @@ fn pipeline(c: &mut Criterion) {
             move |service| KafkaTransport::new(&props, service.as_str())
         });
         let customer = KafkaTransport::new(&props, "bench").unwrap();
-        shop.ready(&customer, Duration::from_secs(60)).await.unwrap();
+        shop.ready(&customer, fresh_id(), Duration::from_secs(60))
+            .await
+            .unwrap();
         let view = ViewStore::open_read_only(&cfg.view_path()).unwrap();
         (shop, customer, view)
     });

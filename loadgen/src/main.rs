@@ -270,9 +270,14 @@ async fn run(args: Args) -> Result<bool> {
             tracker.clone(),
         )?))
     };
+    // Order ids are the run's n-th ids under a random salt, so no two collide (random 8-hex
+    // ids would within ~100,000 orders).
+    let salt = u32::from_str_radix(OrderId::random().as_str(), 16).expect("hex");
     if let Some((shop, _)) = &mut services {
-        // One order through first, so every group has formed before the clock starts.
-        shop.ready(&transport, Duration::from_secs(60)).await?;
+        // One order through first, so every group has formed before the clock starts; its id is
+        // one no order of the run takes.
+        let warm_up = OrderId::nth(u32::MAX, salt);
+        shop.ready(&transport, warm_up, Duration::from_secs(60)).await?;
     }
     let http = match args.via {
         Via::Http => Some(Arc::new(
@@ -287,6 +292,7 @@ async fn run(args: Args) -> Result<bool> {
         http,
         counts: Arc::default(),
         follow: !args.produce_only,
+        salt,
     };
     let sent = send_all(&args, &shared).await;
     if shared.follow {
@@ -365,6 +371,8 @@ struct Shared {
     counts: Arc<Counts>,
     /// Whether orders are followed on pizza-status (not --produce-only).
     follow: bool,
+    /// Order `i` of the run is `OrderId::nth(i, salt)`.
+    salt: u32,
 }
 
 /// Sends that were acknowledged, and sends that failed.
@@ -399,7 +407,7 @@ struct Order {
 async fn send_all(args: &Args, shared: &Shared) -> Sent {
     let total = schedule::count(args.rate, args.warmup + args.duration);
     let warm = schedule::count(args.rate, args.warmup);
-    let salt = u32::from_str_radix(OrderId::random().as_str(), 16).expect("hex");
+    let salt = shared.salt;
     let mut orders = schedule::Orders::new(args.seed, shared.sys.menu.clone(), args.customers);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1 << 16));
     let start = Instant::now();
@@ -466,7 +474,7 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
             place_order(&shared.transport, &shared.sys, &req, id, now_ms())
                 .await
                 .map(|p| p.order_id.to_string())
-                .map_err(|e| e.to_string())
+                .map_err(|e| pizza::error::Report(&e).to_string())
         }
         Some(client) => client.place(&req).await,
     };

@@ -20,7 +20,7 @@ use rdkafka::consumer::BaseConsumer;
 use crate::admin::{group_lag, group_reader, GroupLag};
 use crate::config::{ServiceName, SysConfig};
 use crate::error::Report;
-use crate::shop::Supervised;
+use crate::supervised::Supervised;
 use crate::transport::kafka::KafkaTransport;
 
 /// How long one broker request of the check may take.

@@ -214,7 +214,7 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
         Kind::TruncatedJson => (key, Some(valid[..valid.len() / 2].to_vec()), dead),
         Kind::DuplicatedJson => (key, Some([&valid[..], &valid[..]].concat()), dead),
         Kind::WrongTypes | Kind::HugeNumbers | Kind::DeepNesting | Kind::NotUtf8Value => {
-            (key, Some(bad_json(kind, t, topic, status_field)), dead)
+            (key, Some(bad_json(kind, t, topic, status_field)?), dead)
         }
         Kind::EmptyCustomer if is(&t.ordered) => {
             let mut e: Ordered = serde_json::from_slice(&valid).expect("the valid order parses");
@@ -244,9 +244,9 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
 
 /// A value that is not the topic's event: JSON of the wrong shape, numbers no field holds, nesting
 /// deeper than a parser allows, bytes that are not UTF-8.
-fn bad_json(kind: Kind, t: &Topics, topic: &str, status_field: &str) -> Vec<u8> {
+fn bad_json(kind: Kind, t: &Topics, topic: &str, status_field: &str) -> Option<Vec<u8>> {
     let is = |name: &String| topic == name;
-    match kind {
+    let v = match kind {
         Kind::WrongTypes => {
             let v = if is(&t.ordered) {
                 r#"{"status":"100","timestamp":"now","order":"pizza"}"#.to_owned()
@@ -278,8 +278,9 @@ fn bad_json(kind: Kind, t: &Topics, topic: &str, status_field: &str) -> Vec<u8> 
             v.extend_from_slice(b"\xff\xfe\"}");
             v
         }
-        _ => unreachable!("only the JSON kinds come here"),
-    }
+        _ => return None,
+    };
+    Some(v)
 }
 
 /// A record sized against the producer's limit: just under it (too large to dead-letter whole),

@@ -23,6 +23,8 @@
 //! - [`command`]: placing an order (the command side), used by the web app and the load generator.
 //! - [`hostile`]: the catalogue of records no service would write, and what the shop must do with
 //!   each (the simulation and the integration tests both throw it at the services).
+//! - [`supervised`]: what a supervisor knows of the services it runs (the shop writes it, the
+//!   health check reads it).
 //! - `shop`: the chosen services in one process, on a transport factory (the demo, `loadgen
 //!   --embedded`, the bench, the tests).
 //! - `web`: the HTTP endpoint (feature `web`); `admin`: topics and the embedded broker (feature
@@ -47,6 +49,7 @@ pub mod services;
 pub mod shop;
 pub mod shutdown;
 pub mod store;
+pub mod supervised;
 pub mod transport;
 pub mod view;
 #[cfg(feature = "web")]

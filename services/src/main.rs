@@ -15,7 +15,7 @@ use pizza::config::{KafkaProps, ServiceName};
 use pizza::health::ShopHealth;
 use pizza::options::{load_sys, ServiceConfig, ServiceOpts};
 use pizza::services::{self, Service};
-use pizza::shop::{Restart, Shop};
+use pizza::shop::{Restart, Shop, ShopError};
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
@@ -284,21 +284,8 @@ const DEMO_STOP_WITHIN: Duration = Duration::from_secs(30);
 
 async fn demo(addr: SocketAddr, opts: ServiceOpts, web: WebOpts, mut shutdown: Shutdown) -> Result<()> {
     let started = Instant::now();
-    // A fresh private directory unless one is given, removed when the demo ends.
-    let tmp = match opts.data_dir {
-        Some(_) => None,
-        None => Some(
-            tempfile::Builder::new()
-                .prefix("pizza-demo-")
-                // The installation's own, as `private_dir` makes a data directory it creates.
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()?,
-        ),
-    };
-    let data_dir = match (&opts.data_dir, &tmp) {
-        (Some(d), _) => d.clone(),
-        (None, t) => t.as_ref().expect("made above").path().to_owned(),
-    };
+    let listener = web_app::bind(addr).await?;
+    let (_tmp, data_dir) = demo_data_dir(&opts)?;
     let cfg = opts.service_config(opts.load_sys()?, data_dir);
     let broker = EmbeddedBroker::start(&cfg.sys)?;
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
@@ -313,19 +300,41 @@ async fn demo(addr: SocketAddr, opts: ServiceOpts, web: WebOpts, mut shutdown: S
         cfg.time_scale,
         Some(shop.supervised()),
     );
-    let listener = web_app::bind(addr).await?;
-    let web_app = tokio::spawn({
+    let mut web_app = tokio::spawn({
         let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
         async move { web_app::serve(listener, transport, &cfg, &web, Arc::new(health), shutdown).await }
     });
     print_banner(addr, &broker, &cfg, started)?;
-    shutdown.wait().await;
-    let served = web_app.await.context("the web app's task")?;
+    // Until a signal, or until the web app could not start (its error is then reported at once).
+    let served = tokio::select! {
+        _ = shutdown.wait() => web_app.await,
+        served = &mut web_app => served,
+    };
     let stopped = shop.stop(DEMO_STOP_WITHIN).await;
     drop(broker);
-    served?;
-    stopped?;
-    Ok(())
+    served.context("the web app's task")??;
+    match stopped {
+        // The demo's broker and log go with it: what was still being cooked is simply gone.
+        Err(ShopError::StopTimedOut(late, within)) => {
+            eprintln!("{late:?} did not finish within {within:?}; stopped them");
+            Ok(())
+        }
+        other => other.map(drop).map_err(Into::into),
+    }
+}
+
+/// The demo's data directory: the one given, else a fresh private one removed when the demo ends.
+fn demo_data_dir(opts: &ServiceOpts) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    if let Some(d) = &opts.data_dir {
+        return Ok((None, d.clone()));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("pizza-demo-")
+        // The installation's own, as `private_dir` makes a data directory it creates.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?;
+    let path = tmp.path().to_owned();
+    Ok((Some(tmp), path))
 }
 
 fn print_banner(

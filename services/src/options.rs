@@ -49,8 +49,7 @@ impl ServiceOpts {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        let cmd = ServiceCli::command().mut_args(|a| a.env(None::<&str>));
-        let matches = cmd.try_get_matches_from(args)?;
+        let matches = command_without_env().try_get_matches_from(args)?;
         Ok(ServiceCli::from_arg_matches(&matches)?.opts)
     }
 
@@ -116,6 +115,11 @@ impl ServiceConfig {
     }
 }
 
+/// The options' command line, every environment variable unset from it.
+fn command_without_env() -> clap::Command {
+    ServiceCli::command().mut_args(|a| a.env(None::<&str>))
+}
+
 /// The configuration in `path`, else the original's defaults.
 pub fn load_sys(path: Option<&Path>) -> Result<SysConfig, ConfigError> {
     match path {
@@ -141,12 +145,12 @@ mod tests {
 
     #[test]
     fn the_environment_does_not_reach_parsed_strings() {
-        // SAFETY: tests in this binary do not read PIZZA_CONCURRENCY concurrently.
-        unsafe { std::env::set_var("PIZZA_CONCURRENCY", "3") };
+        let with_env = |cmd: clap::Command| cmd.get_arguments().filter(|a| a.get_env().is_some()).count();
+        // `pizza serve` reads PIZZA_TIME_SCALE and the others; the strings parse without them.
+        assert_eq!(with_env(ServiceCli::command()), 5);
+        assert_eq!(with_env(command_without_env()), 0);
         let o = ServiceOpts::from_args(["--time-scale", "0"]).unwrap();
-        unsafe { std::env::remove_var("PIZZA_CONCURRENCY") };
-        assert_eq!(o.concurrency, 64);
-        assert_eq!(o.time_scale.factor(), 0.0);
+        assert_eq!((o.concurrency, o.time_scale.factor()), (64, 0.0));
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! - [`Shop::ready`] waits until an order went all the way through (every group has formed).
 //! - [`Shop::stop`] stops them gracefully within a bound and returns what each counted.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::now_ms;
@@ -23,6 +23,7 @@ use crate::options::ServiceConfig;
 use crate::services::{self, RunError, Service};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{StoreError, ViewStore};
+use crate::supervised::{ServiceState, Supervised};
 use crate::transport::{Transport, TransportError};
 use crate::worker::WorkerCounts;
 
@@ -46,31 +47,37 @@ pub enum Restart {
 pub enum ShopError {
     #[error("{0} stopped")]
     Stopped(ServiceName, #[source] RunError),
-    #[error("a service's task ended")]
-    Panicked(#[source] tokio::task::JoinError),
+    #[error("{0} panicked")]
+    Panicked(ServiceName, #[source] tokio::task::JoinError),
+    /// A service had ended before [`Shop::stop`] (and [`Shop::check_running`] said why).
+    #[error("{0} had stopped before the shop was stopped")]
+    StoppedEarlier(ServiceName),
+    /// Stopping took longer than its bound: these services were aborted (and are gone when
+    /// [`Shop::stop`] returns). What they held unfinished is redelivered when they next start.
     #[error("{0:?} did not stop within {1:?}")]
     StopTimedOut(Vec<ServiceName>, Duration),
+    /// The order placed by [`Shop::ready`] did not reach the view as delivered in time; the last
+    /// error reading the view, if there was one.
     #[error("no order went through the shop within {0:?}")]
-    NotReady(Duration),
+    NotReady(Duration, #[source] Option<StoreError>),
     #[error("the shop needs every consuming service to take an order through; it runs {0:?}")]
     NotWhole(Vec<ServiceName>),
     #[error("placing the warm-up order")]
     Place(#[source] PlaceError),
-    #[error("reading the view")]
-    View(#[source] StoreError),
 }
-
-type Ended = (ServiceName, Result<WorkerCounts, RunError>);
 
 /// Consuming services running in this process.
 pub struct Shop {
     cfg: ServiceConfig,
     services: Vec<ServiceName>,
-    /// Services whose task has not ended (as far as `check_running` and `stop` have seen).
-    running: BTreeSet<ServiceName>,
+    /// Which service each task runs.
+    names: HashMap<tokio::task::Id, ServiceName>,
     trigger: ShutdownTrigger,
-    tasks: tokio::task::JoinSet<Ended>,
+    tasks: tokio::task::JoinSet<Result<WorkerCounts, RunError>>,
     supervised: Supervised,
+    /// The first service seen to end on its own (by [`Shop::check_running`]), reported again by
+    /// [`Shop::stop`].
+    failed: Option<ServiceName>,
 }
 
 impl Shop {
@@ -84,6 +91,7 @@ impl Shop {
         let connect = Arc::new(connect);
         let supervised = Supervised::default();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut names = HashMap::new();
         for &service in services {
             let node = Node {
                 service,
@@ -92,21 +100,22 @@ impl Shop {
                 shutdown: shutdown.clone(),
             };
             let supervised = supervised.clone();
-            tasks.spawn(async move {
-                let r = match restart {
+            let task = tasks.spawn(async move {
+                match restart {
                     Restart::Never => node.run_once().await,
                     Restart::WithBackoff => node.supervise(&supervised).await,
-                };
-                (service, r)
+                }
             });
+            names.insert(task.id(), service);
         }
         Shop {
             cfg,
             services: services.to_vec(),
-            running: services.iter().copied().collect(),
+            names,
             trigger,
             tasks,
             supervised,
+            failed: None,
         }
     }
 
@@ -122,94 +131,121 @@ impl Shop {
 
     /// An error naming a service that has stopped while it should run.
     pub fn check_running(&mut self) -> Result<(), ShopError> {
-        match self.tasks.try_join_next() {
-            None => Ok(()),
-            Some(Ok((service, r))) => {
-                self.running.remove(&service);
-                Err(ShopError::Stopped(
-                    service,
-                    r.err().unwrap_or(RunError::EndedEarly),
-                ))
-            }
-            Some(Err(e)) => Err(ShopError::Panicked(e)),
+        let Some(ended) = self.tasks.try_join_next_with_id() else {
+            return Ok(());
+        };
+        let e = match self.ended(ended) {
+            (service, Ok(_)) => ShopError::Stopped(service, RunError::EndedEarly),
+            (_, Err(e)) => e,
+        };
+        if let ShopError::Stopped(service, _) | ShopError::Panicked(service, _) = &e {
+            self.failed.get_or_insert(*service);
         }
+        Err(e)
     }
 
-    /// Places one order through `customer` and waits, up to `within`, until the view shows it
-    /// delivered: then every service has joined its group and handled a record.
-    pub async fn ready<T: Transport>(&mut self, customer: &T, within: Duration) -> Result<(), ShopError> {
+    /// Places one order, `order_id`, through `customer` and waits, up to `within`, until the view
+    /// shows it delivered: then every service has joined its group and handled a record.
+    pub async fn ready<T: Transport>(
+        &mut self,
+        customer: &T,
+        order_id: OrderId,
+        within: Duration,
+    ) -> Result<(), ShopError> {
         if !ServiceName::CONSUMERS.iter().all(|s| self.services.contains(s)) {
             return Err(ShopError::NotWhole(self.services.clone()));
         }
         let sys = self.cfg.sys.clone();
+        let first = |items: &[String]| items.first().cloned().unwrap_or_default();
         let req = OrderRequest {
             username: "warm-up".into(),
-            sauce: sys.menu.sauces[0].clone(),
-            cheese: sys.menu.cheeses[0].clone(),
-            main_topping: sys.menu.main_toppings[0].clone(),
+            sauce: first(&sys.menu.sauces),
+            cheese: first(&sys.menu.cheeses),
+            main_topping: first(&sys.menu.main_toppings),
             extra_toppings: vec![],
         };
-        let id = OrderId::random();
         let deadline = tokio::time::Instant::now() + within;
-        let placed =
-            tokio::time::timeout_at(deadline, place_order(customer, &sys, &req, id.clone(), now_ms()));
-        placed
+        let placed = place_order(customer, &sys, &req, order_id.clone(), now_ms());
+        tokio::time::timeout_at(deadline, placed)
             .await
-            .map_err(|_| ShopError::NotReady(within))?
+            .map_err(|_| ShopError::NotReady(within, None))?
             .map_err(ShopError::Place)?;
         let path = self.cfg.view_path();
-        let mut view = None;
+        let mut last_error = None;
         loop {
             self.check_running()?;
-            if view.is_none() && path.exists() {
-                view = Some(ViewStore::open_read_only(&path).map_err(ShopError::View)?);
-            }
-            if let Some(v) = &view {
-                let status = v.status(id.as_str()).map_err(ShopError::View)?;
-                if status.is_some_and(|s| s.status == sys.codes.delivered) {
-                    return Ok(());
-                }
+            // The status service creates the file, then its tables: until both exist, reading
+            // fails, which is "not yet".
+            let status = path
+                .exists()
+                .then(|| ViewStore::open_read_only(&path).and_then(|v| v.status(order_id.as_str())));
+            match status {
+                Some(Ok(Some(s))) if s.status == sys.codes.delivered => return Ok(()),
+                Some(Err(e)) => last_error = Some(e),
+                _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ShopError::NotReady(within));
+                return Err(ShopError::NotReady(within, last_error));
             }
             tokio::time::sleep(READY_POLL).await;
         }
     }
 
     /// Stops every service gracefully (each finishes what it holds, commits and leaves its
-    /// group), waiting at most `within`; what is still running then is aborted and named.
-    /// Returns what each service counted, or the first error one stopped on.
+    /// group), waiting at most `within`; what is still running then is aborted, waited for (so
+    /// no consumer outlives the call, and a broker may go right after it) and named. Returns what
+    /// each service counted, or the first error a service stopped on, here or before (seen by
+    /// [`Shop::check_running`]); running out of time is reported before either.
     pub async fn stop(mut self, within: Duration) -> Result<BTreeMap<ServiceName, WorkerCounts>, ShopError> {
         self.trigger.fire();
         let deadline = tokio::time::Instant::now() + within;
         let mut counts = BTreeMap::new();
-        let mut failed = None;
+        let mut failed = self.failed.take().map(ShopError::StoppedEarlier);
         loop {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+            let ended = match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(ended)) => ended,
                 Ok(None) => break,
-                Ok(Some(Ok((service, r)))) => {
-                    self.running.remove(&service);
-                    match r {
-                        Ok(c) => {
-                            counts.insert(service, c);
-                        }
-                        Err(e) => {
-                            failed.get_or_insert(ShopError::Stopped(service, e));
-                        }
-                    }
+                Err(_) => return Err(self.abort(within).await),
+            };
+            match self.ended(ended) {
+                (service, Ok(c)) => {
+                    counts.insert(service, c);
                 }
-                Ok(Some(Err(e))) => {
-                    failed.get_or_insert(ShopError::Panicked(e));
-                }
-                Err(_) => {
-                    self.tasks.abort_all();
-                    let late = self.running.into_iter().collect();
-                    return Err(ShopError::StopTimedOut(late, within));
+                (_, Err(e)) => {
+                    failed.get_or_insert(e);
                 }
             }
         }
         failed.map_or(Ok(counts), Err)
+    }
+
+    /// Aborts what still runs, waits until it is gone, and names it.
+    async fn abort(&mut self, within: Duration) -> ShopError {
+        self.tasks.abort_all();
+        let mut late = Vec::new();
+        while let Some(ended) = self.tasks.join_next_with_id().await {
+            late.push(self.ended(ended).0);
+        }
+        late.sort();
+        ShopError::StopTimedOut(late, within)
+    }
+
+    /// The service a task ran, and how it ended.
+    fn ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, Result<WorkerCounts, RunError>), tokio::task::JoinError>,
+    ) -> (ServiceName, Result<WorkerCounts, ShopError>) {
+        let id = match &ended {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let service = self.names.remove(&id).expect("every task is named");
+        let r = match ended {
+            Ok((_, Ok(c))) => Ok(c),
+            Ok((_, Err(e))) => Err(ShopError::Stopped(service, e)),
+            Err(e) => Err(ShopError::Panicked(service, e)),
+        };
+        (service, r)
     }
 }
 
@@ -255,44 +291,5 @@ impl<T: Transport, F: Fn(ServiceName) -> Result<T, TransportError>> Node<F> {
             }
             backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
         }
-    }
-}
-
-/// What a supervisor knows of the services it runs in this process.
-#[derive(Clone, Debug, Default)]
-pub struct Supervised(Arc<Mutex<BTreeMap<ServiceName, ServiceState>>>);
-
-/// A supervised service's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServiceState {
-    Running,
-    /// Stopped on an error; the supervisor starts it again.
-    Down {
-        error: String,
-        restarts: u32,
-    },
-}
-
-impl Supervised {
-    /// Records a service's state.
-    pub fn set(&self, service: ServiceName, state: ServiceState) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(service, state);
-    }
-
-    /// What is wrong, one line per service that is down.
-    pub fn problems(&self) -> Vec<String> {
-        let states = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        states
-            .iter()
-            .filter_map(|(service, state)| match state {
-                ServiceState::Running => None,
-                ServiceState::Down { error, restarts } => Some(format!(
-                    "{service}: stopped ({restarts} restarts so far): {error}"
-                )),
-            })
-            .collect()
     }
 }

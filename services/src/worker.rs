@@ -2,7 +2,7 @@
 //! within one.
 //!
 //! - Records of one key run one after another (a *lane*); different keys run concurrently, at most
-//!   `concurrency` at a time (the ovens).
+//!   `concurrency` at a time (bake's ovens, deliver's drivers).
 //! - A record's offset is marked done only when its handler returned, i.e. after every output it
 //!   caused was acknowledged durable; and the mark per partition never passes a record that is
 //!   still unfinished ([`OffsetTracker`]).
@@ -309,7 +309,7 @@ struct Driver<T, H> {
     cfg: WorkerConfig,
     handler: Arc<H>,
     stats: Arc<WorkerStats>,
-    /// Handler tasks running at once: `concurrency` permits (the ovens).
+    /// Handler tasks running at once: `concurrency` permits.
     concurrency: Arc<Semaphore>,
     done_tx: mpsc::Sender<Done>,
     tracker: OffsetTracker,

@@ -8,7 +8,7 @@
 //! commits what is marked done every second and on close.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, Fetched, FetchedRecord, ProduceError};
-use crate::harness::cluster::BROKER_ADDR;
+
+/// Where the broker listens: its node's address, and Kafka's port.
+pub const BROKER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9092));
 
 const REQUEST_TAG: u64 = 0x006b_6166_6b61;
 /// How long one request may take before the client tries again.

@@ -269,7 +269,14 @@ impl Scenario {
                     return Err("rate must be above 0".into());
                 }
             }
-            "concurrency" => self.concurrency = number::<usize>("concurrency", one("concurrency")?)?.max(1),
+            "concurrency" => {
+                self.concurrency = number("concurrency", one("concurrency")?)?;
+                // What `pizza serve --concurrency` takes.
+                if !(1..=100_000).contains(&self.concurrency) {
+                    return Err("concurrency must be 1..=100000".into());
+                }
+            }
+            "ovens" => return Err("`ovens` is now `concurrency` (as `pizza serve --concurrency`)".into()),
             "partitions" => {
                 self.partitions = number("partitions", one("partitions")?)?;
                 if !(1..=1000).contains(&self.partitions) {
@@ -539,6 +546,8 @@ mod tests {
         assert!(err("hostile 1.5").contains("chance in [0, 1]"));
         assert!(err("time-scale -1").contains("time scale must be a finite number >= 0"));
         assert!(err("concurrency many").contains("not a valid number"));
+        assert!(err("concurrency 0").contains("1..=100000"));
+        assert!(err("ovens 64").contains("now `concurrency`"));
         assert!(err("at 1s pause bake").contains("for <duration>"));
         assert!(err("at 1s explode").contains("unknown fault"));
         assert!(err("colour blue").contains("unknown setting"));

@@ -230,8 +230,10 @@ pub fn fresh_group(prefix: &str) -> String {
 pub enum ReadError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// No record came for the stall time; the last retriable error the consumer gave meanwhile,
+    /// if it gave one, is the cause.
     #[error("no record for {0:?} while {1} were still to read")]
-    Stalled(Duration, i64),
+    Stalled(Duration, i64, #[source] Option<TransportError>),
 }
 
 impl<S: Subscription> ReadToEnd<S> {
@@ -258,11 +260,16 @@ impl<S: Subscription> ReadToEnd<S> {
     /// they do not restart the wait).
     pub async fn next(&mut self, stall: Duration) -> Result<Option<Record>, ReadError> {
         let deadline = tokio::time::Instant::now() + stall;
+        let mut last_error = None;
         while !self.remaining.is_empty() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let rec = match tokio::time::timeout(left, self.sub.recv()).await {
-                Err(_) => return Err(ReadError::Stalled(stall, self.remaining.values().sum())),
+                Err(_) => {
+                    let left_to_read = self.remaining.values().sum();
+                    return Err(ReadError::Stalled(stall, left_to_read, last_error));
+                }
                 Ok(Err(e)) if e.is_retriable() => {
+                    last_error = Some(e);
                     tokio::time::sleep(RETRY_PAUSE.min(left)).await;
                     continue;
                 }

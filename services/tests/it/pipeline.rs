@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
-use pizza::domain::{recipe_seed, OrderRequest};
+use pizza::domain::{recipe_seed, OrderId, OrderRequest};
 use pizza::error::Report;
 use pizza::partitioner::partition_for;
 use pizza::store::ViewStore;
@@ -34,7 +34,7 @@ pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) 
 
     // A first order proves every service joined its group; the orders under test then flow through
     // a running shop, where each step follows the previous one by its cooking time.
-    shop.ready(&customer, Duration::from_secs(60))
+    shop.ready(&customer, OrderId::random(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{}", Report(&e)));
     let view = shop.view();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::OrderId;
+use pizza::error::Report;
 use pizza::event::parse;
 use pizza::hostile::consumed_topics;
 use pizza::services::{assemble, bake, deliver, merge, status, ServiceConfig};
@@ -251,7 +252,8 @@ async fn verdict<H: Handler>(name: &str, handler: &H, rec: &Record) -> Result<bo
         // The broker may be slow to answer: that is the retriable class, allowed.
         Err(HandleError::Retriable(_)) => Ok(true),
         Err(HandleError::Fatal(e)) => Err(TestCaseError::fail(format!(
-            "{name} failed fatally on {rec:?}: {e}"
+            "{name} failed fatally on {rec:?}: {}",
+            Report(&*e)
         ))),
     }
 }

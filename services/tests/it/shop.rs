@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
-use pizza::domain::{encode, Assembled};
+use pizza::domain::{encode, Assembled, OrderId};
 use pizza::partitioner::partition_for;
 use pizza::services::RunError;
 use pizza::shop::{Restart, Shop, ShopError};
@@ -44,7 +44,9 @@ async fn ready_takes_an_order_through_and_stop_returns_what_each_service_counted
         &ServiceName::CONSUMERS,
     );
     let customer = KafkaTransport::new(props, "it-shop").unwrap();
-    shop.ready(&customer, Duration::from_secs(60)).await.unwrap();
+    shop.ready(&customer, OrderId::random(), Duration::from_secs(60))
+        .await
+        .unwrap();
     let delivered = count_by(&shop.view(), 999);
     assert_eq!(delivered, 1, "the warm-up order is delivered in the view");
     let counts = shop.stop_cleanly().await;
@@ -66,7 +68,10 @@ async fn ready_refuses_a_shop_that_cannot_take_an_order_through() {
         &[ServiceName::Assemble],
     );
     let customer = KafkaTransport::new(props, "it-shop").unwrap();
-    let e = shop.ready(&customer, Duration::from_secs(5)).await.unwrap_err();
+    let e = shop
+        .ready(&customer, OrderId::random(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(matches!(e, ShopError::NotWhole(_)), "{e:?}");
     shop.stop_cleanly().await;
 }

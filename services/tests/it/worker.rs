@@ -106,11 +106,6 @@ async fn one_key_in_order_many_keys_at_once_offsets_committed_on_shutdown() {
     }
 }
 
-/// A member that leaves on shutdown hands its partitions over in one rebalance; one that just
-/// vanished is only replaced after its session timeout too. An observer in the same group sees the
-/// difference. On librdkafka's mock cluster a rebalance after a leave waits session timeout - 1 s
-/// (5 s here, `rd_kafka_mock_cgrp_classic_rebalance`), so leaving hands over in about 5 s and
-/// vanishing in about 6 + 5 = 11 s.
 /// A handler with nothing to do.
 struct Nothing;
 
@@ -120,6 +115,11 @@ impl Handler for Nothing {
     }
 }
 
+/// A member that leaves on shutdown hands its partitions over in one rebalance; one that just
+/// vanished is only replaced after its session timeout too. An observer in the same group sees the
+/// difference. On librdkafka's mock cluster a rebalance after a leave waits session timeout - 1 s
+/// (5 s here, `rd_kafka_mock_cgrp_classic_rebalance`), so leaving hands over in about 5 s and
+/// vanishing in about 6 + 5 = 11 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_leaves_the_group_at_once() {
     use std::sync::atomic::AtomicBool;

@@ -18,8 +18,8 @@
 //! it reads and steers the broker's state directly, not over the network.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use madsim::runtime::{Handle, NodeHandle};
@@ -30,11 +30,8 @@ use pizza::options::{ServiceConfig, ServiceOpts};
 use super::supervisor::run_service;
 use super::Shared;
 use crate::broker::{Broker, BrokerConfig};
-use crate::node::{serve, BrokerShared};
+use crate::node::{serve, BrokerShared, BROKER_ADDR};
 use crate::scenario::Scenario;
-
-/// Where the broker listens: its node's address, and Kafka's port.
-pub const BROKER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9092));
 /// The customers' node.
 const CUSTOMERS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 1);
 /// The checker's node.
@@ -62,12 +59,17 @@ pub(super) fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -
     opts.service_config(sys_config(sc), data_dir)
 }
 
+/// Where a service node keeps its files (what a `lose-disk` crash deletes).
+pub(super) fn data_dir(root: &Path, service: ServiceName) -> PathBuf {
+    root.join(service.as_str())
+}
+
 /// The command line of a service node, as `pizza serve SERVICE` would take it: the node runs the
 /// configuration the binary's own option type ([`ServiceOpts`]) makes of it.
 pub(super) fn service_args(sc: &Scenario, root: &Path, service: ServiceName) -> Vec<String> {
     vec![
         "--data-dir".into(),
-        root.join(service.as_str()).display().to_string(),
+        data_dir(root, service).display().to_string(),
         "--time-scale".into(),
         sc.time_scale.factor().to_string(),
         "--concurrency".into(),

@@ -15,6 +15,7 @@ use pizza::clock::now_ms;
 use pizza::command::{place_order, PlaceError};
 use pizza::config::{SysConfig, Topics};
 use pizza::domain::{Menu, OrderId, OrderRequest};
+use pizza::error::Report;
 use pizza::hostile::{self, Expect, Hostile, Kind, TAG_HEADER};
 use pizza::transport::TransportError;
 use tokio::task::JoinHandle;
@@ -103,7 +104,7 @@ impl Desk {
                 }
                 Err(PlaceError::Unavailable(e)) => {
                     // The customer was told it failed; whatever reached the log need not be delivered.
-                    tracing::debug!(order = id.as_str(), error = %e, "order not placed");
+                    tracing::debug!(order = id.as_str(), error = %Report(&e), "order not placed");
                     shared.refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -237,7 +238,11 @@ async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) 
             Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
             Err(e) if e.is_retriable() => continue,
             Err(e) => {
-                shared.violate(Invariant::Harness, None, format!("{what} was refused: {e}"));
+                shared.violate(
+                    Invariant::Harness,
+                    None,
+                    format!("{what} was refused: {}", Report(&e)),
+                );
                 return;
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pizza::clock::now_ms;
 use pizza::config::{ServiceName, SysConfig};
 
-use super::cluster::Cluster;
+use super::cluster::{self, Cluster};
 use super::{fmt_t, Shared};
 use crate::node::BrokerShared;
 use crate::scenario::{FaultKind, Scenario};
@@ -72,7 +72,7 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             let id = node(&service);
             handle.kill(id);
             let h = handle.clone();
-            let dir = root.join(service.as_str());
+            let dir = cluster::data_dir(root, service);
             later(
                 down,
                 Box::new(move || {
