@@ -116,9 +116,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
     if let Some(n) = opts.orders {
         sc.orders = n;
     }
-    let mut config = madsim::Config::default();
-    config.net.send_latency = sc.latency.0..sc.latency.1;
-    let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, config);
+    let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, runtime_config(&sc));
     let dir = run_dir(opts.seed);
     let _ = std::fs::remove_dir_all(&dir);
     pizza::mutants::set(opts.mutant);
@@ -149,6 +147,42 @@ pub fn run(opts: &RunOptions) -> Outcome {
     outcome.seed = opts.seed;
     outcome.mutant = opts.mutant;
     outcome
+}
+
+/// Runs one seed of `scenario` twice under madsim's own determinism check
+/// (`Runtime::check_determinism`): the second run's every random draw is compared with the
+/// first's, and the first that differs panics, naming the seed. Beside the trace-hash test, which
+/// compares what the runs did, this catches a hidden source of nondeterminism before it changes
+/// an outcome. Returns the second run's outcome.
+pub fn check_determinism(scenario: &Scenario, seed: u64) -> Outcome {
+    // `check_determinism` takes a plain `fn`, so the run it repeats is handed over here; one check
+    // at a time.
+    static PLAN: Mutex<Option<(Scenario, u64)>> = Mutex::new(None);
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    fn planned() -> impl std::future::Future<Output = Outcome> {
+        let (sc, seed) = PLAN.lock().expect("plan").clone().expect("a planned run");
+        async move {
+            let dir = run_dir(seed);
+            let outcome = simulate(sc, seed, dir.clone(), Arc::default()).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            outcome
+        }
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let sc = scenario.for_seed(seed);
+    *PLAN.lock().expect("plan") = Some((sc.clone(), seed));
+    let mut outcome = madsim::runtime::Runtime::check_determinism(seed, runtime_config(&sc), planned);
+    outcome.scenario = sc.name.clone();
+    outcome.scenario_text = sc.to_text();
+    outcome.seed = seed;
+    outcome
+}
+
+/// madsim's configuration for a run of `sc`: its network latency.
+fn runtime_config(sc: &Scenario) -> madsim::Config {
+    let mut config = madsim::Config::default();
+    config.net.send_latency = sc.latency.0..sc.latency.1;
+    config
 }
 
 /// A fresh directory for a run's data (the services' and the rebuilt view), in memory where the

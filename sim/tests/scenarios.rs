@@ -6,7 +6,7 @@
 #![cfg(madsim)]
 
 use pizza::mutants::Mutant;
-use pizza_sim::harness::{run, Outcome, RunOptions};
+use pizza_sim::harness::{check_determinism, run, Outcome, RunOptions};
 use pizza_sim::scenario::Scenario;
 
 fn scenario(name: &str) -> Scenario {
@@ -219,4 +219,13 @@ fn mutant_header_key_panics_is_caught() {
 #[test]
 fn mutant_dlq_whole_only_is_caught() {
     caught(Mutant::DlqWholeOnly, "hostile", 5, "service-kept-running");
+}
+
+/// madsim's own check: the same seed twice draws the same random numbers in the same order.
+#[test]
+fn madsim_sees_the_same_draws_twice() {
+    for (name, seed) in [("standard", 1), ("swarm", 2)] {
+        let o = check_determinism(&scenario(name), seed);
+        assert!(o.passed(), "{o}");
+    }
 }
