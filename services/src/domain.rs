@@ -4,6 +4,8 @@
 use std::fmt;
 
 use md5::{Digest, Md5};
+
+use crate::mutants::{self, Mutant};
 use serde::{Deserialize, Serialize};
 
 /// An order id: 8 lower-case hex characters, the last 8 of a random UUID's hex in the original.
@@ -410,9 +412,17 @@ impl StatusCodes {
         } else if code == self.pending {
             Some(Rank::Progress(2))
         } else if code == self.in_the_oven {
-            Some(Rank::Progress(3))
+            Some(Rank::Progress(if mutants::on(Mutant::OvenOutranksBaked) {
+                4
+            } else {
+                3
+            }))
         } else if code == self.out_for_delivery {
-            Some(Rank::Progress(4))
+            Some(Rank::Progress(if mutants::on(Mutant::OvenOutranksBaked) {
+                3
+            } else {
+                4
+            }))
         } else if [self.delivered, self.cancelled, self.something_wrong, self.unknown].contains(&code) {
             Some(Rank::Final)
         } else {

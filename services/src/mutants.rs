@@ -33,11 +33,15 @@ pub enum Mutant {
     /// Dead-lettering only ever tries the whole record, and a record too large for that stops the
     /// service (the fix writes what fits: issue 11, defect 2).
     DlqWholeOnly,
+    /// The rank table puts in-the-oven (200) above out-for-delivery (300), so a late 200 moves an
+    /// order back from 300. The fold, the rebuild and any checker using the same table agree
+    /// with it; only a checker with its own order of codes sees it.
+    OvenOutranksBaked,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -47,6 +51,7 @@ impl Mutant {
         Mutant::WatchdogDrift,
         Mutant::HeaderKeyPanics,
         Mutant::DlqWholeOnly,
+        Mutant::OvenOutranksBaked,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -61,6 +66,7 @@ impl Mutant {
             Mutant::WatchdogDrift => "watchdog-drift",
             Mutant::HeaderKeyPanics => "header-key-panics",
             Mutant::DlqWholeOnly => "dlq-whole-only",
+            Mutant::OvenOutranksBaked => "oven-outranks-baked",
         }
     }
 }

@@ -49,7 +49,7 @@ use pizza::mutants::Mutant;
 
 use crate::node::BrokerShared;
 use crate::scenario::Scenario;
-use checker::{check_log, check_rebuild, converge, watch_view, LogCounts};
+use checker::{check_log, check_rebuild, check_view_model, converge, watch_view, LogCounts};
 use cluster::{service_config, Cluster};
 use customers::place_orders;
 pub use verdict::{Invariant, Outcome, Violation};
@@ -238,6 +238,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     // The final checks read the log (the broker's own state) and the view.
     let cfg = service_config(&sc, &root, ServiceName::Status);
     check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
+    check_view_model(&cluster.broker, &sys, &view_path, &shared);
     let counts = check_log(&cluster.broker, &sys, &shared);
     verdict(&sc, seed, start, &shared, &cluster.broker, counts)
 }

@@ -14,6 +14,7 @@ pub mod broker;
 pub mod harness;
 #[cfg(madsim)]
 pub mod node;
+pub mod oracle;
 pub mod rng;
 pub mod scenario;
 pub mod trace;

@@ -186,6 +186,13 @@ fn mutant_no_monotonic_guard_is_caught() {
     caught(Mutant::NoMonotonicGuard, "reorder", 5, "no-regression");
 }
 
+/// A wrong rank table in the services agrees with itself (fold, rebuild); the checker's own
+/// order of codes, from the spec, does not.
+#[test]
+fn mutant_oven_outranks_baked_is_caught() {
+    caught(Mutant::OvenOutranksBaked, "pipeline", 5, "no-regression");
+}
+
 #[test]
 fn mutant_no_dedup_is_caught() {
     caught(Mutant::NoDedup, "crash-restart", 5, "no-double-delivery");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use madsim::runtime::NodeHandle;
 use pizza::clock::{now_ms, TimeScale};
 use pizza::config::{ServiceName, SysConfig, Topics};
-use pizza::domain::{decode, StatusCodes, StatusEvent, StatusOnly};
+use pizza::domain::{decode, StatusEvent, StatusOnly};
 use pizza::error::Report;
 use pizza::hostile::{self, Expect, Kind, TAG_HEADER};
 use pizza::services::ServiceConfig;
@@ -20,6 +20,7 @@ use pizza::view::StatusRow;
 use super::{Invariant, Shared};
 use crate::broker::{Broker, Stored};
 use crate::node::{BrokerShared, SimTransport};
+use crate::oracle::{self, ViewModel};
 use crate::scenario::Scenario;
 
 /// How often the checker reads the view.
@@ -39,6 +40,7 @@ pub(super) async fn watch_view(
 ) {
     let mut watch = Watch::new(&sys, scale, shared, faultless);
     let mut view = None;
+    let mut changes = ChangeLog::default();
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         if view.is_none() && path.exists() {
@@ -46,8 +48,69 @@ pub(super) async fn watch_view(
         }
         let Some(v) = &view else { continue };
         let Ok(rows) = v.status_rows() else { continue };
+        for (order, old, new) in changes.read(&path) {
+            watch.check_change(&order, old, new);
+        }
         let latest = watch.check(rows, now_ms());
         *watch.shared.view.lock().expect("view") = latest;
+    }
+}
+
+/// Every status change the view makes, not only what two reads 500 ms apart show: a trigger the
+/// checker adds to the view's file writes each update of a status into a table of its own (the
+/// services' code and schema know nothing of it). It is added as soon as the status service has
+/// made the file, and again after a lost disk made a new one; changes before that are seen only
+/// by the reads.
+#[derive(Default)]
+struct ChangeLog {
+    /// The last change read.
+    seq: i64,
+}
+
+const CHANGE_LOG: &str = "
+CREATE TABLE IF NOT EXISTS sim_status_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL, old INTEGER NOT NULL, new INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS sim_status_change AFTER UPDATE OF status ON order_status
+WHEN old.status <> new.status
+BEGIN
+    INSERT INTO sim_status_changes (order_id, old, new) VALUES (old.order_id, old.status, new.status);
+END;
+";
+
+impl ChangeLog {
+    /// The changes since the last read: order, old status, new status.
+    fn read(&mut self, path: &Path) -> Vec<(String, i64, i64)> {
+        let mut read = || -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
+            let conn = rusqlite::Connection::open(path)?;
+            let has_log: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sim_status_changes'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_log {
+                conn.execute_batch(CHANGE_LOG)?;
+            }
+            let max_seq: i64 =
+                conn.query_row("SELECT coalesce(max(seq), 0) FROM sim_status_changes", [], |r| {
+                    r.get(0)
+                })?;
+            // A new file (the disk was lost) numbers its changes from 1 again.
+            if max_seq < self.seq {
+                self.seq = 0;
+            }
+            let mut stmt = conn.prepare(
+                "SELECT seq, order_id, old, new FROM sim_status_changes WHERE seq > ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([self.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        };
+        // The status service may not have made its tables yet: try again at the next read.
+        let Ok(rows) = read() else { return Vec::new() };
+        if let Some((seq, ..)) = rows.last() {
+            self.seq = *seq;
+        }
+        rows.into_iter().map(|(_, o, a, b)| (o, a, b)).collect()
     }
 }
 
@@ -55,7 +118,6 @@ pub(super) async fn watch_view(
 /// to.
 struct Watch {
     shared: Arc<Shared>,
-    codes: StatusCodes,
     /// At time scale 0 the watchdog is off (nothing takes time), so no order may be marked and none
     /// is due a mark.
     watchdog_on: bool,
@@ -73,7 +135,6 @@ impl Watch {
     fn new(sys: &SysConfig, scale: TimeScale, shared: Arc<Shared>, faultless: bool) -> Watch {
         Watch {
             shared,
-            codes: sys.codes.clone(),
             watchdog_on: scale.factor() > 0.0,
             sla_ms: scale.scale_secs(sys.stuck_after_secs).as_millis() as i64,
             period_ms: scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64,
@@ -89,6 +150,19 @@ impl Watch {
         }
     }
 
+    /// One change the view made: never back, by the spec's order of codes.
+    fn check_change(&mut self, order: &str, old: i64, new: i64) {
+        if let (Some(a), Some(b)) = (oracle::rank(old), oracle::rank(new)) {
+            if b < a {
+                self.violate(
+                    Invariant::NoRegression,
+                    order,
+                    format!("status moved back from {old} to {new} (the view's change log)"),
+                );
+            }
+        }
+    }
+
     /// Checks one read of the view at `now`; returns it as order -> (status, stuck).
     fn check(&mut self, rows: Vec<StatusRow>, now: i64) -> BTreeMap<String, (i64, bool)> {
         let impaired = self.shared.impaired.lock().expect("impaired").clone();
@@ -97,7 +171,7 @@ impl Watch {
             let since = self.seen_since(&order, status, now);
             if stuck {
                 self.check_marked(&order, status, stuck_at_ms.unwrap_or(now) - status_at_ms);
-            } else if self.watchdog_on && !self.codes.is_final(status) {
+            } else if self.watchdog_on && !oracle::is_final(status) {
                 self.check_unmarked(&order, status, status_at_ms, since, now, &impaired);
             }
             latest.insert(order, (status, stuck));
@@ -112,7 +186,7 @@ impl Watch {
             Some((prev, since)) if *prev == status => *since,
             Some((prev, _)) => {
                 let prev = *prev;
-                if let (Some(a), Some(b)) = (self.codes.rank(prev), self.codes.rank(status)) {
+                if let (Some(a), Some(b)) = (oracle::rank(prev), oracle::rank(status)) {
                     if b < a {
                         self.violate(
                             Invariant::NoRegression,
@@ -307,6 +381,48 @@ fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
             None,
             format!("could not read the views: {:?} / {:?}", a.err(), b.err()),
         ),
+    }
+}
+
+/// The live view against the checker's own model of pizza-status (once the status service has
+/// read all of it; when it has not, convergence has already failed).
+pub(super) fn check_view_model(bs: &BrokerShared, sys: &SysConfig, view_path: &Path, shared: &Shared) {
+    let mut model = ViewModel::default();
+    {
+        let b = bs.lock();
+        if b.lag()
+            .get(sys.group(ServiceName::Status))
+            .is_some_and(|n| *n > 0)
+        {
+            return;
+        }
+        for part in b.log(&sys.topics.status) {
+            // Hostile records carry a tag; the status service dead-letters those that are not
+            // events and ignores the unknown code the others carry.
+            for r in part.iter().filter(|r| tag(r).is_none()) {
+                model.apply(&String::from_utf8_lossy(r.key()), r.payload());
+            }
+        }
+    }
+    let rows = match ViewStore::open_read_only(view_path).and_then(|v| v.status_rows()) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let detail = format!("could not read the view: {}", Report(&e));
+            return shared.violate(Invariant::ViewFollowsSpec, None, detail);
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for (order, status, _, stuck, _) in rows {
+        let expected = model.orders.get(&order);
+        if expected != Some(&oracle::Expected { status, stuck }) {
+            let detail = format!("the view holds status {status} (stuck: {stuck}); the spec's fold of pizza-status gives {expected:?}");
+            shared.violate(Invariant::ViewFollowsSpec, Some(&order), detail);
+        }
+        seen.insert(order);
+    }
+    for (order, e) in model.orders.iter().filter(|(o, _)| !seen.contains(*o)) {
+        let detail = format!("not in the view; the spec's fold of pizza-status gives {e:?}");
+        shared.violate(Invariant::ViewFollowsSpec, Some(order), detail);
     }
 }
 

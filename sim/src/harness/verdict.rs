@@ -26,6 +26,9 @@ pub enum Invariant {
     NoDoubleDelivery,
     /// The view rebuilt from the log equals the live one, row for row.
     ViewEqualsRebuild,
+    /// The live view holds what the checker's own model of the spec (`oracle`) makes of
+    /// pizza-status: each order's status and stuck flag.
+    ViewFollowsSpec,
     /// Every status a source topic carries for an accepted order reached pizza-status.
     NoEventLost,
     /// Every hostile record that is not its topic's event was dead-lettered by every service that
@@ -57,6 +60,7 @@ impl Invariant {
             Invariant::AllAcceptedDelivered => "all-accepted-delivered",
             Invariant::NoDoubleDelivery => "no-double-delivery",
             Invariant::ViewEqualsRebuild => "view-equals-rebuild",
+            Invariant::ViewFollowsSpec => "view-follows-spec",
             Invariant::NoEventLost => "no-event-lost",
             Invariant::MalformedDeadLettered => "malformed-dead-lettered",
             Invariant::DlqOnlyMalformed => "dlq-only-malformed",
