@@ -4,7 +4,7 @@
 //! Modules depend on each other one way, from the bottom up (the `layers` integration test reads
 //! the sources and fails on a cycle):
 //! - [`domain`]: events, status codes and texts, menu, timing formulas (`spec/wire.md`). Pure.
-//! - [`error`], [`mutants`], [`partitioner`] (Java's murmur2, so keys land where the original's
+//! - [`error`], [`mutants`], [`probes`], [`partitioner`] (Java's murmur2, so keys land where the original's
 //!   do), [`clock`], [`shutdown`]: leaves anything may use. `mutants` are known bug classes the
 //!   simulation switches on; outside `--cfg madsim` every switch is a constant `false`.
 //! - [`config`]: the original's ini files (`config_kafka/*.ini`, `config_sys/default.ini`).
@@ -44,6 +44,7 @@ pub mod hostile;
 pub mod mutants;
 pub mod options;
 pub mod partitioner;
+pub mod probes;
 pub mod services;
 #[cfg(not(madsim))]
 pub mod shop;

@@ -37,11 +37,14 @@ pub enum Mutant {
     /// order back from 300. The fold, the rebuild and any checker using the same table agree
     /// with it; only a checker with its own order of codes sees it.
     OvenOutranksBaked,
+    /// Deliver sends a driver again for a pizza it already delivered, but announces the first
+    /// delivery's time: the log shows one delivery, the customer got two.
+    RedriveKeepsTime,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 11] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -52,6 +55,7 @@ impl Mutant {
         Mutant::HeaderKeyPanics,
         Mutant::DlqWholeOnly,
         Mutant::OvenOutranksBaked,
+        Mutant::RedriveKeepsTime,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -67,6 +71,7 @@ impl Mutant {
             Mutant::HeaderKeyPanics => "header-key-panics",
             Mutant::DlqWholeOnly => "dlq-whole-only",
             Mutant::OvenOutranksBaked => "oven-outranks-baked",
+            Mutant::RedriveKeepsTime => "redrive-keeps-time",
         }
     }
 }

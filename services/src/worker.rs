@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::domain::Malformed;
 use crate::error::{BoxError, Report};
 use crate::mutants::{self, Mutant};
+use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
 use crate::transport::{OutRecord, Record, Subscription, Transport, TransportError};
 
@@ -51,6 +52,7 @@ impl HandleError {
 
 impl From<TransportError> for HandleError {
     fn from(e: TransportError) -> Self {
+        probes::hit(Probe::ProduceFailed, "");
         if e.is_retriable() {
             HandleError::retriable(e)
         } else {
@@ -277,6 +279,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
             received = sub.recv(), if !draining && d.has_room() => match received {
                 Ok(rec) => d.received(&mut sub, rec),
                 Err(e) if e.is_retriable() => {
+                    probes::hit(Probe::ConsumerRetried, "");
                     tracing::warn!(service = %d.cfg.name, error = %Report(&e), "consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -385,6 +388,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         let finished = self.tracker.finish(&done.topic, done.partition, done.offset);
         if let Some(next) = finished.filter(|_| !self.mark_on_arrival) {
             if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
+                probes::hit(Probe::MarkDoneRefused, "");
                 // The partition may have moved to another member; it re-reads from the last
                 // commit, which redelivers at most what we finished since.
                 tracing::warn!(service = %self.cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
@@ -466,12 +470,18 @@ impl<T: Transport, H: Handler> Task<T, H> {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(HandleError::Retriable(m)) if attempt < self.max_attempts => {
+                    probes::hit(Probe::HandlerRetried, key_of(rec));
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let backoff = Duration::from_millis(100 << attempt.min(6));
                     tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt, error = %Report(&*m), "retrying");
                     tokio::time::sleep(backoff).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if matches!(e, HandleError::Retriable(_)) {
+                        probes::hit(Probe::RetriesExhausted, key_of(rec));
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -495,7 +505,10 @@ impl<T: Transport, H: Handler> Task<T, H> {
             {
                 Ok(_) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    if *form != DlqForm::Whole {
+                    if *form == DlqForm::Whole {
+                        probes::hit(Probe::DeadLettered, key_of(rec));
+                    } else {
+                        probes::hit(Probe::DeadLetteredInPart, key_of(rec));
                         self.stats.dead_lettered_in_part.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(());
@@ -510,9 +523,15 @@ impl<T: Transport, H: Handler> Task<T, H> {
             return Err(HandleError::fatal("dead-letter record too large"));
         }
         tracing::error!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "not even a bare dead-letter record was accepted; the record stays on its source topic and is passed over");
+        probes::hit(Probe::DeadLetterDropped, key_of(rec));
         self.stats.dead_letter_dropped.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// A record's key as a probe names it.
+fn key_of(rec: &Record) -> &str {
+    rec.key_str().unwrap_or_default()
 }
 
 /// What a record counts against [`WorkerConfig::max_in_flight_bytes`].

@@ -6,7 +6,7 @@
 #![cfg(madsim)]
 
 use pizza::mutants::Mutant;
-use pizza_sim::harness::{check_determinism, run, Outcome, RunOptions};
+use pizza_sim::harness::{check_determinism, run, Outcome, RunOptions, REQUIRED_PROBES};
 use pizza_sim::scenario::Scenario;
 
 fn scenario(name: &str) -> Scenario {
@@ -184,6 +184,34 @@ fn mutant_delivery_state_in_memory_is_caught() {
 #[test]
 fn mutant_no_monotonic_guard_is_caught() {
     caught(Mutant::NoMonotonicGuard, "reorder", 5, "no-regression");
+}
+
+/// A second drive for a delivered pizza, announced with the first delivery's time, leaves one
+/// delivery on the log: only counting the drives sees it.
+#[test]
+fn mutant_redrive_keeps_time_is_caught() {
+    caught(Mutant::RedriveKeepsTime, "crash-restart", 5, "no-double-delivery");
+}
+
+/// Every code probe marked required fires in some of 30 swarm seeds: the error paths they mark
+/// are exercised, and stay so.
+#[test]
+fn required_probes_fire() {
+    let mut fired = std::collections::BTreeSet::new();
+    for seed in 0..30 {
+        let o = run_seed("swarm", seed, None);
+        assert!(o.passed(), "{o}");
+        fired.extend(o.probes.iter().filter(|(_, n)| **n > 0).map(|(p, _)| *p));
+    }
+    let missing: Vec<&str> = REQUIRED_PROBES
+        .iter()
+        .filter(|p| !fired.contains(*p))
+        .map(|p| p.name())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "required probes that fired in none of 30 swarm seeds: {missing:?}"
+    );
 }
 
 /// A wrong rank table in the services agrees with itself (fold, rebuild); the checker's own

@@ -10,6 +10,7 @@ use crate::clock::now_ms;
 use crate::domain::{delivery_secs, encode, StatusOnly};
 use crate::event::{parse, unexpected, Event};
 use crate::mutants::{self, Mutant};
+use crate::probes::{self, Probe};
 use crate::services::ServiceConfig;
 use crate::store::{DeliveryState, DeliveryStore};
 use crate::transport::{OutRecord, Record, Transport};
@@ -112,6 +113,7 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.store.remember_customer(order_id, &customer_id)?;
             }
             Decision::Pend => {
+                probes::hit(Probe::Pending, order_id);
                 self.store.mark_pending(order_id)?;
                 self.send(&topics.pending, order_id, codes.pending, now_ms())
                     .await?;
@@ -119,6 +121,7 @@ impl<T: Transport> Handler for Deliver<T> {
             Decision::Deliver { customer_id, pending } => {
                 let secs = delivery_secs(&customer_id, pending);
                 self.cfg.time_scale.sleep_secs(secs as f64).await;
+                probes::hit(Probe::DeliveryDriven, order_id);
                 // Durable before it is announced: a crash from here on re-sends, never re-delivers.
                 let ts = self.store.mark_delivered(order_id, now_ms())?;
                 // A deliver that does not recognise redelivered inputs has no earlier delivery to
@@ -132,6 +135,12 @@ impl<T: Transport> Handler for Deliver<T> {
                     .await?;
             }
             Decision::Resend { delivered_at_ms } => {
+                probes::hit(Probe::DeliveryResent, order_id);
+                if mutants::on(Mutant::RedriveKeepsTime) {
+                    let secs = delivery_secs(state.customer_id.as_deref().unwrap_or_default(), state.pending);
+                    self.cfg.time_scale.sleep_secs(secs as f64).await;
+                    probes::hit(Probe::DeliveryDriven, order_id);
+                }
                 self.send(&topics.delivered, order_id, codes.delivered, delivered_at_ms)
                     .await?;
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::config::ServiceName;
 pub use crate::options::ServiceConfig;
+use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
 use crate::store::{DeliveryStore, StoreError, ViewStore};
 use crate::transport::{Transport, TransportError};
@@ -37,6 +38,7 @@ impl ServiceConfig {
 impl From<StoreError> for HandleError {
     fn from(e: StoreError) -> Self {
         if e.is_busy() {
+            probes::hit(Probe::StoreBusy, "");
             HandleError::retriable(e)
         } else {
             HandleError::fatal(e)

@@ -17,6 +17,7 @@ use crate::config::SysConfig;
 use crate::domain::{Malformed, Order, StatusCodes};
 use crate::event::{event_ts, parse, unexpected, Event};
 use crate::mutants::{self, Mutant};
+use crate::probes::{self, Probe};
 use crate::transport::Record;
 
 /// Where the view's updates are kept (the status service's SQLite file, a fresh file for a
@@ -53,6 +54,9 @@ pub fn fold(
     if status == codes.stuck {
         let cur = current?;
         let raced = observed.is_some_and(|o| o != cur.status);
+        if raced {
+            probes::hit(Probe::WatchdogMarkRaced, "");
+        }
         if cur.stuck || raced || codes.is_final(cur.status) {
             return None;
         }
@@ -66,7 +70,10 @@ pub fn fold(
     let current = current.filter(|_| !mutants::on(Mutant::NoMonotonicGuard));
     if let Some(cur) = current {
         match codes.rank(cur.status) {
-            Some(r) if r >= rank => return None,
+            Some(r) if r >= rank => {
+                probes::hit(Probe::StaleStatusIgnored, "");
+                return None;
+            }
             _ => {}
         }
     }

@@ -18,6 +18,7 @@ fn main() {
 
 #[cfg(madsim)]
 mod runner {
+    use std::collections::BTreeMap;
     use std::io::Write;
     use std::ops::Range;
     use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ mod runner {
     use clap::error::ErrorKind;
     use clap::{CommandFactory, Parser};
     use pizza::mutants::Mutant;
+    use pizza::probes::Probe;
     use pizza_sim::harness::{run, Outcome, RunOptions};
     use pizza_sim::scenario::Scenario;
 
@@ -269,6 +271,8 @@ mod runner {
         walls: Vec<Vec<Duration>>,
         /// (scenario, seed), in the order they finished.
         failures: Vec<(String, u64)>,
+        /// Per code probe, the runs it fired in and its hits in all.
+        probes: BTreeMap<Probe, (usize, u64)>,
     }
 
     /// Runs `work` on `args.jobs` threads, reporting each failure as it comes and the progress.
@@ -279,6 +283,7 @@ mod runner {
         let mut tally = Tally {
             walls: vec![Vec::new(); args.scenarios.len()],
             failures: Vec::new(),
+            probes: BTreeMap::new(),
         };
         std::thread::scope(|s| {
             for _ in 0..args.jobs.min(work.len()) {
@@ -291,6 +296,10 @@ mod runner {
                 done += 1;
                 let idx = names.iter().position(|n| *n == o.scenario).unwrap_or(0);
                 tally.walls[idx].push(wall);
+                for (probe, hits) in &o.probes {
+                    let t = tally.probes.entry(*probe).or_default();
+                    *t = (t.0 + 1, t.1 + hits);
+                }
                 if !o.passed() {
                     report_failure(args, &o);
                     tally.failures.push((o.scenario.clone(), o.seed));
@@ -358,6 +367,7 @@ mod runner {
                 median.as_secs_f64()
             );
         }
+        print_probes(&tally.probes, runs);
         println!(
             "{} runs in {:.1}s: {:.1} seeds/minute with {} jobs",
             runs,
@@ -365,6 +375,15 @@ mod runner {
             runs as f64 * 60.0 / elapsed.as_secs_f64(),
             args.jobs
         );
+    }
+
+    /// Every code probe: in how many of the runs it fired, and how often in all.
+    fn print_probes(probes: &BTreeMap<Probe, (usize, u64)>, runs: usize) {
+        println!("code probes (runs fired in / {runs}, hits):");
+        for probe in Probe::ALL {
+            let (seeds, hits) = probes.get(&probe).copied().unwrap_or_default();
+            println!("  {:<24} {seeds:>5} {hits:>9}", probe.name());
+        }
     }
 
     /// A progress bar redrawn in place on a terminal; elsewhere (CI logs) a line every tenth.

@@ -447,11 +447,17 @@ fn tag(r: &Stored) -> Option<u32> {
 }
 
 /// Checks on the log itself.
-pub(super) fn check_log(bs: &BrokerShared, sys: &SysConfig, shared: &Shared) -> LogCounts {
+pub(super) fn check_log(
+    bs: &BrokerShared,
+    sys: &SysConfig,
+    shared: &Shared,
+    drives: &BTreeMap<String, u64>,
+) -> LogCounts {
     let b = bs.lock();
     let topics = &sys.topics;
     let accepted = shared.accepted.lock().expect("accepted").clone();
     let deliveries = check_deliveries(&b, topics, shared);
+    check_drives(drives, shared);
     check_no_event_lost(&b, topics, &accepted, shared);
     let sent = shared.hostile.lock().expect("hostile").clone();
     let hostile_in_log = find_hostile(&b, topics, &sent);
@@ -488,6 +494,18 @@ fn check_deliveries(b: &Broker, topics: &Topics, shared: &Shared) -> BTreeMap<St
         }
     }
     deliveries
+}
+
+/// One drive per order: deliver's drivers, counted where they deliver (the `delivery-driven`
+/// probe), not told apart by the timestamps they leave on the log.
+fn check_drives(drives: &BTreeMap<String, u64>, shared: &Shared) {
+    for (order, n) in drives.iter().filter(|(_, n)| **n > 1) {
+        shared.violate(
+            Invariant::NoDoubleDelivery,
+            Some(order),
+            format!("driven to the customer {n} times"),
+        );
+    }
 }
 
 /// No event lost: every status a source topic carries for an accepted order reached pizza-status.

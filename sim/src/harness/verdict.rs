@@ -1,11 +1,13 @@
 //! The verdict: the invariants a run checks, the violations it found, and the [`Outcome`] the
 //! runner prints (and writes a trace from) and the tests assert on.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use pizza::mutants::Mutant;
+use pizza::probes::Probe;
 
 /// What the run checks; [`Invariant::name`] is how reports, traces and the README name each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,6 +122,8 @@ pub struct Outcome {
     pub restarts: u64,
     /// Simulated time the run took.
     pub simulated: Duration,
+    /// How often each code probe fired (`pizza::probes`): which error paths the run took.
+    pub probes: BTreeMap<Probe, u64>,
 }
 
 impl Outcome {
@@ -146,6 +150,7 @@ impl Outcome {
             dead_lettered: 0,
             restarts: 0,
             simulated: Duration::ZERO,
+            probes: BTreeMap::new(),
         }
     }
 

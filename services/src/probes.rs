@@ -1,0 +1,127 @@
+//! Code probes (FoundationDB's `CODE_PROBE`): a named marker at each error-handling branch of the
+//! worker and the services, so the simulation can show which of them its runs took, and fail when
+//! a branch that must be exercised never is. Like the mutant switches, probes exist in every build
+//! so the code has one path; outside `--cfg madsim` [`hit`] does nothing and compiles away.
+//!
+//! Under madsim the hits are counted per thread (one simulation per thread), and
+//! [`Probe::DeliveryDriven`] also keeps which order it was for: the simulation counts the drives
+//! themselves, not the timestamps they leave on the log.
+
+/// An error-handling branch (or an effect) the simulation must see taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Probe {
+    /// A handler failed in a way worth retrying, and the worker will try again.
+    HandlerRetried,
+    /// A record's retries ran out: the worker stops without marking it.
+    RetriesExhausted,
+    /// A record that is not its topic's event went to the dead-letter topic whole.
+    DeadLettered,
+    /// Its dead-letter copy was too large: a prefix or a bare note went instead.
+    DeadLetteredInPart,
+    /// Not even a bare dead-letter note was accepted: the record was passed over.
+    DeadLetterDropped,
+    /// The consumer reported a retriable error; the worker waits and reads again.
+    ConsumerRetried,
+    /// The consumer refused to mark a finished record's offset (its partition moved away).
+    MarkDoneRefused,
+    /// A produce of the service's own output failed (any cause).
+    ProduceFailed,
+    /// A store was busy or locked (retriable).
+    StoreBusy,
+    /// Deliver saw the pizza baked before it knew the order: pending.
+    Pending,
+    /// Deliver saw a baked pizza it had already delivered: it re-sent the delivery, no new drive.
+    DeliveryResent,
+    /// A driver delivered a pizza (keyed by order).
+    DeliveryDriven,
+    /// A stuck mark that was decided before progress arrived after it, and changed nothing.
+    WatchdogMarkRaced,
+    /// A stale or duplicate status that the view's fold ignored.
+    StaleStatusIgnored,
+}
+
+impl Probe {
+    /// Every probe.
+    pub const ALL: [Probe; 14] = [
+        Probe::HandlerRetried,
+        Probe::RetriesExhausted,
+        Probe::DeadLettered,
+        Probe::DeadLetteredInPart,
+        Probe::DeadLetterDropped,
+        Probe::ConsumerRetried,
+        Probe::MarkDoneRefused,
+        Probe::ProduceFailed,
+        Probe::StoreBusy,
+        Probe::Pending,
+        Probe::DeliveryResent,
+        Probe::DeliveryDriven,
+        Probe::WatchdogMarkRaced,
+        Probe::StaleStatusIgnored,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::HandlerRetried => "handler-retried",
+            Probe::RetriesExhausted => "retries-exhausted",
+            Probe::DeadLettered => "dead-lettered",
+            Probe::DeadLetteredInPart => "dead-lettered-in-part",
+            Probe::DeadLetterDropped => "dead-letter-dropped",
+            Probe::ConsumerRetried => "consumer-retried",
+            Probe::MarkDoneRefused => "mark-done-refused",
+            Probe::ProduceFailed => "produce-failed",
+            Probe::StoreBusy => "store-busy",
+            Probe::Pending => "pending",
+            Probe::DeliveryResent => "delivery-resent",
+            Probe::DeliveryDriven => "delivery-driven",
+            Probe::WatchdogMarkRaced => "watchdog-mark-raced",
+            Probe::StaleStatusIgnored => "stale-status-ignored",
+        }
+    }
+}
+
+/// Marks that the code took `probe`'s branch (for `key`, an order id, where it matters).
+#[cfg(not(madsim))]
+#[inline(always)]
+pub fn hit(_probe: Probe, _key: &str) {}
+
+#[cfg(madsim)]
+pub use sim::{hit, take};
+
+#[cfg(madsim)]
+mod sim {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::Probe;
+
+    /// What one simulation's probes saw: hits per probe, and the orders of the keyed ones.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Hits {
+        pub counts: BTreeMap<Probe, u64>,
+        pub drives: BTreeMap<String, u64>,
+    }
+
+    thread_local! {
+        static HITS: RefCell<Hits> = RefCell::new(Hits::default());
+    }
+
+    /// Marks that the code took `probe`'s branch (for `key`, an order id, where it matters).
+    pub fn hit(probe: Probe, key: &str) {
+        HITS.with(|h| {
+            let mut h = h.borrow_mut();
+            *h.counts.entry(probe).or_default() += 1;
+            if probe == Probe::DeliveryDriven {
+                *h.drives.entry(key.to_owned()).or_default() += 1;
+            }
+        });
+    }
+
+    /// This thread's hits since the last call, which starts counting afresh.
+    pub fn take() -> Hits {
+        HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
+    }
+}
+
+#[cfg(madsim)]
+pub use sim::Hits;
