@@ -53,7 +53,7 @@ use crate::scenario::Scenario;
 use checker::{check_log, check_rebuild, check_view_model, converge, watch_view, LogCounts};
 use cluster::{service_config, Cluster};
 use customers::place_orders;
-pub use verdict::{Invariant, Outcome, Violation};
+pub use verdict::{Checks, Invariant, Outcome, Violation, ALWAYS_CHECKED};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -80,6 +80,8 @@ struct Shared {
     /// The hostile records sent, by number (their `sim.hostile` header): kind and expectation.
     hostile: Mutex<BTreeMap<u32, (Kind, Expect)>>,
     start_ms: AtomicU64,
+    /// Per invariant, the checks that ran and the checks a fault excused.
+    checks: Mutex<BTreeMap<Invariant, Checks>>,
 }
 
 impl Shared {
@@ -94,6 +96,26 @@ impl Shared {
 
     fn since_start(&self) -> i64 {
         now_ms() - self.start_ms.load(Ordering::Relaxed) as i64
+    }
+
+    /// `n` checks of `invariant` ran.
+    fn checked(&self, invariant: Invariant, n: u64) {
+        self.checks
+            .lock()
+            .expect("checks")
+            .entry(invariant)
+            .or_default()
+            .ran += n;
+    }
+
+    /// A check of `invariant` was excused (a fault kept what it checks from working).
+    fn exempted(&self, invariant: Invariant) {
+        self.checks
+            .lock()
+            .expect("checks")
+            .entry(invariant)
+            .or_default()
+            .exempted += 1;
     }
 
     fn violate(&self, invariant: Invariant, order: Option<&str>, detail: String) {
@@ -258,6 +280,8 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     let cfg = service_config(&sc, &root, ServiceName::Status);
     check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
     check_view_model(&cluster.broker, &sys, &view_path, &shared);
+    // The run got here: nothing panicked.
+    shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();
     let counts = check_log(&cluster.broker, &sys, &shared, &probes.drives);
     let mut outcome = verdict(&sc, seed, start, &shared, &cluster.broker, counts);
@@ -293,6 +317,7 @@ fn verdict(
         restarts: shared.restarts.load(Ordering::Relaxed),
         simulated: Duration::from_millis((now_ms() - start_ms).max(0) as u64),
         probes: BTreeMap::new(),
+        checks: std::mem::take(&mut *shared.checks.lock().expect("checks")),
     }
 }
 

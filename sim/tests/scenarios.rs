@@ -264,3 +264,26 @@ fn madsim_sees_the_same_draws_twice() {
         assert!(o.passed(), "{o}");
     }
 }
+
+/// A run that checked nothing does not pass: with no order, every invariant that every run must
+/// check says so in the verdict.
+#[test]
+fn a_run_that_checks_nothing_fails() {
+    let o = run(&RunOptions {
+        scenario: scenario("fault-free"),
+        seed: 0,
+        mutant: None,
+        orders: Some(0),
+    });
+    assert!(o.violations.is_empty(), "{o}");
+    assert!(!o.passed(), "a vacuous run passed: {o}");
+    let vacuous = o.vacuous();
+    assert!(
+        vacuous.contains(&"no order was accepted".to_owned()),
+        "{vacuous:?}"
+    );
+    assert!(
+        vacuous.contains(&"no-regression checked nothing".to_owned()),
+        "{vacuous:?}"
+    );
+}

@@ -30,7 +30,7 @@ mod runner {
     use clap::{CommandFactory, Parser};
     use pizza::mutants::Mutant;
     use pizza::probes::Probe;
-    use pizza_sim::harness::{run, Outcome, RunOptions};
+    use pizza_sim::harness::{run, Invariant, Outcome, RunOptions};
     use pizza_sim::scenario::Scenario;
 
     /// Runs each scenario (a file in scenarios/, or a path) once per seed and checks its
@@ -273,6 +273,8 @@ mod runner {
         failures: Vec<(String, u64)>,
         /// Per code probe, the runs it fired in and its hits in all.
         probes: BTreeMap<Probe, (usize, u64)>,
+        /// Per invariant: runs that checked it, checks that ran, checks excused.
+        checks: BTreeMap<Invariant, (usize, u64, u64)>,
     }
 
     /// Runs `work` on `args.jobs` threads, reporting each failure as it comes and the progress.
@@ -284,6 +286,7 @@ mod runner {
             walls: vec![Vec::new(); args.scenarios.len()],
             failures: Vec::new(),
             probes: BTreeMap::new(),
+            checks: BTreeMap::new(),
         };
         std::thread::scope(|s| {
             for _ in 0..args.jobs.min(work.len()) {
@@ -296,6 +299,10 @@ mod runner {
                 done += 1;
                 let idx = names.iter().position(|n| *n == o.scenario).unwrap_or(0);
                 tally.walls[idx].push(wall);
+                for (inv, c) in &o.checks {
+                    let t = tally.checks.entry(*inv).or_default();
+                    *t = (t.0 + usize::from(c.ran > 0), t.1 + c.ran, t.2 + c.exempted);
+                }
                 for (probe, hits) in &o.probes {
                     let t = tally.probes.entry(*probe).or_default();
                     *t = (t.0 + 1, t.1 + hits);
@@ -367,6 +374,7 @@ mod runner {
                 median.as_secs_f64()
             );
         }
+        print_checks(&tally.checks, runs);
         print_probes(&tally.probes, runs);
         println!(
             "{} runs in {:.1}s: {:.1} seeds/minute with {} jobs",
@@ -375,6 +383,14 @@ mod runner {
             runs as f64 * 60.0 / elapsed.as_secs_f64(),
             args.jobs
         );
+    }
+
+    /// Every invariant: in how many runs it checked anything, its checks, and those a fault excused.
+    fn print_checks(checks: &BTreeMap<Invariant, (usize, u64, u64)>, runs: usize) {
+        println!("invariants (runs that checked it / {runs}, checks, excused):");
+        for (inv, (seeds, ran, excused)) in checks {
+            println!("  {:<24} {seeds:>5} {ran:>10} {excused:>9}", inv.name());
+        }
     }
 
     /// Every code probe: in how many of the runs it fired, and how often in all.

@@ -153,6 +153,7 @@ impl Watch {
     /// One change the view made: never back, by the spec's order of codes.
     fn check_change(&mut self, order: &str, old: i64, new: i64) {
         if let (Some(a), Some(b)) = (oracle::rank(old), oracle::rank(new)) {
+            self.shared.checked(Invariant::NoRegression, 1);
             if b < a {
                 self.violate(
                     Invariant::NoRegression,
@@ -167,6 +168,10 @@ impl Watch {
     fn check(&mut self, rows: Vec<StatusRow>, now: i64) -> BTreeMap<String, (i64, bool)> {
         let impaired = self.shared.impaired.lock().expect("impaired").clone();
         let mut latest = BTreeMap::new();
+        if self.faultless {
+            self.shared
+                .checked(Invariant::NoStuckWithoutFaults, rows.len() as u64);
+        }
         for (order, status, status_at_ms, stuck, stuck_at_ms) in rows {
             let since = self.seen_since(&order, status, now);
             if stuck {
@@ -183,8 +188,12 @@ impl Watch {
     /// regression.
     fn seen_since(&mut self, order: &str, status: i64, now: i64) -> i64 {
         let since = match self.seen.get(order) {
-            Some((prev, since)) if *prev == status => *since,
+            Some((prev, since)) if *prev == status => {
+                self.shared.checked(Invariant::NoRegression, 1);
+                *since
+            }
             Some((prev, _)) => {
+                self.shared.checked(Invariant::NoRegression, 1);
                 let prev = *prev;
                 if let (Some(a), Some(b)) = (oracle::rank(prev), oracle::rank(status)) {
                     if b < a {
@@ -206,6 +215,7 @@ impl Watch {
     /// A stuck mark, `still_ms` after the order reached `status`: only where the order sat still
     /// for the SLA, and never in a run without faults.
     fn check_marked(&mut self, order: &str, status: i64, still_ms: i64) {
+        self.shared.checked(Invariant::StuckOnlyWhenStuck, 1);
         if self.faultless {
             self.violate(
                 Invariant::NoStuckWithoutFaults,
@@ -244,6 +254,11 @@ impl Watch {
         impaired: &[(i64, i64)],
     ) {
         let active = impaired.iter().any(|(a, b)| *a <= now && now <= *b);
+        if active {
+            self.shared.exempted(Invariant::StuckMarkedInTime);
+        } else {
+            self.shared.checked(Invariant::StuckMarkedInTime, 1);
+        }
         // After a fault that kept the watchdog from working, it starts counting again.
         let healed = impaired
             .iter()
@@ -297,6 +312,10 @@ pub(super) async fn converge(sc: &Scenario, bs: &BrokerShared, shared: &Shared) 
         }
         tokio::time::sleep(CONVERGE_POLL).await;
     };
+    shared.checked(
+        Invariant::AllAcceptedDelivered,
+        shared.accepted.lock().expect("accepted").len() as u64,
+    );
     if converged {
         return;
     }
@@ -350,7 +369,14 @@ pub(super) async fn check_rebuild(
 
 fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
     let dump = |p: &Path| ViewStore::open_read_only(p).and_then(|v| v.dump());
-    match (dump(live), dump(rebuilt)) {
+    let (live, rebuilt) = (dump(live), dump(rebuilt));
+    if let Ok(a) = &live {
+        shared.checked(
+            Invariant::ViewEqualsRebuild,
+            (a.status.len() + a.timeline.len() + a.details.len()) as u64,
+        );
+    }
+    match (live, rebuilt) {
         (Ok(a), Ok(b)) if a == b => {}
         (Ok(a), Ok(b)) => {
             let diff = a
@@ -412,6 +438,10 @@ pub(super) fn check_view_model(bs: &BrokerShared, sys: &SysConfig, view_path: &P
         }
     };
     let mut seen = BTreeSet::new();
+    shared.checked(
+        Invariant::ViewFollowsSpec,
+        rows.len().max(model.orders.len()) as u64,
+    );
     for (order, status, _, stuck, _) in rows {
         let expected = model.orders.get(&order);
         if expected != Some(&oracle::Expected { status, stuck }) {
@@ -484,6 +514,7 @@ fn check_deliveries(b: &Broker, topics: &Topics, shared: &Shared) -> BTreeMap<St
             deliveries.entry(key).or_default().insert(ts);
         }
     }
+    shared.checked(Invariant::NoDoubleDelivery, deliveries.len() as u64);
     for (order, times) in &deliveries {
         if times.len() > 1 {
             shared.violate(
@@ -499,6 +530,7 @@ fn check_deliveries(b: &Broker, topics: &Topics, shared: &Shared) -> BTreeMap<St
 /// One drive per order: deliver's drivers, counted where they deliver (the `delivery-driven`
 /// probe), not told apart by the timestamps they leave on the log.
 fn check_drives(drives: &BTreeMap<String, u64>, shared: &Shared) {
+    shared.checked(Invariant::NoDoubleDelivery, drives.len() as u64);
     for (order, n) in drives.iter().filter(|(_, n)| **n > 1) {
         shared.violate(
             Invariant::NoDoubleDelivery,
@@ -528,6 +560,7 @@ fn check_no_event_lost(b: &Broker, topics: &Topics, accepted: &BTreeMap<String, 
                 let Ok(e) = decode::<StatusOnly>(r.payload()) else {
                     continue;
                 };
+                shared.checked(Invariant::NoEventLost, 1);
                 if !merged.contains(&(key.clone(), e.status)) {
                     shared.violate(
                         Invariant::NoEventLost,
@@ -573,6 +606,7 @@ fn check_dlq(
     for part in b.log(&topics.dlq) {
         for r in part {
             dlq_records += 1;
+            shared.checked(Invariant::DlqOnlyMalformed, 1);
             let source = dlq_source(r);
             let service = r.header("dlq.service").unwrap_or_default();
             let reason = r.header("dlq.reason").unwrap_or_default();
@@ -627,6 +661,7 @@ fn check_dead_lettered(
             continue;
         }
         for service in topics.consumers_of(&source.0) {
+            shared.checked(Invariant::MalformedDeadLettered, 1);
             if !dead.contains(&(source.clone(), service.as_str().to_owned())) {
                 shared.violate(
                     Invariant::MalformedDeadLettered,

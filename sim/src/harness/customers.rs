@@ -87,7 +87,11 @@ impl Desk {
     fn place(&self, id: OrderId, req: OrderRequest) -> JoinHandle<()> {
         let (t, sys, shared) = (self.t.clone(), self.sys.clone(), self.shared.clone());
         tokio::spawn(async move {
-            match place_order(&t, &sys, &req, id.clone(), now_ms()).await {
+            let placed = place_order(&t, &sys, &req, id.clone(), now_ms()).await;
+            if !matches!(placed, Err(PlaceError::Unavailable(_))) {
+                shared.checked(Invariant::OrdersValid, 1);
+            }
+            match placed {
                 Ok(_) => {
                     shared
                         .accepted
@@ -215,6 +219,7 @@ async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) 
     for _ in 0..HOSTILE_ATTEMPTS {
         match t.produce_raw(h.record.clone()).await {
             Ok(d) if h.expect == Expect::Refused => {
+                shared.checked(Invariant::OversizeRefused, 1);
                 shared.violate(
                     Invariant::OversizeRefused,
                     None,
@@ -235,7 +240,10 @@ async fn send_hostile(t: SimTransport, shared: Arc<Shared>, n: u32, h: Hostile) 
                 }
                 return;
             }
-            Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => return,
+            Err(TransportError::TooLarge(_)) if h.expect == Expect::Refused => {
+                shared.checked(Invariant::OversizeRefused, 1);
+                return;
+            }
             Err(e) if e.is_retriable() => continue,
             Err(e) => {
                 shared.violate(

@@ -63,6 +63,7 @@ pub(super) async fn run_service(
                 // Running out of retries while the broker is out of reach is what a supervisor
                 // is for; any other error would stop the service again on the same record (once
                 // reported, its repeats are in the trace).
+                shared.checked(Invariant::ServiceKeptRunning, 1);
                 if !e.gave_up_retrying() && !stopped_for_good {
                     stopped_for_good = true;
                     shared.violate(

@@ -81,6 +81,27 @@ impl fmt::Display for Invariant {
     }
 }
 
+/// How much an invariant was checked in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Checks that ran (and held, or are among the violations).
+    pub ran: u64,
+    /// Checks a fault excused (the watchdog cannot mark while status is down, say).
+    pub exempted: u64,
+}
+
+/// The invariants every run must check at least once: a run that checked one of them not at all
+/// passed vacuously.
+pub const ALWAYS_CHECKED: [Invariant; 7] = [
+    Invariant::NoRegression,
+    Invariant::AllAcceptedDelivered,
+    Invariant::NoDoubleDelivery,
+    Invariant::ViewEqualsRebuild,
+    Invariant::ViewFollowsSpec,
+    Invariant::NoEventLost,
+    Invariant::OrdersValid,
+];
+
 /// An invariant that did not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -124,6 +145,8 @@ pub struct Outcome {
     pub simulated: Duration,
     /// How often each code probe fired (`pizza::probes`): which error paths the run took.
     pub probes: BTreeMap<Probe, u64>,
+    /// Per invariant, how many checks ran and how many a fault excused.
+    pub checks: BTreeMap<Invariant, Checks>,
 }
 
 impl Outcome {
@@ -151,11 +174,37 @@ impl Outcome {
             restarts: 0,
             simulated: Duration::ZERO,
             probes: BTreeMap::new(),
+            checks: BTreeMap::new(),
         }
     }
 
+    /// No invariant failed, and the run checked what it must (see [`Outcome::vacuous`]).
     pub fn passed(&self) -> bool {
-        self.violations.is_empty()
+        self.violations.is_empty() && self.vacuous().is_empty()
+    }
+
+    /// What the run did not check at all though it should have: no accepted order, an invariant
+    /// of [`ALWAYS_CHECKED`] with no check, or `malformed-dead-lettered` with hostile records in
+    /// the log and no check. Empty for a run that panicked (it checked nothing, and says so).
+    pub fn vacuous(&self) -> Vec<String> {
+        if self.violations.iter().any(|v| v.invariant == Invariant::NoPanic) {
+            return Vec::new();
+        }
+        let ran = |i: Invariant| self.checks.get(&i).map_or(0, |c| c.ran);
+        let mut out = Vec::new();
+        if self.accepted == 0 {
+            out.push("no order was accepted".to_owned());
+        }
+        for i in ALWAYS_CHECKED.into_iter().filter(|i| ran(*i) == 0) {
+            out.push(format!("{i} checked nothing"));
+        }
+        if self.hostile > 0
+            && ran(Invariant::MalformedDeadLettered) == 0
+            && ran(Invariant::DlqOnlyMalformed) == 0
+        {
+            out.push("hostile records in the log, and no dead-letter check ran".to_owned());
+        }
+        out
     }
 
     /// The command that replays this run.
@@ -198,10 +247,12 @@ impl fmt::Display for Outcome {
             .mutant
             .map(|m| format!(" mutant={}", m.name()))
             .unwrap_or_default();
+        let ran: u64 = self.checks.values().map(|c| c.ran).sum();
+        let excused: u64 = self.checks.values().map(|c| c.exempted).sum();
         if self.passed() {
             return write!(
                 f,
-                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, trace {:016x}",
+                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, {ran} checks ({excused} excused), trace {:016x}",
                 self.scenario,
                 self.seed,
                 self.delivered,
@@ -220,6 +271,9 @@ impl fmt::Display for Outcome {
             self.seed,
             self.violations.len()
         )?;
+        for v in self.vacuous() {
+            writeln!(f, "  vacuous: {v}")?;
+        }
         for v in self.violations.iter().take(10) {
             writeln!(f, "  {v}")?;
         }
