@@ -85,13 +85,19 @@ impl Probe {
 #[inline(always)]
 pub fn hit(_probe: Probe, _key: &str) {}
 
+/// Marks that `group` finished the record at `topic`/`partition`@`offset` (its handler returned):
+/// the simulation holds the group's committed offsets to what its members finished.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub fn finished(_group: &str, _topic: &str, _partition: i32, _offset: i64) {}
+
 #[cfg(madsim)]
-pub use sim::{hit, take};
+pub use sim::{finished, hit, take};
 
 #[cfg(madsim)]
 mod sim {
     use std::cell::RefCell;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::Probe;
 
@@ -100,6 +106,8 @@ mod sim {
     pub struct Hits {
         pub counts: BTreeMap<Probe, u64>,
         pub drives: BTreeMap<String, u64>,
+        /// Per group, topic and partition: the offsets its members finished.
+        pub finished: BTreeMap<(String, String, i32), BTreeSet<i64>>,
     }
 
     thread_local! {
@@ -114,6 +122,17 @@ mod sim {
             if probe == Probe::DeliveryDriven {
                 *h.drives.entry(key.to_owned()).or_default() += 1;
             }
+        });
+    }
+
+    /// Marks that `group` finished the record at `topic`/`partition`@`offset`.
+    pub fn finished(group: &str, topic: &str, partition: i32, offset: i64) {
+        HITS.with(|h| {
+            h.borrow_mut()
+                .finished
+                .entry((group.to_owned(), topic.to_owned(), partition))
+                .or_default()
+                .insert(offset);
         });
     }
 

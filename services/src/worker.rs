@@ -385,6 +385,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
                 source,
             });
         }
+        probes::finished(&self.cfg.group, &done.topic, done.partition, done.offset);
         let finished = self.tracker.finish(&done.topic, done.partition, done.offset);
         if let Some(next) = finished.filter(|_| !self.mark_on_arrival) {
             if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {

@@ -177,6 +177,8 @@ pub struct Broker {
     /// When the simulation started (epoch ms), for trace times.
     pub start_ms: i64,
     pub trace: Trace,
+    /// Commits that moved a group's offset back: group, topic, partition, from, to.
+    pub commits_back: Vec<(String, String, i32, i64, i64)>,
 }
 
 impl Broker {
@@ -185,6 +187,7 @@ impl Broker {
             cfg,
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
+            commits_back: Vec::new(),
             producers: BTreeMap::new(),
             next_member: 1,
             rng: SplitMix64::new(seed ^ 0xb5ad_4ece_da1c_e2a9),
@@ -280,6 +283,18 @@ impl Broker {
     /// Every partition's records of `topic` (the checkers read the log through this).
     pub fn log(&self, topic: &str) -> &[Vec<Stored>] {
         self.topics.get(topic).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Every group's committed offsets: group, topic, partition, the next offset to read.
+    pub fn committed(&self) -> Vec<(String, String, i32, i64)> {
+        self.groups
+            .iter()
+            .flat_map(|(name, g)| {
+                g.committed
+                    .iter()
+                    .map(move |((t, p), c)| (name.clone(), t.clone(), *p, *c))
+            })
+            .collect()
     }
 
     /// Whether every group has committed everything of the topics its members read, counted
@@ -513,6 +528,10 @@ impl Broker {
         for (t, p, next) in offsets {
             let k = (t.clone(), *p);
             if m.cursors.contains_key(&k) && g.committed.get(&k) != Some(next) {
+                if let Some(before) = g.committed.get(&k).filter(|c| **c > *next) {
+                    self.commits_back
+                        .push((group.to_owned(), t.clone(), *p, *before, *next));
+                }
                 g.committed.insert(k, *next);
                 taken.push((t.clone(), *p, *next));
             }

@@ -283,7 +283,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     // The run got here: nothing panicked.
     shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();
-    let counts = check_log(&cluster.broker, &sys, &shared, &probes.drives);
+    let counts = check_log(&cluster.broker, &sys, &shared, &probes);
     let mut outcome = verdict(&sc, seed, start, &shared, &cluster.broker, counts);
     outcome.probes = probes.counts;
     outcome
@@ -318,6 +318,7 @@ fn verdict(
         simulated: Duration::from_millis((now_ms() - start_ms).max(0) as u64),
         probes: BTreeMap::new(),
         checks: std::mem::take(&mut *shared.checks.lock().expect("checks")),
+        commits_back: b.commits_back.len(),
     }
 }
 

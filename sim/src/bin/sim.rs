@@ -275,6 +275,8 @@ mod runner {
         probes: BTreeMap<Probe, (usize, u64)>,
         /// Per invariant: runs that checked it, checks that ran, checks excused.
         checks: BTreeMap<Invariant, (usize, u64, u64)>,
+        /// Runs with a commit that moved an offset back, and such commits in all.
+        commits_back: (usize, usize),
     }
 
     /// Runs `work` on `args.jobs` threads, reporting each failure as it comes and the progress.
@@ -287,6 +289,7 @@ mod runner {
             failures: Vec::new(),
             probes: BTreeMap::new(),
             checks: BTreeMap::new(),
+            commits_back: (0, 0),
         };
         std::thread::scope(|s| {
             for _ in 0..args.jobs.min(work.len()) {
@@ -299,6 +302,9 @@ mod runner {
                 done += 1;
                 let idx = names.iter().position(|n| *n == o.scenario).unwrap_or(0);
                 tally.walls[idx].push(wall);
+                if o.commits_back > 0 {
+                    tally.commits_back = (tally.commits_back.0 + 1, tally.commits_back.1 + o.commits_back);
+                }
                 for (inv, c) in &o.checks {
                     let t = tally.checks.entry(*inv).or_default();
                     *t = (t.0 + usize::from(c.ran > 0), t.1 + c.ran, t.2 + c.exempted);
@@ -375,6 +381,8 @@ mod runner {
             );
         }
         print_checks(&tally.checks, runs);
+        let (back_runs, back) = tally.commits_back;
+        println!("commits that moved an offset back: {back} in {back_runs} runs (records read again)");
         print_probes(&tally.probes, runs);
         println!(
             "{} runs in {:.1}s: {:.1} seeds/minute with {} jobs",

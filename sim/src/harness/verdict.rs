@@ -33,6 +33,8 @@ pub enum Invariant {
     ViewFollowsSpec,
     /// Every status a source topic carries for an accepted order reached pizza-status.
     NoEventLost,
+    /// Every record below a group's committed offset was finished by one of its members.
+    CommitsFollowWork,
     /// Every hostile record that is not its topic's event was dead-lettered by every service that
     /// reads its topic.
     MalformedDeadLettered,
@@ -64,6 +66,7 @@ impl Invariant {
             Invariant::ViewEqualsRebuild => "view-equals-rebuild",
             Invariant::ViewFollowsSpec => "view-follows-spec",
             Invariant::NoEventLost => "no-event-lost",
+            Invariant::CommitsFollowWork => "commits-follow-work",
             Invariant::MalformedDeadLettered => "malformed-dead-lettered",
             Invariant::DlqOnlyMalformed => "dlq-only-malformed",
             Invariant::ServiceKeptRunning => "service-kept-running",
@@ -147,6 +150,8 @@ pub struct Outcome {
     pub probes: BTreeMap<Probe, u64>,
     /// Per invariant, how many checks ran and how many a fault excused.
     pub checks: BTreeMap<Invariant, Checks>,
+    /// Commits that moved a group's offset back (records then come again; see `check_commits`).
+    pub commits_back: usize,
 }
 
 impl Outcome {
@@ -175,6 +180,7 @@ impl Outcome {
             simulated: Duration::ZERO,
             probes: BTreeMap::new(),
             checks: BTreeMap::new(),
+            commits_back: 0,
         }
     }
 
