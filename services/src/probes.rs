@@ -101,13 +101,16 @@ mod sim {
 
     use super::Probe;
 
+    /// Per group, topic and partition (a few dozen): the offsets its members finished.
+    pub type Finished = Vec<((String, String, i32), BTreeSet<i64>)>;
+
     /// What one simulation's probes saw: hits per probe, and the orders of the keyed ones.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     pub struct Hits {
         pub counts: BTreeMap<Probe, u64>,
         pub drives: BTreeMap<String, u64>,
         /// Per group, topic and partition: the offsets its members finished.
-        pub finished: BTreeMap<(String, String, i32), BTreeSet<i64>>,
+        pub finished: Finished,
     }
 
     thread_local! {
@@ -128,11 +131,25 @@ mod sim {
     /// Marks that `group` finished the record at `topic`/`partition`@`offset`.
     pub fn finished(group: &str, topic: &str, partition: i32, offset: i64) {
         HITS.with(|h| {
-            h.borrow_mut()
+            let mut h = h.borrow_mut();
+            // Looked up by reference first: this runs for every record, and allocates only for
+            // a partition seen the first time.
+            let key = (group, topic, partition);
+            let found = h
                 .finished
-                .entry((group.to_owned(), topic.to_owned(), partition))
-                .or_default()
-                .insert(offset);
+                .iter_mut()
+                .find(|((g, t, p), _)| (g.as_str(), t.as_str(), *p) == key);
+            match found {
+                Some((_, offsets)) => {
+                    offsets.insert(offset);
+                }
+                None => {
+                    h.finished.push((
+                        (group.to_owned(), topic.to_owned(), partition),
+                        BTreeSet::from([offset]),
+                    ));
+                }
+            }
         });
     }
 
@@ -143,4 +160,4 @@ mod sim {
 }
 
 #[cfg(madsim)]
-pub use sim::Hits;
+pub use sim::{Finished, Hits};

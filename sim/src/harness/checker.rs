@@ -63,7 +63,9 @@ pub(super) async fn watch_view(
 /// by the reads.
 #[derive(Default)]
 struct ChangeLog {
-    /// The last change read.
+    /// The view's file as last opened (its inode, to notice a new file after a lost disk).
+    conn: Option<(u64, rusqlite::Connection)>,
+    /// The last change read from that file.
     seq: i64,
 }
 
@@ -81,31 +83,29 @@ END;
 impl ChangeLog {
     /// The changes since the last read: order, old status, new status.
     fn read(&mut self, path: &Path) -> Vec<(String, i64, i64)> {
-        let mut read = || -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
-            let conn = rusqlite::Connection::open(path)?;
-            let has_log: bool = conn.query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sim_status_changes'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !has_log {
-                conn.execute_batch(CHANGE_LOG)?;
+        use std::os::unix::fs::MetadataExt;
+        let Ok(inode) = std::fs::metadata(path).map(|m| m.ino()) else {
+            return Vec::new();
+        };
+        if self.conn.as_ref().is_none_or(|(i, _)| *i != inode) {
+            // The status service may not have made its tables yet: try again at the next read.
+            let Ok(conn) = rusqlite::Connection::open(path) else {
+                return Vec::new();
+            };
+            if conn.execute_batch(CHANGE_LOG).is_err() {
+                return Vec::new();
             }
-            let max_seq: i64 =
-                conn.query_row("SELECT coalesce(max(seq), 0) FROM sim_status_changes", [], |r| {
-                    r.get(0)
-                })?;
-            // A new file (the disk was lost) numbers its changes from 1 again.
-            if max_seq < self.seq {
-                self.seq = 0;
-            }
-            let mut stmt = conn.prepare(
+            self.conn = Some((inode, conn));
+            self.seq = 0;
+        }
+        let (_, conn) = self.conn.as_ref().expect("opened above");
+        let read = || -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
+            let mut stmt = conn.prepare_cached(
                 "SELECT seq, order_id, old, new FROM sim_status_changes WHERE seq > ?1 ORDER BY seq",
             )?;
             let rows = stmt.query_map([self.seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect()
         };
-        // The status service may not have made its tables yet: try again at the next read.
         let Ok(rows) = read() else { return Vec::new() };
         if let Some((seq, ..)) = rows.last() {
             self.seq = *seq;
@@ -537,9 +537,10 @@ fn check_deliveries(b: &Broker, topics: &Topics, shared: &Shared) -> BTreeMap<St
 /// tracker does not know of rebalances): those records come again, which costs duplicates, not
 /// orders. The broker counts such commits (`Outcome::commits_back`); issue 15's revocation model
 /// is where they end.
-fn check_commits(b: &Broker, finished: &BTreeMap<(String, String, i32), BTreeSet<i64>>, shared: &Shared) {
+fn check_commits(b: &Broker, finished: &pizza::probes::Finished, shared: &Shared) {
     for (group, topic, p, committed) in b.committed() {
-        let done = finished.get(&(group.clone(), topic.clone(), p));
+        let at = (group.clone(), topic.clone(), p);
+        let done = finished.iter().find(|(k, _)| *k == at).map(|(_, d)| d);
         let first_unfinished = (0..committed).find(|o| !done.is_some_and(|d| d.contains(o)));
         shared.checked(Invariant::CommitsFollowWork, committed.max(0) as u64);
         if let Some(o) = first_unfinished {
