@@ -104,6 +104,12 @@ impl EmbeddedBroker {
         self.cluster.bootstrap_servers()
     }
 
+    /// Makes the broker answer every request `delay` late (tests: a produce whose answer comes
+    /// after `message.timeout.ms` was written, but failed to the client).
+    pub fn answer_late(&self, delay: std::time::Duration) -> Result<(), TransportError> {
+        self.cluster.broker_round_trip_time(1, delay).map_err(classify)
+    }
+
     /// Creates another topic (tests).
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TransportError> {
         self.cluster.create_topic(name, partitions, 1).map_err(classify)

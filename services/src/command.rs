@@ -2,20 +2,40 @@
 //! pizza-ordered event, durable before the customer hears "placed". That single write is the whole
 //! of it: there is no second store to fall out of step with (the original's web app wrote its own
 //! database too, and an order could be left half-created).
+//!
+//! The customer hears one of three answers, and each is true:
+//! - **placed**: the event is in the log;
+//! - **not placed**: nothing was written (the menu refused it, or the broker refused the write or
+//!   could not be reached before it);
+//! - **being confirmed**: the produce failed after its request may have reached the broker (a
+//!   timeout), so the order may still appear. The order id was chosen before producing, so the
+//!   customer holds it; [`confirm_order`] sends the very same event again (same id, request and
+//!   time), which the shop takes as the duplicate it is: placing is idempotent.
 
 use crate::config::SysConfig;
 use crate::domain::{customer_id_for, encode, InvalidField, Order, OrderId, OrderRequest, Ordered};
+use crate::mutants::{self, Mutant};
 use crate::transport::{Acked, OutRecord, Transport, TransportError};
 
-/// Why an order was not placed. Nothing was produced in either case.
+/// Why an order was not (or not yet known to be) placed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
-    /// A field is not on the menu (the customer's mistake: a 4xx).
+    /// A field is not on the menu (the customer's mistake: a 4xx). Nothing was produced.
     #[error("invalid order: {0}")]
     Invalid(#[from] InvalidField),
-    /// The event could not be made durable (the shop's problem: a 5xx, try again).
+    /// The event was not written (the shop's problem: a 5xx, try again).
     #[error("the order could not be recorded")]
-    Unavailable(#[from] TransportError),
+    Unavailable(#[source] TransportError),
+    /// The event may have been written: tell the customer the order is being confirmed, never that
+    /// it was not placed, and confirm it with [`confirm_order`].
+    #[error("order {order_id} is being confirmed: it may have been recorded")]
+    Unconfirmed {
+        order_id: OrderId,
+        /// The time the event carries: a confirmation sends the same.
+        ordered_at_ms: i64,
+        #[source]
+        source: TransportError,
+    },
 }
 
 /// A placed order.
@@ -54,12 +74,45 @@ pub async fn place_order<T: Transport>(
     order_id: OrderId,
     now_ms: i64,
 ) -> Result<Placed, PlaceError> {
-    let event = ordered_event(sys, req, now_ms)?;
+    produce_ordered(transport, sys, req, order_id, now_ms, false).await
+}
+
+/// Sends an order that is being confirmed again: the same id, request and time as the attempt
+/// that was answered [`PlaceError::Unconfirmed`], so it is the same event (a duplicate the shop
+/// handles once, as any redelivered record). Never answers `Unavailable`: an earlier attempt may
+/// be in the log whatever this one met.
+pub async fn confirm_order<T: Transport>(
+    transport: &T,
+    sys: &SysConfig,
+    req: &OrderRequest,
+    order_id: OrderId,
+    ordered_at_ms: i64,
+) -> Result<Placed, PlaceError> {
+    produce_ordered(transport, sys, req, order_id, ordered_at_ms, true).await
+}
+
+async fn produce_ordered<T: Transport>(
+    transport: &T,
+    sys: &SysConfig,
+    req: &OrderRequest,
+    order_id: OrderId,
+    ordered_at_ms: i64,
+    earlier_attempt: bool,
+) -> Result<Placed, PlaceError> {
+    let event = ordered_event(sys, req, ordered_at_ms)?;
     let out = OutRecord::new(&sys.topics.ordered, order_id.as_str(), encode(&event));
-    let acked = transport.produce(out).await?;
-    Ok(Placed {
-        order_id,
-        event,
-        acked,
-    })
+    match transport.produce(out).await {
+        Ok(acked) => Ok(Placed {
+            order_id,
+            event,
+            acked,
+        }),
+        Err(source) if mutants::on(Mutant::TimeoutSaysNotPlaced) => Err(PlaceError::Unavailable(source)),
+        Err(source) if earlier_attempt || source.may_have_been_written() => Err(PlaceError::Unconfirmed {
+            order_id,
+            ordered_at_ms,
+            source,
+        }),
+        Err(source) => Err(PlaceError::Unavailable(source)),
+    }
 }

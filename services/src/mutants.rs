@@ -40,11 +40,17 @@ pub enum Mutant {
     /// Deliver sends a driver again for a pizza it already delivered, but announces the first
     /// delivery's time: the log shows one delivery, the customer got two.
     RedriveKeepsTime,
+    /// The command side tells the customer "not placed" whenever the produce failed, also when
+    /// it timed out after the record may have been written (the behaviour before issue 13).
+    TimeoutSaysNotPlaced,
+    /// When a record's retries run out, the worker passes over it (marks it done) instead of
+    /// stopping so that a restart redelivers it: a produce-only outage loses what it refused.
+    SkipWhenRetriesRunOut,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -56,6 +62,8 @@ impl Mutant {
         Mutant::DlqWholeOnly,
         Mutant::OvenOutranksBaked,
         Mutant::RedriveKeepsTime,
+        Mutant::TimeoutSaysNotPlaced,
+        Mutant::SkipWhenRetriesRunOut,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -72,6 +80,8 @@ impl Mutant {
             Mutant::DlqWholeOnly => "dlq-whole-only",
             Mutant::OvenOutranksBaked => "oven-outranks-baked",
             Mutant::RedriveKeepsTime => "redrive-keeps-time",
+            Mutant::TimeoutSaysNotPlaced => "timeout-says-not-placed",
+            Mutant::SkipWhenRetriesRunOut => "skip-when-retries-run-out",
         }
     }
 }

@@ -480,6 +480,9 @@ impl<T: Transport, H: Handler> Task<T, H> {
                 Err(e) => {
                     if matches!(e, HandleError::Retriable(_)) {
                         probes::hit(Probe::RetriesExhausted, key_of(rec));
+                        if mutants::on(Mutant::SkipWhenRetriesRunOut) {
+                            return Ok(());
+                        }
                     }
                     return Err(e);
                 }

@@ -87,6 +87,9 @@ impl FetchedRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProduceError {
     UnknownTopic(String),
+    /// The topic takes no writes for now (Kafka's NOT_ENOUGH_REPLICAS while the ISR is short, or
+    /// a leader moving): nothing was written, and a retry may be taken.
+    NotEnoughReplicas(String),
     /// Larger than `message.max.bytes`, as Kafka refuses it (MESSAGE_TOO_LARGE).
     TooLarge {
         size: usize,
@@ -98,6 +101,7 @@ impl std::fmt::Display for ProduceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProduceError::UnknownTopic(t) => write!(f, "unknown topic {t}"),
+            ProduceError::NotEnoughReplicas(t) => write!(f, "not enough replicas for {t}"),
             ProduceError::TooLarge { size, max } => {
                 write!(f, "record of {size} bytes is larger than message.max.bytes {max}")
             }
@@ -174,6 +178,14 @@ pub struct Broker {
     rng: SplitMix64,
     /// Chance that a fetch skips a partition that has records (reordering across partitions).
     pub reorder: f64,
+    /// Chance that a new record is written but its producer never hears so: every answer to it
+    /// (the retries' too) is lost, and the producer gives up with the record in the log. An
+    /// ambiguous produce, as a broker that appended and then lost its connection makes one.
+    pub ambiguous: f64,
+    /// The (producer, sequence) pairs whose answers are withheld.
+    unanswered: BTreeSet<(u64, u64)>,
+    /// Topics that refuse writes for now (NOT_ENOUGH_REPLICAS), while fetches and commits work.
+    pub refusing: BTreeSet<String>,
     /// When the simulation started (epoch ms), for trace times.
     pub start_ms: i64,
     pub trace: Trace,
@@ -192,6 +204,9 @@ impl Broker {
             next_member: 1,
             rng: SplitMix64::new(seed ^ 0xb5ad_4ece_da1c_e2a9),
             reorder: 0.0,
+            ambiguous: 0.0,
+            unanswered: BTreeSet::new(),
+            refusing: BTreeSet::new(),
             start_ms,
             trace: Trace::default(),
         }
@@ -247,6 +262,15 @@ impl Broker {
             );
             return Ok(d);
         }
+        if self.refusing.contains(&rec.topic) {
+            self.event(
+                now,
+                node,
+                format_args!("{} - - {key} produce-refused-not-enough-replicas", rec.topic),
+            );
+            return Err(ProduceError::NotEnoughReplicas(rec.topic));
+        }
+        let ambiguous = self.ambiguous > 0.0 && self.rng.chance(self.ambiguous);
         let Some(parts) = self.topics.get_mut(&rec.topic) else {
             return Err(ProduceError::UnknownTopic(rec.topic));
         };
@@ -265,12 +289,23 @@ impl Broker {
         });
         let d = Acked { partition, offset };
         self.producers.entry(producer).or_default().insert(seq, d);
+        let what = if ambiguous {
+            self.unanswered.insert((producer, seq));
+            "produced-unanswered"
+        } else {
+            "produced"
+        };
         self.event(
             now,
             node,
-            format_args!("{} {partition} {offset} {key} produced", rec.topic),
+            format_args!("{} {partition} {offset} {key} {what}", rec.topic),
         );
         Ok(d)
+    }
+
+    /// Whether the producer may hear of its record `seq` (see [`Broker::ambiguous`]).
+    pub fn answers(&self, producer: u64, seq: u64) -> bool {
+        !self.unanswered.contains(&(producer, seq))
     }
 
     /// End offsets of every partition of `topic`.

@@ -50,7 +50,7 @@ use pizza::probes::Probe;
 
 use crate::node::BrokerShared;
 use crate::scenario::Scenario;
-use checker::{check_log, check_rebuild, check_view_model, converge, watch_view, LogCounts};
+use checker::{check_log, check_rebuild, check_told, check_view_model, converge, watch_view, LogCounts};
 use cluster::{service_config, Cluster};
 use customers::place_orders;
 pub use verdict::{Checks, Invariant, Outcome, Violation, ALWAYS_CHECKED};
@@ -75,8 +75,10 @@ struct Shared {
     /// Latest view: order -> (status, stuck).
     view: Mutex<BTreeMap<String, (i64, bool)>>,
     restarts: AtomicU64,
-    /// Orders the customers were told could not be placed.
-    refused: AtomicU64,
+    /// Orders the customers were told were not placed (nothing written), and when.
+    not_placed: Mutex<BTreeMap<String, i64>>,
+    /// Orders the customers were last told were being confirmed (they may be in the log), and when.
+    unconfirmed: Mutex<BTreeMap<String, i64>>,
     /// The hostile records sent, by number (their `sim.hostile` header): kind and expectation.
     hostile: Mutex<BTreeMap<u32, (Kind, Expect)>>,
     start_ms: AtomicU64,
@@ -272,6 +274,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     faults::inject(&sc, start, &cluster, &shared, &root).await;
     let _ = placing.await;
     faults::heal(&sc, start, &cluster.broker, &shared).await;
+    check_told(&cluster.broker, &sys.topics, &shared);
 
     // Phase 2: converge within the heal budget.
     converge(&sc, &cluster.broker, &shared).await;
@@ -310,7 +313,8 @@ fn verdict(
         trace_hash: b.trace.hash(),
         trace: b.trace.lines().to_vec(),
         accepted,
-        refused: shared.refused.load(Ordering::Relaxed),
+        refused: shared.not_placed.lock().expect("not placed").len() as u64,
+        unconfirmed: shared.unconfirmed.lock().expect("unconfirmed").len() as u64,
         delivered: counts.delivered,
         hostile: counts.hostile,
         dead_lettered: counts.dead_lettered,

@@ -31,6 +31,8 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// How long a produce is retried (librdkafka's message.timeout.ms, as the Kafka transport sets it).
 const PRODUCE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the producer waits before sending a refused record again (librdkafka's retry.backoff.ms).
+const REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Records fetched ahead of the worker (librdkafka's queued.min.messages, scaled down).
@@ -135,22 +137,30 @@ async fn receive(ep: Arc<Endpoint>, shared: Arc<BrokerShared>) {
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            let rsp = handle(&shared, &node, req).await;
-            let _ = ep.send_to_raw(from, tag, Box::new(rsp)).await;
+            // An ambiguous produce: written, and its answer lost.
+            if let Some(rsp) = handle(&shared, &node, req).await {
+                let _ = ep.send_to_raw(from, tag, Box::new(rsp)).await;
+            }
         });
     }
 }
 
-async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
-    match req {
+async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Response> {
+    let rsp = match req {
         Request::Produce {
             producer,
             seq,
             record,
         } => {
-            let r = shared.lock().produce(now_ms(), node, producer, seq, record);
+            let mut b = shared.lock();
+            let r = b.produce(now_ms(), node, producer, seq, record);
+            let answered = b.answers(producer, seq);
+            drop(b);
             if r.is_ok() {
                 shared.appended.notify_waiters();
+            }
+            if !answered {
+                return None;
             }
             Response::Produced(r)
         }
@@ -177,10 +187,10 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
                     Fetched::Records { records, generation } if records.is_empty() => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         if tokio::time::timeout(left, appended).await.is_err() {
-                            return Response::Fetched(Fetched::Records { generation, records });
+                            return Some(Response::Fetched(Fetched::Records { generation, records }));
                         }
                     }
-                    other => return Response::Fetched(other),
+                    other => return Some(Response::Fetched(other)),
                 }
             }
         }
@@ -198,7 +208,8 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Response {
             shared.lock().leave(now_ms(), node, &group, member);
             Response::Left
         }
-    }
+    };
+    Some(rsp)
 }
 
 struct Client {
@@ -264,24 +275,42 @@ impl SimTransport {
     pub async fn produce_raw(&self, record: RawRecord) -> Result<Acked, TransportError> {
         let seq = self.0.seq.fetch_add(1, Ordering::Relaxed);
         let producer = self.0.producer;
-        let rsp = self
-            .call_until(
-                || Request::Produce {
-                    producer,
-                    seq,
-                    record: record.clone(),
-                },
-                PRODUCE_DEADLINE,
-            )
-            .await;
-        match rsp {
-            Some(Response::Produced(Ok(d))) => Ok(d),
-            Some(Response::Produced(Err(e @ ProduceError::TooLarge { .. }))) => {
-                Err(TransportError::too_large(e.to_string()))
+        let end = tokio::time::Instant::now() + PRODUCE_DEADLINE;
+        // As librdkafka keeps a message's status: not sent until a request may have reached the
+        // broker unanswered; a refusal is an answer (nothing written).
+        let mut may_have_been_written = false;
+        let mut refused = None;
+        loop {
+            let req = Request::Produce {
+                producer,
+                seq,
+                record: record.clone(),
+            };
+            match self.call(req, RPC_TIMEOUT).await {
+                Some(Response::Produced(Ok(d))) => return Ok(d),
+                Some(Response::Produced(Err(e @ ProduceError::TooLarge { .. }))) => {
+                    return Err(TransportError::too_large(e.to_string()))
+                }
+                Some(Response::Produced(Err(e @ ProduceError::NotEnoughReplicas(_)))) => {
+                    refused = Some(e);
+                    tokio::time::sleep(REFUSED_BACKOFF).await;
+                }
+                Some(Response::Produced(Err(e))) => return Err(TransportError::fatal(e.to_string())),
+                _ => may_have_been_written = true,
             }
-            Some(Response::Produced(Err(e))) => Err(TransportError::fatal(e.to_string())),
-            _ => Err(TransportError::retriable("message timed out")),
+            if tokio::time::Instant::now() >= end {
+                break;
+            }
         }
+        let why = match refused {
+            Some(e) => format!("message timed out (last refusal: {e})"),
+            None => "message timed out".to_owned(),
+        };
+        Err(if may_have_been_written {
+            TransportError::maybe_written(why)
+        } else {
+            TransportError::retriable(why)
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 //! latency 1ms..10ms      # one-way network latency, drawn per message
 //! heal 600s              # after the faults: time allowed to converge
 //! time-scale 1           # cooking, delivery and the watchdog's clock (0: every step instant, no watchdog)
+//! ambiguous 0.002        # per record produced, the chance it is written and its producer never hears so
 //! swarm 12               # draw 12 faults (and the knobs) from the seed instead of listing them
 //!
 //! at 20s crash bake for 5s             # kill the node, restart it 5 s later (disk kept)
@@ -22,6 +23,8 @@
 //! at 100s reorder for 30s              # fetches hold partitions back, interleaving them differently
 //! at 130s slow broker 50ms for 20s     # every broker request takes 50 ms longer
 //! at 150s loss 0.05 for 10s            # 5% of all messages are lost
+//! at 170s refuse-writes pizza-baked for 90s  # the topic refuses produces (NOT_ENOUGH_REPLICAS);
+//!                                            # fetches and commits go on
 //! ```
 
 use std::fmt;
@@ -30,7 +33,7 @@ use std::time::Duration;
 
 pub use pizza::clock::parse_duration;
 use pizza::clock::TimeScale;
-use pizza::config::ServiceName;
+use pizza::config::{ServiceName, SysConfig};
 
 use crate::rng::SplitMix64;
 
@@ -52,6 +55,9 @@ pub struct Scenario {
     /// The services' time scale: 1 is the shop's real timings, 0 makes every step instant (and
     /// turns the watchdog off, as `pizza --time-scale 0` does).
     pub time_scale: TimeScale,
+    /// Per record produced, the chance that the broker writes it and every answer to its producer
+    /// is lost: the produce fails to the client with the record in the log (an ambiguous produce).
+    pub ambiguous: f64,
     /// Draw this many faults from the seed.
     pub swarm: Option<u32>,
     pub faults: Vec<Fault>,
@@ -70,11 +76,16 @@ impl Default for Scenario {
             latency: (Duration::from_millis(1), Duration::from_millis(10)),
             heal: Duration::from_secs(600),
             time_scale: TimeScale::REAL,
+            ambiguous: DEFAULT_AMBIGUOUS,
             swarm: None,
             faults: Vec::new(),
         }
     }
 }
+
+/// Ambiguous produces in every scenario that does not say otherwise: about one record in 500
+/// (a run of 200 orders produces some 1,400 records).
+pub const DEFAULT_AMBIGUOUS: f64 = 0.002;
 
 /// One fault at a point of simulated time.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +128,12 @@ pub enum FaultKind {
         rate: f64,
         lasting: Duration,
     },
+    /// The topic refuses every produce (Kafka's NOT_ENOUGH_REPLICAS, or a leader moving) while
+    /// fetches and commits go on: a produce-only outage.
+    RefuseWrites {
+        topic: String,
+        lasting: Duration,
+    },
 }
 
 impl FaultKind {
@@ -130,7 +147,8 @@ impl FaultKind {
             FaultKind::Redeliver { .. } => Duration::ZERO,
             FaultKind::Reorder { lasting }
             | FaultKind::SlowBroker { lasting, .. }
-            | FaultKind::Loss { lasting, .. } => *lasting,
+            | FaultKind::Loss { lasting, .. }
+            | FaultKind::RefuseWrites { lasting, .. } => *lasting,
         }
     }
 
@@ -153,6 +171,8 @@ impl FaultKind {
             // Reorder holds partitions back from every consumer, the status service reading its
             // own marks included: with one partition a mark can wait seconds, as on a slow broker.
             FaultKind::Reorder { .. } | FaultKind::SlowBroker { .. } | FaultKind::Loss { .. } => true,
+            // The watchdog's marks go to pizza-status.
+            FaultKind::RefuseWrites { topic, .. } => *topic == SysConfig::default().topics.status,
             other => other.service() == Some(ServiceName::Status),
         }
     }
@@ -182,6 +202,9 @@ impl fmt::Display for Fault {
                 write!(f, "slow broker {}ms for {}", delay.as_millis(), secs(*lasting))
             }
             FaultKind::Loss { rate, lasting } => write!(f, "loss {rate} for {}", secs(*lasting)),
+            FaultKind::RefuseWrites { topic, lasting } => {
+                write!(f, "refuse-writes {topic} for {}", secs(*lasting))
+            }
         }
     }
 }
@@ -295,6 +318,12 @@ impl Scenario {
                 self.time_scale = one("time-scale")?.parse()?;
             }
             "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
+            "ambiguous" => {
+                self.ambiguous = number("ambiguous", one("ambiguous")?)?;
+                if !(0.0..=0.5).contains(&self.ambiguous) {
+                    return Err("ambiguous must be a chance in [0, 0.5]".into());
+                }
+            }
             "latency" => {
                 let v = one("latency")?;
                 let (lo, hi) = v
@@ -366,6 +395,16 @@ impl Scenario {
         // Drawn after the faults, so a seed's faults are what they were before this knob existed.
         // Hostile records in half the runs, beside one order in 100 or one in 20.
         sc.hostile = [0.0f64, 0.0, 0.01, 0.05][rng.below(4) as usize].max(sc.hostile);
+        // Issue 13's faults, drawn after the rest so the faults above stay what they were.
+        sc.ambiguous = [0.0, DEFAULT_AMBIGUOUS, 0.01][rng.below(3) as usize];
+        for _ in 0..rng.below(4) {
+            let at = Duration::from_millis(rng.between(1_000, window));
+            sc.faults.push(Fault {
+                at,
+                kind: draw_new_fault(&mut rng),
+            });
+        }
+        sc.faults.sort_by_key(|f| f.at);
         sc.swarm = None;
         sc
     }
@@ -396,6 +435,9 @@ impl Scenario {
         if self.hostile > 0.0 {
             s.push_str(&format!("hostile {}\n", self.hostile));
         }
+        if self.ambiguous != DEFAULT_AMBIGUOUS {
+            s.push_str(&format!("ambiguous {}\n", self.ambiguous));
+        }
         if self.time_scale != TimeScale::REAL {
             s.push_str(&format!("time-scale {}\n", self.time_scale.factor()));
         }
@@ -415,6 +457,31 @@ fn micros(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_secs_f64() * 1000.0)
     }
+}
+
+fn refuse_writes(topic: &str, lasting: Duration) -> Result<FaultKind, String> {
+    let topics = SysConfig::default().topics;
+    if !topics.all().contains(&topic) {
+        return Err(format!(
+            "refuse-writes: unknown topic `{topic}` ({})",
+            topics.all().join(", ")
+        ));
+    }
+    Ok(FaultKind::RefuseWrites {
+        topic: topic.to_owned(),
+        lasting,
+    })
+}
+
+/// One of the faults issue 13 added, drawn for a swarm run. Outages run up to three minutes:
+/// longer than a worker's retry budget, so the supervisor restarts what gives up.
+fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
+    let lasting = Duration::from_millis(rng.between(1_000, 180_000));
+    let topics = SysConfig::default().topics;
+    // Every topic a service or a customer writes (pizza-dlq's refusals end in `dead-letter-dropped`).
+    let written = topics.all();
+    let topic = written[rng.below(written.len() as u64) as usize].to_owned();
+    FaultKind::RefuseWrites { topic, lasting }
 }
 
 /// Whether a service keeps state on disk (and so may not lose it in a scenario).
@@ -492,9 +559,13 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
                 lasting: for_(rest)?,
             })
         }
+        ["refuse-writes", topic, rest @ ..] => {
+            no_more(rest, 2)?;
+            refuse_writes(topic, for_(rest)?)
+        }
         [] => Err("`at <time>` needs a fault".into()),
         [other, ..] => Err(format!(
-            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss)"
+            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes)"
         )),
     }
 }
@@ -519,6 +590,8 @@ mod tests {
         at 150s loss 0.05 for 10s
         at 1m pause status for 500ms
         at 61s clog bake for 2s
+        at 70s refuse-writes pizza-baked for 90s
+        ambiguous 0.01
     ";
 
     #[test]
@@ -526,7 +599,8 @@ mod tests {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
         assert_eq!((sc.orders, sc.rate, sc.malformed, sc.hostile), (50, 2.5, 3, 0.25));
         assert_eq!(sc.time_scale.factor(), 0.5);
-        assert_eq!(sc.faults.len(), 9);
+        assert_eq!(sc.faults.len(), 10);
+        assert_eq!(sc.ambiguous, 0.01);
         assert_eq!(sc.faults[0].at, Duration::from_secs(3), "sorted by time");
         assert_eq!(sc.faults_end(), Duration::from_secs(160));
         let again = Scenario::parse("ex", "ex.scn", &sc.to_text()).unwrap();
@@ -551,6 +625,8 @@ mod tests {
         assert!(err("at 1s pause bake").contains("for <duration>"));
         assert!(err("at 1s explode").contains("unknown fault"));
         assert!(err("colour blue").contains("unknown setting"));
+        assert!(err("at 1s refuse-writes pizza-cake for 1s").contains("unknown topic `pizza-cake`"));
+        assert!(err("ambiguous 0.9").contains("[0, 0.5]"));
     }
 
     #[test]
@@ -559,7 +635,8 @@ mod tests {
         let a = sc.for_seed(42);
         assert_eq!(a, sc.for_seed(42));
         assert_ne!(a.faults, sc.for_seed(43).faults);
-        assert_eq!(a.faults.len(), 10);
+        // Ten of the older kinds, and up to three of issue 13's.
+        assert!((10..=13).contains(&a.faults.len()));
         assert!(a.faults.windows(2).all(|w| w[0].at <= w[1].at));
         for f in &a.faults {
             if let FaultKind::Crash {

@@ -84,6 +84,11 @@ fn hostile() {
 }
 
 #[test]
+fn outage() {
+    passes("outage", 0..2);
+}
+
+#[test]
 fn swarm() {
     passes("swarm", 0..10);
 }
@@ -257,6 +262,30 @@ fn mutant_dlq_whole_only_is_caught() {
 }
 
 /// madsim's own check: the same seed twice draws the same random numbers in the same order.
+/// Telling a customer "not placed" when the produce timed out lies whenever the record was written:
+/// an ambiguous produce (every scenario has them) shows it.
+#[test]
+fn mutant_timeout_says_not_placed_is_caught() {
+    caught(
+        Mutant::TimeoutSaysNotPlaced,
+        "standard",
+        3,
+        "customers-told-the-truth",
+    );
+}
+
+/// Passing over a record whose retries ran out loses it: a produce-only outage longer than the
+/// retry budget shows it.
+#[test]
+fn mutant_skip_when_retries_run_out_is_caught() {
+    caught(
+        Mutant::SkipWhenRetriesRunOut,
+        "outage",
+        2,
+        "all-accepted-delivered",
+    );
+}
+
 #[test]
 fn madsim_sees_the_same_draws_twice() {
     for (name, seed) in [("standard", 1), ("swarm", 2)] {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{header_from_raw, Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
@@ -27,10 +28,39 @@ pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// close waits for ever for a broker that is gone; past this the member is left to expire.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The producer's context: each delivery report goes back to the produce that waits for it, with
+/// librdkafka's own word on whether a failed record may have been written.
+pub struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+/// What a produce waits on.
+type DeliveryTx = Box<tokio::sync::oneshot::Sender<Result<Acked, TransportError>>>;
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = DeliveryTx;
+
+    fn delivery(&self, report: &DeliveryResult<'_>, tx: DeliveryTx) {
+        let out = match report {
+            Ok(m) => Ok(Acked {
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
+            Err((e, m)) => {
+                // SAFETY: the message is librdkafka's, valid for the callback's duration.
+                let status = unsafe { rd::rd_kafka_message_status(m.ptr()) };
+                let sent = status != rd::rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
+                Err(delivery_failed(e.clone(), sent))
+            }
+        };
+        let _ = tx.send(out);
+    }
+}
+
 /// A Kafka cluster reached with librdkafka. Cloning shares one idempotent producer.
 #[derive(Clone)]
 pub struct KafkaTransport {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<Deliveries>>,
     /// The user's properties (bootstrap, security), applied to every client before ours.
     props: Arc<KafkaProps>,
     client_id: Arc<str>,
@@ -50,10 +80,10 @@ impl KafkaTransport {
             .set("linger.ms", "2")
             // Producing to a missing topic must fail, not create it with broker defaults.
             .set("allow.auto.create.topics", "false")
-            .create()
+            .create_with_context(Deliveries)
             .map_err(classify)?;
         Ok(KafkaTransport {
-            producer,
+            producer: Arc::new(producer),
             props: Arc::new(props.clone()),
             client_id: client_id.into(),
         })
@@ -128,22 +158,34 @@ impl KafkaTransport {
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
     ) -> Result<Acked, TransportError> {
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut br: BaseRecord<'_, [u8], [u8], DeliveryTx> =
+            BaseRecord::with_opaque_to(topic, Box::new(tx)).headers(headers);
         if let Some(k) = key {
-            fr = fr.key(k);
+            br = br.key(k);
         }
         if let Some(p) = payload {
-            fr = fr.payload(p);
+            br = br.payload(p);
         }
-        let fut = self.producer.send_result(fr).map_err(|(e, _)| classify(e))?;
-        match fut.await {
-            Ok(Ok(d)) => Ok(Acked {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Ok(Err((e, _))) => Err(classify(e)),
-            Err(_) => Err(TransportError::retriable("producer dropped the delivery report")),
+        // Refused before it was queued (a full queue, a record too large): never sent.
+        self.producer.send(br).map_err(|(e, _)| classify(e))?;
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::maybe_written(
+                "producer dropped the delivery report",
+            )),
         }
+    }
+}
+
+/// A failed delivery report. A refusal no retry changes (too large, unknown topic, not ours to
+/// write) is final. Any other failure is retriable, and whether the record may be in the log is
+/// librdkafka's word (`rd_kafka_message_status`, which the rust binding does not wrap): a record
+/// that may have reached a broker is [`TransportError::MaybeWritten`], never "not written".
+fn delivery_failed(e: KafkaError, may_have_been_sent: bool) -> TransportError {
+    match classify(e) {
+        TransportError::Retriable(cause) if may_have_been_sent => TransportError::MaybeWritten(cause),
+        other => other,
     }
 }
 

@@ -141,9 +141,16 @@ pub struct Acked {
 /// A transport failure, split by what the caller should do about it; the cause is its source.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// Worth retrying: a broker was unreachable, a queue was full, a request timed out.
+    /// Worth retrying, and nothing was written: a broker was unreachable before the request went
+    /// out, a queue was full, the broker refused the write for now.
     #[error("retriable transport error")]
     Retriable(#[source] BoxError),
+    /// A produce failed to the client after its request may have reached the broker (it timed
+    /// out waiting for the answer): the record may be in the log, or may not. Worth retrying where
+    /// a duplicate is harmless; never to be reported as "not written" (librdkafka's
+    /// `RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED`).
+    #[error("the outcome is unknown: the record may have been written")]
+    MaybeWritten(#[source] BoxError),
     /// Retrying will not help: bad configuration, a fenced producer, an unknown topic.
     #[error("fatal transport error")]
     Fatal(#[source] BoxError),
@@ -156,7 +163,19 @@ pub enum TransportError {
 impl TransportError {
     /// Whether retrying may succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, TransportError::Retriable(_))
+        matches!(
+            self,
+            TransportError::Retriable(_) | TransportError::MaybeWritten(_)
+        )
+    }
+
+    /// Whether the record may have been written although the produce failed.
+    pub fn may_have_been_written(&self) -> bool {
+        matches!(self, TransportError::MaybeWritten(_))
+    }
+
+    pub fn maybe_written(cause: impl Into<BoxError>) -> TransportError {
+        TransportError::MaybeWritten(cause.into())
     }
 
     pub fn retriable(cause: impl Into<BoxError>) -> TransportError {

@@ -20,6 +20,7 @@ use crate::transport::Transport;
 use crate::view::OrderRow;
 use crate::web::pages::utc;
 use crate::web::session::Session;
+use crate::web::Confirmation;
 use crate::web::{owned_order, AppState, MaybeSession};
 
 /// An error as a program sees it; internals are logged, never shown.
@@ -102,6 +103,9 @@ pub struct NewOrder {
 #[derive(Serialize)]
 struct PlacedBody {
     order_id: String,
+    /// False while the order is being confirmed: it may or may not be in the log, and
+    /// `POST /api/orders/{order_id}/confirm` sends it again (idempotently).
+    confirmed: bool,
 }
 
 pub async fn place<T: Transport>(
@@ -126,6 +130,7 @@ pub async fn place<T: Transport>(
             let cookie = session.set_cookie(&st.key);
             let body = Json(PlacedBody {
                 order_id: p.order_id.to_string(),
+                confirmed: true,
             });
             Ok((StatusCode::CREATED, [(header::SET_COOKIE, cookie)], body).into_response())
         }
@@ -134,6 +139,54 @@ pub async fn place<T: Transport>(
             tracing::warn!(error = %Report(&e), "order not placed");
             Err(ApiError::Unavailable)
         }
+        Err(e @ PlaceError::Unconfirmed { .. }) => {
+            let id = crate::web::being_confirmed(&mut session, &req, e);
+            Ok(being_confirmed(&st, &session, &id))
+        }
+    }
+}
+
+/// 202 Accepted: the order may or may not be in the log; confirm it to know.
+fn being_confirmed<T>(st: &AppState<T>, session: &Session, order_id: &OrderId) -> Response {
+    let body = Json(PlacedBody {
+        order_id: order_id.to_string(),
+        confirmed: false,
+    });
+    let cookie = session.set_cookie(&st.key);
+    (StatusCode::ACCEPTED, [(header::SET_COOKIE, cookie)], body).into_response()
+}
+
+/// An empty JSON object: the body a confirmation sends (JSON, so no cross-site form can send it).
+#[derive(Deserialize)]
+pub struct ConfirmBody {}
+
+/// Confirms an order answered "being confirmed": 200 once it is in the log, 202 while it still
+/// may or may not be (call again), 404 for an order this session neither placed nor is confirming.
+pub async fn confirm<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+    Path(order_id): Path<String>,
+    body: Result<Json<ConfirmBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let mut session = session
+        .filter(|s| s.username.is_some())
+        .ok_or(ApiError::Unauthorized)?;
+    let Json(ConfirmBody {}) = body.map_err(ApiError::Rejected)?;
+    let id: OrderId = order_id.parse().map_err(|_| ApiError::NotFound)?;
+    match crate::web::confirm(&st, &mut session, &order_id)
+        .await
+        .map_err(ApiError::Internal)?
+    {
+        Some(Confirmation::Confirmed) => {
+            let body = Json(PlacedBody {
+                order_id: id.to_string(),
+                confirmed: true,
+            });
+            let cookie = session.set_cookie(&st.key);
+            Ok((StatusCode::OK, [(header::SET_COOKIE, cookie)], body).into_response())
+        }
+        Some(Confirmation::StillConfirming) => Ok(being_confirmed(&st, &session, &id)),
+        None => Err(ApiError::NotFound),
     }
 }
 
@@ -161,6 +214,9 @@ pub struct OrderBody {
     pub stuck: bool,
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// The order was answered "being confirmed" and the view does not show it yet: it may or may
+    /// not be in the log (`POST .../confirm` sends it again).
+    pub being_confirmed: bool,
     pub timeline: Vec<TimelineEntry>,
     pub order: Option<crate::domain::Order>,
     /// When pizza-ordered was stamped, in epoch milliseconds (`ordered_ts` on the wire).
@@ -203,6 +259,7 @@ pub fn order_body(sys: &SysConfig, order_id: &str, row: Option<OrderRow>) -> Ord
         status_text,
         stuck,
         is_final: status.is_some_and(|s| sys.codes.is_final(s)),
+        being_confirmed: false,
         timeline: row
             .timeline
             .into_iter()

@@ -6,7 +6,9 @@
 //! - Every form carries the session's CSRF token; cookies are `SameSite=Strict`.
 //! - Every value rendered is escaped ([`pages::esc`]); a Content-Security-Policy forbids inline script.
 //! - An order that is someone else's gets exactly the answer of one that does not exist.
-//! - Placing an order is one durable event or an error: nothing half-created.
+//! - Placing an order is one durable event or an error: nothing half-created. When the produce
+//!   failed after it may have written the event, the customer is told the order is being
+//!   confirmed (never that it was not placed) and can confirm it: the same event is sent again.
 
 pub mod api;
 pub mod app;
@@ -33,7 +35,7 @@ use futures::future::BoxFuture;
 use futures::stream::Stream;
 
 use crate::clock::now_ms;
-use crate::command::{place_order, PlaceError};
+use crate::command::{confirm_order, place_order, PlaceError};
 use crate::config::SysConfig;
 use crate::domain::{customer_id_for, OrderId, OrderRequest};
 use crate::error::Report;
@@ -42,7 +44,7 @@ use crate::store::{StoreError, ViewStore};
 use crate::transport::Transport;
 use api::{order_body, OrderBody};
 use pages::Viewer;
-use session::{Session, SessionKey};
+use session::{Session, SessionKey, Unconfirmed};
 
 /// What the handlers share.
 pub struct AppState<T> {
@@ -164,9 +166,11 @@ pub fn router<T: Transport>(state: Arc<AppState<T>>) -> Router {
         .route("/menu", get(menu::<T>))
         .route("/orders", get(my_orders::<T>).post(place::<T>))
         .route("/orders/{order_id}", get(order_page::<T>))
+        .route("/orders/{order_id}/confirm", post(confirm_page::<T>))
         .route("/api/login", post(api::login::<T>))
         .route("/api/orders", post(api::place::<T>))
         .route("/api/orders/{order_id}", get(api::order::<T>))
+        .route("/api/orders/{order_id}/confirm", post(api::confirm::<T>))
         .route(
             "/static/app.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], pages::APP_CSS) }),
@@ -436,6 +440,95 @@ async fn place<T: Transport>(
             tracing::warn!(error = %Report(&e), "order not placed");
             Err(PageError::Unavailable(session))
         }
+        Err(e @ PlaceError::Unconfirmed { .. }) => {
+            let id = being_confirmed(&mut session, &req, e);
+            Ok(with_cookie(
+                session.set_cookie(&st.key),
+                Redirect::to(&format!("/orders/{id}")),
+            ))
+        }
+    }
+}
+
+/// Keeps an order answered "being confirmed" in `session`, so it can be confirmed; its id.
+fn being_confirmed(session: &mut Session, req: &OrderRequest, e: PlaceError) -> OrderId {
+    tracing::warn!(error = %Report(&e), "order being confirmed");
+    let PlaceError::Unconfirmed {
+        order_id,
+        ordered_at_ms,
+        ..
+    } = e
+    else {
+        unreachable!("only an unconfirmed order is being confirmed")
+    };
+    session.being_confirmed(Unconfirmed::of(&order_id, ordered_at_ms, req));
+    order_id
+}
+
+/// What confirming an order came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The order is in the log: the view shows it, or the broker acknowledged it now.
+    Confirmed,
+    /// Still not known: the order may or may not be in the log.
+    StillConfirming,
+}
+
+/// Confirms `order_id` for `session`: confirmed when the view shows it as the user's; else the
+/// session's order being confirmed is sent again exactly as first sent (placing is idempotent).
+/// `None` when it is neither (not this user's order, or unknown).
+pub async fn confirm<T: Transport>(
+    st: &AppState<T>,
+    session: &mut Session,
+    order_id: &str,
+) -> Result<Option<Confirmation>, StoreError> {
+    let in_view =
+        owned_order(st, session, order_id)?.is_some_and(|b| b.status.is_some() || b.order.is_some());
+    let confirming = session.confirming(order_id).cloned();
+    if in_view {
+        if confirming.is_some() {
+            session.unconfirmed = None;
+        }
+        return Ok(Some(Confirmation::Confirmed));
+    }
+    let Some(u) = confirming else {
+        return Ok(None);
+    };
+    let req = u.request(session.username.as_deref().unwrap_or_default());
+    match confirm_order(&st.transport, &st.sys, &req, u.order_id, u.ordered_at_ms).await {
+        Ok(_) => {
+            session.unconfirmed = None;
+            Ok(Some(Confirmation::Confirmed))
+        }
+        Err(e) => {
+            // The menu may have changed since, or the broker is still out of reach: either way
+            // the first attempt may be in the log, so the order is still being confirmed.
+            tracing::warn!(order = order_id, error = %Report(&e), "order still being confirmed");
+            Ok(Some(Confirmation::StillConfirming))
+        }
+    }
+}
+
+/// The order page's "confirm" button: sends the order being confirmed again, then shows its page.
+async fn confirm_page<T: Transport>(
+    State(st): State<Arc<AppState<T>>>,
+    MaybeSession(session): MaybeSession,
+    Path(order_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let Some(mut session) = logged_in(session) else {
+        return Ok(to_login());
+    };
+    check_csrf(&session, &form_fields(&body))?;
+    match confirm(&st, &mut session, &order_id)
+        .await
+        .map_err(PageError::Internal)?
+    {
+        Some(_) => {
+            let to = format!("/orders/{order_id}");
+            Ok(with_cookie(session.set_cookie(&st.key), Redirect::to(&to)))
+        }
+        None => Err(unknown_order(&st.sys, Some(session))),
     }
 }
 
@@ -456,8 +549,19 @@ pub fn owned_order<T>(
         // The view has no details yet: only the session that placed it may look.
         None => session.recent.contains(&id),
     };
-    Ok(mine.then(|| order_body(&st.sys, id.as_str(), row)))
+    let confirming = row.is_none() && session.confirming(id.as_str()).is_some();
+    Ok(mine.then(|| {
+        let mut body = order_body(&st.sys, id.as_str(), row);
+        if confirming {
+            body.being_confirmed = true;
+            BEING_CONFIRMED.clone_into(&mut body.status_text);
+        }
+        body
+    }))
 }
+
+/// What an order being confirmed shows instead of a status.
+pub const BEING_CONFIRMED: &str = "Being confirmed";
 
 fn unknown_order(st: &SysConfig, session: Option<Session>) -> PageError {
     PageError::NotFound(session, st.labels.text(&st.codes, st.codes.unknown))

@@ -165,6 +165,15 @@ pub fn order(viewer: &Viewer<'_>, order: &OrderBody, is_final: bool) -> String {
         status = esc(&order.status_text)
     );
     timeline(&mut body, order);
+    if order.being_confirmed {
+        let _ = write!(
+            body,
+            r#"<p id="confirming">We could not yet confirm that your order reached the kitchen. It may have: nothing is lost by confirming it again, and it will be made once.</p>
+<form method="post" action="/orders/{id}/confirm"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Confirm my order</button></form>"#,
+            id = esc(&order.order_id),
+            csrf = esc(viewer.csrf)
+        );
+    }
     body.push_str("</section>");
     // Filled in live by order.js when the view learns the details after the page was served.
     body.push_str(r#"<dl class="details" id="details">"#);

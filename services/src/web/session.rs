@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::clock::now_ms;
-use crate::domain::OrderId;
+use crate::domain::{OrderId, OrderRequest};
 
 /// The cookie's name.
 pub const COOKIE: &str = "pizza_session";
@@ -164,6 +164,52 @@ pub struct Session {
     pub recent: Vec<OrderId>,
     /// When the session began (epoch ms): it lasts [`SESSION_MAX_AGE`] from then.
     pub issued_ms: i64,
+    /// The order this session was told is being confirmed (the produce may or may not have
+    /// written it): exactly what to send again to confirm it. Signed like the rest, so a
+    /// confirmation sends what was first sent and nothing a client chose.
+    pub unconfirmed: Option<Box<Unconfirmed>>,
+}
+
+/// An order being confirmed: its id, the time its event carries, and the customer's choices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unconfirmed {
+    #[serde(rename = "i")]
+    pub order_id: OrderId,
+    #[serde(rename = "t")]
+    pub ordered_at_ms: i64,
+    #[serde(rename = "s")]
+    pub sauce: String,
+    #[serde(rename = "c")]
+    pub cheese: String,
+    #[serde(rename = "m")]
+    pub main_topping: String,
+    #[serde(rename = "x")]
+    pub extra_toppings: Vec<String>,
+}
+
+impl Unconfirmed {
+    /// The order `username` asked for, as it was first sent.
+    pub fn request(&self, username: &str) -> OrderRequest {
+        OrderRequest {
+            username: username.to_owned(),
+            sauce: self.sauce.clone(),
+            cheese: self.cheese.clone(),
+            main_topping: self.main_topping.clone(),
+            extra_toppings: self.extra_toppings.clone(),
+        }
+    }
+
+    /// What a session keeps of a request answered "being confirmed".
+    pub fn of(order_id: &OrderId, ordered_at_ms: i64, req: &OrderRequest) -> Unconfirmed {
+        Unconfirmed {
+            order_id: order_id.clone(),
+            ordered_at_ms,
+            sauce: req.sauce.clone(),
+            cheese: req.cheese.clone(),
+            main_topping: req.main_topping.clone(),
+            extra_toppings: req.extra_toppings.clone(),
+        }
+    }
 }
 
 /// The signed payload, as JSON. Short names keep the cookie small; `v` lets a later format refuse
@@ -175,6 +221,8 @@ struct Payload {
     c: String,
     r: Vec<OrderId>,
     t: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<Box<Unconfirmed>>,
 }
 
 const PAYLOAD_VERSION: u8 = 1;
@@ -187,6 +235,7 @@ impl Session {
             csrf: random_token(),
             recent: Vec::new(),
             issued_ms: now_ms(),
+            unconfirmed: None,
         }
     }
 
@@ -197,6 +246,7 @@ impl Session {
             csrf: random_token(),
             recent: Vec::new(),
             issued_ms: now_ms(),
+            unconfirmed: None,
         }
     }
 
@@ -205,6 +255,26 @@ impl Session {
         self.recent.retain(|o| o != order_id);
         self.recent.insert(0, order_id.clone());
         self.recent.truncate(RECENT_ORDERS);
+        // An order being confirmed is one of the recent ones, or forgotten with them.
+        if let Some(u) = &self.unconfirmed {
+            if !self.recent.contains(&u.order_id) {
+                self.unconfirmed = None;
+            }
+        }
+    }
+
+    /// Remembers an order answered "being confirmed" (it is among the recent ones too, so its page
+    /// works); one at a time: a newer one takes its place.
+    pub fn being_confirmed(&mut self, unconfirmed: Unconfirmed) {
+        self.placed(&unconfirmed.order_id);
+        self.unconfirmed = Some(Box::new(unconfirmed));
+    }
+
+    /// The order `order_id` if it is the one this session is confirming.
+    pub fn confirming(&self, order_id: &str) -> Option<&Unconfirmed> {
+        self.unconfirmed
+            .as_deref()
+            .filter(|u| u.order_id.as_str() == order_id)
     }
 
     /// Whether `token` is this session's CSRF token (constant time).
@@ -221,6 +291,7 @@ impl Session {
             c: self.csrf.clone(),
             r: self.recent.clone(),
             t: self.issued_ms,
+            p: self.unconfirmed.clone(),
         })
         .expect("a session serializes");
         let tag = key.mac(&payload).finalize().into_bytes();
@@ -246,6 +317,7 @@ impl Session {
             && p.c.len() == 32
             && p.c.bytes().all(|b| b.is_ascii_hexdigit())
             && p.r.len() <= RECENT_ORDERS
+            && p.p.as_ref().is_none_or(|u| p.r.contains(&u.order_id))
             && p.u
                 .as_deref()
                 .is_none_or(|u| crate::domain::valid_username(u).as_deref() == Ok(u));
@@ -254,6 +326,7 @@ impl Session {
             csrf: p.c,
             recent: p.r,
             issued_ms: p.t,
+            unconfirmed: p.p,
         })
     }
 
@@ -323,6 +396,32 @@ mod tests {
         let (_, tag) = v.split_once('.').unwrap();
         assert_eq!(Session::decode(&format!("{payload}.{tag}"), &key), None);
         assert_eq!(Session::decode("garbage", &key), None);
+    }
+
+    #[test]
+    fn an_order_being_confirmed_rides_in_the_signed_session_until_it_is_forgotten() {
+        let key = SessionKey::random();
+        let mut s = Session::logged_in("alice");
+        let req = OrderRequest {
+            username: "alice".into(),
+            sauce: "Tomato".into(),
+            cheese: "Gouda".into(),
+            main_topping: "Pork".into(),
+            extra_toppings: vec!["Egg".into()],
+        };
+        let id = OrderId::from_u32(0x1234);
+        s.being_confirmed(Unconfirmed::of(&id, 1_700_000_000_000, &req));
+        let back = Session::decode(&s.encode(&key), &key).expect("a valid session");
+        let u = back.confirming(id.as_str()).expect("still being confirmed");
+        assert_eq!((u.request("alice"), u.ordered_at_ms), (req, 1_700_000_000_000));
+        assert!(back.confirming("00000001").is_none());
+        // Five newer orders push it out of the recent ones: it is forgotten with them.
+        let mut s = back;
+        for n in 0..RECENT_ORDERS as u32 {
+            s.placed(&OrderId::from_u32(n));
+        }
+        assert!(s.unconfirmed.is_none());
+        assert!(Session::decode(&s.encode(&key), &key).is_some());
     }
 
     /// The old payload joined username, token and orders with newlines, so a username holding a

@@ -1,7 +1,9 @@
 //! The web app's handlers, called through the router without a server (`oneshot`), on a real
 //! broker and a real SQLite view.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, Request, StatusCode};
@@ -23,7 +25,7 @@ struct App {
     transport: KafkaTransport,
     view: Arc<ViewStore>,
     _stop: ShutdownTrigger,
-    _broker: EmbeddedBroker,
+    broker: EmbeddedBroker,
     _dir: tempfile::TempDir,
 }
 
@@ -33,9 +35,17 @@ fn app() -> App {
 
 /// The app on the embedded broker, or on the cluster `props` names.
 fn app_on(props: Option<KafkaProps>) -> App {
+    app_with(props, &[])
+}
+
+/// The app on the embedded broker (or `props`' cluster), with `extra` producer properties.
+fn app_with(props: Option<KafkaProps>, extra: &[(&str, &str)]) -> App {
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = props.unwrap_or_else(|| KafkaProps::bootstrap(&broker.bootstrap_servers()));
+    let mut props = props.unwrap_or_else(|| KafkaProps::bootstrap(&broker.bootstrap_servers()));
+    for (k, v) in extra {
+        props.0.push(((*k).to_owned(), (*v).to_owned()));
+    }
     let transport = KafkaTransport::new(&props, "it-web").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let view = Arc::new(ViewStore::open(&dir.path().join("orders.db")).unwrap());
@@ -56,7 +66,7 @@ fn app_on(props: Option<KafkaProps>) -> App {
         transport,
         view,
         _stop: stop,
-        _broker: broker,
+        broker,
         _dir: dir,
     }
 }
@@ -70,14 +80,31 @@ struct Reply {
 
 impl App {
     async fn send(&self, method: &str, uri: &str, cookie: Option<&str>, form: Option<&str>) -> Reply {
+        let body = form.map(|f| ("application/x-www-form-urlencoded", f));
+        self.send_as(method, uri, cookie, body).await
+    }
+
+    /// A JSON request, as a program sends it.
+    async fn json(&self, method: &str, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
+        self.send_as(method, uri, cookie, Some(("application/json", body)))
+            .await
+    }
+
+    async fn send_as(
+        &self,
+        method: &str,
+        uri: &str,
+        cookie: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
         }
-        let body = match form {
-            Some(f) => {
-                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-                Body::from(f.to_owned())
+        let body = match body {
+            Some((content_type, b)) => {
+                req = req.header(header::CONTENT_TYPE, content_type);
+                Body::from(b.to_owned())
             }
             None => Body::empty(),
         };
@@ -419,4 +446,135 @@ async fn when_the_order_cannot_be_made_durable_the_customer_is_told_so() {
         r.location.is_none() && r.cookie.is_none(),
         "no order page, no order remembered"
     );
+}
+
+/// A produce whose answer came after the producer gave up may be in the log: the customer is told
+/// the order is being confirmed (never "not placed"), and confirming sends the same event again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_that_may_have_been_written_is_being_confirmed_never_not_placed() {
+    let app = app_with(None, &[("message.timeout.ms", "1500")]);
+    let (cookie, csrf) = app.login("erin").await;
+    let form = format!("csrf={csrf}&{GOOD}");
+    // A first order connects the producer: a record still queued when it gives up was never sent,
+    // and that one is truly "not placed".
+    let r = app.send("POST", "/orders", Some(&cookie), Some(&form)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    app.broker.answer_late(Duration::from_secs(3)).unwrap();
+    let r = app.send("POST", "/orders", Some(&cookie), Some(&form)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page_uri = r.location.expect("the order's page");
+    let cookie = r.cookie.expect("the order is remembered");
+    let page = app.send("GET", &page_uri, Some(&cookie), None).await;
+    assert!(
+        page.body.contains("Being confirmed") && page.body.contains("Confirm my order"),
+        "{}",
+        page.body
+    );
+    // It was written, though the customer's request failed: exactly why "not placed" would lie.
+    app.broker.answer_late(Duration::ZERO).unwrap();
+    let id = page_uri.trim_start_matches("/orders/").to_owned();
+    wait_until(|| async { copies(&app, &id).await >= 1 }).await;
+
+    // Confirming sends the very same event again; the order is then confirmed.
+    let confirm = format!("{page_uri}/confirm");
+    let r = app
+        .send("POST", &confirm, Some(&cookie), Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some(page_uri.as_str()))
+    );
+    let cookie = r.cookie.expect("the session forgets the confirmation");
+    // At least twice (librdkafka may have retried the slow one too), and the same event each time.
+    let ordered = crate::common::topic(&app.transport, "pizza-ordered").await;
+    let copies_of: Vec<_> = ordered
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+        .collect();
+    assert!(copies_of.len() >= 2, "{copies_of:?}");
+    assert!(
+        copies_of.iter().all(|r| r.payload == copies_of[0].payload),
+        "{copies_of:?}"
+    );
+    let page = app.send("GET", &page_uri, Some(&cookie), None).await;
+    assert!(!page.body.contains("Confirm my order"), "{}", page.body);
+    // An order the session neither placed nor is confirming: not found.
+    let r = app
+        .send(
+            "POST",
+            "/orders/ffffffff/confirm",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// The JSON API: 202 while an order is being confirmed, 200 once it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_api_answers_202_while_an_order_is_being_confirmed() {
+    let app = app_with(None, &[("message.timeout.ms", "1500")]);
+    let (cookie, csrf) = app.login("frank").await;
+    // Connect the producer first (see above).
+    let r = app
+        .send(
+            "POST",
+            "/orders",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&{GOOD}")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    app.broker.answer_late(Duration::from_secs(3)).unwrap();
+    let order = r#"{"sauce":"Tomato","cheese":"Gouda","main_topping":"Pork"}"#;
+    let r = app.json("POST", "/api/orders", Some(&cookie), order).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["confirmed"], false);
+    let id = body["order_id"].as_str().unwrap().to_owned();
+    let cookie = r.cookie.unwrap();
+    let r = app
+        .json("GET", &format!("/api/orders/{id}"), Some(&cookie), "")
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (body["being_confirmed"].as_bool(), body["status_text"].as_str()),
+        (Some(true), Some("Being confirmed"))
+    );
+    app.broker.answer_late(Duration::ZERO).unwrap();
+    let uri = format!("/api/orders/{id}/confirm");
+    let r = app.json("POST", &uri, Some(&cookie), "not json").await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "a confirmation is JSON: {}",
+        r.body
+    );
+    let r = app.json("POST", &uri, Some(&cookie), "{}").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["confirmed"],
+        true
+    );
+    assert!(copies(&app, &id).await >= 2);
+}
+
+/// How many records of pizza-ordered are keyed `order_id`.
+async fn copies(app: &App, order_id: &str) -> usize {
+    crate::common::topic(&app.transport, "pizza-ordered")
+        .await
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(order_id.as_bytes()))
+        .count()
+}
+
+/// Polls `cond` every 100 ms for at most 20 s.
+async fn wait_until<F: Future<Output = bool>>(cond: impl Fn() -> F) {
+    for _ in 0..200 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within 20 s");
 }

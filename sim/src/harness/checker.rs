@@ -284,6 +284,43 @@ impl Watch {
     }
 }
 
+/// What the customers were told, against the log once the faults healed: an order told "placed"
+/// is on pizza-ordered, one told "not placed" is not. One still "being confirmed" may be; when it
+/// is, the shop must deliver it like any placed order, so it joins the accepted ones (swarm seeds
+/// 28 and 36 delivered orders whose customers had been told "not placed").
+pub(super) fn check_told(bs: &BrokerShared, topics: &Topics, shared: &Shared) {
+    let in_log: BTreeSet<String> = bs
+        .lock()
+        .log(&topics.ordered)
+        .iter()
+        .flatten()
+        .map(|r| String::from_utf8_lossy(r.key()).into_owned())
+        .collect();
+    let mut accepted = shared.accepted.lock().expect("accepted");
+    let told = |what: &str, orders: &BTreeMap<String, i64>, must_be_in: bool| {
+        shared.checked(Invariant::CustomersToldTheTruth, orders.len() as u64);
+        for order in orders.keys().filter(|o| in_log.contains(*o) != must_be_in) {
+            let is = if must_be_in { "is not" } else { "is" };
+            shared.violate(
+                Invariant::CustomersToldTheTruth,
+                Some(order),
+                format!("the customer was told \"{what}\", and pizza-ordered {is} holding it"),
+            );
+        }
+    };
+    told("placed", &accepted, true);
+    told(
+        "not placed",
+        &shared.not_placed.lock().expect("not placed"),
+        false,
+    );
+    let unconfirmed = shared.unconfirmed.lock().expect("unconfirmed");
+    shared.checked(Invariant::CustomersToldTheTruth, unconfirmed.len() as u64);
+    for (order, at) in unconfirmed.iter().filter(|(o, _)| in_log.contains(*o)) {
+        accepted.insert(order.clone(), *at);
+    }
+}
+
 /// Accepted orders the checker's latest read of the view does not show delivered.
 fn not_delivered(shared: &Shared) -> Vec<String> {
     let view = shared.view.lock().expect("view");

@@ -91,6 +91,7 @@ pub(super) fn broker_state(sc: &Scenario, sys: &SysConfig, seed: u64, start_ms: 
     for t in sys.topics.all() {
         broker.create_topic(t);
     }
+    broker.ambiguous = sc.ambiguous;
     BrokerShared::new(broker)
 }
 

@@ -6,13 +6,12 @@
 //! with or without bad records. The order of the draws is part of the seed's meaning: changing it
 //! changes every run's trace.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pizza::clock::now_ms;
-use pizza::command::{place_order, PlaceError};
+use pizza::command::{confirm_order, place_order, PlaceError};
 use pizza::config::{SysConfig, Topics};
 use pizza::domain::{Menu, OrderId, OrderRequest};
 use pizza::error::Report;
@@ -25,6 +24,10 @@ use crate::broker::MAX_RECORD_BYTES;
 use crate::node::SimTransport;
 use crate::rng::SplitMix64;
 use crate::scenario::Scenario;
+
+/// How often a customer told "being confirmed" confirms the order, and how long they wait first.
+const CONFIRM_ATTEMPTS: u32 = 3;
+const CONFIRM_PAUSE: Duration = Duration::from_secs(5);
 
 /// Attempts at a hostile record while the broker is out of reach (each waits out the producer's
 /// 10 s deadline): far longer than any scenario's outage.
@@ -83,22 +86,32 @@ struct Desk {
 }
 
 impl Desk {
-    /// Places one order on a task of its own and records what the customer was told.
+    /// Places one order on a task of its own and records what the customer was told: placed, not
+    /// placed, or being confirmed. A customer told "being confirmed" confirms the order (the same
+    /// event again) up to [`CONFIRM_ATTEMPTS`] times, [`CONFIRM_PAUSE`] apart, as the web app's
+    /// confirm button does.
     fn place(&self, id: OrderId, req: OrderRequest) -> JoinHandle<()> {
         let (t, sys, shared) = (self.t.clone(), self.sys.clone(), self.shared.clone());
         tokio::spawn(async move {
-            let placed = place_order(&t, &sys, &req, id.clone(), now_ms()).await;
-            if !matches!(placed, Err(PlaceError::Unavailable(_))) {
+            let mut placed = place_order(&t, &sys, &req, id.clone(), now_ms()).await;
+            if !matches!(
+                placed,
+                Err(PlaceError::Unavailable(_) | PlaceError::Unconfirmed { .. })
+            ) {
                 shared.checked(Invariant::OrdersValid, 1);
             }
+            for _ in 0..CONFIRM_ATTEMPTS {
+                let Err(PlaceError::Unconfirmed { ordered_at_ms, .. }) = placed else {
+                    break;
+                };
+                tokio::time::sleep(CONFIRM_PAUSE).await;
+                placed = confirm_order(&t, &sys, &req, id.clone(), ordered_at_ms).await;
+            }
+            let told = |set: &std::sync::Mutex<BTreeMap<String, i64>>| {
+                set.lock().expect("told").insert(id.as_str().to_owned(), now_ms());
+            };
             match placed {
-                Ok(_) => {
-                    shared
-                        .accepted
-                        .lock()
-                        .expect("accepted")
-                        .insert(id.as_str().to_owned(), now_ms());
-                }
+                Ok(_) => told(&shared.accepted),
                 Err(PlaceError::Invalid(e)) => {
                     shared.violate(
                         Invariant::OrdersValid,
@@ -107,10 +120,11 @@ impl Desk {
                     );
                 }
                 Err(PlaceError::Unavailable(e)) => {
-                    // The customer was told it failed; whatever reached the log need not be delivered.
+                    // The customer was told it failed: nothing of it may reach the log.
                     tracing::debug!(order = id.as_str(), error = %Report(&e), "order not placed");
-                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                    told(&shared.not_placed);
                 }
+                Err(PlaceError::Unconfirmed { .. }) => told(&shared.unconfirmed),
             }
         })
     }

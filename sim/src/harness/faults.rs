@@ -68,21 +68,12 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             service,
             down,
             lose_disk,
-        } => {
-            let id = node(&service);
-            handle.kill(id);
-            let h = handle.clone();
-            let dir = cluster::data_dir(root, service);
-            later(
-                down,
-                Box::new(move || {
-                    if lose_disk {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    h.restart(id);
-                }),
-            );
-        }
+        } => crash(
+            cluster,
+            service,
+            down,
+            lose_disk.then(|| cluster::data_dir(root, service)),
+        ),
         FaultKind::Stop { service, down } => {
             let id = node(&service);
             handle.send_ctrl_c(id);
@@ -116,6 +107,16 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             let b = bs.clone();
             later(lasting, Box::new(move || b.delay_ms.store(0, Ordering::Relaxed)));
         }
+        FaultKind::RefuseWrites { topic, lasting } => {
+            bs.lock().refusing.insert(topic.clone());
+            let b = bs.clone();
+            later(
+                lasting,
+                Box::new(move || {
+                    b.lock().refusing.remove(&topic);
+                }),
+            );
+        }
         FaultKind::Loss { rate, lasting } => {
             net.update_config(|c| c.packet_loss_rate = rate);
             let n = net.clone();
@@ -125,4 +126,18 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             );
         }
     }
+}
+
+/// Kills `service`'s node and restarts it after `down`, without the data directory `lose` names.
+fn crash(cluster: &Cluster, service: ServiceName, down: Duration, lose: Option<std::path::PathBuf>) {
+    let id = cluster.services[&service];
+    cluster.handle.kill(id);
+    let h = cluster.handle.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(down).await;
+        if let Some(dir) = lose {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        h.restart(id);
+    });
 }

@@ -46,6 +46,9 @@ pub enum Invariant {
     NoPanic,
     /// A record over `message.max.bytes` never reaches the log.
     OversizeRefused,
+    /// What the customers were told is true of the log: an order told "placed" is in it, one told
+    /// "not placed" is not; one told "being confirmed" may be, and is then delivered like any.
+    CustomersToldTheTruth,
     /// The customers' orders are all on the menu (the command side refuses none as invalid).
     OrdersValid,
     /// Not the shop's: the harness could not do what the run needed (send a hostile record), so
@@ -73,6 +76,7 @@ impl Invariant {
             Invariant::NoPanic => "no-panic",
             Invariant::OversizeRefused => "oversize-refused",
             Invariant::OrdersValid => "orders-valid",
+            Invariant::CustomersToldTheTruth => "customers-told-the-truth",
             Invariant::Harness => "harness",
         }
     }
@@ -95,7 +99,7 @@ pub struct Checks {
 
 /// The invariants every run must check at least once: a run that checked one of them not at all
 /// passed vacuously.
-pub const ALWAYS_CHECKED: [Invariant; 7] = [
+pub const ALWAYS_CHECKED: [Invariant; 8] = [
     Invariant::NoRegression,
     Invariant::AllAcceptedDelivered,
     Invariant::NoDoubleDelivery,
@@ -103,6 +107,7 @@ pub const ALWAYS_CHECKED: [Invariant; 7] = [
     Invariant::ViewFollowsSpec,
     Invariant::NoEventLost,
     Invariant::OrdersValid,
+    Invariant::CustomersToldTheTruth,
 ];
 
 /// An invariant that did not hold.
@@ -139,6 +144,8 @@ pub struct Outcome {
     pub accepted: usize,
     /// Orders whose placing failed (the customer was told so).
     pub refused: u64,
+    /// Orders the customers were still told were being confirmed at the end.
+    pub unconfirmed: u64,
     pub delivered: usize,
     /// Hostile records that reached the log.
     pub hostile: usize,
@@ -173,6 +180,7 @@ impl Outcome {
             trace,
             accepted: 0,
             refused: 0,
+            unconfirmed: 0,
             delivered: 0,
             hostile: 0,
             dead_lettered: 0,
@@ -258,11 +266,12 @@ impl fmt::Display for Outcome {
         if self.passed() {
             return write!(
                 f,
-                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, {ran} checks ({excused} excused), trace {:016x}",
+                "ok scenario={} seed={}{mutant}: {} orders delivered ({} refused, {} being confirmed), {} hostile records, {} dead-lettered, {} restarts, {:.0}s simulated, {ran} checks ({excused} excused), trace {:016x}",
                 self.scenario,
                 self.seed,
                 self.delivered,
                 self.refused,
+                self.unconfirmed,
                 self.hostile,
                 self.dead_lettered,
                 self.restarts,
