@@ -9,10 +9,59 @@ use std::time::Duration;
 /// Under madsim, `SystemTime::now` is the simulated clock (madsim intercepts the clock calls), so
 /// timestamps are deterministic for a seed.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+    let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    skewed(t)
+}
+
+#[cfg(not(madsim))]
+#[inline(always)]
+fn skewed(t: i64) -> i64 {
+    t
+}
+
+/// A node's clock as the simulation sets it: off by `offset_ms`, and running `drift_ppm` parts
+/// per million fast (negative: slow) since `since_ms`.
+#[cfg(madsim)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skew {
+    pub offset_ms: i64,
+    pub drift_ppm: i64,
+    pub since_ms: i64,
+}
+
+#[cfg(madsim)]
+thread_local! {
+    static SKEWS: std::cell::RefCell<std::collections::BTreeMap<tokio::madsim::task::NodeId, Skew>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Sets (or with `None` clears) the clock skew of simulated node `node`: [`now_ms`] on that node
+/// reads its own clock from then on, as a machine whose NTP is off does. Per thread, as madsim
+/// runs a simulation on one.
+#[cfg(madsim)]
+pub fn set_skew(node: tokio::madsim::task::NodeId, skew: Option<Skew>) {
+    SKEWS.with(|s| match skew {
+        Some(k) => s.borrow_mut().insert(node, k),
+        None => s.borrow_mut().remove(&node),
+    });
+}
+
+/// Clears every node's skew (a new simulation).
+#[cfg(madsim)]
+pub fn clear_skews() {
+    SKEWS.with(|s| s.borrow_mut().clear());
+}
+
+#[cfg(madsim)]
+fn skewed(t: i64) -> i64 {
+    let node = tokio::madsim::plugin::node();
+    SKEWS.with(|s| match s.borrow().get(&node) {
+        Some(k) => t + k.offset_ms + (t - k.since_ms) * k.drift_ppm / 1_000_000,
+        None => t,
+    })
 }
 
 /// Scales the cooking and delivery times: 1.0 is real time, 0.0 makes every step instant.

@@ -46,11 +46,14 @@ pub enum Mutant {
     /// When a record's retries run out, the worker passes over it (marks it done) instead of
     /// stopping so that a restart redelivers it: a produce-only outage loses what it refused.
     SkipWhenRetriesRunOut,
+    /// The watchdog ages an order by its event's timestamp, stamped by another node's clock,
+    /// instead of by when its own view took the status (the behaviour before issue 13).
+    WatchdogTrustsEventTime,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -64,6 +67,7 @@ impl Mutant {
         Mutant::RedriveKeepsTime,
         Mutant::TimeoutSaysNotPlaced,
         Mutant::SkipWhenRetriesRunOut,
+        Mutant::WatchdogTrustsEventTime,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -82,6 +86,7 @@ impl Mutant {
             Mutant::RedriveKeepsTime => "redrive-keeps-time",
             Mutant::TimeoutSaysNotPlaced => "timeout-says-not-placed",
             Mutant::SkipWhenRetriesRunOut => "skip-when-retries-run-out",
+            Mutant::WatchdogTrustsEventTime => "watchdog-trusts-event-time",
         }
     }
 }

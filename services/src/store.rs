@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use crate::clock::now_ms;
 use crate::domain::{Order, StatusCodes};
+use crate::mutants::{self, Mutant};
 use crate::view::{fold, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate};
 
 /// A state store failure.
@@ -135,7 +137,8 @@ CREATE TABLE IF NOT EXISTS order_status (
     status    INTEGER NOT NULL,
     status_ts INTEGER NOT NULL,
     stuck     INTEGER NOT NULL DEFAULT 0,
-    stuck_ts  INTEGER
+    stuck_ts  INTEGER,
+    seen_ts   INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS order_timeline (
     order_id TEXT NOT NULL,
@@ -163,11 +166,22 @@ pub struct ViewStore {
 }
 
 impl ViewStore {
-    /// Opens (creating) the view for writing.
+    /// Opens (creating) the view for writing. A view made before `seen_ts` existed gets the
+    /// column (its rows then age by their event time until their status next changes).
     pub fn open(path: &Path) -> Result<ViewStore, StoreError> {
-        Ok(ViewStore {
-            db: Db::open(path, false, VIEW_SCHEMA)?,
-        })
+        let db = Db::open(path, false, VIEW_SCHEMA)?;
+        db.with(|conn| {
+            let has_seen: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('order_status') WHERE name = 'seen_ts'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_seen {
+                conn.execute_batch("ALTER TABLE order_status ADD COLUMN seen_ts INTEGER")?;
+            }
+            Ok(())
+        })?;
+        Ok(ViewStore { db })
     }
 
     /// Creates a view at `path`, which must not exist yet (a rebuild writes a fresh file).
@@ -278,7 +292,10 @@ impl ViewStore {
         })
     }
 
-    /// Orders that are not final, not already marked stuck, and whose status is older than `before_ms`.
+    /// Orders that are not final, not already marked stuck, and whose status this view has held
+    /// since before `before_ms` by its own clock (`seen_ts`: when the fold took the status). The
+    /// event's own timestamp was stamped by another node's clock, which may be off: aged by it,
+    /// an order stamped by a clock running behind would be marked early.
     pub fn stuck_candidates(
         &self,
         codes: &StatusCodes,
@@ -291,12 +308,17 @@ impl ViewStore {
             codes.something_wrong,
             codes.unknown,
         ];
+        let sql = if mutants::on(Mutant::WatchdogTrustsEventTime) {
+            "SELECT order_id, status FROM order_status
+             WHERE stuck = 0 AND status_ts < ?1 AND status NOT IN (?2, ?3, ?4, ?5)
+             ORDER BY status_ts LIMIT ?6"
+        } else {
+            "SELECT order_id, status FROM order_status
+             WHERE stuck = 0 AND COALESCE(seen_ts, status_ts) < ?1 AND status NOT IN (?2, ?3, ?4, ?5)
+             ORDER BY COALESCE(seen_ts, status_ts) LIMIT ?6"
+        };
         self.db.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT order_id, status FROM order_status
-                 WHERE stuck = 0 AND status_ts < ?1 AND status NOT IN (?2, ?3, ?4, ?5)
-                 ORDER BY status_ts LIMIT ?6",
-            )?;
+            let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt
                 .query_map(
                     params![before_ms, finals[0], finals[1], finals[2], finals[3], limit],
@@ -394,11 +416,13 @@ fn fold_status(
     let current = read_status(conn, order_id)?;
     let next = fold(codes, current.as_ref(), status, ts, observed);
     if let Some(n) = &next {
+        // `seen_ts` is this node's clock when the status changed (a stuck mark leaves it).
         conn.prepare_cached(
-            "INSERT INTO order_status (order_id, status, status_ts, stuck, stuck_ts) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (order_id) DO UPDATE SET status = ?2, status_ts = ?3, stuck = ?4, stuck_ts = ?5",
+            "INSERT INTO order_status (order_id, status, status_ts, stuck, stuck_ts, seen_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (order_id) DO UPDATE SET status = ?2, status_ts = ?3, stuck = ?4, stuck_ts = ?5,
+                 seen_ts = CASE WHEN order_status.status = ?2 THEN COALESCE(order_status.seen_ts, ?6) ELSE ?6 END",
         )?
-        .execute(params![order_id, n.status, n.status_at_ms, n.stuck, n.stuck_at_ms])?;
+        .execute(params![order_id, n.status, n.status_at_ms, n.stuck, n.stuck_at_ms, now_ms()])?;
         conn.prepare_cached(
             "INSERT OR IGNORE INTO order_timeline (order_id, status, ts) VALUES (?1, ?2, ?3)",
         )?

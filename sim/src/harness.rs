@@ -161,6 +161,8 @@ pub fn run(opts: &RunOptions) -> Outcome {
     let dir = run_dir(opts.seed);
     let _ = std::fs::remove_dir_all(&dir);
     pizza::mutants::set(opts.mutant);
+    // Node ids start again with every runtime: no clock of a previous run's node stays off.
+    pizza::clock::clear_skews();
     // Probes count from here (a run that panicked may have left hits behind).
     pizza::probes::take();
     let broker: BrokerSlot = Arc::new(Mutex::new(None));
@@ -255,7 +257,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     let cluster = Cluster::start(&sc, &sys, &root, bs, &shared);
 
     // Customers, on their own node, through the command side the web app uses.
-    let customers = cluster.customers_node();
+    let customers = cluster.customers_node(&sc);
     let placing = customers.spawn(place_orders(sc.clone(), seed, sys.clone(), shared.clone()));
 
     // The checker watches the view from its own node.
@@ -286,7 +288,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     // The run got here: nothing panicked.
     shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();
-    let counts = check_log(&cluster.broker, &sys, &shared, &probes);
+    let counts = check_log(&cluster.broker, &sys, sc.time_scale, &shared, &probes);
     let mut outcome = verdict(&sc, seed, start, &shared, &cluster.broker, counts);
     outcome.probes = probes.counts;
     outcome

@@ -12,6 +12,7 @@
 //! heal 600s              # after the faults: time allowed to converge
 //! time-scale 1           # cooking, delivery and the watchdog's clock (0: every step instant, no watchdog)
 //! ambiguous 0.002        # per record produced, the chance it is written and its producer never hears so
+//! skew bake -20s drift 300  # bake's clock is 20 s behind and gains 300 µs a second (customers too)
 //! swarm 12               # draw 12 faults (and the knobs) from the seed instead of listing them
 //!
 //! at 20s crash bake for 5s             # kill the node, restart it 5 s later (disk kept)
@@ -58,6 +59,8 @@ pub struct Scenario {
     /// Per record produced, the chance that the broker writes it and every answer to its producer
     /// is lost: the produce fails to the client with the record in the log (an ambiguous produce).
     pub ambiguous: f64,
+    /// Nodes whose clock is off: (node: a service or `customers`, offset ms, drift ppm).
+    pub skews: Vec<(String, i64, i64)>,
     /// Draw this many faults from the seed.
     pub swarm: Option<u32>,
     pub faults: Vec<Fault>,
@@ -77,6 +80,7 @@ impl Default for Scenario {
             heal: Duration::from_secs(600),
             time_scale: TimeScale::REAL,
             ambiguous: DEFAULT_AMBIGUOUS,
+            skews: Vec::new(),
             swarm: None,
             faults: Vec::new(),
         }
@@ -318,6 +322,7 @@ impl Scenario {
                 self.time_scale = one("time-scale")?.parse()?;
             }
             "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
+            "skew" => self.skews.push(parse_skew(&w[1..])?),
             "ambiguous" => {
                 self.ambiguous = number("ambiguous", one("ambiguous")?)?;
                 if !(0.0..=0.5).contains(&self.ambiguous) {
@@ -405,6 +410,16 @@ impl Scenario {
             });
         }
         sc.faults.sort_by_key(|f| f.at);
+        // Clocks: in half the runs, up to three nodes off by up to 30 s either way, drifting.
+        if rng.chance(0.5) {
+            let nodes = ["assemble", "bake", "deliver", "merge", "status", "customers"];
+            for _ in 0..=rng.below(3) {
+                let node = nodes[rng.below(nodes.len() as u64) as usize].to_owned();
+                let offset = rng.between(0, 60_000) as i64 - 30_000;
+                let drift = rng.between(0, 2_000) as i64 - 1_000;
+                sc.skews.push((node, offset, drift));
+            }
+        }
         sc.swarm = None;
         sc
     }
@@ -435,6 +450,10 @@ impl Scenario {
         if self.hostile > 0.0 {
             s.push_str(&format!("hostile {}\n", self.hostile));
         }
+        for (node, offset, drift) in &self.skews {
+            let sign = if *offset < 0 { "-" } else { "" };
+            s.push_str(&format!("skew {node} {sign}{}ms drift {drift}\n", offset.abs()));
+        }
         if self.ambiguous != DEFAULT_AMBIGUOUS {
             s.push_str(&format!("ambiguous {}\n", self.ambiguous));
         }
@@ -457,6 +476,28 @@ fn micros(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_secs_f64() * 1000.0)
     }
+}
+
+/// `<node> <±duration> [drift <ppm>]`: a service or the customers, whose clock is that far off.
+fn parse_skew(w: &[&str]) -> Result<(String, i64, i64), String> {
+    let (node, offset, drift) = match w {
+        [node, offset] => (*node, *offset, "0"),
+        [node, offset, "drift", ppm] => (*node, *offset, *ppm),
+        _ => return Err("expected `skew <node> <offset> [drift <ppm>]`".into()),
+    };
+    if node != "customers" {
+        parse_service(node)?;
+    }
+    let (sign, magnitude) = match offset.strip_prefix('-') {
+        Some(m) => (-1, m),
+        None => (1, offset.strip_prefix('+').unwrap_or(offset)),
+    };
+    let offset_ms = sign * parse_duration(magnitude)?.as_millis() as i64;
+    let drift: i64 = number("drift", drift)?;
+    if offset_ms.abs() > 3_600_000 || drift.abs() > 100_000 {
+        return Err("skew: at most an hour off and 100000 ppm of drift".into());
+    }
+    Ok((node.to_owned(), offset_ms, drift))
 }
 
 fn refuse_writes(topic: &str, lasting: Duration) -> Result<FaultKind, String> {
@@ -592,6 +633,8 @@ mod tests {
         at 61s clog bake for 2s
         at 70s refuse-writes pizza-baked for 90s
         ambiguous 0.01
+        skew bake -20s drift 300
+        skew customers 1.5s
     ";
 
     #[test]
@@ -601,6 +644,10 @@ mod tests {
         assert_eq!(sc.time_scale.factor(), 0.5);
         assert_eq!(sc.faults.len(), 10);
         assert_eq!(sc.ambiguous, 0.01);
+        assert_eq!(
+            sc.skews,
+            [("bake".into(), -20_000, 300), ("customers".into(), 1_500, 0)]
+        );
         assert_eq!(sc.faults[0].at, Duration::from_secs(3), "sorted by time");
         assert_eq!(sc.faults_end(), Duration::from_secs(160));
         let again = Scenario::parse("ex", "ex.scn", &sc.to_text()).unwrap();
@@ -627,6 +674,8 @@ mod tests {
         assert!(err("colour blue").contains("unknown setting"));
         assert!(err("at 1s refuse-writes pizza-cake for 1s").contains("unknown topic `pizza-cake`"));
         assert!(err("ambiguous 0.9").contains("[0, 0.5]"));
+        assert!(err("skew oven 1s").contains("unknown service"));
+        assert!(err("skew bake 120m").contains("at most an hour"));
     }
 
     #[test]

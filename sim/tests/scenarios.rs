@@ -84,6 +84,11 @@ fn hostile() {
 }
 
 #[test]
+fn clocks() {
+    passes("clocks", 0..2);
+}
+
+#[test]
 fn outage() {
     passes("outage", 0..2);
 }
@@ -283,6 +288,18 @@ fn mutant_skip_when_retries_run_out_is_caught() {
         "outage",
         2,
         "all-accepted-delivered",
+    );
+}
+
+/// Ageing orders by timestamps other nodes' clocks stamped marks them early when those clocks run
+/// behind (and late when ahead): disagreeing clocks show it, on the broker's clock.
+#[test]
+fn mutant_watchdog_trusts_event_time_is_caught() {
+    caught(
+        Mutant::WatchdogTrustsEventTime,
+        "clocks",
+        2,
+        "stuck-only-when-stuck",
     );
 }
 

@@ -172,12 +172,12 @@ impl Watch {
             self.shared
                 .checked(Invariant::NoStuckWithoutFaults, rows.len() as u64);
         }
-        for (order, status, status_at_ms, stuck, stuck_at_ms) in rows {
+        for (order, status, _, stuck, _) in rows {
             let since = self.seen_since(&order, status, now);
             if stuck {
-                self.check_marked(&order, status, stuck_at_ms.unwrap_or(now) - status_at_ms);
+                self.check_marked(&order, status);
             } else if self.watchdog_on && !oracle::is_final(status) {
-                self.check_unmarked(&order, status, status_at_ms, since, now, &impaired);
+                self.check_unmarked(&order, status, since, now, &impaired);
             }
             latest.insert(order, (status, stuck));
         }
@@ -212,9 +212,10 @@ impl Watch {
         since
     }
 
-    /// A stuck mark, `still_ms` after the order reached `status`: only where the order sat still
-    /// for the SLA, and never in a run without faults.
-    fn check_marked(&mut self, order: &str, status: i64, still_ms: i64) {
+    /// A stuck mark in the view: never in a run without faults, nor at time scale 0. Whether the
+    /// order had sat still for the SLA is checked at the end on the broker's clock
+    /// (`check_marks`): the view's times come from clocks that may be off.
+    fn check_marked(&mut self, order: &str, status: i64) {
         self.shared.checked(Invariant::StuckOnlyWhenStuck, 1);
         if self.faultless {
             self.violate(
@@ -229,16 +230,6 @@ impl Watch {
                 order,
                 format!("marked stuck at {status} at time scale 0, where the watchdog is off"),
             );
-        } else if still_ms < self.sla_ms {
-            self.violate(
-                Invariant::StuckOnlyWhenStuck,
-                order,
-                format!(
-                    "marked stuck at {status} {:.1}s after reaching it (SLA {}s)",
-                    still_ms as f64 / 1000.0,
-                    self.sla_ms / 1000
-                ),
-            );
         }
     }
 
@@ -248,7 +239,6 @@ impl Watch {
         &mut self,
         order: &str,
         status: i64,
-        status_at_ms: i64,
         seen_since: i64,
         now: i64,
         impaired: &[(i64, i64)],
@@ -262,20 +252,20 @@ impl Watch {
         // After a fault that kept the watchdog from working, it starts counting again.
         let healed = impaired
             .iter()
-            .filter(|(a, b)| *b >= status_at_ms && *a <= now)
+            .filter(|(a, b)| *b >= seen_since && *a <= now)
             .map(|(_, b)| *b)
             .max()
             .unwrap_or(i64::MIN);
-        // The watchdog may mark it once it is SLA old by its event time *and* the view
-        // shows it (a late event can arrive already old), then within a period.
-        let due = (status_at_ms + self.sla_ms).max(seen_since).max(healed);
+        // Aged from when the view showed the status, by the checker's clock (the event's own
+        // timestamp is another node's clock): due the SLA after, then within a period.
+        let due = (seen_since + self.sla_ms).max(healed);
         if !active && now - due > self.period_ms + MARK_SLACK_MS {
             self.violate(
                 Invariant::StuckMarkedInTime,
                 order,
                 format!(
-                    "at {status} for {:.1}s and not marked stuck (SLA {}s + period {}s)",
-                    (now - status_at_ms) as f64 / 1000.0,
+                    "at {status} for {:.1}s since the view showed it, and not marked stuck (SLA {}s + period {}s)",
+                    (now - seen_since) as f64 / 1000.0,
                     self.sla_ms / 1000,
                     self.period_ms / 1000
                 ),
@@ -517,15 +507,18 @@ fn tag(r: &Stored) -> Option<u32> {
 pub(super) fn check_log(
     bs: &BrokerShared,
     sys: &SysConfig,
+    scale: TimeScale,
     shared: &Shared,
     probes: &pizza::probes::Hits,
 ) -> LogCounts {
+    let sla_ms = scale.scale_secs(sys.stuck_after_secs).as_millis() as i64;
     let b = bs.lock();
     let topics = &sys.topics;
     let accepted = shared.accepted.lock().expect("accepted").clone();
     let deliveries = check_deliveries(&b, topics, shared);
     check_drives(&probes.drives, shared);
     check_commits(&b, &probes.finished, shared);
+    check_marks(&b, topics, sla_ms, shared);
     check_no_event_lost(&b, topics, &accepted, shared);
     let sent = shared.hostile.lock().expect("hostile").clone();
     let hostile_in_log = find_hostile(&b, topics, &sent);
@@ -585,6 +578,57 @@ fn check_commits(b: &Broker, finished: &pizza::probes::Finished, shared: &Shared
                 Invariant::CommitsFollowWork,
                 None,
                 format!("{group} committed {topic}/{p} up to {committed}, but no member finished offset {o}"),
+            );
+        }
+    }
+}
+
+/// Time a mark may come early by the broker's clock: a produce's own latency.
+const MARK_EARLY_MS: i64 = 1_000;
+
+/// Stuck marks only on orders that sat still for the SLA, by the one clock the checker trusts:
+/// the broker's, which stamps every record as it appends it (the services' clocks may be off,
+/// and their timestamps with them). A mark that says it saw status S must be appended at least
+/// the SLA after the order's first S event was.
+fn check_marks(b: &Broker, topics: &Topics, sla_ms: i64, shared: &Shared) {
+    if sla_ms == 0 {
+        return;
+    }
+    // (order, status) -> when the broker first appended it.
+    let mut reached: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    let mut marks = Vec::new();
+    for topic in topics.sources().into_iter().chain([topics.status.as_str()]) {
+        for r in b.log(topic).iter().flatten() {
+            let Ok(e) = decode::<StatusEvent>(r.payload()) else {
+                continue;
+            };
+            let order = String::from_utf8_lossy(r.key()).into_owned();
+            if e.status == oracle::STUCK {
+                marks.push((order, e.observed_status, r.timestamp_ms));
+                continue;
+            }
+            let at = reached.entry((order, e.status)).or_insert(r.timestamp_ms);
+            *at = (*at).min(r.timestamp_ms);
+        }
+    }
+    for (order, observed, marked_at) in marks {
+        // A mark without the status it saw: the latest the order reached before it.
+        let seen = reached
+            .iter()
+            .filter(|((o, st), at)| *o == order && **at <= marked_at && observed.is_none_or(|s| s == *st))
+            .max_by_key(|(_, at)| **at);
+        let Some(((_, status), at)) = seen else { continue };
+        shared.checked(Invariant::StuckOnlyWhenStuck, 1);
+        let still = marked_at - at;
+        if still < sla_ms - MARK_EARLY_MS {
+            shared.violate(
+                Invariant::StuckOnlyWhenStuck,
+                Some(&order),
+                format!(
+                    "marked stuck at {status} {:.1}s after the broker appended {status} (SLA {}s; broker clock)",
+                    still as f64 / 1000.0,
+                    sla_ms / 1000
+                ),
             );
         }
     }

@@ -132,6 +132,7 @@ impl Cluster {
                 .ip(service_ip(i))
                 .init(move || run_service(service, cfg.clone(), shared.clone(), bs.clone(), period_ms))
                 .build();
+            set_skew(sc, service.as_str(), node.id());
             services.insert(service, node.id());
         }
         Cluster {
@@ -141,13 +142,16 @@ impl Cluster {
         }
     }
 
-    /// The customers' node (it runs what the harness spawns on it).
-    pub fn customers_node(&self) -> NodeHandle {
-        self.handle
+    /// The customers' node (it runs what the harness spawns on it), its clock as `sc` says.
+    pub fn customers_node(&self, sc: &Scenario) -> NodeHandle {
+        let node = self
+            .handle
             .create_node()
             .name("customers")
             .ip(CUSTOMERS_IP.into())
-            .build()
+            .build();
+        set_skew(sc, "customers", node.id());
+        node
     }
 
     /// The checker's node (it runs what the harness spawns on it).
@@ -157,5 +161,17 @@ impl Cluster {
             .name("checker")
             .ip(CHECKER_IP.into())
             .build()
+    }
+}
+
+/// Sets the clock of node `id` (named `name`) as the scenario's `skew` lines say, from now.
+fn set_skew(sc: &Scenario, name: &str, id: NodeId) {
+    for (_, offset_ms, drift_ppm) in sc.skews.iter().filter(|(n, _, _)| n == name) {
+        let skew = pizza::clock::Skew {
+            offset_ms: *offset_ms,
+            drift_ppm: *drift_ppm,
+            since_ms: pizza::clock::now_ms(),
+        };
+        pizza::clock::set_skew(id, Some(skew));
     }
 }
