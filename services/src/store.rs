@@ -551,3 +551,37 @@ impl DeliveryStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_made_before_seen_ts_gets_the_column_and_the_watchdog_ages_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE order_status (order_id TEXT PRIMARY KEY, status INTEGER NOT NULL,
+                 status_ts INTEGER NOT NULL, stuck INTEGER NOT NULL DEFAULT 0, stuck_ts INTEGER) WITHOUT ROWID;
+             INSERT INTO order_status VALUES ('a', 200, 1000, 0, NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let view = ViewStore::open(&path).unwrap();
+        let codes = StatusCodes::default();
+        let candidates = |before| view.stuck_candidates(&codes, before, 10).unwrap();
+        // A row from before the column ages by its event time.
+        assert_eq!(candidates(2_000), [("a".to_owned(), 200)]);
+        // A status taken now ages from now, though its event says it is from long ago (a clock
+        // far behind stamped it).
+        view.apply_status(&codes, "b", 300, 5, None).unwrap();
+        let now = now_ms();
+        assert!(candidates(now - 60_000).iter().all(|(o, _)| o != "b"));
+        assert!(candidates(now + 60_000).iter().any(|(o, _)| o == "b"));
+        // A stuck mark leaves the time the status was taken; progress renews it.
+        view.apply_status(&codes, "b", codes.stuck, now, Some(300)).unwrap();
+        view.apply_status(&codes, "b", 999, 6, None).unwrap();
+        assert!(candidates(now + 60_000).iter().all(|(o, _)| o != "b"), "final");
+    }
+}
