@@ -49,11 +49,15 @@ pub enum Mutant {
     /// The watchdog ages an order by its event's timestamp, stamped by another node's clock,
     /// instead of by when its own view took the status (the behaviour before issue 13).
     WatchdogTrustsEventTime,
+    /// The worker starts every record at once, also while another of its key is still running:
+    /// records of one order race (deliver's read of its state and its write no longer follow
+    /// one another).
+    KeyLanesOff,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 14] = [
+    pub const ALL: [Mutant; 15] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -68,6 +72,7 @@ impl Mutant {
         Mutant::TimeoutSaysNotPlaced,
         Mutant::SkipWhenRetriesRunOut,
         Mutant::WatchdogTrustsEventTime,
+        Mutant::KeyLanesOff,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -87,6 +92,7 @@ impl Mutant {
             Mutant::TimeoutSaysNotPlaced => "timeout-says-not-placed",
             Mutant::SkipWhenRetriesRunOut => "skip-when-retries-run-out",
             Mutant::WatchdogTrustsEventTime => "watchdog-trusts-event-time",
+            Mutant::KeyLanesOff => "key-lanes-off",
         }
     }
 }

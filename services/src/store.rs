@@ -580,7 +580,8 @@ mod tests {
         assert!(candidates(now - 60_000).iter().all(|(o, _)| o != "b"));
         assert!(candidates(now + 60_000).iter().any(|(o, _)| o == "b"));
         // A stuck mark leaves the time the status was taken; progress renews it.
-        view.apply_status(&codes, "b", codes.stuck, now, Some(300)).unwrap();
+        view.apply_status(&codes, "b", codes.stuck, now, Some(300))
+            .unwrap();
         view.apply_status(&codes, "b", 999, 6, None).unwrap();
         assert!(candidates(now + 60_000).iter().all(|(o, _)| o != "b"), "final");
     }

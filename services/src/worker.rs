@@ -361,6 +361,10 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         if self.mark_on_arrival {
             let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
         }
+        if mutants::on(Mutant::KeyLanesOff) {
+            self.start(rec);
+            return;
+        }
         let key = rec.key.clone().unwrap_or_default();
         match self.lanes.get_mut(&key) {
             Some(lane) => lane.push_back(rec),
@@ -394,6 +398,9 @@ impl<T: Transport, H: Handler> Driver<T, H> {
                 // commit, which redelivers at most what we finished since.
                 tracing::warn!(service = %self.cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
             }
+        }
+        if mutants::on(Mutant::KeyLanesOff) {
+            return Ok(());
         }
         let lane = self
             .lanes
@@ -448,6 +455,9 @@ impl<T: Transport, H: Handler> Task<T, H> {
         if result.is_ok() {
             self.stats.done.fetch_add(1, Ordering::Relaxed);
         }
+        // Between a record's outputs becoming durable and its offset being marked, other records
+        // finish and rebalances happen.
+        probes::seam().await;
         let done = Done {
             bytes: record_bytes(&rec),
             key: rec.key.unwrap_or_default(),

@@ -163,6 +163,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
     pizza::mutants::set(opts.mutant);
     // Node ids start again with every runtime: no clock of a previous run's node stays off.
     pizza::clock::clear_skews();
+    pizza::probes::set_seams(sc.buggify);
     // Probes count from here (a run that panicked may have left hits behind).
     pizza::probes::take();
     let broker: BrokerSlot = Arc::new(Mutex::new(None));
@@ -170,6 +171,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
         rt.block_on(simulate(sc.clone(), opts.seed, dir.clone(), broker.clone()))
     }));
     pizza::mutants::set(None);
+    pizza::probes::set_seams(false);
     let _ = std::fs::remove_dir_all(&dir);
     let mut outcome = match ran {
         Ok(o) => o,

@@ -13,6 +13,7 @@
 //! time-scale 1           # cooking, delivery and the watchdog's clock (0: every step instant, no watchdog)
 //! ambiguous 0.002        # per record produced, the chance it is written and its producer never hears so
 //! skew bake -20s drift 300  # bake's clock is 20 s behind and gains 300 µs a second (customers too)
+//! buggify on             # seams between a read and its write sometimes wait (pizza::probes::seam)
 //! swarm 12               # draw 12 faults (and the knobs) from the seed instead of listing them
 //!
 //! at 20s crash bake for 5s             # kill the node, restart it 5 s later (disk kept)
@@ -59,6 +60,9 @@ pub struct Scenario {
     /// Per record produced, the chance that the broker writes it and every answer to its producer
     /// is lost: the produce fails to the client with the record in the log (an ambiguous produce).
     pub ambiguous: f64,
+    /// Whether the services' seams sometimes wait (`pizza::probes::seam`, BUGGIFY), so that a read and the write
+    /// that depends on it interleave with other tasks as on a multi-threaded runtime.
+    pub buggify: bool,
     /// Nodes whose clock is off: (node: a service or `customers`, offset ms, drift ppm).
     pub skews: Vec<(String, i64, i64)>,
     /// Draw this many faults from the seed.
@@ -81,6 +85,7 @@ impl Default for Scenario {
             time_scale: TimeScale::REAL,
             ambiguous: DEFAULT_AMBIGUOUS,
             skews: Vec::new(),
+            buggify: true,
             swarm: None,
             faults: Vec::new(),
         }
@@ -323,6 +328,13 @@ impl Scenario {
             }
             "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
             "skew" => self.skews.push(parse_skew(&w[1..])?),
+            "buggify" => {
+                self.buggify = match one("buggify")? {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("buggify: `{other}` is not on or off")),
+                }
+            }
             "ambiguous" => {
                 self.ambiguous = number("ambiguous", one("ambiguous")?)?;
                 if !(0.0..=0.5).contains(&self.ambiguous) {
@@ -453,6 +465,9 @@ impl Scenario {
         for (node, offset, drift) in &self.skews {
             let sign = if *offset < 0 { "-" } else { "" };
             s.push_str(&format!("skew {node} {sign}{}ms drift {drift}\n", offset.abs()));
+        }
+        if !self.buggify {
+            s.push_str("buggify off\n");
         }
         if self.ambiguous != DEFAULT_AMBIGUOUS {
             s.push_str(&format!("ambiguous {}\n", self.ambiguous));

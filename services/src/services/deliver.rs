@@ -92,6 +92,9 @@ impl<T: Transport> Handler for Deliver<T> {
         let (order_id, event) = parse(topics, rec)?;
         let order_id = order_id.as_str();
         let state = self.store.get(order_id)?;
+        // What follows decides on `state` and writes: another record of this order must not run
+        // in between (the worker's key lanes see to it).
+        probes::seam().await;
         let (decision, customer_id) = match event {
             Event::Ordered(o) => (
                 on_ordered(&state, &o.order.customer_id),

@@ -9,6 +9,7 @@ use crate::clock::now_ms;
 use crate::domain::{encode, StatusEvent};
 use crate::error::Report;
 use crate::mutants::{self, Mutant};
+use crate::probes;
 use crate::services::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::ViewStore;
@@ -66,6 +67,8 @@ pub async fn watchdog<T: Transport>(
                 continue;
             }
         };
+        // Between the read and the marks, progress may arrive (the marks carry what they saw).
+        probes::seam().await;
         // The marks go out together: one slow produce does not hold back the others.
         let drift = mutants::on(Mutant::WatchdogDrift);
         let mut marks = Vec::new();
