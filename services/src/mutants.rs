@@ -53,11 +53,14 @@ pub enum Mutant {
     /// records of one order race (deliver's read of its state and its write no longer follow
     /// one another).
     KeyLanesOff,
+    /// A worker that stops on an error leaves its handler tasks running (the behaviour before
+    /// issue 13): they race the restarted service's handling of the same records.
+    StoppedWorkerLeavesTasks,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 15] = [
+    pub const ALL: [Mutant; 16] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -73,6 +76,7 @@ impl Mutant {
         Mutant::SkipWhenRetriesRunOut,
         Mutant::WatchdogTrustsEventTime,
         Mutant::KeyLanesOff,
+        Mutant::StoppedWorkerLeavesTasks,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -93,6 +97,7 @@ impl Mutant {
             Mutant::SkipWhenRetriesRunOut => "skip-when-retries-run-out",
             Mutant::WatchdogTrustsEventTime => "watchdog-trusts-event-time",
             Mutant::KeyLanesOff => "key-lanes-off",
+            Mutant::StoppedWorkerLeavesTasks => "stopped-worker-leaves-tasks",
         }
     }
 }

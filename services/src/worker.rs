@@ -234,6 +234,8 @@ impl OffsetTracker {
 }
 
 struct Done {
+    /// The task that handled it.
+    task: u64,
     key: Vec<u8>,
     /// What the record counted against the byte bound.
     bytes: usize,
@@ -287,6 +289,9 @@ pub async fn run_worker<T: Transport, H: Handler>(
             }
         }
     };
+    if failure.is_some() {
+        d.end_tasks().await;
+    }
     // Commit what is done (never past an unfinished record) and leave the group.
     let closed = sub.close().await;
     if let Some(f) = failure {
@@ -322,6 +327,9 @@ struct Driver<T, H> {
     in_flight_bytes: usize,
     /// Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
     mark_on_arrival: bool,
+    /// The handler tasks running, by task number: a worker that stops ends them first.
+    running: HashMap<u64, tokio::task::JoinHandle<()>>,
+    next_task: u64,
 }
 
 impl<T: Transport, H: Handler> Driver<T, H> {
@@ -343,6 +351,8 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             lanes: HashMap::new(),
             in_flight: 0,
             in_flight_bytes: 0,
+            running: HashMap::new(),
+            next_task: 0,
             mark_on_arrival: mutants::on(Mutant::CommitBeforeDurable),
         }
     }
@@ -378,6 +388,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
     /// A record's handler returned: mark what is now safe, start the next of its key. An error
     /// the task could not get past stops the worker.
     fn finished<S: Subscription>(&mut self, sub: &mut S, done: Done) -> Result<(), WorkerError> {
+        self.running.remove(&done.task);
         self.in_flight -= 1;
         self.in_flight_bytes -= done.bytes;
         if let Err(source) = done.result {
@@ -415,8 +426,26 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         Ok(())
     }
 
-    fn start(&self, rec: Record) {
+    /// Ends every handler task still running and waits until each is gone. A worker that stops
+    /// on an error must not leave them behind: the service restarts, the records come again, and
+    /// a task of the old worker still driving an order would race the new one's handling of it
+    /// (swarm seed 57 drove 48 orders twice that way). Ended mid-way, a task is as a crash leaves
+    /// it: its record was not marked, and comes again.
+    async fn end_tasks(&mut self) {
+        let keep = mutants::on(Mutant::StoppedWorkerLeavesTasks);
+        for (_, task) in self.running.drain() {
+            if !keep {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
+    fn start(&mut self, rec: Record) {
+        let id = self.next_task;
+        self.next_task += 1;
         let task = Task {
+            id,
             transport: self.transport.clone(),
             handler: self.handler.clone(),
             concurrency: self.concurrency.clone(),
@@ -426,12 +455,13 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             dlq: self.cfg.dlq_topic.clone(),
             max_attempts: self.cfg.max_attempts.max(1),
         };
-        tokio::spawn(task.run(rec));
+        self.running.insert(id, tokio::spawn(task.run(rec)));
     }
 }
 
 /// One record's processing, on its own task.
 struct Task<T, H> {
+    id: u64,
     transport: T,
     handler: Arc<H>,
     concurrency: Arc<Semaphore>,
@@ -459,6 +489,7 @@ impl<T: Transport, H: Handler> Task<T, H> {
         // finish and rebalances happen.
         probes::seam().await;
         let done = Done {
+            task: self.id,
             bytes: record_bytes(&rec),
             key: rec.key.unwrap_or_default(),
             topic: rec.topic,

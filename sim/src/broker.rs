@@ -186,6 +186,10 @@ pub struct Broker {
     unanswered: BTreeSet<(u64, u64)>,
     /// Topics that refuse writes for now (NOT_ENOUGH_REPLICAS), while fetches and commits work.
     pub refusing: BTreeSet<String>,
+    /// (group, topic) pairs whose records the broker holds back from the group for now: a
+    /// partition leader far behind for that reader, and the way the pending path is forced
+    /// (deliver sees pizza-baked before pizza-ordered).
+    pub held: BTreeSet<(String, String)>,
     /// When the simulation started (epoch ms), for trace times.
     pub start_ms: i64,
     pub trace: Trace,
@@ -207,6 +211,7 @@ impl Broker {
             ambiguous: 0.0,
             unanswered: BTreeSet::new(),
             refusing: BTreeSet::new(),
+            held: BTreeSet::new(),
             start_ms,
             trace: Trace::default(),
         }
@@ -494,6 +499,7 @@ impl Broker {
                 self.topics
                     .get(t)
                     .is_some_and(|ps| (ps[*p as usize].len() as i64) > **at)
+                    && !self.held.iter().any(|(g, h)| g == group && h == t)
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -38,6 +38,7 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Records fetched ahead of the worker (librdkafka's queued.min.messages, scaled down).
 const PREFETCH: usize = 256;
 
+#[derive(Clone)]
 enum Request {
     Produce {
         producer: u64,
@@ -89,6 +90,8 @@ pub struct BrokerShared {
     pub broker: Mutex<Broker>,
     /// Extra time every request takes (the "slow broker" fault).
     pub delay_ms: AtomicU64,
+    /// Thousandths of the requests handled twice (the "duplicate" fault).
+    pub duplicate_per_mille: AtomicU64,
     appended: Notify,
 }
 
@@ -97,6 +100,7 @@ impl BrokerShared {
         Arc::new(BrokerShared {
             broker: Mutex::new(broker),
             delay_ms: AtomicU64::new(0),
+            duplicate_per_mille: AtomicU64::new(0),
             appended: Notify::new(),
         })
     }
@@ -131,6 +135,14 @@ async fn receive(ep: Arc<Endpoint>, shared: Arc<BrokerShared>) {
         let (tag, node, req) = *msg
             .downcast::<(u64, String, Request)>()
             .expect("only requests are sent to the broker");
+        let dup = shared.duplicate_per_mille.load(Ordering::Relaxed);
+        if dup > 0 && madsim::rand::random::<u64>() % 1000 < dup {
+            // The copy is handled as the original is; its answer is lost.
+            let (copy, shared, node) = (req.clone(), shared.clone(), node.clone());
+            tokio::spawn(async move {
+                let _ = handle(&shared, &node, copy).await;
+            });
+        }
         let (ep, shared) = (ep.clone(), shared.clone());
         tokio::spawn(async move {
             let delay = shared.delay_ms.load(Ordering::Relaxed);

@@ -27,6 +27,11 @@
 //! at 150s loss 0.05 for 10s            # 5% of all messages are lost
 //! at 170s refuse-writes pizza-baked for 90s  # the topic refuses produces (NOT_ENOUGH_REPLICAS);
 //!                                            # fetches and commits go on
+//! at 200s hold pizza-ordered from deliver for 60s  # the broker serves deliver no pizza-ordered:
+//!                                                  # pizzas are baked before deliver knows them
+//! at 210s cut broker in for 20s        # one way: nothing reaches the broker (also out, both;
+//!                                      # any service, broker, customers)
+//! at 240s duplicate 0.2 for 30s        # a fifth of the requests reach the broker twice
 //! ```
 
 use std::fmt;
@@ -143,6 +148,42 @@ pub enum FaultKind {
         topic: String,
         lasting: Duration,
     },
+    /// The broker serves `service`'s group no record of `topic`.
+    Hold {
+        topic: String,
+        service: ServiceName,
+        lasting: Duration,
+    },
+    /// Messages to (`In`), from (`Out`) or both ways of a node are dropped: a service, the broker
+    /// or the customers.
+    Cut {
+        node: String,
+        direction: Direction,
+        down: Duration,
+    },
+    /// A share of the requests reach the broker twice (a retry racing its original).
+    Duplicate {
+        rate: f64,
+        lasting: Duration,
+    },
+}
+
+/// Which way a cut drops messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Both,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Both => "both",
+        }
+    }
 }
 
 impl FaultKind {
@@ -152,12 +193,15 @@ impl FaultKind {
             FaultKind::Crash { down, .. }
             | FaultKind::Stop { down, .. }
             | FaultKind::Pause { down, .. }
-            | FaultKind::Clog { down, .. } => *down,
+            | FaultKind::Clog { down, .. }
+            | FaultKind::Cut { down, .. } => *down,
             FaultKind::Redeliver { .. } => Duration::ZERO,
             FaultKind::Reorder { lasting }
             | FaultKind::SlowBroker { lasting, .. }
             | FaultKind::Loss { lasting, .. }
-            | FaultKind::RefuseWrites { lasting, .. } => *lasting,
+            | FaultKind::RefuseWrites { lasting, .. }
+            | FaultKind::Hold { lasting, .. }
+            | FaultKind::Duplicate { lasting, .. } => *lasting,
         }
     }
 
@@ -168,7 +212,9 @@ impl FaultKind {
             | FaultKind::Stop { service, .. }
             | FaultKind::Pause { service, .. }
             | FaultKind::Clog { service, .. }
-            | FaultKind::Redeliver { service } => Some(*service),
+            | FaultKind::Redeliver { service }
+            | FaultKind::Hold { service, .. } => Some(*service),
+            FaultKind::Cut { node, .. } => parse_service(node).ok(),
             _ => None,
         }
     }
@@ -182,6 +228,11 @@ impl FaultKind {
             FaultKind::Reorder { .. } | FaultKind::SlowBroker { .. } | FaultKind::Loss { .. } => true,
             // The watchdog's marks go to pizza-status.
             FaultKind::RefuseWrites { topic, .. } => *topic == SysConfig::default().topics.status,
+            // Cut off, the broker hears no one; a cut that only slows customers impairs nothing.
+            FaultKind::Cut { node, .. } if node == "broker" => true,
+            // Requests twice: a duplicated JoinGroup leaves a phantom member whose session must
+            // expire before the group settles, as a slow broker does.
+            FaultKind::Duplicate { .. } => true,
             other => other.service() == Some(ServiceName::Status),
         }
     }
@@ -214,6 +265,19 @@ impl fmt::Display for Fault {
             FaultKind::RefuseWrites { topic, lasting } => {
                 write!(f, "refuse-writes {topic} for {}", secs(*lasting))
             }
+            FaultKind::Hold {
+                topic,
+                service,
+                lasting,
+            } => write!(f, "hold {topic} from {} for {}", service.as_str(), secs(*lasting)),
+            FaultKind::Cut {
+                node,
+                direction,
+                down,
+            } => {
+                write!(f, "cut {node} {} for {}", direction.as_str(), secs(*down))
+            }
+            FaultKind::Duplicate { rate, lasting } => write!(f, "duplicate {rate} for {}", secs(*lasting)),
         }
     }
 }
@@ -515,6 +579,57 @@ fn parse_skew(w: &[&str]) -> Result<(String, i64, i64), String> {
     Ok((node.to_owned(), offset_ms, drift))
 }
 
+/// `hold <topic> from <service>`, `cut <node> <in|out|both>` and `duplicate <rate>`, each
+/// `for <duration>`.
+fn parse_network_fault(w: &[&str]) -> Result<FaultKind, String> {
+    let for_ = |rest: &[&str]| -> Result<Duration, String> {
+        match rest {
+            ["for", d] => parse_duration(d),
+            ["for", _, extra, ..] => Err(format!("unexpected `{extra}`")),
+            _ => Err("expected `for <duration>`".into()),
+        }
+    };
+    match w {
+        ["hold", topic, "from", svc, rest @ ..] => {
+            let FaultKind::RefuseWrites { topic, lasting } = refuse_writes(topic, for_(rest)?)? else {
+                unreachable!("refuse_writes makes RefuseWrites")
+            };
+            Ok(FaultKind::Hold {
+                topic,
+                service: parse_service(svc)?,
+                lasting,
+            })
+        }
+        ["cut", node, dir, rest @ ..] => {
+            if *node != "broker" && *node != "customers" {
+                parse_service(node)?;
+            }
+            let direction = match *dir {
+                "in" => Direction::In,
+                "out" => Direction::Out,
+                "both" => Direction::Both,
+                other => return Err(format!("cut: `{other}` is not in, out or both")),
+            };
+            Ok(FaultKind::Cut {
+                node: (*node).to_owned(),
+                direction,
+                down: for_(rest)?,
+            })
+        }
+        ["duplicate", rate, rest @ ..] => {
+            let rate: f64 = number("duplicate", rate)?;
+            if !(0.0..=1.0).contains(&rate) {
+                return Err("duplicate must be a chance in [0, 1]".into());
+            }
+            Ok(FaultKind::Duplicate {
+                rate,
+                lasting: for_(rest)?,
+            })
+        }
+        _ => Err("expected `hold <topic> from <service>`, `cut <node> <in|out|both>` or `duplicate <rate>`, then `for <duration>`".into()),
+    }
+}
+
 fn refuse_writes(topic: &str, lasting: Duration) -> Result<FaultKind, String> {
     let topics = SysConfig::default().topics;
     if !topics.all().contains(&topic) {
@@ -534,10 +649,38 @@ fn refuse_writes(topic: &str, lasting: Duration) -> Result<FaultKind, String> {
 fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
     let lasting = Duration::from_millis(rng.between(1_000, 180_000));
     let topics = SysConfig::default().topics;
-    // Every topic a service or a customer writes (pizza-dlq's refusals end in `dead-letter-dropped`).
-    let written = topics.all();
-    let topic = written[rng.below(written.len() as u64) as usize].to_owned();
-    FaultKind::RefuseWrites { topic, lasting }
+    let all = topics.all();
+    let topic = all[rng.below(all.len() as u64) as usize].to_owned();
+    let nodes = [
+        "assemble",
+        "bake",
+        "deliver",
+        "merge",
+        "status",
+        "broker",
+        "customers",
+    ];
+    let node = nodes[rng.below(nodes.len() as u64) as usize].to_owned();
+    match rng.below(4) {
+        // Every topic a service or a customer writes (pizza-dlq's refusals run a dead-letter's
+        // retries out too).
+        0 => FaultKind::RefuseWrites { topic, lasting },
+        // Mostly the pending path: deliver kept from pizza-ordered.
+        1 => FaultKind::Hold {
+            topic: topics.ordered,
+            service: ServiceName::Deliver,
+            lasting: lasting.min(Duration::from_secs(90)),
+        },
+        2 => FaultKind::Cut {
+            node,
+            direction: [Direction::In, Direction::Out, Direction::Both][rng.below(3) as usize],
+            down: lasting,
+        },
+        _ => FaultKind::Duplicate {
+            rate: [0.05, 0.2, 0.5][rng.below(3) as usize],
+            lasting: lasting.min(Duration::from_secs(60)),
+        },
+    }
 }
 
 /// Whether a service keeps state on disk (and so may not lose it in a scenario).
@@ -619,9 +762,10 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
             no_more(rest, 2)?;
             refuse_writes(topic, for_(rest)?)
         }
+        ["hold" | "cut" | "duplicate", ..] => parse_network_fault(w),
         [] => Err("`at <time>` needs a fault".into()),
         [other, ..] => Err(format!(
-            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes)"
+            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate)"
         )),
     }
 }
@@ -647,6 +791,9 @@ mod tests {
         at 1m pause status for 500ms
         at 61s clog bake for 2s
         at 70s refuse-writes pizza-baked for 90s
+        at 71s hold pizza-ordered from deliver for 30s
+        at 72s cut broker in for 5s
+        at 73s duplicate 0.2 for 10s
         ambiguous 0.01
         skew bake -20s drift 300
         skew customers 1.5s
@@ -657,7 +804,7 @@ mod tests {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
         assert_eq!((sc.orders, sc.rate, sc.malformed, sc.hostile), (50, 2.5, 3, 0.25));
         assert_eq!(sc.time_scale.factor(), 0.5);
-        assert_eq!(sc.faults.len(), 10);
+        assert_eq!(sc.faults.len(), 13);
         assert_eq!(sc.ambiguous, 0.01);
         assert_eq!(
             sc.skews,
@@ -690,6 +837,9 @@ mod tests {
         assert!(err("at 1s refuse-writes pizza-cake for 1s").contains("unknown topic `pizza-cake`"));
         assert!(err("ambiguous 0.9").contains("[0, 0.5]"));
         assert!(err("skew oven 1s").contains("unknown service"));
+        assert!(err("at 1s cut broker sideways for 1s").contains("not in, out or both"));
+        assert!(err("at 1s hold pizza-ordered from web for 1s").contains("unknown service"));
+        assert!(err("at 1s duplicate 2 for 1s").contains("[0, 1]"));
         assert!(err("skew bake 120m").contains("at most an hour"));
     }
 

@@ -303,6 +303,25 @@ fn mutant_watchdog_trusts_event_time_is_caught() {
     );
 }
 
+/// Records of one order run at once: deliver decides twice on the same state and drives twice.
+#[test]
+fn mutant_key_lanes_off_is_caught() {
+    caught(Mutant::KeyLanesOff, "crash-restart", 3, "no-double-delivery");
+}
+
+/// A worker stopped by an error that leaves its handlers running races its own restart: a
+/// produce-only outage of pizza-delivered stops deliver while its drivers are out (swarm seed 57
+/// found it).
+#[test]
+fn mutant_stopped_worker_leaves_tasks_is_caught() {
+    caught(
+        Mutant::StoppedWorkerLeavesTasks,
+        "outage",
+        2,
+        "no-double-delivery",
+    );
+}
+
 #[test]
 fn madsim_sees_the_same_draws_twice() {
     for (name, seed) in [("standard", 1), ("swarm", 2)] {

@@ -251,3 +251,55 @@ async fn records_in_flight_are_bounded_by_their_bytes() {
         "{max} records of 100 KiB at once with room for 250 KiB"
     );
 }
+
+/// One record fails for good while another's handler is still at work: the worker ends that
+/// handler before it returns, so a restarted service is alone with the records that come again.
+struct SlowAndFatal {
+    finished_after_stop: AtomicUsize,
+    started: AtomicUsize,
+}
+
+impl Handler for SlowAndFatal {
+    async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
+        if rec.key_str() == Some("fatal") {
+            // Once the slow one is under way.
+            while self.started.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return Err(HandleError::fatal("this record stops the worker"));
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.finished_after_stop.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_on_an_error_ends_its_handlers_first() {
+    let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
+    broker.create_topic("it-worker-stop", 1).unwrap();
+    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let transport = KafkaTransport::new(&props, "it-worker-stop").unwrap();
+    for key in ["slow", "fatal"] {
+        let out = OutRecord::new("it-worker-stop", key, b"x".to_vec());
+        transport.produce(out).await.unwrap();
+    }
+    let cfg = WorkerConfig::new("it", "it-worker-stop-group", &["it-worker-stop"], "pizza-dlq");
+    let handler = Arc::new(SlowAndFatal {
+        finished_after_stop: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
+    });
+    let (_stop, shutdown) = Shutdown::new();
+    let stats = Arc::new(WorkerStats::default());
+    let ran = run_worker(transport, cfg, handler.clone(), stats, shutdown).await;
+    assert!(ran.is_err(), "the fatal record stops the worker");
+    assert_eq!(handler.started.load(Ordering::SeqCst), 1);
+    // Had the slow handler been left running, it would finish 2 s after it began.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        handler.finished_after_stop.load(Ordering::SeqCst),
+        0,
+        "a handler of the stopped worker ran on"
+    );
+}

@@ -102,6 +102,8 @@ pub(super) struct Cluster {
     pub broker: Arc<BrokerShared>,
     /// Each service's node, for the faults that crash, stop, pause or clog one.
     pub services: BTreeMap<ServiceName, NodeId>,
+    /// The broker's and the customers' nodes, for the faults that cut one off.
+    pub others: std::sync::Mutex<BTreeMap<&'static str, NodeId>>,
 }
 
 impl Cluster {
@@ -115,7 +117,7 @@ impl Cluster {
     ) -> Cluster {
         let handle = Handle::current();
         let b = broker.clone();
-        handle
+        let broker_node = handle
             .create_node()
             .name("broker")
             .ip(BROKER_ADDR.ip())
@@ -139,6 +141,7 @@ impl Cluster {
             handle,
             broker,
             services,
+            others: std::sync::Mutex::new(BTreeMap::from([("broker", broker_node.id())])),
         }
     }
 
@@ -151,7 +154,16 @@ impl Cluster {
             .ip(CUSTOMERS_IP.into())
             .build();
         set_skew(sc, "customers", node.id());
+        self.others.lock().expect("nodes").insert("customers", node.id());
         node
+    }
+
+    /// The node named `name`: a service, the broker or the customers.
+    pub fn node(&self, name: &str) -> Option<NodeId> {
+        match name.parse::<ServiceName>() {
+            Ok(s) => self.services.get(&s).copied(),
+            Err(_) => self.others.lock().expect("nodes").get(name).copied(),
+        }
     }
 
     /// The checker's node (it runs what the harness spawns on it).

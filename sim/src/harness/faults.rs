@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pizza::clock::now_ms;
@@ -12,7 +13,7 @@ use pizza::config::{ServiceName, SysConfig};
 use super::cluster::{self, Cluster};
 use super::{fmt_t, Shared};
 use crate::node::BrokerShared;
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{Direction, FaultKind, Scenario};
 
 /// The windows (epoch ms) in which the scenario's faults may keep the watchdog from marking, for
 /// a run that started at `start_ms`.
@@ -51,18 +52,20 @@ pub(super) async fn heal(sc: &Scenario, start_ms: i64, bs: &BrokerShared, shared
         .push(format!("{} harness healed", fmt_t(shared.since_start())));
 }
 
+/// Runs `undo` once `after` has passed (on a task of its own).
+fn later(after: Duration, undo: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        undo();
+    });
+}
+
 /// Does what `kind` says to the cluster now, and undoes it (on a task of its own) when it heals.
 /// A crash that loses the disk removes the service's data directory under `root`.
 fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
-    let (handle, bs) = (&cluster.handle, &cluster.broker);
+    let handle = &cluster.handle;
     let net = madsim::net::NetSim::current();
     let node = |s: &ServiceName| cluster.services[s];
-    let later = |d: Duration, f: Box<dyn FnOnce() + Send>| {
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            f();
-        });
-    };
     match kind.clone() {
         FaultKind::Crash {
             service,
@@ -78,53 +81,84 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             let id = node(&service);
             handle.send_ctrl_c(id);
             let h = handle.clone();
-            later(down, Box::new(move || h.restart(id)));
+            later(down, move || h.restart(id));
         }
         FaultKind::Pause { service, down } => {
             let id = node(&service);
             handle.pause(id);
             let h = handle.clone();
-            later(down, Box::new(move || h.resume(id)));
+            later(down, move || h.resume(id));
         }
         FaultKind::Clog { service, down } => {
             let id = node(&service);
             net.clog_node(id);
-            let n = net.clone();
-            later(down, Box::new(move || n.unclog_node(id)));
+            later(down, move || net.unclog_node(id));
         }
-        FaultKind::Redeliver { service } => {
-            let group = SysConfig::default().group(service).to_owned();
-            let now = now_ms();
-            bs.lock().rebalance(now, &group);
-        }
-        FaultKind::Reorder { lasting } => {
-            bs.lock().reorder = 0.8;
-            let b = bs.clone();
-            later(lasting, Box::new(move || b.lock().reorder = 0.0));
-        }
-        FaultKind::SlowBroker { delay, lasting } => {
-            bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
-            let b = bs.clone();
-            later(lasting, Box::new(move || b.delay_ms.store(0, Ordering::Relaxed)));
-        }
-        FaultKind::RefuseWrites { topic, lasting } => {
-            bs.lock().refusing.insert(topic.clone());
-            let b = bs.clone();
-            later(
-                lasting,
-                Box::new(move || {
-                    b.lock().refusing.remove(&topic);
-                }),
-            );
+        FaultKind::Cut {
+            node,
+            direction,
+            down,
+        } => {
+            let id = cluster.node(&node).expect("scenarios name known nodes");
+            match direction {
+                Direction::In => net.clog_node_in(id),
+                Direction::Out => net.clog_node_out(id),
+                Direction::Both => net.clog_node(id),
+            }
+            later(down, move || match direction {
+                Direction::In => net.unclog_node_in(id),
+                Direction::Out => net.unclog_node_out(id),
+                Direction::Both => net.unclog_node(id),
+            });
         }
         FaultKind::Loss { rate, lasting } => {
             net.update_config(|c| c.packet_loss_rate = rate);
-            let n = net.clone();
-            later(
-                lasting,
-                Box::new(move || n.update_config(|c| c.packet_loss_rate = 0.0)),
-            );
+            later(lasting, move || net.update_config(|c| c.packet_loss_rate = 0.0));
         }
+        broker_fault => apply_broker_fault(&cluster.broker, broker_fault),
+    }
+}
+
+/// The faults the broker itself plays: a rebalance, reordering, slowness, refused writes, held
+/// topics, duplicated requests.
+fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
+    let b = bs.clone();
+    match kind {
+        FaultKind::Redeliver { service } => {
+            let group = SysConfig::default().group(service).to_owned();
+            bs.lock().rebalance(now_ms(), &group);
+        }
+        FaultKind::Reorder { lasting } => {
+            bs.lock().reorder = 0.8;
+            later(lasting, move || b.lock().reorder = 0.0);
+        }
+        FaultKind::SlowBroker { delay, lasting } => {
+            bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+            later(lasting, move || b.delay_ms.store(0, Ordering::Relaxed));
+        }
+        FaultKind::RefuseWrites { topic, lasting } => {
+            bs.lock().refusing.insert(topic.clone());
+            later(lasting, move || {
+                b.lock().refusing.remove(&topic);
+            });
+        }
+        FaultKind::Hold {
+            topic,
+            service,
+            lasting,
+        } => {
+            let held = (SysConfig::default().group(service).to_owned(), topic);
+            bs.lock().held.insert(held.clone());
+            later(lasting, move || {
+                b.lock().held.remove(&held);
+            });
+        }
+        FaultKind::Duplicate { rate, lasting } => {
+            bs.duplicate_per_mille
+                .store((rate * 1000.0) as u64, Ordering::Relaxed);
+            later(lasting, move || b.duplicate_per_mille.store(0, Ordering::Relaxed));
+        }
+        node_fault => unreachable!("{node_fault:?} is a node's fault"),
     }
 }
 
