@@ -56,11 +56,15 @@ pub enum Mutant {
     /// A worker that stops on an error leaves its handler tasks running (the behaviour before
     /// issue 13): they race the restarted service's handling of the same records.
     StoppedWorkerLeavesTasks,
+    /// The producer does not wait for every in-sync replica (`acks=1`; the simulation's
+    /// transport plays it, as the Kafka transport would set it): a leader change loses records
+    /// it already acknowledged.
+    AcksOne,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 16] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -77,6 +81,7 @@ impl Mutant {
         Mutant::WatchdogTrustsEventTime,
         Mutant::KeyLanesOff,
         Mutant::StoppedWorkerLeavesTasks,
+        Mutant::AcksOne,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -98,6 +103,7 @@ impl Mutant {
             Mutant::WatchdogTrustsEventTime => "watchdog-trusts-event-time",
             Mutant::KeyLanesOff => "key-lanes-off",
             Mutant::StoppedWorkerLeavesTasks => "stopped-worker-leaves-tasks",
+            Mutant::AcksOne => "acks-one",
         }
     }
 }

@@ -31,7 +31,17 @@ pub struct Stored {
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// When the broker appended it (epoch ms).
     pub timestamp_ms: i64,
+    /// When the in-sync replicas have it: at once for a producer that waits for all of them
+    /// (`acks=all`, answered only then), [`REPLICATION_LAG_MS`] later for one that does not.
+    /// Consumers read only what is replicated (the high watermark), and a leader change loses
+    /// what is not.
+    pub replicated_at_ms: i64,
+    /// The producer and sequence that wrote it.
+    pub origin: (u64, u64),
 }
+
+/// How long a record written with `acks=1` waits for its followers.
+pub const REPLICATION_LAG_MS: i64 = 200;
 
 impl Stored {
     /// The key's bytes (empty when null).
@@ -88,7 +98,7 @@ impl FetchedRecord {
 pub enum ProduceError {
     UnknownTopic(String),
     /// The topic takes no writes for now (Kafka's NOT_ENOUGH_REPLICAS while the ISR is short, or
-    /// a leader moving): nothing was written, and a retry may be taken.
+    /// NOT_LEADER_OR_FOLLOWER while a leader moves): nothing was written, and a retry may be taken.
     NotEnoughReplicas(String),
     /// Larger than `message.max.bytes`, as Kafka refuses it (MESSAGE_TOO_LARGE).
     TooLarge {
@@ -186,6 +196,8 @@ pub struct Broker {
     unanswered: BTreeSet<(u64, u64)>,
     /// Topics that refuse writes for now (NOT_ENOUGH_REPLICAS), while fetches and commits work.
     pub refusing: BTreeSet<String>,
+    /// Leaders are being elected: every produce is refused (NOT_LEADER_OR_FOLLOWER).
+    pub electing: bool,
     /// (group, topic) pairs whose records the broker holds back from the group for now: a
     /// partition leader far behind for that reader, and the way the pending path is forced
     /// (deliver sees pizza-baked before pizza-ordered).
@@ -211,6 +223,7 @@ impl Broker {
             ambiguous: 0.0,
             unanswered: BTreeSet::new(),
             refusing: BTreeSet::new(),
+            electing: false,
             held: BTreeSet::new(),
             start_ms,
             trace: Trace::default(),
@@ -241,6 +254,19 @@ impl Broker {
         seq: u64,
         rec: RawRecord,
     ) -> Result<Acked, ProduceError> {
+        self.produce_acks(now, node, (producer, seq), rec, true)
+    }
+
+    /// [`Broker::produce`] from a producer that waits for every in-sync replica (`acks_all`,
+    /// the services' setting) or only for the leader.
+    pub fn produce_acks(
+        &mut self,
+        now: i64,
+        node: &str,
+        (producer, seq): (u64, u64),
+        rec: RawRecord,
+        acks_all: bool,
+    ) -> Result<Acked, ProduceError> {
         self.expire(now);
         let key = trace_key(rec.key.as_deref());
         let size = rec.size();
@@ -267,7 +293,7 @@ impl Broker {
             );
             return Ok(d);
         }
-        if self.refusing.contains(&rec.topic) {
+        if self.electing || self.refusing.contains(&rec.topic) {
             self.event(
                 now,
                 node,
@@ -291,6 +317,8 @@ impl Broker {
             payload: rec.payload,
             headers: rec.headers,
             timestamp_ms: now,
+            replicated_at_ms: if acks_all { now } else { now + REPLICATION_LAG_MS },
+            origin: (producer, seq),
         });
         let d = Acked { partition, offset };
         self.producers.entry(producer).or_default().insert(seq, d);
@@ -311,6 +339,37 @@ impl Broker {
     /// Whether the producer may hear of its record `seq` (see [`Broker::ambiguous`]).
     pub fn answers(&self, producer: u64, seq: u64) -> bool {
         !self.unanswered.contains(&(producer, seq))
+    }
+
+    /// Every partition's leader moves to another broker: what its followers had not yet
+    /// replicated is gone (records written with `acks=1` in the last moments, acknowledged or
+    /// not), and every group's coordinator moves too, so every group rebalances.
+    pub fn leader_change(&mut self, now: i64) {
+        let mut lost = Vec::new();
+        for (topic, parts) in &mut self.topics {
+            for (p, log) in parts.iter_mut().enumerate() {
+                while log.last().is_some_and(|r| r.replicated_at_ms > now) {
+                    let r = log.pop().expect("checked");
+                    lost.push((topic.clone(), p, log.len(), r.origin, trace_key(r.key.as_deref())));
+                }
+            }
+        }
+        for (topic, p, offset, (producer, seq), key) in lost {
+            // The producer's retry of it is a new write now.
+            if let Some(seqs) = self.producers.get_mut(&producer) {
+                seqs.remove(&seq);
+            }
+            self.unanswered.remove(&(producer, seq));
+            self.event(
+                now,
+                "broker",
+                format_args!("{topic} {p} {offset} {key} lost-unreplicated"),
+            );
+        }
+        let groups: Vec<String> = self.groups.keys().cloned().collect();
+        for g in groups {
+            self.rebalance(now, &g);
+        }
     }
 
     /// End offsets of every partition of `topic`.
@@ -519,7 +578,18 @@ impl Broker {
         let cursor = m.cursors.get_mut(&(topic.clone(), partition)).expect("ready");
         let log = &self.topics[&topic][partition as usize];
         let from = *cursor as usize;
-        let to = (from + batch).min(log.len());
+        // Up to the high watermark: what every in-sync replica has.
+        let replicated = log[from..]
+            .iter()
+            .take_while(|r| r.replicated_at_ms <= now)
+            .count();
+        let to = from + batch.min(replicated);
+        if to == from {
+            return Fetched::Records {
+                generation,
+                records: Vec::new(),
+            };
+        }
         *cursor = to as i64;
         let node = m.node.clone();
         let records: Vec<FetchedRecord> = (from..to)

@@ -44,6 +44,8 @@ enum Request {
         producer: u64,
         seq: u64,
         record: RawRecord,
+        /// Whether the producer waits for every in-sync replica (`acks=all`).
+        acks_all: bool,
     },
     EndOffsets {
         topic: String,
@@ -163,9 +165,10 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             producer,
             seq,
             record,
+            acks_all,
         } => {
             let mut b = shared.lock();
-            let r = b.produce(now_ms(), node, producer, seq, record);
+            let r = b.produce_acks(now_ms(), node, (producer, seq), record, acks_all);
             let answered = b.answers(producer, seq);
             drop(b);
             if r.is_ok() {
@@ -297,6 +300,8 @@ impl SimTransport {
                 producer,
                 seq,
                 record: record.clone(),
+                // What the Kafka transport sets (`acks=all`), unless a mutant says otherwise.
+                acks_all: !pizza::mutants::on(pizza::mutants::Mutant::AcksOne),
             };
             match self.call(req, RPC_TIMEOUT).await {
                 Some(Response::Produced(Ok(d))) => return Ok(d),

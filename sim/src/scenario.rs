@@ -32,6 +32,8 @@
 //! at 210s cut broker in for 20s        # one way: nothing reaches the broker (also out, both;
 //!                                      # any service, broker, customers)
 //! at 240s duplicate 0.2 for 30s        # a fifth of the requests reach the broker twice
+//! at 280s leader-change for 2s         # leaders move: what is not replicated is lost, groups
+//!                                      # rebalance, produces are refused while they are elected
 //! ```
 
 use std::fmt;
@@ -166,6 +168,11 @@ pub enum FaultKind {
         rate: f64,
         lasting: Duration,
     },
+    /// Every partition's leader moves: unreplicated records are lost, every group rebalances,
+    /// and produces are refused for `down` while leaders are elected.
+    LeaderChange {
+        down: Duration,
+    },
 }
 
 /// Which way a cut drops messages.
@@ -194,7 +201,8 @@ impl FaultKind {
             | FaultKind::Stop { down, .. }
             | FaultKind::Pause { down, .. }
             | FaultKind::Clog { down, .. }
-            | FaultKind::Cut { down, .. } => *down,
+            | FaultKind::Cut { down, .. }
+            | FaultKind::LeaderChange { down } => *down,
             FaultKind::Redeliver { .. } => Duration::ZERO,
             FaultKind::Reorder { lasting }
             | FaultKind::SlowBroker { lasting, .. }
@@ -233,6 +241,8 @@ impl FaultKind {
             // Requests twice: a duplicated JoinGroup leaves a phantom member whose session must
             // expire before the group settles, as a slow broker does.
             FaultKind::Duplicate { .. } => true,
+            // The watchdog's marks are refused while leaders are elected.
+            FaultKind::LeaderChange { .. } => true,
             other => other.service() == Some(ServiceName::Status),
         }
     }
@@ -278,6 +288,7 @@ impl fmt::Display for Fault {
                 write!(f, "cut {node} {} for {}", direction.as_str(), secs(*down))
             }
             FaultKind::Duplicate { rate, lasting } => write!(f, "duplicate {rate} for {}", secs(*lasting)),
+            FaultKind::LeaderChange { down } => write!(f, "leader-change for {}", secs(*down)),
         }
     }
 }
@@ -579,8 +590,8 @@ fn parse_skew(w: &[&str]) -> Result<(String, i64, i64), String> {
     Ok((node.to_owned(), offset_ms, drift))
 }
 
-/// `hold <topic> from <service>`, `cut <node> <in|out|both>` and `duplicate <rate>`, each
-/// `for <duration>`.
+/// `hold <topic> from <service>`, `cut <node> <in|out|both>`, `duplicate <rate>` and
+/// `leader-change`, each `for <duration>`.
 fn parse_network_fault(w: &[&str]) -> Result<FaultKind, String> {
     let for_ = |rest: &[&str]| -> Result<Duration, String> {
         match rest {
@@ -616,6 +627,7 @@ fn parse_network_fault(w: &[&str]) -> Result<FaultKind, String> {
                 down: for_(rest)?,
             })
         }
+        ["leader-change", rest @ ..] => Ok(FaultKind::LeaderChange { down: for_(rest)? }),
         ["duplicate", rate, rest @ ..] => {
             let rate: f64 = number("duplicate", rate)?;
             if !(0.0..=1.0).contains(&rate) {
@@ -661,7 +673,10 @@ fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
         "customers",
     ];
     let node = nodes[rng.below(nodes.len() as u64) as usize].to_owned();
-    match rng.below(4) {
+    match rng.below(5) {
+        4 => FaultKind::LeaderChange {
+            down: Duration::from_millis(rng.between(200, 5_000)),
+        },
         // Every topic a service or a customer writes (pizza-dlq's refusals run a dead-letter's
         // retries out too).
         0 => FaultKind::RefuseWrites { topic, lasting },
@@ -762,10 +777,10 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
             no_more(rest, 2)?;
             refuse_writes(topic, for_(rest)?)
         }
-        ["hold" | "cut" | "duplicate", ..] => parse_network_fault(w),
+        ["hold" | "cut" | "duplicate" | "leader-change", ..] => parse_network_fault(w),
         [] => Err("`at <time>` needs a fault".into()),
         [other, ..] => Err(format!(
-            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate)"
+            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate, leader-change)"
         )),
     }
 }
@@ -794,6 +809,7 @@ mod tests {
         at 71s hold pizza-ordered from deliver for 30s
         at 72s cut broker in for 5s
         at 73s duplicate 0.2 for 10s
+        at 74s leader-change for 2s
         ambiguous 0.01
         skew bake -20s drift 300
         skew customers 1.5s
@@ -804,7 +820,7 @@ mod tests {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
         assert_eq!((sc.orders, sc.rate, sc.malformed, sc.hostile), (50, 2.5, 3, 0.25));
         assert_eq!(sc.time_scale.factor(), 0.5);
-        assert_eq!(sc.faults.len(), 13);
+        assert_eq!(sc.faults.len(), 14);
         assert_eq!(sc.ambiguous, 0.01);
         assert_eq!(
             sc.skews,

@@ -89,6 +89,11 @@ fn clocks() {
 }
 
 #[test]
+fn broker() {
+    passes("broker", 0..2);
+}
+
+#[test]
 fn outage() {
     passes("outage", 0..2);
 }
@@ -320,6 +325,13 @@ fn mutant_stopped_worker_leaves_tasks_is_caught() {
         2,
         "no-double-delivery",
     );
+}
+
+/// A producer that does not wait for every in-sync replica loses what it was told was written
+/// when leaders move.
+#[test]
+fn mutant_acks_one_is_caught() {
+    caught(Mutant::AcksOne, "broker", 2, "customers-told-the-truth");
 }
 
 #[test]

@@ -158,6 +158,13 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
                 .store((rate * 1000.0) as u64, Ordering::Relaxed);
             later(lasting, move || b.duplicate_per_mille.store(0, Ordering::Relaxed));
         }
+        FaultKind::LeaderChange { down } => {
+            let mut broker = bs.lock();
+            broker.leader_change(now_ms());
+            broker.electing = true;
+            drop(broker);
+            later(down, move || b.lock().electing = false);
+        }
         node_fault => unreachable!("{node_fault:?} is a node's fault"),
     }
 }
