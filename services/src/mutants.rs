@@ -60,11 +60,17 @@ pub enum Mutant {
     /// transport plays it, as the Kafka transport would set it): a leader change loses records
     /// it already acknowledged.
     AcksOne,
+    /// The stores commit with SQLite's `synchronous=NORMAL` (the setting before issue 13): in WAL
+    /// mode a power loss may roll back their last commits.
+    StoreSyncNormal,
+    /// The status service starts on an empty view (its disk lost) from its group's committed
+    /// offsets, without reading the log again first (the behaviour before issue 13).
+    EmptyViewNotRebuilt,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 17] = [
+    pub const ALL: [Mutant; 19] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -82,6 +88,8 @@ impl Mutant {
         Mutant::KeyLanesOff,
         Mutant::StoppedWorkerLeavesTasks,
         Mutant::AcksOne,
+        Mutant::StoreSyncNormal,
+        Mutant::EmptyViewNotRebuilt,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -104,6 +112,8 @@ impl Mutant {
             Mutant::KeyLanesOff => "key-lanes-off",
             Mutant::StoppedWorkerLeavesTasks => "stopped-worker-leaves-tasks",
             Mutant::AcksOne => "acks-one",
+            Mutant::StoreSyncNormal => "store-sync-normal",
+            Mutant::EmptyViewNotRebuilt => "empty-view-not-rebuilt",
         }
     }
 }

@@ -129,8 +129,52 @@ pub async fn seam() {
     }
 }
 
+/// Where a handler has just read or written its store: under madsim, the time the node's disk
+/// is set to take ([`set_disk_latency`], the simulation's slow-disk fault) passes here, as
+/// simulated time; then it is also a [`seam`]. Nothing in any other build.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub async fn disk_io() {}
+
 #[cfg(madsim)]
-pub use sim::{finished, hit, take};
+thread_local! {
+    static DISK_MS: std::cell::RefCell<std::collections::BTreeMap<tokio::madsim::task::NodeId, u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Sets (0: clears) how long each store access takes on simulated node `node`, in milliseconds.
+#[cfg(madsim)]
+pub fn set_disk_latency(node: tokio::madsim::task::NodeId, ms: u64) {
+    DISK_MS.with(|d| {
+        let mut d = d.borrow_mut();
+        if ms == 0 {
+            d.remove(&node);
+        } else {
+            d.insert(node, ms);
+        }
+    });
+}
+
+#[cfg(madsim)]
+pub async fn disk_io() {
+    let node = tokio::madsim::plugin::node();
+    let ms = DISK_MS.with(|d| d.borrow().get(&node).copied().unwrap_or(0));
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    seam().await;
+}
+
+/// Notes that a store was opened for writing at `path` with SQLite's `synchronous` setting as the
+/// connection reports it (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA). The simulation's power-loss fault
+/// reads it: in WAL mode a commit under NORMAL may roll back on a power loss, under FULL it may
+/// not. Nothing outside madsim.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub fn store_opened(_path: &std::path::Path, _synchronous: i64) {}
+
+#[cfg(madsim)]
+pub use sim::{finished, hit, store_opened, store_synchronous, take};
 
 #[cfg(madsim)]
 mod sim {
@@ -153,6 +197,17 @@ mod sim {
 
     thread_local! {
         static HITS: RefCell<Hits> = RefCell::new(Hits::default());
+        static STORES: RefCell<BTreeMap<std::path::PathBuf, i64>> = const { RefCell::new(BTreeMap::new()) };
+    }
+
+    /// See the non-simulated `store_opened`.
+    pub fn store_opened(path: &std::path::Path, synchronous: i64) {
+        STORES.with(|s| s.borrow_mut().insert(path.to_owned(), synchronous));
+    }
+
+    /// The `synchronous` setting the store at `path` was last opened with.
+    pub fn store_synchronous(path: &std::path::Path) -> Option<i64> {
+        STORES.with(|s| s.borrow().get(path).copied())
     }
 
     /// Marks that the code took `probe`'s branch (for `key`, an order id, where it matters).
@@ -191,8 +246,11 @@ mod sim {
         });
     }
 
-    /// This thread's hits since the last call, which starts counting afresh.
+    /// This thread's hits since the last call, which starts counting afresh (and forgets the
+    /// stores opened).
     pub fn take() -> Hits {
+        STORES.with(|s| s.borrow_mut().clear());
+        super::DISK_MS.with(|d| d.borrow_mut().clear());
         HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
     }
 }

@@ -113,8 +113,23 @@ impl Db {
             .map_err(err)?;
         if !read_only {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-            conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+            // FULL: every commit is synced before it returns. Under NORMAL, in WAL mode, the last
+            // commits may roll back on a power loss, after the offsets they allowed were
+            // committed: deliver forgets that it drove an order (and drives it again) or an early
+            // warning (the order is never delivered), the view moves statuses back and never
+            // gets them again (the simulation's disk scenario shows each).
+            let synchronous = if mutants::on(Mutant::StoreSyncNormal) {
+                "NORMAL"
+            } else {
+                "FULL"
+            };
+            conn.pragma_update(None, "synchronous", synchronous)
+                .map_err(err)?;
             conn.execute_batch(schema).map_err(err)?;
+            let synchronous: i64 = conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .map_err(err)?;
+            crate::probes::store_opened(path, synchronous);
         }
         Ok(Db {
             path: name,
@@ -326,6 +341,39 @@ impl ViewStore {
                 )?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
+        })
+    }
+
+    /// Replaces every row with those of the view at `other` (a rebuilt one), in one transaction:
+    /// a reader sees the rows before or the rows after, never an order half way back through
+    /// its statuses.
+    pub fn replace_with(&self, other: &Path) -> Result<(), StoreError> {
+        self.db.with(|conn| {
+            conn.execute("ATTACH DATABASE ?1 AS rebuilt", [other.to_string_lossy()])?;
+            let copied = (|| {
+                let tx = conn.transaction()?;
+                for table in ["order_status", "order_timeline", "order_details"] {
+                    tx.execute(&format!("DELETE FROM main.{table}"), [])?;
+                    tx.execute(
+                        &format!("INSERT INTO main.{table} SELECT * FROM rebuilt.{table}"),
+                        [],
+                    )?;
+                }
+                tx.commit()
+            })();
+            conn.execute("DETACH DATABASE rebuilt", [])?;
+            copied
+        })
+    }
+
+    /// Whether the view holds nothing at all (a new file, or one whose disk was lost).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        self.db.with(|conn| {
+            conn.query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM order_status) AND NOT EXISTS (SELECT 1 FROM order_details)",
+                [],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -555,6 +603,33 @@ impl DeliveryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rebuilt_view_replaces_an_empty_one_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let codes = StatusCodes::default();
+        let live = ViewStore::open(&dir.path().join("orders.db")).unwrap();
+        assert!(live.is_empty().unwrap());
+        let rebuilt_path = dir.path().join("orders.rebuild.db");
+        let rebuilt = ViewStore::create(&rebuilt_path).unwrap();
+        rebuilt.apply_status(&codes, "a", 100, 1, None).unwrap();
+        rebuilt.apply_status(&codes, "a", 999, 2, None).unwrap();
+        rebuilt.apply_status(&codes, "b", 200, 3, None).unwrap();
+        drop(rebuilt);
+        live.replace_with(&rebuilt_path).unwrap();
+        assert!(!live.is_empty().unwrap());
+        let rows: Vec<(String, i64)> = live
+            .status_rows()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.0, r.1))
+            .collect();
+        assert_eq!(rows, [("a".to_owned(), 999), ("b".to_owned(), 200)]);
+        assert_eq!(live.dump().unwrap().timeline.len(), 3);
+        // The live view is still the one written to.
+        live.apply_status(&codes, "b", 300, 4, None).unwrap();
+        assert_eq!(live.status_rows().unwrap()[1].1, 300);
+    }
 
     #[test]
     fn a_view_made_before_seen_ts_gets_the_column_and_the_watchdog_ages_by_it() {

@@ -74,6 +74,8 @@ struct Shared {
     impaired: Mutex<Vec<(i64, i64)>>,
     /// Latest view: order -> (status, stuck).
     view: Mutex<BTreeMap<String, (i64, bool)>>,
+    /// When the checker read it (epoch ms).
+    view_read_ms: AtomicU64,
     restarts: AtomicU64,
     /// Orders the customers were told were not placed (nothing written), and when.
     not_placed: Mutex<BTreeMap<String, i64>>,

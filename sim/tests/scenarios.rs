@@ -94,6 +94,11 @@ fn broker() {
 }
 
 #[test]
+fn disk() {
+    passes("disk", 0..2);
+}
+
+#[test]
 fn outage() {
     passes("outage", 0..2);
 }
@@ -332,6 +337,20 @@ fn mutant_stopped_worker_leaves_tasks_is_caught() {
 #[test]
 fn mutant_acks_one_is_caught() {
     caught(Mutant::AcksOne, "broker", 2, "customers-told-the-truth");
+}
+
+/// Under synchronous=NORMAL a power loss rolls back the stores' last commits after the offsets
+/// they allowed were committed: the view moves back.
+#[test]
+fn mutant_store_sync_normal_is_caught() {
+    caught(Mutant::StoreSyncNormal, "disk", 2, "no-regression");
+}
+
+/// A status service that starts on a lost view from its committed offsets never shows the orders
+/// before.
+#[test]
+fn mutant_empty_view_not_rebuilt_is_caught() {
+    caught(Mutant::EmptyViewNotRebuilt, "disk", 2, "all-accepted-delivered");
 }
 
 #[test]

@@ -94,7 +94,7 @@ impl<T: Transport> Handler for Deliver<T> {
         let state = self.store.get(order_id)?;
         // What follows decides on `state` and writes: another record of this order must not run
         // in between (the worker's key lanes see to it).
-        probes::seam().await;
+        probes::disk_io().await;
         let (decision, customer_id) = match event {
             Event::Ordered(o) => (
                 on_ordered(&state, &o.order.customer_id),
@@ -114,6 +114,7 @@ impl<T: Transport> Handler for Deliver<T> {
             Decision::Remember => {
                 let customer_id = customer_id.expect("only pizza-ordered is remembered");
                 self.store.remember_customer(order_id, &customer_id)?;
+                probes::disk_io().await;
             }
             Decision::Pend => {
                 probes::hit(Probe::Pending, order_id);
@@ -127,6 +128,7 @@ impl<T: Transport> Handler for Deliver<T> {
                 probes::hit(Probe::DeliveryDriven, order_id);
                 // Durable before it is announced: a crash from here on re-sends, never re-delivers.
                 let ts = self.store.mark_delivered(order_id, now_ms())?;
+                probes::disk_io().await;
                 // A deliver that does not recognise redelivered inputs has no earlier delivery to
                 // take the time from either: it stamps the delivery it just made.
                 let ts = if mutants::on(Mutant::NoDedup) {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::ServiceName;
+use crate::mutants::{self, Mutant};
 pub use crate::options::ServiceConfig;
 use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
@@ -61,6 +62,8 @@ pub enum RunError {
     Connect(#[source] TransportError),
     #[error("the service ended before it was asked to stop")]
     EndedEarly,
+    #[error("rebuilding an empty view from the log")]
+    Rebuild(#[from] crate::view::RebuildError),
 }
 
 impl RunError {
@@ -72,6 +75,9 @@ impl RunError {
             RunError::Worker(w) => w.gave_up_retrying(),
             RunError::Store(e) => e.is_busy(),
             RunError::Connect(e) => e.is_retriable(),
+            // The broker did not answer: try again.
+            RunError::Rebuild(crate::view::RebuildError::Sink(_)) => false,
+            RunError::Rebuild(_) => true,
             RunError::DataDir(..) | RunError::NotAConsumer(_) | RunError::EndedEarly => false,
         }
     }
@@ -166,6 +172,12 @@ pub async fn run<T: Transport>(
             run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
         Service::Status(view) => {
+            // An empty view (a new file, or its disk lost) next to a group whose offsets say the
+            // log was read: read it all again first, or the view misses all that came before.
+            // The fold is idempotent, so what the group then reads again changes nothing.
+            if view.is_empty()? && !mutants::on(Mutant::EmptyViewNotRebuilt) {
+                rebuild_empty_view(&transport, &cfg, &view).await?;
+            }
             let watchdog = tokio::spawn(status::watchdog(
                 transport.clone(),
                 cfg.clone(),
@@ -179,6 +191,36 @@ pub async fn run<T: Transport>(
         }
     }
     Ok(stats.counts())
+}
+
+/// Rebuilds the log into a file beside the view, then puts its rows into the view in one
+/// transaction (readers see the empty view, then the whole one).
+async fn rebuild_empty_view<T: Transport>(
+    transport: &T,
+    cfg: &ServiceConfig,
+    view: &ViewStore,
+) -> Result<(), RunError> {
+    let path = cfg.view_path();
+    let temp = path.with_extension("rebuild.db");
+    let remove = |p: &std::path::Path| {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = p.as_os_str().to_owned();
+            f.push(suffix);
+            let _ = std::fs::remove_file(f);
+        }
+    };
+    remove(&temp);
+    let rebuilt = {
+        let fresh = ViewStore::create(&temp)?;
+        crate::view::rebuild(transport, &cfg.sys, &fresh).await?
+    };
+    view.replace_with(&temp)?;
+    remove(&temp);
+    tracing::info!(
+        records = rebuilt.records,
+        "the view was empty: rebuilt it from the log"
+    );
+    Ok(())
 }
 
 #[allow(dead_code)]

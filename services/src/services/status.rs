@@ -28,6 +28,7 @@ impl Handler for Status {
         let update = view_update(&self.cfg.sys, rec)?;
         self.view
             .apply_many(&self.cfg.sys.codes, std::slice::from_ref(&update))?;
+        probes::disk_io().await;
         Ok(())
     }
 }

@@ -39,20 +39,36 @@ pub(super) async fn watch_view(
     faultless: bool,
 ) {
     let mut watch = Watch::new(&sys, scale, shared, faultless);
-    let mut view = None;
+    // The view as last opened, with its file's inode: a power loss or a lost disk puts a new
+    // file in its place, which is opened anew.
+    let mut view: Option<(u64, ViewStore)> = None;
     let mut changes = ChangeLog::default();
     loop {
         tokio::time::sleep(POLL_EVERY).await;
-        if view.is_none() && path.exists() {
-            view = ViewStore::open_read_only(&path).ok();
+        let inode = inode_of(&path);
+        if inode.is_some() && view.as_ref().map(|(i, _)| *i) != inode {
+            if view.is_some() {
+                // A new file: the status service rebuilt its view, and ages every order from
+                // then (it cannot know when it first saw statuses it no longer holds).
+                watch.restart_ages(now_ms());
+            }
+            view = ViewStore::open_read_only(&path)
+                .ok()
+                .zip(inode)
+                .map(|(v, i)| (i, v));
         }
-        let Some(v) = &view else { continue };
+        let Some((_, v)) = &view else { continue };
         let Ok(rows) = v.status_rows() else { continue };
         for (order, old, new) in changes.read(&path) {
             watch.check_change(&order, old, new);
         }
-        let latest = watch.check(rows, now_ms());
+        let now = now_ms();
+        let latest = watch.check(rows, now);
         *watch.shared.view.lock().expect("view") = latest;
+        watch
+            .shared
+            .view_read_ms
+            .store(now as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -83,8 +99,7 @@ END;
 impl ChangeLog {
     /// The changes since the last read: order, old status, new status.
     fn read(&mut self, path: &Path) -> Vec<(String, i64, i64)> {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(inode) = std::fs::metadata(path).map(|m| m.ino()) else {
+        let Some(inode) = inode_of(path) else {
             return Vec::new();
         };
         if self.conn.as_ref().is_none_or(|(i, _)| *i != inode) {
@@ -112,6 +127,12 @@ impl ChangeLog {
         }
         rows.into_iter().map(|(_, o, a, b)| (o, a, b)).collect()
     }
+}
+
+/// The inode of the file at `path`, if there is one.
+fn inode_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.ino()).ok()
 }
 
 /// What the watch remembers between reads of the view, and the watchdog's rules it holds the view
@@ -182,6 +203,14 @@ impl Watch {
             latest.insert(order, (status, stuck));
         }
         latest
+    }
+
+    /// Every order is aged from `now` on, keeping its status (a move back from it is still a
+    /// regression).
+    fn restart_ages(&mut self, now: i64) {
+        for (_, since) in self.seen.values_mut() {
+            *since = now;
+        }
     }
 
     /// Since when the checker has seen `order` at `status`; a status that moved backwards is a
@@ -324,14 +353,27 @@ fn not_delivered(shared: &Shared) -> Vec<String> {
         .collect()
 }
 
+/// The services' groups' lag (readers of the log in groups of their own, a rebuild's, commit
+/// nothing and are not waited for).
+fn services_lag(bs: &BrokerShared) -> BTreeMap<String, i64> {
+    let sys = SysConfig::default();
+    let services: BTreeSet<&str> = ServiceName::CONSUMERS.iter().map(|s| sys.group(*s)).collect();
+    let mut lag = bs.lock().lag();
+    lag.retain(|g, _| services.contains(g.as_str()));
+    lag
+}
+
 /// Phase 2: waits, within the scenario's heal budget, for every accepted order to be delivered
 /// and every group to have committed the whole log; reports what did not.
 pub(super) async fn converge(sc: &Scenario, bs: &BrokerShared, shared: &Shared) {
-    let budget_end = now_ms() + sc.heal.as_millis() as i64;
+    let started = now_ms();
+    let budget_end = started + sc.heal.as_millis() as i64;
     let converged = loop {
         let pending = not_delivered(shared);
-        let lag: i64 = bs.lock().lag().values().sum();
-        if pending.is_empty() && lag == 0 {
+        let lag: i64 = services_lag(bs).values().sum();
+        // A read of the view from before the heal may show what a lost disk no longer holds.
+        let fresh = shared.view_read_ms.load(std::sync::atomic::Ordering::Relaxed) as i64 > started;
+        if pending.is_empty() && lag == 0 && fresh {
             break true;
         }
         if now_ms() >= budget_end {
@@ -357,7 +399,7 @@ pub(super) async fn converge(sc: &Scenario, bs: &BrokerShared, shared: &Shared) 
             format!("{at} after the {}s heal budget", sc.heal.as_secs()),
         );
     }
-    let lag = bs.lock().lag();
+    let lag = services_lag(bs);
     for (group, n) in lag.into_iter().filter(|(_, n)| *n > 0) {
         shared.violate(
             Invariant::AllAcceptedDelivered,
