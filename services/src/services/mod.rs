@@ -184,7 +184,7 @@ pub async fn run<T: Transport>(
                 view.clone(),
                 shutdown.clone(),
             ));
-            let h = status::Status { cfg, view };
+            let h = status::Status::new(cfg, view);
             let result = run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await;
             watchdog.abort();
             result?;

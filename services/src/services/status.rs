@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::clock::now_ms;
+use crate::domain::StatusCodes;
 use crate::domain::{encode, StatusEvent};
 use crate::error::Report;
 use crate::mutants::{self, Mutant};
@@ -14,22 +15,101 @@ use crate::services::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::ViewStore;
 use crate::transport::{OutRecord, Record, Transport};
-use crate::view::view_update;
+use crate::view::{view_update, ViewUpdate};
 use crate::worker::{HandleError, Handler};
+use tokio::sync::{mpsc, oneshot};
 
 /// The status service's handler.
 pub struct Status {
     pub cfg: ServiceConfig,
     pub view: Arc<ViewStore>,
+    writer: ViewWriter,
+}
+
+impl Status {
+    /// The handler, with the task that writes its view (so call it within a runtime).
+    pub fn new(cfg: ServiceConfig, view: Arc<ViewStore>) -> Status {
+        let writer = ViewWriter::start(view.clone(), cfg.sys.codes.clone());
+        Status { cfg, view, writer }
+    }
 }
 
 impl Handler for Status {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
         let update = view_update(&self.cfg.sys, rec)?;
-        self.view
-            .apply_many(&self.cfg.sys.codes, std::slice::from_ref(&update))?;
+        self.writer.apply(update).await?;
         probes::disk_io().await;
         Ok(())
+    }
+}
+
+/// Most updates one view transaction takes.
+pub const WRITE_BATCH: usize = 512;
+
+/// Why a batch of view updates did not commit, as each of its handlers hears it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteFailed {
+    busy: bool,
+    message: String,
+}
+
+impl From<WriteFailed> for HandleError {
+    fn from(e: WriteFailed) -> Self {
+        if e.busy {
+            probes::hit(probes::Probe::StoreBusy, "");
+            HandleError::retriable(e)
+        } else {
+            HandleError::fatal(e)
+        }
+    }
+}
+
+type Waiting = (ViewUpdate, oneshot::Sender<Result<(), WriteFailed>>);
+
+/// Group commit for the view: handlers hand their update to one writer task and wait until the
+/// transaction that holds it has committed. The view syncs every commit (power loss must not roll
+/// back a status whose offset was committed); one transaction for all the updates waiting at the
+/// moment pays that sync once per batch instead of once per record.
+struct ViewWriter {
+    tx: mpsc::Sender<Waiting>,
+}
+
+impl ViewWriter {
+    fn start(view: Arc<ViewStore>, codes: StatusCodes) -> ViewWriter {
+        let (tx, mut rx) = mpsc::channel::<Waiting>(WRITE_BATCH);
+        tokio::spawn(async move {
+            let mut batch: Vec<Waiting> = Vec::with_capacity(WRITE_BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(w) => batch.push(w),
+                        Err(_) => break,
+                    }
+                }
+                let (updates, waiting): (Vec<ViewUpdate>, Vec<_>) = batch.drain(..).unzip();
+                let result = view.apply_many(&codes, &updates).map_err(|e| WriteFailed {
+                    busy: e.is_busy(),
+                    message: Report(&e).to_string(),
+                });
+                for w in waiting {
+                    let _ = w.send(result.clone());
+                }
+            }
+        });
+        ViewWriter { tx }
+    }
+
+    /// Folds `update` into the view; returns once it is committed.
+    async fn apply(&self, update: ViewUpdate) -> Result<(), WriteFailed> {
+        let (done, committed) = oneshot::channel();
+        let stopped = || WriteFailed {
+            busy: false,
+            message: "the view's writer stopped".into(),
+        };
+        self.tx.send((update, done)).await.map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
     }
 }
 

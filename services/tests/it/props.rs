@@ -64,10 +64,7 @@ fn handlers() -> Handlers {
                 transport,
                 cfg: cfg.clone(),
             },
-            status: status::Status {
-                cfg: cfg.clone(),
-                view: Arc::new(ViewStore::open(&cfg.view_path()).unwrap()),
-            },
+            status: status::Status::new(cfg.clone(), Arc::new(ViewStore::open(&cfg.view_path()).unwrap())),
             sys: cfg_sys(&cfg),
             _broker: broker,
             _dir: dir,
