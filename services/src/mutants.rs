@@ -66,11 +66,17 @@ pub enum Mutant {
     /// The status service starts on an empty view (its disk lost) from its group's committed
     /// offsets, without reading the log again first (the behaviour before issue 13).
     EmptyViewNotRebuilt,
+    /// The worker takes a mark the consumer refused (its partition was away for a rebalance) as
+    /// made, and never makes it again: the group's committed offset stays behind for good.
+    RefusedMarkForgotten,
+    /// Deliver lets a busy store fail the handler right after a drive: the retry finds no
+    /// delivery recorded and drives again.
+    BusyStoreRedrives,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -90,6 +96,8 @@ impl Mutant {
         Mutant::AcksOne,
         Mutant::StoreSyncNormal,
         Mutant::EmptyViewNotRebuilt,
+        Mutant::RefusedMarkForgotten,
+        Mutant::BusyStoreRedrives,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -114,6 +122,8 @@ impl Mutant {
             Mutant::AcksOne => "acks-one",
             Mutant::StoreSyncNormal => "store-sync-normal",
             Mutant::EmptyViewNotRebuilt => "empty-view-not-rebuilt",
+            Mutant::RefusedMarkForgotten => "refused-mark-forgotten",
+            Mutant::BusyStoreRedrives => "busy-store-redrives",
         }
     }
 }

@@ -38,11 +38,15 @@ pub enum Probe {
     WatchdogMarkRaced,
     /// A stale or duplicate status that the view's fold ignored.
     StaleStatusIgnored,
+    /// The consumer dropped a record fetched for a partition a rebalance has since taken away.
+    RevokedRecordDropped,
+    /// A produce failed after its request may have reached the broker: the record may be written.
+    ProduceMaybeWritten,
 }
 
 impl Probe {
     /// Every probe.
-    pub const ALL: [Probe; 14] = [
+    pub const ALL: [Probe; 16] = [
         Probe::HandlerRetried,
         Probe::RetriesExhausted,
         Probe::DeadLettered,
@@ -57,6 +61,8 @@ impl Probe {
         Probe::DeliveryDriven,
         Probe::WatchdogMarkRaced,
         Probe::StaleStatusIgnored,
+        Probe::RevokedRecordDropped,
+        Probe::ProduceMaybeWritten,
     ];
 
     /// Its name in reports.
@@ -76,6 +82,8 @@ impl Probe {
             Probe::DeliveryDriven => "delivery-driven",
             Probe::WatchdogMarkRaced => "watchdog-mark-raced",
             Probe::StaleStatusIgnored => "stale-status-ignored",
+            Probe::RevokedRecordDropped => "revoked-record-dropped",
+            Probe::ProduceMaybeWritten => "produce-maybe-written",
         }
     }
 }
@@ -165,6 +173,48 @@ pub async fn disk_io() {
     seam().await;
 }
 
+/// Whether this store access fails as if another connection held the database's lock
+/// (SQLITE_BUSY): under madsim, with the chance the node's disk is set to
+/// ([`set_disk_busy`], the simulation's busy-disk fault); never in any other build.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub fn disk_busy() -> bool {
+    false
+}
+
+#[cfg(madsim)]
+thread_local! {
+    static DISK_BUSY: std::cell::RefCell<std::collections::BTreeMap<tokio::madsim::task::NodeId, u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Sets (0: clears) the chance, in thousandths, that a store access of node `node` is busy.
+#[cfg(madsim)]
+pub fn set_disk_busy(node: tokio::madsim::task::NodeId, per_mille: u64) {
+    DISK_BUSY.with(|d| {
+        let mut d = d.borrow_mut();
+        if per_mille == 0 {
+            d.remove(&node);
+        } else {
+            d.insert(node, per_mille);
+        }
+    });
+}
+
+#[cfg(madsim)]
+pub fn disk_busy() -> bool {
+    let node = tokio::madsim::plugin::node();
+    let chance = DISK_BUSY.with(|d| d.borrow().get(&node).copied().unwrap_or(0));
+    chance > 0 && tokio::madsim::rand::random::<u64>() % 1000 < chance
+}
+
+/// Notes that `service` passed over the record at `topic`/`partition`@`offset` because not even
+/// a bare dead-letter note of it was accepted (the simulation excuses it where the dead-letter
+/// topic took no record that small). Nothing outside madsim.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub fn dead_letter_dropped(_service: &str, _topic: &str, _partition: i32, _offset: i64) {}
+
 /// Notes that a store was opened for writing at `path` with SQLite's `synchronous` setting as the
 /// connection reports it (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA). The simulation's power-loss fault
 /// reads it: in WAL mode a commit under NORMAL may roll back on a power loss, under FULL it may
@@ -174,7 +224,7 @@ pub async fn disk_io() {
 pub fn store_opened(_path: &std::path::Path, _synchronous: i64) {}
 
 #[cfg(madsim)]
-pub use sim::{finished, hit, store_opened, store_synchronous, take};
+pub use sim::{dead_letter_dropped, finished, hit, store_opened, store_synchronous, take};
 
 #[cfg(madsim)]
 mod sim {
@@ -193,11 +243,22 @@ mod sim {
         pub drives: BTreeMap<String, u64>,
         /// Per group, topic and partition: the offsets its members finished.
         pub finished: Finished,
+        /// Records passed over without a dead-letter note: service, topic, partition, offset.
+        pub dropped: Vec<(String, String, i32, i64)>,
     }
 
     thread_local! {
         static HITS: RefCell<Hits> = RefCell::new(Hits::default());
         static STORES: RefCell<BTreeMap<std::path::PathBuf, i64>> = const { RefCell::new(BTreeMap::new()) };
+    }
+
+    /// See the non-simulated `dead_letter_dropped`.
+    pub fn dead_letter_dropped(service: &str, topic: &str, partition: i32, offset: i64) {
+        HITS.with(|h| {
+            h.borrow_mut()
+                .dropped
+                .push((service.to_owned(), topic.to_owned(), partition, offset));
+        });
     }
 
     /// See the non-simulated `store_opened`.
@@ -251,6 +312,7 @@ mod sim {
     pub fn take() -> Hits {
         STORES.with(|s| s.borrow_mut().clear());
         super::DISK_MS.with(|d| d.borrow_mut().clear());
+        super::DISK_BUSY.with(|d| d.borrow_mut().clear());
         HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
     }
 }

@@ -138,6 +138,15 @@ impl Db {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
+        if crate::probes::disk_busy() {
+            return Err(StoreError {
+                path: self.path.clone(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some("database is locked (the simulation's busy disk)".into()),
+                ),
+            });
+        }
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|source| StoreError {
             path: self.path.clone(),

@@ -187,6 +187,8 @@ struct PartitionTrack {
     received_end: i64,
     /// The last offset marked done (the next to read after a restart).
     marked: i64,
+    /// The last mark the consumer took (a mark of a partition it no longer owns is refused).
+    stored: i64,
 }
 
 impl OffsetTracker {
@@ -198,6 +200,7 @@ impl OffsetTracker {
             .entry((topic.to_owned(), partition))
             .or_insert_with(|| PartitionTrack {
                 marked: offset,
+                stored: offset,
                 ..PartitionTrack::default()
             });
         *p.unfinished.entry(offset).or_default() += 1;
@@ -222,6 +225,20 @@ impl OffsetTracker {
             p.marked = next;
             next
         })
+    }
+
+    /// The consumer took the mark `next` (or, `taken` false, refused it: the partition was not
+    /// its own for the moment). A refused mark is made again by the next record of the partition
+    /// that finishes, so when a rebalance gives the partition back and its records come again
+    /// from the last commit, their marks are stored and committed (else the group's lag stays).
+    pub fn stored(&mut self, topic: &str, partition: i32, next: i64, taken: bool) {
+        if let Some(p) = self.parts.get_mut(&(topic.to_owned(), partition)) {
+            if taken {
+                p.stored = next;
+            } else if !mutants::on(Mutant::RefusedMarkForgotten) {
+                p.marked = p.stored;
+            }
+        }
     }
 
     /// How many received records are unfinished.
@@ -403,7 +420,10 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         probes::finished(&self.cfg.group, &done.topic, done.partition, done.offset);
         let finished = self.tracker.finish(&done.topic, done.partition, done.offset);
         if let Some(next) = finished.filter(|_| !self.mark_on_arrival) {
-            if let Err(e) = sub.mark_done(&done.topic, done.partition, next) {
+            let marked = sub.mark_done(&done.topic, done.partition, next);
+            self.tracker
+                .stored(&done.topic, done.partition, next, marked.is_ok());
+            if let Err(e) = marked {
                 probes::hit(Probe::MarkDoneRefused, "");
                 // The partition may have moved to another member; it re-reads from the last
                 // commit, which redelivers at most what we finished since.
@@ -569,6 +589,7 @@ impl<T: Transport, H: Handler> Task<T, H> {
         }
         tracing::error!(service = %self.service, topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, "not even a bare dead-letter record was accepted; the record stays on its source topic and is passed over");
         probes::hit(Probe::DeadLetterDropped, key_of(rec));
+        probes::dead_letter_dropped(&self.service, &rec.topic, rec.partition, rec.offset);
         self.stats.dead_letter_dropped.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -198,6 +198,8 @@ pub struct Broker {
     pub refusing: BTreeSet<String>,
     /// Leaders are being elected: every produce is refused (NOT_LEADER_OR_FOLLOWER).
     pub electing: bool,
+    /// Topics whose `max.message.bytes` is lowered below the broker's.
+    pub topic_max_bytes: BTreeMap<String, usize>,
     /// (group, topic) pairs whose records the broker holds back from the group for now: a
     /// partition leader far behind for that reader, and the way the pending path is forced
     /// (deliver sees pizza-baked before pizza-ordered).
@@ -224,6 +226,7 @@ impl Broker {
             unanswered: BTreeSet::new(),
             refusing: BTreeSet::new(),
             electing: false,
+            topic_max_bytes: BTreeMap::new(),
             held: BTreeSet::new(),
             start_ms,
             trace: Trace::default(),
@@ -270,16 +273,18 @@ impl Broker {
         self.expire(now);
         let key = trace_key(rec.key.as_deref());
         let size = rec.size();
-        if size > self.cfg.max_record_bytes {
+        let max = self
+            .topic_max_bytes
+            .get(&rec.topic)
+            .copied()
+            .unwrap_or(self.cfg.max_record_bytes);
+        if size > max {
             self.event(
                 now,
                 node,
                 format_args!("{} - - {key} produce-refused-too-large {size}", rec.topic),
             );
-            return Err(ProduceError::TooLarge {
-                size,
-                max: self.cfg.max_record_bytes,
-            });
+            return Err(ProduceError::TooLarge { size, max });
         }
         if let Some(d) = self.producers.get(&producer).and_then(|p| p.get(&seq)) {
             let d = *d;
@@ -609,6 +614,15 @@ impl Broker {
             );
         }
         Fetched::Records { generation, records }
+    }
+
+    /// The partitions `member` of `group` is assigned now (none when it is not a member).
+    pub fn assignment(&self, group: &str, member: u64) -> Vec<(String, i32)> {
+        self.groups
+            .get(group)
+            .and_then(|g| g.members.get(&member))
+            .map(|m| m.cursors.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Commits offsets for the partitions the member owns in this generation; returns how many

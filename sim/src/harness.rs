@@ -133,19 +133,25 @@ impl Shared {
 }
 
 /// The code probes every CI run of the simulation must see fire (`required_probes_fire` runs 30
-/// swarm seeds). Not yet among them, because no fault of the simulation reaches their branch:
-/// `retries-exhausted`, `dead-letter-dropped`, `consumer-retried`, `mark-done-refused` and
-/// `store-busy` (produce-only outages, longer outages, revoked partitions and slow disks do).
-pub const REQUIRED_PROBES: [Probe; 9] = [
+/// swarm seeds): each fires in at least 3 of them. `dead-letter-dropped` fires in 1 of those 30
+/// and `revoked-record-dropped` in none of 200 (a partition moves away from a member with records
+/// still queued only when several instances share a group: issue 15); the 200-seed test checks
+/// the first.
+pub const REQUIRED_PROBES: [Probe; 14] = [
     Probe::HandlerRetried,
+    Probe::RetriesExhausted,
     Probe::DeadLettered,
     Probe::DeadLetteredInPart,
+    Probe::ConsumerRetried,
+    Probe::MarkDoneRefused,
     Probe::ProduceFailed,
+    Probe::StoreBusy,
     Probe::Pending,
     Probe::DeliveryResent,
     Probe::DeliveryDriven,
     Probe::WatchdogMarkRaced,
     Probe::StaleStatusIgnored,
+    Probe::ProduceMaybeWritten,
 ];
 
 /// Where the broker's state is kept for a run that panics: its trace is still the run's.
@@ -292,7 +298,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     // The run got here: nothing panicked.
     shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();
-    let counts = check_log(&cluster.broker, &sys, sc.time_scale, &shared, &probes);
+    let counts = check_log(&cluster.broker, &sys, &sc, &shared, &probes);
     let mut outcome = verdict(&sc, seed, start, &shared, &cluster.broker, counts);
     outcome.probes = probes.counts;
     outcome

@@ -7,7 +7,7 @@
 //! fetches ahead in the background, heartbeats every second, rejoins when its session expired, and
 //! commits what is marked done every second and on close.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,7 +81,8 @@ enum Response {
     EndOffsets(Option<Vec<i64>>),
     Joined(u64),
     Generation(Option<u64>),
-    Fetched(Fetched),
+    /// What a fetch got, and the partitions the member is assigned after it.
+    Fetched(Fetched, Vec<(String, i32)>),
     Committed(Result<usize, String>),
     Left,
 }
@@ -197,15 +198,20 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
                 let appended = shared.appended.notified();
                 tokio::pin!(appended);
                 appended.as_mut().enable();
-                let got = shared.lock().fetch(now_ms(), &group, member, seen, &positions);
+                let (got, assigned) = {
+                    let mut b = shared.lock();
+                    let got = b.fetch(now_ms(), &group, member, seen, &positions);
+                    (got, b.assignment(&group, member))
+                };
                 match got {
                     Fetched::Records { records, generation } if records.is_empty() => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                         if tokio::time::timeout(left, appended).await.is_err() {
-                            return Some(Response::Fetched(Fetched::Records { generation, records }));
+                            let empty = Fetched::Records { generation, records };
+                            return Some(Response::Fetched(empty, assigned));
                         }
                     }
-                    other => return Some(Response::Fetched(other)),
+                    other => return Some(Response::Fetched(other, assigned)),
                 }
             }
         }
@@ -346,12 +352,13 @@ impl Transport for SimTransport {
             generation: 0,
         }));
         let marks = Arc::new(Mutex::new(BTreeMap::new()));
+        let assigned: Assigned = Arc::new(Mutex::new(BTreeSet::new()));
         let (tx, rx) = mpsc::channel(PREFETCH);
         let fetcher = tokio::spawn(fetch_loop(
             self.clone(),
             group.to_owned(),
             topics,
-            state.clone(),
+            (state.clone(), assigned.clone()),
             tx,
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(self.clone(), group.to_owned(), state.clone()));
@@ -366,6 +373,7 @@ impl Transport for SimTransport {
             group: group.to_owned(),
             rx,
             state,
+            assigned,
             marks,
             tasks: vec![fetcher, heartbeat, committer],
         })
@@ -410,16 +418,21 @@ struct MemberState {
     generation: u64,
 }
 
+/// The partitions the member was last told it owns.
+type Assigned = Arc<Mutex<BTreeSet<(String, i32)>>>;
+
 async fn fetch_loop(
     t: SimTransport,
     group: String,
     topics: Vec<String>,
-    state: Arc<Mutex<MemberState>>,
-    tx: mpsc::Sender<Record>,
+    (state, assigned): (Arc<Mutex<MemberState>>, Assigned),
+    tx: mpsc::Sender<Result<Record, TransportError>>,
 ) {
     // The consumer's own position: the generation it reads in and the next offset per partition.
     let mut generation = 0;
     let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    // As librdkafka reports a lost connection to the application once, not every failed fetch.
+    let mut reported = false;
     loop {
         let member = state.lock().expect("state").member;
         let req = Request::Fetch {
@@ -429,24 +442,31 @@ async fn fetch_loop(
             positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
         };
         match t.call(req, RPC_TIMEOUT).await {
-            Some(Response::Fetched(Fetched::Records {
-                generation: g,
-                records,
-            })) => {
+            Some(Response::Fetched(
+                Fetched::Records {
+                    generation: g,
+                    records,
+                },
+                owned,
+            )) => {
+                reported = false;
                 if g != generation {
                     // A rebalance: positions start again from the committed offsets.
                     positions.clear();
                     generation = g;
                 }
                 state.lock().expect("state").generation = g;
+                *assigned.lock().expect("assigned") = owned.into_iter().collect();
                 for r in records.into_iter().map(FetchedRecord::into_record) {
                     positions.insert((r.topic.clone(), r.partition), r.offset + 1);
-                    if tx.send(r).await.is_err() {
+                    if tx.send(Ok(r)).await.is_err() {
                         return;
                     }
                 }
             }
-            Some(Response::Fetched(Fetched::Gone)) => {
+            Some(Response::Fetched(Fetched::Gone, _)) => {
+                reported = false;
+                assigned.lock().expect("assigned").clear();
                 // The session expired (a pause, a clog): join again as a new member.
                 if let Ok(m) = join(&t, &group, &topics).await {
                     *state.lock().expect("state") = MemberState {
@@ -455,6 +475,13 @@ async fn fetch_loop(
                     };
                     generation = 0;
                     positions.clear();
+                }
+            }
+            _ if !reported => {
+                reported = true;
+                let e = TransportError::retriable("broker transport failure: a fetch went unanswered");
+                if tx.send(Err(e)).await.is_err() {
+                    return;
                 }
             }
             _ => {}
@@ -517,8 +544,9 @@ async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberStat
 pub struct SimSubscription {
     transport: SimTransport,
     group: String,
-    rx: mpsc::Receiver<Record>,
+    rx: mpsc::Receiver<Result<Record, TransportError>>,
     state: Arc<Mutex<MemberState>>,
+    assigned: Assigned,
     marks: Marks,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -533,13 +561,41 @@ impl Drop for SimSubscription {
 
 impl Subscription for SimSubscription {
     async fn recv(&mut self) -> Result<Record, TransportError> {
-        self.rx
-            .recv()
-            .await
-            .ok_or_else(|| TransportError::fatal("the fetcher stopped"))
+        loop {
+            let rec = self
+                .rx
+                .recv()
+                .await
+                .ok_or_else(|| TransportError::fatal("the fetcher stopped"))??;
+            // Fetched before a rebalance took its partition away: dropped, as librdkafka drops
+            // what it fetched for a revoked partition (the new owner reads it from the commit).
+            let owned = self
+                .assigned
+                .lock()
+                .expect("assigned")
+                .contains(&(rec.topic.clone(), rec.partition));
+            if owned {
+                return Ok(rec);
+            }
+            pizza::probes::hit(
+                pizza::probes::Probe::RevokedRecordDropped,
+                rec.key_str().unwrap_or_default(),
+            );
+        }
     }
 
     fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {
+        // librdkafka refuses to store an offset of a partition not assigned (`_STATE`).
+        let owned = self
+            .assigned
+            .lock()
+            .expect("assigned")
+            .contains(&(topic.to_owned(), partition));
+        if !owned {
+            return Err(TransportError::retriable(format!(
+                "{topic}/{partition} is not assigned to this member: offset not stored"
+            )));
+        }
         self.marks
             .lock()
             .expect("marks")

@@ -37,6 +37,8 @@
 //! at 300s power-loss deliver for 5s losing 2s  # a crash that loses the disk's last 2 s of
 //!                                              # commits, unless SQLite synced them (synchronous)
 //! at 320s slow disk status 30ms for 60s  # every store access of the service takes 30 ms more
+//! at 330s busy disk deliver 0.2 for 30s  # a fifth of its store accesses fail SQLITE_BUSY
+//! at 340s max-bytes pizza-dlq 64 for 30s # the topic takes no record over 64 bytes
 //! ```
 
 use std::fmt;
@@ -182,6 +184,18 @@ pub enum FaultKind {
         delay: Duration,
         lasting: Duration,
     },
+    /// A share of `service`'s store accesses fail as if the database were locked (SQLITE_BUSY).
+    BusyDisk {
+        service: ServiceName,
+        chance: f64,
+        lasting: Duration,
+    },
+    /// `topic` takes no record larger than `bytes` (its `max.message.bytes` lowered).
+    MaxBytes {
+        topic: String,
+        bytes: usize,
+        lasting: Duration,
+    },
     /// The node loses power: a crash after which its stores hold only what was synced. SQLite in
     /// WAL mode syncs every commit under `synchronous=FULL`; under NORMAL the commits of the last
     /// `lost` may roll back.
@@ -228,7 +242,9 @@ impl FaultKind {
             | FaultKind::RefuseWrites { lasting, .. }
             | FaultKind::Hold { lasting, .. }
             | FaultKind::Duplicate { lasting, .. }
-            | FaultKind::SlowDisk { lasting, .. } => *lasting,
+            | FaultKind::SlowDisk { lasting, .. }
+            | FaultKind::BusyDisk { lasting, .. }
+            | FaultKind::MaxBytes { lasting, .. } => *lasting,
         }
     }
 
@@ -242,7 +258,8 @@ impl FaultKind {
             | FaultKind::Redeliver { service }
             | FaultKind::Hold { service, .. }
             | FaultKind::PowerLoss { service, .. }
-            | FaultKind::SlowDisk { service, .. } => Some(*service),
+            | FaultKind::SlowDisk { service, .. }
+            | FaultKind::BusyDisk { service, .. } => Some(*service),
             FaultKind::Cut { node, .. } => parse_service(node).ok(),
             _ => None,
         }
@@ -321,6 +338,21 @@ impl fmt::Display for Fault {
                 delay.as_millis(),
                 secs(*lasting)
             ),
+            FaultKind::BusyDisk {
+                service,
+                chance,
+                lasting,
+            } => write!(
+                f,
+                "busy disk {} {chance} for {}",
+                service.as_str(),
+                secs(*lasting)
+            ),
+            FaultKind::MaxBytes {
+                topic,
+                bytes,
+                lasting,
+            } => write!(f, "max-bytes {topic} {bytes} for {}", secs(*lasting)),
             FaultKind::PowerLoss { service, down, lost } => write!(
                 f,
                 "power-loss {} for {} losing {}",
@@ -669,17 +701,7 @@ fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
         }
         ["leader-change", rest @ ..] => Ok(FaultKind::LeaderChange { down: for_(rest)? }),
         ["refuse-writes", topic, rest @ ..] => refuse_writes(topic, for_(rest)?),
-        ["power-loss", svc, "for", down, "losing", lost] => Ok(FaultKind::PowerLoss {
-            service: parse_service(svc)?,
-            down: parse_duration(down)?,
-            lost: parse_duration(lost)?,
-        }),
-        ["power-loss", ..] => Err("expected `power-loss <service> for <duration> losing <duration>`".into()),
-        ["slow", "disk", svc, delay, "for", lasting] => Ok(FaultKind::SlowDisk {
-            service: parse_service(svc)?,
-            delay: parse_duration(delay)?,
-            lasting: parse_duration(lasting)?,
-        }),
+        ["power-loss" | "max-bytes", ..] | ["slow" | "busy", "disk", ..] => parse_disk_fault(w),
         ["duplicate", rate, rest @ ..] => {
             let rate: f64 = number("duplicate", rate)?;
             if !(0.0..=1.0).contains(&rate) {
@@ -691,6 +713,53 @@ fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
             })
         }
         _ => Err("expected `hold <topic> from <service>`, `cut <node> <in|out|both>` or `duplicate <rate>`, then `for <duration>`".into()),
+    }
+}
+
+/// `power-loss <service> for <duration> losing <duration>`, `slow disk <service> <delay> for
+/// <duration>`, `busy disk <service> <chance> for <duration>` and `max-bytes <topic> <bytes> for
+/// <duration>`.
+fn parse_disk_fault(w: &[&str]) -> Result<FaultKind, String> {
+    let for_ = |rest: &[&str]| -> Result<Duration, String> {
+        match rest {
+            ["for", d] => parse_duration(d),
+            _ => Err("expected `for <duration>`".into()),
+        }
+    };
+    match w {
+        ["power-loss", svc, "for", down, "losing", lost] => Ok(FaultKind::PowerLoss {
+            service: parse_service(svc)?,
+            down: parse_duration(down)?,
+            lost: parse_duration(lost)?,
+        }),
+        ["power-loss", ..] => Err("expected `power-loss <service> for <duration> losing <duration>`".into()),
+        ["busy", "disk", svc, chance, "for", lasting] => {
+            let chance: f64 = number("busy disk", chance)?;
+            if !(0.0..=1.0).contains(&chance) {
+                return Err("busy disk: the chance must be in [0, 1]".into());
+            }
+            Ok(FaultKind::BusyDisk {
+                service: parse_service(svc)?,
+                chance,
+                lasting: parse_duration(lasting)?,
+            })
+        }
+        ["max-bytes", topic, bytes, rest @ ..] => {
+            let FaultKind::RefuseWrites { topic, lasting } = refuse_writes(topic, for_(rest)?)? else {
+                unreachable!("refuse_writes makes RefuseWrites")
+            };
+            Ok(FaultKind::MaxBytes {
+                topic,
+                bytes: number("max-bytes", bytes)?,
+                lasting,
+            })
+        }
+        ["slow", "disk", svc, delay, "for", lasting] => Ok(FaultKind::SlowDisk {
+            service: parse_service(svc)?,
+            delay: parse_duration(delay)?,
+            lasting: parse_duration(lasting)?,
+        }),
+        _ => Err(format!("cannot read `{}`", w.join(" "))),
     }
 }
 
@@ -725,7 +794,17 @@ fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
         "customers",
     ];
     let node = nodes[rng.below(nodes.len() as u64) as usize].to_owned();
-    match rng.below(7) {
+    match rng.below(9) {
+        8 => FaultKind::MaxBytes {
+            topic: topics.dlq,
+            bytes: 64,
+            lasting: lasting.min(Duration::from_secs(60)),
+        },
+        7 => FaultKind::BusyDisk {
+            service: [ServiceName::Deliver, ServiceName::Status][rng.below(2) as usize],
+            chance: [0.05, 0.2, 0.5][rng.below(3) as usize],
+            lasting: lasting.min(Duration::from_secs(60)),
+        },
         6 => FaultKind::SlowDisk {
             service: [ServiceName::Deliver, ServiceName::Status][rng.below(2) as usize],
             delay: Duration::from_millis(rng.between(1, 100)),
@@ -837,13 +916,13 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
                 lasting: for_(rest)?,
             })
         }
-        ["refuse-writes" | "hold" | "cut" | "duplicate" | "leader-change" | "power-loss", ..]
-        | ["slow", "disk", ..] => {
+        ["refuse-writes" | "hold" | "cut" | "duplicate" | "leader-change" | "power-loss" | "max-bytes", ..]
+        | ["slow" | "busy", "disk", ..] => {
             parse_more_fault(w)
         }
         [] => Err("`at <time>` needs a fault".into()),
         [other, ..] => Err(format!(
-            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate, leader-change, power-loss, slow disk)"
+            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate, leader-change, power-loss, slow disk, busy disk, max-bytes)"
         )),
     }
 }
@@ -875,6 +954,8 @@ mod tests {
         at 74s leader-change for 2s
         at 75s power-loss deliver for 5s losing 1.5s
         at 76s slow disk status 30ms for 10s
+        at 77s busy disk deliver 0.2 for 10s
+        at 78s max-bytes pizza-dlq 64 for 10s
         ambiguous 0.01
         skew bake -20s drift 300
         skew customers 1.5s
@@ -885,7 +966,7 @@ mod tests {
         let sc = Scenario::parse("ex", "ex.scn", EXAMPLE).unwrap();
         assert_eq!((sc.orders, sc.rate, sc.malformed, sc.hostile), (50, 2.5, 3, 0.25));
         assert_eq!(sc.time_scale.factor(), 0.5);
-        assert_eq!(sc.faults.len(), 16);
+        assert_eq!(sc.faults.len(), 18);
         assert_eq!(sc.ambiguous, 0.01);
         assert_eq!(
             sc.skews,

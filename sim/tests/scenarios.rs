@@ -353,6 +353,44 @@ fn mutant_empty_view_not_rebuilt_is_caught() {
     caught(Mutant::EmptyViewNotRebuilt, "disk", 2, "all-accepted-delivered");
 }
 
+/// Deliver lets a busy store fail the handler right after a drive: its retry drives again.
+#[test]
+fn mutant_busy_store_redrives_is_caught() {
+    caught(Mutant::BusyStoreRedrives, "disk", 3, "no-double-delivery");
+}
+
+/// A refused offset mark taken as made leaves the group's commit behind for good once its
+/// partition comes back (a paused member's session expired: swarm seed 9).
+#[test]
+fn mutant_refused_mark_forgotten_is_caught() {
+    caught(
+        Mutant::RefusedMarkForgotten,
+        "swarm",
+        10,
+        "all-accepted-delivered",
+    );
+}
+
+/// Every probe but the revocation one fires within 200 swarm seeds.
+#[test]
+fn every_probe_fires_within_200_swarm_seeds() {
+    let mut fired = std::collections::BTreeSet::new();
+    for seed in 0..200 {
+        let o = run_seed("swarm", seed, None);
+        assert!(o.passed(), "{o}");
+        fired.extend(o.probes.iter().filter(|(_, n)| **n > 0).map(|(p, _)| *p));
+    }
+    let missing: Vec<&str> = pizza::probes::Probe::ALL
+        .iter()
+        .filter(|p| !fired.contains(*p) && **p != pizza::probes::Probe::RevokedRecordDropped)
+        .map(|p| p.name())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "probes that fired in none of 200 swarm seeds: {missing:?}"
+    );
+}
+
 #[test]
 fn madsim_sees_the_same_draws_twice() {
     for (name, seed) in [("standard", 1), ("swarm", 2)] {

@@ -85,6 +85,35 @@ impl<T: Transport> Deliver<T> {
     }
 }
 
+/// Attempts at recording a delivery while the store is busy.
+pub const RECORD_ATTEMPTS: u32 = 20;
+
+impl<T: Transport> Deliver<T> {
+    /// Records the delivery just made. A drive cannot be taken back: were a busy store to fail
+    /// the handler, its retry would find no delivery and drive again. So a busy store is tried
+    /// again at once, [`RECORD_ATTEMPTS`] times (SQLite's own busy timeout waits inside each
+    /// try), with no `.await` between the drive and the record: nothing, a crash included, can
+    /// come between them but the time the store takes. Anything else stops the service.
+    fn record_delivery(&self, order_id: &str, at_ms: i64) -> Result<i64, HandleError> {
+        let mut attempt = 0;
+        loop {
+            match self.store.mark_delivered(order_id, at_ms) {
+                Ok(ts) => return Ok(ts),
+                Err(e)
+                    if e.is_busy()
+                        && attempt < RECORD_ATTEMPTS
+                        && !mutants::on(Mutant::BusyStoreRedrives) =>
+                {
+                    attempt += 1;
+                    probes::hit(Probe::StoreBusy, order_id);
+                }
+                Err(e) if e.is_busy() => return Err(e.into()),
+                Err(e) => return Err(HandleError::fatal(e)),
+            }
+        }
+    }
+}
+
 impl<T: Transport> Handler for Deliver<T> {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
         let topics = &self.cfg.sys.topics;
@@ -127,7 +156,7 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.cfg.time_scale.sleep_secs(secs as f64).await;
                 probes::hit(Probe::DeliveryDriven, order_id);
                 // Durable before it is announced: a crash from here on re-sends, never re-delivers.
-                let ts = self.store.mark_delivered(order_id, now_ms())?;
+                let ts = self.record_delivery(order_id, now_ms())?;
                 probes::disk_io().await;
                 // A deliver that does not recognise redelivered inputs has no earlier delivery to
                 // take the time from either: it stamps the delivery it just made.

@@ -75,8 +75,10 @@ impl RunError {
             RunError::Worker(w) => w.gave_up_retrying(),
             RunError::Store(e) => e.is_busy(),
             RunError::Connect(e) => e.is_retriable(),
-            // The broker did not answer: try again.
-            RunError::Rebuild(crate::view::RebuildError::Sink(_)) => false,
+            // The broker did not answer, or the view's file was busy: try again.
+            RunError::Rebuild(crate::view::RebuildError::Sink(e)) => {
+                e.downcast_ref::<StoreError>().is_some_and(StoreError::is_busy)
+            }
             RunError::Rebuild(_) => true,
             RunError::DataDir(..) | RunError::NotAConsumer(_) | RunError::EndedEarly => false,
         }

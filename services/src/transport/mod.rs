@@ -175,6 +175,7 @@ impl TransportError {
     }
 
     pub fn maybe_written(cause: impl Into<BoxError>) -> TransportError {
+        crate::probes::hit(crate::probes::Probe::ProduceMaybeWritten, "");
         TransportError::MaybeWritten(cause.into())
     }
 

@@ -125,10 +125,24 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
                 Direction::Both => net.unclog_node(id),
             });
         }
+        disk @ (FaultKind::PowerLoss { .. } | FaultKind::SlowDisk { .. } | FaultKind::BusyDisk { .. }) => {
+            apply_disk_fault(cluster, disk, root);
+        }
+        FaultKind::Loss { rate, lasting } => {
+            net.update_config(|c| c.packet_loss_rate = rate);
+            later(lasting, move || net.update_config(|c| c.packet_loss_rate = 0.0));
+        }
+        broker_fault => apply_broker_fault(&cluster.broker, broker_fault),
+    }
+}
+
+/// The faults of a service's disk: power loss, slowness, a busy database.
+fn apply_disk_fault(cluster: &Cluster, kind: FaultKind, root: &Path) {
+    match kind {
         FaultKind::PowerLoss { service, down, .. } => {
-            let id = node(&service);
-            handle.kill(id);
-            let h = handle.clone();
+            let id = cluster.services[&service];
+            cluster.handle.kill(id);
+            let h = cluster.handle.clone();
             let (dir, snapshot) = (cluster::data_dir(root, service), power_snapshot(root, service));
             later(down, move || {
                 if !synced(&dir) {
@@ -144,15 +158,20 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             delay,
             lasting,
         } => {
-            let id = node(&service);
+            let id = cluster.services[&service];
             pizza::probes::set_disk_latency(id, delay.as_millis() as u64);
             later(lasting, move || pizza::probes::set_disk_latency(id, 0));
         }
-        FaultKind::Loss { rate, lasting } => {
-            net.update_config(|c| c.packet_loss_rate = rate);
-            later(lasting, move || net.update_config(|c| c.packet_loss_rate = 0.0));
+        FaultKind::BusyDisk {
+            service,
+            chance,
+            lasting,
+        } => {
+            let id = cluster.services[&service];
+            pizza::probes::set_disk_busy(id, (chance * 1000.0) as u64);
+            later(lasting, move || pizza::probes::set_disk_busy(id, 0));
         }
-        broker_fault => apply_broker_fault(&cluster.broker, broker_fault),
+        other => unreachable!("{other:?} is not a disk's fault"),
     }
 }
 
@@ -194,6 +213,16 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
             bs.duplicate_per_mille
                 .store((rate * 1000.0) as u64, Ordering::Relaxed);
             later(lasting, move || b.duplicate_per_mille.store(0, Ordering::Relaxed));
+        }
+        FaultKind::MaxBytes {
+            topic,
+            bytes,
+            lasting,
+        } => {
+            bs.lock().topic_max_bytes.insert(topic.clone(), bytes);
+            later(lasting, move || {
+                b.lock().topic_max_bytes.remove(&topic);
+            });
         }
         FaultKind::LeaderChange { down } => {
             let mut broker = bs.lock();
