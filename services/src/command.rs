@@ -17,6 +17,10 @@ use crate::domain::{customer_id_for, encode, InvalidField, Order, OrderId, Order
 use crate::mutants::{self, Mutant};
 use crate::transport::{Acked, OutRecord, Transport, TransportError};
 
+/// The longest placing an order waits for the broker: below the web app's 15 s request timeout,
+/// so the customer always gets an answer that carries the order id.
+pub const PLACE_WITHIN: std::time::Duration = std::time::Duration::from_secs(12);
+
 /// Why an order was not (or not yet known to be) placed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
@@ -101,7 +105,16 @@ async fn produce_ordered<T: Transport>(
 ) -> Result<Placed, PlaceError> {
     let event = ordered_event(sys, req, ordered_at_ms)?;
     let out = OutRecord::new(&sys.topics.ordered, order_id.as_str(), encode(&event));
-    match transport.produce(out).await {
+    // However long the producer is configured to try, the customer hears within PLACE_WITHIN;
+    // a produce still under way then may yet be written.
+    let produced = tokio::time::timeout(PLACE_WITHIN, transport.produce(out))
+        .await
+        .unwrap_or_else(|_| {
+            Err(TransportError::maybe_written(format!(
+                "no answer from the broker within {PLACE_WITHIN:?}"
+            )))
+        });
+    match produced {
         Ok(acked) => Ok(Placed {
             order_id,
             event,

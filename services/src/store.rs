@@ -1,6 +1,7 @@
 //! The state stores, real SQLite files (rusqlite, bundled): the status service's materialized view
-//! and the delivery service's early warnings. WAL journal with `synchronous=NORMAL`: a commit
-//! survives a process crash (what SIGKILL tests), and the view can always be rebuilt from the log.
+//! and the delivery service's early warnings. WAL journal with `synchronous=FULL`: a commit
+//! survives a process crash (what SIGKILL tests) and a power loss (what the simulation's
+//! `power-loss` fault checks), and the view can always be rebuilt from the log.
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -85,15 +85,18 @@ impl<T: Transport> Deliver<T> {
     }
 }
 
-/// Attempts at recording a delivery while the store is busy.
-pub const RECORD_ATTEMPTS: u32 = 20;
+/// Attempts at recording a delivery while the store is busy. Each waits out SQLite's busy timeout
+/// inside the call, so only a lock some other process holds on deliver's own file for minutes
+/// runs them out; then the service stops, and a restart drives that order again.
+pub const RECORD_ATTEMPTS: u32 = 40;
 
 impl<T: Transport> Deliver<T> {
     /// Records the delivery just made. A drive cannot be taken back: were a busy store to fail
     /// the handler, its retry would find no delivery and drive again. So a busy store is tried
     /// again at once, [`RECORD_ATTEMPTS`] times (SQLite's own busy timeout waits inside each
     /// try), with no `.await` between the drive and the record: nothing, a crash included, can
-    /// come between them but the time the store takes. Anything else stops the service.
+    /// come between them but the time the store takes. When they run out, or on any other error,
+    /// the service stops.
     fn record_delivery(&self, order_id: &str, at_ms: i64) -> Result<i64, HandleError> {
         let mut attempt = 0;
         loop {
@@ -107,7 +110,9 @@ impl<T: Transport> Deliver<T> {
                     attempt += 1;
                     probes::hit(Probe::StoreBusy, order_id);
                 }
-                Err(e) if e.is_busy() => return Err(e.into()),
+                // Not a retriable error: the handler's retry would drive again. A restart
+                // redelivers the record and drives again at most once.
+                Err(e) if mutants::on(Mutant::BusyStoreRedrives) => return Err(e.into()),
                 Err(e) => return Err(HandleError::fatal(e)),
             }
         }

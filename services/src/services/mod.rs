@@ -79,7 +79,13 @@ impl RunError {
             RunError::Rebuild(crate::view::RebuildError::Sink(e)) => {
                 e.downcast_ref::<StoreError>().is_some_and(StoreError::is_busy)
             }
-            RunError::Rebuild(_) => true,
+            RunError::Rebuild(
+                crate::view::RebuildError::Transport(e)
+                | crate::view::RebuildError::Read(crate::transport::ReadError::Transport(e)),
+            ) => e.is_retriable(),
+            RunError::Rebuild(crate::view::RebuildError::Read(crate::transport::ReadError::Stalled(..))) => {
+                true
+            }
             RunError::DataDir(..) | RunError::NotAConsumer(_) | RunError::EndedEarly => false,
         }
     }
@@ -186,9 +192,10 @@ pub async fn run<T: Transport>(
                 view.clone(),
                 shutdown.clone(),
             ));
-            let h = status::Status::new(cfg, view);
-            let result = run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await;
+            let h = Arc::new(status::Status::new(cfg, view));
+            let result = run_worker(transport, w, h.clone(), stats.clone(), shutdown).await;
             watchdog.abort();
+            h.stop().await;
             result?;
         }
     }

@@ -32,6 +32,11 @@ impl Status {
         let writer = ViewWriter::start(view.clone(), cfg.sys.codes.clone());
         Status { cfg, view, writer }
     }
+
+    /// Ends the view's writer task: a stopped service writes nothing more.
+    pub async fn stop(&self) {
+        self.writer.stop().await;
+    }
 }
 
 impl Handler for Status {
@@ -73,12 +78,14 @@ type Waiting = (ViewUpdate, oneshot::Sender<Result<(), WriteFailed>>);
 /// moment pays that sync once per batch instead of once per record.
 struct ViewWriter {
     tx: mpsc::Sender<Waiting>,
+    /// The writer task, ended by [`ViewWriter::stop`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl ViewWriter {
     fn start(view: Arc<ViewStore>, codes: StatusCodes) -> ViewWriter {
         let (tx, mut rx) = mpsc::channel::<Waiting>(WRITE_BATCH);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut batch: Vec<Waiting> = Vec::with_capacity(WRITE_BATCH);
             while let Some(first) = rx.recv().await {
                 batch.push(first);
@@ -98,7 +105,21 @@ impl ViewWriter {
                 }
             }
         });
-        ViewWriter { tx }
+        ViewWriter {
+            tx,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Ends the writer and waits until it is gone. It is ended only while it waits for updates
+    /// (a batch is written without an `.await`), so no batch is cut short; updates still queued
+    /// are dropped, and their records, never marked done, come again.
+    async fn stop(&self) {
+        let task = self.task.lock().expect("writer task").take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
     }
 
     /// Folds `update` into the view; returns once it is committed.

@@ -178,13 +178,17 @@ impl KafkaTransport {
     }
 }
 
-/// A failed delivery report. A refusal no retry changes (too large, unknown topic, not ours to
-/// write) is final. Any other failure is retriable, and whether the record may be in the log is
-/// librdkafka's word (`rd_kafka_message_status`, which the rust binding does not wrap): a record
-/// that may have reached a broker is [`TransportError::MaybeWritten`], never "not written".
+/// A failed delivery report. Whether the record may be in the log is librdkafka's word
+/// (`rd_kafka_message_status`, which the rust binding does not wrap): a record that may have
+/// reached a broker is [`TransportError::MaybeWritten`] whatever the error, never "not written".
+/// One that was never sent keeps its class: a refusal no retry changes (too large, unknown topic,
+/// not ours to write) is final, any other is retriable.
 fn delivery_failed(e: KafkaError, may_have_been_sent: bool) -> TransportError {
     match classify(e) {
-        TransportError::Retriable(cause) if may_have_been_sent => TransportError::MaybeWritten(cause),
+        // Whatever the error's class: a record that may be in the log may be in the log.
+        TransportError::Retriable(cause) | TransportError::Fatal(cause) if may_have_been_sent => {
+            TransportError::MaybeWritten(cause)
+        }
         other => other,
     }
 }

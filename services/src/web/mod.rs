@@ -242,10 +242,10 @@ impl<T: Transport> FromRequestParts<Arc<AppState<T>>> for MaybeSession {
 
 /// A page that could not be served; rendered as HTML with the right status code.
 pub enum PageError {
-    BadRequest(Session, String),
+    BadRequest(Box<Session>, String),
     Forbidden(String),
-    NotFound(Option<Session>, String),
-    Unavailable(Session),
+    NotFound(Option<Box<Session>>, String),
+    Unavailable(Box<Session>),
     TooManyStreams,
     /// The view could not be read: logged with its cause, a 500 for the customer.
     Internal(StoreError),
@@ -438,7 +438,7 @@ async fn place<T: Transport>(
         }
         Err(PlaceError::Unavailable(e)) => {
             tracing::warn!(error = %Report(&e), "order not placed");
-            Err(PageError::Unavailable(session))
+            Err(PageError::Unavailable(Box::new(session)))
         }
         Err(e @ PlaceError::Unconfirmed { .. }) => {
             let id = being_confirmed(&mut session, &req, e);
@@ -486,9 +486,7 @@ pub async fn confirm<T: Transport>(
         owned_order(st, session, order_id)?.is_some_and(|b| b.status.is_some() || b.order.is_some());
     let confirming = session.confirming(order_id).cloned();
     if in_view {
-        if confirming.is_some() {
-            session.unconfirmed = None;
-        }
+        session.confirmed(order_id);
         return Ok(Some(Confirmation::Confirmed));
     }
     let Some(u) = confirming else {
@@ -497,7 +495,7 @@ pub async fn confirm<T: Transport>(
     let req = u.request(session.username.as_deref().unwrap_or_default());
     match confirm_order(&st.transport, &st.sys, &req, u.order_id, u.ordered_at_ms).await {
         Ok(_) => {
-            session.unconfirmed = None;
+            session.confirmed(order_id);
             Ok(Some(Confirmation::Confirmed))
         }
         Err(e) => {
@@ -564,7 +562,7 @@ pub fn owned_order<T>(
 pub const BEING_CONFIRMED: &str = "Being confirmed";
 
 fn unknown_order(st: &SysConfig, session: Option<Session>) -> PageError {
-    PageError::NotFound(session, st.labels.text(&st.codes, st.codes.unknown))
+    PageError::NotFound(session.map(Box::new), st.labels.text(&st.codes, st.codes.unknown))
 }
 
 async fn order_page<T: Transport>(

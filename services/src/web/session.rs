@@ -164,10 +164,10 @@ pub struct Session {
     pub recent: Vec<OrderId>,
     /// When the session began (epoch ms): it lasts [`SESSION_MAX_AGE`] from then.
     pub issued_ms: i64,
-    /// The order this session was told is being confirmed (the produce may or may not have
-    /// written it): exactly what to send again to confirm it. Signed like the rest, so a
-    /// confirmation sends what was first sent and nothing a client chose.
-    pub unconfirmed: Option<Box<Unconfirmed>>,
+    /// The orders this session was told are being confirmed (the produce may or may not have
+    /// written them), among the recent ones: exactly what to send again to confirm each. Signed
+    /// like the rest, so a confirmation sends what was first sent and nothing a client chose.
+    pub unconfirmed: Vec<Unconfirmed>,
 }
 
 /// An order being confirmed: its id, the time its event carries, and the customer's choices.
@@ -221,8 +221,8 @@ struct Payload {
     c: String,
     r: Vec<OrderId>,
     t: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    p: Option<Box<Unconfirmed>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    p: Vec<Unconfirmed>,
 }
 
 const PAYLOAD_VERSION: u8 = 1;
@@ -235,7 +235,7 @@ impl Session {
             csrf: random_token(),
             recent: Vec::new(),
             issued_ms: now_ms(),
-            unconfirmed: None,
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -246,7 +246,7 @@ impl Session {
             csrf: random_token(),
             recent: Vec::new(),
             issued_ms: now_ms(),
-            unconfirmed: None,
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -256,25 +256,27 @@ impl Session {
         self.recent.insert(0, order_id.clone());
         self.recent.truncate(RECENT_ORDERS);
         // An order being confirmed is one of the recent ones, or forgotten with them.
-        if let Some(u) = &self.unconfirmed {
-            if !self.recent.contains(&u.order_id) {
-                self.unconfirmed = None;
-            }
-        }
+        let recent = &self.recent;
+        self.unconfirmed.retain(|u| recent.contains(&u.order_id));
     }
 
     /// Remembers an order answered "being confirmed" (it is among the recent ones too, so its page
-    /// works); one at a time: a newer one takes its place.
+    /// works, and forgotten with them).
     pub fn being_confirmed(&mut self, unconfirmed: Unconfirmed) {
-        self.placed(&unconfirmed.order_id);
-        self.unconfirmed = Some(Box::new(unconfirmed));
+        self.unconfirmed.retain(|u| u.order_id != unconfirmed.order_id);
+        self.unconfirmed.push(unconfirmed);
+        let id = self.unconfirmed.last().expect("pushed").order_id.clone();
+        self.placed(&id);
     }
 
-    /// The order `order_id` if it is the one this session is confirming.
+    /// The order `order_id` if this session is confirming it.
     pub fn confirming(&self, order_id: &str) -> Option<&Unconfirmed> {
-        self.unconfirmed
-            .as_deref()
-            .filter(|u| u.order_id.as_str() == order_id)
+        self.unconfirmed.iter().find(|u| u.order_id.as_str() == order_id)
+    }
+
+    /// Forgets that `order_id` is being confirmed (it is confirmed).
+    pub fn confirmed(&mut self, order_id: &str) {
+        self.unconfirmed.retain(|u| u.order_id.as_str() != order_id);
     }
 
     /// Whether `token` is this session's CSRF token (constant time).
@@ -317,7 +319,8 @@ impl Session {
             && p.c.len() == 32
             && p.c.bytes().all(|b| b.is_ascii_hexdigit())
             && p.r.len() <= RECENT_ORDERS
-            && p.p.as_ref().is_none_or(|u| p.r.contains(&u.order_id))
+            && p.p.iter().all(|u| p.r.contains(&u.order_id))
+            && p.p.len() <= RECENT_ORDERS
             && p.u
                 .as_deref()
                 .is_none_or(|u| crate::domain::valid_username(u).as_deref() == Ok(u));
@@ -413,14 +416,26 @@ mod tests {
         s.being_confirmed(Unconfirmed::of(&id, 1_700_000_000_000, &req));
         let back = Session::decode(&s.encode(&key), &key).expect("a valid session");
         let u = back.confirming(id.as_str()).expect("still being confirmed");
-        assert_eq!((u.request("alice"), u.ordered_at_ms), (req, 1_700_000_000_000));
+        assert_eq!(
+            (u.request("alice"), u.ordered_at_ms),
+            (req.clone(), 1_700_000_000_000)
+        );
         assert!(back.confirming("00000001").is_none());
+        // A second one does not push the first out: each is confirmed on its own.
+        let mut two = back.clone();
+        let other = OrderId::from_u32(0x5678);
+        two.being_confirmed(Unconfirmed::of(&other, 1_700_000_001_000, &req));
+        let two = Session::decode(&two.encode(&key), &key).expect("a valid session");
+        assert!(two.confirming(id.as_str()).is_some() && two.confirming(other.as_str()).is_some());
+        let mut one = two.clone();
+        one.confirmed(id.as_str());
+        assert!(one.confirming(id.as_str()).is_none() && one.confirming(other.as_str()).is_some());
         // Five newer orders push it out of the recent ones: it is forgotten with them.
         let mut s = back;
         for n in 0..RECENT_ORDERS as u32 {
             s.placed(&OrderId::from_u32(n));
         }
-        assert!(s.unconfirmed.is_none());
+        assert!(s.unconfirmed.is_empty());
         assert!(Session::decode(&s.encode(&key), &key).is_some());
     }
 

@@ -144,6 +144,12 @@ impl App {
         (cookie, csrf_of(&menu.body))
     }
 
+    /// Places the `GOOD` order through the form.
+    async fn order(&self, cookie: &str, csrf: &str) -> Reply {
+        let form = format!("csrf={csrf}&{GOOD}");
+        self.send("POST", "/orders", Some(cookie), Some(&form)).await
+    }
+
     async fn produced(&self) -> i64 {
         crate::common::records_on(&self.transport, "pizza-ordered").await
     }
@@ -174,14 +180,7 @@ async fn log_in_order_and_see_the_order() {
     let (cookie, csrf) = app.login("  alice ").await;
     let menu = app.send("GET", "/menu", Some(&cookie), None).await;
     assert!(menu.body.contains("Logged in as <b>alice</b>"));
-    let r = app
-        .send(
-            "POST",
-            "/orders",
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&{GOOD}")),
-        )
-        .await;
+    let r = app.order(&cookie, &csrf).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let to = r.location.unwrap();
     let order_id = to.strip_prefix("/orders/").unwrap().to_owned();
@@ -424,18 +423,12 @@ async fn when_the_order_cannot_be_made_durable_the_customer_is_told_so() {
     // the 15 s request timeout); here a user's [kafka] setting shortens it to keep the test quick.
     let default_ms: u128 = pizza::transport::kafka::MESSAGE_TIMEOUT_MS.parse().unwrap();
     assert!(default_ms < pizza::web::REQUEST_TIMEOUT.as_millis());
+    assert!(pizza::command::PLACE_WITHIN < pizza::web::REQUEST_TIMEOUT);
     let mut props = KafkaProps::bootstrap("127.0.0.1:1");
     props.0.push(("message.timeout.ms".into(), "1500".into()));
     let app = app_on(Some(props));
     let (cookie, csrf) = app.login("dave").await;
-    let r = app
-        .send(
-            "POST",
-            "/orders",
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&{GOOD}")),
-        )
-        .await;
+    let r = app.order(&cookie, &csrf).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert!(
         r.body.contains("could not be recorded. Nothing was ordered"),
@@ -454,13 +447,12 @@ async fn when_the_order_cannot_be_made_durable_the_customer_is_told_so() {
 async fn an_order_that_may_have_been_written_is_being_confirmed_never_not_placed() {
     let app = app_with(None, &[("message.timeout.ms", "1500")]);
     let (cookie, csrf) = app.login("erin").await;
-    let form = format!("csrf={csrf}&{GOOD}");
     // A first order connects the producer: a record still queued when it gives up was never sent,
     // and that one is truly "not placed".
-    let r = app.send("POST", "/orders", Some(&cookie), Some(&form)).await;
+    let r = app.order(&cookie, &csrf).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     app.broker.answer_late(Duration::from_secs(3)).unwrap();
-    let r = app.send("POST", "/orders", Some(&cookie), Some(&form)).await;
+    let r = app.order(&cookie, &csrf).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let page_uri = r.location.expect("the order's page");
     let cookie = r.cookie.expect("the order is remembered");
@@ -516,14 +508,7 @@ async fn the_json_api_answers_202_while_an_order_is_being_confirmed() {
     let app = app_with(None, &[("message.timeout.ms", "1500")]);
     let (cookie, csrf) = app.login("frank").await;
     // Connect the producer first (see above).
-    let r = app
-        .send(
-            "POST",
-            "/orders",
-            Some(&cookie),
-            Some(&format!("csrf={csrf}&{GOOD}")),
-        )
-        .await;
+    let r = app.order(&cookie, &csrf).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     app.broker.answer_late(Duration::from_secs(3)).unwrap();
     let order = r#"{"sauce":"Tomato","cheese":"Gouda","main_topping":"Pork"}"#;
