@@ -144,29 +144,45 @@ pub async fn seam() {
 #[inline(always)]
 pub async fn disk_io() {}
 
+/// What the simulation set a node's disk to do: (milliseconds each access takes, thousandths of
+/// accesses that find the database busy).
+#[cfg(madsim)]
+type DiskFaults = std::collections::BTreeMap<tokio::madsim::task::NodeId, (u64, u64)>;
+
 #[cfg(madsim)]
 thread_local! {
-    static DISK_MS: std::cell::RefCell<std::collections::BTreeMap<tokio::madsim::task::NodeId, u64>> =
-        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+    static DISKS: std::cell::RefCell<DiskFaults> = const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Changes simulated node `node`'s disk faults with `f`, forgetting the node when none is left.
+#[cfg(madsim)]
+fn set_disk(node: tokio::madsim::task::NodeId, f: impl FnOnce(&mut (u64, u64))) {
+    DISKS.with(|d| {
+        let mut d = d.borrow_mut();
+        let faults = d.entry(node).or_default();
+        f(faults);
+        if *faults == (0, 0) {
+            d.remove(&node);
+        }
+    });
+}
+
+/// The disk faults of the node running now.
+#[cfg(madsim)]
+fn disk() -> (u64, u64) {
+    let node = tokio::madsim::plugin::node();
+    DISKS.with(|d| d.borrow().get(&node).copied().unwrap_or_default())
 }
 
 /// Sets (0: clears) how long each store access takes on simulated node `node`, in milliseconds.
 #[cfg(madsim)]
 pub fn set_disk_latency(node: tokio::madsim::task::NodeId, ms: u64) {
-    DISK_MS.with(|d| {
-        let mut d = d.borrow_mut();
-        if ms == 0 {
-            d.remove(&node);
-        } else {
-            d.insert(node, ms);
-        }
-    });
+    set_disk(node, |d| d.0 = ms);
 }
 
 #[cfg(madsim)]
 pub async fn disk_io() {
-    let node = tokio::madsim::plugin::node();
-    let ms = DISK_MS.with(|d| d.borrow().get(&node).copied().unwrap_or(0));
+    let (ms, _) = disk();
     if ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
@@ -182,29 +198,15 @@ pub fn disk_busy() -> bool {
     false
 }
 
-#[cfg(madsim)]
-thread_local! {
-    static DISK_BUSY: std::cell::RefCell<std::collections::BTreeMap<tokio::madsim::task::NodeId, u64>> =
-        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
-}
-
 /// Sets (0: clears) the chance, in thousandths, that a store access of node `node` is busy.
 #[cfg(madsim)]
 pub fn set_disk_busy(node: tokio::madsim::task::NodeId, per_mille: u64) {
-    DISK_BUSY.with(|d| {
-        let mut d = d.borrow_mut();
-        if per_mille == 0 {
-            d.remove(&node);
-        } else {
-            d.insert(node, per_mille);
-        }
-    });
+    set_disk(node, |d| d.1 = per_mille);
 }
 
 #[cfg(madsim)]
 pub fn disk_busy() -> bool {
-    let node = tokio::madsim::plugin::node();
-    let chance = DISK_BUSY.with(|d| d.borrow().get(&node).copied().unwrap_or(0));
+    let (_, chance) = disk();
     chance > 0 && tokio::madsim::rand::random::<u64>() % 1000 < chance
 }
 
@@ -319,8 +321,7 @@ mod sim {
     /// stores opened).
     pub fn take() -> Hits {
         STORES.with(|s| s.borrow_mut().clear());
-        super::DISK_MS.with(|d| d.borrow_mut().clear());
-        super::DISK_BUSY.with(|d| d.borrow_mut().clear());
+        super::DISKS.with(|d| d.borrow_mut().clear());
         HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
     }
 }
