@@ -7,7 +7,7 @@
 //! fetches ahead in the background, heartbeats every second, rejoins when its session expired, and
 //! commits what is marked done every second and on close.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 use pizza::clock::now_ms;
+use pizza::transport::offsets::{MemberOffsets, COMMIT_EVERY};
 use pizza::transport::{Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -34,7 +35,6 @@ const PRODUCE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the producer waits before sending a refused record again (librdkafka's retry.backoff.ms).
 const REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Records fetched ahead of the worker (librdkafka's queued.min.messages, scaled down).
 const PREFETCH: usize = 256;
 
@@ -351,14 +351,13 @@ impl Transport for SimTransport {
             member,
             generation: 0,
         }));
-        let marks = Arc::new(Mutex::new(BTreeMap::new()));
-        let assigned: Assigned = Arc::new(Mutex::new(BTreeSet::new()));
+        let offsets: Offsets = Arc::new(Mutex::new(MemberOffsets::default()));
         let (tx, rx) = mpsc::channel(PREFETCH);
         let fetcher = tokio::spawn(fetch_loop(
             self.clone(),
             group.to_owned(),
             topics,
-            (state.clone(), assigned.clone()),
+            (state.clone(), offsets.clone()),
             tx,
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(self.clone(), group.to_owned(), state.clone()));
@@ -366,15 +365,14 @@ impl Transport for SimTransport {
             self.clone(),
             group.to_owned(),
             state.clone(),
-            marks.clone(),
+            offsets.clone(),
         ));
         Ok(SimSubscription {
             transport: self.clone(),
             group: group.to_owned(),
             rx,
             state,
-            assigned,
-            marks,
+            offsets,
             tasks: vec![fetcher, heartbeat, committer],
         })
     }
@@ -418,14 +416,15 @@ struct MemberState {
     generation: u64,
 }
 
-/// The partitions the member was last told it owns.
-type Assigned = Arc<Mutex<BTreeSet<(String, i32)>>>;
+/// The member's at-least-once bookkeeping (`pizza::transport::offsets`, as rdkafka's transport
+/// keeps it).
+type Offsets = Arc<Mutex<MemberOffsets>>;
 
 async fn fetch_loop(
     t: SimTransport,
     group: String,
     topics: Vec<String>,
-    (state, assigned): (Arc<Mutex<MemberState>>, Assigned),
+    (state, offsets): (Arc<Mutex<MemberState>>, Offsets),
     tx: mpsc::Sender<Result<Record, TransportError>>,
 ) {
     // The consumer's own position: the generation it reads in and the next offset per partition.
@@ -456,7 +455,7 @@ async fn fetch_loop(
                     generation = g;
                 }
                 state.lock().expect("state").generation = g;
-                *assigned.lock().expect("assigned") = owned.into_iter().collect();
+                offsets.lock().expect("offsets").own_exactly(owned);
                 for r in records.into_iter().map(FetchedRecord::into_record) {
                     positions.insert((r.topic.clone(), r.partition), r.offset + 1);
                     if tx.send(Ok(r)).await.is_err() {
@@ -466,7 +465,7 @@ async fn fetch_loop(
             }
             Some(Response::Fetched(Fetched::Gone, _)) => {
                 reported = false;
-                assigned.lock().expect("assigned").clear();
+                offsets.lock().expect("offsets").own_exactly([]);
                 // The session expired (a pause, a clog): join again as a new member.
                 if let Ok(m) = join(&t, &group, &topics).await {
                     *state.lock().expect("state") = MemberState {
@@ -506,16 +505,9 @@ async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberS
     }
 }
 
-type Marks = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
-
-async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, marks: &Marks) {
-    let offsets: Vec<(String, i32, i64)> = marks
-        .lock()
-        .expect("marks")
-        .iter()
-        .map(|((topic, p), o)| (topic.clone(), *p, *o))
-        .collect();
-    if offsets.is_empty() {
+async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, offsets: &Offsets) {
+    let due = offsets.lock().expect("offsets").due();
+    if due.is_empty() {
         return;
     }
     let (member, generation) = {
@@ -526,17 +518,19 @@ async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, marks
         group: group.to_owned(),
         member,
         generation,
-        offsets,
+        offsets: due.clone(),
     };
-    if let Some(Response::Committed(Err(e))) = t.call(req, RPC_TIMEOUT).await {
-        tracing::debug!(group, error = %e, "commit refused");
+    match t.call(req, RPC_TIMEOUT).await {
+        Some(Response::Committed(Ok(_))) => offsets.lock().expect("offsets").committed(&due),
+        Some(Response::Committed(Err(e))) => tracing::debug!(group, error = %e, "commit refused"),
+        _ => {}
     }
 }
 
-async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>, marks: Marks) {
+async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>, offsets: Offsets) {
     loop {
         tokio::time::sleep(COMMIT_EVERY).await;
-        commit(&t, &group, &state, &marks).await;
+        commit(&t, &group, &state, &offsets).await;
     }
 }
 
@@ -546,8 +540,7 @@ pub struct SimSubscription {
     group: String,
     rx: mpsc::Receiver<Result<Record, TransportError>>,
     state: Arc<Mutex<MemberState>>,
-    assigned: Assigned,
-    marks: Marks,
+    offsets: Offsets,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -570,10 +563,10 @@ impl Subscription for SimSubscription {
             // Fetched before a rebalance took its partition away: dropped, as librdkafka drops
             // what it fetched for a revoked partition (the new owner reads it from the commit).
             let owned = self
-                .assigned
+                .offsets
                 .lock()
-                .expect("assigned")
-                .contains(&(rec.topic.clone(), rec.partition));
+                .expect("offsets")
+                .owns(&rec.topic, rec.partition);
             if owned {
                 return Ok(rec);
             }
@@ -585,29 +578,17 @@ impl Subscription for SimSubscription {
     }
 
     fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {
-        // librdkafka refuses to store an offset of a partition not assigned (`_STATE`).
-        let owned = self
-            .assigned
+        self.offsets
             .lock()
-            .expect("assigned")
-            .contains(&(topic.to_owned(), partition));
-        if !owned {
-            return Err(TransportError::retriable(format!(
-                "{topic}/{partition} is not assigned to this member: offset not stored"
-            )));
-        }
-        self.marks
-            .lock()
-            .expect("marks")
-            .insert((topic.to_owned(), partition), next_offset);
-        Ok(())
+            .expect("offsets")
+            .mark(topic, partition, next_offset)
     }
 
     async fn close(mut self) -> Result<(), TransportError> {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        commit(&self.transport, &self.group, &self.state, &self.marks).await;
+        commit(&self.transport, &self.group, &self.state, &self.offsets).await;
         let member = self.state.lock().expect("state").member;
         let req = Request::Leave {
             group: self.group.clone(),

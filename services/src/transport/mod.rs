@@ -4,6 +4,7 @@
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod offsets;
 
 use std::future::Future;
 use std::time::Duration;

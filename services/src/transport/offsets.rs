@@ -1,0 +1,118 @@
+//! A consumer-group member's at-least-once bookkeeping, the same for both transports (rdkafka's
+//! and the simulation's): which partitions it owns, the offset marked done per partition (the next
+//! to read after a restart), and what the group has committed. The transports only carry it out:
+//! commit what is [`MemberOffsets::due`] every [`COMMIT_EVERY`], on a partition's revocation and
+//! on close; drop records of partitions not owned; refuse to mark one not owned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::TransportError;
+
+/// How often a member commits what was marked done.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(500);
+
+type Partition = (String, i32);
+
+/// See the module.
+#[derive(Debug, Default)]
+pub struct MemberOffsets {
+    owned: BTreeSet<Partition>,
+    marked: BTreeMap<Partition, i64>,
+    committed: BTreeMap<Partition, i64>,
+}
+
+impl MemberOffsets {
+    /// The member now owns exactly `parts` (an assignment read whole, as each fetch tells the
+    /// simulated consumer, which learns of a revocation only after it). The marks of partitions
+    /// it no longer owns are kept, not due: when a partition comes back, what this member finished
+    /// of it is committed then (its records below the mark were finished, whoever reads on).
+    pub fn own_exactly(&mut self, parts: impl IntoIterator<Item = Partition>) {
+        self.owned = parts.into_iter().collect();
+    }
+
+    /// The member was assigned `parts` (an incremental assignment).
+    pub fn assign(&mut self, parts: impl IntoIterator<Item = Partition>) {
+        self.owned.extend(parts);
+    }
+
+    /// `parts` are taken away: returns what is still to commit for them (commit it before the
+    /// partitions go), and forgets their marks.
+    pub fn revoke(&mut self, parts: &[Partition]) -> Vec<(String, i32, i64)> {
+        let due: Vec<_> = self
+            .due()
+            .into_iter()
+            .filter(|(t, p, _)| parts.iter().any(|(pt, pp)| pt == t && pp == p))
+            .collect();
+        for k in parts {
+            self.owned.remove(k);
+            self.marked.remove(k);
+        }
+        due
+    }
+
+    /// Whether the member owns `topic`/`partition`: a record of one it does not own is dropped.
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned.contains(&(topic.to_owned(), partition))
+    }
+
+    /// Marks every record of `topic`/`partition` before `next` done; refused for a partition the
+    /// member does not own (as librdkafka refuses to store its offset).
+    pub fn mark(&mut self, topic: &str, partition: i32, next: i64) -> Result<(), TransportError> {
+        let k = (topic.to_owned(), partition);
+        if !self.owned.contains(&k) {
+            return Err(TransportError::retriable(format!(
+                "{topic}/{partition} is not assigned to this member: offset not stored"
+            )));
+        }
+        self.marked.insert(k, next);
+        Ok(())
+    }
+
+    /// The marks of owned partitions that are ahead of what was committed.
+    pub fn due(&self) -> Vec<(String, i32, i64)> {
+        self.marked
+            .iter()
+            .filter(|(k, m)| self.owned.contains(*k) && self.committed.get(*k) != Some(*m))
+            .map(|((t, p), m)| (t.clone(), *p, *m))
+            .collect()
+    }
+
+    /// `offsets` were committed.
+    pub fn committed(&mut self, offsets: &[(String, i32, i64)]) {
+        for (t, p, o) in offsets {
+            self.committed.insert((t.clone(), *p), *o);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(p: i32) -> Partition {
+        ("t".to_owned(), p)
+    }
+
+    #[test]
+    fn marks_of_owned_partitions_are_due_until_committed() {
+        let mut m = MemberOffsets::default();
+        assert!(m.mark("t", 0, 5).is_err(), "not owned yet");
+        m.assign([part(0), part(1)]);
+        m.mark("t", 0, 5).unwrap();
+        m.mark("t", 1, 3).unwrap();
+        assert_eq!(m.due(), [("t".into(), 0, 5), ("t".into(), 1, 3)]);
+        m.committed(&[("t".into(), 0, 5)]);
+        assert_eq!(m.due(), [("t".into(), 1, 3)]);
+        // Revoked: what is due for it comes back to be committed first, then it is gone.
+        assert_eq!(m.revoke(&[part(1)]), [("t".into(), 1, 3)]);
+        assert!(m.due().is_empty() && !m.owns("t", 1) && m.owns("t", 0));
+        assert!(m.mark("t", 1, 4).is_err());
+        // A whole new assignment keeps the marks of what it no longer holds, due when it is back.
+        m.mark("t", 0, 9).unwrap();
+        m.own_exactly([part(2)]);
+        assert!(m.due().is_empty());
+        m.own_exactly([part(0), part(2)]);
+        assert_eq!(m.due(), [("t".into(), 0, 9)]);
+    }
+}
