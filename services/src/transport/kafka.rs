@@ -1,19 +1,22 @@
-//! The Kafka transport on rdkafka (librdkafka), at least once as rust-rdkafka's `at_least_once`
-//! example does it: offsets are stored by hand (`enable.auto.offset.store=false`) only once the
-//! record is done, and auto-commit commits what is stored.
+//! The Kafka transport on rdkafka (librdkafka). At least once through the bookkeeping both
+//! transports share (`offsets::MemberOffsets`): a record's offset is marked only once it is done,
+//! and what is marked is committed every 500 ms, before a revocation, and on close; a mark of a
+//! partition not owned is refused. What stays here is the adapter to librdkafka.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::offsets::{MemberOffsets, COMMIT_EVERY};
 use super::{header_from_raw, Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use crate::config::KafkaProps;
 
@@ -305,12 +308,13 @@ impl Transport for KafkaTransport {
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<KafkaSubscription, TransportError> {
-        let consumer: StreamConsumer = self
+        let offsets: Offsets = Arc::new(Mutex::new(MemberOffsets::default()));
+        // Commits are ours (`offsets::MemberOffsets`, the same bookkeeping as the simulation's
+        // consumer): every COMMIT_EVERY, on a revocation, and on close.
+        let consumer: StreamConsumer<AtLeastOnce> = self
             .client_config()
             .set("group.id", group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "500")
-            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             // Brokers that hold a fetch for the whole wait (the mock cluster and tansu do) add it to
@@ -320,10 +324,18 @@ impl Transport for KafkaTransport {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("allow.auto.create.topics", "false")
-            .create()
+            .create_with_context(AtLeastOnce {
+                offsets: offsets.clone(),
+            })
             .map_err(classify)?;
         consumer.subscribe(topics).map_err(classify)?;
-        Ok(KafkaSubscription { consumer })
+        let consumer = Arc::new(consumer);
+        let committer = tokio::spawn(commit_loop(consumer.clone(), offsets.clone()));
+        Ok(KafkaSubscription {
+            consumer,
+            offsets,
+            committer,
+        })
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, TransportError> {
@@ -355,9 +367,95 @@ impl Transport for KafkaTransport {
     }
 }
 
+type Offsets = Arc<Mutex<MemberOffsets>>;
+
+/// The consumer's context: carries out the shared bookkeeping on librdkafka's callbacks. Before
+/// partitions are revoked, what is due for them is committed (synchronously, as librdkafka
+/// requires inside the callback); after an assignment the partitions are owned; a commit that
+/// succeeded is recorded.
+pub struct AtLeastOnce {
+    offsets: Offsets,
+}
+
+impl ClientContext for AtLeastOnce {}
+
+impl ConsumerContext for AtLeastOnce {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let due = lock(&self.offsets).revoke(&partitions_of(tpl));
+            if let Some(list) = list_of(&due) {
+                match base.commit(&list, CommitMode::Sync) {
+                    Ok(()) => lock(&self.offsets).committed(&due),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "commit on revocation failed: those records come again")
+                    }
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            lock(&self.offsets).assign(partitions_of(tpl));
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if result.is_ok() {
+            let done: Vec<(String, i32, i64)> = offsets
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
+                    _ => None,
+                })
+                .collect();
+            lock(&self.offsets).committed(&done);
+        }
+    }
+}
+
+fn lock(offsets: &Offsets) -> std::sync::MutexGuard<'_, MemberOffsets> {
+    offsets.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// The offsets to commit as librdkafka's list; `None` when there are none.
+fn list_of(due: &[(String, i32, i64)]) -> Option<TopicPartitionList> {
+    if due.is_empty() {
+        return None;
+    }
+    let mut tpl = TopicPartitionList::with_capacity(due.len());
+    for (t, p, o) in due {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o)).ok()?;
+    }
+    Some(tpl)
+}
+
+/// Commits what is due every COMMIT_EVERY (asynchronously: the commit callback records it).
+async fn commit_loop(consumer: Arc<StreamConsumer<AtLeastOnce>>, offsets: Offsets) {
+    loop {
+        tokio::time::sleep(COMMIT_EVERY).await;
+        let due = lock(&offsets).due();
+        if let Some(list) = list_of(&due) {
+            if let Err(e) = consumer.commit(&list, CommitMode::Async) {
+                tracing::warn!(error = %e, "commit failed; the next one carries it");
+            }
+        }
+    }
+}
+
 /// A consumer group member on librdkafka's `StreamConsumer`.
 pub struct KafkaSubscription {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer<AtLeastOnce>>,
+    offsets: Offsets,
+    committer: tokio::task::JoinHandle<()>,
 }
 
 impl Subscription for KafkaSubscription {
@@ -376,20 +474,18 @@ impl Subscription for KafkaSubscription {
     }
 
     fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {
-        let mut tpl = TopicPartitionList::with_capacity(1);
-        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))
-            .map_err(classify)?;
-        // rd_kafka_offsets_store stores the offset as given: the next one to read.
-        self.consumer.store_offsets(&tpl).map_err(classify)
+        lock(&self.offsets).mark(topic, partition, next_offset)
     }
 
     async fn close(self) -> Result<(), TransportError> {
-        let consumer = self.consumer;
+        self.committer.abort();
+        let _ = self.committer.await;
+        let (consumer, offsets) = (self.consumer, self.offsets);
         let closing = tokio::task::spawn_blocking(move || {
-            let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
-                // Nothing stored since the last commit.
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-                other => other.map_err(classify),
+            let due = lock(&offsets).due();
+            let committed = match list_of(&due) {
+                Some(list) => consumer.commit(&list, CommitMode::Sync).map_err(classify),
+                None => Ok(()),
             };
             consumer.unsubscribe();
             // Dropping the consumer closes it: librdkafka leaves the group.
