@@ -115,6 +115,14 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+impl Fault {
+    /// When it is in force (epoch ms) in a run that started at `start_ms`.
+    pub fn window(&self, start_ms: i64) -> (i64, i64) {
+        let from = start_ms + self.at.as_millis() as i64;
+        (from, from + self.kind.lasting().as_millis() as i64)
+    }
+}
+
 /// What a fault does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultKind {
@@ -665,22 +673,12 @@ fn parse_skew(w: &[&str]) -> Result<(String, i64, i64), String> {
 /// `duplicate <rate>` and `leader-change`, each `for <duration>`; `power-loss <service> for
 /// <duration> losing <duration>`; `slow disk <service> <delay> for <duration>`.
 fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
-    let for_ = |rest: &[&str]| -> Result<Duration, String> {
-        match rest {
-            ["for", d] => parse_duration(d),
-            ["for", _, extra, ..] => Err(format!("unexpected `{extra}`")),
-            _ => Err("expected `for <duration>`".into()),
-        }
-    };
     match w {
         ["hold", topic, "from", svc, rest @ ..] => {
-            let FaultKind::RefuseWrites { topic, lasting } = refuse_writes(topic, for_(rest)?)? else {
-                unreachable!("refuse_writes makes RefuseWrites")
-            };
             Ok(FaultKind::Hold {
-                topic,
+                topic: known_topic(topic)?,
                 service: parse_service(svc)?,
-                lasting,
+                lasting: for_exactly(rest)?,
             })
         }
         ["cut", node, dir, rest @ ..] => {
@@ -696,11 +694,14 @@ fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
             Ok(FaultKind::Cut {
                 node: (*node).to_owned(),
                 direction,
-                down: for_(rest)?,
+                down: for_exactly(rest)?,
             })
         }
-        ["leader-change", rest @ ..] => Ok(FaultKind::LeaderChange { down: for_(rest)? }),
-        ["refuse-writes", topic, rest @ ..] => refuse_writes(topic, for_(rest)?),
+        ["leader-change", rest @ ..] => Ok(FaultKind::LeaderChange { down: for_exactly(rest)? }),
+        ["refuse-writes", topic, rest @ ..] => Ok(FaultKind::RefuseWrites {
+            topic: known_topic(topic)?,
+            lasting: for_exactly(rest)?,
+        }),
         ["power-loss" | "max-bytes", ..] | ["slow" | "busy", "disk", ..] => parse_disk_fault(w),
         ["duplicate", rate, rest @ ..] => {
             let rate: f64 = number("duplicate", rate)?;
@@ -709,7 +710,7 @@ fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
             }
             Ok(FaultKind::Duplicate {
                 rate,
-                lasting: for_(rest)?,
+                lasting: for_exactly(rest)?,
             })
         }
         _ => Err("expected `hold <topic> from <service>`, `cut <node> <in|out|both>` or `duplicate <rate>`, then `for <duration>`".into()),
@@ -720,12 +721,6 @@ fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
 /// <duration>`, `busy disk <service> <chance> for <duration>` and `max-bytes <topic> <bytes> for
 /// <duration>`.
 fn parse_disk_fault(w: &[&str]) -> Result<FaultKind, String> {
-    let for_ = |rest: &[&str]| -> Result<Duration, String> {
-        match rest {
-            ["for", d] => parse_duration(d),
-            _ => Err("expected `for <duration>`".into()),
-        }
-    };
     match w {
         ["power-loss", svc, "for", down, "losing", lost] => Ok(FaultKind::PowerLoss {
             service: parse_service(svc)?,
@@ -744,16 +739,11 @@ fn parse_disk_fault(w: &[&str]) -> Result<FaultKind, String> {
                 lasting: parse_duration(lasting)?,
             })
         }
-        ["max-bytes", topic, bytes, rest @ ..] => {
-            let FaultKind::RefuseWrites { topic, lasting } = refuse_writes(topic, for_(rest)?)? else {
-                unreachable!("refuse_writes makes RefuseWrites")
-            };
-            Ok(FaultKind::MaxBytes {
-                topic,
-                bytes: number("max-bytes", bytes)?,
-                lasting,
-            })
-        }
+        ["max-bytes", topic, bytes, rest @ ..] => Ok(FaultKind::MaxBytes {
+            topic: known_topic(topic)?,
+            bytes: number("max-bytes", bytes)?,
+            lasting: for_exactly(rest)?,
+        }),
         ["slow", "disk", svc, delay, "for", lasting] => Ok(FaultKind::SlowDisk {
             service: parse_service(svc)?,
             delay: parse_duration(delay)?,
@@ -763,18 +753,23 @@ fn parse_disk_fault(w: &[&str]) -> Result<FaultKind, String> {
     }
 }
 
-fn refuse_writes(topic: &str, lasting: Duration) -> Result<FaultKind, String> {
-    let topics = SysConfig::default().topics;
-    if !topics.all().contains(&topic) {
-        return Err(format!(
-            "refuse-writes: unknown topic `{topic}` ({})",
-            topics.all().join(", ")
-        ));
+/// `for <duration>` and nothing after it.
+fn for_exactly(rest: &[&str]) -> Result<Duration, String> {
+    match rest {
+        ["for", d] => parse_duration(d),
+        ["for", _, extra, ..] => Err(format!("unexpected `{extra}`")),
+        _ => Err("expected `for <duration>`".into()),
     }
-    Ok(FaultKind::RefuseWrites {
-        topic: topic.to_owned(),
-        lasting,
-    })
+}
+
+/// `topic` if it is one of the shop's.
+fn known_topic(topic: &str) -> Result<String, String> {
+    let topics = SysConfig::default().topics;
+    if topics.all().contains(&topic) {
+        Ok(topic.to_owned())
+    } else {
+        Err(format!("unknown topic `{topic}` ({})", topics.all().join(", ")))
+    }
 }
 
 /// One of the faults issue 13 added, drawn for a swarm run. Outages run up to three minutes:

@@ -6,7 +6,7 @@
 #![cfg(madsim)]
 
 use pizza::mutants::Mutant;
-use pizza_sim::harness::{check_determinism, run, Outcome, RunOptions, REQUIRED_PROBES};
+use pizza_sim::harness::{check_determinism, required_probes, run, Outcome, RunOptions};
 use pizza_sim::scenario::Scenario;
 
 fn scenario(name: &str) -> Scenario {
@@ -223,9 +223,8 @@ fn required_probes_fire() {
         assert!(o.passed(), "{o}");
         fired.extend(o.probes.iter().filter(|(_, n)| **n > 0).map(|(p, _)| *p));
     }
-    let missing: Vec<&str> = REQUIRED_PROBES
-        .iter()
-        .filter(|p| !fired.contains(*p))
+    let missing: Vec<&str> = required_probes()
+        .filter(|p| !fired.contains(p))
         .map(|p| p.name())
         .collect();
     assert!(

@@ -577,10 +577,7 @@ pub(super) fn check_log(
             matches!(&f.kind, crate::scenario::FaultKind::MaxBytes { topic, bytes, .. }
                 if *topic == sys.topics.dlq && *bytes < BARE_NOTE_BYTES)
         })
-        .map(|f| {
-            let from = start + f.at.as_millis() as i64;
-            (from, from + f.kind.lasting().as_millis() as i64)
-        })
+        .map(|f| f.window(start))
         .collect();
     let excused: BTreeSet<(Position, String)> = probes
         .dropped

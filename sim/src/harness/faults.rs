@@ -21,10 +21,7 @@ pub(super) fn impaired_windows(sc: &Scenario, start_ms: i64) -> Vec<(i64, i64)> 
     sc.faults
         .iter()
         .filter(|f| f.kind.impairs_watchdog())
-        .map(|f| {
-            let from = start_ms + f.at.as_millis() as i64;
-            (from, from + f.kind.lasting().as_millis() as i64)
-        })
+        .map(|f| f.window(start_ms))
         .collect()
 }
 
