@@ -72,11 +72,15 @@ pub enum Mutant {
     /// Deliver lets a busy store fail the handler right after a drive: the retry finds no
     /// delivery recorded and drives again.
     BusyStoreRedrives,
+    /// The shared error table takes a produce refused for now (NOT_ENOUGH_REPLICAS: the in-sync
+    /// replicas are short, a leader is moving) as refused for good, so a produce-only outage
+    /// fails records at once instead of retrying them.
+    RefusalIsFinal,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 21] = [
+    pub const ALL: [Mutant; 22] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -98,6 +102,7 @@ impl Mutant {
         Mutant::EmptyViewNotRebuilt,
         Mutant::RefusedMarkForgotten,
         Mutant::BusyStoreRedrives,
+        Mutant::RefusalIsFinal,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -124,6 +129,7 @@ impl Mutant {
             Mutant::EmptyViewNotRebuilt => "empty-view-not-rebuilt",
             Mutant::RefusedMarkForgotten => "refused-mark-forgotten",
             Mutant::BusyStoreRedrives => "busy-store-redrives",
+            Mutant::RefusalIsFinal => "refusal-is-final",
         }
     }
 }

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use pizza::partitioner::partition_for;
+use pizza::transport::errors::ErrorCode;
 use pizza::transport::{header_from_raw, Acked, RawRecord, Record};
 
 use crate::rng::SplitMix64;
@@ -105,6 +106,17 @@ pub enum ProduceError {
         size: usize,
         max: usize,
     },
+}
+
+impl ProduceError {
+    /// The code Kafka answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProduceError::UnknownTopic(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            ProduceError::NotEnoughReplicas(_) => ErrorCode::NOT_ENOUGH_REPLICAS,
+            ProduceError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+        }
+    }
 }
 
 impl std::fmt::Display for ProduceError {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 use pizza::clock::now_ms;
+use pizza::transport::errors::{self, Class, ErrorCode};
 use pizza::transport::offsets::{MemberOffsets, COMMIT_EVERY};
 use pizza::transport::{Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use tokio::sync::{mpsc, Notify};
@@ -287,7 +288,7 @@ impl SimTransport {
 }
 
 fn unreachable_broker(what: &str) -> TransportError {
-    TransportError::retriable(format!("{what}: the broker did not answer"))
+    errors::classify(ErrorCode::TRANSPORT, format!("{what}: the broker did not answer"))
 }
 
 impl SimTransport {
@@ -311,14 +312,21 @@ impl SimTransport {
             };
             match self.call(req, RPC_TIMEOUT).await {
                 Some(Response::Produced(Ok(d))) => return Ok(d),
-                Some(Response::Produced(Err(e @ ProduceError::TooLarge { .. }))) => {
-                    return Err(TransportError::too_large(e.to_string()))
-                }
-                Some(Response::Produced(Err(e @ ProduceError::NotEnoughReplicas(_)))) => {
+                // The broker's code, classed by the table the Kafka transport uses: librdkafka
+                // retries a transient refusal until the message times out, and reports any
+                // other at once.
+                Some(Response::Produced(Err(e))) => {
+                    let code = e.code();
+                    if code.class() != Class::Transient {
+                        return Err(errors::delivery_failed(
+                            code,
+                            may_have_been_written,
+                            e.to_string(),
+                        ));
+                    }
                     refused = Some(e);
                     tokio::time::sleep(REFUSED_BACKOFF).await;
                 }
-                Some(Response::Produced(Err(e))) => return Err(TransportError::fatal(e.to_string())),
                 _ => may_have_been_written = true,
             }
             if tokio::time::Instant::now() >= end {
@@ -329,11 +337,11 @@ impl SimTransport {
             Some(e) => format!("message timed out (last refusal: {e})"),
             None => "message timed out".to_owned(),
         };
-        Err(if may_have_been_written {
-            TransportError::maybe_written(why)
-        } else {
-            TransportError::retriable(why)
-        })
+        Err(errors::delivery_failed(
+            ErrorCode::MSG_TIMED_OUT,
+            may_have_been_written,
+            why,
+        ))
     }
 }
 
@@ -388,7 +396,10 @@ impl Transport for SimTransport {
             .await;
         match rsp {
             Some(Response::EndOffsets(Some(ends))) => Ok(ends),
-            Some(Response::EndOffsets(None)) => Err(TransportError::fatal(format!("unknown topic {topic}"))),
+            Some(Response::EndOffsets(None)) => Err(errors::classify(
+                ErrorCode::UNKNOWN_TOPIC,
+                format!("unknown topic {topic}"),
+            )),
             _ => Err(unreachable_broker("end offsets")),
         }
     }
@@ -416,6 +427,9 @@ struct MemberState {
     generation: u64,
 }
 
+/// A fetched record with the generation it was fetched in.
+type Fetch = (u64, Record);
+
 /// The member's at-least-once bookkeeping (`pizza::transport::offsets`, as rdkafka's transport
 /// keeps it).
 type Offsets = Arc<Mutex<MemberOffsets>>;
@@ -425,7 +439,7 @@ async fn fetch_loop(
     group: String,
     topics: Vec<String>,
     (state, offsets): (Arc<Mutex<MemberState>>, Offsets),
-    tx: mpsc::Sender<Result<Record, TransportError>>,
+    tx: mpsc::Sender<Result<Fetch, TransportError>>,
 ) {
     // The consumer's own position: the generation it reads in and the next offset per partition.
     let mut generation = 0;
@@ -458,7 +472,7 @@ async fn fetch_loop(
                 offsets.lock().expect("offsets").own_exactly(owned);
                 for r in records.into_iter().map(FetchedRecord::into_record) {
                     positions.insert((r.topic.clone(), r.partition), r.offset + 1);
-                    if tx.send(Ok(r)).await.is_err() {
+                    if tx.send(Ok((g, r))).await.is_err() {
                         return;
                     }
                 }
@@ -478,7 +492,10 @@ async fn fetch_loop(
             }
             _ if !reported => {
                 reported = true;
-                let e = TransportError::retriable("broker transport failure: a fetch went unanswered");
+                let e = errors::classify(
+                    ErrorCode::TRANSPORT,
+                    "broker transport failure: a fetch went unanswered",
+                );
                 if tx.send(Err(e)).await.is_err() {
                     return;
                 }
@@ -498,7 +515,9 @@ async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberS
         };
         if let Some(Response::Generation(Some(g))) = t.call(req, RPC_TIMEOUT).await {
             let mut s = state.lock().expect("state");
-            if s.member == member {
+            // Only forward: a late answer must not take the member back to a generation whose
+            // records it already dropped.
+            if s.member == member && g > s.generation {
                 s.generation = g;
             }
         }
@@ -538,7 +557,7 @@ async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberStat
 pub struct SimSubscription {
     transport: SimTransport,
     group: String,
-    rx: mpsc::Receiver<Result<Record, TransportError>>,
+    rx: mpsc::Receiver<Result<Fetch, TransportError>>,
     state: Arc<Mutex<MemberState>>,
     offsets: Offsets,
     tasks: Vec<JoinHandle<()>>,
@@ -555,19 +574,21 @@ impl Drop for SimSubscription {
 impl Subscription for SimSubscription {
     async fn recv(&mut self) -> Result<Record, TransportError> {
         loop {
-            let rec = self
+            let (generation, rec) = self
                 .rx
                 .recv()
                 .await
                 .ok_or_else(|| TransportError::fatal("the fetcher stopped"))??;
-            // Fetched before a rebalance took its partition away: dropped, as librdkafka drops
-            // what it fetched for a revoked partition (the new owner reads it from the commit).
+            // Fetched before a rebalance: dropped, as librdkafka drops what it fetched before
+            // an assignment changed (its version barrier), also when the partition comes back to
+            // this member. The owner, this one or another, reads it again from the commit.
+            let current = self.state.lock().expect("state").generation == generation;
             let owned = self
                 .offsets
                 .lock()
                 .expect("offsets")
                 .owns(&rec.topic, rec.partition);
-            if owned {
+            if current && owned {
                 return Ok(rec);
             }
             pizza::probes::hit(

@@ -5,6 +5,7 @@
 //! orders 1000            # orders the customers place
 //! rate 10                # orders per simulated second
 //! concurrency 256        # records each service handles at once
+//! in-flight 16           # records each service holds received but unfinished (default: its own)
 //! partitions 6
 //! malformed 4            # malformed events the scenario itself produces (they must end in pizza-dlq)
 //! hostile 0.2            # per order placed, the chance of a hostile record beside it (pizza::hostile)
@@ -59,6 +60,10 @@ pub struct Scenario {
     /// Orders per simulated second.
     pub rate: f64,
     pub concurrency: usize,
+    /// Records each service holds received but unfinished (`pizza serve --max-in-flight`); the
+    /// service's default when `None`. A small bound makes the workers stop taking records, so
+    /// fetched records wait in the consumer when a rebalance comes.
+    pub in_flight: Option<usize>,
     pub partitions: i32,
     pub malformed: u32,
     /// Per order placed, the chance that a record from `pizza::hostile`'s catalogue (any kind, any
@@ -89,6 +94,7 @@ impl Default for Scenario {
             orders: 200,
             rate: 10.0,
             concurrency: 256,
+            in_flight: None,
             partitions: 6,
             malformed: 0,
             hostile: 0.0,
@@ -462,6 +468,14 @@ impl Scenario {
                     return Err("concurrency must be 1..=100000".into());
                 }
             }
+            "in-flight" => {
+                let n: usize = number("in-flight", one("in-flight")?)?;
+                // What `pizza serve --max-in-flight` takes.
+                if !(1..=u32::MAX as usize).contains(&n) {
+                    return Err("in-flight must be at least 1".into());
+                }
+                self.in_flight = Some(n);
+            }
             "ovens" => return Err("`ovens` is now `concurrency` (as `pizza serve --concurrency`)".into()),
             "partitions" => {
                 self.partitions = number("partitions", one("partitions")?)?;
@@ -586,6 +600,11 @@ impl Scenario {
                 sc.skews.push((node, offset, drift));
             }
         }
+        // Back-pressure in a quarter of the runs: workers that hold at most 64 records, so
+        // fetched ones queue in the consumer (and a rebalance drops them).
+        if rng.chance(0.25) {
+            sc.in_flight = Some(64);
+        }
         sc.swarm = None;
         sc
     }
@@ -615,6 +634,9 @@ impl Scenario {
         );
         if self.hostile > 0.0 {
             s.push_str(&format!("hostile {}\n", self.hostile));
+        }
+        if let Some(n) = self.in_flight {
+            s.push_str(&format!("in-flight {n}\n"));
         }
         for (node, offset, drift) in &self.skews {
             let sign = if *offset < 0 { "-" } else { "" };
@@ -990,6 +1012,10 @@ mod tests {
         assert!(err("time-scale -1").contains("time scale must be a finite number >= 0"));
         assert!(err("concurrency many").contains("not a valid number"));
         assert!(err("concurrency 0").contains("1..=100000"));
+        assert!(err("in-flight 0").contains("at least 1"));
+        let sc = Scenario::parse("x", "x.scn", "in-flight 64").unwrap();
+        assert_eq!(sc.in_flight, Some(64));
+        assert_eq!(Scenario::parse("x", "x.scn", &sc.to_text()).unwrap(), sc);
         assert!(err("ovens 64").contains("now `concurrency`"));
         assert!(err("at 1s pause bake").contains("for <duration>"));
         assert!(err("at 1s explode").contains("unknown fault"));

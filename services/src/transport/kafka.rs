@@ -10,12 +10,12 @@ use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::errors::{self, ErrorCode};
 use super::offsets::{MemberOffsets, COMMIT_EVERY};
 use super::{header_from_raw, Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
 use crate::config::KafkaProps;
@@ -53,7 +53,10 @@ impl ProducerContext for Deliveries {
                 // SAFETY: the message is librdkafka's, valid for the callback's duration.
                 let status = unsafe { rd::rd_kafka_message_status(m.ptr()) };
                 let sent = status != rd::rd_kafka_msg_status_t::RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
-                Err(delivery_failed(e.clone(), sent))
+                Err(match e.rdkafka_error_code() {
+                    Some(code) => errors::delivery_failed(ErrorCode(code as i32), sent, e.clone()),
+                    None => classify(e.clone()),
+                })
             }
         };
         let _ = tx.send(out);
@@ -124,8 +127,9 @@ impl KafkaTransport {
 const _: () = assert!(std::mem::size_of::<BorrowedHeaders>() == 0);
 
 impl KafkaTransport {
-    /// Produces a record exactly as given: a null key or value, header keys that are not UTF-8.
-    /// For tools and tests that play a hostile producer; the services produce [`OutRecord`]s.
+    /// Produces a record exactly as given: a null key or value, header keys that are not UTF-8
+    /// (what tools and tests that play a hostile producer send). The services' [`OutRecord`]s
+    /// come this way too.
     pub async fn produce_raw(&self, record: &RawRecord) -> Result<Acked, TransportError> {
         let headers = OwnedHeaders::new_with_capacity(record.headers.len());
         // rdkafka's `Header` takes the key as `&str`; librdkafka itself takes any bytes.
@@ -181,21 +185,6 @@ impl KafkaTransport {
     }
 }
 
-/// A failed delivery report. Whether the record may be in the log is librdkafka's word
-/// (`rd_kafka_message_status`, which the rust binding does not wrap): a record that may have
-/// reached a broker is [`TransportError::MaybeWritten`] whatever the error, never "not written".
-/// One that was never sent keeps its class: a refusal no retry changes (too large, unknown topic,
-/// not ours to write) is final, any other is retriable.
-fn delivery_failed(e: KafkaError, may_have_been_sent: bool) -> TransportError {
-    match classify(e) {
-        // Whatever the error's class: a record that may be in the log may be in the log.
-        TransportError::Retriable(cause) | TransportError::Fatal(cause) if may_have_been_sent => {
-            TransportError::MaybeWritten(cause)
-        }
-        other => other,
-    }
-}
-
 /// A consumed record's headers, read as bytes through librdkafka's C API (rdkafka's
 /// `Headers::iter` unwraps the key as UTF-8 and panics on anything else), then decoded by
 /// [`header_from_raw`].
@@ -242,53 +231,16 @@ fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -
     cfg
 }
 
-/// Splits librdkafka's errors into retriable, fatal, and "this record is too large", keeping the
-/// error as the cause.
-///
-/// Where librdkafka hands over its rich error object (transactions), it says itself whether the
-/// error is fatal or retriable, and that answer is taken. A delivery report, a consumer error or
-/// a commit carries a bare error code, and librdkafka exports no table of which codes are
-/// permanent (its own `rd_kafka_err_action` is internal, and by the time a delivery report fails
-/// librdkafka has already retried what it deemed transient). So the refusals that no retry of
-/// ours changes are listed: the client is unusable, the topic does not exist or is not ours to
-/// use, the configuration or a broker policy refuses us, the record will never be taken.
+/// librdkafka's error as the transport's, classed by the table both transports share
+/// ([`errors::ErrorCode::class`]); the error is kept as the cause. An error without a code is a
+/// client that could not be created or configured (final) or a local hiccup (retriable).
 pub fn classify(e: KafkaError) -> TransportError {
-    if let KafkaError::Transaction(rich) = &e {
-        let fatal = rich.is_fatal() || !rich.is_retriable();
-        return if fatal {
+    match e.rdkafka_error_code() {
+        Some(code) => errors::classify(ErrorCode(code as i32), e),
+        None if matches!(e, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..)) => {
             TransportError::fatal(e)
-        } else {
-            TransportError::retriable(e)
-        };
-    }
-    let code = e.rdkafka_error_code();
-    if matches!(
-        code,
-        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
-    ) {
-        return TransportError::too_large(e);
-    }
-    let permanent = matches!(
-        code,
-        Some(
-            RDKafkaErrorCode::Fatal
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::GroupAuthorizationFailed
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-                | RDKafkaErrorCode::InvalidConfig
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::PolicyViolation
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidRequiredAcks
-        )
-    ) || matches!(e, KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..));
-    if permanent {
-        TransportError::fatal(e)
-    } else {
-        TransportError::retriable(e)
+        }
+        None => TransportError::retriable(e),
     }
 }
 
@@ -296,15 +248,8 @@ impl Transport for KafkaTransport {
     type Subscription = KafkaSubscription;
 
     async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        self.send(&record.topic, Some(&record.key), Some(&record.payload), headers)
-            .await
+        // One path to librdkafka for every record, as the simulated transport has.
+        self.produce_raw(&record.into()).await
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<KafkaSubscription, TransportError> {

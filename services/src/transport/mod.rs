@@ -2,6 +2,7 @@
 //! implementation it runs on. Two implement it: Kafka with rdkafka ([`kafka`], production, the demo,
 //! load tests) and the simulated broker in `sim/` (deterministic tests under madsim).
 
+pub mod errors;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod offsets;

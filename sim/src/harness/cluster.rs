@@ -67,14 +67,18 @@ pub(super) fn data_dir(root: &Path, service: ServiceName) -> PathBuf {
 /// The command line of a service node, as `pizza serve SERVICE` would take it: the node runs the
 /// configuration the binary's own option type ([`ServiceOpts`]) makes of it.
 pub(super) fn service_args(sc: &Scenario, root: &Path, service: ServiceName) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--data-dir".into(),
         data_dir(root, service).display().to_string(),
         "--time-scale".into(),
         sc.time_scale.factor().to_string(),
         "--concurrency".into(),
         sc.concurrency.to_string(),
-    ]
+    ];
+    if let Some(n) = sc.in_flight {
+        args.extend(["--max-in-flight".into(), n.to_string()]);
+    }
+    args
 }
 
 /// The broker's state, with every topic of the shop created at the scenario's partitions; its
