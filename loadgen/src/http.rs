@@ -36,13 +36,7 @@ impl Client {
             if res.status() != StatusCode::OK {
                 bail!("login at {} answered {}", c.base, res.status());
             }
-            let cookie = res
-                .headers()
-                .get(header::SET_COOKIE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .context("no session cookie")?
-                .to_owned();
+            let cookie = session_cookie(&res).context("no session cookie")?;
             c.cookies.insert(user, cookie);
         }
         Ok(c)
@@ -65,32 +59,159 @@ impl Client {
         Ok(self.http.request(req.body(Full::new(Bytes::from(body)))?).await?)
     }
 
-    /// Places one order; returns its id.
-    pub async fn place(&self, req: &OrderRequest) -> Result<String, String> {
+    /// Places one order; returns its id, and whether it was answered "being confirmed" (202: it
+    /// may or may not be in the log) and then confirmed by sending it again, as a customer would.
+    pub async fn place(&self, req: &OrderRequest) -> Result<(String, bool), String> {
         let cookie = self.cookies.get(&req.username).map(String::as_str);
         let body = serde_json::json!({
             "sauce": req.sauce, "cheese": req.cheese, "main_topping": req.main_topping,
             "extra_toppings": req.extra_toppings,
         })
         .to_string();
+        let (status, cookie, answer) = self.call("/api/orders", cookie, body).await?;
+        match status {
+            StatusCode::CREATED => Ok((answer.order_id, false)),
+            StatusCode::ACCEPTED => self.confirm(&answer.order_id, cookie).await.map(|id| (id, true)),
+            _ => Err(format!("{status}: {}", answer.text)),
+        }
+    }
+
+    /// Confirms an order answered 202, with the session that answer set (which holds what to
+    /// send again): up to [`CONFIRM_ATTEMPTS`] times, [`CONFIRM_PAUSE`] apart.
+    async fn confirm(&self, order_id: &str, mut cookie: Option<String>) -> Result<String, String> {
+        let path = format!("/api/orders/{order_id}/confirm");
+        for _ in 0..CONFIRM_ATTEMPTS {
+            tokio::time::sleep(CONFIRM_PAUSE).await;
+            let (status, set, answer) = self.call(&path, cookie.as_deref(), "{}".into()).await?;
+            cookie = set.or(cookie);
+            match status {
+                StatusCode::OK => return Ok(answer.order_id),
+                StatusCode::ACCEPTED => continue,
+                _ => return Err(format!("confirming {order_id}: {status}: {}", answer.text)),
+            }
+        }
+        Err(format!(
+            "order {order_id} still being confirmed after {CONFIRM_ATTEMPTS} attempts"
+        ))
+    }
+
+    /// A POST of `body`: the status, the session cookie the answer set, and the answer.
+    async fn call(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        body: String,
+    ) -> Result<(StatusCode, Option<String>, Answer), String> {
         let res = self
-            .send(Method::POST, "/api/orders", cookie, body)
+            .send(Method::POST, path, cookie, body)
             .await
             .map_err(|e| e.to_string())?;
         let status = res.status();
+        let set = session_cookie(&res);
         let bytes = res
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        if status != StatusCode::CREATED {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        v["order_id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| "no order_id in the answer".into())
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let order_id = if status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            v["order_id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or("no order_id in the answer")?
+        } else {
+            String::new()
+        };
+        Ok((status, set, Answer { order_id, text }))
+    }
+}
+
+/// How many times an order answered "being confirmed" is confirmed, and how far apart.
+pub const CONFIRM_ATTEMPTS: u32 = 3;
+pub const CONFIRM_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What an answer said: the order's id (on success) and the body as text.
+struct Answer {
+    order_id: String,
+    text: String,
+}
+
+/// The `name=value` of the cookie an answer sets.
+fn session_cookie<B>(res: &hyper::Response<B>) -> Option<String> {
+    res.headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pizza::admin::EmbeddedBroker;
+    use pizza::clock::TimeScale;
+    use pizza::config::{KafkaProps, SysConfig};
+    use pizza::health::ShopHealth;
+    use pizza::options::ServiceOpts;
+    use pizza::shutdown::Shutdown;
+    use pizza::transport::kafka::KafkaTransport;
+    use pizza::web::app::{bind, serve, WebOpts};
+    use pizza::web::session::SessionKey;
+
+    use super::*;
+
+    /// A 202 ("being confirmed": the produce timed out after the record may have been written)
+    /// is confirmed as a customer confirms it, not counted as a failed order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_being_confirmed_is_confirmed_not_failed() {
+        let sys = SysConfig::default();
+        let broker = EmbeddedBroker::start(&sys).unwrap();
+        let mut props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+        props.0.push(("message.timeout.ms".into(), "1500".into()));
+        let transport = KafkaTransport::new(&props, "loadgen-test").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServiceOpts::defaults().service_config(sys, dir.path().to_owned());
+        let health = Arc::new(ShopHealth::new(
+            transport.clone(),
+            cfg.sys.clone(),
+            TimeScale::REAL,
+            None,
+        ));
+        let opts = WebOpts {
+            session_key: Some(SessionKey::random()),
+            max_connections: 16,
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (_stop, shutdown) = Shutdown::new();
+        tokio::spawn(async move { serve(listener, transport, &cfg, &opts, health, shutdown).await });
+
+        let client = Client::login_all(&base, 1).await.unwrap();
+        let req = OrderRequest {
+            username: "load0".into(),
+            sauce: "Tomato".into(),
+            cheese: "Gouda".into(),
+            main_topping: "Pork".into(),
+            extra_toppings: vec![],
+        };
+        // The first order connects the producer, and is placed outright.
+        assert!(!client.place(&req).await.unwrap().1);
+        // Answers now come after the produce's timeout: the order is "being confirmed" (202),
+        // and answers are prompt again by the time it is confirmed.
+        broker.answer_late(Duration::from_secs(3)).unwrap();
+        let prompt_again = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            broker.answer_late(Duration::ZERO).unwrap();
+        };
+        let (placed, ()) = tokio::join!(client.place(&req), prompt_again);
+        let (order_id, confirmed_late) = placed.unwrap();
+        assert!(confirmed_late, "order {order_id} was placed outright");
+        assert_eq!(order_id.len(), 8, "{order_id}");
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use pizza::admin::{group_lag, group_reader, EmbeddedBroker};
 use pizza::clock::{now_ms, TimeScale};
-use pizza::command::place_order;
+use pizza::command::{confirm_order, place_order, PlaceError};
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent};
 use pizza::services::ServiceConfig;
@@ -379,6 +379,8 @@ struct Shared {
 #[derive(Default)]
 struct Counts {
     acked: AtomicU64,
+    /// Of those acknowledged: orders first answered "being confirmed", then confirmed.
+    confirmed_late: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -471,16 +473,16 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
                 let mut t = shared.tracker.lock().unwrap();
                 t.register(id.to_string(), intended, measured, &shared.sys);
             }
-            place_order(&shared.transport, &shared.sys, &req, id, now_ms())
-                .await
-                .map(|p| p.order_id.to_string())
-                .map_err(|e| pizza::error::Report(&e).to_string())
+            place_kafka(&shared, &req, id).await
         }
         Some(client) => client.place(&req).await,
     };
     match placed {
-        Ok(order_id) => {
+        Ok((order_id, confirmed_late)) => {
             shared.counts.acked.fetch_add(1, Ordering::Relaxed);
+            if confirmed_late {
+                shared.counts.confirmed_late.fetch_add(1, Ordering::Relaxed);
+            }
             let mut t = shared.tracker.lock().unwrap();
             if measured {
                 let intended_s = t.since_start(intended);
@@ -496,6 +498,35 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
             }
         }
     }
+}
+
+/// Places one order over Kafka; its id, and whether it was first "being confirmed" (the
+/// produce may have written it) and then confirmed by sending it again, as the web app's
+/// customers confirm: up to `http::CONFIRM_ATTEMPTS` times, `http::CONFIRM_PAUSE` apart.
+async fn place_kafka(shared: &Shared, req: &OrderRequest, id: OrderId) -> Result<(String, bool), String> {
+    let report = |e: &PlaceError| pizza::error::Report(e).to_string();
+    let (id, ordered_at_ms) = match place_order(&shared.transport, &shared.sys, req, id, now_ms()).await {
+        Ok(p) => return Ok((p.order_id.to_string(), false)),
+        Err(PlaceError::Unconfirmed {
+            order_id,
+            ordered_at_ms,
+            ..
+        }) => (order_id, ordered_at_ms),
+        Err(e) => return Err(report(&e)),
+    };
+    for _ in 0..http::CONFIRM_ATTEMPTS {
+        tokio::time::sleep(http::CONFIRM_PAUSE).await;
+        match confirm_order(&shared.transport, &shared.sys, req, id.clone(), ordered_at_ms).await {
+            Ok(p) => return Ok((p.order_id.to_string(), true)),
+            // Not written this time, or maybe: the first attempt may still be in the log.
+            Err(PlaceError::Unconfirmed { .. } | PlaceError::Unavailable(_)) => continue,
+            Err(e) => return Err(report(&e)),
+        }
+    }
+    Err(format!(
+        "order {id} still being confirmed after {} attempts",
+        http::CONFIRM_ATTEMPTS
+    ))
 }
 
 /// The progress line on stderr.
@@ -581,6 +612,7 @@ fn summarize(
         },
         lost: if args.produce_only { 0 } else { measured(false) },
         errors: counts.errors.load(Ordering::Relaxed),
+        confirmed_late: counts.confirmed_late.load(Ordering::Relaxed),
         latency: STAGES
             .iter()
             .zip(&t.lat.stages)

@@ -167,6 +167,9 @@ pub struct Summary {
     pub completed: u64,
     pub lost: u64,
     pub errors: u64,
+    /// Orders first answered "being confirmed" (the produce may or may not have written them),
+    /// then confirmed by sending them again; counted as sent, not as errors.
+    pub confirmed_late: u64,
     pub latency: Vec<Percentiles>,
     /// Per consumer group, records not yet committed when the run ended.
     pub consumer_lag: Vec<(String, i64)>,
@@ -199,8 +202,8 @@ impl Summary {
         );
         let _ = writeln!(
             t,
-            "completed {}  lost {}  errors {}",
-            self.completed, self.lost, self.errors
+            "completed {}  lost {}  errors {}  confirmed late {}",
+            self.completed, self.lost, self.errors, self.confirmed_late
         );
         let _ = writeln!(
             t,
@@ -251,6 +254,7 @@ mod tests {
             completed: 1000,
             lost: 0,
             errors: 0,
+            confirmed_late: 0,
             latency: STAGES
                 .iter()
                 .zip(&lat.stages)
