@@ -79,7 +79,7 @@ enum Request {
 
 enum Response {
     Produced(Result<Acked, ProduceError>),
-    EndOffsets(Option<Vec<i64>>),
+    EndOffsets(Result<Vec<i64>, ErrorCode>),
     Joined(u64),
     Generation(Option<u64>),
     /// What a fetch got, and the partitions the member is assigned after it.
@@ -181,7 +181,16 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             }
             Response::Produced(r)
         }
-        Request::EndOffsets { topic } => Response::EndOffsets(shared.lock().end_offsets(&topic)),
+        Request::EndOffsets { topic } => {
+            let b = shared.lock();
+            // While leaders are being elected, a partition's end is not known (Kafka answers
+            // ListOffsets with NOT_LEADER_OR_FOLLOWER).
+            Response::EndOffsets(match b.end_offsets(&topic) {
+                None => Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(_) if b.electing => Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+                Some(ends) => Ok(ends),
+            })
+        }
         Request::Join { group, topics } => {
             Response::Joined(shared.lock().join(now_ms(), node, &group, &topics))
         }
@@ -395,10 +404,10 @@ impl Transport for SimTransport {
             )
             .await;
         match rsp {
-            Some(Response::EndOffsets(Some(ends))) => Ok(ends),
-            Some(Response::EndOffsets(None)) => Err(errors::classify(
-                ErrorCode::UNKNOWN_TOPIC,
-                format!("unknown topic {topic}"),
+            Some(Response::EndOffsets(Ok(ends))) => Ok(ends),
+            Some(Response::EndOffsets(Err(code))) => Err(errors::classify(
+                code,
+                format!("end offsets of {topic}: {code:?}"),
             )),
             _ => Err(unreachable_broker("end offsets")),
         }

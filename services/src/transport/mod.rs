@@ -239,6 +239,28 @@ pub struct ReadToEnd<S> {
 /// How long [`ReadToEnd::next`] waits after a retriable error before it asks again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long [`ReadToEnd::open`] asks again for end offsets a retriable error kept from it.
+pub const ENDS_WITHIN: Duration = Duration::from_secs(30);
+
+/// `topic`'s end offsets; a retriable error is asked again, [`RETRY_PAUSE`] apart, until
+/// `within` has passed.
+pub async fn end_offsets_within<T: Transport>(
+    transport: &T,
+    topic: &str,
+    within: Duration,
+) -> Result<Vec<i64>, TransportError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match transport.end_offsets(topic).await {
+            Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                crate::probes::hit(crate::probes::Probe::ConsumerRetried, topic);
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// A consumer group name no one else uses: `prefix` and 32 random bits, for readers that must not
 /// share offsets with anyone (a rebuild, a test reading the log).
 pub fn fresh_group(prefix: &str) -> String {
@@ -260,6 +282,8 @@ pub enum ReadError {
 
 impl<S: Subscription> ReadToEnd<S> {
     /// Takes the end offsets of `topics` now, and joins `group` (which should be new) to read them.
+    /// A retriable error (a partition whose leader is being elected, as right after a topic is
+    /// created) is asked again for up to [`ENDS_WITHIN`].
     pub async fn open<T: Transport<Subscription = S>>(
         transport: &T,
         group: &str,
@@ -267,7 +291,11 @@ impl<S: Subscription> ReadToEnd<S> {
     ) -> Result<ReadToEnd<S>, TransportError> {
         let mut remaining = std::collections::HashMap::new();
         for t in topics {
-            for (p, end) in transport.end_offsets(t).await?.into_iter().enumerate() {
+            for (p, end) in end_offsets_within(transport, t, ENDS_WITHIN)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
                 if end > 0 {
                     remaining.insert(((*t).to_owned(), p as i32), end);
                 }
