@@ -256,3 +256,36 @@ pub fn start_demo_with_banner(args: &[&str]) -> (std::process::Child, std::net::
     let _ = child.wait();
     panic!("the demo did not start: {banner:?}");
 }
+
+/// A broker a test runs on: librdkafka's mock cluster in this process, or Apache Kafka started
+/// by `scripts/kafka.sh` ([`crate::kafka::KafkaCluster`]). Either has the shop's topics.
+pub enum TestBroker {
+    Embedded(pizza::admin::EmbeddedBroker),
+    Kafka(crate::kafka::KafkaCluster),
+}
+
+impl TestBroker {
+    /// The mock cluster, with the spec's topics.
+    pub fn embedded() -> TestBroker {
+        TestBroker::Embedded(pizza::admin::EmbeddedBroker::start(&SysConfig::default()).unwrap())
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        match self {
+            TestBroker::Embedded(b) => b.bootstrap_servers(),
+            TestBroker::Kafka(k) => k.bootstrap_servers().to_owned(),
+        }
+    }
+}
+
+/// Says that `test` did not run and why, on the test process's own stderr (not captured, so
+/// `cargo test` shows it beside the test's "ok"). Under CI (`CI` set) a test may not skip: this
+/// fails it instead.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run {test}, but it cannot run here: {why}"
+    );
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+}

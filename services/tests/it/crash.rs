@@ -7,7 +7,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::{OrderId, StatusCodes};
 use pizza::store::ViewStore;
@@ -137,9 +136,13 @@ fn assert_delivered_once(groups: &HashMap<String, Vec<&Record>>, ids: &[OrderId]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
+    sigkill_mid_flight_loses_nothing_and_delivers_once_on(&TestBroker::embedded()).await;
+}
+
+/// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
+pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_on(broker: &TestBroker) {
     const ORDERS: usize = 40;
     let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
     let brokers = broker.bootstrap_servers();
     let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
     let dir = data_dir();
@@ -215,9 +218,13 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates() {
+    sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates_on(&TestBroker::embedded()).await;
+}
+
+/// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
+pub async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates_on(broker: &TestBroker) {
     const ORDERS: usize = 30;
     let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
     let brokers = broker.bootstrap_servers();
     let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
     let dir = data_dir();

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::domain::{encode, StatusOnly};
 use pizza::transport::kafka::KafkaTransport;
@@ -13,8 +12,12 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
+    malformed_events_are_dead_lettered_and_the_service_keeps_going_on(&TestBroker::embedded()).await;
+}
+
+/// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
+pub async fn malformed_events_are_dead_lettered_and_the_service_keeps_going_on(broker: &TestBroker) {
     let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
     let producer = KafkaTransport::new(&props, "it-bad").unwrap();
     let bad: [(&str, &[u8]); 3] = [
@@ -73,8 +76,12 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baked_before_ordered_is_pending_then_delivered() {
+    baked_before_ordered_is_pending_then_delivered_on(&TestBroker::embedded()).await;
+}
+
+/// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
+pub async fn baked_before_ordered_is_pending_then_delivered_on(broker: &TestBroker) {
     let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
     let producer = KafkaTransport::new(&props, "it-early").unwrap();
     let dir = data_dir();

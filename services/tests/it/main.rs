@@ -1,5 +1,6 @@
-//! Integration tests on real brokers: librdkafka's mock cluster (embedded), tansu when installed,
-//! and the `pizza` binary as separate processes for the crash and shutdown tests.
+//! Integration tests on real brokers: librdkafka's mock cluster (embedded), Apache Kafka (started
+//! from its Maven Central jars by `scripts/kafka.sh`), tansu when installed, and the `pizza` binary
+//! as separate processes for the crash and shutdown tests.
 
 mod browser;
 mod cli;
@@ -7,6 +8,7 @@ mod common;
 mod crash;
 mod dlq;
 mod hostile;
+mod kafka;
 mod layers;
 mod pipeline;
 mod props;

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use pizza::admin::EmbeddedBroker;
 use pizza::config::{KafkaProps, ServiceName, SysConfig};
 use pizza::services::ServiceConfig;
 use pizza::transport::kafka::KafkaTransport;
@@ -12,8 +11,12 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
+    a_stalled_order_is_marked_stuck_and_progress_clears_it_on(&TestBroker::embedded()).await;
+}
+
+/// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
+pub async fn a_stalled_order_is_marked_stuck_and_progress_clears_it_on(broker: &TestBroker) {
     let sys = SysConfig::default();
-    let broker = EmbeddedBroker::start(&sys).unwrap();
     let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
     let customer = KafkaTransport::new(&props, "it-customer").unwrap();
     let dir = data_dir();

@@ -1,0 +1,182 @@
+//! The integration tests on Apache Kafka itself: a real single-node KRaft cluster, started for
+//! each test by `scripts/kafka.sh` (the command people use too), with the shop's topics created
+//! by `pizza topics create` through the admin API. The same test bodies run on the embedded
+//! broker in their own modules.
+//!
+//! Needs Java (17) and Maven, or the broker's jars already in `target/kafka`; without them each
+//! test says so on stderr and passes, except under CI (`CI` set), where it fails. The clusters
+//! are stopped when a test ends, fails, or its process dies (`--owner`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use pizza::config::KafkaProps;
+
+use crate::common::{skip, TestBroker};
+use crate::pipeline::{full_pipeline, EndOffsets};
+
+/// One cluster at a time: a JVM per node is heavy for two cores, and the tests stay independent.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Apache Kafka on 127.0.0.1, stopped on drop.
+pub struct KafkaCluster {
+    dir: tempfile::TempDir,
+    bootstrap: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl KafkaCluster {
+    /// Starts `nodes` nodes with the shop's topics; `None` (said on stderr) when this machine
+    /// cannot run Kafka, which CI does not accept.
+    pub fn start(test: &str, nodes: usize) -> Option<KafkaCluster> {
+        if let Some(why) = missing_tools() {
+            skip(test, &why);
+            return None;
+        }
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::Builder::new().prefix("pizza-kafka-").tempdir().unwrap();
+        let port = free_ports(2 * nodes as u16);
+        let out = script()
+            .args([
+                "start",
+                "--nodes",
+                &nodes.to_string(),
+                "--port",
+                &port.to_string(),
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--owner", &std::process::id().to_string()])
+            .output()
+            .expect("run scripts/kafka.sh");
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let cluster = KafkaCluster {
+            dir,
+            bootstrap,
+            _turn: turn,
+        };
+        let created = Command::new(env!("CARGO_BIN_EXE_pizza"))
+            .args(["topics", "create", "--brokers", &cluster.bootstrap])
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "pizza topics create: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        Some(cluster)
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        let _ = script().arg("stop").arg("--dir").arg(self.dir.path()).status();
+    }
+}
+
+fn script() -> Command {
+    Command::new(workspace().join("scripts/kafka.sh"))
+}
+
+/// Why Kafka cannot run here: no Java, or neither Maven nor the jars it would fetch.
+fn missing_tools() -> Option<String> {
+    let runs = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !runs("java", "-version") {
+        return Some("Java is not installed (the broker runs on Java 17)".into());
+    }
+    let version = std::env::var("KAFKA_VERSION").unwrap_or_else(|_| "4.1.1".into());
+    let cached = workspace()
+        .join("target/kafka")
+        .join(version)
+        .join("libs/.complete")
+        .exists();
+    if !cached && !runs("mvn", "-v") {
+        return Some("Maven is not installed, and the broker's jars are not in target/kafka".into());
+    }
+    None
+}
+
+/// The first of `n` consecutive ports of 127.0.0.1 that are free now.
+fn free_ports(n: u16) -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for _ in 0..100 {
+        let base = crate::common::free_port();
+        if base < 65535 - n && (base..base + n).all(free) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports on 127.0.0.1");
+}
+
+fn on_kafka(test: &str) -> Option<TestBroker> {
+    KafkaCluster::start(test, 1).map(TestBroker::Kafka)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_reach_delivered_on_kafka() {
+    let Some(kafka) = on_kafka("kafka::orders_reach_delivered_on_kafka") else {
+        return;
+    };
+    let props = KafkaProps::bootstrap(&kafka.bootstrap_servers());
+    full_pipeline(&props, 20, EndOffsets::Exact).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
+    let test = "kafka::sigkill_mid_flight_loses_nothing_and_delivers_once";
+    if let Some(kafka) = on_kafka(test) {
+        crate::crash::sigkill_mid_flight_loses_nothing_and_delivers_once_on(&kafka).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates() {
+    let test = "kafka::sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates";
+    if let Some(kafka) = on_kafka(test) {
+        crate::crash::sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates_on(&kafka)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
+    let test = "kafka::malformed_events_are_dead_lettered_and_the_service_keeps_going";
+    if let Some(kafka) = on_kafka(test) {
+        crate::dlq::malformed_events_are_dead_lettered_and_the_service_keeps_going_on(&kafka).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baked_before_ordered_is_pending_then_delivered() {
+    let test = "kafka::baked_before_ordered_is_pending_then_delivered";
+    if let Some(kafka) = on_kafka(test) {
+        crate::dlq::baked_before_ordered_is_pending_then_delivered_on(&kafka).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
+    let test = "kafka::a_stalled_order_is_marked_stuck_and_progress_clears_it";
+    if let Some(kafka) = on_kafka(test) {
+        crate::watchdog::a_stalled_order_is_marked_stuck_and_progress_clears_it_on(&kafka).await;
+    }
+}
