@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# A bounded load run against a real broker on 127.0.0.1: Apache Kafka (one node, started by
+# A bounded load run against a real broker on 127.0.0.1: Apache Kafka (one node, or `kafka3`: three
+# nodes with the shop's topics at replication factor 3 and min.insync.replicas=2, both started by
 # scripts/kafka.sh) or tansu (an independent Kafka-protocol broker); topics created with
 # `pizza topics create`, the five services as their own processes at time scale 0, then `loadgen`
 # (its exit status is 1 if any order was lost). Everything started here is stopped on exit.
-# Usage: scripts/load-on.sh kafka|tansu [RATE] [DURATION] [extra loadgen flags...]
+# Usage: scripts/load-on.sh kafka|kafka3|tansu [RATE] [DURATION] [extra loadgen flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${1:-}
 case $broker in
-  kafka|tansu) shift ;;
-  *) echo "usage: scripts/load-on.sh kafka|tansu [RATE] [DURATION] [loadgen flags...]" >&2; exit 2 ;;
+  kafka|kafka3|tansu) shift ;;
+  *) echo "usage: scripts/load-on.sh kafka|kafka3|tansu [RATE] [DURATION] [loadgen flags...]" >&2; exit 2 ;;
 esac
 rate=${1:-200}
 duration=${2:-10s}
@@ -20,7 +21,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [[ $broker == kafka ]]; then scripts/kafka.sh stop --dir "$work/kafka"; fi
+  if [[ $broker == kafka* ]]; then scripts/kafka.sh stop --dir "$work/kafka"; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -29,10 +30,19 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 port=$(free_port)
-if [[ $broker == kafka ]]; then
-  # Node 1 takes this port and the next (its controller).
-  while (echo > "/dev/tcp/127.0.0.1/$((port + 1))") 2>/dev/null; do port=$(free_port); done
-  brokers=$(scripts/kafka.sh start --dir "$work/kafka" --port "$port" --owner $$)
+topics=()
+if [[ $broker == kafka* ]]; then
+  nodes=1
+  if [[ $broker == kafka3 ]]; then
+    nodes=3
+    printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
+    topics=(--sys-config "$work/sys.ini")
+  fi
+  # Node i takes port+2(i-1) and the next (its controller): all must be free.
+  taken() { local p; for p in $(seq "$port" $((port + 2 * nodes - 1))); do
+    (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0; done; return 1; }
+  while taken; do port=$(free_port); done
+  brokers=$(scripts/kafka.sh start --nodes "$nodes" --dir "$work/kafka" --port "$port" --owner $$)
 else
   brokers=127.0.0.1:$port
   tansu broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
@@ -41,7 +51,7 @@ else
   for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 fi
 
-"$bin/pizza" topics create --brokers "$brokers" >&2
+"$bin/pizza" topics create --brokers "$brokers" "${topics[@]}" >&2
 for s in assemble bake deliver merge status; do
   "$bin/pizza" serve "$s" --brokers "$brokers" --data-dir "$work" --time-scale 0 2> "$work/$s.log" &
   pids+=($!)

@@ -24,6 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
+use http::SendError;
 use pizza::admin::{group_lag, group_reader, EmbeddedBroker};
 use pizza::clock::{now_ms, TimeScale};
 use pizza::command::{confirm_order, place_order, PlaceError};
@@ -128,20 +129,32 @@ struct Tracked {
     measured: bool,
     seen: [Option<Instant>; 3],
     done: bool,
+    /// The customer was told it is placed: it must become final. An order never acknowledged
+    /// (its fate unknown after confirming) is not promised, and not lost if it never shows.
+    promised: bool,
+    /// The delivery's timestamp, from the first final status: a final status with another one
+    /// means a second delivery (a redelivered input re-sends the same timestamp).
+    final_ts: Option<i64>,
+    delivered_twice: bool,
 }
 
 #[derive(Default)]
 struct Tracker {
     orders: HashMap<String, Tracked>,
     /// Status events of orders not registered yet (--via http learns the id from the response).
-    early: HashMap<String, Vec<(i64, Instant)>>,
+    early: HashMap<String, Vec<(StatusEvent, Instant)>>,
     completed: u64,
+    /// Orders with final statuses of two different timestamps.
+    delivered_twice: u64,
+    /// The last time a measured order became final, and the longest time between two such.
+    last_completion: Option<Instant>,
+    longest_gap: Duration,
     lat: Latencies,
     measure_start: Option<Instant>,
 }
 
 impl Tracker {
-    fn register(&mut self, id: String, intended: Instant, measured: bool, sys: &SysConfig) {
+    fn register(&mut self, id: String, intended: Instant, measured: bool, promised: bool, sys: &SysConfig) {
         self.orders.insert(
             id.clone(),
             Tracked {
@@ -149,20 +162,31 @@ impl Tracker {
                 measured,
                 seen: [None; 3],
                 done: false,
+                promised,
+                final_ts: None,
+                delivered_twice: false,
             },
         );
-        for (status, at) in self.early.remove(&id).unwrap_or_default() {
-            self.observe(&id, status, at, sys);
+        for (ev, at) in self.early.remove(&id).unwrap_or_default() {
+            self.observe(&id, &ev, at, sys);
         }
     }
 
-    fn observe(&mut self, id: &str, status: i64, at: Instant, sys: &SysConfig) {
+    fn observe(&mut self, id: &str, ev: &StatusEvent, at: Instant, sys: &SysConfig) {
         let codes = &sys.codes;
+        let status = ev.status;
         let Some(o) = self.orders.get_mut(id) else {
-            self.early.entry(id.to_owned()).or_default().push((status, at));
+            self.early
+                .entry(id.to_owned())
+                .or_default()
+                .push((ev.clone(), at));
             return;
         };
         if o.done {
+            if codes.is_final(status) && ev.timestamp != o.final_ts && !o.delivered_twice {
+                o.delivered_twice = true;
+                self.delivered_twice += 1;
+            }
             return;
         }
         let slot = [codes.order_received, codes.in_the_oven, codes.out_for_delivery]
@@ -176,10 +200,14 @@ impl Tracker {
             return;
         }
         o.done = true;
+        o.final_ts = ev.timestamp;
         self.completed += 1;
         if !o.measured {
             return;
         }
+        let since = self.last_completion.or(self.measure_start).unwrap_or(at);
+        self.longest_gap = self.longest_gap.max(at.saturating_duration_since(since));
+        self.last_completion = Some(at);
         let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
         let (seen, intended) = (o.seen, o.intended);
         let intended_s = self.since_start(intended);
@@ -382,6 +410,8 @@ struct Counts {
     /// Of those acknowledged: orders first answered "being confirmed", then confirmed.
     confirmed_late: AtomicU64,
     errors: AtomicU64,
+    /// Of the errors: orders whose fate stayed unknown (they may or may not be in the log).
+    unknown: AtomicU64,
 }
 
 /// How the sending went.
@@ -471,9 +501,9 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
         None => {
             if shared.follow {
                 let mut t = shared.tracker.lock().unwrap();
-                t.register(id.to_string(), intended, measured, &shared.sys);
+                t.register(id.to_string(), intended, measured, false, &shared.sys);
             }
-            place_kafka(&shared, &req, id).await
+            place_kafka(&shared, &req, id.clone()).await
         }
         Some(client) => client.place(&req).await,
     };
@@ -489,12 +519,24 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
                 t.lat.record(4, intended_s, sent_at.elapsed().as_micros() as u64);
             }
             if shared.http.is_some() && shared.follow {
-                t.register(order_id, intended, measured, &shared.sys);
+                t.register(order_id, intended, measured, true, &shared.sys);
+            } else if let Some(o) = t.orders.get_mut(&order_id) {
+                o.promised = true;
             }
         }
         Err(e) => {
             if shared.counts.errors.fetch_add(1, Ordering::Relaxed) < 5 {
                 eprintln!("loadgen: order failed: {e}");
+            }
+            match e {
+                // Never written: nothing to follow.
+                SendError::NotPlaced(_) => {
+                    shared.tracker.lock().unwrap().orders.remove(id.as_str());
+                }
+                // It may yet appear (and then must become final), but nobody was promised it.
+                SendError::Unknown(_) => {
+                    shared.counts.unknown.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -503,7 +545,7 @@ async fn send_one(shared: Shared, order: Order, _permit: tokio::sync::OwnedSemap
 /// Places one order over Kafka; its id, and whether it was first "being confirmed" (the
 /// produce may have written it) and then confirmed by sending it again, as the web app's
 /// customers confirm: up to `http::CONFIRM_ATTEMPTS` times, `http::CONFIRM_PAUSE` apart.
-async fn place_kafka(shared: &Shared, req: &OrderRequest, id: OrderId) -> Result<(String, bool), String> {
+async fn place_kafka(shared: &Shared, req: &OrderRequest, id: OrderId) -> Result<(String, bool), SendError> {
     let report = |e: &PlaceError| pizza::error::Report(e).to_string();
     let (id, ordered_at_ms) = match place_order(&shared.transport, &shared.sys, req, id, now_ms()).await {
         Ok(p) => return Ok((p.order_id.to_string(), false)),
@@ -512,7 +554,7 @@ async fn place_kafka(shared: &Shared, req: &OrderRequest, id: OrderId) -> Result
             ordered_at_ms,
             ..
         }) => (order_id, ordered_at_ms),
-        Err(e) => return Err(report(&e)),
+        Err(e) => return Err(SendError::NotPlaced(report(&e))),
     };
     for _ in 0..http::CONFIRM_ATTEMPTS {
         tokio::time::sleep(http::CONFIRM_PAUSE).await;
@@ -520,13 +562,14 @@ async fn place_kafka(shared: &Shared, req: &OrderRequest, id: OrderId) -> Result
             Ok(p) => return Ok((p.order_id.to_string(), true)),
             // Not written this time, or maybe: the first attempt may still be in the log.
             Err(PlaceError::Unconfirmed { .. } | PlaceError::Unavailable(_)) => continue,
-            Err(e) => return Err(report(&e)),
+            // The first attempt may still be in the log.
+            Err(e) => return Err(SendError::Unknown(report(&e))),
         }
     }
-    Err(format!(
+    Err(SendError::Unknown(format!(
         "order {id} still being confirmed after {} attempts",
         http::CONFIRM_ATTEMPTS
-    ))
+    )))
 }
 
 /// The progress line on stderr.
@@ -579,7 +622,7 @@ fn report(
         std::fs::write(path, plot::svg(&t.lat, args.rate)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(summary.lost == 0 && summary.errors == 0)
+    Ok(summary.lost == 0 && summary.errors == 0 && summary.delivered_twice == 0)
 }
 
 /// The run's summary, from what the tracker saw and the send counts.
@@ -610,7 +653,17 @@ fn summarize(
         } else {
             measured(true)
         },
-        lost: if args.produce_only { 0 } else { measured(false) },
+        lost: if args.produce_only {
+            0
+        } else {
+            t.orders
+                .values()
+                .filter(|o| o.measured && o.promised && !o.done)
+                .count() as u64
+        },
+        unknown: counts.unknown.load(Ordering::Relaxed),
+        delivered_twice: t.delivered_twice,
+        longest_gap_ms: (t.longest_gap.as_secs_f64() * 10_000.0).round() / 10.0,
         errors: counts.errors.load(Ordering::Relaxed),
         confirmed_late: counts.confirmed_late.load(Ordering::Relaxed),
         latency: STAGES
@@ -657,7 +710,7 @@ fn follow(
             let (Ok(id), Ok(ev)) = (std::str::from_utf8(key), decode::<StatusEvent>(payload)) else {
                 continue;
             };
-            tracker.lock().unwrap().observe(id, ev.status, at, &sys);
+            tracker.lock().unwrap().observe(id, &ev, at, &sys);
         }
     })
 }
@@ -709,24 +762,37 @@ mod tests {
         let c = sys.codes.clone();
         let ms = Duration::from_millis;
         let t0 = Instant::now();
+        let ev = |status, ts| StatusEvent {
+            status,
+            timestamp: Some(ts),
+            observed_status: None,
+        };
         let mut t = Tracker::default();
         t.start_measuring(t0, 10.0);
-        t.register("warm".into(), t0, false, &sys);
-        t.register("a".into(), t0 + ms(1_500), true, &sys);
+        t.register("warm".into(), t0, false, true, &sys);
+        t.register("a".into(), t0 + ms(1_500), true, true, &sys);
         // Status events may come before the order is registered (--via http).
-        t.observe("b", c.order_received, t0 + ms(2_050), &sys);
-        t.register("b".into(), t0 + ms(2_000), true, &sys);
+        t.observe("b", &ev(c.order_received, 1), t0 + ms(2_050), &sys);
+        t.register("b".into(), t0 + ms(2_000), true, true, &sys);
         for (status, at) in [
             (c.order_received, 1_520),
             (c.in_the_oven, 1_540),
             (c.out_for_delivery, 1_570),
             (c.delivered, 1_600),
         ] {
-            t.observe("a", status, t0 + ms(at), &sys);
-            t.observe("warm", status, t0 + ms(at), &sys);
+            t.observe("a", &ev(status, at as i64), t0 + ms(at), &sys);
+            t.observe("warm", &ev(status, at as i64), t0 + ms(at), &sys);
         }
-        t.observe("b", c.delivered, t0 + ms(3_100), &sys);
+        t.observe("b", &ev(c.delivered, 3_100), t0 + ms(3_100), &sys);
         assert_eq!(t.completed, 3);
+        // The longest time without a completion: from the start of measuring to a's, 1.6 s.
+        assert_eq!(t.longest_gap, ms(1_600));
+        // A redelivered input re-sends the same delivery; another delivery has another time.
+        t.observe("a", &ev(c.delivered, 1_600), t0 + ms(3_200), &sys);
+        assert_eq!(t.delivered_twice, 0);
+        t.observe("a", &ev(c.delivered, 3_300), t0 + ms(3_300), &sys);
+        t.observe("a", &ev(c.delivered, 3_400), t0 + ms(3_400), &sys);
+        assert_eq!(t.delivered_twice, 1, "counted once per order");
         assert_eq!(t.lat.stages[0].len(), 2, "the warm-up order is not measured");
         let e2e = |w: usize| t.lat.timeline.latency[w][0].max() / 1000;
         // The windows' histograms keep 2 significant digits.

@@ -170,6 +170,13 @@ pub struct Summary {
     /// Orders first answered "being confirmed" (the produce may or may not have written them),
     /// then confirmed by sending them again; counted as sent, not as errors.
     pub confirmed_late: u64,
+    /// Of the errors: orders whose fate stayed unknown (never confirmed). They are followed, but
+    /// one that never shows is not lost: nobody was told it was placed.
+    pub unknown: u64,
+    /// Orders whose final status came with two different delivery timestamps: delivered twice.
+    pub delivered_twice: u64,
+    /// The longest time in which no measured order became final: how long the shop stalled.
+    pub longest_gap_ms: f64,
     pub latency: Vec<Percentiles>,
     /// Per consumer group, records not yet committed when the run ended.
     pub consumer_lag: Vec<(String, i64)>,
@@ -202,8 +209,13 @@ impl Summary {
         );
         let _ = writeln!(
             t,
-            "completed {}  lost {}  errors {}  confirmed late {}",
-            self.completed, self.lost, self.errors, self.confirmed_late
+            "completed {}  lost {}  errors {} (fate unknown {})  confirmed late {}  delivered twice {}",
+            self.completed, self.lost, self.errors, self.unknown, self.confirmed_late, self.delivered_twice
+        );
+        let _ = writeln!(
+            t,
+            "longest time without a completion: {:.1} ms",
+            self.longest_gap_ms
         );
         let _ = writeln!(
             t,
@@ -255,6 +267,9 @@ mod tests {
             lost: 0,
             errors: 0,
             confirmed_late: 0,
+            unknown: 0,
+            delivered_twice: 0,
+            longest_gap_ms: 12.5,
             latency: STAGES
                 .iter()
                 .zip(&lat.stages)
