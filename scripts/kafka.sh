@@ -9,6 +9,8 @@
 #   scripts/kafka.sh status [--dir D]           each node's pid and whether it runs
 #   scripts/kafka.sh kill-node I [--dir D] [--signal SIG]   signal node I (default KILL)
 #   scripts/kafka.sh start-node I [--dir D]     start node I again (its storage is kept)
+#   scripts/kafka.sh topics [--dir D] -- ARGS   Kafka's kafka-topics on the cluster (--describe ...)
+#   scripts/kafka.sh quorum [--dir D]           Kafka's kafka-metadata-quorum describe --status
 #
 # Node I (1..N) serves clients on P+2(I-1) and its controller on P+2(I-1)+1 (P defaults to 19092).
 # `start` prints the bootstrap servers and writes them to D/bootstrap. With --owner, the cluster
@@ -39,16 +41,33 @@ need() {
   command -v "$1" >/dev/null 2>&1 || die "$1 is not installed ($2)"
 }
 
-# The broker's jars and their runtime dependencies, resolved by Maven from Maven Central.
+# The broker's jars and their runtime dependencies, resolved by Maven from Maven Central; done
+# again when the list of artifacts changes (the pom is kept as the cache's marker).
 fetch() {
-  if [[ -f $libs/.complete ]]; then
+  local work
+  work=$(mktemp -d)
+  pom > "$work/pom.xml"
+  if cmp -s "$work/pom.xml" "$libs/.complete"; then
+    rm -rf "$work"
     return
   fi
   need java "Java 17 runs the broker"
   need mvn "Maven resolves the broker's jars from Maven Central"
-  local work
-  work=$(mktemp -d)
-  cat > "$work/pom.xml" <<EOF
+  echo "kafka.sh: resolving Apache Kafka $version's jars from Maven Central into $libs" >&2
+  rm -rf "$libs.partial"
+  if ! mvn -q -B -Dstyle.color=never -f "$work/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$libs.partial" -DincludeScope=runtime >&2; then
+    rm -rf "$work" "$libs.partial"
+    die "Maven could not resolve org.apache.kafka:kafka_2.13:$version"
+  fi
+  rm -rf "$libs"
+  mv "$libs.partial" "$libs"
+  mv "$work/pom.xml" "$libs/.complete"
+  rm -rf "$work"
+}
+
+pom() {
+  cat <<EOF
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.pizza</groupId>
@@ -67,19 +86,21 @@ fetch() {
       <artifactId>log4j-slf4j-impl</artifactId>
       <version>2.24.3</version>
     </dependency>
+    <!-- kafka-topics and kafka-metadata-quorum, on the broker's own jars (not Connect's). -->
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>$version</version>
+      <exclusions>
+        <exclusion>
+          <groupId>*</groupId>
+          <artifactId>*</artifactId>
+        </exclusion>
+      </exclusions>
+    </dependency>
   </dependencies>
 </project>
 EOF
-  echo "kafka.sh: resolving Apache Kafka $version's jars from Maven Central into $libs" >&2
-  rm -rf "$libs.partial"
-  if ! mvn -q -B -Dstyle.color=never -f "$work/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$libs.partial" -DincludeScope=runtime >&2; then
-    rm -rf "$work" "$libs.partial"
-    die "Maven could not resolve org.apache.kafka:kafka_2.13:$version"
-  fi
-  rm -rf "$work" "$libs"
-  mv "$libs.partial" "$libs"
-  touch "$libs/.complete"
 }
 
 java_cmd() {
@@ -210,6 +231,7 @@ port=19092
 owner=
 signal=KILL
 node=
+rest=()
 while (( $# )); do
   case $1 in
     --nodes) nodes=${2:?--nodes needs a number}; shift 2 ;;
@@ -218,6 +240,7 @@ while (( $# )); do
     --owner) owner=${2:?--owner needs a pid}; shift 2 ;;
     --signal) signal=${2:?--signal needs a name}; shift 2 ;;
     -h|--help) usage ;;
+    --) shift; rest=("$@"); break ;;
     [0-9]*) node=$1; shift ;;
     *) die "unknown argument '$1' (see scripts/kafka.sh --help)" ;;
   esac
@@ -302,7 +325,18 @@ case $cmd in
     launch "$nd"
     wait_started "$nd" "$client"
     ;;
+  topics|quorum)
+    [[ -f $dir/bootstrap ]] || die "no cluster started in $dir"
+    fetch
+    if [[ $cmd == topics ]]; then
+      tool=(org.apache.kafka.tools.TopicCommand --bootstrap-server "$(cat "$dir/bootstrap")" "${rest[@]}")
+    else
+      tool=(org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-server "$(cat "$dir/bootstrap")"
+        describe --status)
+    fi
+    java -Xmx256m -Dlog4j2.configurationFile="$dir/node1/log4j2.properties" -cp "$libs/*" "${tool[@]}"
+    ;;
   *)
-    die "unknown command '$cmd' (fetch, start, stop, status, kill-node, start-node)"
+    die "unknown command '$cmd' (fetch, start, stop, status, kill-node, start-node, topics, quorum)"
     ;;
 esac

@@ -330,7 +330,7 @@ async fn run(args: Args) -> Result<bool> {
         f.abort();
     }
     let consumer_lag = if shared.follow {
-        consumer_lag(&shared.transport, &shared.sys).unwrap_or_default()
+        settled_lag(&shared.transport, &shared.sys).await
     } else {
         vec![]
     };
@@ -713,6 +713,22 @@ fn follow(
             tracker.lock().unwrap().observe(id, &ev, at, &sys);
         }
     })
+}
+
+/// How long the groups get, once every order is final, to commit what they finished (they
+/// commit every 500 ms, and a restarted member may still be joining).
+const LAG_SETTLES_WITHIN: Duration = Duration::from_secs(15);
+
+/// Each group's lag once it is 0 everywhere, or as it is after [`LAG_SETTLES_WITHIN`].
+async fn settled_lag(transport: &KafkaTransport, sys: &SysConfig) -> Vec<(String, i64)> {
+    let deadline = Instant::now() + LAG_SETTLES_WITHIN;
+    loop {
+        let lag = consumer_lag(transport, sys).unwrap_or_default();
+        if lag.iter().all(|(_, l)| *l == 0) || Instant::now() >= deadline {
+            return lag;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Per consumer group of the shop, the records of its topics not yet committed.

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Broker faults on a three-node Apache Kafka cluster under load. The shop's topics at replication
+# factor 3 and min.insync.replicas=2, producers idempotent with acks=all (as the services always
+# are), the five services as processes at time scale 0, and for each fault a loadgen run at RATE
+# orders/s for 60 s (after a 5 s warm-up) with the fault 15 s in:
+#   leader      SIGKILL the node leading the most partitions, start it again 10 s later
+#   controller  SIGKILL the active controller (the quorum's leader), start it again 10 s later
+#   zombie      SIGSTOP the node leading the most partitions for 15 s (past its 9 s broker
+#               session), then SIGCONT
+#   two-down    SIGKILL two of the three nodes at once (writes must stop: acks=all cannot be met),
+#               start both again 10 s later
+# After each: no order told "placed" lost, none delivered twice, every group's lag back to 0
+# (loadgen's own checks); after all: the live view equals its rebuild from the log. Prints a line
+# per fault with how long the shop stalled (loadgen's longest time without a completion).
+# Usage: scripts/kafka-faults.sh [RATE] [FAULT...]      (default: 300, every fault)
+# PIZZA_BIN_DIR picks the binaries (default target/debug; build them first: cargo build -p pizza
+# -p loadgen). Exits 1 when a check fails; the run's files are left in the folder it names then.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rate=${1:-300}
+shift $(( $# > 0 ? 1 : 0 ))
+faults=("$@")
+(( ${#faults[@]} )) || faults=(leader controller zombie two-down)
+bin=${PIZZA_BIN_DIR:-target/debug}
+for b in pizza loadgen; do
+  [[ -x $bin/$b ]] || { echo "kafka-faults.sh: $bin/$b is missing (cargo build -p pizza -p loadgen)" >&2; exit 2; }
+done
+work=$(mktemp -d)
+dir=$work/kafka
+pids=()
+failed=0
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  scripts/kafka.sh stop --dir "$dir" || true
+  if (( failed )); then echo "kafka-faults.sh: the run's files are in $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# Three nodes take six ports from here: all must be free.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+taken() {
+  local p
+  for p in $(seq "$port" $((port + 5))); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0; done
+  return 1
+}
+while taken; do port=$((port + 7)); done
+brokers=$(scripts/kafka.sh start --nodes 3 --dir "$dir" --port "$port" --owner $$)
+printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
+"$bin/pizza" topics create --brokers "$brokers" --sys-config "$work/sys.ini" >&2
+mkdir -p "$work/data"
+for s in assemble bake deliver merge status; do
+  "$bin/pizza" serve "$s" --brokers "$brokers" --data-dir "$work/data" --time-scale 0 2> "$work/$s.log" &
+  pids+=($!)
+done
+
+# The node leading the most partitions of the shop's topics.
+busiest() {
+  scripts/kafka.sh topics --dir "$dir" -- --describe 2>/dev/null \
+    | awk '$1 == "Topic:" && /Partition:/ { for (i = 1; i < NF; i++) if ($i == "Leader:") print $(i + 1) }' \
+    | sort | uniq -c | sort -rn | awk 'NR == 1 { print $2 }'
+}
+controller() { scripts/kafka.sh quorum --dir "$dir" 2>/dev/null | awk '$1 == "LeaderId:" { print $2 }'; }
+down() { scripts/kafka.sh kill-node "$1" --dir "$dir" --signal "${2:-KILL}"; }
+up() { scripts/kafka.sh start-node "$1" --dir "$dir" >&2; }
+
+inject() {
+  local n m
+  case $1 in
+    leader) n=$(busiest); echo "SIGKILL node $n (leads the most partitions)"; down "$n"; sleep 10; up "$n" ;;
+    controller) n=$(controller); echo "SIGKILL node $n (the active controller)"; down "$n"; sleep 10; up "$n" ;;
+    zombie) n=$(busiest); echo "SIGSTOP node $n for 15 s"; down "$n" STOP; sleep 15; down "$n" CONT ;;
+    two-down)
+      n=$(busiest); m=$(( n % 3 + 1 ))
+      echo "SIGKILL nodes $n and $m"
+      down "$n"; down "$m"; sleep 10
+      up "$n" & local a=$!
+      up "$m" & local b=$!
+      wait "$a"; wait "$b"
+      ;;
+    *) echo "kafka-faults.sh: unknown fault '$1' (leader, controller, zombie, two-down)" >&2; exit 2 ;;
+  esac
+}
+
+printf '%-11s %-40s %9s %7s %8s %9s %6s %8s %10s %9s\n' fault what stall_ms lost twice errors unknown late p99_ms lag >&2
+for f in "${faults[@]}"; do
+  "$bin/loadgen" --brokers "$brokers" --rate "$rate" --duration 60s --warmup 5s --timeout 120s --json \
+    > "$work/$f.json" 2> "$work/$f.loadgen.log" &
+  lg=$!
+  sleep 20
+  what=$(inject "$f" 2>> "$work/$f.fault.log")
+  wait "$lg" || true
+  line=$(python3 - "$work/$f.json" "$f" "$what" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+p99 = next((p["p99_ms"] for p in s["latency"] if p["stage"] == "end-to-end"), float("nan"))
+lag = sum(l for _, l in s["consumer_lag"])
+ok = s["lost"] == 0 and s["delivered_twice"] == 0 and lag == 0 and s["completed"] > 0
+print(f'{sys.argv[2]:<11} {sys.argv[3]:<40} {s["longest_gap_ms"]:>9.0f} {s["lost"]:>7} {s["delivered_twice"]:>8} '
+      f'{s["errors"]:>9} {s["unknown"]:>6} {s["confirmed_late"]:>8} {p99:>10.1f} {lag:>9} {"ok" if ok else "FAILED"}')
+EOF
+  ) || { line="$f: loadgen wrote no summary (see $work/$f.loadgen.log)"; failed=1; }
+  echo "$line" >&2
+  [[ $line == *" ok" ]] || failed=1
+done
+
+# The view every service's output folded into, against the log.
+if "$bin/pizza" view rebuild --brokers "$brokers" --out "$work/rebuilt.db" --compare "$work/data/orders.db" >&2; then
+  echo "view equals its rebuild from the log" >&2
+else
+  echo "view DIFFERS from its rebuild" >&2
+  failed=1
+fi
+exit "$failed"
