@@ -33,6 +33,7 @@ use pizza::domain::{decode, OrderId, OrderRequest, StatusEvent};
 use pizza::services::ServiceConfig;
 use pizza::shop::{Restart, Shop};
 use pizza::transport::kafka::KafkaTransport;
+use pizza::transport::{end_offsets_within, ENDS_WITHIN};
 use report::{Latencies, Percentiles, Summary, STAGES};
 
 /// Open-loop load against the pizza shop, with end-to-end latency from the intended send time.
@@ -292,11 +293,9 @@ async fn run(args: Args) -> Result<bool> {
     let follower = if args.produce_only {
         None
     } else {
-        Some(tokio::spawn(follow(
-            transport.clone(),
-            sys.clone(),
-            tracker.clone(),
-        )?))
+        Some(tokio::spawn(
+            follow(transport.clone(), sys.clone(), tracker.clone()).await?,
+        ))
     };
     // Order ids are the run's n-th ids under a random salt, so no two collide (random 8-hex
     // ids would within ~100,000 orders).
@@ -676,8 +675,9 @@ fn summarize(
     }
 }
 
-/// Follows pizza-status from its current end (no consumer group: nothing is committed).
-fn follow(
+/// Follows pizza-status from its current end (no consumer group: nothing is committed). The end
+/// is asked again while a retriable error keeps it (leaders not yet elected on new topics).
+async fn follow(
     transport: KafkaTransport,
     sys: Arc<SysConfig>,
     tracker: Arc<Mutex<Tracker>>,
@@ -689,15 +689,12 @@ fn follow(
         .set("fetch.wait.max.ms", "10")
         .create()?;
     let topic = sys.topics.status.clone();
-    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let partitions = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-    if partitions == 0 {
-        bail!("topic {topic} does not exist: run `pizza topics create` first");
-    }
+    let ends = end_offsets_within(&transport, &topic, ENDS_WITHIN)
+        .await
+        .with_context(|| format!("the end of {topic} (run `pizza topics create` first)"))?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
-        tpl.add_partition_offset(&topic, p, Offset::Offset(high))?;
+    for (p, high) in ends.into_iter().enumerate() {
+        tpl.add_partition_offset(&topic, p as i32, Offset::Offset(high))?;
     }
     consumer.assign(&tpl)?;
     Ok(async move {
