@@ -54,6 +54,9 @@ for s in assemble bake deliver merge status; do
   pids+=($!)
 done
 
+# Ready: five orders through every service before the first fault.
+"$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt"
+
 # The node leading the most partitions of the shop's topics.
 busiest() {
   scripts/kafka.sh topics --dir "$dir" -- --describe 2>/dev/null \

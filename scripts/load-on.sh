@@ -56,5 +56,8 @@ for s in assemble bake deliver merge status; do
   "$bin/pizza" serve "$s" --brokers "$brokers" --data-dir "$work" --time-scale 0 2> "$work/$s.log" &
   pids+=($!)
 done
-# The services' groups form while loadgen warms up (5 s, not counted).
+# Ready: five orders through every service (their groups formed, and Kafka's __consumer_offsets
+# created, which takes seconds on three nodes), so the run measures a shop at work, not its start.
+"$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt" \
+  || { echo "load-on.sh: the shop did not take five orders through:" >&2; cat "$work/ready.txt" >&2; exit 1; }
 "$bin/loadgen" --brokers "$brokers" --rate "$rate" --duration "$duration" --warmup 5s --timeout 60s "$@"
