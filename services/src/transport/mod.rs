@@ -253,7 +253,7 @@ pub async fn end_offsets_within<T: Transport>(
     loop {
         match transport.end_offsets(topic).await {
             Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
-                crate::probes::hit(crate::probes::Probe::ConsumerRetried, topic);
+                crate::probes::hit(crate::probes::Probe::ConsumerRetried, "");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             done => return done,
