@@ -37,15 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Three nodes take six ports from here: all must be free.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-taken() {
-  local p
-  for p in $(seq "$port" $((port + 5))); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0; done
-  return 1
-}
-while taken; do port=$((port + 7)); done
-brokers=$(scripts/kafka.sh start --nodes 3 --dir "$dir" --port "$port" --owner $$)
+brokers=$(scripts/kafka.sh start --nodes 3 --dir "$dir" --port 0 --owner $$)
 printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
 "$bin/pizza" topics create --brokers "$brokers" --sys-config "$work/sys.ini" >&2
 mkdir -p "$work/data"

@@ -12,7 +12,8 @@
 #   scripts/kafka.sh topics [--dir D] -- ARGS   Kafka's kafka-topics on the cluster (--describe ...)
 #   scripts/kafka.sh quorum [--dir D]           Kafka's kafka-metadata-quorum describe --status
 #
-# Node I (1..N) serves clients on P+2(I-1) and its controller on P+2(I-1)+1 (P defaults to 19092).
+# Node I (1..N) serves clients on P+2(I-1) and its controller on P+2(I-1)+1 (P defaults to 19092;
+# --port 0 takes 2N consecutive free ports, for scripts and tests).
 # `start` prints the bootstrap servers and writes them to D/bootstrap. With --owner, the cluster
 # is stopped when that process exits (a test that dies does not leave brokers behind). With 3 or
 # more nodes, internal topics get 3 replicas and every topic defaults to min.insync.replicas=2.
@@ -26,6 +27,8 @@ version=${KAFKA_VERSION:-4.1.1}
 cache=${KAFKA_CACHE:-$root/target/kafka}
 libs=$cache/$version/libs
 heap=${KAFKA_HEAP:-512m}
+# Every JVM this script starts, the brokers and Kafka's tools alike.
+jvm=(-Xms128m "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20)
 # How long a node may take to start, and to stop before it is killed.
 start_within=90
 stop_within=20
@@ -107,11 +110,35 @@ java_cmd() {
   # The node's folder (for its log4j2 file), then the class and its arguments.
   local nd=$1
   shift
-  java -Xms128m -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Dlog4j2.configurationFile="$nd/log4j2.properties" -cp "$libs/*" "$@"
+  java "${jvm[@]}" -Dlog4j2.configurationFile="$nd/log4j2.properties" -cp "$libs/*" "$@"
 }
 
 node_port() { echo $(( $1 + 2 * ($2 - 1) )); }
+
+# The first of N consecutive ports of 127.0.0.1 that can be bound now, below Linux's ephemeral
+# range (32768 and up), where outgoing connections would take them.
+free_ports() {
+  python3 - "$1" <<'EOF' || die "no $1 consecutive free ports on 127.0.0.1"
+import random, socket, sys
+n = int(sys.argv[1])
+for _ in range(200):
+    base = random.randrange(20000, 32768 - n)
+    held = []
+    try:
+        for p in range(base, base + n):
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        for s in held:
+            s.close()
+    print(base)
+    sys.exit(0)
+sys.exit(1)
+EOF
+}
 
 write_node() {
   local dir=$1 port=$2 nodes=$3 i=$4 voters=$5
@@ -155,8 +182,7 @@ rootLogger.appenderRef.file.ref = FILE
 EOF
   cat > "$nd/run.sh" <<EOF
 #!/usr/bin/env bash
-exec java -Xms128m -Xmx$heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \\
-  -Dlog4j2.configurationFile='$nd/log4j2.properties' -cp '$libs/*' \\
+exec java ${jvm[*]} -Dlog4j2.configurationFile='$nd/log4j2.properties' -cp '$libs/*' \\
   kafka.Kafka '$nd/server.properties'
 EOF
   chmod +x "$nd/run.sh"
@@ -246,8 +272,8 @@ while (( $# )); do
   esac
 done
 [[ $nodes =~ ^[1-9]$ ]] || die "--nodes must be 1 to 9, not '$nodes'"
-[[ $port =~ ^[0-9]+$ ]] && (( port >= 1024 && port + 2 * nodes <= 65535 )) \
-  || die "--port must leave room for $nodes node(s) in 1024..65535, not '$port'"
+[[ $port =~ ^[0-9]+$ ]] && (( port == 0 || (port >= 1024 && port + 2 * nodes <= 65535) )) \
+  || die "--port must be 0 (free ports) or leave room for $nodes node(s) in 1024..65535, not '$port'"
 
 case $cmd in
   fetch)
@@ -262,6 +288,7 @@ case $cmd in
     done
     rm -rf "$dir"
     mkdir -p "$dir"
+    if (( port == 0 )); then port=$(free_ports $((2 * nodes))); fi
     voters=
     bootstrap=
     for i in $(seq 1 "$nodes"); do

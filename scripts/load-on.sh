@@ -26,10 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-port=$(free_port)
 topics=()
 if [[ $broker == kafka* ]]; then
   nodes=1
@@ -38,12 +34,9 @@ if [[ $broker == kafka* ]]; then
     printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
     topics=(--sys-config "$work/sys.ini")
   fi
-  # Node i takes port+2(i-1) and the next (its controller): all must be free.
-  taken() { local p; for p in $(seq "$port" $((port + 2 * nodes - 1))); do
-    (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 0; done; return 1; }
-  while taken; do port=$(free_port); done
-  brokers=$(scripts/kafka.sh start --nodes "$nodes" --dir "$work/kafka" --port "$port" --owner $$)
+  brokers=$(scripts/kafka.sh start --nodes "$nodes" --dir "$work/kafka" --port 0 --owner $$)
 else
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   brokers=127.0.0.1:$port
   tansu broker --listener-url "tcp://$brokers" --advertised-listener-url "tcp://$brokers" \
     --storage-engine memory://tansu/ > "$work/tansu.log" 2>&1 &

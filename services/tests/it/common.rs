@@ -188,11 +188,11 @@ pub fn header<'a>(rec: &'a Record, name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
-/// How many records `topic` holds (the sum of its partitions' end offsets).
+/// How many records `topic` holds (the sum of its partitions' end offsets; asked again while
+/// Kafka is still electing the leaders of new topics).
 pub async fn records_on(transport: &KafkaTransport, topic: &str) -> i64 {
-    use pizza::transport::Transport;
-    transport
-        .end_offsets(topic)
+    use pizza::transport::{end_offsets_within, ENDS_WITHIN};
+    end_offsets_within(transport, topic, ENDS_WITHIN)
         .await
         .expect("end offsets")
         .iter()

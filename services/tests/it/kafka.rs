@@ -40,14 +40,14 @@ impl KafkaCluster {
         }
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::Builder::new().prefix("pizza-kafka-").tempdir().unwrap();
-        let port = free_ports(2 * nodes as u16);
         let out = script()
             .args([
                 "start",
                 "--nodes",
                 &nodes.to_string(),
+                // Free ports, chosen by the script.
                 "--port",
-                &port.to_string(),
+                "0",
             ])
             .arg("--dir")
             .arg(dir.path())
@@ -115,18 +115,6 @@ fn missing_tools() -> Option<String> {
     None
 }
 
-/// The first of `n` consecutive ports of 127.0.0.1 that are free now.
-fn free_ports(n: u16) -> u16 {
-    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    for _ in 0..100 {
-        let base = crate::common::free_port();
-        if base < 65535 - n && (base..base + n).all(free) {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports on 127.0.0.1");
-}
-
 fn on_kafka(test: &str) -> Option<TestBroker> {
     KafkaCluster::start(test, 1).map(TestBroker::Kafka)
 }
@@ -140,43 +128,27 @@ async fn orders_reach_delivered_on_kafka() {
     full_pipeline(&props, 20, EndOffsets::Exact).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
-    let test = "kafka::sigkill_mid_flight_loses_nothing_and_delivers_once";
-    if let Some(kafka) = on_kafka(test) {
-        crate::crash::sigkill_mid_flight_loses_nothing_and_delivers_once_on(&kafka).await;
-    }
+/// A test on one Kafka node that runs `body` (a test of another module, written for any broker).
+macro_rules! on_kafka {
+    ($($name:ident => $body:path),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if let Some(kafka) = on_kafka(concat!("kafka::", stringify!($name))) {
+                $body(&kafka).await;
+            }
+        }
+    )+};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates() {
-    let test = "kafka::sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates";
-    if let Some(kafka) = on_kafka(test) {
-        crate::crash::sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates_on(&kafka)
-            .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
-    let test = "kafka::malformed_events_are_dead_lettered_and_the_service_keeps_going";
-    if let Some(kafka) = on_kafka(test) {
-        crate::dlq::malformed_events_are_dead_lettered_and_the_service_keeps_going_on(&kafka).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baked_before_ordered_is_pending_then_delivered() {
-    let test = "kafka::baked_before_ordered_is_pending_then_delivered";
-    if let Some(kafka) = on_kafka(test) {
-        crate::dlq::baked_before_ordered_is_pending_then_delivered_on(&kafka).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
-    let test = "kafka::a_stalled_order_is_marked_stuck_and_progress_clears_it";
-    if let Some(kafka) = on_kafka(test) {
-        crate::watchdog::a_stalled_order_is_marked_stuck_and_progress_clears_it_on(&kafka).await;
-    }
+on_kafka! {
+    sigkill_mid_flight_loses_nothing_and_delivers_once =>
+        crate::crash::sigkill_mid_flight_loses_nothing_and_delivers_once_on,
+    sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates =>
+        crate::crash::sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates_on,
+    malformed_events_are_dead_lettered_and_the_service_keeps_going =>
+        crate::dlq::malformed_events_are_dead_lettered_and_the_service_keeps_going_on,
+    baked_before_ordered_is_pending_then_delivered =>
+        crate::dlq::baked_before_ordered_is_pending_then_delivered_on,
+    a_stalled_order_is_marked_stuck_and_progress_clears_it =>
+        crate::watchdog::a_stalled_order_is_marked_stuck_and_progress_clears_it_on,
 }
