@@ -1,8 +1,10 @@
 //! What decides the shop's speed: the partitioner, event JSON, each service's pure step, the
-//! SQLite view (one update per transaction, batched, and a 100,000-event rebuild), and the whole
+//! SQLite view (one update per transaction, batched, and a 100,000-event rebuild), deliver's store
+//! (each write synced alone against group commit), and the whole
 //! pipeline on the embedded broker at time scale 0. `cargo bench -p pizza-benches`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -13,9 +15,10 @@ use pizza::command::place_order;
 use pizza::config::{KafkaProps, ServiceName, SysConfig, Topics};
 use pizza::domain::{decode, encode, Assembled, OrderRequest, Ordered, StatusCodes, StatusEvent, StatusOnly};
 use pizza::partitioner::partition_for;
+use pizza::services::group_commit::GroupCommit;
 use pizza::services::{assemble, bake, deliver, merge, ServiceConfig};
 use pizza::shop::{Restart, Shop};
-use pizza::store::{DeliveryState, ViewStore};
+use pizza::store::{DeliveryState, DeliveryStore, DeliveryWrite, ViewStore};
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::Record;
 use pizza::view;
@@ -163,6 +166,85 @@ fn sqlite(c: &mut Criterion) {
     g.finish();
 }
 
+/// The writes deliver's handlers make for `orders` (early warning, then delivery and its sync),
+/// `LANES` handlers at once as deliver's worker runs them, each write committed alone on the
+/// handler's own thread or, with `writer`, by the group commit.
+async fn deliveries(
+    store: &Arc<DeliveryStore>,
+    writer: Option<&Arc<GroupCommit<DeliveryWrite>>>,
+    orders: &[String],
+) {
+    const LANES: usize = 64;
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in 0..LANES {
+        let ids: Vec<String> = orders.iter().skip(lane).step_by(LANES).cloned().collect();
+        let (store, writer) = (store.clone(), writer.cloned());
+        lanes.spawn(async move {
+            let write = |w: DeliveryWrite| {
+                let (store, writer) = (store.clone(), writer.clone());
+                async move {
+                    match writer {
+                        Some(g) => g.write(w).await.unwrap(),
+                        None => store.apply_many(&[w]).unwrap(),
+                    }
+                }
+            };
+            for (i, id) in ids.into_iter().enumerate() {
+                assert_eq!(store.get(&id).unwrap(), DeliveryState::default());
+                let customer_id = format!("c{i}");
+                write(DeliveryWrite::Customer {
+                    order_id: id.clone(),
+                    customer_id,
+                })
+                .await;
+                assert!(store.get(&id).unwrap().customer_id.is_some());
+                store.mark_delivered(&id, now_ms()).unwrap();
+                write(DeliveryWrite::SyncDeliveries).await;
+            }
+        });
+    }
+    while let Some(lane) = lanes.join_next().await {
+        lane.unwrap();
+    }
+}
+
+fn delivery_store(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let orders: Vec<String> = order_ids(1000).iter().map(|o| o.as_str().to_owned()).collect();
+    let mut g = c.benchmark_group("delivery store");
+    g.throughput(Throughput::Elements(orders.len() as u64));
+    g.sample_size(10);
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DeliveryStore::open(&dir.path().join("delivery.db")).unwrap());
+        (dir, store)
+    };
+    g.bench_function("1000 orders, 64 handlers, each write synced alone", |b| {
+        b.iter_batched(
+            fresh,
+            |(_dir, store)| rt.block_on(deliveries(&store, None, &orders)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("1000 orders, 64 handlers, group commit", |b| {
+        b.iter_batched(
+            fresh,
+            |(_dir, store)| {
+                rt.block_on(async {
+                    let batches = store.clone();
+                    let writer = Arc::new(GroupCommit::start(deliver::WRITE_BATCH, move |w| {
+                        batches.apply_many(w)
+                    }));
+                    deliveries(&store, Some(&writer), &orders).await;
+                    writer.stop().await;
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 /// Orders at 999 in the view.
 fn delivered(view: &ViewStore) -> u64 {
     view.count_by_status()
@@ -254,6 +336,6 @@ fn pipeline(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = partitioner, codec, steps, sqlite, pipeline
+    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline
 }
 criterion_main!(benches);

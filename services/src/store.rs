@@ -36,6 +36,8 @@ impl StoreError {
 struct Db {
     path: String,
     conn: Mutex<Connection>,
+    /// SQLite's `synchronous` setting it was opened with (written to; nothing for readers).
+    synchronous: &'static str,
 }
 
 /// Makes `dir` (and its parents) if missing, readable by its owner only (0700): the SQLite files
@@ -101,6 +103,13 @@ impl Db {
                 ),
             })?;
         }
+        let synchronous = if read_only {
+            ""
+        } else if mutants::on(Mutant::StoreSyncNormal) {
+            "NORMAL"
+        } else {
+            "FULL"
+        };
         let conn = if read_only {
             Connection::open_with_flags(
                 path,
@@ -119,11 +128,6 @@ impl Db {
             // committed: deliver forgets that it drove an order (and drives it again) or an early
             // warning (the order is never delivered), the view moves statuses back and never
             // gets them again (the simulation's disk scenario shows each).
-            let synchronous = if mutants::on(Mutant::StoreSyncNormal) {
-                "NORMAL"
-            } else {
-                "FULL"
-            };
             conn.pragma_update(None, "synchronous", synchronous)
                 .map_err(err)?;
             conn.execute_batch(schema).map_err(err)?;
@@ -135,6 +139,7 @@ impl Db {
         Ok(Db {
             path: name,
             conn: Mutex::new(conn),
+            synchronous,
         })
     }
 
@@ -524,6 +529,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     baked_pending INTEGER NOT NULL DEFAULT 0,
     delivered_ts  INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS syncs (
+    id INTEGER PRIMARY KEY,
+    n  INTEGER NOT NULL
+);
 ";
 
 /// What the delivery service knows of one order.
@@ -538,22 +547,44 @@ pub struct DeliveryState {
     pub delivered_at_ms: Option<i64>,
 }
 
+/// A write the delivery service makes before any drive: many commit together
+/// ([`DeliveryStore::apply_many`], the service's group commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryWrite {
+    /// Where an order goes (the early warning).
+    Customer { order_id: String, customer_id: String },
+    /// The pizza is baked but the order is not known yet.
+    Pending { order_id: String },
+    /// Make the deliveries [`DeliveryStore::mark_delivered`] recorded survive a power loss: the
+    /// batch writes (a counter, so its commit has a page to sync) and syncs the WAL, and with it
+    /// every commit before.
+    SyncDeliveries,
+}
+
 /// The delivery service's store, persisted so a restart loses no early warning.
 pub struct DeliveryStore {
     db: Db,
+    /// A second connection for reads, so they do not wait behind a commit's sync (WAL lets one
+    /// writer and readers go at once); none for an in-memory store, which is one connection's.
+    reader: Option<Db>,
 }
 
 impl DeliveryStore {
     /// Opens (creating) the store.
     pub fn open(path: &Path) -> Result<DeliveryStore, StoreError> {
-        Ok(DeliveryStore {
-            db: Db::open(path, false, DELIVERY_SCHEMA)?,
-        })
+        let db = Db::open(path, false, DELIVERY_SCHEMA)?;
+        let reader = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            Some(Db::open(path, true, "")?)
+        };
+        Ok(DeliveryStore { db, reader })
     }
 
-    /// What is known of an order.
+    /// What is known of an order: what the last commit left (a write waiting for its batch is not
+    /// seen until it is committed).
     pub fn get(&self, order_id: &str) -> Result<DeliveryState, StoreError> {
-        self.db.with(|conn| {
+        self.reader.as_ref().unwrap_or(&self.db).with(|conn| {
             conn.prepare_cached(
                 "SELECT customer_id, baked_pending, delivered_ts FROM deliveries WHERE order_id = ?1",
             )?
@@ -569,43 +600,57 @@ impl DeliveryStore {
         })
     }
 
-    /// Remembers where an order goes (the early warning).
-    pub fn remember_customer(&self, order_id: &str, customer_id: &str) -> Result<(), StoreError> {
+    /// Makes `writes` in one transaction.
+    pub fn apply_many(&self, writes: &[DeliveryWrite]) -> Result<(), StoreError> {
         self.db.with(|conn| {
-            conn.execute(
-                "INSERT INTO deliveries (order_id, customer_id) VALUES (?1, ?2)
-                 ON CONFLICT (order_id) DO UPDATE SET customer_id = ?2",
-                params![order_id, customer_id],
-            )?;
-            Ok(())
+            let tx = conn.transaction()?;
+            for w in writes {
+                match w {
+                    DeliveryWrite::Customer {
+                        order_id,
+                        customer_id,
+                    } => tx
+                        .prepare_cached(
+                            "INSERT INTO deliveries (order_id, customer_id) VALUES (?1, ?2)
+                             ON CONFLICT (order_id) DO UPDATE SET customer_id = ?2",
+                        )?
+                        .execute(params![order_id, customer_id])?,
+                    DeliveryWrite::Pending { order_id } => tx
+                        .prepare_cached(
+                            "INSERT INTO deliveries (order_id, baked_pending) VALUES (?1, 1)
+                             ON CONFLICT (order_id) DO UPDATE SET baked_pending = 1",
+                        )?
+                        .execute(params![order_id])?,
+                    DeliveryWrite::SyncDeliveries => 0,
+                };
+            }
+            if writes.contains(&DeliveryWrite::SyncDeliveries) {
+                tx.prepare_cached(
+                    "INSERT INTO syncs (id, n) VALUES (0, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
+                )?
+                .execute([])?;
+            }
+            tx.commit()
         })
     }
 
-    /// Remembers that the pizza is baked but the order is not known yet.
-    pub fn mark_pending(&self, order_id: &str) -> Result<(), StoreError> {
-        self.db.with(|conn| {
-            conn.execute(
-                "INSERT INTO deliveries (order_id, baked_pending) VALUES (?1, 1)
-                 ON CONFLICT (order_id) DO UPDATE SET baked_pending = 1",
-                params![order_id],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// Records the delivery; returns the timestamp that stands (an earlier one, if any, wins).
+    /// Records the delivery at once; returns the timestamp that stands (an earlier one, if any,
+    /// wins). It commits without waiting for the disk: the commit is in the WAL, so it survives the
+    /// process's crash the moment this returns, but a power loss only once a synced commit follows
+    /// it (send [`DeliveryWrite::SyncDeliveries`] and wait for that batch).
     pub fn mark_delivered(&self, order_id: &str, ts: i64) -> Result<i64, StoreError> {
+        let synchronous = self.db.synchronous;
         self.db.with(|conn| {
-            conn.execute(
-                "INSERT INTO deliveries (order_id, delivered_ts) VALUES (?1, ?2)
-                 ON CONFLICT (order_id) DO UPDATE SET delivered_ts = COALESCE(delivered_ts, ?2)",
-                params![order_id, ts],
-            )?;
-            conn.query_row(
-                "SELECT delivered_ts FROM deliveries WHERE order_id = ?1",
-                [order_id],
-                |r| r.get(0),
-            )
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let stands = conn
+                .prepare_cached(
+                    "INSERT INTO deliveries (order_id, delivered_ts) VALUES (?1, ?2)
+                     ON CONFLICT (order_id) DO UPDATE SET delivered_ts = COALESCE(delivered_ts, ?2)
+                     RETURNING delivered_ts",
+                )
+                .and_then(|mut s| s.query_row(params![order_id, ts], |r| r.get(0)));
+            conn.pragma_update(None, "synchronous", synchronous)?;
+            stands
         })
     }
 }
@@ -669,5 +714,46 @@ mod tests {
             .unwrap();
         view.apply_status(&codes, "b", 999, 6, None).unwrap();
         assert!(candidates(now + 60_000).iter().all(|(o, _)| o != "b"), "final");
+    }
+
+    /// A delivery commits at once without a sync, and a batch with [`DeliveryWrite::SyncDeliveries`]
+    /// syncs it: that batch must reach the WAL (one with nothing to write would sync nothing; an
+    /// upsert that changes no value writes no page), and the connection goes back to syncing
+    /// every commit.
+    #[test]
+    fn a_delivery_written_again_reaches_the_wal_and_keeps_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("delivery.db");
+        let store = DeliveryStore::open(&path).unwrap();
+        let wal = || {
+            std::fs::metadata(dir.path().join("delivery.db-wal"))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(store.mark_delivered("a", 5).unwrap(), 5);
+        assert_eq!(
+            store.mark_delivered("a", 7).unwrap(),
+            5,
+            "the first delivery's time stands"
+        );
+        let synchronous: i64 = store
+            .db
+            .with(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL again after the unsynced commit");
+        let before = wal();
+        store.apply_many(&[DeliveryWrite::SyncDeliveries]).unwrap();
+        let after = wal();
+        assert!(
+            after > before,
+            "the batch wrote nothing to the WAL: {after} bytes"
+        );
+        store.apply_many(&[DeliveryWrite::SyncDeliveries]).unwrap();
+        assert!(
+            wal() > after,
+            "the second sync wrote nothing to the WAL: {} bytes",
+            wal()
+        );
+        assert_eq!(store.get("a").unwrap().delivered_at_ms, Some(5));
     }
 }

@@ -4,17 +4,20 @@
 //!
 //! What it knows is persisted in SQLite before anything is produced, so a restart loses no early
 //! warning and no pending pizza, and a redelivered input re-sends the same pizza-delivered event
-//! (same timestamp) instead of delivering twice.
+//! (same timestamp) instead of delivering twice. Early warnings and pending marks commit together
+//! (group commit: a handler waits for its batch); a delivery commits alone, right after its drive.
 
 use crate::clock::now_ms;
 use crate::domain::{delivery_secs, encode, StatusOnly};
 use crate::event::{parse, unexpected, Event};
 use crate::mutants::{self, Mutant};
 use crate::probes::{self, Probe};
+use crate::services::group_commit::GroupCommit;
 use crate::services::ServiceConfig;
-use crate::store::{DeliveryState, DeliveryStore};
+use crate::store::{DeliveryState, DeliveryStore, DeliveryWrite};
 use crate::transport::{OutRecord, Record, Transport};
 use crate::worker::{HandleError, Handler};
+use std::sync::Arc;
 
 /// What to do about an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,14 +68,35 @@ pub fn on_baked(state: &DeliveryState) -> Decision {
     }
 }
 
+/// Most early warnings and pending marks one transaction takes.
+pub const WRITE_BATCH: usize = 512;
+
 /// The delivery service's handler.
 pub struct Deliver<T> {
-    pub transport: T,
-    pub cfg: ServiceConfig,
-    pub store: DeliveryStore,
+    transport: T,
+    cfg: ServiceConfig,
+    store: Arc<DeliveryStore>,
+    writer: GroupCommit<DeliveryWrite>,
 }
 
 impl<T: Transport> Deliver<T> {
+    /// The handler, with the task that commits its early warnings (so call it within a runtime).
+    pub fn new(transport: T, cfg: ServiceConfig, store: Arc<DeliveryStore>) -> Deliver<T> {
+        let batches = store.clone();
+        let writer = GroupCommit::start(WRITE_BATCH, move |writes| batches.apply_many(writes));
+        Deliver {
+            transport,
+            cfg,
+            store,
+            writer,
+        }
+    }
+
+    /// Ends the store's writer task: a stopped service writes nothing more.
+    pub async fn stop(&self) {
+        self.writer.stop().await;
+    }
+
     async fn send(&self, topic: &str, order_id: &str, status: i64, ts: i64) -> Result<(), HandleError> {
         let event = StatusOnly {
             status,
@@ -95,8 +119,8 @@ impl<T: Transport> Deliver<T> {
     /// the handler, its retry would find no delivery and drive again. So a busy store is tried
     /// again at once, [`RECORD_ATTEMPTS`] times (SQLite's own busy timeout waits inside each
     /// try), with no `.await` between the drive and the record: nothing, a crash included, can
-    /// come between them but the time the store takes. When they run out, or on any other error,
-    /// the service stops.
+    /// come between them but the time the store takes, which does not wait for the disk (see
+    /// [`Deliver::sync_delivery`]). When they run out, or on any other error, the service stops.
     fn record_delivery(&self, order_id: &str, at_ms: i64) -> Result<i64, HandleError> {
         let mut attempt = 0;
         loop {
@@ -116,6 +140,15 @@ impl<T: Transport> Deliver<T> {
                 Err(e) => return Err(HandleError::fatal(e)),
             }
         }
+    }
+
+    /// Makes the delivery [`Deliver::record_delivery`] recorded survive a power loss, with the
+    /// next batch's sync, before it is announced: were it announced and then lost, a redelivered
+    /// input would drive again. A failure here drives nothing: the retry finds the delivery
+    /// recorded and re-sends it, syncing it first.
+    async fn sync_delivery(&self) -> Result<(), HandleError> {
+        self.writer.write(DeliveryWrite::SyncDeliveries).await?;
+        Ok(())
     }
 }
 
@@ -147,12 +180,22 @@ impl<T: Transport> Handler for Deliver<T> {
         match decision {
             Decision::Remember => {
                 let customer_id = customer_id.expect("only pizza-ordered is remembered");
-                self.store.remember_customer(order_id, &customer_id)?;
+                let order_id = order_id.to_owned();
+                self.writer
+                    .write(DeliveryWrite::Customer {
+                        order_id,
+                        customer_id,
+                    })
+                    .await?;
                 probes::disk_io().await;
             }
             Decision::Pend => {
                 probes::hit(Probe::Pending, order_id);
-                self.store.mark_pending(order_id)?;
+                self.writer
+                    .write(DeliveryWrite::Pending {
+                        order_id: order_id.to_owned(),
+                    })
+                    .await?;
                 self.send(&topics.pending, order_id, codes.pending, now_ms())
                     .await?;
             }
@@ -170,6 +213,7 @@ impl<T: Transport> Handler for Deliver<T> {
                 } else {
                     ts
                 };
+                self.sync_delivery().await?;
                 self.send(&topics.delivered, order_id, codes.delivered, ts)
                     .await?;
             }
@@ -180,6 +224,7 @@ impl<T: Transport> Handler for Deliver<T> {
                     self.cfg.time_scale.sleep_secs(secs as f64).await;
                     probes::hit(Probe::DeliveryDriven, order_id);
                 }
+                self.sync_delivery().await?;
                 self.send(&topics.delivered, order_id, codes.delivered, delivered_at_ms)
                     .await?;
             }

@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod bake;
 pub mod deliver;
+pub mod group_commit;
 pub mod merge;
 pub mod status;
 
@@ -97,7 +98,7 @@ impl RunError {
 pub enum Service {
     Assemble,
     Bake,
-    Deliver(DeliveryStore),
+    Deliver(Arc<DeliveryStore>),
     Merge,
     Status(Arc<ViewStore>),
 }
@@ -114,7 +115,7 @@ impl Service {
             ServiceName::Merge => Service::Merge,
             ServiceName::Deliver => {
                 dir()?;
-                Service::Deliver(DeliveryStore::open(&cfg.delivery_path())?)
+                Service::Deliver(Arc::new(DeliveryStore::open(&cfg.delivery_path())?))
             }
             ServiceName::Status => {
                 dir()?;
@@ -161,12 +162,10 @@ pub async fn run<T: Transport>(
             run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
         Service::Deliver(store) => {
-            let h = deliver::Deliver {
-                transport: transport.clone(),
-                cfg,
-                store,
-            };
-            run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
+            let h = Arc::new(deliver::Deliver::new(transport.clone(), cfg, store));
+            let result = run_worker(transport, w, h.clone(), stats.clone(), shutdown).await;
+            h.stop().await;
+            result?;
         }
         Service::Merge => {
             // Merge cooks nothing: its only wait is the produce acknowledgement, so it runs as

@@ -6,30 +6,31 @@
 use std::sync::Arc;
 
 use crate::clock::now_ms;
-use crate::domain::StatusCodes;
 use crate::domain::{encode, StatusEvent};
 use crate::error::Report;
 use crate::mutants::{self, Mutant};
 use crate::probes;
+use crate::services::group_commit::GroupCommit;
 use crate::services::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::ViewStore;
 use crate::transport::{OutRecord, Record, Transport};
 use crate::view::{view_update, ViewUpdate};
 use crate::worker::{HandleError, Handler};
-use tokio::sync::{mpsc, oneshot};
 
 /// The status service's handler.
 pub struct Status {
     pub cfg: ServiceConfig,
     pub view: Arc<ViewStore>,
-    writer: ViewWriter,
+    writer: GroupCommit<ViewUpdate>,
 }
 
 impl Status {
     /// The handler, with the task that writes its view (so call it within a runtime).
     pub fn new(cfg: ServiceConfig, view: Arc<ViewStore>) -> Status {
-        let writer = ViewWriter::start(view.clone(), cfg.sys.codes.clone());
+        let (codes, store) = (cfg.sys.codes.clone(), view.clone());
+        // Group commit: the view syncs every commit, once per batch of the updates waiting.
+        let writer = GroupCommit::start(WRITE_BATCH, move |updates| store.apply_many(&codes, updates));
         Status { cfg, view, writer }
     }
 
@@ -42,7 +43,7 @@ impl Status {
 impl Handler for Status {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
         let update = view_update(&self.cfg.sys, rec)?;
-        self.writer.apply(update).await?;
+        self.writer.write(update).await?;
         probes::disk_io().await;
         Ok(())
     }
@@ -50,89 +51,6 @@ impl Handler for Status {
 
 /// Most updates one view transaction takes.
 pub const WRITE_BATCH: usize = 512;
-
-/// Why a batch of view updates did not commit, as each of its handlers hears it.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct WriteFailed {
-    busy: bool,
-    message: String,
-}
-
-impl From<WriteFailed> for HandleError {
-    fn from(e: WriteFailed) -> Self {
-        if e.busy {
-            probes::hit(probes::Probe::StoreBusy, "");
-            HandleError::retriable(e)
-        } else {
-            HandleError::fatal(e)
-        }
-    }
-}
-
-type Waiting = (ViewUpdate, oneshot::Sender<Result<(), WriteFailed>>);
-
-/// Group commit for the view: handlers hand their update to one writer task and wait until the
-/// transaction that holds it has committed. The view syncs every commit (power loss must not roll
-/// back a status whose offset was committed); one transaction for all the updates waiting at the
-/// moment pays that sync once per batch instead of once per record.
-struct ViewWriter {
-    tx: mpsc::Sender<Waiting>,
-    /// The writer task, ended by [`ViewWriter::stop`].
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl ViewWriter {
-    fn start(view: Arc<ViewStore>, codes: StatusCodes) -> ViewWriter {
-        let (tx, mut rx) = mpsc::channel::<Waiting>(WRITE_BATCH);
-        let task = tokio::spawn(async move {
-            let mut batch: Vec<Waiting> = Vec::with_capacity(WRITE_BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(w) => batch.push(w),
-                        Err(_) => break,
-                    }
-                }
-                let (updates, waiting): (Vec<ViewUpdate>, Vec<_>) = batch.drain(..).unzip();
-                let result = view.apply_many(&codes, &updates).map_err(|e| WriteFailed {
-                    busy: e.is_busy(),
-                    message: Report(&e).to_string(),
-                });
-                for w in waiting {
-                    let _ = w.send(result.clone());
-                }
-            }
-        });
-        ViewWriter {
-            tx,
-            task: std::sync::Mutex::new(Some(task)),
-        }
-    }
-
-    /// Ends the writer and waits until it is gone. It is ended only while it waits for updates
-    /// (a batch is written without an `.await`), so no batch is cut short; updates still queued
-    /// are dropped, and their records, never marked done, come again.
-    async fn stop(&self) {
-        let task = self.task.lock().expect("writer task").take();
-        if let Some(t) = task {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-
-    /// Folds `update` into the view; returns once it is committed.
-    async fn apply(&self, update: ViewUpdate) -> Result<(), WriteFailed> {
-        let (done, committed) = oneshot::channel();
-        let stopped = || WriteFailed {
-            busy: false,
-            message: "the view's writer stopped".into(),
-        };
-        self.tx.send((update, done)).await.map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
-    }
-}
 
 /// Most stuck marks sent per watchdog round: a bound on the work one round does.
 pub const WATCHDOG_BATCH: u32 = 1000;

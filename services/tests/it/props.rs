@@ -55,11 +55,11 @@ fn handlers() -> Handlers {
                 transport: transport.clone(),
                 cfg: cfg.clone(),
             },
-            deliver: deliver::Deliver {
-                transport: transport.clone(),
-                cfg: cfg.clone(),
-                store: DeliveryStore::open(&cfg.delivery_path()).unwrap(),
-            },
+            deliver: deliver::Deliver::new(
+                transport.clone(),
+                cfg.clone(),
+                Arc::new(DeliveryStore::open(&cfg.delivery_path()).unwrap()),
+            ),
             merge: merge::Merge {
                 transport,
                 cfg: cfg.clone(),

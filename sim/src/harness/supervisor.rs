@@ -96,9 +96,8 @@ pub(super) async fn run_service(
 /// code has no hook for it.
 fn open_service(service: ServiceName, cfg: &ServiceConfig) -> Result<Service, RunError> {
     if service == ServiceName::Deliver && mutants::on(Mutant::DeliveryStateInMemory) {
-        return Ok(Service::Deliver(DeliveryStore::open(std::path::Path::new(
-            ":memory:",
-        ))?));
+        let store = DeliveryStore::open(std::path::Path::new(":memory:"))?;
+        return Ok(Service::Deliver(std::sync::Arc::new(store)));
     }
     Service::open(service, cfg)
 }
