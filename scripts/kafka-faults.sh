@@ -9,10 +9,15 @@
 #               session), then SIGCONT
 #   two-down    SIGKILL two of the three nodes at once (writes must stop: acks=all cannot be met),
 #               start both again 10 s later
+#   service     SIGKILL the deliver service (not a broker), start it again 1 s later: the stall
+#               is its group's rebalance
 # After each: no order told "placed" lost, none delivered twice, every group's lag back to 0
 # (loadgen's own checks); after all: the live view equals its rebuild from the log. Prints a line
 # per fault with how long the shop stalled (loadgen's longest time without a completion).
-# Usage: scripts/kafka-faults.sh [RATE] [FAULT...]      (default: 300, every fault)
+# Usage: [GROUP_PROTOCOL=classic|consumer] scripts/kafka-faults.sh [RATE] [FAULT...]
+# (default: 300, every broker fault; `service` is run when named). GROUP_PROTOCOL=consumer puts
+# the services' consumers on Kafka 4's consumer group protocol (KIP-848; the brokers keep its
+# sessions, 6 s as the classic ones' here, see scripts/kafka.sh).
 # PIZZA_BIN_DIR picks the binaries (default target/debug; build them first: cargo build -p pizza
 # -p loadgen). Exits 1 when a check fails; the run's files are left in the folder it names then.
 set -euo pipefail
@@ -41,10 +46,14 @@ brokers=$(scripts/kafka.sh start --nodes 3 --dir "$dir" --port 0 --owner $$)
 printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
 "$bin/pizza" topics create --brokers "$brokers" --sys-config "$work/sys.ini" >&2
 mkdir -p "$work/data"
-for s in assemble bake deliver merge status; do
-  "$bin/pizza" serve "$s" --brokers "$brokers" --data-dir "$work/data" --time-scale 0 2> "$work/$s.log" &
+printf '[kafka]\nbootstrap.servers = %s\ngroup.protocol = %s\n' "$brokers" "${GROUP_PROTOCOL:-classic}" > "$work/kafka.ini"
+declare -A service_pid
+serve() {
+  "$bin/pizza" serve "$1" --kafka-config "$work/kafka.ini" --data-dir "$work/data" --time-scale 0 >> "$work/$1.log" 2>&1 &
+  service_pid[$1]=$!
   pids+=($!)
-done
+}
+for s in assemble bake deliver merge status; do serve "$s"; done
 
 # Ready: five orders through every service before the first fault.
 "$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt"
@@ -65,6 +74,7 @@ inject() {
     leader) n=$(busiest); echo "SIGKILL node $n (leads the most partitions)"; down "$n"; sleep 10; up "$n" ;;
     controller) n=$(controller); echo "SIGKILL node $n (the active controller)"; down "$n"; sleep 10; up "$n" ;;
     zombie) n=$(busiest); echo "SIGSTOP node $n for 15 s"; down "$n" STOP; sleep 15; down "$n" CONT ;;
+    service) echo "SIGKILL deliver (${GROUP_PROTOCOL:-classic} protocol)"; kill -KILL "${service_pid[deliver]}"; sleep 1; serve deliver ;;
     two-down)
       n=$(busiest); m=$(( n % 3 + 1 ))
       echo "SIGKILL nodes $n and $m"
@@ -73,7 +83,7 @@ inject() {
       up "$m" & local b=$!
       wait "$a"; wait "$b"
       ;;
-    *) echo "kafka-faults.sh: unknown fault '$1' (leader, controller, zombie, two-down)" >&2; exit 2 ;;
+    *) echo "kafka-faults.sh: unknown fault '$1' (leader, controller, zombie, two-down, service)" >&2; exit 2 ;;
   esac
 }
 
@@ -83,7 +93,9 @@ for f in "${faults[@]}"; do
     > "$work/$f.json" 2> "$work/$f.loadgen.log" &
   lg=$!
   sleep 20
-  what=$(inject "$f" 2>> "$work/$f.fault.log")
+  # Not in a subshell: a service started again must be known to cleanup (and to a later fault).
+  inject "$f" > "$work/$f.what" 2>> "$work/$f.fault.log"
+  what=$(cat "$work/$f.what")
   wait "$lg" || true
   line=$(python3 - "$work/$f.json" "$f" "$what" <<'EOF'
 import json, sys

@@ -19,7 +19,8 @@
 # more nodes, internal topics get 3 replicas and every topic defaults to min.insync.replicas=2.
 #
 # Environment: KAFKA_VERSION (default 4.1.1); KAFKA_CACHE (default target/kafka) holds the jars
-# of each version; KAFKA_HEAP (default 512m) is each node's heap.
+# of each version; KAFKA_HEAP (default 512m) is each node's heap; KAFKA_SERVER_PROPS (lines of
+# key=value) goes at the end of every node's server.properties, after ours.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -169,6 +170,13 @@ share.coordinator.state.topic.min.isr=$isr
 auto.create.topics.enable=false
 # A test's group forms at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
+# The consumer group protocol (KIP-848) keeps sessions on the broker (45 s by default): 6 s with a
+# 1 s heartbeat, as the services ask of the classic protocol, so the two compare.
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=6000
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=1000
+${KAFKA_SERVER_PROPS:-}
 EOF
   cat > "$nd/log4j2.properties" <<EOF
 status = warn

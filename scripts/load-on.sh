@@ -4,7 +4,8 @@
 # scripts/kafka.sh) or tansu (an independent Kafka-protocol broker); topics created with
 # `pizza topics create`, the five services as their own processes at time scale 0, then `loadgen`
 # (its exit status is 1 if any order was lost). Everything started here is stopped on exit.
-# Usage: scripts/load-on.sh kafka|kafka3|tansu [RATE] [DURATION] [extra loadgen flags...]
+# Usage: [WARMUP=5s] scripts/load-on.sh kafka|kafka3|tansu [RATE] [DURATION] [extra loadgen flags...]
+# WARMUP is loadgen's unmeasured first stretch at RATE (a fresh broker's JVM is still compiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${1:-}
@@ -53,4 +54,4 @@ done
 # created, which takes seconds on three nodes), so the run measures a shop at work, not its start.
 "$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt" \
   || { echo "load-on.sh: the shop did not take five orders through:" >&2; cat "$work/ready.txt" >&2; exit 1; }
-"$bin/loadgen" --brokers "$brokers" --rate "$rate" --duration "$duration" --warmup 5s --timeout 60s "$@"
+"$bin/loadgen" --brokers "$brokers" --rate "$rate" --duration "$duration" --warmup "${WARMUP:-5s}" --timeout 60s "$@"

@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Crit
 use pizza::admin::EmbeddedBroker;
 use pizza::clock::{now_ms, TimeScale};
 use pizza::command::place_order;
-use pizza::config::{KafkaProps, ServiceName, SysConfig, Topics};
+use pizza::config::{ServiceName, SysConfig, Topics};
 use pizza::domain::{decode, encode, Assembled, OrderRequest, Ordered, StatusCodes, StatusEvent, StatusOnly};
 use pizza::partitioner::partition_for;
 use pizza::services::group_commit::GroupCommit;
@@ -265,7 +265,7 @@ fn pipeline(c: &mut Criterion) {
         .unwrap();
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServiceConfig::new(sys.clone(), dir.path().to_owned());
     cfg.time_scale = TimeScale::new(0.0).unwrap();

@@ -185,7 +185,7 @@ mod tests {
 
     use pizza::admin::EmbeddedBroker;
     use pizza::clock::TimeScale;
-    use pizza::config::{KafkaProps, SysConfig};
+    use pizza::config::SysConfig;
     use pizza::health::ShopHealth;
     use pizza::options::ServiceOpts;
     use pizza::shutdown::Shutdown;
@@ -200,7 +200,7 @@ mod tests {
     async fn shop() -> (EmbeddedBroker, Client, OrderRequest, tokio::task::JoinHandle<()>) {
         let sys = SysConfig::default();
         let broker = EmbeddedBroker::start(&sys).unwrap();
-        let mut props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+        let mut props = broker.props();
         props.0.push(("message.timeout.ms".into(), "1500".into()));
         let transport = KafkaTransport::new(&props, "loadgen-test").unwrap();
         let dir = tempfile::tempdir().unwrap();

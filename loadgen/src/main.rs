@@ -370,7 +370,7 @@ fn start_embedded_shop(
     sys: &SysConfig,
 ) -> Result<(KafkaProps, EmbeddedBroker, Option<EmbeddedShop>)> {
     let broker = EmbeddedBroker::start(sys)?;
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     // Producer-only measures the client alone: no services competing for the cores.
     let services = if args.produce_only {
         None

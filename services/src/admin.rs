@@ -10,7 +10,7 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::SysConfig;
+use crate::config::{KafkaProps, SysConfig};
 use crate::transport::kafka::{classify, KafkaTransport};
 use crate::transport::TransportError;
 
@@ -102,6 +102,15 @@ impl EmbeddedBroker {
     /// The bootstrap address, e.g. `127.0.0.1:40123`.
     pub fn bootstrap_servers(&self) -> String {
         self.cluster.bootstrap_servers()
+    }
+
+    /// The properties of a client of this broker. librdkafka's mock cluster holds every fetch for
+    /// the whole `fetch.wait.max.ms`, even when records are there, so the wait is added to every
+    /// hop of an order; it also costs the process CPU for each fetch it answers. Measured with
+    /// `loadgen --embedded --rate 500`: 100 ms gave end-to-end p50 244 ms / p99 341 ms, 10 ms
+    /// p50 50 ms / p99 70 ms; at 1000 orders/s 3 ms was slower than 10 (p99 305 ms against 171).
+    pub fn props(&self) -> KafkaProps {
+        KafkaProps::bootstrap(&self.bootstrap_servers()).with("fetch.wait.max.ms", "10")
     }
 
     /// Makes the broker answer every request `delay` late (tests: a produce whose answer comes

@@ -210,11 +210,22 @@ impl KafkaProps {
 
     /// The bootstrap servers.
     pub fn bootstrap_servers(&self) -> &str {
+        self.get("bootstrap.servers").unwrap_or("")
+    }
+
+    /// A property's value (the last one given, as librdkafka takes it).
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, _)| k == "bootstrap.servers")
+            .rev()
+            .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+    }
+
+    /// With `key` set to `value` (after any earlier value, so it wins).
+    pub fn with(mut self, key: &str, value: &str) -> KafkaProps {
+        self.0.push((key.into(), value.into()));
+        self
     }
 }
 

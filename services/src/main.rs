@@ -288,7 +288,7 @@ async fn demo(addr: SocketAddr, opts: ServiceOpts, web: WebOpts, mut shutdown: S
     let (_tmp, data_dir) = demo_data_dir(&opts)?;
     let cfg = opts.service_config(opts.load_sys()?, data_dir);
     let broker = EmbeddedBroker::start(&cfg.sys)?;
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let shop = Shop::start(cfg.clone(), &ServiceName::CONSUMERS, Restart::WithBackoff, {
         let (props, sys) = (props.clone(), cfg.sys.clone());
         move |service| KafkaTransport::new(&props, &sys.client_id(service))

@@ -78,12 +78,12 @@ impl KafkaTransport {
         // A produce fails for good after MESSAGE_TIMEOUT_MS (the user's [kafka] section may change
         // it). It stays below the web app's request timeout, so a customer told "not placed" gets
         // the producer's final answer, not a timeout after which the order could still appear.
-        let producer = base_config(props, client_id, &[("message.timeout.ms", MESSAGE_TIMEOUT_MS)])
+        let defaults = [("message.timeout.ms", MESSAGE_TIMEOUT_MS), ("linger.ms", "2")];
+        let producer = base_config(props, client_id, &defaults)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Java's default partitioner, so keys land where the original's do (spec/wire.md).
             .set("partitioner", "murmur2_random")
-            .set("linger.ms", "2")
             // Producing to a missing topic must fail, not create it with broker defaults.
             .set("allow.auto.create.topics", "false")
             .create_with_context(Deliveries)
@@ -218,6 +218,24 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Our client id and `defaults`, then the user's properties (which win over both).
+/// Our consumers' tuning, which the user's properties may change. A fetch waits for 64 KiB or
+/// 3 ms, whichever comes first. Apache Kafka answers a fetch as soon as `fetch.min.bytes` are
+/// there: at 1 byte (librdkafka's default) each of the five services fetched again the moment a
+/// record came, and the broker's request handling took a core; waiting 3 ms for more halved
+/// end-to-end p50 and p99 at 1000 orders/s on one node (docs/figures.md). The mock cluster holds
+/// every fetch for the whole wait whatever is there, so the embedded broker waits 10 ms
+/// (`admin::EmbeddedBroker::props`).
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "3")];
+
+/// How soon the classic group protocol notices a member gone. The consumer group protocol
+/// (KIP-848, `group.protocol=consumer` in the user's properties) takes these from the broker
+/// (`group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`), and librdkafka
+/// refuses them on the client, so they are left out there.
+pub const CLASSIC_GROUP_DEFAULTS: &[(&str, &str)] =
+    &[("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")];
+
+/// A client's config: our client id, then `defaults`, then the user's properties (which win over
+/// the defaults, not over what the caller sets after).
 fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("client.id", client_id);
@@ -256,18 +274,15 @@ impl Transport for KafkaTransport {
         let offsets: Offsets = Arc::new(Mutex::new(MemberOffsets::default()));
         // Commits are ours (`offsets::MemberOffsets`, the same bookkeeping as the simulation's
         // consumer): every COMMIT_EVERY, on a revocation, and on close.
-        let consumer: StreamConsumer<AtLeastOnce> = self
-            .client_config()
+        let mut defaults = CONSUMER_DEFAULTS.to_vec();
+        if self.props.get("group.protocol") != Some("consumer") {
+            defaults.extend(CLASSIC_GROUP_DEFAULTS);
+        }
+        let consumer: StreamConsumer<AtLeastOnce> = base_config(&self.props, &self.client_id, &defaults)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            // Brokers that hold a fetch for the whole wait (the mock cluster and tansu do) add it to
-            // every hop of an order. Measured with `loadgen --embedded --rate 500`: 100 ms gave
-            // end-to-end p50 244 ms / p99 341 ms; 10 ms gives p50 50 ms / p99 70 ms.
-            .set("fetch.wait.max.ms", "10")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
             .set("allow.auto.create.topics", "false")
             .create_with_context(AtLeastOnce {
                 offsets: offsets.clone(),

@@ -276,6 +276,14 @@ impl TestBroker {
             TestBroker::Kafka(k) => k.bootstrap_servers().to_owned(),
         }
     }
+
+    /// The properties of a client of this broker.
+    pub fn props(&self) -> pizza::config::KafkaProps {
+        match self {
+            TestBroker::Embedded(b) => b.props(),
+            TestBroker::Kafka(k) => pizza::config::KafkaProps::bootstrap(k.bootstrap_servers()),
+        }
+    }
 }
 
 /// Says that `test` did not run and why, on the test process's own stderr (not captured, so

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{encode, StatusOnly};
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::{OutRecord, Transport};
@@ -18,7 +18,7 @@ async fn malformed_events_are_dead_lettered_and_the_service_keeps_going() {
 /// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
 pub async fn malformed_events_are_dead_lettered_and_the_service_keeps_going_on(broker: &TestBroker) {
     let sys = SysConfig::default();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let producer = KafkaTransport::new(&props, "it-bad").unwrap();
     let bad: [(&str, &[u8]); 3] = [
         ("0000bad1", b"this is not JSON"),
@@ -82,7 +82,7 @@ async fn baked_before_ordered_is_pending_then_delivered() {
 /// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
 pub async fn baked_before_ordered_is_pending_then_delivered_on(broker: &TestBroker) {
     let sys = SysConfig::default();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let producer = KafkaTransport::new(&props, "it-early").unwrap();
     let dir = data_dir();
     let shop = start_shop(

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use pizza::admin::EmbeddedBroker;
 use pizza::clock::now_ms;
-use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::{encode, OrderId};
 use pizza::hostile::{self, Expect, TAG_HEADER};
 use pizza::transport::kafka::KafkaTransport;
@@ -39,7 +39,7 @@ struct Fixture {
 fn shop() -> Fixture {
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let producer = KafkaTransport::new(&props, "it-hostile").unwrap();
     let dir = data_dir();
     let shop = start_shop(

@@ -103,12 +103,7 @@ pub async fn full_pipeline(props: &KafkaProps, orders: usize, ends: EndOffsets) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_reach_delivered_on_the_embedded_broker() {
     let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
-    full_pipeline(
-        &KafkaProps::bootstrap(&broker.bootstrap_servers()),
-        20,
-        EndOffsets::Exact,
-    )
-    .await;
+    full_pipeline(&broker.props(), 20, EndOffsets::Exact).await;
 }
 
 /// A recipe whose assembling time is the shortest, 4 s.
@@ -140,7 +135,7 @@ async fn a_hundred_orders_assemble_in_about_one_assembling_time() {
 
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let dir = data_dir();
     let mut cfg = test_config(dir.path().to_owned(), 1.0);
     cfg.concurrency = 128;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pizza::admin::EmbeddedBroker;
-use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::config::{ServiceName, SysConfig};
 use pizza::domain::OrderId;
 use pizza::error::Report;
 use pizza::event::parse;
@@ -42,7 +42,7 @@ fn handlers() -> Handlers {
     {
         let sys = SysConfig::default();
         let broker = EmbeddedBroker::start(&sys).unwrap();
-        let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+        let props = broker.props();
         let transport = KafkaTransport::new(&props, "it-props").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::common::test_config(dir.path().to_owned(), 0.0);

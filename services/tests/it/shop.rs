@@ -28,7 +28,7 @@ fn setup() -> Setup {
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
     Setup {
-        props: KafkaProps::bootstrap(&broker.bootstrap_servers()),
+        props: broker.props(),
         sys,
         dir: data_dir(),
         _broker: KeptOnPanic(Some(broker)),

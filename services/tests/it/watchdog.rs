@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pizza::config::{KafkaProps, ServiceName, SysConfig};
+use pizza::config::{ServiceName, SysConfig};
 use pizza::services::ServiceConfig;
 use pizza::transport::kafka::KafkaTransport;
 
@@ -17,7 +17,7 @@ async fn a_stalled_order_is_marked_stuck_and_progress_clears_it() {
 /// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
 pub async fn a_stalled_order_is_marked_stuck_and_progress_clears_it_on(broker: &TestBroker) {
     let sys = SysConfig::default();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let customer = KafkaTransport::new(&props, "it-customer").unwrap();
     let dir = data_dir();
     // The spec's watchdog (every 15 s, stuck after 45 s) at scale 0.02: every 0.3 s, after 0.9 s.

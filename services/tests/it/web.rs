@@ -42,7 +42,7 @@ fn app_on(props: Option<KafkaProps>) -> App {
 fn app_with(props: Option<KafkaProps>, extra: &[(&str, &str)]) -> App {
     let sys = SysConfig::default();
     let broker = EmbeddedBroker::start(&sys).unwrap();
-    let mut props = props.unwrap_or_else(|| KafkaProps::bootstrap(&broker.bootstrap_servers()));
+    let mut props = props.unwrap_or_else(|| broker.props());
     for (k, v) in extra {
         props.0.push(((*k).to_owned(), (*v).to_owned()));
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pizza::admin::EmbeddedBroker;
-use pizza::config::{KafkaProps, SysConfig};
+use pizza::config::SysConfig;
 use pizza::shutdown::Shutdown;
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::{OutRecord, Record, Transport};
@@ -48,7 +48,7 @@ impl Handler for Recorder {
 async fn one_key_in_order_many_keys_at_once_offsets_committed_on_shutdown() {
     let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
     broker.create_topic("it-worker", 3).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let transport = KafkaTransport::new(&props, "it-worker").unwrap();
     for seq in 0..PER_KEY {
         for k in 0..KEYS {
@@ -127,7 +127,7 @@ async fn graceful_shutdown_leaves_the_group_at_once() {
 
     let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
     broker.create_topic("it-leave", 2).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let transport = KafkaTransport::new(&props, "it-leave").unwrap();
 
     let observer: BaseConsumer = transport
@@ -220,7 +220,7 @@ impl Handler for Gauge {
 async fn records_in_flight_are_bounded_by_their_bytes() {
     let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
     broker.create_topic("it-bytes", 3).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let transport = KafkaTransport::new(&props, "it-bytes").unwrap();
     let n = 30;
     for i in 0..n {
@@ -279,7 +279,7 @@ impl Handler for SlowAndFatal {
 async fn a_worker_that_stops_on_an_error_ends_its_handlers_first() {
     let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
     broker.create_topic("it-worker-stop", 1).unwrap();
-    let props = KafkaProps::bootstrap(&broker.bootstrap_servers());
+    let props = broker.props();
     let transport = KafkaTransport::new(&props, "it-worker-stop").unwrap();
     for key in ["slow", "fatal"] {
         let out = OutRecord::new("it-worker-stop", key, b"x".to_vec());
