@@ -6,6 +6,8 @@
 # (its exit status is 1 if any order was lost). Everything started here is stopped on exit.
 # Usage: [WARMUP=5s] scripts/load-on.sh kafka|kafka3|tansu [RATE] [DURATION] [extra loadgen flags...]
 # WARMUP is loadgen's unmeasured first stretch at RATE (a fresh broker's JVM is still compiling).
+# CLIENT_PROPS (space-separated key=value) are librdkafka properties for every client, the
+# services' and loadgen's, as a [kafka] section would give them (e.g. CLIENT_PROPS=linger.ms=5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${1:-}
@@ -46,12 +48,16 @@ else
 fi
 
 "$bin/pizza" topics create --brokers "$brokers" "${topics[@]}" >&2
+{
+  printf '[kafka]\nbootstrap.servers = %s\n' "$brokers"
+  for kv in ${CLIENT_PROPS:-}; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
+} > "$work/kafka.ini"
 for s in assemble bake deliver merge status; do
-  "$bin/pizza" serve "$s" --brokers "$brokers" --data-dir "$work" --time-scale 0 2> "$work/$s.log" &
+  "$bin/pizza" serve "$s" --kafka-config "$work/kafka.ini" --data-dir "$work" --time-scale 0 2> "$work/$s.log" &
   pids+=($!)
 done
 # Ready: five orders through every service (their groups formed, and Kafka's __consumer_offsets
 # created, which takes seconds on three nodes), so the run measures a shop at work, not its start.
-"$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt" \
+"$bin/loadgen" --kafka-config "$work/kafka.ini" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt" \
   || { echo "load-on.sh: the shop did not take five orders through:" >&2; cat "$work/ready.txt" >&2; exit 1; }
-"$bin/loadgen" --brokers "$brokers" --rate "$rate" --duration "$duration" --warmup "${WARMUP:-5s}" --timeout 60s "$@"
+"$bin/loadgen" --kafka-config "$work/kafka.ini" --rate "$rate" --duration "$duration" --warmup "${WARMUP:-5s}" --timeout 60s "$@"

@@ -1,7 +1,9 @@
 //! The state stores, real SQLite files (rusqlite, bundled): the status service's materialized view
 //! and the delivery service's early warnings. WAL journal with `synchronous=FULL`: a commit
 //! survives a process crash (what SIGKILL tests) and a power loss (what the simulation's
-//! `power-loss` fault checks), and the view can always be rebuilt from the log.
+//! `power-loss` fault checks), and the view can always be rebuilt from the log. One exception:
+//! [`DeliveryStore::mark_delivered`] commits without the sync (a process crash cannot lose it) and
+//! is synced by the next synced commit, which its caller waits for before it acts on it.
 
 use std::path::Path;
 use std::sync::Mutex;

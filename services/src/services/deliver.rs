@@ -5,7 +5,8 @@
 //! What it knows is persisted in SQLite before anything is produced, so a restart loses no early
 //! warning and no pending pizza, and a redelivered input re-sends the same pizza-delivered event
 //! (same timestamp) instead of delivering twice. Early warnings and pending marks commit together
-//! (group commit: a handler waits for its batch); a delivery commits alone, right after its drive.
+//! (group commit: a handler waits for its batch); a delivery commits alone right after its drive,
+//! without waiting for the disk, and the next batch's sync covers it before it is announced.
 
 use crate::clock::now_ms;
 use crate::domain::{delivery_secs, encode, StatusOnly};
@@ -80,7 +81,8 @@ pub struct Deliver<T> {
 }
 
 impl<T: Transport> Deliver<T> {
-    /// The handler, with the task that commits its early warnings (so call it within a runtime).
+    /// The handler, with the writer that commits its early warnings (a thread; a task of the node
+    /// under madsim, so call it within a runtime).
     pub fn new(transport: T, cfg: ServiceConfig, store: Arc<DeliveryStore>) -> Deliver<T> {
         let batches = store.clone();
         let writer = GroupCommit::start(WRITE_BATCH, move |writes| batches.apply_many(writes));
@@ -92,7 +94,7 @@ impl<T: Transport> Deliver<T> {
         }
     }
 
-    /// Ends the store's writer task: a stopped service writes nothing more.
+    /// Ends the store's writer: a stopped service writes nothing more.
     pub async fn stop(&self) {
         self.writer.stop().await;
     }

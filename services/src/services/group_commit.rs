@@ -1,4 +1,4 @@
-//! Group commit for a service's store: handlers hand their write to one writer task and wait until
+//! Group commit for a service's store: handlers hand their write to one writer and wait until
 //! the transaction that holds it has committed. The stores sync every commit (a power loss must not
 //! roll back a write whose record's offset was committed); one transaction for all the writes
 //! waiting at the moment pays that sync once per batch instead of once per record. A handler that

@@ -26,7 +26,8 @@ pub struct Status {
 }
 
 impl Status {
-    /// The handler, with the task that writes its view (so call it within a runtime).
+    /// The handler, with the writer of its view (a thread; a task of the node under madsim, so
+    /// call it within a runtime).
     pub fn new(cfg: ServiceConfig, view: Arc<ViewStore>) -> Status {
         let (codes, store) = (cfg.sys.codes.clone(), view.clone());
         // Group commit: the view syncs every commit, once per batch of the updates waiting.
@@ -34,7 +35,7 @@ impl Status {
         Status { cfg, view, writer }
     }
 
-    /// Ends the view's writer task: a stopped service writes nothing more.
+    /// Ends the view's writer: a stopped service writes nothing more.
     pub async fn stop(&self) {
         self.writer.stop().await;
     }
