@@ -27,6 +27,10 @@ shift $(( $# > 0 ? 1 : 0 ))
 faults=("$@")
 (( ${#faults[@]} )) || faults=(leader controller zombie two-down)
 bin=${PIZZA_BIN_DIR:-target/debug}
+case ${GROUP_PROTOCOL:-classic} in
+  classic|consumer) ;;
+  *) echo "kafka-faults.sh: GROUP_PROTOCOL is classic or consumer, not '$GROUP_PROTOCOL'" >&2; exit 2 ;;
+esac
 for b in pizza loadgen; do
   [[ -x $bin/$b ]] || { echo "kafka-faults.sh: $bin/$b is missing (cargo build -p pizza -p loadgen)" >&2; exit 2; }
 done
@@ -74,7 +78,11 @@ inject() {
     leader) n=$(busiest); echo "SIGKILL node $n (leads the most partitions)"; down "$n"; sleep 10; up "$n" ;;
     controller) n=$(controller); echo "SIGKILL node $n (the active controller)"; down "$n"; sleep 10; up "$n" ;;
     zombie) n=$(busiest); echo "SIGSTOP node $n for 15 s"; down "$n" STOP; sleep 15; down "$n" CONT ;;
-    service) echo "SIGKILL deliver (${GROUP_PROTOCOL:-classic} protocol)"; kill -KILL "${service_pid[deliver]}"; sleep 1; serve deliver ;;
+    service)
+      echo "SIGKILL deliver (${GROUP_PROTOCOL:-classic} protocol)"
+      kill -KILL "${service_pid[deliver]}" || { echo "kafka-faults.sh: deliver had already ended" >&2; exit 1; }
+      sleep 1; serve deliver
+      ;;
     two-down)
       n=$(busiest); m=$(( n % 3 + 1 ))
       echo "SIGKILL nodes $n and $m"

@@ -50,7 +50,11 @@ fi
 "$bin/pizza" topics create --brokers "$brokers" "${topics[@]}" >&2
 {
   printf '[kafka]\nbootstrap.servers = %s\n' "$brokers"
-  for kv in ${CLIENT_PROPS:-}; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
+  read -r -a client_props <<< "${CLIENT_PROPS:-}"
+  for kv in "${client_props[@]}"; do
+    [[ $kv == ?*=* ]] || { echo "load-on.sh: CLIENT_PROPS takes key=value, not '$kv'" >&2; exit 2; }
+    printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"
+  done
 } > "$work/kafka.ini"
 for s in assemble bake deliver merge status; do
   "$bin/pizza" serve "$s" --kafka-config "$work/kafka.ini" --data-dir "$work" --time-scale 0 2> "$work/$s.log" &

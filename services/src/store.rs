@@ -125,7 +125,8 @@ impl Db {
             .map_err(err)?;
         if !read_only {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-            // FULL: every commit is synced before it returns. Under NORMAL, in WAL mode, the last
+            // FULL: every commit is synced before it returns (but `mark_delivered`'s, which its
+            // caller has synced by a later commit before acting on it). Under NORMAL, in WAL mode, the last
             // commits may roll back on a power loss, after the offsets they allowed were
             // committed: deliver forgets that it drove an order (and drives it again) or an early
             // warning (the order is never delivered), the view moves statuses back and never
@@ -565,10 +566,11 @@ pub enum DeliveryWrite {
 
 /// The delivery service's store, persisted so a restart loses no early warning.
 pub struct DeliveryStore {
-    db: Db,
     /// A second connection for reads, so they do not wait behind a commit's sync (WAL lets one
     /// writer and readers go at once); none for an in-memory store, which is one connection's.
+    /// Declared first, so it closes first: the writer, closing last, checkpoints the WAL.
     reader: Option<Db>,
+    db: Db,
 }
 
 impl DeliveryStore {

@@ -48,8 +48,9 @@ enum Msg<W> {
 }
 
 /// One writer committing writes of type `W` in batches of at most `max_batch`: on a thread of its
-/// own, so a commit's sync never holds up the runtime's threads; under madsim, as a task of the
-/// node (the simulation runs one task at a time, and kills it with the node).
+/// own, so a batch's sync does not run on the runtime's threads (a caller that uses the same
+/// connection directly still waits for it); under madsim, as a task of the node (the simulation
+/// runs one task at a time, and kills it with the node).
 pub struct GroupCommit<W> {
     tx: mpsc::Sender<Msg<W>>,
 }

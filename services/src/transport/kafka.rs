@@ -79,7 +79,9 @@ impl KafkaTransport {
         // it). It stays below the web app's request timeout, so a customer told "not placed" gets
         // the producer's final answer, not a timeout after which the order could still appear.
         let defaults = [("message.timeout.ms", MESSAGE_TIMEOUT_MS), ("linger.ms", "2")];
-        let producer = base_config(props, client_id, &defaults)
+        // The consumers' fetch settings (the embedded broker's props carry them) would only make
+        // librdkafka warn that a producer ignores them.
+        let producer = base_config(props, client_id, &defaults, CONSUMER_DEFAULTS)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Java's default partitioner, so keys land where the original's do (spec/wire.md).
@@ -97,7 +99,7 @@ impl KafkaTransport {
 
     /// A config with the user's properties and our client id.
     pub fn client_config(&self) -> ClientConfig {
-        base_config(&self.props, &self.client_id, &[])
+        base_config(&self.props, &self.client_id, &[], &[])
     }
 
     /// Waits until every produced record is acknowledged (or `timeout` passes).
@@ -217,7 +219,6 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Our client id and `defaults`, then the user's properties (which win over both).
 /// Our consumers' tuning, which the user's properties may change. A fetch waits for 64 KiB or
 /// 3 ms, whichever comes first. Apache Kafka answers a fetch as soon as `fetch.min.bytes` are
 /// there: at 1 byte (librdkafka's default) each of the five services fetched again the moment a
@@ -235,15 +236,24 @@ pub const CLASSIC_GROUP_DEFAULTS: &[(&str, &str)] =
     &[("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")];
 
 /// A client's config: our client id, then `defaults`, then the user's properties (which win over
-/// the defaults, not over what the caller sets after).
-fn base_config(props: &KafkaProps, client_id: &str, defaults: &[(&str, &str)]) -> ClientConfig {
+/// the defaults, not over what the caller sets after), but those in `leave_out`.
+fn base_config(
+    props: &KafkaProps,
+    client_id: &str,
+    defaults: &[(&str, &str)],
+    leave_out: &[(&str, &str)],
+) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("client.id", client_id);
     cfg.set("log_level", "4");
     for (k, v) in defaults {
         cfg.set(*k, *v);
     }
-    for (k, v) in &props.0 {
+    for (k, v) in props
+        .0
+        .iter()
+        .filter(|(k, _)| leave_out.iter().all(|(l, _)| l != k))
+    {
         cfg.set(k, v);
     }
     cfg
@@ -275,10 +285,11 @@ impl Transport for KafkaTransport {
         // Commits are ours (`offsets::MemberOffsets`, the same bookkeeping as the simulation's
         // consumer): every COMMIT_EVERY, on a revocation, and on close.
         let mut defaults = CONSUMER_DEFAULTS.to_vec();
-        if self.props.get("group.protocol") != Some("consumer") {
+        let protocol = self.props.get("group.protocol").unwrap_or_default();
+        if !protocol.trim().eq_ignore_ascii_case("consumer") {
             defaults.extend(CLASSIC_GROUP_DEFAULTS);
         }
-        let consumer: StreamConsumer<AtLeastOnce> = base_config(&self.props, &self.client_id, &defaults)
+        let consumer: StreamConsumer<AtLeastOnce> = base_config(&self.props, &self.client_id, &defaults, &[])
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

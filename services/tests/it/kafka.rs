@@ -128,7 +128,6 @@ async fn orders_reach_delivered_on_kafka() {
     full_pipeline(&props, 20, EndOffsets::Exact).await;
 }
 
-/// A test on one Kafka node that runs `body` (a test of another module, written for any broker).
 /// The same pipeline with every consumer on Kafka 4's consumer group protocol (KIP-848): the
 /// broker assigns partitions and keeps the session, and librdkafka refuses the classic protocol's
 /// session and heartbeat settings, which the transport then leaves out.
@@ -142,6 +141,7 @@ async fn orders_reach_delivered_on_kafka_with_the_consumer_group_protocol() {
     full_pipeline(&props, 20, EndOffsets::Exact).await;
 }
 
+/// A test on one Kafka node that runs `body` (a test of another module, written for any broker).
 macro_rules! on_kafka {
     ($($name:ident => $body:path),+ $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
