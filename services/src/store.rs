@@ -608,6 +608,7 @@ impl DeliveryStore {
     pub fn apply_many(&self, writes: &[DeliveryWrite]) -> Result<(), StoreError> {
         self.db.with(|conn| {
             let tx = conn.transaction()?;
+            let mut sync = false;
             for w in writes {
                 match w {
                     DeliveryWrite::Customer {
@@ -625,10 +626,13 @@ impl DeliveryStore {
                              ON CONFLICT (order_id) DO UPDATE SET baked_pending = 1",
                         )?
                         .execute(params![order_id])?,
-                    DeliveryWrite::SyncDeliveries => 0,
+                    DeliveryWrite::SyncDeliveries => {
+                        sync = true;
+                        0
+                    }
                 };
             }
-            if writes.contains(&DeliveryWrite::SyncDeliveries) {
+            if sync {
                 tx.prepare_cached(
                     "INSERT INTO syncs (id, n) VALUES (0, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
                 )?

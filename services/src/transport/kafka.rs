@@ -226,13 +226,13 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
 /// end-to-end p50 and p99 at 1000 orders/s on one node (docs/figures.md). The mock cluster holds
 /// every fetch for the whole wait whatever is there, so the embedded broker waits 10 ms
 /// (`admin::EmbeddedBroker::props`).
-pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "3")];
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("fetch.min.bytes", "65536"), ("fetch.wait.max.ms", "3")];
 
 /// How soon the classic group protocol notices a member gone. The consumer group protocol
 /// (KIP-848, `group.protocol=consumer` in the user's properties) takes these from the broker
 /// (`group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`), and librdkafka
 /// refuses them on the client, so they are left out there.
-pub const CLASSIC_GROUP_DEFAULTS: &[(&str, &str)] =
+const CLASSIC_GROUP_DEFAULTS: &[(&str, &str)] =
     &[("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "1000")];
 
 /// A client's config: our client id, then `defaults`, then the user's properties (which win over
