@@ -12,7 +12,8 @@
 #   service     SIGKILL the deliver service (not a broker), start it again 1 s later: the stall
 #               is its group's rebalance
 # After each: no order told "placed" lost, none delivered twice, every group's lag back to 0
-# (loadgen's own checks); after all: the live view equals its rebuild from the log. Prints a line
+# (loadgen's own checks); through all of them no order's status moves back in the live view
+# (`pizza view watch`); after all: the live view equals its rebuild from the log. Prints a line
 # per fault with how long the shop stalled (loadgen's longest time without a completion).
 # Usage: [GROUP_PROTOCOL=classic|consumer] scripts/kafka-faults.sh [RATE] [FAULT...]
 # (default: 300, every broker fault; `service` is run when named). GROUP_PROTOCOL=consumer puts
@@ -61,6 +62,11 @@ for s in assemble bake deliver merge status; do serve "$s"; done
 
 # Ready: five orders through every service before the first fault.
 "$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt"
+# No status regression, watched live: every order's status in the view, polled every 250 ms
+# through every fault (the view exists now: the status service has folded the ready orders).
+"$bin/pizza" view watch --db "$work/data/orders.db" --every 250ms > "$work/watch.txt" 2> "$work/watch.log" &
+watcher=$!
+pids+=("$watcher")
 
 # The node leading the most partitions of the shop's topics.
 busiest() {
@@ -118,6 +124,15 @@ EOF
   echo "$line" >&2
   [[ $line == *" ok" ]] || failed=1
 done
+
+kill -TERM "$watcher"
+if wait "$watcher"; then
+  echo "no status regression: $(cat "$work/watch.txt")" >&2
+else
+  echo "status REGRESSION (or the watch failed): $(cat "$work/watch.txt")" >&2
+  head -20 "$work/watch.log" >&2
+  failed=1
+fi
 
 # The view every service's output folded into, against the log.
 if "$bin/pizza" view rebuild --brokers "$brokers" --out "$work/rebuilt.db" --compare "$work/data/orders.db" >&2; then

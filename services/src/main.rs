@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
 use pizza::config::{KafkaProps, ServiceName};
+use pizza::domain::StatusCodes;
 use pizza::health::ShopHealth;
 use pizza::options::{load_sys, ServiceConfig, ServiceOpts};
 use pizza::services::{self, Service};
@@ -19,6 +20,7 @@ use pizza::shop::{Restart, Shop, ShopError};
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
+use pizza::view::RegressionWatch;
 use pizza::web::app::{self as web_app, WebOpts};
 
 /// The pizza shop of the Kafka CQRS / event-sourcing demo, in Rust.
@@ -100,6 +102,22 @@ enum ViewAction {
         /// A live view (orders.db) to compare the rebuilt one with; exits 1 when they differ.
         #[arg(long)]
         compare: Option<PathBuf>,
+    },
+    /// Poll a live view (orders.db) until SIGTERM/SIGINT or --for ends, reporting every order
+    /// whose status moved back; exits 1 when one did.
+    Watch {
+        /// The live view to watch (opened read-only).
+        #[arg(long)]
+        db: PathBuf,
+        /// The original's config_sys/default.ini (the status codes and their order).
+        #[arg(long, env = "PIZZA_SYS_CONFIG")]
+        sys_config: Option<PathBuf>,
+        /// Time between polls.
+        #[arg(long, default_value = "50ms", value_parser = pizza::clock::parse_duration)]
+        every: Duration,
+        /// Stop after this long (default: until a signal).
+        #[arg(long = "for", value_parser = pizza::clock::parse_duration)]
+        stop_after: Option<Duration>,
     },
 }
 
@@ -185,6 +203,18 @@ async fn real_main(cli: Cli) -> Result<()> {
                     compare,
                 },
         } => rebuild(&kafka, sys_config, &out, compare).await,
+        Command::View {
+            action:
+                ViewAction::Watch {
+                    db,
+                    sys_config,
+                    every,
+                    stop_after,
+                },
+        } => {
+            let codes = load_sys(sys_config.as_deref())?.codes;
+            watch(&db, codes, every, stop_after, shutdown).await
+        }
     }
 }
 
@@ -253,6 +283,49 @@ async fn rebuild(
             bail!("the rebuilt view differs from {}", live.display());
         }
         println!("equal to {} ({} orders)", live.display(), a.status.len());
+    }
+    Ok(())
+}
+
+/// `pizza view watch`: polls every order's status in a live view; each regression goes to stderr
+/// as it is seen, the summary to stdout at the end.
+async fn watch(
+    db: &Path,
+    codes: StatusCodes,
+    every: Duration,
+    stop_after: Option<Duration>,
+    mut shutdown: Shutdown,
+) -> Result<()> {
+    let view = ViewStore::open_read_only(db)?;
+    let mut watch = RegressionWatch::new(codes);
+    let deadline = stop_after.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let rows = view.status_rows()?;
+        for r in watch.observe(rows.iter().map(|r| (r.0.as_str(), r.1))) {
+            eprintln!("status regression: {r}");
+        }
+        let tick = tokio::time::sleep(every);
+        let end = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick => {}
+            _ = end => break,
+            _ = shutdown.wait() => break,
+        }
+    }
+    println!(
+        "watched {}: {} orders, {} polls, {} status regressions",
+        db.display(),
+        watch.orders(),
+        watch.polls(),
+        watch.regressions()
+    );
+    if watch.regressions() > 0 {
+        bail!("an order's status moved back in {}", db.display());
     }
     Ok(())
 }

@@ -8,8 +8,10 @@
 //! flag the next progress clears.
 
 mod rebuild;
+mod watch;
 
 pub use rebuild::{rebuild, RebuildError, Rebuilt, REBUILD_BATCH, STALL_TIMEOUT};
+pub use watch::RegressionWatch;
 
 use serde::Serialize;
 

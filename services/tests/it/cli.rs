@@ -101,3 +101,60 @@ fn bad_config_files_are_named_with_the_line_or_key() {
         stderr(&o)
     );
 }
+
+/// `pizza view watch` reports an order whose status moves back in the view it watches (here a
+/// write that skips the fold's guard, as a broken status service would make) and exits 1; a view
+/// that only moves forward gives exit 0.
+#[test]
+fn view_watch_reports_a_status_that_moves_back() {
+    use pizza::domain::StatusCodes;
+    use pizza::store::ViewStore;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("orders.db");
+    let codes = StatusCodes::default();
+    let view = ViewStore::open(&db).unwrap();
+    view.apply_status(&codes, "0000000a", 300, 1, None).unwrap();
+    view.apply_status(&codes, "0000000b", 100, 1, None).unwrap();
+    let watch = |secs: &str| {
+        Command::new(env!("CARGO_BIN_EXE_pizza"))
+            .args(["view", "watch", "--every", "20ms", "--for", secs, "--db"])
+            .arg(&db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let child = watch("4s");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    view.apply_status(&codes, "0000000b", 200, 2, None).unwrap(); // progress
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE order_status SET status = 200 WHERE order_id = '0000000a'",
+            [],
+        )
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out} {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("status regression: 0000000a: 300 -> 200"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("2 orders") && out.contains(" 1 status regressions"),
+        "{out}"
+    );
+
+    // Watched afresh, the view as it now is only moves forward.
+    let child = watch("1s");
+    view.apply_status(&codes, "0000000a", 999, 3, None).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out} {}", stderr(&o));
+    assert!(out.contains(" 0 status regressions"), "{out}");
+}

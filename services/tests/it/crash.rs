@@ -12,6 +12,7 @@ use pizza::domain::{OrderId, StatusCodes};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::Record;
+use pizza::view::RegressionWatch;
 
 use crate::common::*;
 
@@ -22,25 +23,21 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(service: ServiceName, brokers: &str, dir: &Path, scale: &str) -> Proc {
-        Proc::spawn_with(service, brokers, dir, scale, &[])
+    /// `pizza serve SERVICE` with the client properties of `dir`'s kafka.ini ([`write_kafka_ini`]).
+    fn spawn(service: ServiceName, dir: &Path, scale: &str) -> Proc {
+        Proc::spawn_with(service, dir, scale, &[])
     }
 
-    fn spawn_with(service: ServiceName, brokers: &str, dir: &Path, scale: &str, extra: &[&str]) -> Proc {
+    fn spawn_with(service: ServiceName, dir: &Path, scale: &str, extra: &[&str]) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join(format!("{service}.log")))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pizza"))
-            .args([
-                "serve",
-                service.as_str(),
-                "--brokers",
-                brokers,
-                "--time-scale",
-                scale,
-            ])
+            .args(["serve", service.as_str(), "--time-scale", scale])
+            .arg("--kafka-config")
+            .arg(dir.join("kafka.ini"))
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
@@ -93,23 +90,23 @@ fn dump_logs(dir: &Path) {
     }
 }
 
-/// Polls the view every 20 ms and records each status of `ids` that moved back in rank.
-async fn watch_regressions(path: PathBuf, ids: Vec<OrderId>, regressions: Arc<Mutex<Vec<String>>>) {
+/// Writes `props` as `dir`/kafka.ini, the `[kafka]` file the processes are given.
+fn write_kafka_ini(dir: &Path, props: &KafkaProps) {
+    let mut ini = String::from("[kafka]\n");
+    for (k, v) in &props.0 {
+        ini.push_str(&format!("{k} = {v}\n"));
+    }
+    std::fs::write(dir.join("kafka.ini"), ini).unwrap();
+}
+
+/// Polls the view every 20 ms and records each status that moved back in rank.
+async fn watch_regressions(path: PathBuf, regressions: Arc<Mutex<Vec<String>>>) {
     let view = ViewStore::open_read_only(&path).unwrap();
-    let codes = StatusCodes::default();
-    let mut last: HashMap<String, i64> = HashMap::new();
+    let mut watch = RegressionWatch::new(StatusCodes::default());
     loop {
-        for id in &ids {
-            if let Ok(Some(s)) = view.status(id.as_str()) {
-                if let Some(prev) = last.insert(id.to_string(), s.status) {
-                    if codes.rank(s.status) < codes.rank(prev) {
-                        regressions
-                            .lock()
-                            .unwrap()
-                            .push(format!("{id}: {prev} -> {}", s.status));
-                    }
-                }
-            }
+        if let Ok(rows) = view.status_rows() {
+            let found = watch.observe(rows.iter().map(|r| (r.0.as_str(), r.1)));
+            regressions.lock().unwrap().extend(found);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -141,15 +138,20 @@ async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
 
 /// The test on `broker` (the embedded one above, Apache Kafka in `kafka.rs`).
 pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_on(broker: &TestBroker) {
+    sigkill_mid_flight_loses_nothing_and_delivers_once_with(&broker.props()).await;
+}
+
+/// The test with the services' client properties `props` (e.g. another group protocol).
+pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_with(props: &KafkaProps) {
     const ORDERS: usize = 40;
     let sys = SysConfig::default();
-    let brokers = broker.bootstrap_servers();
-    let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
+    let customer = KafkaTransport::new(props, "it-customer").unwrap();
     let dir = data_dir();
+    write_kafka_ini(dir.path(), props);
     let scale = "0.05";
     let mut procs: Vec<Proc> = ServiceName::CONSUMERS
         .iter()
-        .map(|s| Proc::spawn(*s, &brokers, dir.path(), scale))
+        .map(|s| Proc::spawn(*s, dir.path(), scale))
         .collect();
 
     let view_path = dir.path().join("orders.db");
@@ -158,11 +160,7 @@ pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_on(broker: &Test
     let ids = place(&customer, &sys, ORDERS).await;
     // Watch every order's status for a step backwards while services die and come back.
     let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
-    let monitor = tokio::spawn(watch_regressions(
-        view_path.clone(),
-        ids.clone(),
-        regressions.clone(),
-    ));
+    let monitor = tokio::spawn(watch_regressions(view_path.clone(), regressions.clone()));
 
     // Kill while orders are in every stage: some delivered, most not.
     wait_for("some orders delivered", Duration::from_secs(60), || async {
@@ -181,7 +179,7 @@ pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_on(broker: &Test
         p.kill9();
     }
     for p in procs.iter_mut().filter(stateful) {
-        *p = Proc::spawn(p.service, &brokers, dir.path(), scale);
+        *p = Proc::spawn(p.service, dir.path(), scale);
     }
     let all = || async { count_at(&view, &ids, 999) == ORDERS };
     if tokio::time::timeout(Duration::from_secs(150), async {
@@ -225,14 +223,14 @@ async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates
 pub async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates_on(broker: &TestBroker) {
     const ORDERS: usize = 30;
     let sys = SysConfig::default();
-    let brokers = broker.bootstrap_servers();
-    let customer = KafkaTransport::new(&KafkaProps::bootstrap(&brokers), "it-customer").unwrap();
+    let customer = KafkaTransport::new(&broker.props(), "it-customer").unwrap();
     let dir = data_dir();
+    write_kafka_ini(dir.path(), &broker.props());
     let assembled = || async { records_on(&customer, &sys.topics.assembled).await };
 
     // Two ovens and at most four orders held: a shutdown leaves most orders to the next run.
     let small = ["--concurrency", "2", "--max-in-flight", "4"];
-    let mut assemble = Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
+    let mut assemble = Proc::spawn_with(ServiceName::Assemble, dir.path(), "0.05", &small);
     place(&customer, &sys, 1).await;
     wait_for("the warm-up order assembled", Duration::from_secs(60), || async {
         assembled().await == 1
@@ -257,7 +255,7 @@ pub async fn sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplic
     );
 
     // A restart resumes where it committed: each order assembled exactly once.
-    let mut assemble = Proc::spawn_with(ServiceName::Assemble, &brokers, dir.path(), "0.05", &small);
+    let mut assemble = Proc::spawn_with(ServiceName::Assemble, dir.path(), "0.05", &small);
     wait_for("every order assembled", Duration::from_secs(90), || async {
         assembled().await > ORDERS as i64
     })

@@ -141,6 +141,20 @@ async fn orders_reach_delivered_on_kafka_with_the_consumer_group_protocol() {
     full_pipeline(&props, 20, EndOffsets::Exact).await;
 }
 
+/// SIGKILL mid-flight with every service's consumer on the consumer group protocol: the dead
+/// members' partitions move when the broker ends their sessions, and nothing is lost or delivered
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_flight_loses_nothing_and_delivers_once_with_the_consumer_group_protocol() {
+    let Some(kafka) = on_kafka(
+        "kafka::sigkill_mid_flight_loses_nothing_and_delivers_once_with_the_consumer_group_protocol",
+    ) else {
+        return;
+    };
+    let props = kafka.props().with("group.protocol", "consumer");
+    crate::crash::sigkill_mid_flight_loses_nothing_and_delivers_once_with(&props).await;
+}
+
 /// A test on one Kafka node that runs `body` (a test of another module, written for any broker).
 macro_rules! on_kafka {
     ($($name:ident => $body:path),+ $(,)?) => {$(
