@@ -20,7 +20,9 @@
 #
 # Environment: KAFKA_VERSION (default 4.1.1); KAFKA_CACHE (default target/kafka) holds the jars
 # of each version; KAFKA_HEAP (default 512m) is each node's heap; KAFKA_SERVER_PROPS (lines of
-# key=value) goes at the end of every node's server.properties, after ours.
+# key=value) goes at the end of every node's server.properties, after ours; KAFKA_JVM_OPTS
+# (space-separated) are more options for each node's JVM, after ours (e.g. -Xlog:gc or another
+# collector).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,7 @@ libs=$cache/$version/libs
 heap=${KAFKA_HEAP:-512m}
 # Every JVM this script starts, the brokers and Kafka's tools alike.
 jvm=(-Xms128m "-Xmx$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20)
+read -r -a node_jvm_extra <<< "${KAFKA_JVM_OPTS:-}"
 # How long a node may take to start, and to stop before it is killed.
 start_within=90
 stop_within=20
@@ -190,7 +193,7 @@ rootLogger.appenderRef.file.ref = FILE
 EOF
   cat > "$nd/run.sh" <<EOF
 #!/usr/bin/env bash
-exec java ${jvm[*]} -Dlog4j2.configurationFile='$nd/log4j2.properties' -cp '$libs/*' \\
+exec java ${jvm[*]} ${node_jvm_extra[*]} -Dlog4j2.configurationFile='$nd/log4j2.properties' -cp '$libs/*' \\
   kafka.Kafka '$nd/server.properties'
 EOF
   chmod +x "$nd/run.sh"

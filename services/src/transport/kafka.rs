@@ -372,17 +372,22 @@ impl ConsumerContext for AtLeastOnce {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if result.is_ok() {
-            let done: Vec<(String, i32, i64)> = offsets
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
-                    _ => None,
-                })
-                .collect();
-            lock(&self.offsets).committed(&done);
+        if let Err(e) = &result {
+            // E.g. the coordinator fenced this member (its session ended while it could not be
+            // reached): what this commit carried goes with the next one, or its records are read
+            // again by the partitions' next owner. Said at most every 500 ms (one commit each).
+            tracing::warn!(error = %e, partitions = offsets.count(), "commit failed; the next one carries it");
+            return;
         }
+        let done: Vec<(String, i32, i64)> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        lock(&self.offsets).committed(&done);
     }
 }
 
