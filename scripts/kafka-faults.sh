@@ -63,7 +63,8 @@ for s in assemble bake deliver merge status; do serve "$s"; done
 # Ready: five orders through every service before the first fault.
 "$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt"
 # No status regression, watched live: every order's status in the view, polled every 250 ms
-# through every fault (the view exists now: the status service has folded the ready orders).
+# through every fault. The status service creates its view when it starts; wait for the file.
+for _ in $(seq 1 100); do [[ -f $work/data/orders.db ]] && break; sleep 0.1; done
 "$bin/pizza" view watch --db "$work/data/orders.db" --every 250ms > "$work/watch.txt" 2> "$work/watch.log" &
 watcher=$!
 pids+=("$watcher")
@@ -125,7 +126,7 @@ EOF
   [[ $line == *" ok" ]] || failed=1
 done
 
-kill -TERM "$watcher"
+kill -TERM "$watcher" 2>/dev/null || true # (it may have ended already: wait says how)
 if wait "$watcher"; then
   echo "no status regression: $(cat "$work/watch.txt")" >&2
 else

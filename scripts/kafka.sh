@@ -21,8 +21,8 @@
 # Environment: KAFKA_VERSION (default 4.1.1); KAFKA_CACHE (default target/kafka) holds the jars
 # of each version; KAFKA_HEAP (default 512m) is each node's heap; KAFKA_SERVER_PROPS (lines of
 # key=value) goes at the end of every node's server.properties, after ours; KAFKA_JVM_OPTS
-# (space-separated) are more options for each node's JVM, after ours (e.g. -Xlog:gc or another
-# collector).
+# (space-separated) are more options for each node's JVM, after ours (e.g. -Xlog:gc:file=gc.log,
+# or "-XX:-UseG1GC -XX:+UseZGC" for another collector: ours is G1).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

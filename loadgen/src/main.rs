@@ -718,11 +718,12 @@ async fn follow(
 /// owner, seen on three nodes under the consumer group protocol: 15,648 records, more than 15 s).
 const LAG_SETTLES_WITHIN: Duration = Duration::from_secs(60);
 
-/// Each group's lag once it is 0 everywhere, or as it is after [`LAG_SETTLES_WITHIN`].
+/// Each group's lag once it is 0 everywhere, or as it is after [`LAG_SETTLES_WITHIN`]. A lag that
+/// cannot be read is not 0: it is reported as -1 under a name that says why.
 async fn settled_lag(transport: &KafkaTransport, sys: &SysConfig) -> Vec<(String, i64)> {
     let deadline = Instant::now() + LAG_SETTLES_WITHIN;
     loop {
-        let lag = consumer_lag(transport, sys).unwrap_or_default();
+        let lag = consumer_lag(transport, sys).unwrap_or_else(|e| vec![(format!("unreadable ({e:#})"), -1)]);
         if lag.iter().all(|(_, l)| *l == 0) || Instant::now() >= deadline {
             return lag;
         }

@@ -42,6 +42,8 @@ pub mod event;
 pub mod health;
 pub mod hostile;
 pub mod mutants;
+#[cfg(feature = "kafka")]
+pub mod offsets;
 pub mod options;
 pub mod partitioner;
 pub mod probes;

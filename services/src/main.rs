@@ -14,6 +14,7 @@ use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
 use pizza::config::{KafkaProps, ServiceName};
 use pizza::domain::StatusCodes;
 use pizza::health::ShopHealth;
+use pizza::offsets::{self, PartitionOffsets, ResetTo};
 use pizza::options::{load_sys, ServiceConfig, ServiceOpts};
 use pizza::services::{self, Service};
 use pizza::shop::{Restart, Shop, ShopError};
@@ -73,6 +74,76 @@ enum Command {
         #[command(subcommand)]
         action: ViewAction,
     },
+    /// The shop's consumer groups: where each stands, and moving a stopped one's offsets.
+    Offsets {
+        #[command(subcommand)]
+        action: OffsetsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OffsetsAction {
+    /// Each group's committed offset, the log's earliest and latest offsets, and the lag, per partition.
+    Show {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The original's config_sys/default.ini (group and topic names).
+        #[arg(long, env = "PIZZA_SYS_CONFIG")]
+        sys_config: Option<PathBuf>,
+        /// Only this group (default: every group of the shop).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Move a stopped group's committed offsets: a dry run that prints the plan, unless --execute.
+    /// Refused while the group has members.
+    Reset {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The original's config_sys/default.ini (group and topic names).
+        #[arg(long, env = "PIZZA_SYS_CONFIG")]
+        sys_config: Option<PathBuf>,
+        /// The group to move (one of the shop's).
+        #[arg(long)]
+        group: String,
+        /// Only this topic of the group's (default: every topic it reads).
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        to: ResetArgs,
+        /// Commit the new offsets (without it, only the plan is printed).
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ResetArgs {
+    /// To the log's first record.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To the log's end (skip everything not yet read).
+    #[arg(long)]
+    to_latest: bool,
+    /// To the first record at or after this time (RFC 3339, e.g. 2026-11-25T21:00:00Z, or ms since the epoch).
+    #[arg(long, value_parser = pizza::offsets::parse_datetime)]
+    to_datetime: Option<i64>,
+    /// By this many records from the committed offset (negative: back), kept within the log.
+    #[arg(long, allow_hyphen_values = true)]
+    shift_by: Option<i64>,
+}
+
+impl ResetArgs {
+    fn to(&self) -> ResetTo {
+        match (self.to_earliest, self.to_latest, self.to_datetime, self.shift_by) {
+            (true, ..) => ResetTo::Earliest,
+            (_, true, ..) => ResetTo::Latest,
+            (_, _, Some(ms), _) => ResetTo::Datetime(ms),
+            (.., Some(n)) => ResetTo::ShiftBy(n),
+            // clap's group requires one of them.
+            _ => ResetTo::Earliest,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -104,7 +175,8 @@ enum ViewAction {
         compare: Option<PathBuf>,
     },
     /// Poll a live view (orders.db) until SIGTERM/SIGINT or --for ends, reporting every order
-    /// whose status moved back; exits 1 when one did.
+    /// whose status moved back, whose final status changed, or that left the view; exits 1 when
+    /// one did.
     Watch {
         /// The live view to watch (opened read-only).
         #[arg(long)]
@@ -215,7 +287,95 @@ async fn real_main(cli: Cli) -> Result<()> {
             let codes = load_sys(sys_config.as_deref())?.codes;
             watch(&db, codes, every, stop_after, shutdown).await
         }
+        Command::Offsets {
+            action:
+                OffsetsAction::Show {
+                    kafka,
+                    sys_config,
+                    group,
+                },
+        } => offsets_show(&kafka, sys_config, group),
+        Command::Offsets {
+            action:
+                OffsetsAction::Reset {
+                    kafka,
+                    sys_config,
+                    group,
+                    topic,
+                    to,
+                    execute,
+                },
+        } => offsets_reset(&kafka, sys_config, &group, topic.as_deref(), to.to(), execute),
     }
+}
+
+/// `pizza offsets show`: a table per group.
+fn offsets_show(kafka: &KafkaArgs, sys_config: Option<PathBuf>, only: Option<String>) -> Result<()> {
+    let sys = load_sys(sys_config.as_deref())?;
+    let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
+    let groups: Vec<String> = match only {
+        Some(g) => vec![g],
+        None => offsets::shop_groups(&sys)
+            .into_iter()
+            .map(|(g, _, _)| g)
+            .collect(),
+    };
+    for group in groups {
+        let rows = offsets::group_offsets(&transport, &sys, &group, None)?;
+        let lag: i64 = rows.iter().map(PartitionOffsets::lag).sum();
+        println!("group {group}: lag {lag}");
+        println!(
+            "  {:<20} {:>9} {:>12} {:>12} {:>12} {:>10}",
+            "topic", "partition", "committed", "earliest", "latest", "lag"
+        );
+        for r in &rows {
+            let committed = r.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
+            println!(
+                "  {:<20} {:>9} {:>12} {:>12} {:>12} {:>10}",
+                r.topic,
+                r.partition,
+                committed,
+                r.earliest,
+                r.latest,
+                r.lag()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `pizza offsets reset`: the plan, and with `execute` the commit.
+fn offsets_reset(
+    kafka: &KafkaArgs,
+    sys_config: Option<PathBuf>,
+    group: &str,
+    topic: Option<&str>,
+    to: ResetTo,
+    execute: bool,
+) -> Result<()> {
+    let sys = load_sys(sys_config.as_deref())?;
+    let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
+    let now = offsets::group_offsets(&transport, &sys, group, topic)?;
+    let plan = offsets::plan(&transport, group, &now, to)?;
+    println!("group {group}: {to:?}");
+    println!(
+        "  {:<20} {:>9} {:>12} {:>12}",
+        "topic", "partition", "committed", "new"
+    );
+    for (r, (_, _, new)) in now.iter().zip(&plan) {
+        let committed = r.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        println!(
+            "  {:<20} {:>9} {:>12} {:>12}",
+            r.topic, r.partition, committed, new
+        );
+    }
+    if execute {
+        offsets::reset(&transport, group, &plan)?;
+        println!("committed {} offsets of group {group}", plan.len());
+    } else {
+        println!("dry run: nothing committed (--execute commits this plan)");
+    }
+    Ok(())
 }
 
 /// `pizza serve SERVICE`: one service as its own process.
@@ -287,8 +447,9 @@ async fn rebuild(
     Ok(())
 }
 
-/// `pizza view watch`: polls every order's status in a live view; each regression goes to stderr
-/// as it is seen, the summary to stdout at the end.
+/// `pizza view watch`: polls every order's status in a live view (again only when the file has
+/// changed); each finding goes to stderr as it is seen, the summary to stdout at the end, after a
+/// last poll.
 async fn watch(
     db: &Path,
     codes: StatusCodes,
@@ -299,11 +460,27 @@ async fn watch(
     let view = ViewStore::open_read_only(db)?;
     let mut watch = RegressionWatch::new(codes);
     let deadline = stop_after.map(|d| tokio::time::Instant::now() + d);
-    loop {
-        let rows = view.status_rows()?;
-        for r in watch.observe(rows.iter().map(|r| (r.0.as_str(), r.1))) {
-            eprintln!("status regression: {r}");
+    let mut version = None;
+    let mut poll = |watch: &mut RegressionWatch| -> Result<()> {
+        let now = Some(view.data_version()?);
+        if now == version {
+            return Ok(());
         }
+        version = now;
+        watch.start_poll();
+        view.for_each_status(|id, status| {
+            if let Some(f) = watch.see(id, status) {
+                eprintln!("status regression: {f}");
+            }
+        })?;
+        for f in watch.finish_poll() {
+            eprintln!("status regression: {f}");
+        }
+        Ok(())
+    };
+    poll(&mut watch)?;
+    eprintln!("watching {} orders in {}", watch.orders(), db.display());
+    loop {
         let tick = tokio::time::sleep(every);
         let end = async {
             match deadline {
@@ -316,7 +493,9 @@ async fn watch(
             _ = end => break,
             _ = shutdown.wait() => break,
         }
+        poll(&mut watch)?;
     }
+    poll(&mut watch)?;
     println!(
         "watched {}: {} orders, {} polls, {} status regressions",
         db.display(),
@@ -325,7 +504,10 @@ async fn watch(
         watch.regressions()
     );
     if watch.regressions() > 0 {
-        bail!("an order's status moved back in {}", db.display());
+        bail!(
+            "an order's status moved back, or a final one changed, in {}",
+            db.display()
+        );
     }
     Ok(())
 }

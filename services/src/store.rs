@@ -415,6 +415,19 @@ impl ViewStore {
             .with(|conn| conn.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }
 
+    /// Calls `f` with every order's id and status, in id order, without copying the rows out
+    /// (`pizza view watch` reads a whole view many times a second).
+    pub fn for_each_status(&self, mut f: impl FnMut(&str, i64)) -> Result<(), StoreError> {
+        self.db.with(|conn| {
+            let mut s = conn.prepare_cached("SELECT order_id, status FROM order_status")?;
+            let mut rows = s.query([])?;
+            while let Some(r) = rows.next()? {
+                f(r.get_ref(0)?.as_str()?, r.get(1)?);
+            }
+            Ok(())
+        })
+    }
+
     /// Every order's status row (order id, status, status_at_ms, stuck, stuck_at_ms), ordered by id.
     pub fn status_rows(&self) -> Result<Vec<StatusRow>, StoreError> {
         self.db.with(|conn| status_rows(conn))

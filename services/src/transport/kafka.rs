@@ -374,9 +374,14 @@ impl ConsumerContext for AtLeastOnce {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = &result {
             // E.g. the coordinator fenced this member (its session ended while it could not be
-            // reached): what this commit carried goes with the next one, or its records are read
-            // again by the partitions' next owner. Said at most every 500 ms (one commit each).
-            tracing::warn!(error = %e, partitions = offsets.count(), "commit failed; the next one carries it");
+            // reached). What this commit carried goes with the next one while the partitions are
+            // still ours; otherwise their next owner reads those records again. (A failed commit
+            // on revocation is said here and in pre_rebalance.)
+            tracing::warn!(
+                error = %e,
+                partitions = offsets.count(),
+                "commit failed: the next commit carries it, or the partitions' next owner reads it again"
+            );
             return;
         }
         let done: Vec<(String, i32, i64)> = offsets

@@ -109,6 +109,7 @@ fn bad_config_files_are_named_with_the_line_or_key() {
 fn view_watch_reports_a_status_that_moves_back() {
     use pizza::domain::StatusCodes;
     use pizza::store::ViewStore;
+    use std::io::{BufRead, Read};
     use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
@@ -117,18 +118,34 @@ fn view_watch_reports_a_status_that_moves_back() {
     let view = ViewStore::open(&db).unwrap();
     view.apply_status(&codes, "0000000a", 300, 1, None).unwrap();
     view.apply_status(&codes, "0000000b", 100, 1, None).unwrap();
+    // Starts a watch and returns once it has taken its first poll (it says so on stderr).
     let watch = |secs: &str| {
-        Command::new(env!("CARGO_BIN_EXE_pizza"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pizza"))
             .args(["view", "watch", "--every", "20ms", "--for", secs, "--db"])
             .arg(&db)
+            .env_remove("PIZZA_SYS_CONFIG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(first.starts_with("watching 2 orders"), "{first}");
+        (child, err)
+    };
+    let finish = |(child, mut err): (std::process::Child, std::io::BufReader<std::process::ChildStderr>)| {
+        let o = child.wait_with_output().unwrap();
+        let mut rest = String::new();
+        err.read_to_string(&mut rest).unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            rest,
+        )
     };
 
-    let child = watch("4s");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let running = watch("3s");
     view.apply_status(&codes, "0000000b", 200, 2, None).unwrap(); // progress
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -137,24 +154,18 @@ fn view_watch_reports_a_status_that_moves_back() {
             [],
         )
         .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "{out} {}", stderr(&o));
-    assert!(
-        stderr(&o).contains("status regression: 0000000a: 300 -> 200"),
-        "{}",
-        stderr(&o)
-    );
+    let (code, out, err) = finish(running);
+    assert_eq!(code, Some(1), "{out} {err}");
+    assert!(err.contains("status regression: 0000000a: 300 -> 200"), "{err}");
     assert!(
         out.contains("2 orders") && out.contains(" 1 status regressions"),
         "{out}"
     );
 
     // Watched afresh, the view as it now is only moves forward.
-    let child = watch("1s");
+    let running = watch("1s");
     view.apply_status(&codes, "0000000a", 999, 3, None).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out} {}", stderr(&o));
+    let (code, out, err) = finish(running);
+    assert_eq!(code, Some(0), "{out} {err}");
     assert!(out.contains(" 0 status regressions"), "{out}");
 }

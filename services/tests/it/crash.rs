@@ -99,7 +99,8 @@ fn write_kafka_ini(dir: &Path, props: &KafkaProps) {
     std::fs::write(dir.join("kafka.ini"), ini).unwrap();
 }
 
-/// Polls the view every 20 ms and records each status that moved back in rank.
+/// Polls the view every 20 ms and records each status that moved back in rank, each final status
+/// that changed, and each order that left the view.
 async fn watch_regressions(path: PathBuf, regressions: Arc<Mutex<Vec<String>>>) {
     let view = ViewStore::open_read_only(&path).unwrap();
     let mut watch = RegressionWatch::new(StatusCodes::default());

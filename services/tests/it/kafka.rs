@@ -10,10 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use pizza::config::KafkaProps;
 
-use crate::common::{skip, TestBroker};
+use crate::common::{data_dir, skip, TestBroker};
 use crate::pipeline::{full_pipeline, EndOffsets};
 
 /// One cluster at a time: a JVM per node is heavy for two cores, and the tests stay independent.
@@ -178,4 +179,151 @@ on_kafka! {
         crate::dlq::baked_before_ordered_is_pending_then_delivered_on,
     a_stalled_order_is_marked_stuck_and_progress_clears_it =>
         crate::watchdog::a_stalled_order_is_marked_stuck_and_progress_clears_it_on,
+}
+
+/// `pizza offsets`: after a run every group's lag is 0; a reset is refused while the group has a
+/// member; a dry run commits nothing; the status group reset to the earliest offsets replays its
+/// topics into a fresh view that equals `pizza view rebuild`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_rebuild_does() {
+    let Some(kafka) =
+        on_kafka("kafka::offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_rebuild_does")
+    else {
+        return;
+    };
+    let props = kafka.props();
+    let brokers = kafka.bootstrap_servers().to_owned();
+    full_pipeline(&props, 10, EndOffsets::Exact).await; // ends with the shop stopped cleanly
+    let sys = pizza::config::SysConfig::default();
+    let group = sys.group(pizza::config::ServiceName::Status).to_owned();
+
+    let (ok, text) = pizza_on(&brokers, &["offsets", "show"]);
+    assert!(ok, "{text}");
+    for (g, _, _) in pizza::offsets::shop_groups(&sys) {
+        assert!(
+            text.contains(&format!("group {g}: lag 0\n")),
+            "{g} caught up: {text}"
+        );
+    }
+
+    // A status service in a fresh folder: the group has a member, and a reset is refused.
+    let fresh = data_dir();
+    let mut status = ServeProc::start("status", &brokers, fresh.path());
+    let transport = pizza::transport::kafka::KafkaTransport::new(&props, "it-offsets").unwrap();
+    crate::common::wait_for("the status service in its group", Duration::from_secs(60), || {
+        let members = pizza::offsets::members(&transport, &group)
+            .unwrap()
+            .map_or(0, |m| m.0);
+        async move { members > 0 }
+    })
+    .await;
+    let reset = ["offsets", "reset", "--group", &group, "--to-earliest"];
+    let (ok, text) = pizza_on(&brokers, &[&reset[..], &["--execute"]].concat());
+    assert!(
+        !ok && text.contains("member"),
+        "refused while the group has a member: {text}"
+    );
+    status.stop();
+
+    // A dry run commits nothing; --execute moves the group back to the start of its topics.
+    let (ok, text) = pizza_on(&brokers, &reset);
+    assert!(ok && text.contains("dry run"), "{text}");
+    assert_eq!(lag_of(&brokers, &group), 0);
+    let (ok, text) = pizza_on(&brokers, &[&reset[..], &["--execute"]].concat());
+    assert!(ok, "{text}");
+    let backlog = lag_of(&brokers, &group);
+    assert!(
+        backlog > 10 * 5,
+        "the group has its topics to read again: {backlog}"
+    );
+
+    // The status service replays them into its fresh view, which equals the rebuilt one.
+    let mut status = ServeProc::start("status", &brokers, fresh.path());
+    crate::common::wait_for("the replay", Duration::from_secs(90), || {
+        let lag = lag_of(&brokers, &group);
+        async move { lag == 0 }
+    })
+    .await;
+    status.stop();
+    let (live, rebuilt) = (fresh.path().join("orders.db"), fresh.path().join("rebuilt.db"));
+    let (ok, text) = pizza_on(
+        &brokers,
+        &[
+            "view",
+            "rebuild",
+            "--out",
+            rebuilt.to_str().unwrap(),
+            "--compare",
+            live.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        ok && text.contains("equal to"),
+        "the replayed view equals the rebuilt one: {text}"
+    );
+}
+
+/// `pizza ARGS --brokers BROKERS`: whether it succeeded, and what it said (stdout, then stderr).
+fn pizza_on(brokers: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_pizza"))
+        .args(args)
+        .args(["--brokers", brokers])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+/// The lag `pizza offsets show --group GROUP` reports.
+fn lag_of(brokers: &str, group: &str) -> i64 {
+    let (ok, text) = pizza_on(brokers, &["offsets", "show", "--group", group]);
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("group {group}: lag ")))
+        .unwrap_or_else(|| panic!("no line for {group}: {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// `pizza serve SERVICE` as a process, stopped with SIGTERM (and killed if the test ends first).
+struct ServeProc(std::process::Child);
+
+impl ServeProc {
+    fn start(service: &str, brokers: &str, dir: &Path) -> ServeProc {
+        let log = std::fs::File::create(dir.join(format!("{service}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pizza"))
+            .args([
+                "serve",
+                service,
+                "--brokers",
+                brokers,
+                "--time-scale",
+                "0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ServeProc(child)
+    }
+
+    fn stop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "a graceful stop: {status:?}");
+    }
+}
+
+impl Drop for ServeProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

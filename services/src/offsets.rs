@@ -1,0 +1,395 @@
+//! Operating a consumer group (`pizza offsets`): where each of the shop's groups stands on the
+//! topics it reads (committed offset, the log's earliest and latest offsets, lag, per partition),
+//! and moving a stopped group's committed offsets, as Kafka's `kafka-consumer-groups.sh
+//! --reset-offsets` does. A reset is refused while the group has members: the coordinator itself
+//! rejects a commit from outside a group that is not empty, and the reset asks it first so it
+//! can say so plainly.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::admin::group_reader;
+use crate::config::{ServiceName, SysConfig};
+use crate::transport::kafka::{classify, KafkaTransport};
+use crate::transport::TransportError;
+
+/// How long each request to the cluster may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One partition of a topic a group reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub topic: String,
+    pub partition: i32,
+    /// What the group committed; `None` when it never committed here.
+    pub committed: Option<i64>,
+    /// The log's first offset (retention moves it).
+    pub earliest: i64,
+    /// The log's end: the offset the next record will get.
+    pub latest: i64,
+}
+
+impl PartitionOffsets {
+    /// Records the group has still to read: from its committed offset, or from the log's start
+    /// when it has none (the shop's consumers start at the earliest offset).
+    pub fn lag(&self) -> i64 {
+        (self.latest - self.committed.unwrap_or(self.earliest)).max(0)
+    }
+}
+
+/// Where a reset moves a group's offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    /// The first record at or after this time (ms since the epoch); the log's end when none is.
+    Datetime(i64),
+    /// The committed offset (the log's start when none) moved by this many records, kept within
+    /// the log.
+    ShiftBy(i64),
+}
+
+/// A group's offsets could not be read or moved.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("{0} is not one of the shop's groups ({1})")]
+    UnknownGroup(String, String),
+    #[error("group {group} does not read {topic} (it reads {reads})")]
+    NotItsTopic {
+        group: String,
+        topic: String,
+        reads: String,
+    },
+    #[error(
+        "group {group} has {members} member(s) ({state}): stop its services before resetting its offsets"
+    )]
+    HasMembers {
+        group: String,
+        members: usize,
+        state: String,
+    },
+    #[error("the coordinator refused the commit, so group {group} has members again: stop its services first ({source})")]
+    Refused { group: String, source: KafkaError },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// The shop's groups, each with the service that runs it and the topics it reads.
+pub fn shop_groups(sys: &SysConfig) -> Vec<(String, ServiceName, Vec<String>)> {
+    ServiceName::CONSUMERS
+        .into_iter()
+        .map(|s| {
+            let topics = sys.topics.consumed_by(s).into_iter().map(str::to_owned).collect();
+            (sys.group(s).to_owned(), s, topics)
+        })
+        .collect()
+}
+
+/// The topics `group` reads (all of them, or only `topic`).
+fn topics_of(sys: &SysConfig, group: &str, topic: Option<&str>) -> Result<Vec<String>, OffsetsError> {
+    let groups = shop_groups(sys);
+    let Some((_, _, topics)) = groups.iter().find(|(g, _, _)| g == group) else {
+        let names: Vec<&str> = groups.iter().map(|(g, _, _)| g.as_str()).collect();
+        return Err(OffsetsError::UnknownGroup(group.to_owned(), names.join(", ")));
+    };
+    match topic {
+        None => Ok(topics.clone()),
+        Some(t) if topics.iter().any(|x| x == t) => Ok(vec![t.to_owned()]),
+        Some(t) => Err(OffsetsError::NotItsTopic {
+            group: group.to_owned(),
+            topic: t.to_owned(),
+            reads: topics.join(", "),
+        }),
+    }
+}
+
+/// Where `group` stands on each partition of `topic` (or of every topic it reads).
+pub fn group_offsets(
+    transport: &KafkaTransport,
+    sys: &SysConfig,
+    group: &str,
+    topic: Option<&str>,
+) -> Result<Vec<PartitionOffsets>, OffsetsError> {
+    let topics = topics_of(sys, group, topic)?;
+    let reader = group_reader(transport, group)?;
+    Ok(read_offsets(transport, &reader, &topics)?)
+}
+
+fn read_offsets(
+    transport: &KafkaTransport,
+    reader: &BaseConsumer,
+    topics: &[String],
+) -> Result<Vec<PartitionOffsets>, TransportError> {
+    let partitions = transport.topic_partitions(TIMEOUT)?;
+    let (mut all, mut firsts, mut ends) = (
+        TopicPartitionList::new(),
+        TopicPartitionList::new(),
+        TopicPartitionList::new(),
+    );
+    for t in topics {
+        let n = partitions
+            .iter()
+            .find(|(name, _)| name == t)
+            .map_or(0, |(_, n)| *n);
+        for p in 0..n as i32 {
+            all.add_partition(t, p);
+            // ListOffsets: a timestamp of -2 asks for the earliest offset, -1 for the end.
+            firsts
+                .add_partition_offset(t, p, Offset::Beginning)
+                .map_err(classify)?;
+            ends.add_partition_offset(t, p, Offset::End).map_err(classify)?;
+        }
+    }
+    let committed = reader.committed_offsets(all.clone(), TIMEOUT).map_err(classify)?;
+    let firsts = reader.offsets_for_times(firsts, TIMEOUT).map_err(classify)?;
+    let ends = reader.offsets_for_times(ends, TIMEOUT).map_err(classify)?;
+    let _ = reader.poll(Duration::ZERO);
+    let at = |l: &TopicPartitionList, t: &str, p: i32| match l.find_partition(t, p).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    };
+    Ok(all
+        .elements()
+        .iter()
+        .map(|e| {
+            let (t, p) = (e.topic(), e.partition());
+            PartitionOffsets {
+                topic: t.to_owned(),
+                partition: p,
+                committed: at(&committed, t, p),
+                earliest: at(&firsts, t, p).unwrap_or(0),
+                latest: at(&ends, t, p).unwrap_or(0),
+            }
+        })
+        .collect())
+}
+
+/// Where `to` moves each partition of `now`: (topic, partition, new offset), in `now`'s order.
+pub fn plan(
+    transport: &KafkaTransport,
+    group: &str,
+    now: &[PartitionOffsets],
+    to: ResetTo,
+) -> Result<Vec<(String, i32, i64)>, OffsetsError> {
+    let at_time = match to {
+        ResetTo::Datetime(ms) => {
+            let reader = group_reader(transport, group)?;
+            let mut tpl = TopicPartitionList::new();
+            for p in now {
+                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(ms))
+                    .map_err(classify)?;
+            }
+            Some(reader.offsets_for_times(tpl, TIMEOUT).map_err(classify)?)
+        }
+        _ => None,
+    };
+    Ok(now
+        .iter()
+        .map(|p| {
+            let found = at_time.as_ref().and_then(|l| {
+                match l.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                }
+            });
+            (p.topic.clone(), p.partition, target(p, to, found))
+        })
+        .collect())
+}
+
+/// Where `to` moves one partition; `found` is the broker's answer for a datetime (none: no record
+/// that late).
+fn target(p: &PartitionOffsets, to: ResetTo, found: Option<i64>) -> i64 {
+    let o = match to {
+        ResetTo::Earliest => p.earliest,
+        ResetTo::Latest => p.latest,
+        ResetTo::Datetime(_) => found.unwrap_or(p.latest),
+        ResetTo::ShiftBy(n) => p.committed.unwrap_or(p.earliest).saturating_add(n),
+    };
+    o.clamp(p.earliest, p.latest.max(p.earliest))
+}
+
+/// How many members `group` has, and its state, as the classic protocol's DescribeGroups tells;
+/// `None` when it does not (a group of the consumer protocol, KIP-848, may not be described this
+/// way: then the coordinator's refusal of a reset is what stops it).
+pub fn members(transport: &KafkaTransport, group: &str) -> Result<Option<(usize, String)>, OffsetsError> {
+    let reader = group_reader(transport, group)?;
+    Ok(reader
+        .fetch_group_list(Some(group), TIMEOUT)
+        .ok()
+        .and_then(|list| {
+            list.groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .map(|g| (g.members().len(), g.state().to_owned()))
+        }))
+}
+
+/// Commits `offsets` as `group`'s, after checking that the group has no members.
+pub fn reset(
+    transport: &KafkaTransport,
+    group: &str,
+    offsets: &[(String, i32, i64)],
+) -> Result<(), OffsetsError> {
+    if let Some((members, state)) = members(transport, group)? {
+        if members > 0 {
+            return Err(OffsetsError::HasMembers {
+                group: group.to_owned(),
+                members,
+                state,
+            });
+        }
+    }
+    let reader = group_reader(transport, group)?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, o) in offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+            .map_err(classify)?;
+    }
+    reader.commit(&tpl, CommitMode::Sync).map_err(|e| {
+        let members = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::RebalanceInProgress
+                    | RDKafkaErrorCode::StaleMemberEpoch
+                    | RDKafkaErrorCode::FencedMemberEpoch
+            )
+        );
+        if members {
+            OffsetsError::Refused {
+                group: group.to_owned(),
+                source: e,
+            }
+        } else {
+            OffsetsError::Transport(classify(e))
+        }
+    })
+}
+
+/// Parses `2026-11-25T21:00:00Z`, `2026-11-25T22:00:00.250+01:00` (RFC 3339) or milliseconds
+/// since the epoch, into milliseconds since the epoch.
+pub fn parse_datetime(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("'{s}' is not a time: give RFC 3339 (2026-11-25T21:00:00Z) or ms since the epoch");
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad);
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    let mut rest = &s[19..];
+    let mut ms = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
+        ms = padded.parse::<i64>().map_err(|_| bad())?;
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let (oh, om) = (
+                rest[1..3].parse::<i64>().map_err(|_| bad())?,
+                rest[4..6].parse::<i64>().map_err(|_| bad())?,
+            );
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 60 + om)
+        }
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return Err(bad());
+    }
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(committed: Option<i64>, earliest: i64, latest: i64) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: "t".into(),
+            partition: 0,
+            committed,
+            earliest,
+            latest,
+        }
+    }
+
+    #[test]
+    fn targets_stay_within_the_log() {
+        let x = p(Some(50), 10, 100);
+        assert_eq!(target(&x, ResetTo::Earliest, None), 10);
+        assert_eq!(target(&x, ResetTo::Latest, None), 100);
+        assert_eq!(target(&x, ResetTo::ShiftBy(-30), None), 20);
+        assert_eq!(target(&x, ResetTo::ShiftBy(-300), None), 10);
+        assert_eq!(target(&x, ResetTo::ShiftBy(30), None), 80);
+        assert_eq!(target(&x, ResetTo::ShiftBy(i64::MAX), None), 100);
+        assert_eq!(target(&x, ResetTo::Datetime(0), Some(42)), 42);
+        assert_eq!(
+            target(&x, ResetTo::Datetime(0), None),
+            100,
+            "no record that late: the end"
+        );
+        // Never committed: a shift counts from the log's start.
+        assert_eq!(target(&p(None, 10, 100), ResetTo::ShiftBy(5), None), 15);
+        assert_eq!(p(None, 10, 100).lag(), 90);
+        assert_eq!(x.lag(), 50);
+    }
+
+    #[test]
+    fn datetimes_parse_as_rfc3339_or_epoch_ms() {
+        assert_eq!(parse_datetime("0"), Ok(0));
+        assert_eq!(parse_datetime("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_datetime("2026-11-25T21:00:00Z"), Ok(1_795_640_400_000));
+        assert_eq!(
+            parse_datetime("2026-11-25T22:00:00.25+01:00"),
+            Ok(1_795_640_400_250)
+        );
+        assert_eq!(
+            parse_datetime("2000-02-29T12:30:15.001-00:30"),
+            Ok(951_829_215_001)
+        );
+        for bad in [
+            "yesterday",
+            "2026-11-25",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T21:00:00",
+            "2026-11-25T21:00:00.Z",
+        ] {
+            assert!(parse_datetime(bad).is_err(), "{bad}");
+        }
+    }
+}
