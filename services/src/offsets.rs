@@ -72,8 +72,12 @@ pub enum OffsetsError {
         members: usize,
         state: String,
     },
-    #[error("the coordinator refused the commit, so group {group} has members again: stop its services first ({source})")]
-    Refused { group: String, source: KafkaError },
+    #[error("the coordinator refused the commit: group {group} has members (stop its services first)")]
+    Refused {
+        group: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error(transparent)]
     Transport(#[from] TransportError),
 }

@@ -261,6 +261,85 @@ async fn offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_re
         ok && text.contains("equal to"),
         "the replayed view equals the rebuilt one: {text}"
     );
+
+    other_targets_move_the_group(&brokers, &group, backlog);
+}
+
+/// The reset targets besides the earliest: back by 3 on one topic (at most 3 a partition), by
+/// time to the start (the first record is later than 0) and past the end (none that late: the
+/// end). `backlog` is the group's lag at the earliest offsets.
+fn other_targets_move_the_group(brokers: &str, group: &str, backlog: i64) {
+    let shift = [
+        "offsets",
+        "reset",
+        "--group",
+        group,
+        "--topic",
+        "pizza-status",
+        "--shift-by",
+        "-3",
+    ];
+    assert!(pizza_on(brokers, &[&shift[..], &["--execute"]].concat()).0);
+    let back = lag_of(brokers, group);
+    assert!(back > 0 && back <= 3 * 6, "{back}");
+    for (at, lag) in [("0", backlog), ("2100-01-01T00:00:00Z", 0)] {
+        let (ok, text) = pizza_on(
+            brokers,
+            &[
+                "offsets",
+                "reset",
+                "--group",
+                group,
+                "--to-datetime",
+                at,
+                "--execute",
+            ],
+        );
+        assert!(ok, "{text}");
+        assert_eq!(lag_of(brokers, group), lag, "to {at}");
+    }
+}
+
+/// Under the consumer group protocol (KIP-848) the classic DescribeGroups does not show the group's
+/// members, and the coordinator's refusal of an outside commit is what stops a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offsets_reset_is_refused_while_a_member_of_the_consumer_group_protocol_runs() {
+    let Some(kafka) =
+        on_kafka("kafka::an_offsets_reset_is_refused_while_a_member_of_the_consumer_group_protocol_runs")
+    else {
+        return;
+    };
+    let brokers = kafka.bootstrap_servers().to_owned();
+    let dir = data_dir();
+    let ini = dir.path().join("kafka.ini");
+    std::fs::write(
+        &ini,
+        format!("[kafka]\nbootstrap.servers = {brokers}\ngroup.protocol = consumer\n"),
+    )
+    .unwrap();
+    let mut status = ServeProc::start_with("status", &["--kafka-config", ini.to_str().unwrap()], dir.path());
+    let reset = [
+        "offsets",
+        "reset",
+        "--group",
+        "pizza_status",
+        "--to-earliest",
+        "--execute",
+    ];
+    // Before the member has joined a reset may pass (the group is empty), or fail while the new
+    // cluster makes its offsets topic; once the member has joined, it is refused for that.
+    crate::common::wait_for(
+        "a reset refused: the group has members",
+        Duration::from_secs(60),
+        || {
+            let (ok, text) = pizza_on(&brokers, &reset);
+            async move { !ok && text.contains("has members") }
+        },
+    )
+    .await;
+    status.stop();
+    let (ok, text) = pizza_on(&brokers, &reset);
+    assert!(ok, "a stopped group may be reset: {text}");
 }
 
 /// `pizza ARGS --brokers BROKERS`: whether it succeeded, and what it said (stdout, then stderr).
@@ -294,18 +373,16 @@ struct ServeProc(std::process::Child);
 
 impl ServeProc {
     fn start(service: &str, brokers: &str, dir: &Path) -> ServeProc {
+        ServeProc::start_with(service, &["--brokers", brokers], dir)
+    }
+
+    /// With `kafka`: `--brokers B` or `--kafka-config FILE`.
+    fn start_with(service: &str, kafka: &[&str], dir: &Path) -> ServeProc {
         let log = std::fs::File::create(dir.join(format!("{service}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pizza"))
-            .args([
-                "serve",
-                service,
-                "--brokers",
-                brokers,
-                "--time-scale",
-                "0",
-                "--data-dir",
-            ])
+            .args(["serve", service, "--time-scale", "0", "--data-dir"])
             .arg(dir)
+            .args(kafka)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
