@@ -140,8 +140,7 @@ impl ResetArgs {
             (_, true, ..) => ResetTo::Latest,
             (_, _, Some(ms), _) => ResetTo::Datetime(ms),
             (.., Some(n)) => ResetTo::ShiftBy(n),
-            // clap's group requires one of them.
-            _ => ResetTo::Earliest,
+            _ => unreachable!("clap's group requires one of the targets"),
         }
     }
 }
@@ -355,9 +354,20 @@ fn offsets_reset(
 ) -> Result<()> {
     let sys = load_sys(sys_config.as_deref())?;
     let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
+    if execute {
+        // Before reading: a member still leaving would commit under our feet.
+        offsets::ensure_stopped(&transport, group)?;
+    }
     let now = offsets::group_offsets(&transport, &sys, group, topic)?;
     let plan = offsets::plan(&transport, group, &now, to)?;
-    println!("group {group}: {to:?}");
+    match to {
+        ResetTo::Earliest => println!("group {group}: to the earliest offsets"),
+        ResetTo::Latest => println!("group {group}: to the latest offsets"),
+        ResetTo::Datetime(ms) => {
+            println!("group {group}: to the first record at or after {ms} ms since the epoch")
+        }
+        ResetTo::ShiftBy(n) => println!("group {group}: shifted by {n} from the committed offsets"),
+    }
     println!(
         "  {:<20} {:>9} {:>12} {:>12}",
         "topic", "partition", "committed", "new"

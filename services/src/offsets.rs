@@ -65,12 +65,20 @@ pub enum OffsetsError {
         reads: String,
     },
     #[error(
-        "group {group} has {members} member(s) ({state}): stop its services before resetting its offsets"
+        "group {group} has members ({members}, {state}): stop its services before resetting its offsets"
     )]
     HasMembers {
         group: String,
         members: usize,
         state: String,
+    },
+    #[error("topic {0} does not exist (`pizza topics create` makes the shop's topics)")]
+    NoTopic(String),
+    #[error("{topic}/{partition}: {what}")]
+    Unreadable {
+        topic: String,
+        partition: i32,
+        what: String,
     },
     #[error("the coordinator refused the commit: group {group} has members (stop its services first)")]
     Refused {
@@ -120,14 +128,14 @@ pub fn group_offsets(
 ) -> Result<Vec<PartitionOffsets>, OffsetsError> {
     let topics = topics_of(sys, group, topic)?;
     let reader = group_reader(transport, group)?;
-    Ok(read_offsets(transport, &reader, &topics)?)
+    read_offsets(transport, &reader, &topics)
 }
 
 fn read_offsets(
     transport: &KafkaTransport,
     reader: &BaseConsumer,
     topics: &[String],
-) -> Result<Vec<PartitionOffsets>, TransportError> {
+) -> Result<Vec<PartitionOffsets>, OffsetsError> {
     let partitions = transport.topic_partitions(TIMEOUT)?;
     let (mut all, mut firsts, mut ends) = (
         TopicPartitionList::new(),
@@ -135,11 +143,10 @@ fn read_offsets(
         TopicPartitionList::new(),
     );
     for t in topics {
-        let n = partitions
-            .iter()
-            .find(|(name, _)| name == t)
-            .map_or(0, |(_, n)| *n);
-        for p in 0..n as i32 {
+        let Some((_, n)) = partitions.iter().find(|(name, _)| name == t) else {
+            return Err(OffsetsError::NoTopic(t.clone()));
+        };
+        for p in 0..*n as i32 {
             all.add_partition(t, p);
             // ListOffsets: a timestamp of -2 asks for the earliest offset, -1 for the end.
             firsts
@@ -152,24 +159,55 @@ fn read_offsets(
     let firsts = reader.offsets_for_times(firsts, TIMEOUT).map_err(classify)?;
     let ends = reader.offsets_for_times(ends, TIMEOUT).map_err(classify)?;
     let _ = reader.poll(Duration::ZERO);
-    let at = |l: &TopicPartitionList, t: &str, p: i32| match l.find_partition(t, p).map(|e| e.offset()) {
-        Some(Offset::Offset(o)) => Some(o),
-        _ => None,
-    };
-    Ok(all
-        .elements()
+    all.elements()
         .iter()
         .map(|e| {
             let (t, p) = (e.topic(), e.partition());
-            PartitionOffsets {
+            let committed = match entry(&committed, t, p, "committed offset")? {
+                Offset::Offset(o) => Some(o),
+                Offset::Invalid => None,
+                other => return Err(unreadable(t, p, format!("committed offset {other:?}"))),
+            };
+            Ok(PartitionOffsets {
                 topic: t.to_owned(),
                 partition: p,
-                committed: at(&committed, t, p),
-                earliest: at(&firsts, t, p).unwrap_or(0),
-                latest: at(&ends, t, p).unwrap_or(0),
-            }
+                committed,
+                earliest: exact(entry(&firsts, t, p, "earliest offset")?, t, p)?,
+                latest: exact(entry(&ends, t, p, "latest offset")?, t, p)?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The offset `list` holds for `topic`/`partition`, unless the broker answered that partition
+/// with an error (librdkafka then leaves the offset asked for in place).
+fn entry(list: &TopicPartitionList, topic: &str, partition: i32, what: &str) -> Result<Offset, OffsetsError> {
+    let e = list
+        .find_partition(topic, partition)
+        .ok_or_else(|| unreadable(topic, partition, format!("no {what} in the answer")))?;
+    e.error()
+        .map_err(|err| unreadable(topic, partition, format!("{what}: {err}")))?;
+    Ok(e.offset())
+}
+
+/// An offset that must be a position in the log.
+fn exact(o: Offset, topic: &str, partition: i32) -> Result<i64, OffsetsError> {
+    match o {
+        Offset::Offset(o) => Ok(o),
+        other => Err(unreadable(
+            topic,
+            partition,
+            format!("the broker answered {other:?}"),
+        )),
+    }
+}
+
+fn unreadable(topic: &str, partition: i32, what: String) -> OffsetsError {
+    OffsetsError::Unreadable {
+        topic: topic.to_owned(),
+        partition,
+        what,
+    }
 }
 
 /// Where `to` moves each partition of `now`: (topic, partition, new offset), in `now`'s order.
@@ -191,18 +229,26 @@ pub fn plan(
         }
         _ => None,
     };
-    Ok(now
-        .iter()
+    now.iter()
         .map(|p| {
-            let found = at_time.as_ref().and_then(|l| {
-                match l.find_partition(&p.topic, p.partition).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
-                }
-            });
-            (p.topic.clone(), p.partition, target(p, to, found))
+            let found = match &at_time {
+                None => None,
+                Some(l) => match entry(l, &p.topic, p.partition, "offset for the time")? {
+                    Offset::Offset(o) => Some(o),
+                    // No record that late.
+                    Offset::End => None,
+                    other => {
+                        return Err(unreadable(
+                            &p.topic,
+                            p.partition,
+                            format!("offset for the time: {other:?}"),
+                        ))
+                    }
+                },
+            };
+            Ok((p.topic.clone(), p.partition, target(p, to, found)))
         })
-        .collect())
+        .collect()
 }
 
 /// Where `to` moves one partition; `found` is the broker's answer for a datetime (none: no record
@@ -218,8 +264,8 @@ fn target(p: &PartitionOffsets, to: ResetTo, found: Option<i64>) -> i64 {
 }
 
 /// How many members `group` has, and its state, as the classic protocol's DescribeGroups tells;
-/// `None` when it does not (a group of the consumer protocol, KIP-848, may not be described this
-/// way: then the coordinator's refusal of a reset is what stops it).
+/// `None` when the call fails. Advisory only: a group of the consumer protocol (KIP-848) shows
+/// no members this way, and a group the coordinator is still loading may show none either.
 pub fn members(transport: &KafkaTransport, group: &str) -> Result<Option<(usize, String)>, OffsetsError> {
     let reader = group_reader(transport, group)?;
     Ok(reader
@@ -233,21 +279,27 @@ pub fn members(transport: &KafkaTransport, group: &str) -> Result<Option<(usize,
         }))
 }
 
-/// Commits `offsets` as `group`'s, after checking that the group has no members.
+/// Refuses when `group` has members, as far as DescribeGroups tells ([`members`]): advisory, the
+/// coordinator's refusal of the commit in [`reset`] is the guard.
+pub fn ensure_stopped(transport: &KafkaTransport, group: &str) -> Result<(), OffsetsError> {
+    match members(transport, group)? {
+        Some((n, state)) if n > 0 => Err(OffsetsError::HasMembers {
+            group: group.to_owned(),
+            members: n,
+            state,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Commits `offsets` as `group`'s, from outside the group: the coordinator refuses that while the
+/// group has members. librdkafka's synchronous commit waits for the coordinator without a bound
+/// of its own.
 pub fn reset(
     transport: &KafkaTransport,
     group: &str,
     offsets: &[(String, i32, i64)],
 ) -> Result<(), OffsetsError> {
-    if let Some((members, state)) = members(transport, group)? {
-        if members > 0 {
-            return Err(OffsetsError::HasMembers {
-                group: group.to_owned(),
-                members,
-                state,
-            });
-        }
-    }
     let reader = group_reader(transport, group)?;
     let mut tpl = TopicPartitionList::new();
     for (t, p, o) in offsets {
@@ -255,7 +307,7 @@ pub fn reset(
             .map_err(classify)?;
     }
     reader.commit(&tpl, CommitMode::Sync).map_err(|e| {
-        let members = matches!(
+        let has_members = matches!(
             e.rdkafka_error_code(),
             Some(
                 RDKafkaErrorCode::UnknownMemberId
@@ -265,7 +317,7 @@ pub fn reset(
                     | RDKafkaErrorCode::FencedMemberEpoch
             )
         );
-        if members {
+        if has_members {
             OffsetsError::Refused {
                 group: group.to_owned(),
                 source: e,
@@ -277,65 +329,94 @@ pub fn reset(
 }
 
 /// Parses `2026-11-25T21:00:00Z`, `2026-11-25T22:00:00.250+01:00` (RFC 3339) or milliseconds
-/// since the epoch, into milliseconds since the epoch.
+/// since the epoch, into milliseconds since the epoch (not before 1970).
 pub fn parse_datetime(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
     let bad = || format!("'{s}' is not a time: give RFC 3339 (2026-11-25T21:00:00Z) or ms since the epoch");
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+        return s.parse::<i64>().map_err(|_| bad());
+    }
+    // Digits only, at exactly these bytes.
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let d = b
+            .get(r)
+            .filter(|d| d.iter().all(u8::is_ascii_digit))
+            .ok_or_else(bad)?;
+        Ok(d.iter().fold(0, |n, c| n * 10 + i64::from(c - b'0')))
+    };
+    let shape = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+    if !(shape(4, b"-") && shape(7, b"-") && shape(10, b"Tt ") && shape(13, b":") && shape(16, b":")) {
         return Err(bad());
     }
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad);
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let mut rest = &s[19..];
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
     let mut ms = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+    if shape(i, b".") {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return Err(bad());
         }
-        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
-        ms = padded.parse::<i64>().map_err(|_| bad())?;
-        rest = &frac[digits..];
+        for k in 0..3 {
+            ms = ms * 10
+                + if k < digits {
+                    i64::from(b[i + 1 + k] - b'0')
+                } else {
+                    0
+                };
+        }
+        i += 1 + digits;
     }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let (oh, om) = (
-                rest[1..3].parse::<i64>().map_err(|_| bad())?,
-                rest[4..6].parse::<i64>().map_err(|_| bad())?,
-            );
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 60 + om)
+    let offset_min = match b.get(i..) {
+        Some(b"Z" | b"z") => 0,
+        Some(rest) if rest.len() == 6 && shape(i, b"+-") && shape(i + 3, b":") => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return Err(bad());
+            }
+            if rest[0] == b'-' {
+                -(oh * 60 + om)
+            } else {
+                oh * 60 + om
+            }
         }
         _ => return Err(bad()),
     };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] || h > 23 || mi > 59 || sec > 60
+    {
         return Err(bad());
     }
-    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let days = days_from_civil(y, mo, d);
+    let at = ((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms;
+    if at < 0 {
+        return Err(format!("'{s}' is before 1970"));
+    }
+    Ok(at)
+}
+
+/// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, mo: i64, d: i64) -> i64 {
     let yy = if mo <= 2 { y - 1 } else { y };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms)
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -388,10 +469,18 @@ mod tests {
         );
         for bad in [
             "yesterday",
+            "-5",
             "2026-11-25",
             "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-25T-1:00:00Z",
+            "+026-11-25T21:00:00Z",
             "2026-11-25T21:00:00",
             "2026-11-25T21:00:00.Z",
+            "2026-11-25T21:00:00+99:00",
+            "2026-11-25T21:00:00€123",
+            "2026-11-25T21:00:00+01€",
+            "1969-12-31T23:59:59Z",
         ] {
             assert!(parse_datetime(bad).is_err(), "{bad}");
         }
