@@ -515,7 +515,8 @@ async fn watch(
     );
     if watch.regressions() > 0 {
         bail!(
-            "an order's status moved back, or a final one changed, in {}",
+            "{} finding(s) in {} (a status moved back, a final one changed, or an order left the view)",
+            watch.regressions(),
             db.display()
         );
     }
