@@ -328,12 +328,11 @@ fn offsets_show(kafka: &KafkaArgs, sys_config: Option<PathBuf>, only: Option<Str
             "topic", "partition", "committed", "earliest", "latest", "lag"
         );
         for r in &rows {
-            let committed = r.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
             println!(
                 "  {:<20} {:>9} {:>12} {:>12} {:>12} {:>10}",
                 r.topic,
                 r.partition,
-                committed,
+                committed_text(r),
                 r.earliest,
                 r.latest,
                 r.lag()
@@ -341,6 +340,11 @@ fn offsets_show(kafka: &KafkaArgs, sys_config: Option<PathBuf>, only: Option<Str
         }
     }
     Ok(())
+}
+
+/// A committed offset for the tables, "-" when the group never committed there.
+fn committed_text(r: &PartitionOffsets) -> String {
+    r.committed.map_or_else(|| "-".to_owned(), |c| c.to_string())
 }
 
 /// `pizza offsets reset`: the plan, and with `execute` the commit.
@@ -373,10 +377,12 @@ fn offsets_reset(
         "topic", "partition", "committed", "new"
     );
     for (r, (_, _, new)) in now.iter().zip(&plan) {
-        let committed = r.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
         println!(
             "  {:<20} {:>9} {:>12} {:>12}",
-            r.topic, r.partition, committed, new
+            r.topic,
+            r.partition,
+            committed_text(r),
+            new
         );
     }
     if execute {

@@ -90,13 +90,15 @@ fn dump_logs(dir: &Path) {
     }
 }
 
-/// Writes `props` as `dir`/kafka.ini, the `[kafka]` file the processes are given.
-fn write_kafka_ini(dir: &Path, props: &KafkaProps) {
+/// Writes `props` as `dir`/kafka.ini, the `[kafka]` file the processes are given; returns its path.
+pub fn write_kafka_ini(dir: &Path, props: &KafkaProps) -> PathBuf {
     let mut ini = String::from("[kafka]\n");
     for (k, v) in &props.0 {
         ini.push_str(&format!("{k} = {v}\n"));
     }
-    std::fs::write(dir.join("kafka.ini"), ini).unwrap();
+    let path = dir.join("kafka.ini");
+    std::fs::write(&path, ini).unwrap();
+    path
 }
 
 /// Polls the view every 20 ms and records each status that moved back in rank, each final status

@@ -313,12 +313,7 @@ async fn an_offsets_reset_is_refused_while_a_member_of_the_consumer_group_protoc
     };
     let brokers = kafka.bootstrap_servers().to_owned();
     let dir = data_dir();
-    let ini = dir.path().join("kafka.ini");
-    std::fs::write(
-        &ini,
-        format!("[kafka]\nbootstrap.servers = {brokers}\ngroup.protocol = consumer\n"),
-    )
-    .unwrap();
+    let ini = crate::crash::write_kafka_ini(dir.path(), &kafka.props().with("group.protocol", "consumer"));
     let mut status = ServeProc::start_with("status", &["--kafka-config", ini.to_str().unwrap()], dir.path());
     let reset = [
         "offsets",
