@@ -4,7 +4,6 @@
 //! pipeline on the embedded broker at time scale 0. `cargo bench -p pizza-benches`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -15,10 +14,9 @@ use pizza::command::place_order;
 use pizza::config::{ServiceName, SysConfig, Topics};
 use pizza::domain::{decode, encode, Assembled, OrderRequest, Ordered, StatusCodes, StatusEvent, StatusOnly};
 use pizza::partitioner::partition_for;
-use pizza::services::group_commit::GroupCommit;
-use pizza::services::{assemble, bake, deliver, merge, ServiceConfig};
+use pizza::services::{assemble, bake, changelog, deliver, merge, ServiceConfig};
 use pizza::shop::{Restart, Shop};
-use pizza::store::{DeliveryState, DeliveryStore, DeliveryWrite, ViewStore};
+use pizza::store::{DeliveryFact, DeliveryState, DeliveryStore, ViewStore};
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::Record;
 use pizza::view;
@@ -94,6 +92,7 @@ fn steps(c: &mut Criterion) {
     };
     let known = DeliveryState {
         customer_id: Some("ab".into()),
+        baked: true,
         ..Default::default()
     };
     let at_200 = view::OrderStatus {
@@ -109,7 +108,7 @@ fn steps(c: &mut Criterion) {
         b.iter(|| black_box(bake::step(&topics, black_box(&rec)).unwrap()))
     });
     g.bench_function("deliver (baked, known order)", |b| {
-        b.iter(|| black_box(deliver::on_baked(black_box(&known))))
+        b.iter(|| black_box(deliver::decide(black_box(&known))))
     });
     g.bench_function("merge", |b| {
         b.iter(|| black_box(merge::step(&topics, &codes, black_box(&rec)).unwrap()))
@@ -166,78 +165,59 @@ fn sqlite(c: &mut Criterion) {
     g.finish();
 }
 
-/// The writes deliver's handlers make for `orders` (early warning, then delivery and its sync),
-/// `LANES` handlers at once as deliver's worker runs them, each write committed alone on the
-/// handler's own thread or, with `writer`, by the group commit.
-async fn deliveries(
-    store: &Arc<DeliveryStore>,
-    writer: Option<&Arc<GroupCommit<DeliveryWrite>>>,
-    orders: &[String],
-) {
-    const LANES: usize = 64;
-    let mut lanes = tokio::task::JoinSet::new();
-    for lane in 0..LANES {
-        let ids: Vec<String> = orders.iter().skip(lane).step_by(LANES).cloned().collect();
-        let (store, writer) = (store.clone(), writer.cloned());
-        lanes.spawn(async move {
-            let write = |w: DeliveryWrite| {
-                let (store, writer) = (store.clone(), writer.clone());
-                async move {
-                    match writer {
-                        Some(g) => g.write(w).await.unwrap(),
-                        None => store.apply_many(&[w]).unwrap(),
-                    }
-                }
-            };
-            for (i, id) in ids.into_iter().enumerate() {
-                assert_eq!(store.get(&id).unwrap(), DeliveryState::default());
-                let customer_id = format!("c{i}");
-                write(DeliveryWrite::Customer {
-                    order_id: id.clone(),
-                    customer_id,
-                })
-                .await;
-                assert!(store.get(&id).unwrap().customer_id.is_some());
-                store.mark_delivered(&id, now_ms()).unwrap();
-                write(DeliveryWrite::SyncDeliveries).await;
-            }
-        });
+/// Every fact deliver's changelog holds for `orders`: where it goes, that it is baked, and its
+/// driver's claim (offsets as one partition would number them).
+fn delivery_facts(orders: &[String]) -> Vec<(String, i64, DeliveryFact)> {
+    let mut facts = Vec::with_capacity(orders.len() * 3);
+    for (i, id) in orders.iter().enumerate() {
+        facts.push((
+            id.clone(),
+            facts.len() as i64,
+            DeliveryFact::Customer(format!("c{i}")),
+        ));
+        facts.push((id.clone(), facts.len() as i64, DeliveryFact::Baked));
+        facts.push((
+            id.clone(),
+            facts.len() as i64,
+            DeliveryFact::Claimed { at_ms: now_ms() },
+        ));
     }
-    while let Some(lane) = lanes.join_next().await {
-        lane.unwrap();
-    }
+    facts
 }
 
+/// Deliver's store: the facts of 1000 orders folded as the changelog's tail folds them (batches
+/// of `FOLD_BATCH`, one transaction each: a restore), and one transaction each, as a handler
+/// folds its own customer and bake facts.
 fn delivery_store(c: &mut Criterion) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let orders: Vec<String> = order_ids(1000).iter().map(|o| o.as_str().to_owned()).collect();
+    let facts = delivery_facts(&orders);
     let mut g = c.benchmark_group("delivery store");
-    g.throughput(Throughput::Elements(orders.len() as u64));
+    g.throughput(Throughput::Elements(facts.len() as u64));
     g.sample_size(10);
     let fresh = || {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(DeliveryStore::open(&dir.path().join("delivery.db")).unwrap());
+        let store = DeliveryStore::open(&dir.path().join("delivery.db")).unwrap();
         (dir, store)
     };
-    g.bench_function("1000 orders, 64 handlers, each write synced alone", |b| {
-        b.iter_batched(
-            fresh,
-            |(_dir, store)| rt.block_on(deliveries(&store, None, &orders)),
-            BatchSize::PerIteration,
-        )
-    });
-    g.bench_function("1000 orders, 64 handlers, group commit", |b| {
+    g.bench_function("3000 facts folded in batches (a restore)", |b| {
         b.iter_batched(
             fresh,
             |(_dir, store)| {
-                rt.block_on(async {
-                    let batches = store.clone();
-                    let writer = Arc::new(GroupCommit::start(deliver::WRITE_BATCH, move |w| {
-                        batches.apply_many(w)
-                    }));
-                    deliveries(&store, Some(&writer), &orders).await;
-                    writer.stop().await;
-                })
+                for chunk in facts.chunks(changelog::FOLD_BATCH) {
+                    store.apply(chunk).unwrap();
+                }
+                assert!(store.get(&orders[999]).unwrap().claim.is_some());
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("3000 facts, one transaction each", |b| {
+        b.iter_batched(
+            fresh,
+            |(_dir, store)| {
+                for f in &facts {
+                    store.apply(std::slice::from_ref(f)).unwrap();
+                }
             },
             BatchSize::PerIteration,
         )

@@ -41,7 +41,7 @@ pub async fn create_topics(
     let admin: AdminClient<DefaultClientContext> = transport.client_config().create().map_err(classify)?;
     let mut outcomes = Vec::new();
     let mut missing = Vec::new();
-    for name in sys.topics.all() {
+    for name in sys.topics.to_create() {
         match existing.iter().find(|(n, _)| n == name) {
             Some((_, p)) => outcomes.push(TopicOutcome::Exists {
                 name: name.to_owned(),
@@ -91,7 +91,7 @@ impl EmbeddedBroker {
     /// Starts a one-broker cluster and creates the shop's topics.
     pub fn start(sys: &SysConfig) -> Result<EmbeddedBroker, TransportError> {
         let cluster = MockCluster::new(1).map_err(classify)?;
-        for name in sys.topics.all() {
+        for name in sys.topics.to_create() {
             cluster
                 .create_topic(name, sys.num_partitions, 1)
                 .map_err(classify)?;

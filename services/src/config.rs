@@ -239,6 +239,9 @@ pub struct Topics {
     pub pending: String,
     pub status: String,
     pub dlq: String,
+    /// Deliver's state, as facts per order (ours alone: not in the wire spec; see
+    /// `services::changelog`).
+    pub deliver_changelog: String,
 }
 
 impl Default for Topics {
@@ -251,12 +254,19 @@ impl Default for Topics {
             pending: "pizza-pending".into(),
             status: "pizza-status".into(),
             dlq: "pizza-dlq".into(),
+            deliver_changelog: "pizza-deliver-changelog".into(),
         }
     }
 }
 
 impl Topics {
-    /// Every topic the shop uses, the DLQ last.
+    /// Every topic to create: the shop's, then deliver's changelog.
+    pub fn to_create(&self) -> [&str; 8] {
+        let [a, b, c, d, e, f, g] = self.all();
+        [a, b, c, d, e, f, g, &self.deliver_changelog]
+    }
+
+    /// Every topic of the wire spec, the DLQ last.
     pub fn all(&self) -> [&str; 7] {
         [
             &self.ordered,

@@ -234,6 +234,7 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
         kind,
         record: RawRecord {
             topic: topic.to_owned(),
+            partition: None,
             key,
             payload,
             headers,
@@ -293,6 +294,7 @@ fn sized(
 ) -> Hostile {
     let mut r = RawRecord {
         topic: spec.topic.to_owned(),
+        partition: None,
         key,
         payload: Some(Vec::new()),
         headers,

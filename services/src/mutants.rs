@@ -12,7 +12,8 @@
 pub enum Mutant {
     /// The worker marks an input done when it arrives, before its outputs are durable.
     CommitBeforeDurable,
-    /// Delivery keeps its early warnings (and deliveries) in memory instead of SQLite.
+    /// Delivery keeps its early warnings (and deliveries) in memory only, with no changelog (the
+    /// design before issue 13): a restart forgets them.
     DeliveryStateInMemory,
     /// The status fold applies any known status, even one ranked below the current.
     NoMonotonicGuard,
@@ -49,13 +50,6 @@ pub enum Mutant {
     /// The watchdog ages an order by its event's timestamp, stamped by another node's clock,
     /// instead of by when its own view took the status (the behaviour before issue 13).
     WatchdogTrustsEventTime,
-    /// The worker starts every record at once, also while another of its key is still running:
-    /// records of one order race (deliver's read of its state and its write no longer follow
-    /// one another).
-    KeyLanesOff,
-    /// A worker that stops on an error leaves its handler tasks running (the behaviour before
-    /// issue 13): they race the restarted service's handling of the same records.
-    StoppedWorkerLeavesTasks,
     /// The producer does not wait for every in-sync replica (`acks=1`; the simulation's
     /// transport plays it, as the Kafka transport would set it): a leader change loses records
     /// it already acknowledged.
@@ -69,9 +63,13 @@ pub enum Mutant {
     /// The worker takes a mark the consumer refused (its partition was away for a rebalance) as
     /// made, and never makes it again: the group's committed offset stays behind for good.
     RefusedMarkForgotten,
-    /// Deliver lets a busy store fail the handler right after a drive: the retry finds no
-    /// delivery recorded and drives again.
-    BusyStoreRedrives,
+    /// Deliver's facts stay in its own store: nothing goes to its changelog, and a partition
+    /// newly assigned to it is not restored (the design before issue 15): what earlier owners of
+    /// the partition knew stays on their instances.
+    DeliverStateStaysLocal,
+    /// Deliver handles a record of a newly assigned partition before the partition's changelog
+    /// is restored.
+    RestoreSkipped,
     /// The shared error table takes a produce refused for now (NOT_ENOUGH_REPLICAS: the in-sync
     /// replicas are short, a leader is moving) as refused for good, so a produce-only outage
     /// fails records at once instead of retrying them.
@@ -80,7 +78,7 @@ pub enum Mutant {
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 22] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -95,13 +93,12 @@ impl Mutant {
         Mutant::TimeoutSaysNotPlaced,
         Mutant::SkipWhenRetriesRunOut,
         Mutant::WatchdogTrustsEventTime,
-        Mutant::KeyLanesOff,
-        Mutant::StoppedWorkerLeavesTasks,
         Mutant::AcksOne,
         Mutant::StoreSyncNormal,
         Mutant::EmptyViewNotRebuilt,
         Mutant::RefusedMarkForgotten,
-        Mutant::BusyStoreRedrives,
+        Mutant::DeliverStateStaysLocal,
+        Mutant::RestoreSkipped,
         Mutant::RefusalIsFinal,
     ];
 
@@ -122,13 +119,12 @@ impl Mutant {
             Mutant::TimeoutSaysNotPlaced => "timeout-says-not-placed",
             Mutant::SkipWhenRetriesRunOut => "skip-when-retries-run-out",
             Mutant::WatchdogTrustsEventTime => "watchdog-trusts-event-time",
-            Mutant::KeyLanesOff => "key-lanes-off",
-            Mutant::StoppedWorkerLeavesTasks => "stopped-worker-leaves-tasks",
             Mutant::AcksOne => "acks-one",
             Mutant::StoreSyncNormal => "store-sync-normal",
             Mutant::EmptyViewNotRebuilt => "empty-view-not-rebuilt",
             Mutant::RefusedMarkForgotten => "refused-mark-forgotten",
-            Mutant::BusyStoreRedrives => "busy-store-redrives",
+            Mutant::DeliverStateStaysLocal => "deliver-state-stays-local",
+            Mutant::RestoreSkipped => "restore-skipped",
             Mutant::RefusalIsFinal => "refusal-is-final",
         }
     }

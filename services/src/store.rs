@@ -1,9 +1,9 @@
 //! The state stores, real SQLite files (rusqlite, bundled): the status service's materialized view
-//! and the delivery service's early warnings. WAL journal with `synchronous=FULL`: a commit
-//! survives a process crash (what SIGKILL tests) and a power loss (what the simulation's
-//! `power-loss` fault checks), and the view can always be rebuilt from the log. One exception:
-//! [`DeliveryStore::mark_delivered`] commits without the sync (a process crash cannot lose it) and
-//! is synced by the next synced commit, which its caller waits for before it acts on it.
+//! and the delivery service's facts. WAL journal. The view syncs every commit
+//! (`synchronous=FULL`): a commit survives a process crash (what SIGKILL tests) and a power loss
+//! (what the simulation's `power-loss` fault checks), and the view can always be rebuilt from the
+//! log. The delivery store is a cache of its changelog topic, filled again from it on every start,
+//! so it does not sync.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,8 +38,6 @@ impl StoreError {
 struct Db {
     path: String,
     conn: Mutex<Connection>,
-    /// SQLite's `synchronous` setting it was opened with (written to; nothing for readers).
-    synchronous: &'static str,
 }
 
 /// Makes `dir` (and its parents) if missing, readable by its owner only (0700): the SQLite files
@@ -142,7 +140,6 @@ impl Db {
         Ok(Db {
             path: name,
             conn: Mutex::new(conn),
-            synchronous,
         })
     }
 
@@ -539,47 +536,55 @@ fn read_status(conn: &Connection, order_id: &str) -> rusqlite::Result<Option<Ord
 }
 
 const DELIVERY_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deliveries (
-    order_id      TEXT PRIMARY KEY,
-    customer_id   TEXT,
-    baked_pending INTEGER NOT NULL DEFAULT 0,
-    delivered_ts  INTEGER
+CREATE TABLE IF NOT EXISTS delivery_facts (
+    order_id     TEXT PRIMARY KEY,
+    customer_id  TEXT,
+    baked        INTEGER NOT NULL DEFAULT 0,
+    pending      INTEGER NOT NULL DEFAULT 0,
+    claimed_ts   INTEGER,
+    claim_offset INTEGER
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS syncs (
-    id INTEGER PRIMARY KEY,
-    n  INTEGER NOT NULL
-);
 ";
 
-/// What the delivery service knows of one order.
+/// What the delivery service knows of one order: the fold of the facts its changelog holds for
+/// it (`services::changelog`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryState {
     /// From pizza-ordered: the early warning of where to deliver.
     pub customer_id: Option<String>,
-    /// pizza-baked came before pizza-ordered; pizza-pending was sent.
+    /// pizza-baked was seen.
+    pub baked: bool,
+    /// The pizza was baked before the order was known: pizza-pending, and twice the drive.
     pub pending: bool,
-    /// When it was delivered; set before pizza-delivered is produced, so a redelivery re-sends the
-    /// same event instead of delivering again.
-    pub delivered_at_ms: Option<i64>,
+    /// The driver sent out: the first claim in the changelog, which every owner of the partition
+    /// announces and no one sends out again.
+    pub claim: Option<Claim>,
 }
 
-/// A write the delivery service makes before any drive: many commit together
-/// ([`DeliveryStore::apply_many`], the service's group commit).
+/// A driver sent out for an order: when it arrives, and the changelog offset of the claim (so
+/// its writer knows whether its claim is the one that stands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub at_ms: i64,
+    pub offset: i64,
+}
+
+/// A fact about an order, as the changelog carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeliveryWrite {
-    /// Where an order goes (the early warning).
-    Customer { order_id: String, customer_id: String },
-    /// The pizza is baked but the order is not known yet.
-    Pending { order_id: String },
-    /// Make the deliveries [`DeliveryStore::mark_delivered`] recorded survive a power loss: the
-    /// batch writes (a counter, so its commit has a page to sync) and syncs the WAL, and with it
-    /// every commit before.
-    SyncDeliveries,
+pub enum DeliveryFact {
+    /// pizza-ordered: where it goes.
+    Customer(String),
+    /// pizza-baked.
+    Baked,
+    /// A driver is out, arriving at this time (epoch ms).
+    Claimed { at_ms: i64 },
 }
 
-/// The delivery service's store, persisted so a restart loses no early warning.
+/// The delivery service's store: the fold of its changelog's partitions, a cache that a restart
+/// or a newly assigned partition fills again from the log. So it syncs no commit
+/// (`synchronous=NORMAL`: a power loss may take its last commits, never its consistency).
 pub struct DeliveryStore {
-    /// A second connection for reads, so they do not wait behind a commit's sync (WAL lets one
+    /// A second connection for reads, so they do not wait behind a commit (WAL lets one
     /// writer and readers go at once); none for an in-memory store, which is one connection's.
     /// Declared first, so it closes first: the writer, closing last, checkpoints the WAL.
     reader: Option<Db>,
@@ -590,6 +595,7 @@ impl DeliveryStore {
     /// Opens (creating) the store.
     pub fn open(path: &Path) -> Result<DeliveryStore, StoreError> {
         let db = Db::open(path, false, DELIVERY_SCHEMA)?;
+        db.with(|conn| conn.pragma_update(None, "synchronous", "NORMAL"))?;
         let reader = if path.as_os_str() == ":memory:" {
             None
         } else {
@@ -598,18 +604,23 @@ impl DeliveryStore {
         Ok(DeliveryStore { db, reader })
     }
 
-    /// What is known of an order: what the last commit left (a write waiting for its batch is not
-    /// seen until it is committed).
+    /// What is known of an order.
     pub fn get(&self, order_id: &str) -> Result<DeliveryState, StoreError> {
         self.reader.as_ref().unwrap_or(&self.db).with(|conn| {
             conn.prepare_cached(
-                "SELECT customer_id, baked_pending, delivered_ts FROM deliveries WHERE order_id = ?1",
+                "SELECT customer_id, baked, pending, claimed_ts, claim_offset
+                 FROM delivery_facts WHERE order_id = ?1",
             )?
             .query_row([order_id], |r| {
+                let claim = match (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<i64>>(4)?) {
+                    (Some(at_ms), Some(offset)) => Some(Claim { at_ms, offset }),
+                    _ => None,
+                };
                 Ok(DeliveryState {
                     customer_id: r.get(0)?,
-                    pending: r.get(1)?,
-                    delivered_at_ms: r.get(2)?,
+                    baked: r.get(1)?,
+                    pending: r.get(2)?,
+                    claim,
                 })
             })
             .optional()
@@ -617,61 +628,40 @@ impl DeliveryStore {
         })
     }
 
-    /// Makes `writes` in one transaction.
-    pub fn apply_many(&self, writes: &[DeliveryWrite]) -> Result<(), StoreError> {
+    /// Folds `facts` (order id, changelog offset, fact) in, in one transaction, in the order
+    /// given, which must be the log's for claims: the first customer and the first claim of an
+    /// order stand, and the order is pending when it was baked before its customer was known.
+    /// Folding a fact again changes nothing.
+    pub fn apply(&self, facts: &[(String, i64, DeliveryFact)]) -> Result<(), StoreError> {
         self.db.with(|conn| {
             let tx = conn.transaction()?;
-            let mut sync = false;
-            for w in writes {
-                match w {
-                    DeliveryWrite::Customer {
-                        order_id,
-                        customer_id,
-                    } => tx
+            for (order_id, offset, fact) in facts {
+                match fact {
+                    DeliveryFact::Customer(c) => tx
                         .prepare_cached(
-                            "INSERT INTO deliveries (order_id, customer_id) VALUES (?1, ?2)
-                             ON CONFLICT (order_id) DO UPDATE SET customer_id = ?2",
+                            "INSERT INTO delivery_facts (order_id, customer_id) VALUES (?1, ?2)
+                             ON CONFLICT (order_id) DO UPDATE SET customer_id = COALESCE(customer_id, ?2)",
                         )?
-                        .execute(params![order_id, customer_id])?,
-                    DeliveryWrite::Pending { order_id } => tx
+                        .execute(params![order_id, c])?,
+                    DeliveryFact::Baked => tx
                         .prepare_cached(
-                            "INSERT INTO deliveries (order_id, baked_pending) VALUES (?1, 1)
-                             ON CONFLICT (order_id) DO UPDATE SET baked_pending = 1",
+                            "INSERT INTO delivery_facts (order_id, baked, pending) VALUES (?1, 1, 1)
+                             ON CONFLICT (order_id) DO UPDATE SET
+                               pending = CASE WHEN baked = 0 AND customer_id IS NULL THEN 1 ELSE pending END,
+                               baked = 1",
                         )?
                         .execute(params![order_id])?,
-                    DeliveryWrite::SyncDeliveries => {
-                        sync = true;
-                        0
-                    }
+                    DeliveryFact::Claimed { at_ms } => tx
+                        .prepare_cached(
+                            "INSERT INTO delivery_facts (order_id, claimed_ts, claim_offset) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (order_id) DO UPDATE SET
+                               claim_offset = COALESCE(claim_offset, ?3),
+                               claimed_ts = COALESCE(claimed_ts, ?2)",
+                        )?
+                        .execute(params![order_id, at_ms, offset])?,
                 };
             }
-            if sync {
-                tx.prepare_cached(
-                    "INSERT INTO syncs (id, n) VALUES (0, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
-                )?
-                .execute([])?;
-            }
             tx.commit()
-        })
-    }
-
-    /// Records the delivery at once; returns the timestamp that stands (an earlier one, if any,
-    /// wins). It commits without waiting for the disk: the commit is in the WAL, so it survives the
-    /// process's crash the moment this returns, but a power loss only once a synced commit follows
-    /// it (send [`DeliveryWrite::SyncDeliveries`] and wait for that batch).
-    pub fn mark_delivered(&self, order_id: &str, ts: i64) -> Result<i64, StoreError> {
-        let synchronous = self.db.synchronous;
-        self.db.with(|conn| {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let stands = conn
-                .prepare_cached(
-                    "INSERT INTO deliveries (order_id, delivered_ts) VALUES (?1, ?2)
-                     ON CONFLICT (order_id) DO UPDATE SET delivered_ts = COALESCE(delivered_ts, ?2)
-                     RETURNING delivered_ts",
-                )
-                .and_then(|mut s| s.query_row(params![order_id, ts], |r| r.get(0)));
-            conn.pragma_update(None, "synchronous", synchronous)?;
-            stands
         })
     }
 }
@@ -737,44 +727,34 @@ mod tests {
         assert!(candidates(now + 60_000).iter().all(|(o, _)| o != "b"), "final");
     }
 
-    /// A delivery commits at once without a sync, and a batch with [`DeliveryWrite::SyncDeliveries`]
-    /// syncs it: that batch must reach the WAL (one with nothing to write would sync nothing; an
-    /// upsert that changes no value writes no page), and the connection goes back to syncing
-    /// every commit.
+    /// The fold keeps the first customer and the first claim, in the order the facts come, and
+    /// an order is pending only when it was baked before its customer was known; folding the
+    /// same facts again (a restore from the start of the log) changes nothing.
     #[test]
-    fn a_delivery_written_again_reaches_the_wal_and_keeps_its_time() {
+    fn delivery_facts_fold_first_claim_wins_and_pending_by_order() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("delivery.db");
-        let store = DeliveryStore::open(&path).unwrap();
-        let wal = || {
-            std::fs::metadata(dir.path().join("delivery.db-wal"))
-                .unwrap()
-                .len()
-        };
-        assert_eq!(store.mark_delivered("a", 5).unwrap(), 5);
-        assert_eq!(
-            store.mark_delivered("a", 7).unwrap(),
-            5,
-            "the first delivery's time stands"
-        );
-        let synchronous: i64 = store
-            .db
-            .with(|c| c.pragma_query_value(None, "synchronous", |r| r.get(0)))
-            .unwrap();
-        assert_eq!(synchronous, 2, "FULL again after the unsynced commit");
-        let before = wal();
-        store.apply_many(&[DeliveryWrite::SyncDeliveries]).unwrap();
-        let after = wal();
-        assert!(
-            after > before,
-            "the batch wrote nothing to the WAL: {after} bytes"
-        );
-        store.apply_many(&[DeliveryWrite::SyncDeliveries]).unwrap();
-        assert!(
-            wal() > after,
-            "the second sync wrote nothing to the WAL: {} bytes",
-            wal()
-        );
-        assert_eq!(store.get("a").unwrap().delivered_at_ms, Some(5));
+        let store = DeliveryStore::open(&dir.path().join("delivery.db")).unwrap();
+        let customer = |c: &str| DeliveryFact::Customer(c.into());
+        let facts = vec![
+            ("a".to_owned(), 0, customer("ab")),
+            ("a".to_owned(), 1, DeliveryFact::Baked),
+            ("b".to_owned(), 2, DeliveryFact::Baked),
+            ("b".to_owned(), 3, customer("cd")),
+            ("a".to_owned(), 4, DeliveryFact::Claimed { at_ms: 50 }),
+            ("a".to_owned(), 5, DeliveryFact::Claimed { at_ms: 40 }),
+            ("a".to_owned(), 6, customer("zz")),
+        ];
+        store.apply(&facts).unwrap();
+        let a = store.get("a").unwrap();
+        assert_eq!(a.customer_id.as_deref(), Some("ab"));
+        assert!(a.baked && !a.pending);
+        assert_eq!(a.claim, Some(Claim { at_ms: 50, offset: 4 }));
+        let b = store.get("b").unwrap();
+        assert!(b.baked && b.pending, "baked before its customer: {b:?}");
+        assert_eq!(b.customer_id.as_deref(), Some("cd"));
+        store.apply(&facts).unwrap();
+        assert_eq!(store.get("a").unwrap(), a);
+        assert_eq!(store.get("b").unwrap(), b);
+        assert_eq!(store.get("c").unwrap(), DeliveryState::default());
     }
 }

@@ -67,6 +67,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one record. Called again with the same record after a retriable failure or a
     /// redelivery, so it must be idempotent.
     fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// The member now owns exactly `partitions` (told when they change, before the next record
+    /// is handled). A handler whose state follows partitions lets go of those it lost.
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        let _ = partitions;
+    }
 }
 
 /// How a worker runs.
@@ -296,7 +302,12 @@ pub async fn run_worker<T: Transport, H: Handler>(
                 draining = true;
             }
             received = sub.recv(), if !draining && d.has_room() => match received {
-                Ok(rec) => d.received(&mut sub, rec),
+                Ok(rec) => {
+                    if let Some(owned) = sub.assignment_changed() {
+                        d.handler.assigned(&owned);
+                    }
+                    d.received(&mut sub, rec)
+                }
                 Err(e) if e.is_retriable() => {
                     probes::hit(Probe::ConsumerRetried, "");
                     tracing::warn!(service = %d.cfg.name, error = %Report(&e), "consumer error");
@@ -388,10 +399,6 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         if self.mark_on_arrival {
             let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
         }
-        if mutants::on(Mutant::KeyLanesOff) {
-            self.start(rec);
-            return;
-        }
         let key = rec.key.clone().unwrap_or_default();
         match self.lanes.get_mut(&key) {
             Some(lane) => lane.push_back(rec),
@@ -430,9 +437,6 @@ impl<T: Transport, H: Handler> Driver<T, H> {
                 tracing::warn!(service = %self.cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
             }
         }
-        if mutants::on(Mutant::KeyLanesOff) {
-            return Ok(());
-        }
         let lane = self
             .lanes
             .get_mut(&done.key)
@@ -452,12 +456,9 @@ impl<T: Transport, H: Handler> Driver<T, H> {
     /// (swarm seed 57 drove 48 orders twice that way). Ended mid-way, a task is as a crash leaves
     /// it: its record was not marked, and comes again.
     async fn end_tasks(&mut self) {
-        let keep = mutants::on(Mutant::StoppedWorkerLeavesTasks);
         for (_, task) in self.running.drain() {
-            if !keep {
-                task.abort();
-                let _ = task.await;
-            }
+            task.abort();
+            let _ = task.await;
         }
     }
 

@@ -322,10 +322,15 @@ impl Broker {
         let Some(parts) = self.topics.get_mut(&rec.topic) else {
             return Err(ProduceError::UnknownTopic(rec.topic));
         };
-        // A null key goes to any partition (Java's producer spreads them); a key, where murmur2 says.
-        let partition = match &rec.key {
-            Some(k) => partition_for(k, parts.len() as i32),
-            None => self.rng.below(parts.len() as u64) as i32,
+        // A chosen partition; else a null key goes to any partition (Java's producer spreads
+        // them), a key where murmur2 says.
+        let partition = match (&rec.partition, &rec.key) {
+            (Some(p), _) if *p < 0 || *p >= parts.len() as i32 => {
+                return Err(ProduceError::UnknownTopic(format!("{}/{p}", rec.topic)));
+            }
+            (Some(p), _) => *p,
+            (None, Some(k)) => partition_for(k, parts.len() as i32),
+            (None, None) => self.rng.below(parts.len() as u64) as i32,
         };
         let log = &mut parts[partition as usize];
         let offset = log.len() as i64;
@@ -628,6 +633,45 @@ impl Broker {
         Fetched::Records { generation, records }
     }
 
+    /// Up to `max_batch` records of one partition of `topic` that has records past the position
+    /// `positions` gives it (and below its high watermark), read outside any group.
+    pub fn read(&mut self, now: i64, topic: &str, positions: &[(i32, i64)]) -> Vec<FetchedRecord> {
+        let Some(parts) = self.topics.get(topic) else {
+            return Vec::new();
+        };
+        let ready: Vec<(i32, usize)> = positions
+            .iter()
+            .filter_map(|(p, at)| {
+                let log = parts.get(usize::try_from(*p).ok()?)?;
+                let from = usize::try_from((*at).max(0)).ok()?;
+                let replicated = log
+                    .get(from..)?
+                    .iter()
+                    .take_while(|r| r.replicated_at_ms <= now)
+                    .count();
+                (replicated > 0).then_some((*p, from))
+            })
+            .collect();
+        if ready.is_empty() {
+            return Vec::new();
+        }
+        let (partition, from) = ready[self.rng.below(ready.len() as u64) as usize];
+        let batch = 1 + self.rng.below(self.cfg.max_batch as u64) as usize;
+        let log = &self.topics[topic][partition as usize];
+        log[from..]
+            .iter()
+            .take_while(|r| r.replicated_at_ms <= now)
+            .take(batch)
+            .enumerate()
+            .map(|(i, r)| FetchedRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset: (from + i) as i64,
+                stored: r.clone(),
+            })
+            .collect()
+    }
+
     /// The partitions `member` of `group` is assigned now (none when it is not a member).
     pub fn assignment(&self, group: &str, member: u64) -> Vec<(String, i32)> {
         self.groups
@@ -833,6 +877,40 @@ mod tests {
         assert_eq!(a, again);
         assert_eq!(b.end_offsets("t").unwrap().iter().sum::<i64>(), 1);
         assert!(b.produce(0, "p", 9, 2, out("nope", "k")).is_err());
+    }
+
+    #[test]
+    fn a_read_outside_groups_starts_where_asked_and_stops_at_the_high_watermark() {
+        let mut b = broker();
+        for i in 0..10 {
+            b.produce(0, "p", 1, i, out("t", "k")).unwrap();
+        }
+        let p = b.end_offsets("t").unwrap().iter().position(|e| *e == 10).unwrap() as i32;
+        let mut at = 4;
+        let mut got = Vec::new();
+        while at < 10 {
+            let batch = b.read(0, "t", &[(p, at)]);
+            assert!(!batch.is_empty());
+            at = batch.last().unwrap().offset + 1;
+            got.extend(batch.into_iter().map(|r| r.offset));
+        }
+        assert_eq!(got, (4..10).collect::<Vec<i64>>());
+        assert!(b.read(0, "t", &[(p, 10)]).is_empty(), "nothing past the end");
+        assert!(b.read(0, "t", &[(p + 100, 0)]).is_empty(), "no such partition");
+        assert!(b.read(0, "nope", &[(p, 0)]).is_empty(), "no such topic");
+        // Not yet on every in-sync replica: not readable.
+        b.produce_acks(0, "p", (1, 99), out("t", "k"), false).unwrap();
+        assert!(b.read(0, "t", &[(p, 10)]).is_empty());
+    }
+
+    #[test]
+    fn a_record_goes_to_the_partition_it_names() {
+        let mut b = broker();
+        let mut r = out("t", "k");
+        r.partition = Some(5);
+        assert_eq!(b.produce(0, "p", 1, 0, r.clone()).unwrap().partition, 5);
+        r.partition = Some(6);
+        assert!(b.produce(0, "p", 1, 1, r).is_err(), "6 partitions: 0..=5");
     }
 
     #[test]

@@ -264,7 +264,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
 
     // The checker watches the view from its own node.
     let checker = cluster.checker_node();
-    let view_path = service_config(&sc, &root, ServiceName::Status).view_path();
+    let view_path = service_config(&sc, &root, ServiceName::Status, 0).view_path();
     let faultless = sc.faults.is_empty();
     checker.spawn(watch_view(
         view_path.clone(),
@@ -284,7 +284,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     converge(&sc, &cluster.broker, &shared).await;
 
     // The final checks read the log (the broker's own state) and the view.
-    let cfg = service_config(&sc, &root, ServiceName::Status);
+    let cfg = service_config(&sc, &root, ServiceName::Status, 0);
     check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
     check_view_model(&cluster.broker, &sys, &view_path, &shared);
     // The run got here: nothing panicked.

@@ -17,7 +17,9 @@ use madsim::net::Endpoint;
 use pizza::clock::now_ms;
 use pizza::transport::errors::{self, Class, ErrorCode};
 use pizza::transport::offsets::{MemberOffsets, COMMIT_EVERY};
-use pizza::transport::{Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
+use pizza::transport::{
+    Acked, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
+};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
@@ -75,6 +77,11 @@ enum Request {
         group: String,
         member: u64,
     },
+    /// Records of `topic` past the given positions, outside any group.
+    Read {
+        topic: String,
+        positions: Vec<(i32, i64)>,
+    },
 }
 
 enum Response {
@@ -86,6 +93,7 @@ enum Response {
     Fetched(Fetched, Vec<(String, i32)>),
     Committed(Result<usize, String>),
     Left,
+    Read(Vec<FetchedRecord>),
 }
 
 /// The broker's state and its knobs, shared with the harness (which slows it, reorders it, and
@@ -202,29 +210,7 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             member,
             generation: seen,
             positions,
-        } => {
-            let deadline = tokio::time::Instant::now() + FETCH_WAIT;
-            loop {
-                let appended = shared.appended.notified();
-                tokio::pin!(appended);
-                appended.as_mut().enable();
-                let (got, assigned) = {
-                    let mut b = shared.lock();
-                    let got = b.fetch(now_ms(), &group, member, seen, &positions);
-                    (got, b.assignment(&group, member))
-                };
-                match got {
-                    Fetched::Records { records, generation } if records.is_empty() => {
-                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        if tokio::time::timeout(left, appended).await.is_err() {
-                            let empty = Fetched::Records { generation, records };
-                            return Some(Response::Fetched(empty, assigned));
-                        }
-                    }
-                    other => return Some(Response::Fetched(other, assigned)),
-                }
-            }
-        }
+        } => fetch(shared, &group, member, seen, &positions).await,
         Request::Commit {
             group,
             member,
@@ -239,8 +225,55 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             shared.lock().leave(now_ms(), node, &group, member);
             Response::Left
         }
+        Request::Read { topic, positions } => read(shared, &topic, &positions).await,
     };
     Some(rsp)
+}
+
+/// A group member's fetch, held for [`FETCH_WAIT`] while there is nothing to fetch.
+async fn fetch(
+    shared: &BrokerShared,
+    group: &str,
+    member: u64,
+    seen: u64,
+    positions: &[(String, i32, i64)],
+) -> Response {
+    let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+    loop {
+        let appended = shared.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let (got, assigned) = {
+            let mut b = shared.lock();
+            let got = b.fetch(now_ms(), group, member, seen, positions);
+            (got, b.assignment(group, member))
+        };
+        match got {
+            Fetched::Records { records, generation } if records.is_empty() => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if tokio::time::timeout(left, appended).await.is_err() {
+                    let empty = Fetched::Records { generation, records };
+                    return Response::Fetched(empty, assigned);
+                }
+            }
+            other => return Response::Fetched(other, assigned),
+        }
+    }
+}
+
+/// A read outside any group, held for [`FETCH_WAIT`] while there is nothing to read.
+async fn read(shared: &BrokerShared, topic: &str, positions: &[(i32, i64)]) -> Response {
+    let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+    loop {
+        let appended = shared.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let got = shared.lock().read(now_ms(), topic, positions);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !got.is_empty() || tokio::time::timeout(left, appended).await.is_err() {
+            return Response::Read(got);
+        }
+    }
 }
 
 struct Client {
@@ -356,6 +389,30 @@ impl SimTransport {
 
 impl Transport for SimTransport {
     type Subscription = SimSubscription;
+    type Reader = SimReader;
+
+    async fn reader(&self, topic: &str) -> Result<SimReader, TransportError> {
+        Ok(SimReader {
+            transport: self.clone(),
+            topic: topic.to_owned(),
+            positions: BTreeMap::new(),
+        })
+    }
+
+    async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), TransportError> {
+        let ends = self.end_offsets(topic).await?;
+        let end = usize::try_from(partition)
+            .ok()
+            .and_then(|p| ends.get(p).copied())
+            .ok_or_else(|| {
+                errors::classify(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("{topic} has no partition {partition}"),
+                )
+            })?;
+        // Nothing is deleted from the simulated log: it starts at 0.
+        Ok((0, end))
+    }
 
     async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
         self.produce_raw(record.into()).await
@@ -387,6 +444,7 @@ impl Transport for SimTransport {
         Ok(SimSubscription {
             transport: self.clone(),
             group: group.to_owned(),
+            assignment_seen: 0,
             rx,
             state,
             offsets,
@@ -566,6 +624,8 @@ async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberStat
 pub struct SimSubscription {
     transport: SimTransport,
     group: String,
+    /// The assignment's version last reported by `assignment_changed`.
+    assignment_seen: u64,
     rx: mpsc::Receiver<Result<Fetch, TransportError>>,
     state: Arc<Mutex<MemberState>>,
     offsets: Offsets,
@@ -614,6 +674,13 @@ impl Subscription for SimSubscription {
             .mark(topic, partition, next_offset)
     }
 
+    fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>> {
+        self.offsets
+            .lock()
+            .expect("offsets")
+            .owned_since(&mut self.assignment_seen)
+    }
+
     async fn close(mut self) -> Result<(), TransportError> {
         for t in self.tasks.drain(..) {
             t.abort();
@@ -627,5 +694,58 @@ impl Subscription for SimSubscription {
         // A lost leave costs only a session timeout of waiting for the rebalance.
         let _ = self.transport.call(req, RPC_TIMEOUT).await;
         Ok(())
+    }
+}
+
+/// A reader of chosen partitions on the simulated broker: each `recv` is one read request from
+/// its positions (held by the broker while there is nothing to read, as a fetch is).
+pub struct SimReader {
+    transport: SimTransport,
+    topic: String,
+    /// Followed partition -> the next offset to read.
+    positions: BTreeMap<i32, i64>,
+}
+
+impl Reader for SimReader {
+    fn follow(&mut self, partition: i32, from: i64) -> Result<(), TransportError> {
+        self.positions.insert(partition, from.max(0));
+        Ok(())
+    }
+
+    fn unfollow(&mut self, partition: i32) -> Result<(), TransportError> {
+        self.positions.remove(&partition);
+        Ok(())
+    }
+
+    async fn recv(&mut self, max: usize) -> Result<Vec<Record>, TransportError> {
+        loop {
+            if self.positions.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let req = Request::Read {
+                topic: self.topic.clone(),
+                positions: self.positions.iter().map(|(p, o)| (*p, *o)).collect(),
+            };
+            match self.transport.call(req, RPC_TIMEOUT).await {
+                Some(Response::Read(records)) if records.is_empty() => continue,
+                Some(Response::Read(records)) => {
+                    let records: Vec<Record> = records
+                        .into_iter()
+                        .take(max.max(1))
+                        .map(FetchedRecord::into_record)
+                        .collect();
+                    if let Some(last) = records.last() {
+                        self.positions.insert(last.partition, last.offset + 1);
+                    }
+                    return Ok(records);
+                }
+                _ => {
+                    return Err(errors::classify(
+                        ErrorCode::TRANSPORT,
+                        "broker transport failure: a read went unanswered",
+                    ))
+                }
+            }
+        }
     }
 }

@@ -40,6 +40,12 @@
 //! at 320s slow disk status 30ms for 60s  # every store access of the service takes 30 ms more
 //! at 330s busy disk deliver 0.2 for 30s  # a fifth of its store accesses fail SQLITE_BUSY
 //! at 340s max-bytes pizza-dlq 64 for 30s # the topic takes no record over 64 bytes
+//! instances deliver 3                  # three instances of deliver in its group (`instances 3`:
+//!                                      # of assemble, bake, deliver and merge)
+//! at 350s scale-up bake                # one more bake instance joins the group
+//! at 360s scale-down deliver           # the newest deliver instance stops gracefully (one stays)
+//! at 370s rolling-restart merge every 4s  # each merge instance in turn: stopped gracefully,
+//!                                         # started again half a period later
 //! ```
 
 use std::fmt;
@@ -84,6 +90,8 @@ pub struct Scenario {
     pub skews: Vec<(String, i64, i64)>,
     /// Draw this many faults from the seed.
     pub swarm: Option<u32>,
+    /// Instances each service starts with, in its consumer group (1 when not listed).
+    pub instances: std::collections::BTreeMap<ServiceName, usize>,
     pub faults: Vec<Fault>,
 }
 
@@ -105,8 +113,28 @@ impl Default for Scenario {
             skews: Vec::new(),
             buggify: true,
             swarm: None,
+            instances: std::collections::BTreeMap::new(),
             faults: Vec::new(),
         }
+    }
+}
+
+/// Most instances of one service a scenario may start with.
+pub const MAX_INSTANCES: usize = 6;
+
+/// The services that may run as more than one instance. The status service folds the view the
+/// checker reads, so it runs alone until every web instance folds its own (issue 15, part 2).
+pub const SCALABLE: [ServiceName; 4] = [
+    ServiceName::Assemble,
+    ServiceName::Bake,
+    ServiceName::Deliver,
+    ServiceName::Merge,
+];
+
+impl Scenario {
+    /// How many instances of `service` start.
+    pub fn instances_of(&self, service: ServiceName) -> usize {
+        self.instances.get(&service).copied().unwrap_or(1)
     }
 }
 
@@ -151,6 +179,20 @@ pub enum FaultKind {
     },
     Redeliver {
         service: ServiceName,
+    },
+    /// One more instance of the service joins its group.
+    ScaleUp {
+        service: ServiceName,
+    },
+    /// The newest running instance of the service stops gracefully, unless it is the only one.
+    ScaleDown {
+        service: ServiceName,
+    },
+    /// Each instance of the service in turn, `every` apart: stopped gracefully, started again
+    /// half a period later.
+    RollingRestart {
+        service: ServiceName,
+        every: Duration,
     },
     Reorder {
         lasting: Duration,
@@ -249,7 +291,10 @@ impl FaultKind {
             | FaultKind::Cut { down, .. }
             | FaultKind::LeaderChange { down }
             | FaultKind::PowerLoss { down, .. } => *down,
-            FaultKind::Redeliver { .. } => Duration::ZERO,
+            FaultKind::Redeliver { .. } | FaultKind::ScaleUp { .. } | FaultKind::ScaleDown { .. } => {
+                Duration::ZERO
+            }
+            FaultKind::RollingRestart { every, .. } => *every * MAX_INSTANCES as u32,
             FaultKind::Reorder { lasting }
             | FaultKind::SlowBroker { lasting, .. }
             | FaultKind::Loss { lasting, .. }
@@ -270,6 +315,9 @@ impl FaultKind {
             | FaultKind::Pause { service, .. }
             | FaultKind::Clog { service, .. }
             | FaultKind::Redeliver { service }
+            | FaultKind::ScaleUp { service }
+            | FaultKind::ScaleDown { service }
+            | FaultKind::RollingRestart { service, .. }
             | FaultKind::Hold { service, .. }
             | FaultKind::PowerLoss { service, .. }
             | FaultKind::SlowDisk { service, .. }
@@ -319,6 +367,11 @@ impl fmt::Display for Fault {
             FaultKind::Pause { service, down } => write!(f, "pause {} for {}", service.as_str(), secs(*down)),
             FaultKind::Clog { service, down } => write!(f, "clog {} for {}", service.as_str(), secs(*down)),
             FaultKind::Redeliver { service } => write!(f, "redeliver {}", service.as_str()),
+            FaultKind::ScaleUp { service } => write!(f, "scale-up {}", service.as_str()),
+            FaultKind::ScaleDown { service } => write!(f, "scale-down {}", service.as_str()),
+            FaultKind::RollingRestart { service, every } => {
+                write!(f, "rolling-restart {} every {}", service.as_str(), secs(*every))
+            }
             FaultKind::Reorder { lasting } => write!(f, "reorder for {}", secs(*lasting)),
             FaultKind::SlowBroker { delay, lasting } => {
                 write!(f, "slow broker {}ms for {}", delay.as_millis(), secs(*lasting))
@@ -495,14 +548,9 @@ impl Scenario {
                 self.time_scale = one("time-scale")?.parse()?;
             }
             "swarm" => self.swarm = Some(number("swarm", one("swarm")?)?),
+            "instances" => self.parse_instances(&w[1..])?,
             "skew" => self.skews.push(parse_skew(&w[1..])?),
-            "buggify" => {
-                self.buggify = match one("buggify")? {
-                    "on" => true,
-                    "off" => false,
-                    other => return Err(format!("buggify: `{other}` is not on or off")),
-                }
-            }
+            "buggify" => self.buggify = on_off("buggify", one("buggify")?)?,
             "ambiguous" => {
                 self.ambiguous = number("ambiguous", one("ambiguous")?)?;
                 if !(0.0..=0.5).contains(&self.ambiguous) {
@@ -526,6 +574,29 @@ impl Scenario {
                 self.faults.push(Fault { at, kind });
             }
             other => return Err(format!("unknown setting `{other}`")),
+        }
+        Ok(())
+    }
+
+    /// `instances <n>` (every service that scales) or `instances <service> <n>`.
+    fn parse_instances(&mut self, w: &[&str]) -> Result<(), String> {
+        let (services, n) = match w {
+            [n] => (SCALABLE.to_vec(), *n),
+            [svc, n] => (vec![parse_service(svc)?], *n),
+            _ => return Err("expected `instances [<service>] <n>`".into()),
+        };
+        let n: usize = number("instances", n)?;
+        if !(1..=MAX_INSTANCES).contains(&n) {
+            return Err(format!("instances must be 1..={MAX_INSTANCES}"));
+        }
+        for service in services {
+            if n > 1 && !SCALABLE.contains(&service) {
+                return Err(format!(
+                    "{} runs as one instance: the view the checker reads is its own",
+                    service.as_str()
+                ));
+            }
+            self.instances.insert(service, n);
         }
         Ok(())
     }
@@ -557,7 +628,7 @@ impl Scenario {
                 0 => FaultKind::Crash {
                     service,
                     down,
-                    lose_disk: !needs_disk(service) && rng.chance(0.5),
+                    lose_disk: rng.chance(0.5),
                 },
                 1 => FaultKind::Stop { service, down },
                 2 => FaultKind::Pause { service, down },
@@ -605,6 +676,7 @@ impl Scenario {
         if rng.chance(0.25) {
             sc.in_flight = Some(64);
         }
+        draw_scaling(&mut sc, &mut rng, window);
         sc.swarm = None;
         sc
     }
@@ -654,10 +726,21 @@ impl Scenario {
         if let Some(n) = self.swarm {
             s.push_str(&format!("swarm {n}\n"));
         }
+        for (service, n) in self.instances.iter().filter(|(_, n)| **n != 1) {
+            s.push_str(&format!("instances {} {n}\n", service.as_str()));
+        }
         for f in &self.faults {
             s.push_str(&format!("{f}\n"));
         }
         s
+    }
+}
+
+fn on_off(what: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{what}: `{other}` is not on or off")),
     }
 }
 
@@ -794,6 +877,30 @@ fn known_topic(topic: &str) -> Result<String, String> {
     }
 }
 
+/// Issue 15's knobs, drawn last: each service that scales starts as one to three instances, and
+/// in half the runs instances are added, removed or restarted one by one.
+fn draw_scaling(sc: &mut Scenario, rng: &mut SplitMix64, window: u64) {
+    for service in SCALABLE {
+        sc.instances.insert(service, 1 + rng.below(3) as usize);
+    }
+    if rng.chance(0.5) {
+        for _ in 0..=rng.below(3) {
+            let at = Duration::from_millis(rng.between(1_000, window));
+            let service = SCALABLE[rng.below(SCALABLE.len() as u64) as usize];
+            let kind = match rng.below(3) {
+                0 => FaultKind::ScaleUp { service },
+                1 => FaultKind::ScaleDown { service },
+                _ => FaultKind::RollingRestart {
+                    service,
+                    every: Duration::from_millis(rng.between(1_000, 10_000)),
+                },
+            };
+            sc.faults.push(Fault { at, kind });
+        }
+        sc.faults.sort_by_key(|f| f.at);
+    }
+}
+
 /// One of the faults issue 13 added, drawn for a swarm run. Outages run up to three minutes:
 /// longer than a worker's retry budget, so the supervisor restarts what gives up.
 fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
@@ -856,11 +963,35 @@ fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
     }
 }
 
-/// Whether a service keeps state on disk that it cannot get back (and so may not lose it in a
-/// scenario): deliver's record of its drives. The status service's view is a fold of the log,
-/// rebuilt from it when found empty; deliver's state follows its partitions only with issue 15.
-pub fn needs_disk(service: ServiceName) -> bool {
-    matches!(service, ServiceName::Deliver)
+/// Issue 15's faults: `scale-up <service>`, `scale-down <service>`, `rolling-restart <service>
+/// every <duration>`.
+fn parse_scale_fault(w: &[&str]) -> Result<FaultKind, String> {
+    let scalable = |svc: &str| {
+        let service = parse_service(svc)?;
+        match SCALABLE.contains(&service) {
+            true => Ok(service),
+            false => Err(format!("{} runs as one instance", service.as_str())),
+        }
+    };
+    match w {
+        ["scale-up", svc] => Ok(FaultKind::ScaleUp {
+            service: scalable(svc)?,
+        }),
+        ["scale-down", svc] => Ok(FaultKind::ScaleDown {
+            service: scalable(svc)?,
+        }),
+        ["rolling-restart", svc, "every", every] => {
+            let every = parse_duration(every)?;
+            if every.is_zero() {
+                return Err("rolling-restart: `every` must be above 0".into());
+            }
+            Ok(FaultKind::RollingRestart {
+                service: scalable(svc)?,
+                every,
+            })
+        }
+        _ => Err("expected `scale-up <service>`, `scale-down <service>` or `rolling-restart <service> every <duration>`".into()),
+    }
 }
 
 fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
@@ -886,12 +1017,6 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
                 Some(other) => return Err(format!("unexpected `{other}` (lose-disk?)")),
             };
             no_more(rest, 3)?;
-            if lose_disk && needs_disk(service) {
-                return Err(format!(
-                    "{} keeps state on disk it cannot get back; lose-disk is for assemble, bake, merge and status (whose view is rebuilt from the log)",
-                    service.as_str()
-                ));
-            }
             Ok(FaultKind::Crash {
                 service,
                 down,
@@ -911,6 +1036,7 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
         ["redeliver", svc] => Ok(FaultKind::Redeliver {
             service: parse_service(svc)?,
         }),
+        ["scale-up" | "scale-down" | "rolling-restart", ..] => parse_scale_fault(w),
         ["reorder", rest @ ..] => {
             no_more(rest, 2)?;
             Ok(FaultKind::Reorder { lasting: for_(rest)? })
@@ -1002,10 +1128,10 @@ mod tests {
             err("orders 5\nat 5s crash oven for 1s"),
             "x.scn:2: unknown service `oven` (assemble, bake, deliver, merge, status)"
         );
-        assert!(
-            err("at 5s crash deliver for 1s lose-disk").contains("keeps state on disk it cannot get back")
-        );
-        assert!(Scenario::parse("x", "x.scn", "at 5s crash status for 1s lose-disk").is_ok());
+        for service in ["status", "deliver"] {
+            let line = format!("at 5s crash {service} for 1s lose-disk");
+            assert!(Scenario::parse("x", "x.scn", &line).is_ok(), "{line}");
+        }
         assert!(err("at 5 crash bake for 1s").contains("needs a unit"));
         assert!(err("rate 0").contains("above 0"));
         assert!(err("hostile 1.5").contains("chance in [0, 1]"));
@@ -1030,24 +1156,37 @@ mod tests {
     }
 
     #[test]
+    fn instances_and_the_faults_that_change_them() {
+        let text = "instances 2\ninstances deliver 3\nat 5s scale-up bake\n\
+                    at 6s scale-down deliver\nat 7s rolling-restart merge every 2s\n";
+        let sc = Scenario::parse("x", "x.scn", text).unwrap();
+        assert_eq!(sc.instances_of(ServiceName::Deliver), 3);
+        assert_eq!(sc.instances_of(ServiceName::Bake), 2);
+        assert_eq!(sc.instances_of(ServiceName::Status), 1);
+        assert_eq!(sc.faults.len(), 3);
+        assert_eq!(sc.faults_end(), Duration::from_secs(7 + 2 * MAX_INSTANCES as u64));
+        assert_eq!(Scenario::parse("x", "x.scn", &sc.to_text()).unwrap(), sc);
+        let err = |t: &str| Scenario::parse("x", "x.scn", t).unwrap_err().to_string();
+        assert!(err("instances status 2").contains("runs as one instance"));
+        assert!(err("instances 0").contains("1..=6"));
+        assert!(err("instances deliver 7").contains("1..=6"));
+        assert!(err("at 1s scale-up status").contains("runs as one instance"));
+        assert!(err("at 1s rolling-restart bake every 0s").contains("above 0"));
+        assert!(err("at 1s rolling-restart bake").contains("expected"));
+        // A swarm draw starts each service that scales as one to three instances.
+        let drawn = Scenario::parse("s", "s.scn", "swarm 3").unwrap().for_seed(5);
+        assert!(SCALABLE.iter().all(|s| (1..=3).contains(&drawn.instances_of(*s))));
+    }
+
+    #[test]
     fn a_swarm_draw_is_a_function_of_the_seed() {
         let sc = Scenario::parse("s", "s.scn", "orders 100\nswarm 10").unwrap();
         let a = sc.for_seed(42);
         assert_eq!(a, sc.for_seed(42));
         assert_ne!(a.faults, sc.for_seed(43).faults);
-        // Ten of the older kinds, and up to three of issue 13's.
-        assert!((10..=13).contains(&a.faults.len()));
+        // Ten of the older kinds, up to three of issue 13's and up to four of issue 15's.
+        assert!((10..=17).contains(&a.faults.len()));
         assert!(a.faults.windows(2).all(|w| w[0].at <= w[1].at));
-        for f in &a.faults {
-            if let FaultKind::Crash {
-                service,
-                lose_disk: true,
-                ..
-            } = f.kind
-            {
-                assert!(!needs_disk(service));
-            }
-        }
         // Written out, a draw replays as a plain file.
         let replay = Scenario::parse("s", "s.scn", &a.to_text()).unwrap();
         assert_eq!(replay.faults, a.faults);

@@ -4,6 +4,7 @@
 
 pub mod assemble;
 pub mod bake;
+pub mod changelog;
 pub mod deliver;
 pub mod group_commit;
 pub mod merge;

@@ -38,6 +38,7 @@ impl ErrorCode {
     pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
     pub const ILLEGAL_GENERATION: ErrorCode = ErrorCode(22);
     pub const UNKNOWN_MEMBER_ID: ErrorCode = ErrorCode(25);
+    pub const REBALANCE_IN_PROGRESS: ErrorCode = ErrorCode(27);
     pub const TOPIC_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(29);
     pub const GROUP_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(30);
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
@@ -45,6 +46,22 @@ impl ErrorCode {
     pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
+    pub const FENCED_MEMBER_EPOCH: ErrorCode = ErrorCode(110);
+    pub const STALE_MEMBER_EPOCH: ErrorCode = ErrorCode(113);
+
+    /// Whether a commit was refused because the group is moving partitions (a rebalance under
+    /// way, a generation or member epoch that has passed, a member the coordinator no longer
+    /// knows): what the commit carried is read again by the partitions' next owner.
+    pub fn membership_moved(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::ILLEGAL_GENERATION
+                | ErrorCode::UNKNOWN_MEMBER_ID
+                | ErrorCode::REBALANCE_IN_PROGRESS
+                | ErrorCode::FENCED_MEMBER_EPOCH
+                | ErrorCode::STALE_MEMBER_EPOCH
+        )
+    }
 
     /// What a retry of ours can do about this error.
     pub fn class(self) -> Class {

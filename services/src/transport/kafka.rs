@@ -17,7 +17,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::errors::{self, ErrorCode};
 use super::offsets::{MemberOffsets, COMMIT_EVERY};
-use super::{header_from_raw, Acked, OutRecord, RawRecord, Record, Subscription, Transport, TransportError};
+use super::{
+    header_from_raw, Acked, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
+};
 use crate::config::KafkaProps;
 
 /// librdkafka's `message.timeout.ms` unless the user sets it: 10 s, below the web app's 15 s
@@ -152,7 +154,7 @@ impl KafkaTransport {
             }
         }
         self.send(
-            &record.topic,
+            (&record.topic, record.partition),
             record.key.as_deref(),
             record.payload.as_deref(),
             headers,
@@ -162,7 +164,7 @@ impl KafkaTransport {
 
     async fn send(
         &self,
-        topic: &str,
+        (topic, partition): (&str, Option<i32>),
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
@@ -175,6 +177,9 @@ impl KafkaTransport {
         }
         if let Some(p) = payload {
             br = br.payload(p);
+        }
+        if let Some(p) = partition {
+            br = br.partition(p);
         }
         // Refused before it was queued (a full queue, a record too large): never sent.
         self.producer.send(br).map_err(|(e, _)| classify(e))?;
@@ -274,6 +279,44 @@ pub fn classify(e: KafkaError) -> TransportError {
 
 impl Transport for KafkaTransport {
     type Subscription = KafkaSubscription;
+    type Reader = KafkaReader;
+
+    async fn reader(&self, topic: &str) -> Result<KafkaReader, TransportError> {
+        // Assigned partitions only: the group id is never joined nor committed to (librdkafka
+        // wants one on a consumer), and the group protocol is a member's setting.
+        let consumer: StreamConsumer = base_config(
+            &self.props,
+            &self.client_id,
+            CONSUMER_DEFAULTS,
+            &[("group.protocol", ""), ("group.remote.assignor", "")],
+        )
+        .set("group.id", super::fresh_group("pizza-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(classify)?;
+        Ok(KafkaReader {
+            consumer,
+            topic: topic.to_owned(),
+            from: std::collections::HashMap::new(),
+        })
+    }
+
+    async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), TransportError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                .map_err(classify)
+        })
+        .await
+        .map_err(|e| TransportError::fatal(format!("watermark task: {e}")))?
+    }
 
     async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
         // One path to librdkafka for every record, as the simulated transport has.
@@ -305,6 +348,7 @@ impl Transport for KafkaTransport {
         Ok(KafkaSubscription {
             consumer,
             offsets,
+            assignment_seen: 0,
             committer,
         })
     }
@@ -436,6 +480,8 @@ async fn commit_loop(consumer: Arc<StreamConsumer<AtLeastOnce>>, offsets: Offset
 pub struct KafkaSubscription {
     consumer: Arc<StreamConsumer<AtLeastOnce>>,
     offsets: Offsets,
+    /// The assignment's version last reported by `assignment_changed`.
+    assignment_seen: u64,
     committer: tokio::task::JoinHandle<()>,
 }
 
@@ -458,14 +504,28 @@ impl Subscription for KafkaSubscription {
         lock(&self.offsets).mark(topic, partition, next_offset)
     }
 
+    fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>> {
+        lock(&self.offsets).owned_since(&mut self.assignment_seen)
+    }
+
     async fn close(self) -> Result<(), TransportError> {
         self.committer.abort();
         let _ = self.committer.await;
         let (consumer, offsets) = (self.consumer, self.offsets);
         let closing = tokio::task::spawn_blocking(move || {
             let due = lock(&offsets).due();
-            let committed = match list_of(&due) {
-                Some(list) => consumer.commit(&list, CommitMode::Sync).map_err(classify),
+            let committed = match list_of(&due).map(|list| consumer.commit(&list, CommitMode::Sync)) {
+                // The group is moving these partitions (another member joined or left as this
+                // one closes): their next owner reads what this commit carried again, as after
+                // a crash. Leaving is still clean.
+                Some(Err(e))
+                    if e.rdkafka_error_code()
+                        .is_some_and(|c| ErrorCode(c as i32).membership_moved()) =>
+                {
+                    tracing::warn!(error = %e, "the final commit was refused while the group rebalances: those records come again to their next owner");
+                    Ok(())
+                }
+                Some(r) => r.map_err(classify),
                 None => Ok(()),
             };
             consumer.unsubscribe();
@@ -479,5 +539,76 @@ impl Subscription for KafkaSubscription {
                 "leaving the group took longer than {CLOSE_TIMEOUT:?}; the broker will expire the membership"
             ))),
         }
+    }
+}
+
+/// A reader of chosen partitions on librdkafka's `StreamConsumer`, assigned, never subscribed.
+pub struct KafkaReader {
+    consumer: StreamConsumer,
+    topic: String,
+    /// Per followed partition, the offset it was followed from: a record of it below that was
+    /// fetched before it was followed again, and is passed over.
+    from: std::collections::HashMap<i32, i64>,
+}
+
+impl KafkaReader {
+    fn one(&self, partition: i32, offset: Offset) -> Result<TopicPartitionList, TransportError> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition_offset(&self.topic, partition, offset)
+            .map_err(classify)?;
+        Ok(tpl)
+    }
+
+    fn record(&self, m: &BorrowedMessage<'_>) -> Option<Record> {
+        let from = *self.from.get(&m.partition())?;
+        (m.offset() >= from).then(|| Record {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: headers_of(m),
+            timestamp_ms: m.timestamp().to_millis(),
+        })
+    }
+}
+
+impl Reader for KafkaReader {
+    fn follow(&mut self, partition: i32, from: i64) -> Result<(), TransportError> {
+        if self.from.contains_key(&partition) {
+            self.unfollow(partition)?;
+        }
+        let tpl = self.one(partition, Offset::Offset(from))?;
+        self.consumer.incremental_assign(&tpl).map_err(classify)?;
+        self.from.insert(partition, from);
+        Ok(())
+    }
+
+    fn unfollow(&mut self, partition: i32) -> Result<(), TransportError> {
+        if self.from.remove(&partition).is_some() {
+            let tpl = self.one(partition, Offset::Invalid)?;
+            self.consumer.incremental_unassign(&tpl).map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self, max: usize) -> Result<Vec<Record>, TransportError> {
+        use futures::FutureExt;
+        let mut out = Vec::new();
+        while out.is_empty() {
+            let m = self.consumer.recv().await.map_err(classify)?;
+            out.extend(self.record(&m));
+        }
+        while out.len() < max.max(1) {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.extend(self.record(&m)),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "reader: error after records; the next recv reports it again");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
     }
 }

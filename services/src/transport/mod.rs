@@ -63,6 +63,8 @@ pub fn header_from_raw(key: &[u8], value: Option<&[u8]>) -> (String, Vec<u8>) {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawRecord {
     pub topic: String,
+    /// The partition to write to; `None`: where the key says (murmur2, as Java's producer).
+    pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -101,6 +103,7 @@ impl From<OutRecord> for RawRecord {
     fn from(r: OutRecord) -> RawRecord {
         RawRecord {
             topic: r.topic,
+            partition: r.partition,
             key: Some(r.key),
             payload: Some(r.payload),
             headers: r
@@ -116,6 +119,8 @@ impl From<OutRecord> for RawRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutRecord {
     pub topic: String,
+    /// The partition to write to; `None`: where the key says.
+    pub partition: Option<i32>,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -126,6 +131,7 @@ impl OutRecord {
     pub fn new(topic: &str, key: impl Into<Vec<u8>>, payload: Vec<u8>) -> OutRecord {
         OutRecord {
             topic: topic.to_owned(),
+            partition: None,
             key: key.into(),
             payload,
             headers: Vec::new(),
@@ -212,6 +218,34 @@ pub trait Transport: Clone + Send + Sync + 'static {
 
     /// The end offset (the offset the next record will get) of every partition of `topic`.
     fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<i64>, TransportError>> + Send;
+
+    /// A reader of `topic`'s partitions outside any consumer group, at offsets the caller
+    /// chooses: a state's owner restoring and following its changelog.
+    type Reader: Reader;
+
+    /// Opens a [`Reader`] of `topic`, following no partition yet.
+    fn reader(&self, topic: &str) -> impl Future<Output = Result<Self::Reader, TransportError>> + Send;
+
+    /// The first offset still in the log and the end offset of `topic`/`partition`.
+    fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> impl Future<Output = Result<(i64, i64), TransportError>> + Send;
+}
+
+/// Reads chosen partitions of one topic, in order within each, outside any group.
+pub trait Reader: Send + 'static {
+    /// Reads `partition` from offset `from` on (the log's first offset, when `from` is gone).
+    /// Following a partition again starts it over at `from`.
+    fn follow(&mut self, partition: i32, from: i64) -> Result<(), TransportError>;
+
+    /// Stops reading `partition`: none of its records come any more, fetched or not.
+    fn unfollow(&mut self, partition: i32) -> Result<(), TransportError>;
+
+    /// The next records of the followed partitions (at least one, at most `max`), each
+    /// partition's in order. Waits while there are none. Cancel-safe.
+    fn recv(&mut self, max: usize) -> impl Future<Output = Result<Vec<Record>, TransportError>> + Send;
 }
 
 /// One member of a consumer group.
@@ -222,6 +256,10 @@ pub trait Subscription: Send + 'static {
     /// Marks every record of `topic`/`partition` before `next_offset` done: the next commit stores
     /// `next_offset`, so a restart resumes there.
     fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError>;
+
+    /// The partitions this member owns now, when they changed since the last call (`None`
+    /// when they did not).
+    fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>>;
 
     /// Commits what is marked done and leaves the group.
     fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
@@ -369,6 +407,7 @@ mod tests {
         );
         let r = RawRecord {
             topic: "t".into(),
+            partition: None,
             key: Some(vec![0; 8]),
             payload: Some(vec![0; 100]),
             headers: vec![(b"k".to_vec(), None), (b"key".to_vec(), Some(vec![0; 64]))],

@@ -14,10 +14,14 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
 type Partition = (String, i32);
 
-/// See the module.
+/// See the module. What the member remembers of the group's commits holds only while it owns
+/// the partition: another owner may commit in between (even below it, from a mark it kept), so a
+/// partition gained again starts with nothing known committed, and its next mark is due.
 #[derive(Debug, Default)]
 pub struct MemberOffsets {
     owned: BTreeSet<Partition>,
+    /// Counts the changes of `owned`, so a reader of it learns when to read it again.
+    version: u64,
     marked: BTreeMap<Partition, i64>,
     committed: BTreeMap<Partition, i64>,
 }
@@ -28,12 +32,32 @@ impl MemberOffsets {
     /// it no longer owns are kept, not due: when a partition comes back, what this member finished
     /// of it is committed then (its records below the mark were finished, whoever reads on).
     pub fn own_exactly(&mut self, parts: impl IntoIterator<Item = Partition>) {
-        self.owned = parts.into_iter().collect();
+        let owned: BTreeSet<Partition> = parts.into_iter().collect();
+        if owned != self.owned {
+            for gained in owned.difference(&self.owned) {
+                self.committed.remove(gained);
+            }
+            self.owned = owned;
+            self.version += 1;
+        }
     }
 
     /// The member was assigned `parts` (an incremental assignment).
     pub fn assign(&mut self, parts: impl IntoIterator<Item = Partition>) {
-        self.owned.extend(parts);
+        for p in parts {
+            self.committed.remove(&p);
+            self.owned.insert(p);
+        }
+        self.version += 1;
+    }
+
+    /// The partitions owned now, when they changed since `seen` (which it brings up to date).
+    pub fn owned_since(&self, seen: &mut u64) -> Option<Vec<Partition>> {
+        if *seen == self.version {
+            return None;
+        }
+        *seen = self.version;
+        Some(self.owned.iter().cloned().collect())
     }
 
     /// `parts` are taken away: returns what is still to commit for them (commit it before the
@@ -48,6 +72,7 @@ impl MemberOffsets {
             self.owned.remove(k);
             self.marked.remove(k);
         }
+        self.version += 1;
         due
     }
 
@@ -114,5 +139,44 @@ mod tests {
         assert!(m.due().is_empty());
         m.own_exactly([part(0), part(2)]);
         assert_eq!(m.due(), [("t".into(), 0, 9)]);
+    }
+
+    /// Swarm seed 165 with issue 15's instances: a member committed 33, another moved the
+    /// group's offset back to 26, and when the partition came back the first read 26..33 again
+    /// and never committed 33, which it remembered as committed.
+    #[test]
+    fn a_partition_gained_again_commits_what_it_remembered_as_committed() {
+        let mut m = MemberOffsets::default();
+        m.own_exactly([part(2)]);
+        m.mark("t", 2, 33).unwrap();
+        m.committed(&[("t".into(), 2, 33)]);
+        assert!(m.due().is_empty());
+        m.own_exactly([]);
+        m.own_exactly([part(2)]);
+        m.mark("t", 2, 33).unwrap();
+        assert_eq!(m.due(), [("t".into(), 2, 33)]);
+        m.committed(&[("t".into(), 2, 33)]);
+        m.revoke(&[part(2)]);
+        m.assign([part(2)]);
+        m.mark("t", 2, 33).unwrap();
+        assert_eq!(
+            m.due(),
+            [("t".into(), 2, 33)],
+            "after an incremental assignment too"
+        );
+    }
+
+    #[test]
+    fn a_reader_of_the_assignment_hears_of_each_change_once() {
+        let mut m = MemberOffsets::default();
+        let mut seen = 0;
+        assert_eq!(m.owned_since(&mut seen), None);
+        m.assign([part(0), part(1)]);
+        assert_eq!(m.owned_since(&mut seen), Some(vec![part(0), part(1)]));
+        assert_eq!(m.owned_since(&mut seen), None);
+        m.own_exactly([part(0), part(1)]);
+        assert_eq!(m.owned_since(&mut seen), None, "the same assignment is no change");
+        m.revoke(&[part(0)]);
+        assert_eq!(m.owned_since(&mut seen), Some(vec![part(1)]));
     }
 }

@@ -29,17 +29,34 @@ impl Proc {
     }
 
     fn spawn_with(service: ServiceName, dir: &Path, scale: &str, extra: &[&str]) -> Proc {
+        Proc::spawn_in(service, dir, dir, scale, extra)
+    }
+
+    /// Instance `n` of `service`, with a data directory of its own under `dir` (instance 0 has
+    /// `dir` itself).
+    fn instance(service: ServiceName, dir: &Path, n: usize, scale: &str) -> Proc {
+        let data = if n == 0 {
+            dir.to_owned()
+        } else {
+            dir.join(format!("{service}-{n}"))
+        };
+        Proc::spawn_in(service, dir, &data, scale, &[])
+    }
+
+    /// `pizza serve SERVICE` with `dir`'s kafka.ini, its data in `data`, its log in `data`.
+    fn spawn_in(service: ServiceName, dir: &Path, data: &Path, scale: &str, extra: &[&str]) -> Proc {
+        std::fs::create_dir_all(data).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{service}.log")))
+            .open(data.join(format!("{service}.log")))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pizza"))
             .args(["serve", service.as_str(), "--time-scale", scale])
             .arg("--kafka-config")
             .arg(dir.join("kafka.ini"))
             .arg("--data-dir")
-            .arg(dir)
+            .arg(data)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -78,14 +95,23 @@ impl Drop for Proc {
     }
 }
 
+/// The last lines of every service's log in `dir` and in its instances' directories beneath.
 fn dump_logs(dir: &Path) {
-    for s in ServiceName::CONSUMERS {
-        if let Ok(l) = std::fs::read_to_string(dir.join(format!("{s}.log"))) {
-            let tail: Vec<&str> = l.lines().rev().take(15).collect();
-            eprintln!(
-                "--- {s}.log (last lines)\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+    let mut dirs = vec![dir.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for d in dirs {
+        for s in ServiceName::CONSUMERS {
+            let path = d.join(format!("{s}.log"));
+            if let Ok(l) = std::fs::read_to_string(&path) {
+                let tail: Vec<&str> = l.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- {} (last lines)\n{}",
+                    path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
         }
     }
 }
@@ -214,6 +240,88 @@ pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_with(props: &Kaf
     eprintln!("{delivered_before} delivered before the kill; {resent} pizza-delivered events re-sent (same delivery) after it");
     for p in &mut procs {
         assert!(p.terminate().await.success(), "{} exits cleanly", p.service);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_hand_partitions_over_without_losing_or_repeating_a_delivery() {
+    instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with(
+        &TestBroker::embedded().props(),
+    )
+    .await;
+}
+
+/// Issue 15: two instances of every service that scales (status runs alone: its view is the one
+/// read here), each service one consumer group. Mid-flight one deliver and one bake instance are
+/// SIGKILLed and a third deliver instance starts; later another deliver instance stops
+/// gracefully. Their partitions move with orders half way through them: nothing is lost, no
+/// status moves back, and every order has one delivery time.
+pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with(props: &KafkaProps) {
+    const ORDERS: usize = 60;
+    let sys = SysConfig::default();
+    let customer = KafkaTransport::new(props, "it-customer").unwrap();
+    let dir = data_dir();
+    write_kafka_ini(dir.path(), props);
+    let scale = "0.05";
+    let mut procs = vec![Proc::instance(ServiceName::Status, dir.path(), 0, scale)];
+    for service in [
+        ServiceName::Assemble,
+        ServiceName::Bake,
+        ServiceName::Deliver,
+        ServiceName::Merge,
+    ] {
+        procs.extend((0..2).map(|n| Proc::instance(service, dir.path(), n, scale)));
+    }
+    let view_path = dir.path().join("orders.db");
+    let view = warmed_up_view(&customer, &sys, &view_path).await;
+    let ids = place(&customer, &sys, ORDERS).await;
+    let regressions = Arc::new(Mutex::new(Vec::<String>::new()));
+    let monitor = tokio::spawn(watch_regressions(view_path.clone(), regressions.clone()));
+
+    wait_for("some orders delivered", Duration::from_secs(60), || async {
+        count_at(&view, &ids, 999) >= 3
+    })
+    .await;
+    let delivered_before = count_at(&view, &ids, 999);
+    assert!(delivered_before < ORDERS, "orders still in flight when killed");
+    // procs: status, assemble 0 1, bake 0 1, deliver 0 1, merge 0 1.
+    procs[3].kill9();
+    procs[5].kill9();
+    procs.push(Proc::instance(ServiceName::Deliver, dir.path(), 2, scale));
+    wait_for("more orders delivered", Duration::from_secs(90), || async {
+        count_at(&view, &ids, 999) >= delivered_before + 5
+    })
+    .await;
+    if !procs[6].terminate().await.success() {
+        dump_logs(dir.path());
+        panic!("a deliver instance did not stop cleanly");
+    }
+    if tokio::time::timeout(Duration::from_secs(150), async {
+        while count_at(&view, &ids, 999) < ORDERS {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        dump_logs(dir.path());
+        panic!(
+            "only {} of {ORDERS} orders delivered after the handovers",
+            count_at(&view, &ids, 999)
+        );
+    }
+    monitor.abort();
+    assert_eq!(
+        *regressions.lock().unwrap(),
+        Vec::<String>::new(),
+        "no status moved backwards"
+    );
+    let delivered = topic(&customer, &sys.topics.delivered).await;
+    assert_delivered_once(&by_key(&delivered), &ids);
+    for (i, p) in procs.iter_mut().enumerate() {
+        if ![3, 5, 6].contains(&i) {
+            assert!(p.terminate().await.success(), "{} exits cleanly", p.service);
+        }
     }
 }
 

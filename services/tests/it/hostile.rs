@@ -21,6 +21,7 @@ fn raw_order(sys: &SysConfig, key: &str, headers: Vec<(Vec<u8>, Option<Vec<u8>>)
     let event = pizza::command::ordered_event(sys, &order_request(sys, 3), 1).unwrap();
     RawRecord {
         topic: sys.topics.ordered.clone(),
+        partition: None,
         key: Some(key.as_bytes().to_vec()),
         payload: Some(encode(&event)),
         headers,
@@ -99,6 +100,7 @@ async fn a_malformed_record_too_large_to_dead_letter_whole_is_dead_lettered_in_p
     let payload = vec![b'x'; 999_900];
     let bad = RawRecord {
         topic: f.sys.topics.ordered.clone(),
+        partition: None,
         key: Some(b"0b160b16".to_vec()),
         payload: Some(payload.clone()),
         headers: vec![(b"origin".to_vec(), Some(b"test".to_vec()))],

@@ -11,6 +11,10 @@
 //! | `customers` | 10.0.2.1 | the [customers](super::customers): orders through the command side the web app uses, and the scenario's bad records |
 //! | `checker` | 10.0.3.1 | the [checker](super::checker): reads the view every 500 ms, and rebuilds it from the log at the end |
 //!
+//! A service that runs as more than one instance (the scenario's `instances`, `scale-up`) has
+//! its further instances on nodes `deliver-2`, `deliver-3`, ... at 10.1.k.x, each with a data
+//! directory of its own; faults that name a service hit its first instance.
+//!
 //! The services are numbered in `ServiceName::CONSUMERS` order ([`service_ip`]); the web app has
 //! no node of its own, the customers stand in for it. Every node reaches the broker at
 //! [`BROKER_ADDR`] through [`SimTransport`](crate::node::SimTransport). The harness itself (the
@@ -37,10 +41,25 @@ const CUSTOMERS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 1);
 /// The checker's node.
 const CHECKER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 1);
 
-/// The node of the `i`th service in `ServiceName::CONSUMERS`: 10.0.1.1 onwards.
-fn service_ip(i: usize) -> IpAddr {
+/// The node of instance `k` of the `i`th service in `ServiceName::CONSUMERS`: 10.0.1.1
+/// onwards for the first instances, 10.1.k.1 onwards for the `k`th further ones.
+fn service_ip(i: usize, k: usize) -> IpAddr {
     let host = u8::try_from(i + 1).expect("fewer than 255 services");
-    Ipv4Addr::new(10, 0, 1, host).into()
+    if k == 0 {
+        return Ipv4Addr::new(10, 0, 1, host).into();
+    }
+    let k = u8::try_from(k).expect("fewer than 255 instances");
+    Ipv4Addr::new(10, 1, k, host).into()
+}
+
+/// The node name of instance `k` of `service`: the service's name for the first, then
+/// `deliver-2`, `deliver-3`, ...
+pub(super) fn instance_name(service: ServiceName, k: usize) -> String {
+    if k == 0 {
+        service.as_str().to_owned()
+    } else {
+        format!("{}-{}", service.as_str(), k + 1)
+    }
 }
 
 /// The shop's configuration in a run: the defaults, with the scenario's partitions.
@@ -52,24 +71,29 @@ pub(super) fn sys_config(sc: &Scenario) -> SysConfig {
 
 /// A service's configuration in a run: its data directory under `root`, and the scenario's concurrency
 /// and time scale.
-pub(super) fn service_config(sc: &Scenario, root: &Path, service: ServiceName) -> ServiceConfig {
-    let opts = ServiceOpts::from_args(service_args(sc, root, service))
+pub(super) fn service_config(sc: &Scenario, root: &Path, service: ServiceName, k: usize) -> ServiceConfig {
+    let opts = ServiceOpts::from_args(service_args(sc, root, service, k))
         .expect("the simulation's service options parse");
     let data_dir = opts.data_dir.clone().expect("given");
     opts.service_config(sys_config(sc), data_dir)
 }
 
-/// Where a service node keeps its files (what a `lose-disk` crash deletes).
+/// Where a service's first instance keeps its files (what a `lose-disk` crash deletes).
 pub(super) fn data_dir(root: &Path, service: ServiceName) -> PathBuf {
-    root.join(service.as_str())
+    instance_dir(root, service, 0)
+}
+
+/// Where instance `k` of a service keeps its files.
+pub(super) fn instance_dir(root: &Path, service: ServiceName, k: usize) -> PathBuf {
+    root.join(instance_name(service, k))
 }
 
 /// The command line of a service node, as `pizza serve SERVICE` would take it: the node runs the
 /// configuration the binary's own option type ([`ServiceOpts`]) makes of it.
-pub(super) fn service_args(sc: &Scenario, root: &Path, service: ServiceName) -> Vec<String> {
+pub(super) fn service_args(sc: &Scenario, root: &Path, service: ServiceName, k: usize) -> Vec<String> {
     let mut args = vec![
         "--data-dir".into(),
-        data_dir(root, service).display().to_string(),
+        instance_dir(root, service, k).display().to_string(),
         "--time-scale".into(),
         sc.time_scale.factor().to_string(),
         "--concurrency".into(),
@@ -92,11 +116,22 @@ pub(super) fn broker_state(sc: &Scenario, sys: &SysConfig, seed: u64, start_ms: 
         seed,
         start_ms,
     );
-    for t in sys.topics.all() {
+    for t in sys.topics.to_create() {
         broker.create_topic(t);
     }
     broker.ambiguous = sc.ambiguous;
     BrokerShared::new(broker)
+}
+
+/// Starts instance `k` of a service on a node of its own; returns the node.
+type Spawn = Box<dyn Fn(ServiceName, usize) -> NodeId + Send + Sync>;
+
+/// An instance of a service.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Instance {
+    pub id: NodeId,
+    /// Not stopped by a scale-down.
+    pub running: bool,
 }
 
 /// The running cluster, as the faults and the checks need it.
@@ -104,14 +139,18 @@ pub(super) struct Cluster {
     pub handle: Handle,
     /// The broker's state: the harness slows and reorders it, and reads its log at the end.
     pub broker: Arc<BrokerShared>,
-    /// Each service's node, for the faults that crash, stop, pause or clog one.
+    /// Each service's first instance's node, for the faults that crash, stop, pause or clog one.
     pub services: BTreeMap<ServiceName, NodeId>,
+    /// Every instance of each service, in the order they started.
+    pub instances: std::sync::Mutex<BTreeMap<ServiceName, Vec<Instance>>>,
+    spawn: Spawn,
     /// The broker's and the customers' nodes, for the faults that cut one off.
     pub others: std::sync::Mutex<BTreeMap<&'static str, NodeId>>,
 }
 
 impl Cluster {
-    /// Starts the broker's node, then one node per service running under its supervisor.
+    /// Starts the broker's node, then a node per instance of each service, running under its
+    /// supervisor.
     pub fn start(
         sc: &Scenario,
         sys: &SysConfig,
@@ -127,26 +166,99 @@ impl Cluster {
             .ip(BROKER_ADDR.ip())
             .init(move || serve(b.clone()))
             .build();
+        let spawn: Spawn = {
+            let (sc, sys, root, shared, handle) = (
+                sc.clone(),
+                sys.clone(),
+                root.to_owned(),
+                shared.clone(),
+                handle.clone(),
+            );
+            let broker = broker.clone();
+            Box::new(move |service, k| {
+                let i = ServiceName::CONSUMERS
+                    .iter()
+                    .position(|s| *s == service)
+                    .expect("a consuming service");
+                let cfg = service_config(&sc, &root, service, k);
+                let (shared, bs) = (shared.clone(), broker.clone());
+                let period_ms = cfg.time_scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
+                let name = instance_name(service, k);
+                let node_name = name.clone();
+                let node = handle
+                    .create_node()
+                    .name(&name)
+                    .ip(service_ip(i, k))
+                    .init(move || {
+                        run_service(
+                            (service, node_name.clone()),
+                            cfg.clone(),
+                            shared.clone(),
+                            bs.clone(),
+                            period_ms,
+                        )
+                    })
+                    .build();
+                set_skew(&sc, &name, node.id());
+                node.id()
+            })
+        };
         let mut services = BTreeMap::new();
-        for (i, service) in ServiceName::CONSUMERS.into_iter().enumerate() {
-            let cfg = service_config(sc, root, service);
-            let (shared, bs) = (shared.clone(), broker.clone());
-            let period_ms = cfg.time_scale.scale_secs(sys.watchdog_period_secs).as_millis() as i64;
-            let node = handle
-                .create_node()
-                .name(service.as_str())
-                .ip(service_ip(i))
-                .init(move || run_service(service, cfg.clone(), shared.clone(), bs.clone(), period_ms))
-                .build();
-            set_skew(sc, service.as_str(), node.id());
-            services.insert(service, node.id());
+        let mut instances = BTreeMap::new();
+        for service in ServiceName::CONSUMERS {
+            let started: Vec<Instance> = (0..sc.instances_of(service))
+                .map(|k| Instance {
+                    id: spawn(service, k),
+                    running: true,
+                })
+                .collect();
+            services.insert(service, started[0].id);
+            instances.insert(service, started);
         }
         Cluster {
             handle,
             broker,
             services,
+            instances: std::sync::Mutex::new(instances),
+            spawn,
             others: std::sync::Mutex::new(BTreeMap::from([("broker", broker_node.id())])),
         }
+    }
+
+    /// Starts one more instance of `service`; returns its name.
+    pub fn scale_up(&self, service: ServiceName) -> String {
+        let mut all = self.instances.lock().expect("instances");
+        let list = all.entry(service).or_default();
+        let k = list.len();
+        list.push(Instance {
+            id: (self.spawn)(service, k),
+            running: true,
+        });
+        instance_name(service, k)
+    }
+
+    /// Stops the newest running instance of `service` gracefully, unless it is the only one
+    /// running; returns its name.
+    pub fn scale_down(&self, service: ServiceName) -> Option<String> {
+        let mut all = self.instances.lock().expect("instances");
+        let list = all.get_mut(&service)?;
+        if list.iter().filter(|i| i.running).count() < 2 {
+            return None;
+        }
+        let (k, inst) = list.iter_mut().enumerate().rev().find(|(_, i)| i.running)?;
+        inst.running = false;
+        self.handle.send_ctrl_c(inst.id);
+        Some(instance_name(service, k))
+    }
+
+    /// The running instances of `service`.
+    pub fn running(&self, service: ServiceName) -> Vec<NodeId> {
+        self.instances
+            .lock()
+            .expect("instances")
+            .get(&service)
+            .map(|l| l.iter().filter(|i| i.running).map(|i| i.id).collect())
+            .unwrap_or_default()
     }
 
     /// The customers' node (it runs what the harness spawns on it), its clock as `sc` says.

@@ -63,6 +63,13 @@ pub(super) async fn heal(sc: &Scenario, start_ms: i64, bs: &BrokerShared, shared
         .push(format!("{} harness healed", fmt_t(shared.since_start())));
 }
 
+/// A line in the trace, from the harness.
+fn note(cluster: &Cluster, what: String) {
+    let mut b = cluster.broker.lock();
+    let t = pizza::clock::now_ms() - b.start_ms;
+    b.trace.push(format!("{} harness {what}", fmt_t(t)));
+}
+
 /// Runs `undo` once `after` has passed (on a task of its own).
 fn later(after: Duration, undo: impl FnOnce() + Send + 'static) {
     tokio::spawn(async move {
@@ -121,6 +128,27 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
                 Direction::Out => net.unclog_node_out(id),
                 Direction::Both => net.unclog_node(id),
             });
+        }
+        FaultKind::ScaleUp { service } => {
+            let name = cluster.scale_up(service);
+            note(cluster, format!("{name} started"));
+        }
+        FaultKind::ScaleDown { service } => match cluster.scale_down(service) {
+            Some(name) => note(cluster, format!("{name} stopping")),
+            None => note(
+                cluster,
+                format!("{} has one instance running: none stopped", service.as_str()),
+            ),
+        },
+        FaultKind::RollingRestart { service, every } => {
+            for (k, id) in cluster.running(service).into_iter().enumerate() {
+                let h = handle.clone();
+                later(every * k as u32, move || {
+                    h.send_ctrl_c(id);
+                    let again = h.clone();
+                    later(every / 2, move || again.restart(id));
+                });
+            }
         }
         disk @ (FaultKind::PowerLoss { .. } | FaultKind::SlowDisk { .. } | FaultKind::BusyDisk { .. }) => {
             apply_disk_fault(cluster, disk, root);

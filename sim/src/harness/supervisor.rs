@@ -22,7 +22,7 @@ const RESTART_AFTER: Duration = Duration::from_secs(1);
 /// A service's node: runs the service like a supervisor would, starting it again a second after
 /// it stopped on an error (a broker unreachable for longer than its retries, say).
 pub(super) async fn run_service(
-    service: ServiceName,
+    (service, node): (ServiceName, String),
     cfg: ServiceConfig,
     shared: Arc<Shared>,
     bs: Arc<BrokerShared>,
@@ -30,7 +30,7 @@ pub(super) async fn run_service(
 ) {
     let mut stopped_for_good = false;
     loop {
-        let transport = SimTransport::connect(service.as_str()).await;
+        let transport = SimTransport::connect(&node).await;
         let (trigger, shutdown) = Shutdown::new();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -49,14 +49,13 @@ pub(super) async fn run_service(
             Ok(()) => {
                 bs.lock()
                     .trace
-                    .push(format!("{} {} stopped gracefully", fmt_t(t), service.as_str()));
+                    .push(format!("{} {node} stopped gracefully", fmt_t(t)));
                 return;
             }
             Err(e) => {
                 bs.lock().trace.push(format!(
-                    "{} {} exited: {}; restarting in {}s",
+                    "{} {node} exited: {}; restarting in {}s",
                     fmt_t(t),
-                    service.as_str(),
                     Report(&e),
                     RESTART_AFTER.as_secs()
                 ));
@@ -69,11 +68,7 @@ pub(super) async fn run_service(
                     shared.violate(
                         Invariant::ServiceKeptRunning,
                         None,
-                        format!(
-                            "{} stopped on an error no retry fixes: {}",
-                            service.as_str(),
-                            Report(&e)
-                        ),
+                        format!("{node} stopped on an error no retry fixes: {}", Report(&e)),
                     );
                 }
                 shared.restarts.fetch_add(1, Ordering::Relaxed);

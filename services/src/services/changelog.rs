@@ -1,0 +1,515 @@
+//! Deliver's state, kept where every instance of deliver can read it: facts per order in a
+//! changelog topic (`pizza-deliver-changelog`), written to the partition of the input they come
+//! from, and folded in log order into the instance's own store ([`DeliveryStore`], a cache).
+//!
+//! - **Facts, not states.** A record says one thing: where an order goes (from pizza-ordered),
+//!   that it is baked, or that a driver was sent out, arriving at a given time. Two instances
+//!   that own a partition at once (a rebalance hands it over while the old owner still works on
+//!   it; a member cut off from the group that does not know it yet) can both write, and nothing
+//!   is lost: the fold keeps every fact. The topic is therefore not compacted (compaction keeps
+//!   one record per key, and would drop all but the last of an order's facts); it is retained
+//!   like the shop's own topics.
+//! - **The first claim stands.** A driver goes out only after its claim is read back from the
+//!   log as the first for its order, so of two instances that decide at once, one drives and
+//!   the other re-sends the same pizza-delivered. A claim is made before the drive, with its
+//!   arrival time, so a crash during the drive does not send a second driver: whoever handles
+//!   the order next announces the first driver's arrival.
+//! - **Restored before handled.** When a record of a partition this instance has not followed
+//!   comes, the partition's changelog is read from its start to the end it had then, before the
+//!   record is handled ([`Changelog::ready`]). A record's offset is committed only after its
+//!   facts were acknowledged by the broker, and a commit from a member that lost the partition
+//!   is refused, so the end read after an assignment covers every committed input.
+//! - **Followed while owned.** The instance reads the partitions it owns for as long as it owns
+//!   them, so facts written by another owner in a handover reach its store; when the worker says
+//!   a partition went, it stops reading it ([`Changelog::assigned`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+use crate::error::Report;
+use crate::mutants::{self, Mutant};
+use crate::store::{Claim, DeliveryFact, DeliveryStore, StoreError};
+use crate::transport::{OutRecord, Reader, Record, Transport};
+use crate::worker::HandleError;
+
+/// How long a handler waits for a partition's restore, or for its own claim to be read back,
+/// before it fails (retriably: the worker tries the record again).
+pub const WAIT_WITHIN: Duration = Duration::from_secs(30);
+
+/// Most changelog records folded in one transaction.
+pub const FOLD_BATCH: usize = 512;
+
+/// Attempts at folding a batch while the store is busy, [`BUSY_PAUSE`] apart.
+const FOLD_ATTEMPTS: u32 = 50;
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The commands the tail takes (one per partition gained or lost at most).
+const COMMANDS: usize = 1024;
+
+/// A fact as its record's value: JSON with exactly one of the fields.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    baked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimed_at_ms: Option<i64>,
+}
+
+/// A fact's record value.
+pub fn encode_fact(fact: &DeliveryFact) -> Vec<u8> {
+    let json = match fact {
+        DeliveryFact::Customer(c) => FactJson {
+            customer_id: Some(c.clone()),
+            ..FactJson::default()
+        },
+        DeliveryFact::Baked => FactJson {
+            baked: true,
+            ..FactJson::default()
+        },
+        DeliveryFact::Claimed { at_ms } => FactJson {
+            claimed_at_ms: Some(*at_ms),
+            ..FactJson::default()
+        },
+    };
+    serde_json::to_vec(&json).expect("a fact serializes")
+}
+
+/// A changelog record's order id and fact; `Err` says why it is not one.
+pub fn decode_fact(rec: &Record) -> Result<(String, DeliveryFact), String> {
+    let order_id = rec.key_str().ok_or("no UTF-8 key")?.to_owned();
+    let json: FactJson = serde_json::from_slice(rec.payload()).map_err(|e| e.to_string())?;
+    let fact = match json {
+        FactJson {
+            customer_id: Some(c),
+            baked: false,
+            claimed_at_ms: None,
+        } => DeliveryFact::Customer(c),
+        FactJson {
+            customer_id: None,
+            baked: true,
+            claimed_at_ms: None,
+        } => DeliveryFact::Baked,
+        FactJson {
+            customer_id: None,
+            baked: false,
+            claimed_at_ms: Some(at_ms),
+        } => DeliveryFact::Claimed { at_ms },
+        _ => return Err("not exactly one fact".into()),
+    };
+    Ok((order_id, fact))
+}
+
+/// A partition this instance follows.
+#[derive(Debug)]
+struct Part {
+    /// The end the partition had when it was first needed; `None` while that is being asked.
+    restore_to: Option<i64>,
+    /// The next offset to fold.
+    applied: i64,
+}
+
+#[derive(Debug, Default)]
+struct Parts {
+    parts: HashMap<i32, Part>,
+    /// Why the tail stopped (the store failed, the reader failed); every wait then fails.
+    failed: Option<(bool, String)>,
+}
+
+struct Shared {
+    parts: Mutex<Parts>,
+    /// Woken on every change of `parts`.
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Parts> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, busy: bool, why: String) {
+        tracing::error!(error = %why, "deliver's changelog stopped");
+        self.lock().failed = Some((busy, why));
+        self.changed.notify_waiters();
+    }
+}
+
+enum Cmd {
+    Follow(i32, i64),
+    Unfollow(i32),
+}
+
+/// Deliver's changelog: writes facts, restores and follows partitions, folds them into the store.
+pub struct Changelog<T> {
+    transport: T,
+    topic: String,
+    store: Arc<DeliveryStore>,
+    shared: Arc<Shared>,
+    cmds: mpsc::Sender<Cmd>,
+    tail: tokio::task::JoinHandle<()>,
+    /// The mutants that keep state on the instance: facts go to the store only.
+    local_only: bool,
+    /// Offsets of facts kept on the instance only.
+    local_offsets: AtomicI64,
+}
+
+impl<T: Transport> Changelog<T> {
+    /// Deliver's changelog `topic`, folded into `store` (call within a runtime: the tail is a
+    /// task).
+    pub fn start(transport: T, topic: &str, store: Arc<DeliveryStore>) -> Changelog<T> {
+        let shared = Arc::new(Shared {
+            parts: Mutex::new(Parts::default()),
+            changed: Notify::new(),
+        });
+        let (cmds, rx) = mpsc::channel(COMMANDS);
+        let tail = tokio::spawn(tail(
+            transport.clone(),
+            topic.to_owned(),
+            store.clone(),
+            shared.clone(),
+            rx,
+        ));
+        Changelog {
+            transport,
+            topic: topic.to_owned(),
+            store,
+            shared,
+            cmds,
+            tail,
+            local_only: mutants::on(Mutant::DeliverStateStaysLocal)
+                || mutants::on(Mutant::DeliveryStateInMemory),
+            local_offsets: AtomicI64::new(0),
+        }
+    }
+
+    /// Ends the tail.
+    pub fn stop(&self) {
+        self.tail.abort();
+    }
+
+    /// Returns once `partition`'s changelog is folded up to the end it had when this instance
+    /// first needed it (restoring it then).
+    pub async fn ready(&self, partition: i32) -> Result<(), HandleError> {
+        if self.local_only {
+            return Ok(());
+        }
+        let first = {
+            let mut s = self.shared.lock();
+            match s.parts.entry(partition) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Part {
+                        restore_to: None,
+                        applied: 0,
+                    });
+                    true
+                }
+            }
+        };
+        if first {
+            self.restore(partition).await?;
+        }
+        if mutants::on(Mutant::RestoreSkipped) {
+            return Ok(());
+        }
+        let restored = |p: &Part| p.restore_to.is_some_and(|end| p.applied >= end);
+        if let Err(e) = self.wait(partition, restored).await {
+            // Start over next time (the log's start may have moved under a stalled restore).
+            self.let_go(partition);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Asks where `partition` starts and ends, and has the tail read it from its start.
+    async fn restore(&self, partition: i32) -> Result<(), HandleError> {
+        let marks = self.transport.watermarks(&self.topic, partition).await;
+        let (start, end) = match marks {
+            Ok(m) => m,
+            Err(e) => {
+                self.let_go(partition);
+                return Err(match e {
+                    e if e.is_retriable() => HandleError::retriable(e),
+                    e => HandleError::fatal(format!(
+                        "deliver's changelog {} has no partition {partition} ({}): it needs as many \
+                         partitions as the topics deliver reads (`pizza admin create-topics` makes it)",
+                        self.topic,
+                        Report(&e)
+                    )),
+                });
+            }
+        };
+        {
+            let mut s = self.shared.lock();
+            let Some(p) = s.parts.get_mut(&partition) else {
+                return Err(HandleError::retriable("the partition was let go while restoring"));
+            };
+            p.applied = start;
+            p.restore_to = Some(end);
+        }
+        self.shared.changed.notify_waiters();
+        tracing::debug!(topic = %self.topic, partition, start, end, "restoring");
+        self.cmds
+            .send(Cmd::Follow(partition, start))
+            .await
+            .map_err(|_| HandleError::fatal("deliver's changelog tail stopped"))
+    }
+
+    /// Stops following `partition`.
+    fn let_go(&self, partition: i32) {
+        if self.shared.lock().parts.remove(&partition).is_some() {
+            // A full queue means the tail is stuck; the partition's records are passed over
+            // anyway, as it is no longer in `parts`.
+            let _ = self.cmds.try_send(Cmd::Unfollow(partition));
+        }
+        self.shared.changed.notify_waiters();
+    }
+
+    /// The worker's word on what this instance owns: partitions of no topic it owns are let go.
+    pub fn assigned(&self, owned: &[(String, i32)]) {
+        let followed: Vec<i32> = self.shared.lock().parts.keys().copied().collect();
+        for p in followed {
+            if !owned.iter().any(|(_, o)| *o == p) {
+                self.let_go(p);
+            }
+        }
+    }
+
+    /// Waits until `done` holds for `partition`, for [`WAIT_WITHIN`] at most.
+    async fn wait(&self, partition: i32, done: impl Fn(&Part) -> bool) -> Result<(), HandleError> {
+        let deadline = tokio::time::Instant::now() + WAIT_WITHIN;
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let s = self.shared.lock();
+                if let Some((busy, why)) = &s.failed {
+                    let e = format!("deliver's changelog stopped: {why}");
+                    return Err(if *busy {
+                        HandleError::retriable(e)
+                    } else {
+                        HandleError::fatal(e)
+                    });
+                }
+                match s.parts.get(&partition) {
+                    None => {
+                        return Err(HandleError::retriable(format!(
+                            "partition {partition} of {} was let go",
+                            self.topic
+                        )))
+                    }
+                    Some(p) if done(p) => return Ok(()),
+                    Some(_) => {}
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, changed).await.is_err() {
+                return Err(HandleError::retriable(format!(
+                    "{} partition {partition} not read within {WAIT_WITHIN:?}",
+                    self.topic
+                )));
+            }
+        }
+    }
+
+    /// Writes `fact` about `order_id` to `partition` (the partition of the input it comes from)
+    /// and returns its offset. A customer or a bake is folded into the store at once (their
+    /// order in the log does not matter to what they say); a claim only when the tail reads it,
+    /// in log order.
+    pub async fn write(
+        &self,
+        partition: i32,
+        order_id: &str,
+        fact: DeliveryFact,
+    ) -> Result<i64, HandleError> {
+        if self.local_only {
+            let offset = self.local_offsets.fetch_add(1, Ordering::Relaxed);
+            self.store.apply(&[(order_id.to_owned(), offset, fact)])?;
+            return Ok(offset);
+        }
+        let mut out = OutRecord::new(&self.topic, order_id, encode_fact(&fact));
+        out.partition = Some(partition);
+        let acked = self.transport.produce(out).await?;
+        if acked.partition != partition {
+            return Err(HandleError::fatal(format!(
+                "{} wrote to partition {}, not {partition}",
+                self.topic, acked.partition
+            )));
+        }
+        if !matches!(fact, DeliveryFact::Claimed { .. }) {
+            self.store.apply(&[(order_id.to_owned(), acked.offset, fact)])?;
+        }
+        Ok(acked.offset)
+    }
+
+    /// Claims the drive of `order_id`, arriving at `at_ms`; returns the claim that stands (the
+    /// first in the log) and whether it is this one.
+    pub async fn claim(
+        &self,
+        partition: i32,
+        order_id: &str,
+        at_ms: i64,
+    ) -> Result<(Claim, bool), HandleError> {
+        let offset = self
+            .write(partition, order_id, DeliveryFact::Claimed { at_ms })
+            .await?;
+        if !self.local_only {
+            self.wait(partition, |p| p.applied > offset).await?;
+        }
+        let stands = self.store.get(order_id)?.claim.ok_or_else(|| {
+            HandleError::fatal(format!(
+                "the claim of {order_id} at {offset} was read back and is not there"
+            ))
+        })?;
+        Ok((stands, stands.offset == offset))
+    }
+}
+
+impl<T> Drop for Changelog<T> {
+    fn drop(&mut self) {
+        self.tail.abort();
+    }
+}
+
+/// Reads the followed partitions and folds their facts into the store, in log order.
+async fn tail<T: Transport>(
+    transport: T,
+    topic: String,
+    store: Arc<DeliveryStore>,
+    shared: Arc<Shared>,
+    mut cmds: mpsc::Receiver<Cmd>,
+) {
+    let mut reader = match transport.reader(&topic).await {
+        Ok(r) => r,
+        Err(e) => return shared.fail(false, format!("opening a reader of {topic}: {}", Report(&e))),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            cmd = cmds.recv() => {
+                let done = match cmd {
+                    None => return,
+                    Some(Cmd::Follow(p, from)) => reader.follow(p, from),
+                    Some(Cmd::Unfollow(p)) => reader.unfollow(p),
+                };
+                if let Err(e) = done {
+                    return shared.fail(false, format!("following {topic}: {}", Report(&e)));
+                }
+            }
+            got = reader.recv(FOLD_BATCH) => match got {
+                Ok(records) => {
+                    if let Err(e) = fold(&store, &shared, &records).await {
+                        return shared.fail(e.is_busy(), format!("folding {topic}: {}", Report(&e)));
+                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(topic = %topic, error = %Report(&e), "reading the changelog");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return shared.fail(false, format!("reading {topic}: {}", Report(&e))),
+            }
+        }
+    }
+}
+
+/// Folds the records of followed partitions not folded yet, then moves their partitions on.
+async fn fold(store: &DeliveryStore, shared: &Shared, records: &[Record]) -> Result<(), StoreError> {
+    let fresh: Vec<&Record> = {
+        let s = shared.lock();
+        records
+            .iter()
+            .filter(|r| s.parts.get(&r.partition).is_some_and(|p| r.offset >= p.applied))
+            .collect()
+    };
+    let facts: Vec<(String, i64, DeliveryFact)> = fresh
+        .iter()
+        .filter_map(|r| match decode_fact(r) {
+            Ok((order, fact)) => Some((order, r.offset, fact)),
+            Err(why) => {
+                tracing::warn!(
+                    partition = r.partition,
+                    offset = r.offset,
+                    why,
+                    "not a fact: passed over"
+                );
+                None
+            }
+        })
+        .collect();
+    let mut attempt = 0;
+    loop {
+        match store.apply(&facts) {
+            Ok(()) => break,
+            Err(e) if e.is_busy() && attempt < FOLD_ATTEMPTS => {
+                attempt += 1;
+                crate::probes::hit(crate::probes::Probe::StoreBusy, "");
+                tokio::time::sleep(BUSY_PAUSE).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    {
+        let mut s = shared.lock();
+        for r in fresh {
+            if let Some(p) = s.parts.get_mut(&r.partition) {
+                p.applied = p.applied.max(r.offset + 1);
+            }
+        }
+    }
+    shared.changed.notify_waiters();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, payload: &[u8]) -> Record {
+        Record {
+            topic: "c".into(),
+            partition: 0,
+            offset: 0,
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(payload.to_vec()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn facts_round_trip_and_anything_else_is_refused() {
+        for fact in [
+            DeliveryFact::Customer("ab".into()),
+            DeliveryFact::Baked,
+            DeliveryFact::Claimed { at_ms: 17 },
+        ] {
+            let r = rec("o1", &encode_fact(&fact));
+            assert_eq!(decode_fact(&r), Ok(("o1".to_owned(), fact)));
+        }
+        assert_eq!(encode_fact(&DeliveryFact::Baked), br#"{"baked":true}"#);
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"baked":true,"claimed_at_ms":3}"#,
+            br#"{"baked":false}"#,
+            br#"{"customer":"x"}"#,
+            b"not json",
+        ] {
+            assert!(
+                decode_fact(&rec("o1", bad)).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut no_key = rec("o1", br#"{"baked":true}"#);
+        no_key.key = None;
+        assert!(decode_fact(&no_key).is_err());
+    }
+}
