@@ -11,9 +11,17 @@
 #               start both again 10 s later
 #   service     SIGKILL the deliver service (not a broker), start it again 1 s later: the stall
 #               is its group's rebalance
+# and, when one of these is named, the shop runs three instances of assemble, bake, deliver and
+# merge (each service one consumer group; status runs one) and three web apps, each folding its
+# own view (issue 15):
+#   kill-instance   SIGKILL one instance of each of the four services
+#   add-instance    start one more instance of each
+#   scale           SIGKILL one instance of each, start one more 5 s later, stop two gracefully
+#                   5 s after that
 # After each: no order told "placed" lost, none delivered twice, every group's lag back to 0
 # (loadgen's own checks); through all of them no order's status moves back in the live view
-# (`pizza view watch`); after all: the live view equals its rebuild from the log. Prints a line
+# (`pizza view watch`, and in each web app's view); after all: the live view, and each web app's,
+# equals its rebuild from the log. Prints a line
 # per fault with how long the shop stalled (loadgen's longest time without a completion).
 # Usage: [GROUP_PROTOCOL=classic|consumer] scripts/kafka-faults.sh [RATE] [FAULT...]
 # (default: 300, every broker fault; `service` is run when named). GROUP_PROTOCOL=consumer puts
@@ -52,13 +60,38 @@ printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
 "$bin/pizza" topics create --brokers "$brokers" --sys-config "$work/sys.ini" >&2
 mkdir -p "$work/data"
 printf '[kafka]\nbootstrap.servers = %s\ngroup.protocol = %s\n' "$brokers" "${GROUP_PROTOCOL:-classic}" > "$work/kafka.ini"
-declare -A service_pid
+# Three instances of the services that scale when an instance fault is asked for.
+instances=1
+for f in "${faults[@]}"; do
+  case $f in kill-instance|add-instance|scale) instances=3 ;; esac
+done
+scalable=(assemble bake deliver merge)
+declare -A service_pid # service -> its first instance's pid (the `service` fault's)
+declare -A running     # service -> the pids of its running instances, oldest first
+declare -A started     # service -> instances started so far
 serve() {
-  "$bin/pizza" serve "$1" --kafka-config "$work/kafka.ini" --data-dir "$work/data" --time-scale 0 >> "$work/$1.log" 2>&1 &
-  service_pid[$1]=$!
+  local k=$(( ${started[$1]:-0} + 1 )) data=$work/data
+  started[$1]=$k
+  (( k > 1 )) && data=$work/data-$1-$k && mkdir -p "$data"
+  "$bin/pizza" serve "$1" --kafka-config "$work/kafka.ini" --data-dir "$data" --time-scale 0 >> "$work/$1-$k.log" 2>&1 &
+  (( k == 1 )) && service_pid[$1]=$!
+  running[$1]="${running[$1]:-} $!"
   pids+=($!)
 }
-for s in assemble bake deliver merge status; do serve "$s"; done
+for s in "${scalable[@]}"; do
+  for _ in $(seq 1 "$instances"); do serve "$s"; done
+done
+serve status
+webs=()
+if (( instances > 1 )); then
+  for k in 1 2 3; do
+    mkdir -p "$work/web-$k"
+    "$bin/pizza" serve web --kafka-config "$work/kafka.ini" --data-dir "$work/web-$k" --listen 127.0.0.1:0 \
+      >> "$work/web-$k.log" 2>&1 &
+    pids+=($!)
+    webs+=("$work/web-$k/web-view.db")
+  done
+fi
 
 # Ready: five orders through every service before the first fault.
 "$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt"
@@ -66,8 +99,17 @@ for s in assemble bake deliver merge status; do serve "$s"; done
 # through every fault. The status service creates its view when it starts; wait for the file.
 for _ in $(seq 1 100); do [[ -f $work/data/orders.db ]] && break; sleep 0.1; done
 "$bin/pizza" view watch --db "$work/data/orders.db" --every 250ms > "$work/watch.txt" 2> "$work/watch.log" &
-watcher=$!
-pids+=("$watcher")
+watchers=($!)
+pids+=($!)
+views=("$work/data/orders.db")
+for v in "${webs[@]}"; do
+  for _ in $(seq 1 100); do [[ -f $v ]] && break; sleep 0.1; done
+  n=${#views[@]}
+  "$bin/pizza" view watch --db "$v" --every 250ms > "$work/watch-$n.txt" 2> "$work/watch-$n.log" &
+  watchers+=($!)
+  pids+=($!)
+  views+=("$v")
+done
 
 # The node leading the most partitions of the shop's topics.
 busiest() {
@@ -78,6 +120,27 @@ busiest() {
 controller() { scripts/kafka.sh quorum --dir "$dir" 2>/dev/null | awk '$1 == "LeaderId:" { print $2 }'; }
 down() { scripts/kafka.sh kill-node "$1" --dir "$dir" --signal "${2:-KILL}"; }
 up() { scripts/kafka.sh start-node "$1" --dir "$dir" >&2; }
+# SIGKILL the oldest running instance of each service that scales.
+kill_one() {
+  local s p
+  for s in "${scalable[@]}"; do
+    read -r -a p <<< "${running[$s]}"
+    (( ${#p[@]} )) || { echo "kafka-faults.sh: no $s instance left to kill" >&2; exit 1; }
+    kill -KILL "${p[0]}" 2>/dev/null || true
+    running[$s]="${p[*]:1}"
+  done
+}
+add_one() { local s; for s in "${scalable[@]}"; do serve "$s"; done; }
+# SIGTERM the two oldest running instances of each, and wait for them to finish and leave.
+stop_two() {
+  local s p q gone=()
+  for s in "${scalable[@]}"; do
+    read -r -a p <<< "${running[$s]}"
+    for q in "${p[@]:0:2}"; do kill -TERM "$q" 2>/dev/null || true; gone+=("$q"); done
+    running[$s]="${p[*]:2}"
+  done
+  for q in "${gone[@]}"; do wait "$q" 2>/dev/null || true; done
+}
 
 inject() {
   local n m
@@ -88,7 +151,8 @@ inject() {
     service)
       echo "SIGKILL deliver (${GROUP_PROTOCOL:-classic} protocol)"
       kill -KILL "${service_pid[deliver]}" || { echo "kafka-faults.sh: deliver had already ended" >&2; exit 1; }
-      sleep 1; serve deliver
+      running[deliver]=${running[deliver]/ ${service_pid[deliver]}/}
+      sleep 1; serve deliver; service_pid[deliver]=${pids[-1]}
       ;;
     two-down)
       n=$(busiest); m=$(( n % 3 + 1 ))
@@ -98,7 +162,13 @@ inject() {
       up "$m" & local b=$!
       wait "$a"; wait "$b"
       ;;
-    *) echo "kafka-faults.sh: unknown fault '$1' (leader, controller, zombie, two-down, service)" >&2; exit 2 ;;
+    kill-instance) echo "SIGKILL one instance of each of 4 services"; kill_one ;;
+    add-instance) echo "one more instance of each of 4 services"; add_one ;;
+    scale)
+      echo "SIGKILL 1, add 1, stop 2 of each of 4"
+      kill_one; sleep 5; add_one; sleep 5; stop_two
+      ;;
+    *) echo "kafka-faults.sh: unknown fault '$1' (leader, controller, zombie, two-down, service, kill-instance, add-instance, scale)" >&2; exit 2 ;;
   esac
 }
 
@@ -126,20 +196,28 @@ EOF
   [[ $line == *" ok" ]] || failed=1
 done
 
-kill -TERM "$watcher" 2>/dev/null || true # (it may have ended already: wait says how)
-if wait "$watcher"; then
-  echo "no status regression: $(cat "$work/watch.txt")" >&2
-else
-  echo "status REGRESSION (or the watch failed): $(cat "$work/watch.txt")" >&2
-  head -20 "$work/watch.log" >&2
-  failed=1
-fi
+for i in "${!watchers[@]}"; do
+  out=$work/watch.txt log=$work/watch.log
+  (( i > 0 )) && out=$work/watch-$i.txt log=$work/watch-$i.log
+  kill -TERM "${watchers[$i]}" 2>/dev/null || true # (it may have ended already: wait says how)
+  if wait "${watchers[$i]}"; then
+    echo "no status regression in ${views[$i]#"$work"/}: $(cat "$out")" >&2
+  else
+    echo "status REGRESSION in ${views[$i]#"$work"/} (or the watch failed): $(cat "$out")" >&2
+    head -20 "$log" >&2
+    failed=1
+  fi
+done
 
-# The view every service's output folded into, against the log.
-if "$bin/pizza" view rebuild --brokers "$brokers" --out "$work/rebuilt.db" --compare "$work/data/orders.db" >&2; then
-  echo "view equals its rebuild from the log" >&2
-else
-  echo "view DIFFERS from its rebuild" >&2
-  failed=1
-fi
+# The views every service's output folded into (the status service's, each web app's), against
+# the log. A web app's view follows the log on its own: it gets a few seconds to read to the end.
+(( ${#webs[@]} )) && sleep 5
+for i in "${!views[@]}"; do
+  if "$bin/pizza" view rebuild --brokers "$brokers" --out "$work/rebuilt-$i.db" --compare "${views[$i]}" >&2; then
+    echo "${views[$i]#"$work"/} equals its rebuild from the log" >&2
+  else
+    echo "${views[$i]#"$work"/} DIFFERS from its rebuild" >&2
+    failed=1
+  fi
+done
 exit "$failed"

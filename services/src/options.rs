@@ -109,6 +109,11 @@ impl ServiceConfig {
         self.data_dir.join("orders.db")
     }
 
+    /// The web app's own view, which it folds from the log (`view::follow`).
+    pub fn web_view_path(&self) -> PathBuf {
+        self.data_dir.join("web-view.db")
+    }
+
     /// The delivery store's file.
     pub fn delivery_path(&self) -> PathBuf {
         self.data_dir.join("delivery.db")

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use crate::clock::now_ms;
 use crate::domain::{Order, StatusCodes};
 use crate::mutants::{self, Mutant};
-use crate::view::{fold, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate};
+use crate::view::{fold, FollowedView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate};
 
 /// A state store failure.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +187,12 @@ CREATE TABLE IF NOT EXISTS order_details (
     ordered_ts     INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS order_details_by_customer ON order_details (customer_id, ordered_ts);
+CREATE TABLE IF NOT EXISTS followed (
+    topic     TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next      INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
 ";
 
 /// The status service's materialized view: a fold of pizza-status (and of pizza-ordered, for the
@@ -262,8 +268,27 @@ impl ViewStore {
     /// Folds many updates in one transaction, in order (rebuilds and batch appliers): the same
     /// rows as applying them one by one, with one commit instead of one per update.
     pub fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), StoreError> {
+        self.apply_many_at(codes, updates, &[])
+    }
+
+    /// [`ViewStore::apply_many`], recording in the same transaction the offset the log was read
+    /// to (`next` per topic and partition): a view that follows the log outside any group
+    /// (`view::follow`) starts from there again.
+    pub fn apply_many_at(
+        &self,
+        codes: &StatusCodes,
+        updates: &[ViewUpdate],
+        read_to: &[(String, i32, i64)],
+    ) -> Result<(), StoreError> {
         self.db.with(|conn| {
             let tx = conn.transaction()?;
+            for (topic, partition, next) in read_to {
+                tx.prepare_cached(
+                    "INSERT INTO followed (topic, partition, next) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (topic, partition) DO UPDATE SET next = MAX(next, ?3)",
+                )?
+                .execute(params![topic, partition, next])?;
+            }
             for u in updates {
                 match u {
                     ViewUpdate::Status {
@@ -282,6 +307,15 @@ impl ViewStore {
                 }
             }
             tx.commit()
+        })
+    }
+
+    /// Where a view that follows the log left off: the next offset per topic and partition.
+    pub fn followed(&self) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        self.db.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT topic, partition, next FROM followed")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
         })
     }
 
@@ -455,6 +489,21 @@ impl ViewSink for ViewStore {
 
     fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), StoreError> {
         ViewStore::apply_many(self, codes, updates)
+    }
+}
+
+impl FollowedView for ViewStore {
+    fn followed(&self) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        ViewStore::followed(self)
+    }
+
+    fn apply_many_at(
+        &self,
+        codes: &StatusCodes,
+        updates: &[ViewUpdate],
+        read_to: &[(String, i32, i64)],
+    ) -> Result<(), StoreError> {
+        ViewStore::apply_many_at(self, codes, updates, read_to)
     }
 }
 

@@ -458,12 +458,17 @@ impl Broker {
 
     /// Removes a member (a clean leave).
     pub fn leave(&mut self, now: i64, node: &str, group: &str, member: u64) {
+        self.leave_because(now, node, group, member, "");
+    }
+
+    /// [`Broker::leave`], with why in the trace (after "left").
+    pub fn leave_because(&mut self, now: i64, node: &str, group: &str, member: u64, why: &str) {
         let removed = self
             .groups
             .get_mut(group)
             .is_some_and(|g| g.members.remove(&member).is_some());
         if removed {
-            self.event(now, node, format_args!("{group} member {member} left"));
+            self.event(now, node, format_args!("{group} member {member} left{why}"));
             self.rebalance(now, group);
         }
     }

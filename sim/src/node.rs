@@ -76,6 +76,8 @@ enum Request {
     Leave {
         group: String,
         member: u64,
+        /// Why, for the trace ("" for a close).
+        why: &'static str,
     },
     /// Records of `topic` past the given positions, outside any group.
     Read {
@@ -221,8 +223,8 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
                 .lock()
                 .commit(now_ms(), &group, member, generation, &offsets),
         ),
-        Request::Leave { group, member } => {
-            shared.lock().leave(now_ms(), node, &group, member);
+        Request::Leave { group, member, why } => {
+            shared.lock().leave_because(now_ms(), node, &group, member, why);
             Response::Left
         }
         Request::Read { topic, positions } => read(shared, &topic, &positions).await,
@@ -421,20 +423,23 @@ impl Transport for SimTransport {
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<SimSubscription, TransportError> {
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         let member = join(self, group, &topics).await?;
-        let state = Arc::new(Mutex::new(MemberState {
-            member,
-            generation: 0,
-        }));
+        let state = Arc::new(Mutex::new(MemberState::new(member)));
         let offsets: Offsets = Arc::new(Mutex::new(MemberOffsets::default()));
+        let rejoin = Arc::new(Notify::new());
         let (tx, rx) = mpsc::channel(PREFETCH);
         let fetcher = tokio::spawn(fetch_loop(
             self.clone(),
             group.to_owned(),
             topics,
-            (state.clone(), offsets.clone()),
+            (state.clone(), offsets.clone(), rejoin.clone()),
             tx,
         ));
-        let heartbeat = tokio::spawn(heartbeat_loop(self.clone(), group.to_owned(), state.clone()));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.clone(),
+            group.to_owned(),
+            state.clone(),
+            offsets.clone(),
+        ));
         let committer = tokio::spawn(commit_loop(
             self.clone(),
             group.to_owned(),
@@ -445,6 +450,7 @@ impl Transport for SimTransport {
             transport: self.clone(),
             group: group.to_owned(),
             assignment_seen: 0,
+            rejoin,
             rx,
             state,
             offsets,
@@ -492,6 +498,39 @@ async fn join(t: &SimTransport, group: &str, topics: &[String]) -> Result<u64, T
 struct MemberState {
     member: u64,
     generation: u64,
+    /// When the worker last stopped asking for a record; `None` while it asks.
+    polled_at: Option<tokio::time::Instant>,
+    /// The member left because the worker did not ask for [`MAX_POLL_INTERVAL`]: it joins
+    /// again when the worker next asks.
+    poll_expired: bool,
+}
+
+impl MemberState {
+    fn new(member: u64) -> MemberState {
+        MemberState {
+            member,
+            generation: 0,
+            polled_at: Some(tokio::time::Instant::now()),
+            poll_expired: false,
+        }
+    }
+}
+
+/// librdkafka's `max.poll.interval.ms` (its default, which the Kafka transport keeps): a member
+/// whose worker has not asked for a record for this long leaves its group, and joins again when
+/// it next asks. (A worker asks whenever it has room for another record.)
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// In the trace, after "left": why a member left on its own.
+pub const MAX_POLL_LEFT: &str = " (max.poll.interval.ms passed without a poll)";
+
+/// Marks the worker's ask for a record over when dropped (answered or given up).
+struct Polling(Arc<Mutex<MemberState>>);
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        self.0.lock().expect("state").polled_at = Some(tokio::time::Instant::now());
+    }
 }
 
 /// A fetched record with the generation it was fetched in.
@@ -505,7 +544,7 @@ async fn fetch_loop(
     t: SimTransport,
     group: String,
     topics: Vec<String>,
-    (state, offsets): (Arc<Mutex<MemberState>>, Offsets),
+    (state, offsets, rejoin): (Arc<Mutex<MemberState>>, Offsets, Arc<Notify>),
     tx: mpsc::Sender<Result<Fetch, TransportError>>,
 ) {
     // The consumer's own position: the generation it reads in and the next offset per partition.
@@ -547,12 +586,23 @@ async fn fetch_loop(
             Some(Response::Fetched(Fetched::Gone, _)) => {
                 reported = false;
                 offsets.lock().expect("offsets").own_exactly([]);
-                // The session expired (a pause, a clog): join again as a new member.
+                // Left for want of a poll: join again once the worker asks for a record.
+                loop {
+                    let asked = rejoin.notified();
+                    tokio::pin!(asked);
+                    asked.as_mut().enable();
+                    if !state.lock().expect("state").poll_expired {
+                        break;
+                    }
+                    asked.await;
+                }
+                // The session expired (a pause, a clog), or the member left: join again as a
+                // new member.
                 if let Ok(m) = join(&t, &group, &topics).await {
-                    *state.lock().expect("state") = MemberState {
-                        member: m,
-                        generation: 0,
-                    };
+                    let mut s = state.lock().expect("state");
+                    s.member = m;
+                    s.generation = 0;
+                    drop(s);
                     generation = 0;
                     positions.clear();
                 }
@@ -572,10 +622,30 @@ async fn fetch_loop(
     }
 }
 
-async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>) {
+async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>, offsets: Offsets) {
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
-        let member = state.lock().expect("state").member;
+        let (member, expired, left) = {
+            let s = state.lock().expect("state");
+            let expired = s.polled_at.is_some_and(|t| t.elapsed() > MAX_POLL_INTERVAL);
+            (s.member, expired, s.poll_expired)
+        };
+        if left {
+            continue;
+        }
+        if expired {
+            // As librdkafka does: leave the group (its partitions go to the others), own
+            // nothing, stop heartbeating, and join again when the worker next asks.
+            state.lock().expect("state").poll_expired = true;
+            offsets.lock().expect("offsets").own_exactly([]);
+            let req = Request::Leave {
+                group: group.clone(),
+                member,
+                why: MAX_POLL_LEFT,
+            };
+            let _ = t.call(req, RPC_TIMEOUT).await;
+            continue;
+        }
         let req = Request::Heartbeat {
             group: group.clone(),
             member,
@@ -626,6 +696,8 @@ pub struct SimSubscription {
     group: String,
     /// The assignment's version last reported by `assignment_changed`.
     assignment_seen: u64,
+    /// Wakes the fetcher to join again after the member left for want of a poll.
+    rejoin: Arc<Notify>,
     rx: mpsc::Receiver<Result<Fetch, TransportError>>,
     state: Arc<Mutex<MemberState>>,
     offsets: Offsets,
@@ -642,6 +714,15 @@ impl Drop for SimSubscription {
 
 impl Subscription for SimSubscription {
     async fn recv(&mut self) -> Result<Record, TransportError> {
+        {
+            let mut s = self.state.lock().expect("state");
+            s.polled_at = None;
+            if s.poll_expired {
+                s.poll_expired = false;
+                self.rejoin.notify_one();
+            }
+        }
+        let _polling = Polling(self.state.clone());
         loop {
             let (generation, rec) = self
                 .rx
@@ -690,6 +771,7 @@ impl Subscription for SimSubscription {
         let req = Request::Leave {
             group: self.group.clone(),
             member,
+            why: "",
         };
         // A lost leave costs only a session timeout of waiting for the rebalance.
         let _ = self.transport.call(req, RPC_TIMEOUT).await;

@@ -7,6 +7,7 @@
 
 use pizza::mutants::Mutant;
 use pizza_sim::harness::{check_determinism, required_probes, run, Outcome, RunOptions};
+use pizza_sim::node::MAX_POLL_LEFT;
 use pizza_sim::scenario::Scenario;
 
 fn scenario(name: &str) -> Scenario {
@@ -111,6 +112,20 @@ fn swarm() {
 #[test]
 fn scale() {
     passes("scale", 0..4);
+}
+
+/// A worker that stops asking for records (its handlers stalled past `max.poll.interval.ms`)
+/// leaves its group, and its partitions go on at the other instance.
+#[test]
+fn stall() {
+    passes("stall", 0..2);
+    let o = run_seed("stall", 0, None);
+    assert!(
+        o.trace
+            .iter()
+            .any(|l| l.contains("pizza_delivery member") && l.ends_with(MAX_POLL_LEFT)),
+        "the stalled member did not leave its group"
+    );
 }
 
 #[test]

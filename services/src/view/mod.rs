@@ -7,9 +7,11 @@
 //! stale or duplicate event never moves an order back, final statuses never change, and stuck is a
 //! flag the next progress clears.
 
+mod follow;
 mod rebuild;
 mod watch;
 
+pub use follow::ViewFollower;
 pub use rebuild::{rebuild, RebuildError, Rebuilt, REBUILD_BATCH, STALL_TIMEOUT};
 pub use watch::RegressionWatch;
 
@@ -29,6 +31,22 @@ pub trait ViewSink {
 
     /// Folds `updates` in, in order.
     fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), Self::Error>;
+}
+
+/// A view that follows the log outside any group (`ViewFollower`): it keeps, with its rows, how
+/// far it read each partition.
+pub trait FollowedView: ViewSink {
+    /// The next offset to read, per topic and partition, as the last batch left it.
+    fn followed(&self) -> Result<Vec<(String, i32, i64)>, Self::Error>;
+
+    /// Folds `updates` in and records `read_to` (topic, partition, next offset), in one
+    /// transaction.
+    fn apply_many_at(
+        &self,
+        codes: &StatusCodes,
+        updates: &[ViewUpdate],
+        read_to: &[(String, i32, i64)],
+    ) -> Result<(), Self::Error>;
 }
 
 /// An order's status in the view.

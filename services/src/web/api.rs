@@ -126,6 +126,7 @@ pub async fn place<T: Transport>(
     };
     match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
         Ok(p) => {
+            st.seen(p.acked).await;
             session.placed(&p.order_id);
             let cookie = session.set_cookie(&st.key);
             let body = Json(PlacedBody {

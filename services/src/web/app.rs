@@ -15,6 +15,7 @@ use crate::options::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{StoreError, ViewStore};
 use crate::transport::Transport;
+use crate::view::ViewFollower;
 
 /// The web app's options, besides the services' ([`crate::options::ServiceOpts`]).
 #[derive(Args, Clone, Debug)]
@@ -80,8 +81,8 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartErro
 }
 
 /// Serves the web app on `listener` until `shutdown` (then drains within the shutdown grace). It
-/// reads the view in `cfg.data_dir` (created empty if the status service has not yet) and orders
-/// through `transport`; `health` answers `/health-check`.
+/// folds its own view from the log into `cfg.data_dir` and orders through `transport`; `health`
+/// answers `/health-check`.
 pub async fn serve<T: Transport>(
     listener: tokio::net::TcpListener,
     transport: T,
@@ -92,7 +93,10 @@ pub async fn serve<T: Transport>(
 ) -> Result<(), StartError> {
     crate::store::private_dir(&cfg.data_dir)
         .map_err(|e| StartError::DataDir(cfg.data_dir.display().to_string(), e))?;
-    let view = Arc::new(ViewStore::open(&cfg.view_path())?);
+    // The web app's own view, folded from the whole log, so any number of web instances each
+    // show every order (issue 15).
+    let view = Arc::new(ViewStore::open(&cfg.web_view_path())?);
+    let follower = ViewFollower::start(transport.clone(), cfg.sys.clone(), view.clone());
     let key = match &opts.session_key {
         Some(k) => k.clone(),
         None => SessionKey::load_or_create(&session_key_path(&cfg.data_dir))?,
@@ -102,6 +106,7 @@ pub async fn serve<T: Transport>(
         transport,
         sys: cfg.sys.clone(),
         view,
+        follower: Some(Arc::new(follower)),
         key,
         shutdown: shutdown.clone(),
         live: LiveStreams::for_connections(limits.max_connections),

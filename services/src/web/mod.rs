@@ -50,8 +50,10 @@ use session::{Session, SessionKey, Unconfirmed};
 pub struct AppState<T> {
     pub transport: T,
     pub sys: Arc<SysConfig>,
-    /// The status service's view, read here.
+    /// The view read here: the web app's own, folded from the log by `follower`.
     pub view: Arc<ViewStore>,
+    /// Keeps `view` up with the log; `None` when something else folds it (tests).
+    pub follower: Option<Arc<crate::view::ViewFollower>>,
     /// Signs session cookies.
     pub key: SessionKey,
     /// Fires when the web app shuts down: live streams end then.
@@ -60,6 +62,33 @@ pub struct AppState<T> {
     pub live: LiveStreams,
     /// What `/health-check` asks.
     pub health: Arc<dyn HealthCheck>,
+}
+
+/// How long placing an order waits for the web app's own view to show it (read your own
+/// writes), well within [`REQUEST_TIMEOUT`]. Past it the order page says the order is not shown
+/// yet, and shows it once the view has it.
+pub const READ_YOUR_WRITES_WITHIN: Duration = Duration::from_secs(2);
+
+impl<T> AppState<T> {
+    /// Read your own writes: waits, for [`READ_YOUR_WRITES_WITHIN`] at most, until this
+    /// instance's view has folded the order acknowledged at `acked`.
+    pub async fn seen(&self, acked: crate::transport::Acked) {
+        let Some(f) = &self.follower else {
+            return;
+        };
+        let topic = &self.sys.topics.ordered;
+        if !f
+            .reached(topic, acked.partition, acked.offset, READ_YOUR_WRITES_WITHIN)
+            .await
+        {
+            tracing::warn!(
+                partition = acked.partition,
+                offset = acked.offset,
+                trouble = ?f.trouble(),
+                "the view did not show a new order in time"
+            );
+        }
+    }
 }
 
 /// What `/health-check` reports on: the broker and the services.
@@ -420,6 +449,7 @@ async fn place<T: Transport>(
     };
     match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
         Ok(placed) => {
+            st.seen(placed.acked).await;
             session.placed(&placed.order_id);
             let to = format!("/orders/{}", placed.order_id);
             Ok(with_cookie(session.set_cookie(&st.key), Redirect::to(&to)))
@@ -494,7 +524,8 @@ pub async fn confirm<T: Transport>(
     };
     let req = u.request(session.username.as_deref().unwrap_or_default());
     match confirm_order(&st.transport, &st.sys, &req, u.order_id, u.ordered_at_ms).await {
-        Ok(_) => {
+        Ok(placed) => {
+            st.seen(placed.acked).await;
             session.confirmed(order_id);
             Ok(Some(Confirmation::Confirmed))
         }

@@ -168,7 +168,23 @@ macro_rules! on_kafka {
     )+};
 }
 
+/// Issue 15 on the consumer group protocol: the broker moves the partitions of the members
+/// that die, join and leave, one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with_the_consumer_group_protocol(
+) {
+    let Some(kafka) = on_kafka(
+        "kafka::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with_the_consumer_group_protocol",
+    ) else {
+        return;
+    };
+    let props = kafka.props().with("group.protocol", "consumer");
+    crate::crash::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with(&props).await;
+}
+
 on_kafka! {
+    instances_hand_partitions_over_without_losing_or_repeating_a_delivery =>
+        crate::crash::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_on,
     sigkill_mid_flight_loses_nothing_and_delivers_once =>
         crate::crash::sigkill_mid_flight_loses_nothing_and_delivers_once_on,
     sigterm_finishes_what_it_holds_and_a_restart_resumes_without_duplicates =>

@@ -56,6 +56,7 @@ fn app_with(props: Option<KafkaProps>, extra: &[(&str, &str)]) -> App {
         transport: transport.clone(),
         sys,
         view: view.clone(),
+        follower: None,
         key: SessionKey::random(),
         shutdown,
         live: LiveStreams::default(),

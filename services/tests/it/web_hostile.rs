@@ -427,6 +427,41 @@ fn the_health_check_names_services_that_are_not_running() {
     assert!(!r.body.contains("bake"), "{}", r.body);
 }
 
+/// Issue 15, part 2: two web instances on one broker, each folding its own view in its own data
+/// directory, sharing the session key. An order placed through one is shown by it at once, with
+/// its details (read your own writes: the answer to the POST waited for its own view), and the
+/// other instance shows it too, to the same customer.
+#[test]
+fn every_web_instance_shows_every_order_and_its_own_at_once() {
+    let (_broker, brokers) = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let key = [("PIZZA_SESSION_KEY", "ab".repeat(32))];
+    let env: Vec<(&str, &str)> = key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_a, a) = web(&brokers, &dir.path().join("a"), &env);
+    let (_b, b) = web(&brokers, &dir.path().join("b"), &env);
+    let details = |addr: SocketAddr, cookie: &str, id: &str| -> serde_json::Value {
+        let r = send(addr, "GET", &format!("/api/orders/{id}"), Some(cookie), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["order"].clone()
+    };
+    for n in 0..5 {
+        let cookie = login(a, &format!("alice{n}"));
+        let (id, cookie) = place(a, &cookie);
+        assert!(
+            !details(a, &cookie, &id).is_null(),
+            "order {n}: the instance that placed it shows it at once"
+        );
+        let start = Instant::now();
+        while details(b, &cookie, &id).is_null() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "order {n}: the other instance never showed it"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// The SQLite files and the session key are the installation's secrets: nobody else may read them.
 #[cfg(unix)]
 #[test]
@@ -436,7 +471,7 @@ fn the_data_directory_is_private() {
     let data = w.dir.path().join("data");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "{}", data.display());
-    for file in ["orders.db", "session.key"] {
+    for file in ["web-view.db", "session.key"] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
 }
