@@ -127,6 +127,7 @@ kill_one() {
     read -r -a p <<< "${running[$s]}"
     (( ${#p[@]} )) || { echo "kafka-faults.sh: no $s instance left to kill" >&2; exit 1; }
     kill -KILL "${p[0]}" 2>/dev/null || true
+    wait "${p[0]}" 2>/dev/null || true # (reaped here, so bash does not report the kill)
     running[$s]="${p[*]:1}"
   done
 }

@@ -313,9 +313,104 @@ fn pipeline(c: &mut Criterion) {
     drop(broker);
 }
 
+/// `name` from the environment, parsed, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Writes every fact of `orders` orders (customer, baked, claim) to `topic`, each on its order's
+/// partition, many produces at once.
+async fn fill_changelog(transport: &KafkaTransport, topic: &str, orders: u32, salt: u32, partitions: i32) {
+    use pizza::transport::Transport;
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..orders {
+        let id = pizza::domain::OrderId::nth(i, salt).as_str().to_owned();
+        let p = partition_for(id.as_bytes(), partitions);
+        for fact in [
+            DeliveryFact::Customer(format!("c{i}")),
+            DeliveryFact::Baked,
+            DeliveryFact::Claimed { at_ms: now_ms() },
+        ] {
+            let mut out = pizza::transport::OutRecord::new(topic, id.as_str(), changelog::encode_fact(&fact));
+            out.partition = Some(p);
+            let t = transport.clone();
+            pending.spawn(async move { t.produce(out).await.unwrap() });
+        }
+        while pending.len() > 5_000 {
+            pending.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = pending.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// Deliver's restore: a new instance given every partition of a changelog holding the facts of
+/// PIZZA_BENCH_RESTORE_ORDERS orders (default 10,000) reads and folds them all before it handles
+/// a record. On the embedded broker, or on the cluster PIZZA_BENCH_BROKERS names.
+fn deliver_restore(c: &mut Criterion) {
+    let orders: u32 = env_or("PIZZA_BENCH_RESTORE_ORDERS", 10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sys = SysConfig::default();
+    let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
+    sys.topics.deliver_changelog = format!("bench-changelog-{salt:08x}");
+    let topic = sys.topics.deliver_changelog.clone();
+    let (embedded, props) = match std::env::var("PIZZA_BENCH_BROKERS") {
+        Ok(brokers) => (None, pizza::config::KafkaProps::bootstrap(&brokers)),
+        Err(_) => {
+            let b = EmbeddedBroker::start(&sys).unwrap();
+            let props = b.props();
+            (Some(b), props)
+        }
+    };
+    let transport = KafkaTransport::new(&props, "bench-restore").unwrap();
+    rt.block_on(async {
+        if embedded.is_none() {
+            pizza::admin::create_topics(&transport, &sys).await.unwrap();
+        }
+        fill_changelog(&transport, &topic, orders, salt, sys.num_partitions).await;
+    });
+    let last = pizza::domain::OrderId::nth(orders - 1, salt);
+    let mut g = c.benchmark_group("deliver restore");
+    g.throughput(Throughput::Elements(u64::from(orders)));
+    g.sample_size(10);
+    g.bench_function(format!("{orders} orders, every partition"), |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let store = DeliveryStore::open(&dir.path().join("delivery.db")).unwrap();
+                (dir, std::sync::Arc::new(store))
+            },
+            |(_dir, store)| {
+                rt.block_on(async {
+                    let log = changelog::Changelog::start(transport.clone(), &topic, store.clone());
+                    let mut restores = tokio::task::JoinSet::new();
+                    let log = std::sync::Arc::new(log);
+                    for p in 0..sys.num_partitions {
+                        let log = log.clone();
+                        restores.spawn(async move { log.ready(p).await.is_ok() });
+                    }
+                    while let Some(ok) = restores.join_next().await {
+                        assert!(ok.unwrap(), "a partition's restore failed");
+                    }
+                    assert!(store.get(last.as_str()).unwrap().claim.is_some());
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline
+    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline, deliver_restore
 }
 criterion_main!(benches);
