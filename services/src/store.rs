@@ -625,7 +625,7 @@ pub enum DeliveryFact {
     Customer(String),
     /// pizza-baked.
     Baked,
-    /// A driver is out, arriving at this time (epoch ms).
+    /// A driver is out, arriving at this time (epoch ms); the pizza was baked.
     Claimed { at_ms: i64 },
 }
 
@@ -700,10 +700,13 @@ impl DeliveryStore {
                                baked = 1",
                         )?
                         .execute(params![order_id])?,
+                    // A claim says the pizza was baked too: deliver claims straight from a
+                    // pizza-baked whose order it knows, without a separate bake fact.
                     DeliveryFact::Claimed { at_ms } => tx
                         .prepare_cached(
-                            "INSERT INTO delivery_facts (order_id, claimed_ts, claim_offset) VALUES (?1, ?2, ?3)
+                            "INSERT INTO delivery_facts (order_id, baked, claimed_ts, claim_offset) VALUES (?1, 1, ?2, ?3)
                              ON CONFLICT (order_id) DO UPDATE SET
+                               baked = 1,
                                claim_offset = COALESCE(claim_offset, ?3),
                                claimed_ts = COALESCE(claimed_ts, ?2)",
                         )?
@@ -792,6 +795,7 @@ mod tests {
             ("a".to_owned(), 4, DeliveryFact::Claimed { at_ms: 50 }),
             ("a".to_owned(), 5, DeliveryFact::Claimed { at_ms: 40 }),
             ("a".to_owned(), 6, customer("zz")),
+            ("c".to_owned(), 7, DeliveryFact::Claimed { at_ms: 9 }),
         ];
         store.apply(&facts).unwrap();
         let a = store.get("a").unwrap();
@@ -804,6 +808,8 @@ mod tests {
         store.apply(&facts).unwrap();
         assert_eq!(store.get("a").unwrap(), a);
         assert_eq!(store.get("b").unwrap(), b);
-        assert_eq!(store.get("c").unwrap(), DeliveryState::default());
+        let c = store.get("c").unwrap();
+        assert!(c.baked && !c.pending, "a claim says baked: {c:?}");
+        assert_eq!(store.get("d").unwrap(), DeliveryState::default());
     }
 }

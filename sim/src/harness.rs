@@ -135,8 +135,10 @@ impl Shared {
 /// The code probes that need not fire in the 30 swarm seeds every CI run checks
 /// (`required_probes_fire`); every other probe of `Probe::ALL` must. `dead-letter-dropped` fires
 /// in 1 of those 30 (a dead letter refused even in its smallest form needs a max-bytes window
-/// below 150 bytes); the 200-seed test checks it.
-pub const NOT_REQUIRED_PROBES: [Probe; 1] = [Probe::DeadLetterDropped];
+/// below 150 bytes), and `retries-exhausted` in none since issue 15's draws (5 of 200: a worker
+/// runs its retries out only in an outage longer than its budget; the `outage` scenario has one
+/// every run); the 200-seed test checks both.
+pub const NOT_REQUIRED_PROBES: [Probe; 2] = [Probe::DeadLetterDropped, Probe::RetriesExhausted];
 
 /// The code probes every CI run of the simulation must see fire: `Probe::ALL` but
 /// [`NOT_REQUIRED_PROBES`].
@@ -286,7 +288,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     // The final checks read the log (the broker's own state) and the view.
     let cfg = service_config(&sc, &root, ServiceName::Status, 0);
     check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
-    check_view_model(&cluster.broker, &sys, &view_path, &shared);
+    check_view_model(&cluster.broker, &sys, &view_path, &shared).await;
     // The run got here: nothing panicked.
     shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();

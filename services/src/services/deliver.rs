@@ -173,12 +173,18 @@ impl<T: Transport> Handler for Deliver<T> {
         if mutants::on(Mutant::NoDedup) {
             state.claim = None;
         }
-        if state.claim.is_none() && news(&state, &fact) {
+        // A pizza-baked of an order whose customer is known goes straight to the claim, which
+        // says baked as well: one write fewer on the common path.
+        let claims_next = fact == DeliveryFact::Baked && state.customer_id.is_some();
+        if state.claim.is_none() && news(&state, &fact) && !claims_next {
             self.log.write(rec.partition, order_id, fact).await?;
             state = self.store.get(order_id)?;
             if mutants::on(Mutant::NoDedup) {
                 state.claim = None;
             }
+        }
+        if claims_next {
+            state.baked = true;
         }
         match decide(&state) {
             Decision::Wait => Ok(()),

@@ -492,26 +492,45 @@ fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
     }
 }
 
-/// The live view against the checker's own model of pizza-status (once the status service has
-/// read all of it; when it has not, convergence has already failed).
-pub(super) fn check_view_model(bs: &BrokerShared, sys: &SysConfig, view_path: &Path, shared: &Shared) {
+/// The spec's fold of pizza-status, when the status service's group has read all of it; else
+/// how many records it has left.
+fn status_model(bs: &BrokerShared, sys: &SysConfig) -> Result<ViewModel, i64> {
+    let b = bs.lock();
+    let lag = b.lag().get(sys.group(ServiceName::Status)).copied().unwrap_or(0);
+    if lag > 0 {
+        return Err(lag);
+    }
     let mut model = ViewModel::default();
-    {
-        let b = bs.lock();
-        if b.lag()
-            .get(sys.group(ServiceName::Status))
-            .is_some_and(|n| *n > 0)
-        {
-            return;
-        }
-        for part in b.log(&sys.topics.status) {
-            // Hostile records carry a tag; the status service dead-letters those that are not
-            // events and ignores the unknown code the others carry.
-            for r in part.iter().filter(|r| tag(r).is_none()) {
-                model.apply(&String::from_utf8_lossy(r.key()), r.payload());
-            }
+    for part in b.log(&sys.topics.status) {
+        // Hostile records carry a tag; the status service dead-letters those that are not
+        // events and ignores the unknown code the others carry.
+        for r in part.iter().filter(|r| tag(r).is_none()) {
+            model.apply(&String::from_utf8_lossy(r.key()), r.payload());
         }
     }
+    Ok(model)
+}
+
+/// How long the final check of the view waits for the status service to read pizza-status to
+/// its end: after convergence, an instance still at work (a stalled handler, a resend) may add a
+/// record while the rebuild runs.
+const VIEW_MODEL_WAIT_MS: i64 = 60_000;
+
+/// The live view against the checker's own model of pizza-status, once the status service has
+/// read all of it (it waits [`VIEW_MODEL_WAIT_MS`] for that; a status service that does not get
+/// there is a violation).
+pub(super) async fn check_view_model(bs: &BrokerShared, sys: &SysConfig, view_path: &Path, shared: &Shared) {
+    let deadline = now_ms() + VIEW_MODEL_WAIT_MS;
+    let model = loop {
+        match status_model(bs, sys) {
+            Ok(model) => break model,
+            Err(lag) if now_ms() >= deadline => {
+                let detail = format!("the status service left {lag} records unread");
+                return shared.violate(Invariant::ViewFollowsSpec, None, detail);
+            }
+            Err(_) => tokio::time::sleep(CONVERGE_POLL).await,
+        }
+    };
     let rows = match ViewStore::open_read_only(view_path).and_then(|v| v.status_rows()) {
         Ok(rows) => rows,
         Err(e) => {
