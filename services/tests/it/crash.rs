@@ -160,6 +160,44 @@ fn assert_delivered_once(groups: &HashMap<String, Vec<&Record>>, ids: &[OrderId]
     }
 }
 
+/// Waits (150 s at most) until every order of `ids` is at 999 in `view`, then checks that the
+/// watch of the view saw no status move back and that every order has one delivery time;
+/// returns the pizza-delivered records. On a timeout the services' logs in `dir` are printed.
+async fn all_delivered_once(
+    view: &ViewStore,
+    ids: &[OrderId],
+    dir: &Path,
+    customer: &KafkaTransport,
+    (monitor, regressions): (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<String>>>),
+    after: &str,
+) -> Vec<Record> {
+    let all = ids.len();
+    if tokio::time::timeout(Duration::from_secs(150), async {
+        while count_at(view, ids, 999) < all {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        dump_logs(dir);
+        panic!(
+            "only {} of {all} orders delivered after {after}",
+            count_at(view, ids, 999)
+        );
+    }
+    monitor.abort();
+    assert_eq!(
+        *regressions.lock().unwrap(),
+        Vec::<String>::new(),
+        "no status moved backwards"
+    );
+    // Delivered once: every pizza-delivered record of an order carries the one delivery's time.
+    let delivered = topic(customer, &SysConfig::default().topics.delivered).await;
+    assert_delivered_once(&by_key(&delivered), ids);
+    delivered
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_flight_loses_nothing_and_delivers_once() {
     sigkill_mid_flight_loses_nothing_and_delivers_once_on(&TestBroker::embedded()).await;
@@ -210,33 +248,9 @@ pub async fn sigkill_mid_flight_loses_nothing_and_delivers_once_with(props: &Kaf
     for p in procs.iter_mut().filter(stateful) {
         *p = Proc::spawn(p.service, dir.path(), scale);
     }
-    let all = || async { count_at(&view, &ids, 999) == ORDERS };
-    if tokio::time::timeout(Duration::from_secs(150), async {
-        while !all().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .is_err()
-    {
-        dump_logs(dir.path());
-        panic!(
-            "only {} of {ORDERS} orders delivered after the restart",
-            count_at(&view, &ids, 999)
-        );
-    }
-    monitor.abort();
-    assert_eq!(
-        *regressions.lock().unwrap(),
-        Vec::<String>::new(),
-        "no status moved backwards"
-    );
-
-    // Delivered once: every pizza-delivered record of an order carries the one delivery's time.
-    let delivered = topic(&customer, &sys.topics.delivered).await;
-    let groups = by_key(&delivered);
-    assert_delivered_once(&groups, &ids);
-    let resent = delivered.len() - groups.len();
+    let watched = (monitor, regressions);
+    let delivered = all_delivered_once(&view, &ids, dir.path(), &customer, watched, "the restart").await;
+    let resent = delivered.len() - by_key(&delivered).len();
     eprintln!("{delivered_before} delivered before the kill; {resent} pizza-delivered events re-sent (same delivery) after it");
     for p in &mut procs {
         assert!(p.terminate().await.success(), "{} exits cleanly", p.service);
@@ -302,28 +316,8 @@ pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delive
     // exits with that error. Either way the orders it held must all be delivered once (below).
     let stopped = procs[6].terminate().await;
     eprintln!("the deliver instance stopped mid-rebalance exited with {stopped}");
-    if tokio::time::timeout(Duration::from_secs(150), async {
-        while count_at(&view, &ids, 999) < ORDERS {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .is_err()
-    {
-        dump_logs(dir.path());
-        panic!(
-            "only {} of {ORDERS} orders delivered after the handovers",
-            count_at(&view, &ids, 999)
-        );
-    }
-    monitor.abort();
-    assert_eq!(
-        *regressions.lock().unwrap(),
-        Vec::<String>::new(),
-        "no status moved backwards"
-    );
-    let delivered = topic(&customer, &sys.topics.delivered).await;
-    assert_delivered_once(&by_key(&delivered), &ids);
+    let watched = (monitor, regressions);
+    all_delivered_once(&view, &ids, dir.path(), &customer, watched, "the handovers").await;
     for (i, p) in procs.iter_mut().enumerate() {
         if ![3, 5, 6].contains(&i) {
             assert!(p.terminate().await.success(), "{} exits cleanly", p.service);
