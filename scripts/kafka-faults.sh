@@ -211,14 +211,22 @@ for i in "${!watchers[@]}"; do
 done
 
 # The views every service's output folded into (the status service's, each web app's), against
-# the log. A web app's view follows the log on its own: it gets a few seconds to read to the end.
-(( ${#webs[@]} )) && sleep 5
+# the log. A web app's view follows the log on its own, so it may still be reading: compared
+# again, 5 s apart, for at most a minute.
 for i in "${!views[@]}"; do
-  if "$bin/pizza" view rebuild --brokers "$brokers" --out "$work/rebuilt-$i.db" --compare "${views[$i]}" >&2; then
-    echo "${views[$i]#"$work"/} equals its rebuild from the log" >&2
-  else
-    echo "${views[$i]#"$work"/} DIFFERS from its rebuild" >&2
-    failed=1
-  fi
+  for attempt in $(seq 1 12); do
+    rm -f "$work/rebuilt-$i.db"*
+    if "$bin/pizza" view rebuild --brokers "$brokers" --out "$work/rebuilt-$i.db" --compare "${views[$i]}" \
+      > "$work/compare-$i.log" 2>&1; then
+      echo "${views[$i]#"$work"/} equals its rebuild from the log (compare $attempt)" >&2
+      break
+    fi
+    if (( attempt == 12 )); then
+      tail -5 "$work/compare-$i.log" >&2
+      echo "${views[$i]#"$work"/} DIFFERS from its rebuild" >&2
+      failed=1
+    fi
+    sleep 5
+  done
 done
 exit "$failed"

@@ -67,8 +67,9 @@ pub enum Mutant {
     /// newly assigned to it is not restored (the design before issue 15): what earlier owners of
     /// the partition knew stays on their instances.
     DeliverStateStaysLocal,
-    /// Deliver handles a record of a newly assigned partition before the partition's changelog
-    /// is restored.
+    /// Deliver handles the records of a newly assigned partition without restoring the
+    /// partition's changelog first: it reads on from the end, as a restore from a checkpoint past
+    /// the history would.
     RestoreSkipped,
     /// The shared error table takes a produce refused for now (NOT_ENOUGH_REPLICAS: the in-sync
     /// replicas are short, a leader is moving) as refused for good, so a produce-only outage

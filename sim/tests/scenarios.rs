@@ -114,6 +114,16 @@ fn scale() {
     passes("scale", 0..4);
 }
 
+/// Seeds that found issue 15's defects: 165, a member that never committed again after another
+/// moved the group's offset back; 256 and 352, two deliver instances owning an order's two input
+/// partitions, each deciding before it had read the other's fact (the order stayed pending).
+#[test]
+fn swarm_seeds_issue_15_found() {
+    for seed in [165, 256, 352] {
+        passes("swarm", seed..seed + 1);
+    }
+}
+
 /// A worker that stops asking for records (its handlers stalled past `max.poll.interval.ms`)
 /// leaves its group, and its partitions go on at the other instance.
 #[test]
@@ -366,8 +376,8 @@ fn mutant_deliver_state_stays_local_is_caught() {
     );
 }
 
-/// A newly assigned partition handled before its changelog is read: the new owner decides on a
-/// state without its predecessors' facts.
+/// A newly assigned partition handled without its changelog restored (read on from the end): the
+/// new owner decides on a state without its predecessors' facts.
 #[test]
 fn mutant_restore_skipped_is_caught() {
     caught(Mutant::RestoreSkipped, "scale", 5, "all-accepted-delivered");

@@ -9,6 +9,9 @@
 //!   is lost: the fold keeps every fact. The topic is therefore not compacted (compaction keeps
 //!   one record per key, and would drop all but the last of an order's facts); it is retained
 //!   like the shop's own topics.
+//! - **Decided after the log.** A handler's fact returns only once the tail has folded it and
+//!   everything before it, so the decision that follows sees every earlier fact of its order,
+//!   whoever wrote it (two instances may own an order's two input partitions at once).
 //! - **The first claim stands.** A driver goes out only after its claim is read back from the
 //!   log as the first for its order, so of two instances that decide at once, one drives and
 //!   the other re-sends the same pizza-delivered. A claim is made before the drive, with its
@@ -44,9 +47,10 @@ pub const WAIT_WITHIN: Duration = Duration::from_secs(30);
 /// Most changelog records folded in one transaction.
 pub const FOLD_BATCH: usize = 512;
 
-/// Attempts at folding a batch while the store is busy, [`BUSY_PAUSE`] apart.
-const FOLD_ATTEMPTS: u32 = 50;
-const BUSY_PAUSE: Duration = Duration::from_millis(20);
+/// How long a batch is folded again while the store is busy, [`BUSY_PAUSE`] apart, before the
+/// tail gives up (the handlers then fail retriably, and the worker stops for a restart).
+const BUSY_FOR: Duration = Duration::from_secs(60);
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The commands the tail takes (one per partition gained or lost at most).
 const COMMANDS: usize = 1024;
@@ -216,9 +220,6 @@ impl<T: Transport> Changelog<T> {
         if first {
             self.restore(partition).await?;
         }
-        if mutants::on(Mutant::RestoreSkipped) {
-            return Ok(());
-        }
         let restored = |p: &Part| p.restore_to.is_some_and(|end| p.applied >= end);
         if let Err(e) = self.wait(partition, restored).await {
             // Start over next time (the log's start may have moved under a stalled restore).
@@ -239,25 +240,31 @@ impl<T: Transport> Changelog<T> {
                     e if e.is_retriable() => HandleError::retriable(e),
                     e => HandleError::fatal(format!(
                         "deliver's changelog {} has no partition {partition} ({}): it needs as many \
-                         partitions as the topics deliver reads (`pizza admin create-topics` makes it)",
+                         partitions as the topics deliver reads (`pizza topics create` makes it)",
                         self.topic,
                         Report(&e)
                     )),
                 });
             }
         };
+        // The mutant reads on from the end, as a restore from a checkpoint past the history would.
+        let from = if mutants::on(Mutant::RestoreSkipped) {
+            end
+        } else {
+            start
+        };
         {
             let mut s = self.shared.lock();
             let Some(p) = s.parts.get_mut(&partition) else {
                 return Err(HandleError::retriable("the partition was let go while restoring"));
             };
-            p.applied = start;
+            p.applied = from;
             p.restore_to = Some(end);
         }
         self.shared.changed.notify_waiters();
         tracing::debug!(topic = %self.topic, partition, start, end, "restoring");
         self.cmds
-            .send(Cmd::Follow(partition, start))
+            .send(Cmd::Follow(partition, from))
             .await
             .map_err(|_| HandleError::fatal("deliver's changelog tail stopped"))
     }
@@ -282,9 +289,11 @@ impl<T: Transport> Changelog<T> {
         }
     }
 
-    /// Waits until `done` holds for `partition`, for [`WAIT_WITHIN`] at most.
+    /// Waits until `done` holds for `partition`, while the tail makes progress: it fails once
+    /// the partition's fold has not moved for [`WAIT_WITHIN`] (a restore of any length finishes).
     async fn wait(&self, partition: i32, done: impl Fn(&Part) -> bool) -> Result<(), HandleError> {
-        let deadline = tokio::time::Instant::now() + WAIT_WITHIN;
+        let mut deadline = tokio::time::Instant::now() + WAIT_WITHIN;
+        let mut seen = i64::MIN;
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
@@ -307,13 +316,17 @@ impl<T: Transport> Changelog<T> {
                         )))
                     }
                     Some(p) if done(p) => return Ok(()),
+                    Some(p) if p.applied > seen => {
+                        seen = p.applied;
+                        deadline = tokio::time::Instant::now() + WAIT_WITHIN;
+                    }
                     Some(_) => {}
                 }
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if tokio::time::timeout(left, changed).await.is_err() {
                 return Err(HandleError::retriable(format!(
-                    "{} partition {partition} not read within {WAIT_WITHIN:?}",
+                    "{} partition {partition}: no progress for {WAIT_WITHIN:?}",
                     self.topic
                 )));
             }
@@ -321,9 +334,10 @@ impl<T: Transport> Changelog<T> {
     }
 
     /// Writes `fact` about `order_id` to `partition` (the partition of the input it comes from)
-    /// and returns its offset. A customer or a bake is folded into the store at once (their
-    /// order in the log does not matter to what they say); a claim only when the tail reads it,
-    /// in log order.
+    /// and returns its offset once the tail has folded it, and everything before it in the log.
+    /// A decision taken on the store after that sees every fact written before this one, by any
+    /// instance: of two instances that write an order's customer and its bake at once (one owns
+    /// pizza-ordered's partition, the other pizza-baked's), the one whose fact is later sees both.
     pub async fn write(
         &self,
         partition: i32,
@@ -344,9 +358,7 @@ impl<T: Transport> Changelog<T> {
                 self.topic, acked.partition
             )));
         }
-        if !matches!(fact, DeliveryFact::Claimed { .. }) {
-            self.store.apply(&[(order_id.to_owned(), acked.offset, fact)])?;
-        }
+        self.wait(partition, |p| p.applied > acked.offset).await?;
         Ok(acked.offset)
     }
 
@@ -361,9 +373,6 @@ impl<T: Transport> Changelog<T> {
         let offset = self
             .write(partition, order_id, DeliveryFact::Claimed { at_ms })
             .await?;
-        if !self.local_only {
-            self.wait(partition, |p| p.applied > offset).await?;
-        }
         let stands = self.store.get(order_id)?.claim.ok_or_else(|| {
             HandleError::fatal(format!(
                 "the claim of {order_id} at {offset} was read back and is not there"
@@ -444,12 +453,11 @@ async fn fold(store: &DeliveryStore, shared: &Shared, records: &[Record]) -> Res
             }
         })
         .collect();
-    let mut attempt = 0;
+    let give_up = tokio::time::Instant::now() + BUSY_FOR;
     loop {
         match store.apply(&facts) {
             Ok(()) => break,
-            Err(e) if e.is_busy() && attempt < FOLD_ATTEMPTS => {
-                attempt += 1;
+            Err(e) if e.is_busy() && tokio::time::Instant::now() < give_up => {
                 crate::probes::hit(crate::probes::Probe::StoreBusy, "");
                 tokio::time::sleep(BUSY_PAUSE).await;
             }

@@ -603,7 +603,9 @@ impl Reader for KafkaReader {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(m)) => out.extend(self.record(&m)),
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "reader: error after records; the next recv reports it again");
+                    // Taken off librdkafka's queue: a lasting condition comes again with the
+                    // next recv, a passing one is gone.
+                    tracing::warn!(error = %e, topic = %self.topic, "reader error after records");
                     break;
                 }
                 None => break,

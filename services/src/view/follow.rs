@@ -132,16 +132,27 @@ async fn follow_once<T: Transport, V: FollowedView>(
         .collect();
     let mut readers = Vec::with_capacity(topics.len());
     for topic in topics {
-        let partitions = end_offsets_within(transport, topic, ENDS_WITHIN)
+        let ends = end_offsets_within(transport, topic, ENDS_WITHIN)
             .await
-            .map_err(|e| format!("partitions of {topic}: {}", Report(&e)))?
-            .len();
+            .map_err(|e| format!("partitions of {topic}: {}", Report(&e)))?;
         let mut reader = transport
             .reader(topic)
             .await
             .map_err(|e| format!("reading {topic}: {}", Report(&e)))?;
-        for p in 0..partitions as i32 {
-            let from = resume.get(&(topic.to_owned(), p)).copied().unwrap_or(0);
+        for (p, end) in (0..).zip(ends) {
+            let mut from = resume.get(&(topic.to_owned(), p)).copied().unwrap_or(0);
+            if from > end {
+                // The log is shorter than the view read (the topic was made again, a new
+                // cluster): read it from its start; what the view holds from before stays.
+                tracing::warn!(
+                    topic,
+                    partition = p,
+                    from,
+                    end,
+                    "the log ends before where the view left off: reading it from its start"
+                );
+                from = 0;
+            }
             reader
                 .follow(p, from)
                 .map_err(|e| format!("following {topic}/{p}: {}", Report(&e)))?;

@@ -134,6 +134,23 @@ pub(super) struct Instance {
     pub running: bool,
 }
 
+/// Every instance of each service, in the order they started; shared with the faults' timers.
+#[derive(Clone, Default)]
+pub(super) struct Instances(Arc<std::sync::Mutex<BTreeMap<ServiceName, Vec<Instance>>>>);
+
+impl Instances {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, Vec<Instance>>> {
+        self.0.lock().expect("instances")
+    }
+
+    /// Whether node `id` is an instance of `service` that no scale-down has stopped.
+    pub fn is_running(&self, service: ServiceName, id: NodeId) -> bool {
+        self.lock()
+            .get(&service)
+            .is_some_and(|l| l.iter().any(|i| i.id == id && i.running))
+    }
+}
+
 /// The running cluster, as the faults and the checks need it.
 pub(super) struct Cluster {
     pub handle: Handle,
@@ -142,7 +159,7 @@ pub(super) struct Cluster {
     /// Each service's first instance's node, for the faults that crash, stop, pause or clog one.
     pub services: BTreeMap<ServiceName, NodeId>,
     /// Every instance of each service, in the order they started.
-    pub instances: std::sync::Mutex<BTreeMap<ServiceName, Vec<Instance>>>,
+    instances: Instances,
     spawn: Spawn,
     /// The broker's and the customers' nodes, for the faults that cut one off.
     pub others: std::sync::Mutex<BTreeMap<&'static str, NodeId>>,
@@ -219,7 +236,7 @@ impl Cluster {
             handle,
             broker,
             services,
-            instances: std::sync::Mutex::new(instances),
+            instances: Instances(Arc::new(std::sync::Mutex::new(instances))),
             spawn,
             others: std::sync::Mutex::new(BTreeMap::from([("broker", broker_node.id())])),
         }
@@ -227,7 +244,7 @@ impl Cluster {
 
     /// Starts one more instance of `service`; returns its name.
     pub fn scale_up(&self, service: ServiceName) -> String {
-        let mut all = self.instances.lock().expect("instances");
+        let mut all = self.instances.lock();
         let list = all.entry(service).or_default();
         let k = list.len();
         list.push(Instance {
@@ -240,7 +257,7 @@ impl Cluster {
     /// Stops the newest running instance of `service` gracefully, unless it is the only one
     /// running; returns its name.
     pub fn scale_down(&self, service: ServiceName) -> Option<String> {
-        let mut all = self.instances.lock().expect("instances");
+        let mut all = self.instances.lock();
         let list = all.get_mut(&service)?;
         if list.iter().filter(|i| i.running).count() < 2 {
             return None;
@@ -251,11 +268,15 @@ impl Cluster {
         Some(instance_name(service, k))
     }
 
+    /// The instances, for a fault's timer to ask later.
+    pub fn instances_handle(&self) -> Instances {
+        self.instances.clone()
+    }
+
     /// The running instances of `service`.
     pub fn running(&self, service: ServiceName) -> Vec<NodeId> {
         self.instances
             .lock()
-            .expect("instances")
             .get(&service)
             .map(|l| l.iter().filter(|i| i.running).map(|i| i.id).collect())
             .unwrap_or_default()

@@ -13,7 +13,7 @@ use pizza::config::{ServiceName, SysConfig};
 use super::cluster::{self, Cluster};
 use super::{fmt_t, Shared};
 use crate::node::BrokerShared;
-use crate::scenario::{Direction, FaultKind, Scenario};
+use crate::scenario::{Direction, FaultKind, Scenario, MAX_INSTANCES};
 
 /// The windows (epoch ms) in which the scenario's faults may keep the watchdog from marking, for
 /// a run that started at `start_ms`.
@@ -129,6 +129,26 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
                 Direction::Both => net.unclog_node(id),
             });
         }
+        scale @ (FaultKind::ScaleUp { .. }
+        | FaultKind::ScaleDown { .. }
+        | FaultKind::RollingRestart { .. }) => {
+            apply_scale_fault(cluster, scale);
+        }
+        disk @ (FaultKind::PowerLoss { .. } | FaultKind::SlowDisk { .. } | FaultKind::BusyDisk { .. }) => {
+            apply_disk_fault(cluster, disk, root);
+        }
+        FaultKind::Loss { rate, lasting } => {
+            net.update_config(|c| c.packet_loss_rate = rate);
+            later(lasting, move || net.update_config(|c| c.packet_loss_rate = 0.0));
+        }
+        broker_fault => apply_broker_fault(&cluster.broker, broker_fault),
+    }
+}
+
+/// Issue 15's faults: instances added, stopped, restarted one by one.
+fn apply_scale_fault(cluster: &Cluster, kind: FaultKind) {
+    let handle = &cluster.handle;
+    match kind {
         FaultKind::ScaleUp { service } => {
             let name = cluster.scale_up(service);
             note(cluster, format!("{name} started"));
@@ -141,23 +161,27 @@ fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
             ),
         },
         FaultKind::RollingRestart { service, every } => {
-            for (k, id) in cluster.running(service).into_iter().enumerate() {
+            // At most MAX_INSTANCES, so the fault ends when its scenario says.
+            let running = cluster.running(service);
+            for (k, id) in running.into_iter().take(MAX_INSTANCES).enumerate() {
                 let h = handle.clone();
+                let still = cluster.instances_handle();
                 later(every * k as u32, move || {
+                    // Not one a scale-down has stopped since.
+                    if !still.is_running(service, id) {
+                        return;
+                    }
                     h.send_ctrl_c(id);
                     let again = h.clone();
-                    later(every / 2, move || again.restart(id));
+                    later(every / 2, move || {
+                        if still.is_running(service, id) {
+                            again.restart(id);
+                        }
+                    });
                 });
             }
         }
-        disk @ (FaultKind::PowerLoss { .. } | FaultKind::SlowDisk { .. } | FaultKind::BusyDisk { .. }) => {
-            apply_disk_fault(cluster, disk, root);
-        }
-        FaultKind::Loss { rate, lasting } => {
-            net.update_config(|c| c.packet_loss_rate = rate);
-            later(lasting, move || net.update_config(|c| c.packet_loss_rate = 0.0));
-        }
-        broker_fault => apply_broker_fault(&cluster.broker, broker_fault),
+        _ => unreachable!("only the scale faults come here"),
     }
 }
 
