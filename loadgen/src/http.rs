@@ -242,8 +242,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_order_being_confirmed_is_of_unknown_fate_until_confirmed() {
         let (broker, client, req, server) = shop().await;
-        // Every answer now comes after the produce's timeout: confirming cannot settle it.
-        broker.answer_late(Duration::from_secs(3)).unwrap();
+        // Every answer now comes after the produce's timeout, and after the client's
+        // confirmations are over: confirming cannot settle it. (With answers 3 s late the web
+        // app's own view, which reads the log, shows the order before the confirmations end,
+        // and the order is confirmed: it is in the log.)
+        broker.answer_late(Duration::from_secs(30)).unwrap();
         match client.place(&req).await {
             Err(SendError::Unknown(why)) => assert!(why.contains("still being confirmed"), "{why}"),
             other => panic!("expected an order of unknown fate, got {other:?}"),
