@@ -96,7 +96,10 @@ pub async fn serve<T: Transport>(
     // The web app's own view, folded from the whole log, so any number of web instances each
     // show every order (issue 15).
     let view = Arc::new(ViewStore::open(&cfg.web_view_path())?);
-    let follower = ViewFollower::start(transport.clone(), cfg.sys.clone(), view.clone());
+    // The follower writes through a connection of its own: a live stream learns of a change from
+    // SQLite's `data_version`, which counts only other connections' commits.
+    let folded = Arc::new(ViewStore::open(&cfg.web_view_path())?);
+    let follower = ViewFollower::start(transport.clone(), cfg.sys.clone(), folded);
     let key = match &opts.session_key {
         Some(k) => k.clone(),
         None => SessionKey::load_or_create(&session_key_path(&cfg.data_dir))?,
