@@ -57,8 +57,9 @@ pub enum Mutant {
     /// The stores commit with SQLite's `synchronous=NORMAL` (the setting before issue 13): in WAL
     /// mode a power loss may roll back their last commits.
     StoreSyncNormal,
-    /// The status service starts on an empty view (its disk lost) from its group's committed
-    /// offsets, without reading the log again first (the behaviour before issue 13).
+    /// A view with nothing read yet (a new file, its disk lost) follows the log from its end,
+    /// not its start: what came before is never folded (the status service's behaviour before
+    /// issue 13, which went on from its group's committed offsets).
     EmptyViewNotRebuilt,
     /// The worker takes a mark the consumer refused (its partition was away for a rebalance) as
     /// made, and never makes it again: the group's committed offset stays behind for good.
@@ -75,11 +76,14 @@ pub enum Mutant {
     /// replicas are short, a leader is moving) as refused for good, so a produce-only outage
     /// fails records at once instead of retrying them.
     RefusalIsFinal,
+    /// Each status instance folds only what its group gives it into its view, and nothing else
+    /// does (the design before issue 15): with several instances, each view holds some orders.
+    StatusFoldsItsPartitions,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 21] = [
+    pub const ALL: [Mutant; 22] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -101,6 +105,7 @@ impl Mutant {
         Mutant::DeliverStateStaysLocal,
         Mutant::RestoreSkipped,
         Mutant::RefusalIsFinal,
+        Mutant::StatusFoldsItsPartitions,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -127,6 +132,7 @@ impl Mutant {
             Mutant::DeliverStateStaysLocal => "deliver-state-stays-local",
             Mutant::RestoreSkipped => "restore-skipped",
             Mutant::RefusalIsFinal => "refusal-is-final",
+            Mutant::StatusFoldsItsPartitions => "status-folds-its-partitions",
         }
     }
 }

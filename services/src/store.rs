@@ -5,7 +5,7 @@
 //! log. The delivery store is a cache of its changelog topic, filled again from it on every start,
 //! so it does not sync.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -360,11 +360,16 @@ impl ViewStore {
     /// since before `before_ms` by its own clock (`seen_ts`: when the fold took the status). The
     /// event's own timestamp was stamped by another node's clock, which may be off: aged by it,
     /// an order stamped by a clock running behind would be marked early.
+    ///
+    /// Oldest first, the first `limit` that `keep` takes (the watchdog keeps its own
+    /// partitions' orders), of at most `scan` rows read.
     pub fn stuck_candidates(
         &self,
         codes: &StatusCodes,
         before_ms: i64,
         limit: u32,
+        scan: u32,
+        keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let finals = [
             codes.delivered,
@@ -383,25 +388,33 @@ impl ViewStore {
         };
         self.db.with(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt
-                .query_map(
-                    params![before_ms, finals[0], finals[1], finals[2], finals[3], limit],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
+            let rows = stmt.query_map(
+                params![before_ms, finals[0], finals[1], finals[2], finals[3], scan],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            let mut kept = Vec::new();
+            for row in rows {
+                let (order_id, status) = row?;
+                if keep(&order_id) {
+                    kept.push((order_id, status));
+                    if kept.len() >= limit as usize {
+                        break;
+                    }
+                }
+            }
+            Ok(kept)
         })
     }
 
-    /// Replaces every row with those of the view at `other` (a rebuilt one), in one transaction:
-    /// a reader sees the rows before or the rows after, never an order half way back through
-    /// its statuses.
+    /// Replaces every row (and how far the log was read) with those of the view at `other` (a
+    /// rebuilt one), in one transaction: a reader sees the rows before or the rows after, never an
+    /// order half way back through its statuses.
     pub fn replace_with(&self, other: &Path) -> Result<(), StoreError> {
         self.db.with(|conn| {
             conn.execute("ATTACH DATABASE ?1 AS rebuilt", [other.to_string_lossy()])?;
             let copied = (|| {
                 let tx = conn.transaction()?;
-                for table in ["order_status", "order_timeline", "order_details"] {
+                for table in ["order_status", "order_timeline", "order_details", "followed"] {
                     tx.execute(&format!("DELETE FROM main.{table}"), [])?;
                     tx.execute(
                         &format!("INSERT INTO main.{table} SELECT * FROM rebuilt.{table}"),
@@ -497,6 +510,22 @@ impl FollowedView for ViewStore {
         ViewStore::followed(self)
     }
 
+    /// A new file beside this one (`orders.rebuild.db` beside `orders.db`), whatever an earlier
+    /// scratch left there removed first.
+    fn scratch(&self) -> Result<ViewStore, StoreError> {
+        let path = scratch_path(Path::new(&self.db.path));
+        remove_db_files(&path);
+        ViewStore::create(&path)
+    }
+
+    fn take_from(&self, scratch: ViewStore) -> Result<(), StoreError> {
+        let path = PathBuf::from(&scratch.db.path);
+        drop(scratch);
+        self.replace_with(&path)?;
+        remove_db_files(&path);
+        Ok(())
+    }
+
     fn apply_many_at(
         &self,
         codes: &StatusCodes,
@@ -504,6 +533,20 @@ impl FollowedView for ViewStore {
         read_to: &[(String, i32, i64)],
     ) -> Result<(), StoreError> {
         ViewStore::apply_many_at(self, codes, updates, read_to)
+    }
+}
+
+/// Where a view at `path` folds a first pass of the log that readers must not see half of.
+fn scratch_path(path: &Path) -> PathBuf {
+    path.with_extension("rebuild.db")
+}
+
+/// Removes a SQLite database and its `-wal` and `-shm` files, as far as they exist.
+fn remove_db_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut f = path.as_os_str().to_owned();
+        f.push(suffix);
+        let _ = std::fs::remove_file(f);
     }
 }
 
@@ -763,7 +806,7 @@ mod tests {
         drop(old);
         let view = ViewStore::open(&path).unwrap();
         let codes = StatusCodes::default();
-        let candidates = |before| view.stuck_candidates(&codes, before, 10).unwrap();
+        let candidates = |before| view.stuck_candidates(&codes, before, 10, 100, |_| true).unwrap();
         // A row from before the column ages by its event time.
         assert_eq!(candidates(2_000), [("a".to_owned(), 200)]);
         // A status taken now ages from now, though its event says it is from long ago (a clock
@@ -777,6 +820,36 @@ mod tests {
             .unwrap();
         view.apply_status(&codes, "b", 999, 6, None).unwrap();
         assert!(candidates(now + 60_000).iter().all(|(o, _)| o != "b"), "final");
+    }
+
+    /// The watchdog's own candidates: oldest first, those `keep` takes, at most `limit` of them
+    /// from at most `scan` rows.
+    #[test]
+    fn stuck_candidates_keep_the_instances_own_within_the_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = ViewStore::open(&dir.path().join("orders.db")).unwrap();
+        let codes = StatusCodes::default();
+        for i in 0..10 {
+            view.apply_status(&codes, &format!("o{i}"), 200, i, None).unwrap();
+        }
+        let later = now_ms() + 60_000;
+        let even = |o: &str| o.as_bytes()[1] % 2 == 0;
+        let ids = |c: Vec<(String, i64)>| c.into_iter().map(|(o, _)| o).collect::<Vec<_>>();
+        let all = ids(view.stuck_candidates(&codes, later, 100, 100, |_| true).unwrap());
+        assert_eq!(all.len(), 10);
+        let mine = ids(view.stuck_candidates(&codes, later, 100, 100, even).unwrap());
+        assert_eq!(mine, all.iter().filter(|o| even(o)).cloned().collect::<Vec<_>>());
+        assert_eq!(
+            view.stuck_candidates(&codes, later, 2, 100, even).unwrap().len(),
+            2,
+            "limit"
+        );
+        let scanned = ids(view.stuck_candidates(&codes, later, 100, 4, even).unwrap());
+        assert_eq!(
+            scanned,
+            all[..4].iter().filter(|o| even(o)).cloned().collect::<Vec<_>>(),
+            "scan"
+        );
     }
 
     /// The fold keeps the first customer and the first claim, in the order the facts come, and

@@ -268,6 +268,10 @@ struct Done {
     result: Result<(), HandleError>,
 }
 
+/// How often the worker asks its subscription whether its assignment changed, besides on each
+/// record.
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
+
 /// Runs a service's handler until shutdown (`Ok`) or a fatal error.
 pub async fn run_worker<T: Transport, H: Handler>(
     transport: T,
@@ -286,6 +290,10 @@ pub async fn run_worker<T: Transport, H: Handler>(
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(cfg.max_in_flight.max(1));
     let mut d = Driver::new(transport, cfg, handler, stats, done_tx);
     let mut draining = false;
+    // An assignment that changes while no record comes (an idle shop, a partition handed over
+    // with nothing in it) still reaches the handler: the status service's watchdog must know.
+    let mut assignment_checks = tokio::time::interval(ASSIGNMENT_CHECK);
+    assignment_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
         if draining && d.in_flight == 0 {
             break None;
@@ -300,6 +308,11 @@ pub async fn run_worker<T: Transport, H: Handler>(
             _ = shutdown.wait(), if !draining => {
                 tracing::info!(service = %d.cfg.name, in_flight = d.in_flight, "shutting down: finishing what is in flight");
                 draining = true;
+            }
+            _ = assignment_checks.tick() => {
+                if let Some(owned) = sub.assignment_changed() {
+                    d.handler.assigned(&owned);
+                }
             }
             received = sub.recv(), if !draining && d.has_room() => match received {
                 Ok(rec) => {

@@ -50,7 +50,9 @@ use pizza::probes::Probe;
 
 use crate::node::BrokerShared;
 use crate::scenario::Scenario;
-use checker::{check_log, check_rebuild, check_told, check_view_model, converge, watch_view, LogCounts};
+use checker::{
+    check_log, check_rebuild, check_told, check_view_model, converge, wait_for_views, watch_view, LogCounts,
+};
 use cluster::{service_config, Cluster};
 use customers::place_orders;
 pub use verdict::{Checks, Invariant, Outcome, Violation, ALWAYS_CHECKED};
@@ -285,10 +287,18 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     // Phase 2: converge within the heal budget.
     converge(&sc, &cluster.broker, &shared).await;
 
-    // The final checks read the log (the broker's own state) and the view.
+    // The final checks read the log (the broker's own state) and every running status
+    // instance's view, once each has folded the whole log.
+    let views: Vec<PathBuf> = cluster
+        .running_instances(ServiceName::Status)
+        .into_iter()
+        .map(|k| service_config(&sc, &root, ServiceName::Status, k).view_path())
+        .collect();
+    if let Some(model) = wait_for_views(&cluster.broker, &sys, &views, &shared).await {
+        check_view_model(&model, &views, &shared);
+    }
     let cfg = service_config(&sc, &root, ServiceName::Status, 0);
-    check_rebuild(&checker, cfg, &root, &view_path, &shared).await;
-    check_view_model(&cluster.broker, &sys, &view_path, &shared).await;
+    check_rebuild(&checker, cfg, &root, &views, &shared).await;
     // The run got here: nothing panicked.
     shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();

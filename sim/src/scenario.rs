@@ -122,14 +122,9 @@ impl Default for Scenario {
 /// Most instances of one service a scenario may start with.
 pub const MAX_INSTANCES: usize = 6;
 
-/// The services that may run as more than one instance. The status service folds the view the
-/// checker reads, so it runs alone until every web instance folds its own (issue 15, part 2).
-pub const SCALABLE: [ServiceName; 4] = [
-    ServiceName::Assemble,
-    ServiceName::Bake,
-    ServiceName::Deliver,
-    ServiceName::Merge,
-];
+/// The services that may run as more than one instance: every consuming service (issue 15; the
+/// status service since each instance folds the whole log into its own view).
+pub const SCALABLE: [ServiceName; 5] = ServiceName::CONSUMERS;
 
 impl Scenario {
     /// How many instances of `service` start.
@@ -590,12 +585,6 @@ impl Scenario {
             return Err(format!("instances must be 1..={MAX_INSTANCES}"));
         }
         for service in services {
-            if n > 1 && !SCALABLE.contains(&service) {
-                return Err(format!(
-                    "{} runs as one instance: the view the checker reads is its own",
-                    service.as_str()
-                ));
-            }
             self.instances.insert(service, n);
         }
         Ok(())
@@ -877,28 +866,42 @@ fn known_topic(topic: &str) -> Result<String, String> {
     }
 }
 
-/// Issue 15's knobs, drawn last: each service that scales starts as one to three instances, and
-/// in half the runs instances are added, removed or restarted one by one.
+/// Issue 15's knobs, drawn last: each service starts as one to three instances, and in half the
+/// runs instances are added, removed or restarted one by one. The status service's are drawn
+/// after the others' (it scaled last), so a seed draws what it drew before for the others.
 fn draw_scaling(sc: &mut Scenario, rng: &mut SplitMix64, window: u64) {
-    for service in SCALABLE {
-        sc.instances.insert(service, 1 + rng.below(3) as usize);
+    let (groups, [status]) = SCALABLE.split_at(4) else {
+        unreachable!("the status service is the last consumer");
+    };
+    for service in groups {
+        sc.instances.insert(*service, 1 + rng.below(3) as usize);
     }
+    let at = |rng: &mut SplitMix64| Duration::from_millis(rng.between(1_000, window));
+    let mut scale_fault = |rng: &mut SplitMix64, at: Duration, service: ServiceName| {
+        let kind = match rng.below(3) {
+            0 => FaultKind::ScaleUp { service },
+            1 => FaultKind::ScaleDown { service },
+            _ => FaultKind::RollingRestart {
+                service,
+                every: Duration::from_millis(rng.between(1_000, 10_000)),
+            },
+        };
+        sc.faults.push(Fault { at, kind });
+    };
     if rng.chance(0.5) {
         for _ in 0..=rng.below(3) {
-            let at = Duration::from_millis(rng.between(1_000, window));
-            let service = SCALABLE[rng.below(SCALABLE.len() as u64) as usize];
-            let kind = match rng.below(3) {
-                0 => FaultKind::ScaleUp { service },
-                1 => FaultKind::ScaleDown { service },
-                _ => FaultKind::RollingRestart {
-                    service,
-                    every: Duration::from_millis(rng.between(1_000, 10_000)),
-                },
-            };
-            sc.faults.push(Fault { at, kind });
+            let at = at(rng);
+            let service = groups[rng.below(groups.len() as u64) as usize];
+            scale_fault(rng, at, service);
         }
-        sc.faults.sort_by_key(|f| f.at);
     }
+    let instances = 1 + rng.below(3) as usize;
+    if rng.chance(0.25) {
+        let at = at(rng);
+        scale_fault(rng, at, *status);
+    }
+    sc.instances.insert(*status, instances);
+    sc.faults.sort_by_key(|f| f.at);
 }
 
 /// One of the faults issue 13 added, drawn for a swarm run. Outages run up to three minutes:
@@ -966,13 +969,7 @@ fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
 /// Issue 15's faults: `scale-up <service>`, `scale-down <service>`, `rolling-restart <service>
 /// every <duration>`.
 fn parse_scale_fault(w: &[&str]) -> Result<FaultKind, String> {
-    let scalable = |svc: &str| {
-        let service = parse_service(svc)?;
-        match SCALABLE.contains(&service) {
-            true => Ok(service),
-            false => Err(format!("{} runs as one instance", service.as_str())),
-        }
-    };
+    let scalable = parse_service;
     match w {
         ["scale-up", svc] => Ok(FaultKind::ScaleUp {
             service: scalable(svc)?,
@@ -1162,15 +1159,20 @@ mod tests {
         let sc = Scenario::parse("x", "x.scn", text).unwrap();
         assert_eq!(sc.instances_of(ServiceName::Deliver), 3);
         assert_eq!(sc.instances_of(ServiceName::Bake), 2);
-        assert_eq!(sc.instances_of(ServiceName::Status), 1);
+        assert_eq!(sc.instances_of(ServiceName::Status), 2);
         assert_eq!(sc.faults.len(), 3);
         assert_eq!(sc.faults_end(), Duration::from_secs(7 + 2 * MAX_INSTANCES as u64));
         assert_eq!(Scenario::parse("x", "x.scn", &sc.to_text()).unwrap(), sc);
         let err = |t: &str| Scenario::parse("x", "x.scn", t).unwrap_err().to_string();
-        assert!(err("instances status 2").contains("runs as one instance"));
+        assert_eq!(
+            Scenario::parse("x", "x.scn", "instances status 3")
+                .unwrap()
+                .instances_of(ServiceName::Status),
+            3
+        );
         assert!(err("instances 0").contains("1..=6"));
         assert!(err("instances deliver 7").contains("1..=6"));
-        assert!(err("at 1s scale-up status").contains("runs as one instance"));
+        assert!(err("at 1s scale-up web").contains("unknown service"));
         assert!(err("at 1s rolling-restart bake every 0s").contains("above 0"));
         assert!(err("at 1s rolling-restart bake").contains("expected"));
         // A swarm draw starts each service that scales as one to three instances.

@@ -6,7 +6,6 @@ pub mod assemble;
 pub mod bake;
 pub mod changelog;
 pub mod deliver;
-pub mod group_commit;
 pub mod merge;
 pub mod status;
 
@@ -20,6 +19,7 @@ use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
 use crate::store::{DeliveryStore, StoreError, ViewStore};
 use crate::transport::{Transport, TransportError};
+use crate::view::ViewFollower;
 use crate::worker::{run_worker, HandleError, Handler, WorkerConfig, WorkerCounts, WorkerError, WorkerStats};
 
 impl ServiceConfig {
@@ -64,8 +64,6 @@ pub enum RunError {
     Connect(#[source] TransportError),
     #[error("the service ended before it was asked to stop")]
     EndedEarly,
-    #[error("rebuilding an empty view from the log")]
-    Rebuild(#[from] crate::view::RebuildError),
 }
 
 impl RunError {
@@ -77,17 +75,6 @@ impl RunError {
             RunError::Worker(w) => w.gave_up_retrying(),
             RunError::Store(e) => e.is_busy(),
             RunError::Connect(e) => e.is_retriable(),
-            // The broker did not answer, or the view's file was busy: try again.
-            RunError::Rebuild(crate::view::RebuildError::Sink(e)) => {
-                e.downcast_ref::<StoreError>().is_some_and(StoreError::is_busy)
-            }
-            RunError::Rebuild(
-                crate::view::RebuildError::Transport(e)
-                | crate::view::RebuildError::Read(crate::transport::ReadError::Transport(e)),
-            ) => e.is_retriable(),
-            RunError::Rebuild(crate::view::RebuildError::Read(crate::transport::ReadError::Stalled(..))) => {
-                true
-            }
             RunError::DataDir(..) | RunError::NotAConsumer(_) | RunError::EndedEarly => false,
         }
     }
@@ -180,56 +167,35 @@ pub async fn run<T: Transport>(
             run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await?;
         }
         Service::Status(view) => {
-            // An empty view (a new file, or its disk lost) next to a group whose offsets say the
-            // log was read: read it all again first, or the view misses all that came before.
-            // The fold is idempotent, so what the group then reads again changes nothing.
-            if view.is_empty()? && !mutants::on(Mutant::EmptyViewNotRebuilt) {
-                rebuild_empty_view(&transport, &cfg, &view).await?;
-            }
+            // The handler only judges (the follower folds): as many records at once as it holds.
+            w.concurrency = w.max_in_flight;
+            let mut h = status::Status::new(cfg.clone());
+            // Every instance folds the whole log into its own view, from where its file says (a
+            // new file, or its disk lost: from the log's start).
+            let follower = if mutants::on(Mutant::StatusFoldsItsPartitions) {
+                h.folds_into = Some(view.clone());
+                None
+            } else {
+                Some(ViewFollower::start(
+                    transport.clone(),
+                    cfg.sys.clone(),
+                    view.clone(),
+                ))
+            };
             let watchdog = tokio::spawn(status::watchdog(
                 transport.clone(),
-                cfg.clone(),
-                view.clone(),
+                cfg,
+                view,
+                h.owned.clone(),
                 shutdown.clone(),
             ));
-            let h = Arc::new(status::Status::new(cfg, view));
-            let result = run_worker(transport, w, h.clone(), stats.clone(), shutdown).await;
+            let result = run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await;
             watchdog.abort();
-            h.stop().await;
+            drop(follower);
             result?;
         }
     }
     Ok(stats.counts())
-}
-
-/// Rebuilds the log into a file beside the view, then puts its rows into the view in one
-/// transaction (readers see the empty view, then the whole one).
-async fn rebuild_empty_view<T: Transport>(
-    transport: &T,
-    cfg: &ServiceConfig,
-    view: &ViewStore,
-) -> Result<(), RunError> {
-    let path = cfg.view_path();
-    let temp = path.with_extension("rebuild.db");
-    let remove = |p: &std::path::Path| {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut f = p.as_os_str().to_owned();
-            f.push(suffix);
-            let _ = std::fs::remove_file(f);
-        }
-    };
-    remove(&temp);
-    let rebuilt = {
-        let fresh = ViewStore::create(&temp)?;
-        crate::view::rebuild(transport, &cfg.sys, &fresh).await?
-    };
-    view.replace_with(&temp)?;
-    remove(&temp);
-    tracing::info!(
-        records = rebuilt.records,
-        "the view was empty: rebuilt it from the log"
-    );
-    Ok(())
 }
 
 #[allow(dead_code)]

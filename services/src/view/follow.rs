@@ -1,13 +1,14 @@
 //! A view that follows the whole log on its own: every partition of pizza-ordered and
 //! pizza-status, read outside any consumer group and folded with the same [`super::view_update`]
-//! and fold as the status service's. Each web instance keeps one, so any number of them each see
-//! every order (issue 15, part 2); the status service stays the one group member that marks stuck
-//! orders.
+//! and fold as [`super::rebuild`]'s. Each web instance and each status instance keeps one, so
+//! any number of them each see every order (issue 15).
 //!
 //! - **Where it starts.** The view's file records, in the transaction of each batch, the offset
 //!   it read each partition to; a restart reads on from there (the file is the snapshot). A new
-//!   file reads the log from its start, at `pizza view rebuild`'s pace: the log's retention must
-//!   keep what no snapshot covers.
+//!   file (or one whose disk was lost) reads the log from its start, at `pizza view rebuild`'s
+//!   pace, into a file beside it, and takes that whole once it reached the log's end as it was
+//!   when it began: a reader sees the empty view, then the whole one, never an order moving
+//!   back through its statuses. The log's retention must keep what no snapshot covers.
 //! - **Read your own writes.** [`ViewFollower::reached`] waits until the fold has passed a given
 //!   offset: the web app waits (bounded) for the offset its pizza-ordered was acknowledged at
 //!   before it shows the customer the order.
@@ -17,12 +18,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use super::{view_update, FollowedView, REBUILD_BATCH};
 use crate::config::SysConfig;
 use crate::error::Report;
-use crate::transport::{end_offsets_within, Reader, Record, Transport, ENDS_WITHIN};
+use crate::mutants::{self, Mutant};
+use crate::transport::{end_offsets_within, Reader, Record, Transport, TransportError, ENDS_WITHIN};
 
 /// How long the follower waits after a failure before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -110,13 +112,15 @@ async fn follow<T: Transport, V: FollowedView>(
             Ok(never) => match never {},
             Err(why) => why,
         };
-        tracing::warn!(error = %why, "the web app's view stopped following the log; trying again");
+        tracing::warn!(error = %why, "the view stopped following the log; trying again");
         shared.lock().trouble = Some(why);
         tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
-/// Reads both topics from where the view left off and folds them in, batch by batch.
+/// Reads both topics from where the view left off and folds them in, batch by batch. A view that
+/// has read nothing yet (a new file, its disk lost) is first built aside to the log's end as it
+/// was then, and taken whole: a reader never sees it half way back through the log.
 async fn follow_once<T: Transport, V: FollowedView>(
     transport: &T,
     sys: &SysConfig,
@@ -130,6 +134,9 @@ async fn follow_once<T: Transport, V: FollowedView>(
         .into_iter()
         .map(|(t, p, n)| ((t, p), n))
         .collect();
+    let fresh = resume.is_empty() && !mutants::on(Mutant::EmptyViewNotRebuilt);
+    // Per partition: where the reading starts, and the end it had then.
+    let mut starts: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     let mut readers = Vec::with_capacity(topics.len());
     for topic in topics {
         let ends = end_offsets_within(transport, topic, ENDS_WITHIN)
@@ -140,7 +147,14 @@ async fn follow_once<T: Transport, V: FollowedView>(
             .await
             .map_err(|e| format!("reading {topic}: {}", Report(&e)))?;
         for (p, end) in (0..).zip(ends) {
-            let mut from = resume.get(&(topic.to_owned(), p)).copied().unwrap_or(0);
+            // A view with nothing read starts at the log's start (at its end under the mutant,
+            // as the status service did before issue 13).
+            let unread = if mutants::on(Mutant::EmptyViewNotRebuilt) {
+                end
+            } else {
+                0
+            };
+            let mut from = resume.get(&(topic.to_owned(), p)).copied().unwrap_or(unread);
             if from > end {
                 // The log is shorter than the view read (the topic was made again, a new
                 // cluster): read it from its start; what the view holds from before stays.
@@ -156,32 +170,116 @@ async fn follow_once<T: Transport, V: FollowedView>(
             reader
                 .follow(p, from)
                 .map_err(|e| format!("following {topic}/{p}: {}", Report(&e)))?;
-            shared.lock().next.entry((topic.to_owned(), p)).or_insert(from);
+            starts.insert((topic.to_owned(), p), (from, end));
         }
         readers.push(reader);
     }
     shared.lock().trouble = None;
-    let [ordered, status] = &mut readers[..] else {
-        unreachable!("two topics");
-    };
-    loop {
-        let records = tokio::select! {
-            got = ordered.recv(REBUILD_BATCH) => got,
-            got = status.recv(REBUILD_BATCH) => got,
+    let mut batches = Pumps::start(readers);
+    if fresh {
+        let scratch = view
+            .scratch()
+            .map_err(|e| format!("a new view: {}", Report(&e)))?;
+        let mut next: HashMap<(String, i32), i64> =
+            starts.iter().map(|(k, (from, _))| (k.clone(), *from)).collect();
+        let started = tokio::time::Instant::now();
+        let mut folded = 0usize;
+        while starts.iter().any(|(k, (_, end))| next[k] < *end) {
+            let records = batches.next().await?;
+            folded += records.len();
+            for (t, p, n) in fold_batch(sys, &scratch, &records)? {
+                next.insert((t, p), n);
+            }
         }
-        .map_err(|e| format!("reading the log: {}", Report(&e)))?;
-        fold_batch(sys, view, shared, &records)?;
+        view.take_from(scratch)
+            .map_err(|e| format!("taking the new view: {}", Report(&e)))?;
+        tracing::info!(
+            records = folded,
+            secs = started.elapsed().as_secs_f64(),
+            "the view had read nothing: folded the log aside and took it whole"
+        );
+        moved_on(shared, next.into_iter().map(|((t, p), n)| (t, p, n)));
+    } else {
+        moved_on(shared, starts.into_iter().map(|((t, p), (from, _))| (t, p, from)));
+    }
+    loop {
+        let records = batches.next().await?;
+        let read_to = fold_batch(sys, view, &records)?;
+        moved_on(shared, read_to);
     }
 }
 
-/// Folds one batch (records of one topic, in order per partition) and moves its partitions on.
+/// Batches the follower is handed but has not folded yet, per reader: a bound on what it holds.
+const BATCHES_AHEAD: usize = 2;
+
+/// Each reader read on a task of its own into one channel: the batches of every topic as they
+/// come, and no read is ever cancelled half way (a read raced against another and dropped would
+/// be asked again, and under the simulation leave its answer behind).
+struct Pumps {
+    batches: mpsc::Receiver<Result<Vec<Record>, TransportError>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pumps {
+    fn start<R: Reader>(readers: Vec<R>) -> Pumps {
+        let (tx, batches) = mpsc::channel(BATCHES_AHEAD * readers.len().max(1));
+        let tasks = readers
+            .into_iter()
+            .map(|mut reader| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let got = reader.recv(REBUILD_BATCH).await;
+                        let failed = got.is_err();
+                        if tx.send(got).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Pumps { batches, tasks }
+    }
+
+    /// The next batch any reader read.
+    async fn next(&mut self) -> Result<Vec<Record>, String> {
+        match self.batches.recv().await {
+            Some(Ok(records)) => Ok(records),
+            Some(Err(e)) => Err(format!("reading the log: {}", Report(&e))),
+            None => Err("the log's readers ended".into()),
+        }
+    }
+}
+
+impl Drop for Pumps {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Records that the fold has read each (topic, partition) to the offset given, and wakes whoever
+/// waits for it.
+fn moved_on(shared: &Shared, read_to: impl IntoIterator<Item = (String, i32, i64)>) {
+    {
+        let mut progress = shared.lock();
+        for (t, p, n) in read_to {
+            let next = progress.next.entry((t, p)).or_default();
+            *next = (*next).max(n);
+        }
+    }
+    shared.changed.notify_waiters();
+}
+
+/// Folds one batch (records of one topic, in order per partition) into `view`; returns how far
+/// it read each of their partitions.
 fn fold_batch<V: FollowedView>(
     sys: &SysConfig,
     view: &V,
-    shared: &Shared,
     records: &[Record],
-) -> Result<(), String> {
-    // Malformed records are the status service's to dead-letter; the view passes over them.
+) -> Result<Vec<(String, i32, i64)>, String> {
+    // Malformed records are the status service's group's to dead-letter; a view passes over them.
     let updates: Vec<_> = records.iter().filter_map(|r| view_update(sys, r).ok()).collect();
     let mut read_to: HashMap<(String, i32), i64> = HashMap::new();
     for r in records {
@@ -191,13 +289,5 @@ fn fold_batch<V: FollowedView>(
     let read_to: Vec<(String, i32, i64)> = read_to.into_iter().map(|((t, p), n)| (t, p, n)).collect();
     view.apply_many_at(&sys.codes, &updates, &read_to)
         .map_err(|e| format!("folding into the view: {}", Report(&e)))?;
-    {
-        let mut progress = shared.lock();
-        for (t, p, n) in read_to {
-            let next = progress.next.entry((t, p)).or_default();
-            *next = (*next).max(n);
-        }
-    }
-    shared.changed.notify_waiters();
-    Ok(())
+    Ok(read_to)
 }

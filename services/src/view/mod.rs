@@ -47,6 +47,20 @@ pub trait FollowedView: ViewSink {
         updates: &[ViewUpdate],
         read_to: &[(String, i32, i64)],
     ) -> Result<(), Self::Error>;
+
+    /// A new, empty view of the same kind, for a first fold of the log that readers must not
+    /// see half of (this view has read nothing yet: a new file, its disk lost). Filled, it is
+    /// taken whole by [`FollowedView::take_from`].
+    fn scratch(&self) -> Result<Self, Self::Error>
+    where
+        Self: Sized;
+
+    /// Replaces every row, and how far the log was read, with `scratch`'s, in one transaction
+    /// (a reader sees the view before or after, never an order half way back through its
+    /// statuses), and discards `scratch`.
+    fn take_from(&self, scratch: Self) -> Result<(), Self::Error>
+    where
+        Self: Sized;
 }
 
 /// An order's status in the view.

@@ -14,7 +14,7 @@ use pizza::error::Report;
 use pizza::event::parse;
 use pizza::hostile::consumed_topics;
 use pizza::services::{assemble, bake, deliver, merge, status, ServiceConfig};
-use pizza::store::{DeliveryStore, ViewStore};
+use pizza::store::DeliveryStore;
 use pizza::transport::kafka::KafkaTransport;
 use pizza::transport::Record;
 use pizza::worker::{HandleError, Handler};
@@ -64,7 +64,7 @@ fn handlers() -> Handlers {
                 transport,
                 cfg: cfg.clone(),
             },
-            status: status::Status::new(cfg.clone(), Arc::new(ViewStore::open(&cfg.view_path()).unwrap())),
+            status: status::Status::new(cfg.clone()),
             sys: cfg_sys(&cfg),
             _broker: broker,
             _dir: dir,

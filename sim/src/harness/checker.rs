@@ -423,12 +423,12 @@ pub(super) async fn converge(sc: &Scenario, bs: &BrokerShared, shared: &Shared) 
 }
 
 /// Rebuilds the view from the log on the checker's node (as `pizza::view::rebuild` would for an
-/// operator) and compares it with the live one at `view_path`.
+/// operator) and compares it with each live one at `views` (every running status instance's).
 pub(super) async fn check_rebuild(
     checker: &NodeHandle,
     cfg: ServiceConfig,
     root: &Path,
-    view_path: &Path,
+    views: &[PathBuf],
     shared: &Shared,
 ) {
     let rebuild_path = root.join("rebuilt.db");
@@ -444,13 +444,18 @@ pub(super) async fn check_rebuild(
         .await
         .expect("the checker node runs");
     match rebuilt {
-        Ok(path) => compare_views(shared, view_path, &path),
+        Ok(path) => {
+            for view in views {
+                compare_views(shared, view, &path);
+            }
+        }
         Err(e) => shared.violate(Invariant::ViewEqualsRebuild, None, format!("rebuild failed: {e}")),
     }
 }
 
 fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
     let dump = |p: &Path| ViewStore::open_read_only(p).and_then(|v| v.dump());
+    let who = format!("{}'s view", instance_of(live));
     let (live, rebuilt) = (dump(live), dump(rebuilt));
     if let Ok(a) = &live {
         shared.checked(
@@ -466,12 +471,12 @@ fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
                 .iter()
                 .zip(&b.status)
                 .find(|(x, y)| x != y)
-                .map(|(x, y)| (x.0.clone(), format!("live {x:?}, rebuilt {y:?}")));
+                .map(|(x, y)| (x.0.clone(), format!("{who} {x:?}, rebuilt {y:?}")));
             let (order, detail) = diff.unwrap_or_else(|| {
                 (
                     String::new(),
                     format!(
-                        "live has {} status rows, {} timeline rows, {} details; rebuilt {}, {}, {}",
+                        "{who} has {} status rows, {} timeline rows, {} details; rebuilt {}, {}, {}",
                         a.status.len(),
                         a.timeline.len(),
                         a.details.len(),
@@ -492,14 +497,31 @@ fn compare_views(shared: &Shared, live: &Path, rebuilt: &Path) {
     }
 }
 
+/// The records the status service's group has not judged yet.
+fn status_lag(bs: &BrokerShared, sys: &SysConfig) -> i64 {
+    bs.lock()
+        .lag()
+        .get(sys.group(ServiceName::Status))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The status instance whose view is at `path` (its data directory's name), for a report.
+fn instance_of(path: &Path) -> String {
+    path.parent().and_then(Path::file_name).map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// The spec's fold of pizza-status, when the status service's group has read all of it; else
 /// how many records it has left.
 fn status_model(bs: &BrokerShared, sys: &SysConfig) -> Result<ViewModel, i64> {
-    let b = bs.lock();
-    let lag = b.lag().get(sys.group(ServiceName::Status)).copied().unwrap_or(0);
+    let lag = status_lag(bs, sys);
     if lag > 0 {
         return Err(lag);
     }
+    let b = bs.lock();
     let mut model = ViewModel::default();
     for part in b.log(&sys.topics.status) {
         // Hostile records carry a tag; the status service dead-letters those that are not
@@ -511,30 +533,92 @@ fn status_model(bs: &BrokerShared, sys: &SysConfig) -> Result<ViewModel, i64> {
     Ok(model)
 }
 
-/// How long the final check of the view waits for the status service to read pizza-status to
-/// its end: after convergence, an instance still at work (a stalled handler, a resend) may add a
-/// record while the rebuild runs.
+/// How long the final checks wait for the status service to read the log to its end: its group
+/// to judge every record, and every instance's view to fold it. After convergence an instance
+/// still at work (a stalled handler, a resend) may add a record while the rebuild runs.
 const VIEW_MODEL_WAIT_MS: i64 = 60_000;
 
-/// The live view against the checker's own model of pizza-status, once the status service has
-/// read all of it (it waits [`VIEW_MODEL_WAIT_MS`] for that; a status service that does not get
-/// there is a violation).
-pub(super) async fn check_view_model(bs: &BrokerShared, sys: &SysConfig, view_path: &Path, shared: &Shared) {
-    let deadline = now_ms() + VIEW_MODEL_WAIT_MS;
-    let model = loop {
-        match status_model(bs, sys) {
-            Ok(model) => break model,
-            Err(lag) if now_ms() >= deadline => {
-                let detail = format!("the status service left {lag} records unread");
-                return shared.violate(Invariant::ViewFollowsSpec, None, detail);
-            }
-            Err(_) => tokio::time::sleep(CONVERGE_POLL).await,
+/// How far the view at `path` is behind the log: the records of pizza-ordered and pizza-status
+/// its follower has not folded yet.
+fn view_behind(bs: &BrokerShared, sys: &SysConfig, path: &Path) -> Result<i64, String> {
+    let followed = ViewStore::open_read_only(path)
+        .and_then(|v| v.followed())
+        .map_err(|e| Report(&e).to_string())?;
+    let b = bs.lock();
+    let mut behind = 0;
+    for topic in [&sys.topics.ordered, &sys.topics.status] {
+        for (p, end) in (0..).zip(b.end_offsets(topic).unwrap_or_default()) {
+            let next = followed
+                .iter()
+                .find(|(t, q, _)| t == topic && *q == p)
+                .map_or(0, |(.., n)| *n);
+            behind += (end - next).max(0);
         }
-    };
+    }
+    Ok(behind)
+}
+
+/// Waits, [`VIEW_MODEL_WAIT_MS`] at most, for the status service's group to have judged the whole
+/// log and for every view at `views` to have folded it; returns the spec's fold of pizza-status
+/// as it was at that moment. A view that does not get there is a violation (the checks after
+/// this still compare it, with the model as it is then).
+pub(super) async fn wait_for_views(
+    bs: &BrokerShared,
+    sys: &SysConfig,
+    views: &[PathBuf],
+    shared: &Shared,
+) -> Option<ViewModel> {
+    let deadline = now_ms() + VIEW_MODEL_WAIT_MS;
+    loop {
+        // No await from here to the model: the simulation runs one task at a time, so no record
+        // lands between the checks and the model.
+        let lag = status_lag(bs, sys);
+        let behind: Vec<(&PathBuf, Result<i64, String>)> = views
+            .iter()
+            .map(|v| (v, view_behind(bs, sys, v)))
+            .filter(|(_, b)| *b != Ok(0))
+            .collect();
+        if lag == 0 && behind.is_empty() {
+            return status_model(bs, sys).ok();
+        }
+        if now_ms() >= deadline {
+            if lag > 0 {
+                let detail = format!("the status service's group left {lag} records unread");
+                shared.violate(Invariant::ViewFollowsSpec, None, detail);
+                return None;
+            }
+            for (view, b) in behind {
+                let detail = match b {
+                    Ok(n) => format!(
+                        "{}'s view has {n} records of the log left to fold",
+                        instance_of(view)
+                    ),
+                    Err(e) => format!(
+                        "could not read how far {}'s view followed: {e}",
+                        instance_of(view)
+                    ),
+                };
+                shared.violate(Invariant::ViewFollowsSpec, None, detail);
+            }
+            return status_model(bs, sys).ok();
+        }
+        tokio::time::sleep(CONVERGE_POLL).await;
+    }
+}
+
+/// Each live view at `views` against `model`, the checker's own fold of pizza-status (as
+/// [`wait_for_views`] returned it, before anything else ran).
+pub(super) fn check_view_model(model: &ViewModel, views: &[PathBuf], shared: &Shared) {
+    for view in views {
+        check_view_against(model, view, shared);
+    }
+}
+
+fn check_view_against(model: &ViewModel, view_path: &Path, shared: &Shared) {
     let rows = match ViewStore::open_read_only(view_path).and_then(|v| v.status_rows()) {
         Ok(rows) => rows,
         Err(e) => {
-            let detail = format!("could not read the view: {}", Report(&e));
+            let detail = format!("could not read {}'s view: {}", instance_of(view_path), Report(&e));
             return shared.violate(Invariant::ViewFollowsSpec, None, detail);
         }
     };
@@ -546,13 +630,16 @@ pub(super) async fn check_view_model(bs: &BrokerShared, sys: &SysConfig, view_pa
     for (order, status, _, stuck, _) in rows {
         let expected = model.orders.get(&order);
         if expected != Some(&oracle::Expected { status, stuck }) {
-            let detail = format!("the view holds status {status} (stuck: {stuck}); the spec's fold of pizza-status gives {expected:?}");
+            let detail = format!("{}'s view holds status {status} (stuck: {stuck}); the spec's fold of pizza-status gives {expected:?}", instance_of(view_path));
             shared.violate(Invariant::ViewFollowsSpec, Some(&order), detail);
         }
         seen.insert(order);
     }
     for (order, e) in model.orders.iter().filter(|(o, _)| !seen.contains(*o)) {
-        let detail = format!("not in the view; the spec's fold of pizza-status gives {e:?}");
+        let detail = format!(
+            "not in {}'s view; the spec's fold of pizza-status gives {e:?}",
+            instance_of(view_path)
+        );
         shared.violate(Invariant::ViewFollowsSpec, Some(order), detail);
     }
 }

@@ -282,6 +282,15 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The numbers of the running instances of `service` (0 for its first).
+    pub fn running_instances(&self, service: ServiceName) -> Vec<usize> {
+        self.instances
+            .lock()
+            .get(&service)
+            .map(|l| (0..).zip(l).filter(|(_, i)| i.running).map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    }
+
     /// The customers' node (it runs what the harness spawns on it), its clock as `sc` says.
     pub fn customers_node(&self, sc: &Scenario) -> NodeHandle {
         let node = self

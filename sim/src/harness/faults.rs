@@ -17,13 +17,30 @@ use crate::scenario::{Direction, FaultKind, Scenario, MAX_INSTANCES};
 
 /// The windows (epoch ms) in which the scenario's faults may keep the watchdog from marking, for
 /// a run that started at `start_ms`.
+///
+/// A status instance added by a scale-up folds the log into a new view, so it ages every order
+/// from then, as a status service whose disk was lost does: the orders its group hands it are
+/// marked up to an SLA (and the time to fold the log) later than the checker's own ages say.
 pub(super) fn impaired_windows(sc: &Scenario, start_ms: i64) -> Vec<(i64, i64)> {
+    let sys = cluster::sys_config(sc);
+    let sla_ms = sc.time_scale.scale_secs(sys.stuck_after_secs).as_millis() as i64;
     sc.faults
         .iter()
         .filter(|f| f.kind.impairs_watchdog())
-        .map(|f| f.window(start_ms))
+        .map(|f| match f.kind {
+            FaultKind::ScaleUp {
+                service: ServiceName::Status,
+            } => {
+                let (from, _) = f.window(start_ms);
+                (from, from + sla_ms + NEW_VIEW_FOLDED_MS)
+            }
+            _ => f.window(start_ms),
+        })
         .collect()
 }
+
+/// The time allowed a new status instance to fold the log into its view and join its group.
+const NEW_VIEW_FOLDED_MS: i64 = 10_000;
 
 /// Phase 1: applies each fault at its time (from `start_ms`), noting it in the trace.
 pub(super) async fn inject(sc: &Scenario, start_ms: i64, cluster: &Cluster, shared: &Shared, root: &Path) {
