@@ -11,17 +11,17 @@
 #               start both again 10 s later
 #   service     SIGKILL the deliver service (not a broker), start it again 1 s later: the stall
 #               is its group's rebalance
-# and, when one of these is named, the shop runs three instances of assemble, bake, deliver and
-# merge (each service one consumer group; status runs one) and three web apps, each folding its
-# own view (issue 15):
-#   kill-instance   SIGKILL one instance of each of the four services
+# and, when one of these is named, the shop runs three instances of each of the five services
+# (each service one consumer group; each status instance folds its own view) and three web apps,
+# each folding its own view too (issue 15):
+#   kill-instance   SIGKILL one instance of each of the five services
 #   add-instance    start one more instance of each
 #   scale           SIGKILL one instance of each, start one more 5 s later, stop two gracefully
 #                   5 s after that
 # After each: no order told "placed" lost, none delivered twice, every group's lag back to 0
-# (loadgen's own checks); through all of them no order's status moves back in the live view
-# (`pizza view watch`, and in each web app's view); after all: the live view, and each web app's,
-# equals its rebuild from the log. Prints a line
+# (loadgen's own checks); through all of them no order's status moves back in any status
+# instance's view or any web app's (`pizza view watch` on each); after all: the view of every
+# status instance still running, and each web app's, equals its rebuild from the log. Prints a line
 # per fault with how long the shop stalled (loadgen's longest time without a completion).
 # Usage: [GROUP_PROTOCOL=classic|consumer] scripts/kafka-faults.sh [RATE] [FAULT...]
 # (default: 300, every broker fault; `service` is run when named). GROUP_PROTOCOL=consumer puts
@@ -60,15 +60,16 @@ printf '[kafka-topic-config]\nreplication_factor = 3\n' > "$work/sys.ini"
 "$bin/pizza" topics create --brokers "$brokers" --sys-config "$work/sys.ini" >&2
 mkdir -p "$work/data"
 printf '[kafka]\nbootstrap.servers = %s\ngroup.protocol = %s\n' "$brokers" "${GROUP_PROTOCOL:-classic}" > "$work/kafka.ini"
-# Three instances of the services that scale when an instance fault is asked for.
+# Three instances of every service when an instance fault is asked for.
 instances=1
 for f in "${faults[@]}"; do
   case $f in kill-instance|add-instance|scale) instances=3 ;; esac
 done
-scalable=(assemble bake deliver merge)
+scalable=(assemble bake deliver merge status)
 declare -A service_pid # service -> its first instance's pid (the `service` fault's)
 declare -A running     # service -> the pids of its running instances, oldest first
 declare -A started     # service -> instances started so far
+declare -A view_of     # a status instance's pid -> its view
 serve() {
   local k=$(( ${started[$1]:-0} + 1 )) data=$work/data
   started[$1]=$k
@@ -77,11 +78,12 @@ serve() {
   (( k == 1 )) && service_pid[$1]=$!
   running[$1]="${running[$1]:-} $!"
   pids+=($!)
+  [[ $1 == status ]] && view_of[$!]=$data/orders.db
+  return 0
 }
 for s in "${scalable[@]}"; do
   for _ in $(seq 1 "$instances"); do serve "$s"; done
 done
-serve status
 webs=()
 if (( instances > 1 )); then
   for k in 1 2 3; do
@@ -95,21 +97,21 @@ fi
 
 # Ready: five orders through every service before the first fault.
 "$bin/loadgen" --brokers "$brokers" --rate 5 --duration 1s --warmup 0s --timeout 120s > "$work/ready.txt"
-# No status regression, watched live: every order's status in the view, polled every 250 ms
-# through every fault. The status service creates its view when it starts; wait for the file.
-for _ in $(seq 1 100); do [[ -f $work/data/orders.db ]] && break; sleep 0.1; done
-"$bin/pizza" view watch --db "$work/data/orders.db" --every 250ms > "$work/watch.txt" 2> "$work/watch.log" &
-watchers=($!)
-pids+=($!)
-views=("$work/data/orders.db")
-for v in "${webs[@]}"; do
-  for _ in $(seq 1 100); do [[ -f $v ]] && break; sleep 0.1; done
-  n=${#views[@]}
-  "$bin/pizza" view watch --db "$v" --every 250ms > "$work/watch-$n.txt" 2> "$work/watch-$n.log" &
+# No status regression, watched live: every order's status in each view (each status
+# instance's, each web app's), polled every 250 ms through every fault. A service creates its
+# view when it starts; wait for the file.
+watchers=()
+views=()
+watch() {
+  local n=${#views[@]}
+  for _ in $(seq 1 100); do [[ -f $1 ]] && break; sleep 0.1; done
+  "$bin/pizza" view watch --db "$1" --every 250ms > "$work/watch-$n.txt" 2> "$work/watch-$n.log" &
   watchers+=($!)
   pids+=($!)
-  views+=("$v")
-done
+  views+=("$1")
+}
+status_views() { local p; for p in ${running[status]}; do echo "${view_of[$p]}"; done; }
+for v in $(status_views) "${webs[@]}"; do watch "$v"; done
 
 # The node leading the most partitions of the shop's topics.
 busiest() {
@@ -131,7 +133,11 @@ kill_one() {
     running[$s]="${p[*]:1}"
   done
 }
-add_one() { local s; for s in "${scalable[@]}"; do serve "$s"; done; }
+add_one() {
+  local s
+  for s in "${scalable[@]}"; do serve "$s"; done
+  watch "${view_of[${pids[-1]}]}"
+}
 # SIGTERM the two oldest running instances of each, and wait for them to finish and leave.
 stop_two() {
   local s p q gone=()
@@ -163,10 +169,10 @@ inject() {
       up "$m" & local b=$!
       wait "$a"; wait "$b"
       ;;
-    kill-instance) echo "SIGKILL one instance of each of 4 services"; kill_one ;;
-    add-instance) echo "one more instance of each of 4 services"; add_one ;;
+    kill-instance) echo "SIGKILL one instance of each of 5 services"; kill_one ;;
+    add-instance) echo "one more instance of each of 5 services"; add_one ;;
     scale)
-      echo "SIGKILL 1, add 1, stop 2 of each of 4"
+      echo "SIGKILL 1, add 1, stop 2 of each of 5"
       kill_one; sleep 5; add_one; sleep 5; stop_two
       ;;
     *) echo "kafka-faults.sh: unknown fault '$1' (leader, controller, zombie, two-down, service, kill-instance, add-instance, scale)" >&2; exit 2 ;;
@@ -198,8 +204,7 @@ EOF
 done
 
 for i in "${!watchers[@]}"; do
-  out=$work/watch.txt log=$work/watch.log
-  (( i > 0 )) && out=$work/watch-$i.txt log=$work/watch-$i.log
+  out=$work/watch-$i.txt log=$work/watch-$i.log
   kill -TERM "${watchers[$i]}" 2>/dev/null || true # (it may have ended already: wait says how)
   if wait "${watchers[$i]}"; then
     echo "no status regression in ${views[$i]#"$work"/}: $(cat "$out")" >&2
@@ -210,9 +215,10 @@ for i in "${!watchers[@]}"; do
   fi
 done
 
-# The views every service's output folded into (the status service's, each web app's), against
-# the log. A web app's view follows the log on its own, so it may still be reading: compared
-# again, 5 s apart, for at most a minute.
+# The views every service's output folded into (each running status instance's, each web app's),
+# against the log. A view follows the log on its own, so it may still be reading: compared again,
+# 5 s apart, for at most a minute. (A killed or stopped instance's view stays where it stopped.)
+views=($(status_views) "${webs[@]}")
 for i in "${!views[@]}"; do
   for attempt in $(seq 1 12); do
     rm -f "$work/rebuilt-$i.db"*

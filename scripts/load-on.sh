@@ -8,8 +8,8 @@
 # WARMUP is loadgen's unmeasured first stretch at RATE (a fresh broker's JVM is still compiling).
 # CLIENT_PROPS (space-separated key=value) are librdkafka properties for every client, the
 # services' and loadgen's, as a [kafka] section would give them (e.g. CLIENT_PROPS=linger.ms=5).
-# INSTANCES=N runs N instances of assemble, bake, deliver and merge, each in its service's
-# consumer group with a data directory of its own (status runs one: docs/scale-out.md).
+# INSTANCES=N runs N instances of each of the five services, each in its service's consumer group
+# with a data directory of its own (docs/scale-out.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker=${1:-}
@@ -61,9 +61,7 @@ fi
 instances=${INSTANCES:-1}
 [[ $instances =~ ^[1-9]$ ]] || { echo "load-on.sh: INSTANCES is 1..9, not '$instances'" >&2; exit 2; }
 for s in assemble bake deliver merge status; do
-  n=$instances
-  [[ $s == status ]] && n=1
-  for k in $(seq 1 "$n"); do
+  for k in $(seq 1 "$instances"); do
     data=$work
     (( k > 1 )) && data=$work/$s-$k
     mkdir -p "$data"

@@ -270,11 +270,12 @@ pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delive
     instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with(&broker.props()).await;
 }
 
-/// Issue 15: two instances of every service that scales (status runs alone: its view is the one
-/// read here), each service one consumer group. Mid-flight one deliver and one bake instance are
-/// SIGKILLed and a third deliver instance starts; later another deliver instance stops
-/// gracefully. Their partitions move with orders half way through them: nothing is lost, no
-/// status moves back, and every order has one delivery time.
+/// Issue 15: two instances of every service, each service one consumer group. Mid-flight one
+/// deliver, one bake and one status instance are SIGKILLed, and a third deliver and a third
+/// status instance start; later another deliver instance stops gracefully. Their partitions move
+/// with orders half way through them: nothing is lost, no status moves back in the first status
+/// instance's view (the one watched), every order has one delivery time, and the new status
+/// instance's view, folded from the log, shows every order delivered too.
 pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with(props: &KafkaProps) {
     const ORDERS: usize = 60;
     let sys = SysConfig::default();
@@ -282,7 +283,10 @@ pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delive
     let dir = data_dir();
     write_kafka_ini(dir.path(), props);
     let scale = "0.05";
-    let mut procs = vec![Proc::instance(ServiceName::Status, dir.path(), 0, scale)];
+    let mut procs = vec![
+        Proc::instance(ServiceName::Status, dir.path(), 0, scale),
+        Proc::instance(ServiceName::Status, dir.path(), 1, scale),
+    ];
     for service in [
         ServiceName::Assemble,
         ServiceName::Bake,
@@ -303,10 +307,12 @@ pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delive
     .await;
     let delivered_before = count_at(&view, &ids, 999);
     assert!(delivered_before < ORDERS, "orders still in flight when killed");
-    // procs: status, assemble 0 1, bake 0 1, deliver 0 1, merge 0 1.
-    procs[3].kill9();
-    procs[5].kill9();
+    // procs: status 0 1, assemble 0 1, bake 0 1, deliver 0 1, merge 0 1.
+    procs[1].kill9();
+    procs[4].kill9();
+    procs[6].kill9();
     procs.push(Proc::instance(ServiceName::Deliver, dir.path(), 2, scale));
+    procs.push(Proc::instance(ServiceName::Status, dir.path(), 2, scale));
     wait_for("more orders delivered", Duration::from_secs(90), || async {
         count_at(&view, &ids, 999) >= delivered_before + 5
     })
@@ -314,12 +320,19 @@ pub async fn instances_hand_partitions_over_without_losing_or_repeating_a_delive
     // It finishes what it holds and leaves; amid the rebalance the kill started, the classic
     // protocol may take longer to let it go than the close waits (`CLOSE_TIMEOUT`), and it then
     // exits with that error. Either way the orders it held must all be delivered once (below).
-    let stopped = procs[6].terminate().await;
+    let stopped = procs[7].terminate().await;
     eprintln!("the deliver instance stopped mid-rebalance exited with {stopped}");
     let watched = (monitor, regressions);
     all_delivered_once(&view, &ids, dir.path(), &customer, watched, "the handovers").await;
+    let added = dir.path().join("status-2").join("orders.db");
+    wait_for(
+        "the added status instance's view shows every order delivered",
+        Duration::from_secs(60),
+        || async { ViewStore::open_read_only(&added).is_ok_and(|v| count_at(&v, &ids, 999) == ORDERS) },
+    )
+    .await;
     for (i, p) in procs.iter_mut().enumerate() {
-        if ![3, 5, 6].contains(&i) {
+        if ![1, 4, 6, 7].contains(&i) {
             assert!(p.terminate().await.success(), "{} exits cleanly", p.service);
         }
     }
