@@ -1,7 +1,8 @@
 //! What decides the shop's speed: the partitioner, event JSON, each service's pure step, the
 //! SQLite view (one update per transaction, batched, and a 100,000-event rebuild), deliver's store
-//! (each write synced alone against group commit), and the whole
-//! pipeline on the embedded broker at time scale 0. `cargo bench -p pizza-benches`.
+//! (each write synced alone against group commit), the whole pipeline on the embedded broker at
+//! time scale 0, and the restores of deliver's state and of a new view from the log. `cargo
+//! bench -p pizza-benches`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -321,24 +322,13 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Writes every fact of `orders` orders (customer, baked, claim) to `topic`, each on its order's
-/// partition, many produces at once.
-async fn fill_changelog(transport: &KafkaTransport, topic: &str, orders: u32, salt: u32, partitions: i32) {
+/// Produces `records`, at most 5,000 at once.
+async fn produce_all(transport: &KafkaTransport, records: impl Iterator<Item = pizza::transport::OutRecord>) {
     use pizza::transport::Transport;
     let mut pending = tokio::task::JoinSet::new();
-    for i in 0..orders {
-        let id = pizza::domain::OrderId::nth(i, salt).as_str().to_owned();
-        let p = partition_for(id.as_bytes(), partitions);
-        for fact in [
-            DeliveryFact::Customer(format!("c{i}")),
-            DeliveryFact::Baked,
-            DeliveryFact::Claimed { at_ms: now_ms() },
-        ] {
-            let mut out = pizza::transport::OutRecord::new(topic, id.as_str(), changelog::encode_fact(&fact));
-            out.partition = Some(p);
-            let t = transport.clone();
-            pending.spawn(async move { t.produce(out).await.unwrap() });
-        }
+    for out in records {
+        let t = transport.clone();
+        pending.spawn(async move { t.produce(out).await.unwrap() });
         while pending.len() > 5_000 {
             pending.join_next().await.unwrap().unwrap();
         }
@@ -346,6 +336,51 @@ async fn fill_changelog(transport: &KafkaTransport, topic: &str, orders: u32, sa
     while let Some(done) = pending.join_next().await {
         done.unwrap();
     }
+}
+
+/// Writes every fact of `orders` orders (customer, baked, claim) to `topic`, each on its order's
+/// partition.
+async fn fill_changelog(transport: &KafkaTransport, topic: &str, orders: u32, salt: u32, partitions: i32) {
+    let facts = (0..orders).flat_map(|i| {
+        let id = pizza::domain::OrderId::nth(i, salt).as_str().to_owned();
+        let p = partition_for(id.as_bytes(), partitions);
+        [
+            DeliveryFact::Customer(format!("c{i}")),
+            DeliveryFact::Baked,
+            DeliveryFact::Claimed { at_ms: now_ms() },
+        ]
+        .map(|fact| {
+            let mut out = pizza::transport::OutRecord::new(topic, id.as_str(), changelog::encode_fact(&fact));
+            out.partition = Some(p);
+            out
+        })
+    });
+    produce_all(transport, facts).await;
+}
+
+/// A broker for a restore bench: the cluster PIZZA_BENCH_BROKERS names (its topics created
+/// from `sys`), or an embedded one.
+fn restore_broker(
+    rt: &tokio::runtime::Runtime,
+    sys: &SysConfig,
+    client: &str,
+) -> (Option<EmbeddedBroker>, KafkaTransport) {
+    let (embedded, props) = match std::env::var("PIZZA_BENCH_BROKERS") {
+        Ok(brokers) => (None, pizza::config::KafkaProps::bootstrap(&brokers)),
+        Err(_) => {
+            let b = EmbeddedBroker::start(sys).unwrap();
+            let props = b.props();
+            (Some(b), props)
+        }
+    };
+    let transport = rt.block_on(async {
+        let transport = KafkaTransport::new(&props, client).unwrap();
+        if embedded.is_none() {
+            pizza::admin::create_topics(&transport, sys).await.unwrap();
+        }
+        transport
+    });
+    (embedded, transport)
 }
 
 /// Deliver's restore: a new instance given every partition of a changelog holding the facts of
@@ -361,21 +396,14 @@ fn deliver_restore(c: &mut Criterion) {
     let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
     sys.topics.deliver_changelog = format!("bench-changelog-{salt:08x}");
     let topic = sys.topics.deliver_changelog.clone();
-    let (embedded, props) = match std::env::var("PIZZA_BENCH_BROKERS") {
-        Ok(brokers) => (None, pizza::config::KafkaProps::bootstrap(&brokers)),
-        Err(_) => {
-            let b = EmbeddedBroker::start(&sys).unwrap();
-            let props = b.props();
-            (Some(b), props)
-        }
-    };
-    let transport = KafkaTransport::new(&props, "bench-restore").unwrap();
-    rt.block_on(async {
-        if embedded.is_none() {
-            pizza::admin::create_topics(&transport, &sys).await.unwrap();
-        }
-        fill_changelog(&transport, &topic, orders, salt, sys.num_partitions).await;
-    });
+    let (_embedded, transport) = restore_broker(&rt, &sys, "bench-restore");
+    rt.block_on(fill_changelog(
+        &transport,
+        &topic,
+        orders,
+        salt,
+        sys.num_partitions,
+    ));
     let last = pizza::domain::OrderId::nth(orders - 1, salt);
     let mut g = c.benchmark_group("deliver restore");
     g.throughput(Throughput::Elements(u64::from(orders)));
@@ -408,9 +436,76 @@ fn deliver_restore(c: &mut Criterion) {
     g.finish();
 }
 
+/// A new view's first fold: a status instance (or a web app) on a new file reads every partition
+/// of pizza-ordered and pizza-status holding PIZZA_BENCH_RESTORE_ORDERS orders (default 10,000;
+/// each a pizza-ordered and four statuses), folds it aside and takes it whole. On the embedded
+/// broker, or on the cluster PIZZA_BENCH_BROKERS names.
+fn view_restore(c: &mut Criterion) {
+    let orders: u32 = env_or("PIZZA_BENCH_RESTORE_ORDERS", 10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sys = SysConfig::default();
+    let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
+    sys.topics.ordered = format!("bench-ordered-{salt:08x}");
+    sys.topics.status = format!("bench-status-{salt:08x}");
+    let (_embedded, transport) = restore_broker(&rt, &sys, "bench-view-restore");
+    let records = (0..orders).flat_map(|i| {
+        let id = pizza::domain::OrderId::nth(i, salt).as_str().to_owned();
+        let ordered = pizza::transport::OutRecord::new(&sys.topics.ordered, id.as_str(), encode(&ordered(i)));
+        let statuses = [100, 200, 300, 999].map(|status| {
+            let e = StatusEvent {
+                status,
+                timestamp: Some(now_ms()),
+                observed_status: None,
+            };
+            pizza::transport::OutRecord::new(&sys.topics.status, id.as_str(), encode(&e))
+        });
+        std::iter::once(ordered).chain(statuses)
+    });
+    rt.block_on(produce_all(&transport, records));
+    let ends: Vec<(String, Vec<i64>)> = rt.block_on(async {
+        use pizza::transport::Transport;
+        let mut ends = Vec::new();
+        for t in [&sys.topics.ordered, &sys.topics.status] {
+            ends.push((t.clone(), transport.end_offsets(t).await.unwrap()));
+        }
+        ends
+    });
+    let sys = std::sync::Arc::new(sys);
+    let last = pizza::domain::OrderId::nth(orders - 1, salt);
+    let mut g = c.benchmark_group("view restore");
+    g.throughput(Throughput::Elements(u64::from(orders)));
+    g.sample_size(10);
+    g.bench_function(format!("{orders} orders, a new file"), |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let view = ViewStore::open(&dir.path().join("orders.db")).unwrap();
+                (dir, std::sync::Arc::new(view))
+            },
+            |(_dir, view)| {
+                rt.block_on(async {
+                    let follower = view::ViewFollower::start(transport.clone(), sys.clone(), view.clone());
+                    for (topic, ends) in &ends {
+                        for (p, end) in (0..).zip(ends).filter(|(_, end)| **end > 0) {
+                            let reached = follower.reached(topic, p, end - 1, Duration::from_secs(600));
+                            assert!(reached.await, "{topic}/{p} folded");
+                        }
+                    }
+                    assert_eq!(view.status(last.as_str()).unwrap().map(|s| s.status), Some(999));
+                })
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline, deliver_restore
+    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline, deliver_restore, view_restore
 }
 criterion_main!(benches);

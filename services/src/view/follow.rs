@@ -210,7 +210,8 @@ async fn follow_once<T: Transport, V: FollowedView>(
 }
 
 /// Batches the follower is handed but has not folded yet, per reader: a bound on what it holds.
-const BATCHES_AHEAD: usize = 2;
+/// What has queued while a fold synced is folded together in the next, one sync for all.
+const BATCHES_AHEAD: usize = 4;
 
 /// Each reader read on a task of its own into one channel: the batches of every topic as they
 /// come, and no read is ever cancelled half way (a read raced against another and dropped would
@@ -218,6 +219,8 @@ const BATCHES_AHEAD: usize = 2;
 struct Pumps {
     batches: mpsc::Receiver<Result<Vec<Record>, TransportError>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A reader's failure that came after batches handed out with it: reported next.
+    failed: Option<TransportError>,
 }
 
 impl Pumps {
@@ -238,16 +241,35 @@ impl Pumps {
                 })
             })
             .collect();
-        Pumps { batches, tasks }
+        Pumps {
+            batches,
+            tasks,
+            failed: None,
+        }
     }
 
-    /// The next batch any reader read.
+    /// The next batch any reader read, with every batch queued behind it (each partition's
+    /// records still in order).
     async fn next(&mut self) -> Result<Vec<Record>, String> {
-        match self.batches.recv().await {
-            Some(Ok(records)) => Ok(records),
-            Some(Err(e)) => Err(format!("reading the log: {}", Report(&e))),
-            None => Err("the log's readers ended".into()),
+        let failed = |e: &TransportError| format!("reading the log: {}", Report(e));
+        if let Some(e) = self.failed.take() {
+            return Err(failed(&e));
         }
+        let mut records = match self.batches.recv().await {
+            Some(Ok(records)) => records,
+            Some(Err(e)) => return Err(failed(&e)),
+            None => return Err("the log's readers ended".into()),
+        };
+        while let Ok(more) = self.batches.try_recv() {
+            match more {
+                Ok(more) => records.extend(more),
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(records)
     }
 }
 
