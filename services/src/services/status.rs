@@ -70,11 +70,15 @@ impl Status {
 
 impl Handler for Status {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let update = view_update(&self.cfg.sys, rec)?;
+        let update = view_update(&self.cfg.sys, rec);
         if let Some(view) = &self.folds_into {
-            view.apply_many(&self.cfg.sys.codes, std::slice::from_ref(&update))?;
+            // As a follower would, it records how far it read (a malformed record too).
+            let updates: Vec<_> = update.as_ref().ok().cloned().into_iter().collect();
+            let read_to = (rec.topic.clone(), rec.partition, rec.offset + 1);
+            view.apply_many_at(&self.cfg.sys.codes, &updates, &[read_to])?;
             probes::disk_io().await;
         }
+        update?;
         Ok(())
     }
 
