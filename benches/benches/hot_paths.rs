@@ -1,8 +1,8 @@
 //! What decides the shop's speed: the partitioner, event JSON, each service's pure step, the
-//! SQLite view (one update per transaction, batched, and a 100,000-event rebuild), deliver's store
-//! (each write synced alone against group commit), the whole pipeline on the embedded broker at
-//! time scale 0, and the restores of deliver's state and of a new view from the log. `cargo
-//! bench -p pizza-benches`.
+//! SQLite view (one update per transaction, batched, and a 100,000-event rebuild), deliver's
+//! store (facts folded in batches against one transaction each), the whole pipeline on the
+//! embedded broker at time scale 0, and the restores of deliver's state and of a new view from
+//! the log. `cargo bench -p pizza-benches`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -510,12 +510,10 @@ impl FollowedView for ViewStore {
         ViewStore::followed(self)
     }
 
-    /// A new file beside this one (`orders.rebuild.db` beside `orders.db`), whatever an earlier
-    /// scratch left there removed first.
+    /// The file beside this one (`orders.rebuild.db` beside `orders.db`), opened (made when
+    /// missing) with what an earlier first fold left in it.
     fn scratch(&self) -> Result<ViewStore, StoreError> {
-        let path = scratch_path(Path::new(&self.db.path));
-        remove_db_files(&path);
-        ViewStore::create(&path)
+        ViewStore::open(&scratch_path(Path::new(&self.db.path)))
     }
 
     fn take_from(&self, scratch: ViewStore) -> Result<(), StoreError> {

@@ -210,7 +210,9 @@ fn caught(mutant: Mutant, name: &str, seeds: u64, invariant: &str) {
         let trace = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert!(trace.contains(&format!("# violation: {invariant}")));
-        assert!(trace.lines().any(|l| l.ends_with(" produced")));
+        assert!(trace
+            .lines()
+            .any(|l| l.contains(" pizza-") && l.ends_with(" produced")));
         println!(
             "{} caught by {name} at seed {seed} (within {seeds}): {}",
             mutant.name(),

@@ -64,6 +64,8 @@ pub enum RunError {
     Connect(#[source] TransportError),
     #[error("the service ended before it was asked to stop")]
     EndedEarly,
+    #[error("its view has not followed the log for {0:?}: {1}")]
+    ViewStalled(std::time::Duration, String),
 }
 
 impl RunError {
@@ -75,6 +77,9 @@ impl RunError {
             RunError::Worker(w) => w.gave_up_retrying(),
             RunError::Store(e) => e.is_busy(),
             RunError::Connect(e) => e.is_retriable(),
+            // Started again, it opens its view afresh; meanwhile its group hands its partitions,
+            // and its orders' watchdog, to the other instances.
+            RunError::ViewStalled(..) => true,
             RunError::DataDir(..) | RunError::NotAConsumer(_) | RunError::EndedEarly => false,
         }
     }
@@ -189,13 +194,87 @@ pub async fn run<T: Transport>(
                 h.owned.clone(),
                 shutdown.clone(),
             ));
-            let result = run_worker(transport, w, Arc::new(h), stats.clone(), shutdown).await;
+            let stop_when = StopWhen {
+                shutdown,
+                follower: follower.as_ref(),
+                gives_up: VIEW_GIVES_UP,
+            };
+            let (result, gave_up) = stop_when
+                .run(|s| run_worker(transport, w, Arc::new(h), stats.clone(), s))
+                .await;
             watchdog.abort();
             drop(follower);
             result?;
+            if let Some((failing, why)) = gave_up {
+                return Err(RunError::ViewStalled(failing, why));
+            }
         }
     }
     Ok(stats.counts())
+}
+
+/// When a status instance's worker stops: on shutdown, or when its view has failed to follow the
+/// log for [`VIEW_GIVES_UP`] (an instance whose view is stuck must not keep its partitions).
+struct StopWhen<'a> {
+    shutdown: Shutdown,
+    follower: Option<&'a ViewFollower>,
+    /// [`VIEW_GIVES_UP`], but in a test.
+    gives_up: std::time::Duration,
+}
+
+impl StopWhen<'_> {
+    /// Runs `worker` with a shutdown of its own, fired by either; returns its result, and how long
+    /// and why the view failed when that stopped it.
+    async fn run<F: std::future::Future<Output = Result<(), WorkerError>>>(
+        self,
+        worker: impl FnOnce(Shutdown) -> F,
+    ) -> (Result<(), WorkerError>, Option<(std::time::Duration, String)>) {
+        let (stop, worker_shutdown) = Shutdown::new();
+        let worker = worker(worker_shutdown);
+        let stalled = async {
+            match self.follower {
+                Some(f) => view_gave_up(f, self.gives_up).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(worker, stalled);
+        let (mut shutdown, mut stopping, mut gave_up) = (self.shutdown, false, None);
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut worker => break r,
+                _ = shutdown.wait(), if !stopping => {
+                    stopping = true;
+                    stop.fire();
+                }
+                why = &mut stalled, if gave_up.is_none() => {
+                    tracing::error!(error = %why.1, "the view has stopped following the log: stopping, so the group hands this instance's partitions on");
+                    gave_up = Some(why);
+                    stopping = true;
+                    stop.fire();
+                }
+            }
+        };
+        (result, gave_up)
+    }
+}
+
+/// How long a status instance's view may fail to follow the log, attempt after attempt, before
+/// the instance stops (and its supervisor starts it again).
+pub const VIEW_GIVES_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Resolves, with how long and why, once `follower` has been failing for `gives_up`.
+async fn view_gave_up(
+    follower: &ViewFollower,
+    gives_up: std::time::Duration,
+) -> (std::time::Duration, String) {
+    let mut checks = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        checks.tick().await;
+        if let Some((failing, why)) = follower.failing_for().filter(|(d, _)| *d >= gives_up) {
+            return (failing, why);
+        }
+    }
 }
 
 #[allow(dead_code)]
@@ -206,4 +285,77 @@ fn _assert_handlers_are_handlers<T: Transport>() {
     is_handler::<deliver::Deliver<T>>();
     is_handler::<merge::Merge<T>>();
     is_handler::<status::Status>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KafkaProps, SysConfig};
+    use crate::domain::StatusCodes;
+    use crate::transport::kafka::KafkaTransport;
+    use crate::view::{FollowedView, ViewSink, ViewUpdate};
+
+    /// A view whose file cannot be read: every attempt to follow the log fails at once.
+    struct Unreadable;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk I/O error (the test's unreadable view)")]
+    struct Unread;
+
+    impl ViewSink for Unreadable {
+        type Error = Unread;
+        fn apply_many(&self, _: &StatusCodes, _: &[ViewUpdate]) -> Result<(), Unread> {
+            Err(Unread)
+        }
+    }
+
+    impl FollowedView for Unreadable {
+        fn followed(&self) -> Result<Vec<(String, i32, i64)>, Unread> {
+            Err(Unread)
+        }
+        fn apply_many_at(
+            &self,
+            _: &StatusCodes,
+            _: &[ViewUpdate],
+            _: &[(String, i32, i64)],
+        ) -> Result<(), Unread> {
+            Err(Unread)
+        }
+        fn scratch(&self) -> Result<Self, Unread> {
+            Err(Unread)
+        }
+        fn take_from(&self, _: Self) -> Result<(), Unread> {
+            Err(Unread)
+        }
+    }
+
+    /// A status instance whose view keeps failing stops its worker (so its group hands its
+    /// partitions on) once it has failed for the give-up time, attempt after attempt; and says
+    /// why. Before, it kept its partitions and its orders went unmarked.
+    #[tokio::test]
+    async fn a_view_that_keeps_failing_stops_the_worker() {
+        let transport = KafkaTransport::new(&KafkaProps::bootstrap("127.0.0.1:1"), "it-stalled").unwrap();
+        let follower = ViewFollower::start(transport, Arc::new(SysConfig::default()), Arc::new(Unreadable));
+        let (_never, shutdown) = Shutdown::new();
+        let gives_up = std::time::Duration::from_secs(2);
+        let stop_when = StopWhen {
+            shutdown,
+            follower: Some(&follower),
+            gives_up,
+        };
+        let started = tokio::time::Instant::now();
+        let worker = |mut s: Shutdown| async move {
+            s.wait().await;
+            Ok(())
+        };
+        let ran = tokio::time::timeout(std::time::Duration::from_secs(20), stop_when.run(worker)).await;
+        let (result, gave_up) = ran.expect("the worker was stopped");
+        assert!(result.is_ok());
+        let (failing, why) = gave_up.expect("stopped because the view failed");
+        assert!(
+            failing >= gives_up && started.elapsed() >= gives_up,
+            "{failing:?}"
+        );
+        assert!(why.contains("disk I/O error"), "{why}");
+    }
 }

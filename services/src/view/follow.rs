@@ -29,12 +29,25 @@ use crate::transport::{end_offsets_within, Reader, Record, Transport, TransportE
 /// How long the follower waits after a failure before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// An attempt that ran this long before it failed was working: the failing counts from then.
+const WORKED_FOR: Duration = Duration::from_secs(10);
+
+/// How long a first fold waits for a record before it asks the log again where its partitions
+/// start and end (retention may have emptied one, an unclean election cut one back).
+const FIRST_FOLD_STALL: Duration = Duration::from_secs(30);
+
+/// Retriable read errors in a row a reader's task rides out, [`RETRY_PAUSE`] apart, before it
+/// hands the error on.
+const READ_RETRIES: u32 = 30;
+
 #[derive(Debug, Default)]
 struct Progress {
     /// Per (topic, partition): the next offset to fold.
     next: HashMap<(String, i32), i64>,
     /// Why the follower is not reading now (it retries), for the health check and the log.
     trouble: Option<String>,
+    /// Since when its attempts have failed one after another (none ran [`WORKED_FOR`]).
+    failing_since: Option<tokio::time::Instant>,
 }
 
 struct Shared {
@@ -91,6 +104,15 @@ impl ViewFollower {
     pub fn trouble(&self) -> Option<String> {
         self.shared.lock().trouble.clone()
     }
+
+    /// How long the follower has been failing, attempt after attempt, and why, when it is.
+    pub fn failing_for(&self) -> Option<(Duration, String)> {
+        let p = self.shared.lock();
+        p.trouble
+            .clone()
+            .zip(p.failing_since)
+            .map(|(why, since)| (since.elapsed(), why))
+    }
 }
 
 impl Drop for ViewFollower {
@@ -108,12 +130,19 @@ async fn follow<T: Transport, V: FollowedView>(
     shared: Arc<Shared>,
 ) {
     loop {
+        let started = tokio::time::Instant::now();
         let why = match follow_once(&transport, &sys, view.as_ref(), &shared).await {
             Ok(never) => match never {},
             Err(why) => why,
         };
         tracing::warn!(error = %why, "the view stopped following the log; trying again");
-        shared.lock().trouble = Some(why);
+        {
+            let mut p = shared.lock();
+            p.trouble = Some(why);
+            if started.elapsed() >= WORKED_FOR || p.failing_since.is_none() {
+                p.failing_since = Some(started);
+            }
+        }
         tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
@@ -128,24 +157,36 @@ async fn follow_once<T: Transport, V: FollowedView>(
     shared: &Shared,
 ) -> Result<std::convert::Infallible, String> {
     let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
-    let resume: HashMap<(String, i32), i64> = view
-        .followed()
-        .map_err(|e| Report(&e).to_string())?
-        .into_iter()
-        .map(|(t, p, n)| ((t, p), n))
-        .collect();
-    let fresh = resume.is_empty() && !mutants::on(Mutant::EmptyViewNotRebuilt);
+    let report = |e: &(dyn std::error::Error + 'static)| Report(e).to_string();
+    let read = view.followed().map_err(|e| report(&e))?;
+    // A view that has read nothing is folded aside first: into its scratch file, from where that
+    // file's own fold left off (an attempt that failed, a process that crashed, goes on).
+    let scratch = if read.is_empty() && !mutants::on(Mutant::EmptyViewNotRebuilt) {
+        Some(
+            view.scratch()
+                .map_err(|e| format!("a new view: {}", report(&e)))?,
+        )
+    } else {
+        None
+    };
+    let resume: HashMap<(String, i32), i64> = match &scratch {
+        Some(s) => s.followed().map_err(|e| report(&e))?,
+        None => read,
+    }
+    .into_iter()
+    .map(|(t, p, n)| ((t, p), n))
+    .collect();
     // Per partition: where the reading starts, and the end it had then.
     let mut starts: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     let mut readers = Vec::with_capacity(topics.len());
     for topic in topics {
         let ends = end_offsets_within(transport, topic, ENDS_WITHIN)
             .await
-            .map_err(|e| format!("partitions of {topic}: {}", Report(&e)))?;
+            .map_err(|e| format!("partitions of {topic}: {}", report(&e)))?;
         let mut reader = transport
             .reader(topic)
             .await
-            .map_err(|e| format!("reading {topic}: {}", Report(&e)))?;
+            .map_err(|e| format!("reading {topic}: {}", report(&e)))?;
         for (p, end) in (0..).zip(ends) {
             // A view with nothing read starts at the log's start (at its end under the mutant,
             // as the status service did before issue 13).
@@ -169,36 +210,18 @@ async fn follow_once<T: Transport, V: FollowedView>(
             }
             reader
                 .follow(p, from)
-                .map_err(|e| format!("following {topic}/{p}: {}", Report(&e)))?;
+                .map_err(|e| format!("following {topic}/{p}: {}", report(&e)))?;
             starts.insert((topic.to_owned(), p), (from, end));
         }
         readers.push(reader);
     }
     shared.lock().trouble = None;
     let mut batches = Pumps::start(readers);
-    if fresh {
-        let scratch = view
-            .scratch()
-            .map_err(|e| format!("a new view: {}", Report(&e)))?;
-        let mut next: HashMap<(String, i32), i64> =
-            starts.iter().map(|(k, (from, _))| (k.clone(), *from)).collect();
-        let started = tokio::time::Instant::now();
-        let mut folded = 0usize;
-        while starts.iter().any(|(k, (_, end))| next[k] < *end) {
-            let records = batches.next().await?;
-            folded += records.len();
-            for (t, p, n) in fold_batch(sys, &scratch, &records)? {
-                next.insert((t, p), n);
-            }
-        }
+    if let Some(scratch) = scratch {
+        let read_to = first_fold(transport, sys, &scratch, &mut batches, &starts).await?;
         view.take_from(scratch)
-            .map_err(|e| format!("taking the new view: {}", Report(&e)))?;
-        tracing::info!(
-            records = folded,
-            secs = started.elapsed().as_secs_f64(),
-            "the view had read nothing: folded the log aside and took it whole"
-        );
-        moved_on(shared, next.into_iter().map(|((t, p), n)| (t, p, n)));
+            .map_err(|e| format!("taking the new view: {}", report(&e)))?;
+        moved_on(shared, read_to);
     } else {
         moved_on(shared, starts.into_iter().map(|((t, p), (from, _))| (t, p, from)));
     }
@@ -207,6 +230,52 @@ async fn follow_once<T: Transport, V: FollowedView>(
         let read_to = fold_batch(sys, view, &records)?;
         moved_on(shared, read_to);
     }
+}
+
+/// Folds the log into `scratch` until every partition reached the end it had at `starts`; returns
+/// how far it read each. A partition that brings nothing for [`FIRST_FOLD_STALL`] is asked again
+/// where it starts and ends: one emptied by retention, or cut back, is done where it now ends.
+async fn first_fold<T: Transport, V: FollowedView>(
+    transport: &T,
+    sys: &SysConfig,
+    scratch: &V,
+    batches: &mut Pumps,
+    starts: &HashMap<(String, i32), (i64, i64)>,
+) -> Result<Vec<(String, i32, i64)>, String> {
+    let mut next: HashMap<(String, i32), i64> =
+        starts.iter().map(|(k, (from, _))| (k.clone(), *from)).collect();
+    let mut goal: HashMap<(String, i32), i64> =
+        starts.iter().map(|(k, (_, end))| (k.clone(), *end)).collect();
+    let started = tokio::time::Instant::now();
+    let mut folded = 0usize;
+    while goal.iter().any(|(k, end)| next[k] < *end) {
+        let Ok(records) = tokio::time::timeout(FIRST_FOLD_STALL, batches.next()).await else {
+            for (k, end) in goal.iter_mut().filter(|(k, end)| next[*k] < **end) {
+                let (low, high) = transport
+                    .watermarks(&k.0, k.1)
+                    .await
+                    .map_err(|e| format!("where {}/{} starts and ends: {}", k.0, k.1, Report(&e)))?;
+                // Nothing left to read below the end: the end is where it now stops.
+                *end = if low >= (*end).min(high) {
+                    next[k]
+                } else {
+                    (*end).min(high)
+                };
+            }
+            continue;
+        };
+        let records = records?;
+        folded += records.len();
+        for (t, p, n) in fold_batch(sys, scratch, &records)? {
+            next.insert((t, p), n);
+        }
+    }
+    tracing::info!(
+        records = folded,
+        secs = started.elapsed().as_secs_f64(),
+        "the view had read nothing: folded the log aside and took it whole"
+    );
+    Ok(next.into_iter().map(|((t, p), n)| (t, p, n)).collect())
 }
 
 /// Batches the follower is handed but has not folded yet, per reader: a bound on what it holds.
@@ -221,18 +290,29 @@ struct Pumps {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// A reader's failure that came after batches handed out with it: reported next.
     failed: Option<TransportError>,
+    /// Most batches handed out at once (what the channel holds).
+    most: usize,
 }
 
 impl Pumps {
     fn start<R: Reader>(readers: Vec<R>) -> Pumps {
         let (tx, batches) = mpsc::channel(BATCHES_AHEAD * readers.len().max(1));
-        let tasks = readers
+        let tasks: Vec<_> = readers
             .into_iter()
             .map(|mut reader| {
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let mut retries = 0;
                     loop {
                         let got = reader.recv(REBUILD_BATCH).await;
+                        match &got {
+                            Err(e) if e.is_retriable() && retries < READ_RETRIES => {
+                                retries += 1;
+                                tokio::time::sleep(RETRY_PAUSE).await;
+                                continue;
+                            }
+                            _ => retries = 0,
+                        }
                         let failed = got.is_err();
                         if tx.send(got).await.is_err() || failed {
                             return;
@@ -243,6 +323,7 @@ impl Pumps {
             .collect();
         Pumps {
             batches,
+            most: BATCHES_AHEAD * tasks.len().max(1),
             tasks,
             failed: None,
         }
@@ -260,7 +341,10 @@ impl Pumps {
             Some(Err(e)) => return Err(failed(&e)),
             None => return Err("the log's readers ended".into()),
         };
-        while let Ok(more) = self.batches.try_recv() {
+        for _ in 1..self.most {
+            let Ok(more) = self.batches.try_recv() else {
+                break;
+            };
             match more {
                 Ok(more) => records.extend(more),
                 Err(e) => {
@@ -294,8 +378,8 @@ fn moved_on(shared: &Shared, read_to: impl IntoIterator<Item = (String, i32, i64
     shared.changed.notify_waiters();
 }
 
-/// Folds one batch (records of one topic, in order per partition) into `view`; returns how far
-/// it read each of their partitions.
+/// Folds one batch (records of either topic, in order per partition) into `view`; returns how
+/// far it read each of their partitions.
 fn fold_batch<V: FollowedView>(
     sys: &SysConfig,
     view: &V,

@@ -48,9 +48,10 @@ pub trait FollowedView: ViewSink {
         read_to: &[(String, i32, i64)],
     ) -> Result<(), Self::Error>;
 
-    /// A new, empty view of the same kind, for a first fold of the log that readers must not
-    /// see half of (this view has read nothing yet: a new file, its disk lost). Filled, it is
-    /// taken whole by [`FollowedView::take_from`].
+    /// A view of the same kind kept aside, for a first fold of the log that readers must not
+    /// see half of (this view has read nothing yet: a new file, its disk lost), with what an
+    /// earlier first fold left in it (it records how far it read, so that fold goes on). Filled,
+    /// it is taken whole by [`FollowedView::take_from`].
     fn scratch(&self) -> Result<Self, Self::Error>
     where
         Self: Sized;
