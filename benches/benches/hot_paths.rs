@@ -387,13 +387,8 @@ fn restore_broker(
 /// PIZZA_BENCH_RESTORE_ORDERS orders (default 10,000) reads and folds them all before it handles
 /// a record. On the embedded broker, or on the cluster PIZZA_BENCH_BROKERS names.
 fn deliver_restore(c: &mut Criterion) {
-    let orders: u32 = env_or("PIZZA_BENCH_RESTORE_ORDERS", 10_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (orders, salt, rt) = restore_setup();
     let mut sys = SysConfig::default();
-    let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
     sys.topics.deliver_changelog = format!("bench-changelog-{salt:08x}");
     let topic = sys.topics.deliver_changelog.clone();
     let (_embedded, transport) = restore_broker(&rt, &sys, "bench-restore");
@@ -405,31 +400,57 @@ fn deliver_restore(c: &mut Criterion) {
         sys.num_partitions,
     ));
     let last = pizza::domain::OrderId::nth(orders - 1, salt);
-    let mut g = c.benchmark_group("deliver restore");
+    let open = |dir: &std::path::Path| DeliveryStore::open(&dir.join("delivery.db")).unwrap();
+    restore_bench(c, "deliver restore", "every partition", orders, open, |store| {
+        rt.block_on(async {
+            let log = changelog::Changelog::start(transport.clone(), &topic, store.clone());
+            let mut restores = tokio::task::JoinSet::new();
+            let log = std::sync::Arc::new(log);
+            for p in 0..sys.num_partitions {
+                let log = log.clone();
+                restores.spawn(async move { log.ready(p).await.is_ok() });
+            }
+            while let Some(ok) = restores.join_next().await {
+                assert!(ok.unwrap(), "a partition's restore failed");
+            }
+            assert!(store.get(last.as_str()).unwrap().claim.is_some());
+        })
+    });
+}
+
+/// The restore benches' knobs: PIZZA_BENCH_RESTORE_ORDERS orders (default 10,000), a salt that
+/// gives this run order ids and topics of its own, and a runtime.
+fn restore_setup() -> (u32, u32, tokio::runtime::Runtime) {
+    let orders = env_or("PIZZA_BENCH_RESTORE_ORDERS", 10_000);
+    let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (orders, salt, rt)
+}
+
+/// Times `restore` of `orders` orders into a store `open` makes in a new folder for each sample
+/// (ten samples: each is a whole restore).
+fn restore_bench<S>(
+    c: &mut Criterion,
+    group: &str,
+    what: &str,
+    orders: u32,
+    open: impl Fn(&std::path::Path) -> S,
+    restore: impl Fn(&std::sync::Arc<S>),
+) {
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(u64::from(orders)));
     g.sample_size(10);
-    g.bench_function(format!("{orders} orders, every partition"), |b| {
+    g.bench_function(format!("{orders} orders, {what}"), |b| {
         b.iter_batched(
             || {
                 let dir = tempfile::tempdir().unwrap();
-                let store = DeliveryStore::open(&dir.path().join("delivery.db")).unwrap();
+                let store = open(dir.path());
                 (dir, std::sync::Arc::new(store))
             },
-            |(_dir, store)| {
-                rt.block_on(async {
-                    let log = changelog::Changelog::start(transport.clone(), &topic, store.clone());
-                    let mut restores = tokio::task::JoinSet::new();
-                    let log = std::sync::Arc::new(log);
-                    for p in 0..sys.num_partitions {
-                        let log = log.clone();
-                        restores.spawn(async move { log.ready(p).await.is_ok() });
-                    }
-                    while let Some(ok) = restores.join_next().await {
-                        assert!(ok.unwrap(), "a partition's restore failed");
-                    }
-                    assert!(store.get(last.as_str()).unwrap().claim.is_some());
-                })
-            },
+            |(_dir, store)| restore(&store),
             BatchSize::PerIteration,
         )
     });
@@ -441,13 +462,8 @@ fn deliver_restore(c: &mut Criterion) {
 /// each a pizza-ordered and four statuses), folds it aside and takes it whole. On the embedded
 /// broker, or on the cluster PIZZA_BENCH_BROKERS names.
 fn view_restore(c: &mut Criterion) {
-    let orders: u32 = env_or("PIZZA_BENCH_RESTORE_ORDERS", 10_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (orders, salt, rt) = restore_setup();
     let mut sys = SysConfig::default();
-    let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
     sys.topics.ordered = format!("bench-ordered-{salt:08x}");
     sys.topics.status = format!("bench-status-{salt:08x}");
     let (_embedded, transport) = restore_broker(&rt, &sys, "bench-view-restore");
@@ -475,32 +491,19 @@ fn view_restore(c: &mut Criterion) {
     });
     let sys = std::sync::Arc::new(sys);
     let last = pizza::domain::OrderId::nth(orders - 1, salt);
-    let mut g = c.benchmark_group("view restore");
-    g.throughput(Throughput::Elements(u64::from(orders)));
-    g.sample_size(10);
-    g.bench_function(format!("{orders} orders, a new file"), |b| {
-        b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let view = ViewStore::open(&dir.path().join("orders.db")).unwrap();
-                (dir, std::sync::Arc::new(view))
-            },
-            |(_dir, view)| {
-                rt.block_on(async {
-                    let follower = view::ViewFollower::start(transport.clone(), sys.clone(), view.clone());
-                    for (topic, ends) in &ends {
-                        for (p, end) in (0..).zip(ends).filter(|(_, end)| **end > 0) {
-                            let reached = follower.reached(topic, p, end - 1, Duration::from_secs(600));
-                            assert!(reached.await, "{topic}/{p} folded");
-                        }
-                    }
-                    assert_eq!(view.status(last.as_str()).unwrap().map(|s| s.status), Some(999));
-                })
-            },
-            BatchSize::PerIteration,
-        )
+    let open = |dir: &std::path::Path| ViewStore::open(&dir.join("orders.db")).unwrap();
+    restore_bench(c, "view restore", "a new file", orders, open, |view| {
+        rt.block_on(async {
+            let follower = view::ViewFollower::start(transport.clone(), sys.clone(), view.clone());
+            for (topic, ends) in &ends {
+                for (p, end) in (0..).zip(ends).filter(|(_, end)| **end > 0) {
+                    let reached = follower.reached(topic, p, end - 1, Duration::from_secs(600));
+                    assert!(reached.await, "{topic}/{p} folded");
+                }
+            }
+            assert_eq!(view.status(last.as_str()).unwrap().map(|s| s.status), Some(999));
+        })
     });
-    g.finish();
 }
 
 criterion_group! {
