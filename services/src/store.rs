@@ -820,6 +820,36 @@ mod tests {
         assert!(candidates(now + 60_000).iter().all(|(o, _)| o != "b"), "final");
     }
 
+    /// A first fold goes on in its scratch file from where an earlier attempt left it, and the
+    /// view takes the rows and how far they read in one piece; the scratch file is gone after.
+    #[test]
+    fn a_first_fold_goes_on_in_its_scratch_file_and_is_taken_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let codes = StatusCodes::default();
+        let view = ViewStore::open(&dir.path().join("orders.db")).unwrap();
+        let update = |status| ViewUpdate::Status {
+            order_id: "a".into(),
+            status,
+            ts: 1,
+            observed: None,
+        };
+        let scratch = view.scratch().unwrap();
+        scratch
+            .apply_many_at(&codes, &[update(100)], &[("pizza-status".into(), 0, 1)])
+            .unwrap();
+        drop(scratch); // the attempt failed
+        let scratch = view.scratch().unwrap();
+        assert_eq!(scratch.followed().unwrap(), [("pizza-status".to_owned(), 0, 1)]);
+        scratch
+            .apply_many_at(&codes, &[update(999)], &[("pizza-status".into(), 0, 2)])
+            .unwrap();
+        assert!(view.is_empty().unwrap(), "readers see nothing of a first fold");
+        view.take_from(scratch).unwrap();
+        assert_eq!(view.status("a").unwrap().map(|s| s.status), Some(999));
+        assert_eq!(view.followed().unwrap(), [("pizza-status".to_owned(), 0, 2)]);
+        assert!(!dir.path().join("orders.rebuild.db").exists());
+    }
+
     /// The watchdog's own candidates: oldest first, those `keep` takes, at most `limit` of them
     /// from at most `scan` rows.
     #[test]
