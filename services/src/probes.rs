@@ -245,9 +245,8 @@ mod sim {
         pub drives: BTreeMap<String, u64>,
         /// Per group, topic and partition: the offsets its members finished.
         pub finished: Finished,
-        /// Records passed over without a dead-letter note: service, topic, partition, offset,
-        /// and when (epoch ms).
-        pub dropped: Vec<(String, String, i32, i64, i64)>,
+        /// Records passed over without a dead-letter note: service, topic, partition, offset.
+        pub dropped: Vec<(String, String, i32, i64)>,
     }
 
     thread_local! {
@@ -258,16 +257,9 @@ mod sim {
     /// See the non-simulated `dead_letter_dropped`.
     pub fn dead_letter_dropped(service: &str, topic: &str, partition: i32, offset: i64) {
         HITS.with(|h| {
-            h.borrow_mut().dropped.push((
-                service.to_owned(),
-                topic.to_owned(),
-                partition,
-                offset,
-                // The simulation's own time, not the node's (perhaps skewed) clock.
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
-            ));
+            h.borrow_mut()
+                .dropped
+                .push((service.to_owned(), topic.to_owned(), partition, offset));
         });
     }
 

@@ -221,6 +221,11 @@ pub struct Broker {
     pub trace: Trace,
     /// Commits that moved a group's offset back: group, topic, partition, from, to.
     pub commits_back: Vec<(String, String, i32, i64, i64)>,
+    /// Bare dead-letter notes refused for their size (a record of where a malformed record is,
+    /// with neither its key nor its value): the service that wrote it (`dlq.service`) and the
+    /// record's coordinates (`dlq.source.*`). A service passes over a record whose bare note is
+    /// refused; this is the broker's word that it was.
+    pub refused_notes: BTreeSet<(String, String, i32, i64)>,
 }
 
 impl Broker {
@@ -230,6 +235,7 @@ impl Broker {
             topics: BTreeMap::new(),
             groups: BTreeMap::new(),
             commits_back: Vec::new(),
+            refused_notes: BTreeSet::new(),
             producers: BTreeMap::new(),
             next_member: 1,
             rng: SplitMix64::new(seed ^ 0xb5ad_4ece_da1c_e2a9),
@@ -291,6 +297,9 @@ impl Broker {
             .copied()
             .unwrap_or(self.cfg.max_record_bytes);
         if size > max {
+            if let Some(note) = bare_note_of(&rec) {
+                self.refused_notes.insert(note);
+            }
             self.event(
                 now,
                 node,
@@ -729,6 +738,28 @@ impl Broker {
     }
 }
 
+/// A bare dead-letter note's service and source coordinates (`pizza::worker::DlqForm::Bare`: an
+/// empty key and value, and the `dlq.*` headers); `None` for any other record.
+fn bare_note_of(rec: &RawRecord) -> Option<(String, String, i32, i64)> {
+    let empty = |b: &Option<Vec<u8>>| b.as_ref().is_none_or(Vec::is_empty);
+    if !empty(&rec.key) || !empty(&rec.payload) {
+        return None;
+    }
+    let header = |name: &str| {
+        rec.headers
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .and_then(|(_, v)| String::from_utf8(v.clone()?).ok())
+    };
+    header("dlq.truncated")?;
+    Some((
+        header("dlq.service")?,
+        header("dlq.source.topic")?,
+        header("dlq.source.partition")?.parse().ok()?,
+        header("dlq.source.offset")?.parse().ok()?,
+    ))
+}
+
 /// Most characters of a key a trace line shows.
 const TRACE_KEY_CHARS: usize = 24;
 
@@ -872,6 +903,31 @@ mod tests {
         assert!(got
             .iter()
             .any(|r| r.stored.key.is_none() && r.stored.payload.is_none()));
+    }
+
+    #[test]
+    fn the_broker_remembers_which_bare_dead_letter_notes_it_refused() {
+        let mut b = broker();
+        b.create_topic("dlq");
+        let rec = pizza::transport::Record {
+            topic: "t".into(),
+            partition: 2,
+            offset: 46,
+            key: None,
+            payload: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        b.topic_max_bytes.insert("dlq".into(), 64);
+        for (seq, form) in pizza::worker::DlqForm::ALL.into_iter().enumerate() {
+            let note = pizza::worker::dlq_record(&rec, "dlq", "bake", "no key", form);
+            assert!(b.produce(0, "bake", 1, seq as u64, note.into()).is_err());
+        }
+        // Only the bare form says the service had nothing smaller left to try.
+        assert_eq!(
+            b.refused_notes.iter().collect::<Vec<_>>(),
+            [&("bake".to_owned(), "t".to_owned(), 2, 46)]
+        );
     }
 
     #[test]
