@@ -79,11 +79,27 @@ pub enum Mutant {
     /// Each status instance folds only what its group gives it into its view, and nothing else
     /// does (the design before issue 15): with several instances, each view holds some orders.
     StatusFoldsItsPartitions,
+    /// A consumer asks again for ever at an offset whose record it cannot read (a batch it
+    /// cannot decode): the partition behind it waits for good (the behaviour before issue 25,
+    /// defect 1).
+    UnreadableRetriedForever,
+    /// A record of a partition whose changelog is being restored waits for the restore inside
+    /// its concurrency slot, so a long restore takes the slots every partition needs (before
+    /// issue 25, defect 2).
+    RestoreHoldsSlot,
+    /// A partition counts as read to its end when its last record came, not when the reader's
+    /// position reached the end offset: a log that ends with a transaction marker is never read
+    /// to its end (before issue 25, defect 3).
+    EndByLastRecord,
+    /// A view keeps its read positions when the log under it is a new one (a topic made again,
+    /// a new cluster), raising them only: the new log's first records are never folded (before
+    /// issue 25, defect 4).
+    NewLogNotNoticed,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 22] = [
+    pub const ALL: [Mutant; 26] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -106,6 +122,10 @@ impl Mutant {
         Mutant::RestoreSkipped,
         Mutant::RefusalIsFinal,
         Mutant::StatusFoldsItsPartitions,
+        Mutant::UnreadableRetriedForever,
+        Mutant::RestoreHoldsSlot,
+        Mutant::EndByLastRecord,
+        Mutant::NewLogNotNoticed,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -133,6 +153,10 @@ impl Mutant {
             Mutant::RestoreSkipped => "restore-skipped",
             Mutant::RefusalIsFinal => "refusal-is-final",
             Mutant::StatusFoldsItsPartitions => "status-folds-its-partitions",
+            Mutant::UnreadableRetriedForever => "unreadable-retried-forever",
+            Mutant::RestoreHoldsSlot => "restore-holds-slot",
+            Mutant::EndByLastRecord => "end-by-last-record",
+            Mutant::NewLogNotNoticed => "new-log-not-noticed",
         }
     }
 }

@@ -42,11 +42,17 @@ pub enum Probe {
     RevokedRecordDropped,
     /// A produce failed after its request may have reached the broker: the record may be written.
     ProduceMaybeWritten,
+    /// A consumer gave up on a record it could not read (the same error at one offset, again and
+    /// again) and moved past it.
+    RecordUnreadable,
+    /// A reader's position passed offsets it never delivers (a transaction marker, an aborted
+    /// transaction, a gap).
+    PositionPastRecords,
 }
 
 impl Probe {
     /// Every probe.
-    pub const ALL: [Probe; 16] = [
+    pub const ALL: [Probe; 18] = [
         Probe::HandlerRetried,
         Probe::RetriesExhausted,
         Probe::DeadLettered,
@@ -63,6 +69,8 @@ impl Probe {
         Probe::StaleStatusIgnored,
         Probe::RevokedRecordDropped,
         Probe::ProduceMaybeWritten,
+        Probe::RecordUnreadable,
+        Probe::PositionPastRecords,
     ];
 
     /// Its name in reports.
@@ -84,6 +92,8 @@ impl Probe {
             Probe::StaleStatusIgnored => "stale-status-ignored",
             Probe::RevokedRecordDropped => "revoked-record-dropped",
             Probe::ProduceMaybeWritten => "produce-maybe-written",
+            Probe::RecordUnreadable => "record-unreadable",
+            Probe::PositionPastRecords => "position-past-records",
         }
     }
 }

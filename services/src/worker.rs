@@ -11,7 +11,7 @@
 //!   without marking the record, so a restart redelivers it.
 //! - On shutdown it stops reading, finishes everything received, commits, and leaves the group.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use crate::error::{BoxError, Report};
 use crate::mutants::{self, Mutant};
 use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
-use crate::transport::{OutRecord, Record, Subscription, Transport, TransportError};
+use crate::transport::{Delivery, OutRecord, Record, Subscription, Transport, TransportError, Unreadable};
 
 /// Why a handler could not finish a record.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,23 @@ pub trait Handler: Send + Sync + 'static {
     fn assigned(&self, partitions: &[(String, i32)]) {
         let _ = partitions;
     }
+
+    /// Whether [`Handler::ready`] may wait (deliver's restores do); when not, it is never called.
+    const GATED: bool = false;
+
+    /// Returns once `record` may be handled (its partition's state restored). Awaited before the
+    /// record takes a concurrency slot, so a partition that waits never holds the slots the other
+    /// partitions' records need; the worker stops fetching a partition whose records pile up
+    /// here ([`GATE_BOUND`]) until they pass.
+    fn ready(&self, record: &Record) -> impl Future<Output = Result<(), HandleError>> + Send {
+        let _ = record;
+        std::future::ready(Ok(()))
+    }
 }
+
+/// Most records of one partition waiting at a gated handler's [`Handler::ready`] before the worker
+/// pauses fetching that partition (it resumes once they passed).
+pub const GATE_BOUND: usize = 64;
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -93,14 +109,23 @@ pub struct WorkerConfig {
     pub dlq_topic: String,
     /// Attempts per record before a retriable failure becomes fatal.
     pub max_attempts: u32,
+    /// How long a shutdown waits for the records in flight to finish; past it the handlers still
+    /// running are ended (their records are not marked, and come again to the partition's next
+    /// owner), what finished is committed and the member leaves its group.
+    pub drain_within: Duration,
 }
+
+/// The default of [`WorkerConfig::drain_within`]: 20 s, inside the 30 s most supervisors give a
+/// process between SIGTERM and SIGKILL.
+pub const DRAIN_WITHIN: Duration = Duration::from_secs(20);
 
 /// The default bound on the bytes a worker holds in flight: 64 MiB, librdkafka's default for its
 /// own queue of fetched records (`queued.max.messages.kbytes`).
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 impl WorkerConfig {
-    /// Defaults for a service: concurrency 64, 1024 (and 64 MiB) in flight, 10 attempts.
+    /// Defaults for a service: concurrency 64, 1024 (and 64 MiB) in flight, 10 attempts, 20 s to
+    /// drain on shutdown.
     pub fn new(name: &str, group: &str, topics: &[&str], dlq_topic: &str) -> WorkerConfig {
         WorkerConfig {
             name: name.to_owned(),
@@ -111,6 +136,7 @@ impl WorkerConfig {
             max_in_flight_bytes: MAX_IN_FLIGHT_BYTES,
             dlq_topic: dlq_topic.to_owned(),
             max_attempts: 10,
+            drain_within: DRAIN_WITHIN,
         }
     }
 }
@@ -153,6 +179,8 @@ pub struct WorkerStats {
     /// they are (they stay on their source topic) and passed over.
     pub dead_letter_dropped: AtomicU64,
     pub retries: AtomicU64,
+    /// Records the consumer could not read (given up on, a note of each dead-lettered).
+    pub unreadable: AtomicU64,
 }
 
 /// What a worker counted, read once.
@@ -163,6 +191,7 @@ pub struct WorkerCounts {
     pub dead_lettered_in_part: u64,
     pub dead_letter_dropped: u64,
     pub retries: u64,
+    pub unreadable: u64,
 }
 
 impl WorkerStats {
@@ -175,6 +204,7 @@ impl WorkerStats {
             dead_lettered_in_part: get(&self.dead_lettered_in_part),
             dead_letter_dropped: get(&self.dead_letter_dropped),
             retries: get(&self.retries),
+            unreadable: get(&self.unreadable),
         }
     }
 }
@@ -247,6 +277,29 @@ impl OffsetTracker {
         }
     }
 
+    /// The consumer's position in `topic`/`partition` reached `position` past offsets it never
+    /// delivers (a transaction marker): returns the new offset to mark done, when nothing before
+    /// it is unfinished and it moved forward.
+    pub fn reached(&mut self, topic: &str, partition: i32, position: i64) -> Option<i64> {
+        let p = self
+            .parts
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| PartitionTrack {
+                // Nothing received yet: whatever the group committed, the position is past it
+                // only by offsets that hold no record to handle.
+                marked: i64::MIN,
+                stored: i64::MIN,
+                received_end: position,
+                ..PartitionTrack::default()
+            });
+        p.received_end = p.received_end.max(position);
+        if !p.unfinished.is_empty() || p.received_end <= p.marked {
+            return None;
+        }
+        p.marked = p.received_end;
+        Some(p.marked)
+    }
+
     /// How many received records are unfinished.
     pub fn unfinished(&self) -> usize {
         self.parts
@@ -254,6 +307,60 @@ impl OffsetTracker {
             .map(|p| p.unfinished.values().map(|n| *n as usize).sum::<usize>())
             .sum()
     }
+}
+
+/// What the worker holds for one offset: a record to handle, or a record the consumer could not
+/// read (a note of it is dead-lettered).
+#[derive(Debug)]
+enum Work {
+    Record(Record),
+    Unreadable(Unreadable),
+}
+
+impl Work {
+    fn topic(&self) -> &str {
+        match self {
+            Work::Record(r) => &r.topic,
+            Work::Unreadable(u) => &u.topic,
+        }
+    }
+
+    fn partition(&self) -> i32 {
+        match self {
+            Work::Record(r) => r.partition,
+            Work::Unreadable(u) => u.partition,
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        match self {
+            Work::Record(r) => r.offset,
+            Work::Unreadable(u) => u.offset,
+        }
+    }
+
+    /// Its lane: the record's key (a keyless record's, and an unreadable one's, is empty).
+    fn key(&self) -> Vec<u8> {
+        match self {
+            Work::Record(r) => r.key.clone().unwrap_or_default(),
+            Work::Unreadable(_) => Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Work::Record(r) => record_bytes(r),
+            Work::Unreadable(_) => 0,
+        }
+    }
+}
+
+/// What a handler task tells the worker.
+enum Msg {
+    /// Its record passed the handler's gate ([`Handler::ready`]).
+    Passed { task: u64 },
+    /// Its record is finished, or could not be.
+    Done(Done),
 }
 
 struct Done {
@@ -286,40 +393,47 @@ pub async fn run_worker<T: Transport, H: Handler>(
         Err(e) => return Err(transport_error(&cfg, e)),
     };
     tracing::info!(service = %cfg.name, group = %cfg.group, topics = ?cfg.topics, "subscribed");
-    // Room for every record in flight, so a finishing task never waits on the channel.
-    let (done_tx, mut done_rx) = mpsc::channel::<Done>(cfg.max_in_flight.max(1));
-    let mut d = Driver::new(transport, cfg, handler, stats, done_tx);
-    let mut draining = false;
+    // Room for every message of every record in flight (two at most each), so a task never
+    // waits on the channel.
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(2 * cfg.max_in_flight.max(1));
+    let mut d = Driver::new(transport, cfg, handler, stats, msg_tx);
+    let mut draining: Option<tokio::time::Instant> = None;
     // An assignment that changes while no record comes (an idle shop, a partition handed over
     // with nothing in it) still reaches the handler: the status service's watchdog must know.
     let mut assignment_checks = tokio::time::interval(ASSIGNMENT_CHECK);
     assignment_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let failure = loop {
-        if draining && d.in_flight == 0 {
+        if draining.is_some() && d.in_flight == 0 {
             break None;
         }
+        let drained_by = draining.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             biased;
-            Some(done) = done_rx.recv() => {
-                if let Err(f) = d.finished(&mut sub, done) {
+            Some(msg) = msg_rx.recv() => {
+                if let Err(f) = d.message(&mut sub, msg) {
                     break Some(f);
                 }
             }
-            _ = shutdown.wait(), if !draining => {
+            _ = shutdown.wait(), if draining.is_none() => {
                 tracing::info!(service = %d.cfg.name, in_flight = d.in_flight, "shutting down: finishing what is in flight");
-                draining = true;
+                draining = Some(tokio::time::Instant::now() + d.cfg.drain_within);
+            }
+            _ = tokio::time::sleep_until(drained_by), if draining.is_some() => {
+                tracing::warn!(service = %d.cfg.name, in_flight = d.in_flight, within = ?d.cfg.drain_within, "shutting down: what is still in flight is left for the partitions' next owner");
+                d.end_tasks().await;
+                break None;
             }
             _ = assignment_checks.tick() => {
                 if let Some(owned) = sub.assignment_changed() {
-                    d.handler.assigned(&owned);
+                    d.assigned(&owned);
                 }
             }
-            received = sub.recv(), if !draining && d.has_room() => match received {
-                Ok(rec) => {
+            received = sub.recv(), if draining.is_none() && d.has_room() => match received {
+                Ok(delivery) => {
                     if let Some(owned) = sub.assignment_changed() {
-                        d.handler.assigned(&owned);
+                        d.assigned(&owned);
                     }
-                    d.received(&mut sub, rec)
+                    d.received(&mut sub, delivery)
                 }
                 Err(e) if e.is_retriable() => {
                     probes::hit(Probe::ConsumerRetried, "");
@@ -351,6 +465,13 @@ fn transport_error(cfg: &WorkerConfig, source: TransportError) -> WorkerError {
     }
 }
 
+/// A handler task the worker runs: its handle, and its record's partition while the record waits
+/// at the handler's gate.
+struct Running {
+    handle: tokio::task::JoinHandle<()>,
+    at_gate: Option<(String, i32)>,
+}
+
 /// The worker's bookkeeping between the consumer and the handler tasks: what is in flight, the
 /// lanes of records waiting behind their key, and the offsets safe to mark done.
 struct Driver<T, H> {
@@ -360,17 +481,21 @@ struct Driver<T, H> {
     stats: Arc<WorkerStats>,
     /// Handler tasks running at once: `concurrency` permits.
     concurrency: Arc<Semaphore>,
-    done_tx: mpsc::Sender<Done>,
+    msgs: mpsc::Sender<Msg>,
     tracker: OffsetTracker,
     /// Key -> records waiting behind the one of that key now running.
-    lanes: HashMap<Vec<u8>, VecDeque<Record>>,
+    lanes: HashMap<Vec<u8>, VecDeque<Work>>,
     in_flight: usize,
     in_flight_bytes: usize,
     /// Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
     mark_on_arrival: bool,
     /// The handler tasks running, by task number: a worker that stops ends them first.
-    running: HashMap<u64, tokio::task::JoinHandle<()>>,
+    running: HashMap<u64, Running>,
     next_task: u64,
+    /// Per partition, its records waiting at the handler's gate.
+    at_gate: HashMap<(String, i32), usize>,
+    /// Partitions whose fetching is paused because too many of their records wait at the gate.
+    paused: HashSet<(String, i32)>,
 }
 
 impl<T: Transport, H: Handler> Driver<T, H> {
@@ -379,7 +504,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         cfg: WorkerConfig,
         handler: Arc<H>,
         stats: Arc<WorkerStats>,
-        done_tx: mpsc::Sender<Done>,
+        msgs: mpsc::Sender<Msg>,
     ) -> Self {
         Driver {
             transport,
@@ -387,7 +512,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             cfg,
             handler,
             stats,
-            done_tx,
+            msgs,
             tracker: OffsetTracker::default(),
             lanes: HashMap::new(),
             in_flight: 0,
@@ -395,6 +520,8 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             running: HashMap::new(),
             next_task: 0,
             mark_on_arrival: mutants::on(Mutant::CommitBeforeDurable),
+            at_gate: HashMap::new(),
+            paused: HashSet::new(),
         }
     }
 
@@ -404,28 +531,99 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             && self.in_flight_bytes < self.cfg.max_in_flight_bytes.max(1)
     }
 
-    /// A record arrived: it starts now, or waits in its key's lane.
-    fn received<S: Subscription>(&mut self, sub: &mut S, rec: Record) {
+    /// The member owns exactly `owned` now: the handler hears of it, and partitions it lost are no
+    /// longer counted paused (a rebalance assigns them afresh).
+    fn assigned(&mut self, owned: &[(String, i32)]) {
+        self.handler.assigned(owned);
+        self.paused.retain(|p| owned.contains(p));
+    }
+
+    /// What the consumer brought: a record starts now or waits in its key's lane; a record it
+    /// could not read is dead-lettered as a note; a position past what it never delivers may be
+    /// marked.
+    fn received<S: Subscription>(&mut self, sub: &mut S, delivery: Delivery) {
+        let work = match delivery {
+            Delivery::Record(rec) => Work::Record(rec),
+            Delivery::Unreadable(u) => Work::Unreadable(u),
+            Delivery::Position {
+                topic,
+                partition,
+                offset,
+            } => {
+                if mutants::on(Mutant::EndByLastRecord) {
+                    return;
+                }
+                if let Some(next) = self.tracker.reached(&topic, partition, offset) {
+                    probes::hit(Probe::PositionPastRecords, "");
+                    self.mark(sub, &topic, partition, next);
+                }
+                return;
+            }
+        };
         self.in_flight += 1;
-        self.in_flight_bytes += record_bytes(&rec);
-        self.tracker.begin(&rec.topic, rec.partition, rec.offset);
+        self.in_flight_bytes += work.bytes();
+        self.tracker.begin(work.topic(), work.partition(), work.offset());
         if self.mark_on_arrival {
-            let _ = sub.mark_done(&rec.topic, rec.partition, rec.offset + 1);
+            let _ = sub.mark_done(work.topic(), work.partition(), work.offset() + 1);
         }
-        let key = rec.key.clone().unwrap_or_default();
+        let key = work.key();
         match self.lanes.get_mut(&key) {
-            Some(lane) => lane.push_back(rec),
+            Some(lane) => lane.push_back(work),
             None => {
                 self.lanes.insert(key, VecDeque::new());
-                self.start(rec);
+                self.start(sub, work);
             }
+        }
+    }
+
+    /// A message from a handler task.
+    fn message<S: Subscription>(&mut self, sub: &mut S, msg: Msg) -> Result<(), WorkerError> {
+        match msg {
+            Msg::Passed { task } => {
+                if let Some(at) = self.running.get_mut(&task).and_then(|r| r.at_gate.take()) {
+                    self.left_gate(sub, at);
+                }
+                Ok(())
+            }
+            Msg::Done(done) => self.finished(sub, done),
+        }
+    }
+
+    /// A record of `at` left the handler's gate: when none of the partition's waits any more,
+    /// fetching it resumes.
+    fn left_gate<S: Subscription>(&mut self, sub: &mut S, at: (String, i32)) {
+        let Some(n) = self.at_gate.get_mut(&at) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.at_gate.remove(&at);
+            if self.paused.remove(&at) {
+                if let Err(e) = sub.resume(&at.0, at.1) {
+                    tracing::warn!(service = %self.cfg.name, topic = %at.0, partition = at.1, error = %Report(&e), "could not resume fetching");
+                }
+            }
+        }
+    }
+
+    /// Marks `next` done for `topic`/`partition`, as far as the consumer takes it.
+    fn mark<S: Subscription>(&mut self, sub: &mut S, topic: &str, partition: i32, next: i64) {
+        let marked = sub.mark_done(topic, partition, next);
+        self.tracker.stored(topic, partition, next, marked.is_ok());
+        if let Err(e) = marked {
+            probes::hit(Probe::MarkDoneRefused, "");
+            // The partition may have moved to another member; it re-reads from the last
+            // commit, which redelivers at most what we finished since.
+            tracing::warn!(service = %self.cfg.name, topic, partition, error = %Report(&e), "could not mark offset");
         }
     }
 
     /// A record's handler returned: mark what is now safe, start the next of its key. An error
     /// the task could not get past stops the worker.
     fn finished<S: Subscription>(&mut self, sub: &mut S, done: Done) -> Result<(), WorkerError> {
-        self.running.remove(&done.task);
+        if let Some(at) = self.running.remove(&done.task).and_then(|r| r.at_gate) {
+            self.left_gate(sub, at);
+        }
         self.in_flight -= 1;
         self.in_flight_bytes -= done.bytes;
         if let Err(source) = done.result {
@@ -440,22 +638,14 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         probes::finished(&self.cfg.group, &done.topic, done.partition, done.offset);
         let finished = self.tracker.finish(&done.topic, done.partition, done.offset);
         if let Some(next) = finished.filter(|_| !self.mark_on_arrival) {
-            let marked = sub.mark_done(&done.topic, done.partition, next);
-            self.tracker
-                .stored(&done.topic, done.partition, next, marked.is_ok());
-            if let Err(e) = marked {
-                probes::hit(Probe::MarkDoneRefused, "");
-                // The partition may have moved to another member; it re-reads from the last
-                // commit, which redelivers at most what we finished since.
-                tracing::warn!(service = %self.cfg.name, topic = %done.topic, partition = done.partition, error = %Report(&e), "could not mark offset");
-            }
+            self.mark(sub, &done.topic, done.partition, next);
         }
         let lane = self
             .lanes
             .get_mut(&done.key)
             .expect("a finished record's lane exists");
         match lane.pop_front() {
-            Some(next) => self.start(next),
+            Some(next) => self.start(sub, next),
             None => {
                 self.lanes.remove(&done.key);
             }
@@ -470,26 +660,40 @@ impl<T: Transport, H: Handler> Driver<T, H> {
     /// it: its record was not marked, and comes again.
     async fn end_tasks(&mut self) {
         for (_, task) in self.running.drain() {
-            task.abort();
-            let _ = task.await;
+            task.handle.abort();
+            let _ = task.handle.await;
         }
     }
 
-    fn start(&mut self, rec: Record) {
+    fn start<S: Subscription>(&mut self, sub: &mut S, work: Work) {
         let id = self.next_task;
         self.next_task += 1;
+        let gated = H::GATED && matches!(work, Work::Record(_)) && !mutants::on(Mutant::RestoreHoldsSlot);
+        let at_gate = gated.then(|| (work.topic().to_owned(), work.partition()));
+        if let Some(at) = &at_gate {
+            let n = self.at_gate.entry(at.clone()).or_default();
+            *n += 1;
+            if *n > GATE_BOUND && self.paused.insert(at.clone()) {
+                if let Err(e) = sub.pause(&at.0, at.1) {
+                    self.paused.remove(at);
+                    tracing::warn!(service = %self.cfg.name, topic = %at.0, partition = at.1, error = %Report(&e), "could not pause fetching");
+                }
+            }
+        }
         let task = Task {
             id,
             transport: self.transport.clone(),
             handler: self.handler.clone(),
             concurrency: self.concurrency.clone(),
             stats: self.stats.clone(),
-            done: self.done_tx.clone(),
+            msgs: self.msgs.clone(),
             service: self.cfg.name.clone(),
             dlq: self.cfg.dlq_topic.clone(),
             max_attempts: self.cfg.max_attempts.max(1),
+            gated,
         };
-        self.running.insert(id, tokio::spawn(task.run(rec)));
+        let handle = tokio::spawn(task.run(work));
+        self.running.insert(id, Running { handle, at_gate });
     }
 }
 
@@ -500,21 +704,25 @@ struct Task<T, H> {
     handler: Arc<H>,
     concurrency: Arc<Semaphore>,
     stats: Arc<WorkerStats>,
-    done: mpsc::Sender<Done>,
+    msgs: mpsc::Sender<Msg>,
     service: String,
     dlq: String,
     max_attempts: u32,
+    /// Whether the record waits at the handler's gate before it takes a slot.
+    gated: bool,
 }
 
 impl<T: Transport, H: Handler> Task<T, H> {
-    async fn run(self, rec: Record) {
-        let result = {
-            let _slot = self
-                .concurrency
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            self.process(&rec).await
+    async fn run(self, work: Work) {
+        let result = match &work {
+            Work::Record(rec) => self.handle(rec).await,
+            Work::Unreadable(u) => {
+                let _slot = self.slot().await;
+                self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                let rec = unreadable_record(u);
+                let reason = format!("the record cannot be read: {}", u.error);
+                self.dead_letter(&rec, &reason).await
+            }
         };
         if result.is_ok() {
             self.stats.done.fetch_add(1, Ordering::Relaxed);
@@ -524,45 +732,76 @@ impl<T: Transport, H: Handler> Task<T, H> {
         probes::seam().await;
         let done = Done {
             task: self.id,
-            bytes: record_bytes(&rec),
-            key: rec.key.unwrap_or_default(),
-            topic: rec.topic,
-            partition: rec.partition,
-            offset: rec.offset,
+            bytes: work.bytes(),
+            key: work.key(),
+            topic: work.topic().to_owned(),
+            partition: work.partition(),
+            offset: work.offset(),
             result,
         };
         // Fails only when the worker already stopped; nothing is waiting for this record then.
-        let _ = self.done.send(done).await;
+        let _ = self.msgs.send(Msg::Done(done)).await;
     }
 
-    async fn process(&self, rec: &Record) -> Result<(), HandleError> {
-        let mut attempt = 0;
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.concurrency
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Passes the handler's gate (without a slot), then handles the record in a slot.
+    async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
+        if self.gated {
+            let ready = self.retried(rec, || self.handler.ready(rec)).await;
+            let _ = self.msgs.send(Msg::Passed { task: self.id }).await;
+            ready?;
+        }
+        let _slot = self.slot().await;
+        if H::GATED && !self.gated {
+            // The mutant: the wait for the record's partition happens inside the slot.
+            self.retried(rec, || self.handler.ready(rec)).await?;
+        }
+        self.process(rec).await
+    }
+
+    /// `attempt` until it succeeds, a failure is not retriable, or the attempts run out (with the
+    /// worker's backoff).
+    async fn retried<F: Future<Output = Result<(), HandleError>>>(
+        &self,
+        rec: &Record,
+        attempt: impl Fn() -> F,
+    ) -> Result<(), HandleError> {
+        let mut n = 0;
         loop {
-            attempt += 1;
-            let outcome = match self.handler.handle(rec).await {
-                Err(HandleError::Malformed(reason)) => self.dead_letter(rec, &reason.0).await,
-                other => other,
-            };
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(HandleError::Retriable(m)) if attempt < self.max_attempts => {
+            n += 1;
+            match attempt().await {
+                Err(HandleError::Retriable(m)) if n < self.max_attempts => {
                     probes::hit(Probe::HandlerRetried, key_of(rec));
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let backoff = Duration::from_millis(100 << attempt.min(6));
-                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt, error = %Report(&*m), "retrying");
-                    tokio::time::sleep(backoff).await;
+                    tracing::warn!(service = %self.service, topic = %rec.topic, offset = rec.offset, attempt = n, error = %Report(&*m), "retrying");
+                    tokio::time::sleep(backoff(n)).await;
                 }
-                Err(e) => {
-                    if matches!(e, HandleError::Retriable(_)) {
-                        probes::hit(Probe::RetriesExhausted, key_of(rec));
-                        if mutants::on(Mutant::SkipWhenRetriesRunOut) {
-                            return Ok(());
-                        }
+                Err(e @ HandleError::Retriable(_)) => {
+                    probes::hit(Probe::RetriesExhausted, key_of(rec));
+                    if mutants::on(Mutant::SkipWhenRetriesRunOut) {
+                        return Ok(());
                     }
                     return Err(e);
                 }
+                other => return other,
             }
         }
+    }
+
+    async fn process(&self, rec: &Record) -> Result<(), HandleError> {
+        self.retried(rec, || async {
+            match self.handler.handle(rec).await {
+                Err(HandleError::Malformed(reason)) => self.dead_letter(rec, &reason.0).await,
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Sends the record to the dead-letter topic with where it came from and why: whole when it
@@ -606,6 +845,25 @@ impl<T: Transport, H: Handler> Task<T, H> {
         probes::dead_letter_dropped(&self.service, &rec.topic, rec.partition, rec.offset);
         self.stats.dead_letter_dropped.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The worker's backoff before attempt `n + 1`: 200 ms doubling, at most 6.4 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(100 << n.min(6))
+}
+
+/// What a record the consumer could not read is dead-lettered as: its coordinates only, no key,
+/// value or headers (the consumer never had them).
+fn unreadable_record(u: &Unreadable) -> Record {
+    Record {
+        topic: u.topic.clone(),
+        partition: u.partition,
+        offset: u.offset,
+        key: None,
+        payload: None,
+        headers: Vec::new(),
+        timestamp_ms: None,
     }
 }
 

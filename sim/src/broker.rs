@@ -178,7 +178,7 @@ struct Group {
 
 /// What a fetch got.
 #[derive(Debug)]
-pub enum Fetched {
+pub enum GroupFetch {
     /// Records (maybe none yet) and the group's generation.
     Records {
         generation: u64,
@@ -574,9 +574,10 @@ impl Broker {
         member: u64,
         seen_generation: u64,
         positions: &[(String, i32, i64)],
-    ) -> Fetched {
+        paused: &[(String, i32)],
+    ) -> GroupFetch {
         let Some(generation) = self.heartbeat(now, group, member) else {
-            return Fetched::Gone;
+            return GroupFetch::Gone;
         };
         let g = self.groups.get_mut(group).expect("heartbeat found it");
         let m = g.members.get_mut(&member).expect("heartbeat found it");
@@ -595,6 +596,7 @@ impl Broker {
                     .get(t)
                     .is_some_and(|ps| (ps[*p as usize].len() as i64) > **at)
                     && !self.held.iter().any(|(g, h)| g == group && h == t)
+                    && !paused.iter().any(|(pt, pp)| pt == t && pp == p)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -604,7 +606,7 @@ impl Broker {
             .filter(|_| reorder <= 0.0 || !self.rng.chance(reorder))
             .collect();
         if ready.is_empty() {
-            return Fetched::Records {
+            return GroupFetch::Records {
                 generation,
                 records: Vec::new(),
             };
@@ -621,7 +623,7 @@ impl Broker {
             .count();
         let to = from + batch.min(replicated);
         if to == from {
-            return Fetched::Records {
+            return GroupFetch::Records {
                 generation,
                 records: Vec::new(),
             };
@@ -644,7 +646,7 @@ impl Broker {
                 format_args!("{topic} {partition} {} {key} fetched by {group}", r.offset),
             );
         }
-        Fetched::Records { generation, records }
+        GroupFetch::Records { generation, records }
     }
 
     /// Up to `max_batch` records of one partition of `topic` that has records past the position
@@ -800,8 +802,8 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..1000 {
             let at: Vec<_> = pos.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-            match b.fetch(now, group, member, generation, &at) {
-                Fetched::Records {
+            match b.fetch(now, group, member, generation, &at, &[]) {
+                GroupFetch::Records {
                     generation: g,
                     records,
                 } => {
@@ -817,7 +819,7 @@ mod tests {
                     }
                     got.extend(records);
                 }
-                Fetched::Gone => panic!("member gone"),
+                GroupFetch::Gone => panic!("member gone"),
             }
         }
         got
@@ -828,18 +830,19 @@ mod tests {
         let mut b = broker();
         b.produce(0, "p", 1, 0, out("t", "k")).unwrap();
         let m = b.join(0, "c", "g", &["t".into()]);
-        let Fetched::Records { generation, records } = b.fetch(0, "g", m, 0, &[]) else {
+        let GroupFetch::Records { generation, records } = b.fetch(0, "g", m, 0, &[], &[]) else {
             panic!()
         };
         assert_eq!(records.len(), 1);
         // The response never arrived: the consumer asks again from where it was.
-        let Fetched::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[]) else {
+        let GroupFetch::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[], &[]) else {
             panic!()
         };
         let offsets = |rs: &[FetchedRecord]| rs.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>();
         assert_eq!(offsets(&again), offsets(&records));
         let p = records[0].partition;
-        let Fetched::Records { records: none, .. } = b.fetch(0, "g", m, generation, &[("t".into(), p, 1)])
+        let GroupFetch::Records { records: none, .. } =
+            b.fetch(0, "g", m, generation, &[("t".into(), p, 1)], &[])
         else {
             panic!()
         };
@@ -984,7 +987,7 @@ mod tests {
         let got = fetch_all(&mut b, 0, "g", m);
         assert_eq!(got.len(), 20);
         let p = got[0].partition;
-        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else {
+        let GroupFetch::Records { generation, .. } = b.fetch(0, "g", m, 0, &[], &[]) else {
             panic!()
         };
         assert_eq!(b.commit(0, "g", m, generation, &[("t".into(), p, 12)]), Ok(1));
@@ -993,7 +996,7 @@ mod tests {
         let again = fetch_all(&mut b, 10_000, "g", m2);
         assert_eq!(again.first().map(|r| r.offset), Some(12));
         assert_eq!(again.len(), 8);
-        assert!(matches!(b.fetch(10_000, "g", m, 0, &[]), Fetched::Gone));
+        assert!(matches!(b.fetch(10_000, "g", m, 0, &[], &[]), GroupFetch::Gone));
     }
 
     #[test]
@@ -1016,7 +1019,7 @@ mod tests {
         let _ = b.join(0, "c2", "g", &["t".into()]);
         assert!(b.commit(0, "g", m, 1, &[("t".into(), 0, 1)]).is_err());
         // Partitions are shared out: each member owns three of six.
-        let Fetched::Records { generation, .. } = b.fetch(0, "g", m, 0, &[]) else {
+        let GroupFetch::Records { generation, .. } = b.fetch(0, "g", m, 0, &[], &[]) else {
             panic!()
         };
         let all: Vec<_> = (0..6).map(|p| ("t".to_string(), p, 0i64)).collect();

@@ -18,12 +18,12 @@ use pizza::clock::now_ms;
 use pizza::transport::errors::{self, Class, ErrorCode};
 use pizza::transport::offsets::{MemberOffsets, COMMIT_EVERY};
 use pizza::transport::{
-    Acked, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
+    Acked, Delivery, Fetched, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, Fetched, FetchedRecord, ProduceError};
+use crate::broker::{Broker, FetchedRecord, GroupFetch, ProduceError};
 
 /// Where the broker listens: its node's address, and Kafka's port.
 pub const BROKER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9092));
@@ -66,6 +66,8 @@ enum Request {
         member: u64,
         generation: u64,
         positions: Vec<(String, i32, i64)>,
+        /// Partitions not to fetch now (the worker paused them).
+        paused: Vec<(String, i32)>,
     },
     Commit {
         group: String,
@@ -92,7 +94,7 @@ enum Response {
     Joined(u64),
     Generation(Option<u64>),
     /// What a fetch got, and the partitions the member is assigned after it.
-    Fetched(Fetched, Vec<(String, i32)>),
+    Fetched(GroupFetch, Vec<(String, i32)>),
     Committed(Result<usize, String>),
     Left,
     Read(Vec<FetchedRecord>),
@@ -212,7 +214,8 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             member,
             generation: seen,
             positions,
-        } => fetch(shared, &group, member, seen, &positions).await,
+            paused,
+        } => fetch(shared, &group, member, seen, &positions, &paused).await,
         Request::Commit {
             group,
             member,
@@ -239,6 +242,7 @@ async fn fetch(
     member: u64,
     seen: u64,
     positions: &[(String, i32, i64)],
+    paused: &[(String, i32)],
 ) -> Response {
     let deadline = tokio::time::Instant::now() + FETCH_WAIT;
     loop {
@@ -247,14 +251,14 @@ async fn fetch(
         appended.as_mut().enable();
         let (got, assigned) = {
             let mut b = shared.lock();
-            let got = b.fetch(now_ms(), group, member, seen, positions);
+            let got = b.fetch(now_ms(), group, member, seen, positions, paused);
             (got, b.assignment(group, member))
         };
         match got {
-            Fetched::Records { records, generation } if records.is_empty() => {
+            GroupFetch::Records { records, generation } if records.is_empty() => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if tokio::time::timeout(left, appended).await.is_err() {
-                    let empty = Fetched::Records { generation, records };
+                    let empty = GroupFetch::Records { generation, records };
                     return Response::Fetched(empty, assigned);
                 }
             }
@@ -503,6 +507,8 @@ struct MemberState {
     /// The member left because the worker did not ask for [`MAX_POLL_INTERVAL`]: it joins
     /// again when the worker next asks.
     poll_expired: bool,
+    /// Partitions the worker paused: not fetched until resumed or assigned afresh.
+    paused: std::collections::BTreeSet<(String, i32)>,
 }
 
 impl MemberState {
@@ -512,6 +518,7 @@ impl MemberState {
             generation: 0,
             polled_at: Some(tokio::time::Instant::now()),
             poll_expired: false,
+            paused: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -553,16 +560,20 @@ async fn fetch_loop(
     // As librdkafka reports a lost connection to the application once, not every failed fetch.
     let mut reported = false;
     loop {
-        let member = state.lock().expect("state").member;
+        let (member, paused) = {
+            let s = state.lock().expect("state");
+            (s.member, s.paused.iter().cloned().collect())
+        };
         let req = Request::Fetch {
             group: group.clone(),
             member,
             generation,
             positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+            paused,
         };
         match t.call(req, RPC_TIMEOUT).await {
             Some(Response::Fetched(
-                Fetched::Records {
+                GroupFetch::Records {
                     generation: g,
                     records,
                 },
@@ -570,9 +581,11 @@ async fn fetch_loop(
             )) => {
                 reported = false;
                 if g != generation {
-                    // A rebalance: positions start again from the committed offsets.
+                    // A rebalance: positions start again from the committed offsets, and every
+                    // partition is fetched (librdkafka forgets a pause with the assignment).
                     positions.clear();
                     generation = g;
+                    state.lock().expect("state").paused.clear();
                 }
                 state.lock().expect("state").generation = g;
                 offsets.lock().expect("offsets").own_exactly(owned);
@@ -583,7 +596,7 @@ async fn fetch_loop(
                     }
                 }
             }
-            Some(Response::Fetched(Fetched::Gone, _)) => {
+            Some(Response::Fetched(GroupFetch::Gone, _)) => {
                 reported = false;
                 offsets.lock().expect("offsets").own_exactly([]);
                 // Left for want of a poll: join again once the worker asks for a record.
@@ -713,7 +726,7 @@ impl Drop for SimSubscription {
 }
 
 impl Subscription for SimSubscription {
-    async fn recv(&mut self) -> Result<Record, TransportError> {
+    async fn recv(&mut self) -> Result<Delivery, TransportError> {
         {
             let mut s = self.state.lock().expect("state");
             s.polled_at = None;
@@ -739,7 +752,7 @@ impl Subscription for SimSubscription {
                 .expect("offsets")
                 .owns(&rec.topic, rec.partition);
             if current && owned {
-                return Ok(rec);
+                return Ok(Delivery::Record(rec));
             }
             pizza::probes::hit(
                 pizza::probes::Probe::RevokedRecordDropped,
@@ -760,6 +773,24 @@ impl Subscription for SimSubscription {
             .lock()
             .expect("offsets")
             .owned_since(&mut self.assignment_seen)
+    }
+
+    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
+        self.state
+            .lock()
+            .expect("state")
+            .paused
+            .insert((topic.to_owned(), partition));
+        Ok(())
+    }
+
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
+        self.state
+            .lock()
+            .expect("state")
+            .paused
+            .remove(&(topic.to_owned(), partition));
+        Ok(())
     }
 
     async fn close(mut self) -> Result<(), TransportError> {
@@ -799,7 +830,7 @@ impl Reader for SimReader {
         Ok(())
     }
 
-    async fn recv(&mut self, max: usize) -> Result<Vec<Record>, TransportError> {
+    async fn recv(&mut self, max: usize) -> Result<Fetched, TransportError> {
         loop {
             if self.positions.is_empty() {
                 std::future::pending::<()>().await;
@@ -816,10 +847,16 @@ impl Reader for SimReader {
                         .take(max.max(1))
                         .map(FetchedRecord::into_record)
                         .collect();
+                    let mut positions = Vec::new();
                     if let Some(last) = records.last() {
                         self.positions.insert(last.partition, last.offset + 1);
+                        positions.push((self.topic.clone(), last.partition, last.offset + 1));
                     }
-                    return Ok(records);
+                    return Ok(Fetched {
+                        records,
+                        positions,
+                        unreadable: Vec::new(),
+                    });
                 }
                 _ => {
                     return Err(errors::classify(

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::error::Report;
 use crate::mutants::{self, Mutant};
 use crate::store::{Claim, DeliveryFact, DeliveryStore, StoreError};
-use crate::transport::{OutRecord, Reader, Record, Transport};
+use crate::transport::{Fetched, OutRecord, Reader, Record, Transport};
 use crate::worker::HandleError;
 
 /// How long a handler waits for a partition's restore, or for its own claim to be read back,
@@ -414,8 +414,12 @@ async fn tail<T: Transport>(
                 }
             }
             got = reader.recv(FOLD_BATCH) => match got {
-                Ok(records) => {
-                    if let Err(e) = fold(&store, &shared, &records).await {
+                Ok(got) => {
+                    for u in &got.unreadable {
+                        // A fact lost to the log itself: what it said is not known to anyone.
+                        tracing::error!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a changelog record cannot be read: passed over");
+                    }
+                    if let Err(e) = fold(&store, &shared, &got).await {
                         return shared.fail(e.is_busy(), format!("folding {topic}: {}", Report(&e)));
                     }
                 }
@@ -429,11 +433,13 @@ async fn tail<T: Transport>(
     }
 }
 
-/// Folds the records of followed partitions not folded yet, then moves their partitions on.
-async fn fold(store: &DeliveryStore, shared: &Shared, records: &[Record]) -> Result<(), StoreError> {
+/// Folds the records of followed partitions not folded yet, then moves their partitions on, to
+/// the reader's positions (past transaction markers and records that cannot be read, which a
+/// restore would otherwise wait for).
+async fn fold(store: &DeliveryStore, shared: &Shared, got: &Fetched) -> Result<(), StoreError> {
     let fresh: Vec<&Record> = {
         let s = shared.lock();
-        records
+        got.records
             .iter()
             .filter(|r| s.parts.get(&r.partition).is_some_and(|p| r.offset >= p.applied))
             .collect()
@@ -466,9 +472,15 @@ async fn fold(store: &DeliveryStore, shared: &Shared, records: &[Record]) -> Res
     }
     {
         let mut s = shared.lock();
-        for r in fresh {
-            if let Some(p) = s.parts.get_mut(&r.partition) {
-                p.applied = p.applied.max(r.offset + 1);
+        let moved = fresh.iter().map(|r| (r.partition, r.offset + 1)).chain(
+            got.positions
+                .iter()
+                .map(|(_, p, at)| (*p, *at))
+                .filter(|_| !mutants::on(Mutant::EndByLastRecord)),
+        );
+        for (partition, next) in moved {
+            if let Some(p) = s.parts.get_mut(&partition) {
+                p.applied = p.applied.max(next);
             }
         }
     }

@@ -154,6 +154,14 @@ impl<T: Transport> Deliver<T> {
 }
 
 impl<T: Transport> Handler for Deliver<T> {
+    const GATED: bool = true;
+
+    /// A record of a partition this instance has not followed waits for the partition's
+    /// changelog to be restored, before it takes a slot (issue 25, defect 2).
+    async fn ready(&self, rec: &Record) -> Result<(), HandleError> {
+        self.log.ready(rec.partition).await
+    }
+
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
         let (topics, codes) = (&self.cfg.sys.topics, &self.cfg.sys.codes);
         let (order_id, event) = parse(topics, rec)?;
@@ -163,7 +171,8 @@ impl<T: Transport> Handler for Deliver<T> {
             Event::Baked(_) => DeliveryFact::Baked,
             _ => return Err(unexpected(rec).into()),
         };
-        // Everything earlier owners of this partition wrote is in the store before we decide.
+        // Everything earlier owners of this partition wrote is in the store before we decide (the
+        // worker waited for it before the slot; a rebalance in between restores it again).
         self.log.ready(rec.partition).await?;
         let mut state = self.store.get(order_id)?;
         // What follows decides on `state` and writes: another record of this order should not run

@@ -25,8 +25,15 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC: ErrorCode = ErrorCode(-188);
     /// The producer's queue is full.
     pub const QUEUE_FULL: ErrorCode = ErrorCode(-184);
+    /// A record (or its batch) failed to parse, or its checksum.
+    pub const BAD_MSG: ErrorCode = ErrorCode(-199);
+    /// A compressed batch could not be decompressed.
+    pub const BAD_COMPRESSION: ErrorCode = ErrorCode(-198);
+    /// The client cannot do this: a batch compressed with a codec it was built without.
+    pub const NOT_IMPLEMENTED: ErrorCode = ErrorCode(-170);
 
     // Kafka's protocol codes.
+    pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
@@ -44,6 +51,7 @@ impl ErrorCode {
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
     pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
+    pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
     pub const FENCED_MEMBER_EPOCH: ErrorCode = ErrorCode(110);
@@ -60,6 +68,23 @@ impl ErrorCode {
                 | ErrorCode::REBALANCE_IN_PROGRESS
                 | ErrorCode::FENCED_MEMBER_EPOCH
                 | ErrorCode::STALE_MEMBER_EPOCH
+        )
+    }
+
+    /// Whether a consumer that got this error at an offset got it for the record there: one it
+    /// cannot decode, parse or fetch whole. Such an error comes back at every fetch of that
+    /// offset, so the record is given up on after a few (`transport::unreadable`); any other
+    /// error at an offset (authorization, a leader moving) is the consumer's, not the record's.
+    pub fn unreadable_record(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BAD_MSG
+                | ErrorCode::BAD_COMPRESSION
+                | ErrorCode::NOT_IMPLEMENTED
+                | ErrorCode::CORRUPT_MESSAGE
+                | ErrorCode::MESSAGE_TOO_LARGE
+                | ErrorCode::UNSUPPORTED_COMPRESSION_TYPE
+                | ErrorCode::INVALID_RECORD
         )
     }
 

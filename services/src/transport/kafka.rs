@@ -9,18 +9,27 @@ use std::time::Duration;
 use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, Rebalance,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::errors::{self, ErrorCode};
 use super::offsets::{MemberOffsets, COMMIT_EVERY};
+use super::unreadable::Judge;
 use super::{
-    header_from_raw, Acked, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
+    header_from_raw, Acked, Delivery, Fetched, OutRecord, RawRecord, Reader, Subscription, Transport,
+    TransportError, Unreadable,
 };
 use crate::config::KafkaProps;
+use crate::error::Report;
+
+mod consumer;
+
+use consumer::{Event, Polled};
 
 /// librdkafka's `message.timeout.ms` unless the user sets it: 10 s, below the web app's 15 s
 /// request timeout (`web::REQUEST_TIMEOUT`).
@@ -192,13 +201,13 @@ impl KafkaTransport {
     }
 }
 
-/// A consumed record's headers, read as bytes through librdkafka's C API (rdkafka's
+/// A consumed message's headers, read as bytes through librdkafka's C API (rdkafka's
 /// `Headers::iter` unwraps the key as UTF-8 and panics on anything else), then decoded by
 /// [`header_from_raw`].
-fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+fn headers_from_ptr(m: *const rd::rd_kafka_message_t) -> Vec<(String, Vec<u8>)> {
     let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
-    // SAFETY: `m.ptr()` is the consumer's message, valid while `m` is; the headers belong to it.
-    let err = unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut hdrs) };
+    // SAFETY: `m` is the consumer's message, valid for the call; the headers belong to it.
+    let err = unsafe { rd::rd_kafka_message_headers(m, &mut hdrs) };
     if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
         return Vec::new();
     }
@@ -284,7 +293,7 @@ impl Transport for KafkaTransport {
     async fn reader(&self, topic: &str) -> Result<KafkaReader, TransportError> {
         // Assigned partitions only: the group id is never joined nor committed to (librdkafka
         // wants one on a consumer), and the group protocol is a member's setting.
-        let consumer: StreamConsumer = base_config(
+        let consumer: BaseConsumer = base_config(
             &self.props,
             &self.client_id,
             CONSUMER_DEFAULTS,
@@ -294,14 +303,18 @@ impl Transport for KafkaTransport {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
+        // The fetch position at the end of a partition: how a log that ends with a transaction
+        // marker is known to be read to its end.
+        .set("enable.partition.eof", "true")
         .set("allow.auto.create.topics", "false")
         .create()
         .map_err(classify)?;
         Ok(KafkaReader {
-            consumer,
+            consumer: Polled::new(consumer).map_err(TransportError::fatal)?,
             topic: topic.to_owned(),
             from: std::collections::HashMap::new(),
+            at: std::collections::HashMap::new(),
+            judge: Judge::default(),
         })
     }
 
@@ -332,24 +345,27 @@ impl Transport for KafkaTransport {
         if !protocol.trim().eq_ignore_ascii_case("consumer") {
             defaults.extend(CLASSIC_GROUP_DEFAULTS);
         }
-        let consumer: StreamConsumer<AtLeastOnce> = base_config(&self.props, &self.client_id, &defaults, &[])
+        let consumer: BaseConsumer<AtLeastOnce> = base_config(&self.props, &self.client_id, &defaults, &[])
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
+            // The fetch position at the end of a partition: committed past a transaction marker.
+            .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false")
             .create_with_context(AtLeastOnce {
                 offsets: offsets.clone(),
             })
             .map_err(classify)?;
         consumer.subscribe(topics).map_err(classify)?;
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(Polled::new(consumer).map_err(TransportError::fatal)?);
         let committer = tokio::spawn(commit_loop(consumer.clone(), offsets.clone()));
         Ok(KafkaSubscription {
             consumer,
             offsets,
             assignment_seen: 0,
             committer,
+            at: std::collections::HashMap::new(),
+            judge: Judge::default(),
         })
     }
 
@@ -464,40 +480,117 @@ fn list_of(due: &[(String, i32, i64)]) -> Option<TopicPartitionList> {
 }
 
 /// Commits what is due every COMMIT_EVERY (asynchronously: the commit callback records it).
-async fn commit_loop(consumer: Arc<StreamConsumer<AtLeastOnce>>, offsets: Offsets) {
+async fn commit_loop(consumer: Arc<Polled<AtLeastOnce>>, offsets: Offsets) {
     loop {
         tokio::time::sleep(COMMIT_EVERY).await;
         let due = lock(&offsets).due();
         if let Some(list) = list_of(&due) {
-            if let Err(e) = consumer.commit(&list, CommitMode::Async) {
+            if let Err(e) = consumer.consumer().commit(&list, CommitMode::Async) {
                 tracing::warn!(error = %e, "commit failed; the next one carries it");
             }
         }
     }
 }
 
-/// A consumer group member on librdkafka's `StreamConsumer`.
+/// A consumer group member on librdkafka, its queue polled by [`Polled`].
 pub struct KafkaSubscription {
-    consumer: Arc<StreamConsumer<AtLeastOnce>>,
+    consumer: Arc<Polled<AtLeastOnce>>,
     offsets: Offsets,
     /// The assignment's version last reported by `assignment_changed`.
     assignment_seen: u64,
     committer: tokio::task::JoinHandle<()>,
+    /// Per partition read, the offset of the next record it would deliver.
+    at: std::collections::HashMap<(String, i32), i64>,
+    /// When an error that keeps coming back at one offset is a record to give up on.
+    judge: Judge,
+}
+
+/// What a consumer error means to a member or a reader: a record given up on, one to wait on,
+/// or the consumer's own trouble.
+enum Judged {
+    GaveUp(Unreadable),
+    Again,
+    Failed(TransportError),
+}
+
+/// An error event of a consumer at `at` (its positions per partition), judged: an error about
+/// a record's content at an offset counts towards giving that record up; any other is the
+/// consumer's (classed by the shared table).
+fn judge_error(
+    judge: &mut Judge,
+    at: &std::collections::HashMap<(String, i32), i64>,
+    code: ErrorCode,
+    fatal: bool,
+    where_: Option<(String, i32, i64)>,
+    message: String,
+) -> Judged {
+    match where_ {
+        Some((topic, partition, offset)) if code.unreadable_record() && !fatal => {
+            let position = at.get(&(topic.clone(), partition)).copied().unwrap_or(offset);
+            tracing::debug!(topic, partition, offset, position, error = %message, "a record that cannot be read");
+            match judge.failed(&topic, partition, position, offset, &message) {
+                Some(u) => Judged::GaveUp(u),
+                None => Judged::Again,
+            }
+        }
+        _ if fatal => Judged::Failed(TransportError::fatal(message)),
+        _ => Judged::Failed(errors::classify(code, message)),
+    }
+}
+
+impl KafkaSubscription {
+    /// Moves past a record given up on: the consumer seeks one offset on.
+    fn pass(&mut self, u: &Unreadable) {
+        let next = u.offset + 1;
+        self.at.insert((u.topic.clone(), u.partition), next);
+        if let Err(e) =
+            self.consumer
+                .consumer()
+                .seek(&u.topic, u.partition, Offset::Offset(next), Duration::ZERO)
+        {
+            // Not ours any more (a rebalance): its next owner meets it again.
+            tracing::warn!(topic = %u.topic, partition = u.partition, error = %e, "could not seek past a record that cannot be read");
+        }
+    }
 }
 
 impl Subscription for KafkaSubscription {
-    async fn recv(&mut self) -> Result<Record, TransportError> {
-        let m = self.consumer.recv().await.map_err(classify)?;
-        let headers = headers_of(&m);
-        Ok(Record {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers,
-            timestamp_ms: m.timestamp().to_millis(),
-        })
+    async fn recv(&mut self) -> Result<Delivery, TransportError> {
+        loop {
+            match self.consumer.next().await {
+                Event::Record(r) => {
+                    self.judge.read(&r.topic, r.partition);
+                    self.at.insert((r.topic.clone(), r.partition), r.offset + 1);
+                    return Ok(Delivery::Record(r));
+                }
+                Event::Eof {
+                    topic,
+                    partition,
+                    offset,
+                } => {
+                    let at = self.at.entry((topic.clone(), partition)).or_insert(offset);
+                    *at = (*at).max(offset);
+                    return Ok(Delivery::Position {
+                        topic,
+                        partition,
+                        offset,
+                    });
+                }
+                Event::Error {
+                    code,
+                    fatal,
+                    at,
+                    message,
+                } => match judge_error(&mut self.judge, &self.at, code, fatal, at, message) {
+                    Judged::GaveUp(u) => {
+                        self.pass(&u);
+                        return Ok(Delivery::Unreadable(u));
+                    }
+                    Judged::Again => {}
+                    Judged::Failed(e) => return Err(e),
+                },
+            }
+        }
     }
 
     fn mark_done(&mut self, topic: &str, partition: i32, next_offset: i64) -> Result<(), TransportError> {
@@ -505,7 +598,21 @@ impl Subscription for KafkaSubscription {
     }
 
     fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>> {
-        lock(&self.offsets).owned_since(&mut self.assignment_seen)
+        let owned = lock(&self.offsets).owned_since(&mut self.assignment_seen)?;
+        self.at.retain(|k, _| owned.contains(k));
+        Some(owned)
+    }
+
+    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(topic, partition);
+        self.consumer.consumer().pause(&tpl).map_err(classify)
+    }
+
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(topic, partition);
+        self.consumer.consumer().resume(&tpl).map_err(classify)
     }
 
     async fn close(self) -> Result<(), TransportError> {
@@ -514,7 +621,9 @@ impl Subscription for KafkaSubscription {
         let (consumer, offsets) = (self.consumer, self.offsets);
         let closing = tokio::task::spawn_blocking(move || {
             let due = lock(&offsets).due();
-            let committed = match list_of(&due).map(|list| consumer.commit(&list, CommitMode::Sync)) {
+            let committed = match list_of(&due)
+                .map(|list| consumer.consumer().commit(&list, CommitMode::Sync))
+            {
                 // The group is moving these partitions (another member joined or left as this
                 // one closes): their next owner reads what this commit carried again, as after
                 // a crash. Leaving is still clean.
@@ -528,7 +637,7 @@ impl Subscription for KafkaSubscription {
                 Some(r) => r.map_err(classify),
                 None => Ok(()),
             };
-            consumer.unsubscribe();
+            consumer.consumer().unsubscribe();
             // Dropping the consumer closes it: librdkafka leaves the group.
             drop(consumer);
             committed
@@ -542,13 +651,17 @@ impl Subscription for KafkaSubscription {
     }
 }
 
-/// A reader of chosen partitions on librdkafka's `StreamConsumer`, assigned, never subscribed.
+/// A reader of chosen partitions on librdkafka, assigned, never subscribed.
 pub struct KafkaReader {
-    consumer: StreamConsumer,
+    consumer: Polled<DefaultConsumerContext>,
     topic: String,
     /// Per followed partition, the offset it was followed from: a record of it below that was
     /// fetched before it was followed again, and is passed over.
     from: std::collections::HashMap<i32, i64>,
+    /// Per followed partition, the offset of the next record it would deliver.
+    at: std::collections::HashMap<(String, i32), i64>,
+    /// When an error that keeps coming back at one offset is a record to give up on.
+    judge: Judge,
 }
 
 impl KafkaReader {
@@ -559,17 +672,64 @@ impl KafkaReader {
         Ok(tpl)
     }
 
-    fn record(&self, m: &BorrowedMessage<'_>) -> Option<Record> {
-        let from = *self.from.get(&m.partition())?;
-        (m.offset() >= from).then(|| Record {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            headers: headers_of(m),
-            timestamp_ms: m.timestamp().to_millis(),
-        })
+    /// Takes one event into `out`; `Err` for the reader's own trouble.
+    fn take(&mut self, event: Event, out: &mut Fetched) -> Result<(), TransportError> {
+        match event {
+            Event::Record(r) => {
+                let Some(from) = self.from.get(&r.partition).copied() else {
+                    return Ok(());
+                };
+                if r.offset < from {
+                    return Ok(());
+                }
+                self.judge.read(&r.topic, r.partition);
+                self.moved(r.partition, r.offset + 1, out);
+                out.records.push(r);
+            }
+            Event::Eof {
+                partition, offset, ..
+            } => {
+                if self.from.get(&partition).is_some_and(|from| offset >= *from) {
+                    self.moved(partition, offset, out);
+                }
+            }
+            Event::Error {
+                code,
+                fatal,
+                at,
+                message,
+            } => {
+                let followed = at.as_ref().is_none_or(|(_, p, _)| self.from.contains_key(p));
+                if !followed {
+                    return Ok(());
+                }
+                match judge_error(&mut self.judge, &self.at, code, fatal, at, message) {
+                    Judged::GaveUp(u) => {
+                        let tpl = self.one(u.partition, Offset::Offset(u.offset + 1))?;
+                        self.consumer
+                            .consumer()
+                            .seek_partitions(tpl, Duration::ZERO)
+                            .map_err(classify)?;
+                        self.moved(u.partition, u.offset + 1, out);
+                        out.unreadable.push(u);
+                    }
+                    Judged::Again => {}
+                    Judged::Failed(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `partition`'s position moved to `to`.
+    fn moved(&mut self, partition: i32, to: i64, out: &mut Fetched) {
+        let at = self.at.entry((self.topic.clone(), partition)).or_insert(to);
+        *at = (*at).max(to);
+        let to = *at;
+        match out.positions.iter_mut().find(|(_, p, _)| *p == partition) {
+            Some((.., was)) => *was = to,
+            None => out.positions.push((self.topic.clone(), partition, to)),
+        }
     }
 }
 
@@ -579,7 +739,10 @@ impl Reader for KafkaReader {
             self.unfollow(partition)?;
         }
         let tpl = self.one(partition, Offset::Offset(from))?;
-        self.consumer.incremental_assign(&tpl).map_err(classify)?;
+        self.consumer
+            .consumer()
+            .incremental_assign(&tpl)
+            .map_err(classify)?;
         self.from.insert(partition, from);
         Ok(())
     }
@@ -587,28 +750,31 @@ impl Reader for KafkaReader {
     fn unfollow(&mut self, partition: i32) -> Result<(), TransportError> {
         if self.from.remove(&partition).is_some() {
             let tpl = self.one(partition, Offset::Invalid)?;
-            self.consumer.incremental_unassign(&tpl).map_err(classify)?;
+            self.consumer
+                .consumer()
+                .incremental_unassign(&tpl)
+                .map_err(classify)?;
+            self.at.remove(&(self.topic.clone(), partition));
+            self.judge.forget(&self.topic, partition);
         }
         Ok(())
     }
 
-    async fn recv(&mut self, max: usize) -> Result<Vec<Record>, TransportError> {
-        use futures::FutureExt;
-        let mut out = Vec::new();
+    async fn recv(&mut self, max: usize) -> Result<Fetched, TransportError> {
+        let mut out = Fetched::default();
         while out.is_empty() {
-            let m = self.consumer.recv().await.map_err(classify)?;
-            out.extend(self.record(&m));
+            let event = self.consumer.next().await;
+            self.take(event, &mut out)?;
         }
-        while out.len() < max.max(1) {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(m)) => out.extend(self.record(&m)),
-                Some(Err(e)) => {
-                    // Taken off librdkafka's queue: a lasting condition comes again with the
-                    // next recv, a passing one is gone.
-                    tracing::warn!(error = %e, topic = %self.topic, "reader error after records");
-                    break;
-                }
-                None => break,
+        while out.records.len() < max.max(1) {
+            let Some(event) = self.consumer.poll() else {
+                break;
+            };
+            if let Err(e) = self.take(event, &mut out) {
+                // Taken off librdkafka's queue: a lasting condition comes again with the next
+                // recv, a passing one is gone.
+                tracing::warn!(error = %Report(&e), topic = %self.topic, "reader error after records");
+                break;
             }
         }
         Ok(out)

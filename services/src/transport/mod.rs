@@ -6,6 +6,7 @@ pub mod errors;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod offsets;
+pub mod unreadable;
 
 use std::future::Future;
 use std::time::Duration;
@@ -234,6 +235,54 @@ pub trait Transport: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(i64, i64), TransportError>> + Send;
 }
 
+/// A record a consumer could not read, given up on: the same error came back at the same offset
+/// (a batch the client cannot decode, a corrupt record) until the consumer moved past it
+/// ([`unreadable::Judge`]). Every reader hands it on once, so its caller can say so (the worker
+/// dead-letters a note of it) instead of the partition waiting on it for ever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The client's error, as it said it.
+    pub error: String,
+}
+
+/// What a [`Reader`] brought: records, each partition's position, and records given up on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Records of the followed partitions, each partition's in order.
+    pub records: Vec<Record>,
+    /// Per partition whose position moved (topic, partition, offset): the offset of the next
+    /// record it can bring. Past
+    /// every record in `records`, and past the offsets a consumer never delivers: transaction
+    /// markers, records of aborted transactions, offsets compaction removed, records given up
+    /// on. "Read to the end" is this reaching the end offset, never the last record + 1 (a log
+    /// may end with a marker).
+    pub positions: Vec<(String, i32, i64)>,
+    /// Records given up on, each once; `positions` is already past them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Fetched {
+    /// Nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.positions.is_empty() && self.unreadable.is_empty()
+    }
+
+    /// Adds `more`, which came after (positions only move forward).
+    pub fn extend(&mut self, more: Fetched) {
+        self.records.extend(more.records);
+        self.unreadable.extend(more.unreadable);
+        for (t, p, at) in more.positions {
+            match self.positions.iter_mut().find(|(u, q, _)| *u == t && *q == p) {
+                Some((.., was)) => *was = (*was).max(at),
+                None => self.positions.push((t, p, at)),
+            }
+        }
+    }
+}
+
 /// Reads chosen partitions of one topic, in order within each, outside any group.
 pub trait Reader: Send + 'static {
     /// Reads `partition` from offset `from` on (the log's first offset, when `from` is gone).
@@ -243,15 +292,33 @@ pub trait Reader: Send + 'static {
     /// Stops reading `partition`: none of its records come any more, fetched or not.
     fn unfollow(&mut self, partition: i32) -> Result<(), TransportError>;
 
-    /// The next records of the followed partitions (at least one, at most `max`), each
-    /// partition's in order. Waits while there are none. Cancel-safe.
-    fn recv(&mut self, max: usize) -> impl Future<Output = Result<Vec<Record>, TransportError>> + Send;
+    /// What the followed partitions bring next (at most `max` records): waits until there is a
+    /// record, a position that moved, or a record given up on. An error is the whole reader's
+    /// (the broker out of reach); one partition's trouble never holds the others. Cancel-safe.
+    fn recv(&mut self, max: usize) -> impl Future<Output = Result<Fetched, TransportError>> + Send;
+}
+
+/// What a consumer group member's [`Subscription::recv`] brings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A record to handle.
+    Record(Record),
+    /// A record the consumer gave up on: the worker dead-letters a note of it, and it is done.
+    Unreadable(Unreadable),
+    /// The consumer's position in a partition passed offsets it never delivers (a transaction
+    /// marker at the end of the log, an aborted transaction): once every record before it is
+    /// done, the group may commit up to here.
+    Position {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// One member of a consumer group.
 pub trait Subscription: Send + 'static {
-    /// The next record of any assigned partition. Cancel-safe.
-    fn recv(&mut self) -> impl Future<Output = Result<Record, TransportError>> + Send;
+    /// What the assigned partitions bring next. Cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Result<Delivery, TransportError>> + Send;
 
     /// Marks every record of `topic`/`partition` before `next_offset` done: the next commit stores
     /// `next_offset`, so a restart resumes there.
@@ -261,17 +328,31 @@ pub trait Subscription: Send + 'static {
     /// when they did not).
     fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>>;
 
+    /// Stops fetching `topic`/`partition` (what was fetched already may still come) until
+    /// [`Subscription::resume`], or until a rebalance assigns it afresh.
+    fn pause(&mut self, topic: &str, partition: i32) -> Result<(), TransportError>;
+
+    /// Fetches `topic`/`partition` again.
+    fn resume(&mut self, topic: &str, partition: i32) -> Result<(), TransportError>;
+
     /// Commits what is marked done and leaves the group.
     fn close(self) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
-/// Reads topics from the beginning up to the end offsets they had when it was opened, in a
-/// consumer group of its own (so it disturbs no service). Rebuilding the view, tests and the load
-/// generator read the log this way.
-pub struct ReadToEnd<S> {
-    sub: S,
-    /// Per partition still to read: the end offset to reach.
-    remaining: std::collections::HashMap<(String, i32), i64>,
+/// Reads topics from their start up to the end offsets they had when it was opened, outside any
+/// consumer group (so it disturbs no service), one topic after another. Rebuilding the view,
+/// tests and the load generator read the log this way. A partition is read to its end when the
+/// reader's position reaches the end offset, not when a record at end - 1 comes (a log may end
+/// with a transaction marker, which is never delivered).
+pub struct ReadToEnd<R> {
+    /// The topics still to read, each with its end offset per partition; the first is being read.
+    topics: std::collections::VecDeque<(String, Vec<i64>)>,
+    /// The reader of the first topic, once opened, with each partition's position.
+    reading: Option<(R, std::collections::HashMap<i32, i64>)>,
+    /// Records read ahead of the one returned.
+    ahead: std::collections::VecDeque<Record>,
+    /// Records given up on (a batch that cannot be decoded): passed over, and said here.
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// How long [`ReadToEnd::next`] waits after a retriable error before it asks again.
@@ -312,86 +393,126 @@ pub fn fresh_group(prefix: &str) -> String {
 pub enum ReadError {
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// No record came for the stall time; the last retriable error the consumer gave meanwhile,
+    /// Nothing came for the stall time; the last retriable error the consumer gave meanwhile,
     /// if it gave one, is the cause.
-    #[error("no record for {0:?} while {1} were still to read")]
+    #[error("nothing read for {0:?} while {1} were still to read")]
     Stalled(Duration, i64, #[source] Option<TransportError>),
 }
 
-impl<S: Subscription> ReadToEnd<S> {
-    /// Takes the end offsets of `topics` now, and joins `group` (which should be new) to read them.
-    /// A retriable error (a partition whose leader is being elected, as right after a topic is
-    /// created) is asked again for up to [`ENDS_WITHIN`].
-    pub async fn open<T: Transport<Subscription = S>>(
+impl<R: Reader> ReadToEnd<R> {
+    /// Takes the end offsets of `topics` now. A retriable error (a partition whose leader is
+    /// being elected, as right after a topic is created) is asked again for up to
+    /// [`ENDS_WITHIN`].
+    pub async fn open<T: Transport<Reader = R>>(
         transport: &T,
-        group: &str,
         topics: &[&str],
-    ) -> Result<ReadToEnd<S>, TransportError> {
-        let mut remaining = std::collections::HashMap::new();
+    ) -> Result<ReadToEnd<R>, TransportError> {
+        let mut ends = std::collections::VecDeque::new();
         for t in topics {
-            for (p, end) in end_offsets_within(transport, t, ENDS_WITHIN)
-                .await?
-                .into_iter()
-                .enumerate()
-            {
-                if end > 0 {
-                    remaining.insert(((*t).to_owned(), p as i32), end);
-                }
-            }
+            ends.push_back((
+                (*t).to_owned(),
+                end_offsets_within(transport, t, ENDS_WITHIN).await?,
+            ));
         }
-        let sub = transport.subscribe(group, topics).await?;
-        Ok(ReadToEnd { sub, remaining })
+        Ok(ReadToEnd {
+            topics: ends,
+            reading: None,
+            ahead: std::collections::VecDeque::new(),
+            unreadable: Vec::new(),
+        })
     }
 
     /// The next record below the end offsets, or `None` once every partition is read; gives up
-    /// when no such record comes for `stall` (retriable errors and records past the ends included:
-    /// they do not restart the wait).
-    pub async fn next(&mut self, stall: Duration) -> Result<Option<Record>, ReadError> {
-        let deadline = tokio::time::Instant::now() + stall;
+    /// when nothing comes for `stall` (retriable errors do not restart the wait).
+    pub async fn next<T: Transport<Reader = R>>(
+        &mut self,
+        transport: &T,
+        stall: Duration,
+    ) -> Result<Option<Record>, ReadError> {
+        let mut deadline = tokio::time::Instant::now() + stall;
         let mut last_error = None;
-        while !self.remaining.is_empty() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let rec = match tokio::time::timeout(left, self.sub.recv()).await {
-                Err(_) => {
-                    let left_to_read = self.remaining.values().sum();
-                    return Err(ReadError::Stalled(stall, left_to_read, last_error));
+        loop {
+            if let Some(r) = self.ahead.pop_front() {
+                return Ok(Some(r));
+            }
+            let Some((topic, ends)) = self.topics.front() else {
+                return Ok(None);
+            };
+            let (reader, at) = match &mut self.reading {
+                Some(r) => r,
+                None => {
+                    let mut reader = transport.reader(topic).await?;
+                    let mut at = std::collections::HashMap::new();
+                    for (p, end) in (0..).zip(ends) {
+                        if *end > 0 {
+                            reader.follow(p, 0)?;
+                            at.insert(p, 0);
+                        }
+                    }
+                    self.reading.insert((reader, at))
                 }
+            };
+            let left_to_read = |at: &std::collections::HashMap<i32, i64>| -> i64 {
+                at.iter().map(|(p, o)| (ends[*p as usize] - o).max(0)).sum()
+            };
+            if left_to_read(at) == 0 {
+                self.topics.pop_front();
+                self.reading = None;
+                continue;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let got = match tokio::time::timeout(left, reader.recv(REBUILD_READ)).await {
+                Err(_) => return Err(ReadError::Stalled(stall, left_to_read(at), last_error)),
                 Ok(Err(e)) if e.is_retriable() => {
                     last_error = Some(e);
                     tokio::time::sleep(RETRY_PAUSE.min(left)).await;
                     continue;
                 }
-                Ok(r) => r?,
+                Ok(got) => got?,
             };
-            let key = (rec.topic.clone(), rec.partition);
-            let Some(end) = self.remaining.get(&key).copied() else {
-                continue;
-            };
-            if rec.offset + 1 >= end {
-                self.remaining.remove(&key);
+            deadline = tokio::time::Instant::now() + stall;
+            let positions = got
+                .positions
+                .iter()
+                .filter(|_| !mutants::on(Mutant::EndByLastRecord));
+            for (_, p, pos) in positions {
+                if let Some(was) = at.get_mut(p) {
+                    *was = (*was).max(*pos);
+                }
             }
-            if rec.offset < end {
-                return Ok(Some(rec));
+            for u in got.unreadable {
+                tracing::warn!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a record that cannot be read: passed over");
+                self.unreadable.push(u);
+            }
+            for r in &got.records {
+                if let Some(was) = at.get_mut(&r.partition) {
+                    *was = (*was).max(r.offset + 1);
+                }
+            }
+            self.ahead.extend(
+                got.records
+                    .into_iter()
+                    .filter(|r| ends.get(r.partition as usize).is_some_and(|end| r.offset < *end)),
+            );
+            for p in at.keys().copied().collect::<Vec<_>>() {
+                if at[&p] >= ends[p as usize] {
+                    reader.unfollow(p)?;
+                }
             }
         }
-        Ok(None)
-    }
-
-    /// Leaves the group.
-    pub async fn close(self) -> Result<(), TransportError> {
-        self.sub.close().await
     }
 }
 
-/// Every record of `topics` up to their current ends (a fresh group each call).
+/// Records a [`ReadToEnd`] asks its reader for at a time.
+const REBUILD_READ: usize = 1000;
+
+/// Every record of `topics` up to their current ends.
 pub async fn read_all<T: Transport>(transport: &T, topics: &[&str]) -> Result<Vec<Record>, ReadError> {
-    let group = fresh_group("pizza-read");
-    let mut reader = ReadToEnd::open(transport, &group, topics).await?;
+    let mut reader = ReadToEnd::open(transport, topics).await?;
     let mut out = Vec::new();
-    while let Some(r) = reader.next(Duration::from_secs(30)).await? {
+    while let Some(r) = reader.next(transport, Duration::from_secs(30)).await? {
         out.push(r);
     }
-    reader.close().await?;
     Ok(out)
 }
 

@@ -24,7 +24,7 @@ use super::{view_update, FollowedView, REBUILD_BATCH};
 use crate::config::SysConfig;
 use crate::error::Report;
 use crate::mutants::{self, Mutant};
-use crate::transport::{end_offsets_within, Reader, Record, Transport, TransportError, ENDS_WITHIN};
+use crate::transport::{end_offsets_within, Fetched, Reader, Transport, TransportError, ENDS_WITHIN};
 
 /// How long the follower waits after a failure before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -226,8 +226,8 @@ async fn follow_once<T: Transport, V: FollowedView>(
         moved_on(shared, starts.into_iter().map(|((t, p), (from, _))| (t, p, from)));
     }
     loop {
-        let records = batches.next().await?;
-        let read_to = fold_batch(sys, view, &records)?;
+        let fetched = batches.next().await?;
+        let read_to = fold_batch(sys, view, &fetched)?;
         moved_on(shared, read_to);
     }
 }
@@ -264,10 +264,11 @@ async fn first_fold<T: Transport, V: FollowedView>(
             }
             continue;
         };
-        let records = records?;
-        folded += records.len();
-        for (t, p, n) in fold_batch(sys, scratch, &records)? {
-            next.insert((t, p), n);
+        let fetched = records?;
+        folded += fetched.records.len();
+        for (t, p, n) in fold_batch(sys, scratch, &fetched)? {
+            let was = next.entry((t, p)).or_default();
+            *was = (*was).max(n);
         }
     }
     tracing::info!(
@@ -286,7 +287,7 @@ const BATCHES_AHEAD: usize = 4;
 /// come, and no read is ever cancelled half way (a read raced against another and dropped would
 /// be asked again, and under the simulation leave its answer behind).
 struct Pumps {
-    batches: mpsc::Receiver<Result<Vec<Record>, TransportError>>,
+    batches: mpsc::Receiver<Result<Fetched, TransportError>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// A reader's failure that came after batches handed out with it: reported next.
     failed: Option<TransportError>,
@@ -331,13 +332,13 @@ impl Pumps {
 
     /// The next batch any reader read, with every batch queued behind it (each partition's
     /// records still in order).
-    async fn next(&mut self) -> Result<Vec<Record>, String> {
+    async fn next(&mut self) -> Result<Fetched, String> {
         let failed = |e: &TransportError| format!("reading the log: {}", Report(e));
         if let Some(e) = self.failed.take() {
             return Err(failed(&e));
         }
-        let mut records = match self.batches.recv().await {
-            Some(Ok(records)) => records,
+        let mut fetched = match self.batches.recv().await {
+            Some(Ok(fetched)) => fetched,
             Some(Err(e)) => return Err(failed(&e)),
             None => return Err("the log's readers ended".into()),
         };
@@ -346,14 +347,14 @@ impl Pumps {
                 break;
             };
             match more {
-                Ok(more) => records.extend(more),
+                Ok(more) => fetched.extend(more),
                 Err(e) => {
                     self.failed = Some(e);
                     break;
                 }
             }
         }
-        Ok(records)
+        Ok(fetched)
     }
 }
 
@@ -379,18 +380,35 @@ fn moved_on(shared: &Shared, read_to: impl IntoIterator<Item = (String, i32, i64
 }
 
 /// Folds one batch (records of either topic, in order per partition) into `view`; returns how
-/// far it read each of their partitions.
+/// far it read each of their partitions: past its records, and to the readers' positions (past
+/// transaction markers and records that cannot be read, which are never delivered).
 fn fold_batch<V: FollowedView>(
     sys: &SysConfig,
     view: &V,
-    records: &[Record],
+    fetched: &Fetched,
 ) -> Result<Vec<(String, i32, i64)>, String> {
+    let records = &fetched.records;
     // Malformed records are the status service's group's to dead-letter; a view passes over them.
     let updates: Vec<_> = records.iter().filter_map(|r| view_update(sys, r).ok()).collect();
     let mut read_to: HashMap<(String, i32), i64> = HashMap::new();
     for r in records {
         let next = read_to.entry((r.topic.clone(), r.partition)).or_default();
         *next = (*next).max(r.offset + 1);
+    }
+    for u in &fetched.unreadable {
+        tracing::warn!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a record that cannot be read: the view passes over it");
+    }
+    if !mutants::on(Mutant::EndByLastRecord) {
+        for (topic, p, at) in &fetched.positions {
+            let next = read_to.entry((topic.clone(), *p)).or_default();
+            if *at > *next {
+                if *next > 0 {
+                    // Past its last record: a marker, a gap or a record given up on.
+                    crate::probes::hit(crate::probes::Probe::PositionPastRecords, "");
+                }
+                *next = *at;
+            }
+        }
     }
     let read_to: Vec<(String, i32, i64)> = read_to.into_iter().map(|((t, p), n)| (t, p, n)).collect();
     view.apply_many_at(&sys.codes, &updates, &read_to)

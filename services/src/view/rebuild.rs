@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{view_update, ViewSink};
 use crate::config::SysConfig;
 use crate::error::BoxError;
-use crate::transport::{fresh_group, ReadError, ReadToEnd, Transport, TransportError};
+use crate::transport::{ReadError, ReadToEnd, Transport, TransportError};
 
 /// Why a rebuild failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub struct Rebuilt {
     pub records: u64,
     /// Records the status service would dead-letter: skipped here too.
     pub skipped: u64,
+    /// Records that could not be read at all (a batch that cannot be decoded): passed over.
+    pub unreadable: u64,
 }
 
 /// Updates applied per transaction while rebuilding.
@@ -45,13 +47,12 @@ pub async fn rebuild<T: Transport, V: ViewSink>(
         view.apply_many(&sys.codes, batch)
             .map_err(|e| RebuildError::Sink(Box::new(e)))
     };
-    let group = fresh_group("pizza-view-rebuild");
-    let mut reader = ReadToEnd::open(transport, &group, &[&topics.status, &topics.ordered]).await?;
+    let mut reader = ReadToEnd::open(transport, &[&topics.status, &topics.ordered]).await?;
     let mut stats = Rebuilt::default();
     // Records of one key arrive in order per topic; applying them in batches keeps that order and
     // commits once per batch instead of once per record.
     let mut batch = Vec::with_capacity(REBUILD_BATCH);
-    while let Some(rec) = reader.next(STALL_TIMEOUT).await? {
+    while let Some(rec) = reader.next(transport, STALL_TIMEOUT).await? {
         stats.records += 1;
         match view_update(sys, &rec) {
             Ok(u) => batch.push(u),
@@ -63,6 +64,6 @@ pub async fn rebuild<T: Transport, V: ViewSink>(
         }
     }
     apply(&batch)?;
-    reader.close().await?;
+    stats.unreadable = reader.unreadable.len() as u64;
     Ok(stats)
 }

@@ -682,10 +682,7 @@ pub(super) fn check_log(
         .dropped
         .iter()
         .map(|(svc, t, p, o)| ((t.clone(), *p, *o), svc.clone()))
-        .filter(|((t, p, o), svc)| {
-            b.refused_notes
-                .contains(&(svc.clone(), t.clone(), *p, *o))
-        })
+        .filter(|((t, p, o), svc)| b.refused_notes.contains(&(svc.clone(), t.clone(), *p, *o)))
         .collect();
     let sla_ms = scale.scale_secs(sys.stuck_after_secs).as_millis() as i64;
     let topics = &sys.topics;
