@@ -241,12 +241,13 @@ pub use sim::{dead_letter_dropped, finished, hit, store_opened, store_synchronou
 #[cfg(madsim)]
 mod sim {
     use std::cell::RefCell;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     use super::Probe;
 
-    /// Per group, topic and partition (a few dozen): the offsets its members finished.
-    pub type Finished = Vec<((String, String, i32), BTreeSet<i64>)>;
+    /// Per group, topic and partition (a few dozen): the offsets its members finished, each with
+    /// when it was first finished (simulated epoch ms).
+    pub type Finished = Vec<((String, String, i32), BTreeMap<i64, i64>)>;
 
     /// What one simulation's probes saw: hits per probe, and the orders of the keyed ones.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -301,18 +302,22 @@ mod sim {
             // Looked up by reference first: this runs for every record, and allocates only for
             // a partition seen the first time.
             let key = (group, topic, partition);
+            // The simulation's own time, not the node's (perhaps skewed) clock.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             let found = h
                 .finished
                 .iter_mut()
                 .find(|((g, t, p), _)| (g.as_str(), t.as_str(), *p) == key);
             match found {
                 Some((_, offsets)) => {
-                    offsets.insert(offset);
+                    offsets.entry(offset).or_insert(now);
                 }
                 None => {
                     h.finished.push((
                         (group.to_owned(), topic.to_owned(), partition),
-                        BTreeSet::from([offset]),
+                        BTreeMap::from([(offset, now)]),
                     ));
                 }
             }

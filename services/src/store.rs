@@ -193,6 +193,10 @@ CREATE TABLE IF NOT EXISTS followed (
     next      INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs (
+    topic    TEXT PRIMARY KEY,
+    identity TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// The status service's materialized view: a fold of pizza-status (and of pizza-ordered, for the
@@ -319,6 +323,30 @@ impl ViewStore {
         })
     }
 
+    /// Which log each followed topic was (`Transport::log_id`), where it was known.
+    pub fn logs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.db.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT topic, identity FROM logs")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Records which log each of `logs`' topics is.
+    pub fn set_logs(&self, logs: &[(String, String)]) -> Result<(), StoreError> {
+        self.db.with(|conn| {
+            let tx = conn.transaction()?;
+            for (topic, identity) in logs {
+                tx.prepare_cached(
+                    "INSERT INTO logs (topic, identity) VALUES (?1, ?2)
+                     ON CONFLICT (topic) DO UPDATE SET identity = ?2",
+                )?
+                .execute(params![topic, identity])?;
+            }
+            tx.commit()
+        })
+    }
+
     /// An order's status alone.
     pub fn status(&self, order_id: &str) -> Result<Option<OrderStatus>, StoreError> {
         self.db.with(|conn| read_status(conn, order_id))
@@ -414,7 +442,13 @@ impl ViewStore {
             conn.execute("ATTACH DATABASE ?1 AS rebuilt", [other.to_string_lossy()])?;
             let copied = (|| {
                 let tx = conn.transaction()?;
-                for table in ["order_status", "order_timeline", "order_details", "followed"] {
+                for table in [
+                    "order_status",
+                    "order_timeline",
+                    "order_details",
+                    "followed",
+                    "logs",
+                ] {
                     tx.execute(&format!("DELETE FROM main.{table}"), [])?;
                     tx.execute(
                         &format!("INSERT INTO main.{table} SELECT * FROM rebuilt.{table}"),
@@ -511,9 +545,21 @@ impl FollowedView for ViewStore {
     }
 
     /// The file beside this one (`orders.rebuild.db` beside `orders.db`), opened (made when
-    /// missing) with what an earlier first fold left in it.
-    fn scratch(&self) -> Result<ViewStore, StoreError> {
-        ViewStore::open(&scratch_path(Path::new(&self.db.path)))
+    /// missing) with what an earlier first fold left in it, or made anew when `fresh`.
+    fn scratch(&self, fresh: bool) -> Result<ViewStore, StoreError> {
+        let path = scratch_path(Path::new(&self.db.path));
+        if fresh {
+            remove_db_files(&path);
+        }
+        ViewStore::open(&path)
+    }
+
+    fn logs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        ViewStore::logs(self)
+    }
+
+    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), StoreError> {
+        ViewStore::set_logs(self, logs)
     }
 
     fn take_from(&self, scratch: ViewStore) -> Result<(), StoreError> {
@@ -634,6 +680,10 @@ CREATE TABLE IF NOT EXISTS delivery_facts (
     claimed_ts   INTEGER,
     claim_offset INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs (
+    topic    TEXT PRIMARY KEY,
+    identity TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// What the delivery service knows of one order: the fold of the facts its changelog holds for
@@ -715,6 +765,41 @@ impl DeliveryStore {
             })
             .optional()
             .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// Which log the store's facts come from (`Transport::log_id` of the changelog), if known.
+    pub fn log_id(&self, topic: &str) -> Result<Option<String>, StoreError> {
+        self.db.with(|conn| {
+            conn.query_row("SELECT identity FROM logs WHERE topic = ?1", [topic], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    /// The changelog `topic` is the log `identity` now: when it was another, every fact of the
+    /// old one is forgotten (the partitions restore from the new log as they are needed). Returns
+    /// whether it was another.
+    pub fn follow_log(&self, topic: &str, identity: &str) -> Result<bool, StoreError> {
+        self.db.with(|conn| {
+            let tx = conn.transaction()?;
+            let was: Option<String> = tx
+                .query_row("SELECT identity FROM logs WHERE topic = ?1", [topic], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let other = was.is_some_and(|w| crate::transport::other_log(&w, identity));
+            if other {
+                tx.execute("DELETE FROM delivery_facts", [])?;
+            }
+            tx.execute(
+                "INSERT INTO logs (topic, identity) VALUES (?1, ?2)
+                 ON CONFLICT (topic) DO UPDATE SET identity = ?2",
+                params![topic, identity],
+            )?;
+            tx.commit()?;
+            Ok(other)
         })
     }
 
@@ -833,12 +918,12 @@ mod tests {
             ts: 1,
             observed: None,
         };
-        let scratch = view.scratch().unwrap();
+        let scratch = view.scratch(false).unwrap();
         scratch
             .apply_many_at(&codes, &[update(100)], &[("pizza-status".into(), 0, 1)])
             .unwrap();
         drop(scratch); // the attempt failed
-        let scratch = view.scratch().unwrap();
+        let scratch = view.scratch(false).unwrap();
         assert_eq!(scratch.followed().unwrap(), [("pizza-status".to_owned(), 0, 1)]);
         scratch
             .apply_many_at(&codes, &[update(999)], &[("pizza-status".into(), 0, 2)])

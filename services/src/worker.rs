@@ -38,6 +38,11 @@ pub enum HandleError {
     /// Stop the service.
     #[error("fatal")]
     Fatal(#[source] BoxError),
+    /// The record's partition is not ready after all (its state's log stopped moving while the
+    /// record was handled): the record gives its concurrency slot back, waits at the handler's
+    /// gate ([`Handler::ready`]), and is handled again. Only a gated handler says this.
+    #[error("the record's partition is not ready")]
+    NotReady(#[source] BoxError),
 }
 
 impl HandleError {
@@ -47,6 +52,10 @@ impl HandleError {
 
     pub fn fatal(cause: impl Into<BoxError>) -> HandleError {
         HandleError::Fatal(cause.into())
+    }
+
+    pub fn not_ready(cause: impl Into<BoxError>) -> HandleError {
+        HandleError::NotReady(cause.into())
     }
 }
 
@@ -162,7 +171,9 @@ impl WorkerError {
     pub fn gave_up_retrying(&self) -> bool {
         match self {
             WorkerError::Transport { source, .. } => source.is_retriable(),
-            WorkerError::Handler { source, .. } => matches!(source, HandleError::Retriable(_)),
+            WorkerError::Handler { source, .. } => {
+                matches!(source, HandleError::Retriable(_) | HandleError::NotReady(_))
+            }
         }
     }
 }
@@ -217,6 +228,9 @@ pub struct OffsetTracker {
 
 #[derive(Debug, Default)]
 struct PartitionTrack {
+    /// The member's epoch of the partition these records came in (`Subscription::epoch`): a
+    /// record of an earlier epoch marks nothing.
+    epoch: u64,
     /// Unfinished offsets, with a count: a redelivered record may be in flight twice.
     unfinished: BTreeMap<i64, u32>,
     /// One past the highest offset received.
@@ -228,24 +242,34 @@ struct PartitionTrack {
 }
 
 impl OffsetTracker {
-    /// A record was received.
-    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        // The first record seen is where the group's committed position was: nothing to mark before it.
+    /// A record was received in the member's `epoch` of its partition.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) {
+        // The first record seen (of this epoch) is where the group's committed position was:
+        // nothing to mark before it.
+        let fresh = || PartitionTrack {
+            epoch,
+            marked: offset,
+            stored: offset,
+            ..PartitionTrack::default()
+        };
         let p = self
             .parts
             .entry((topic.to_owned(), partition))
-            .or_insert_with(|| PartitionTrack {
-                marked: offset,
-                stored: offset,
-                ..PartitionTrack::default()
-            });
+            .or_insert_with(fresh);
+        if p.epoch != epoch {
+            *p = fresh();
+        }
         *p.unfinished.entry(offset).or_default() += 1;
         p.received_end = p.received_end.max(offset + 1);
     }
 
-    /// A record finished; returns the new offset to mark done, if it moved forward.
-    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
-        let p = self.parts.get_mut(&(topic.to_owned(), partition))?;
+    /// A record of `epoch` finished; returns the new offset to mark done, if it moved forward (and
+    /// the partition is still in that epoch).
+    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) -> Option<i64> {
+        let p = self
+            .parts
+            .get_mut(&(topic.to_owned(), partition))
+            .filter(|p| p.epoch == epoch)?;
         if let Some(n) = p.unfinished.get_mut(&offset) {
             *n -= 1;
             if *n == 0 {
@@ -280,18 +304,23 @@ impl OffsetTracker {
     /// The consumer's position in `topic`/`partition` reached `position` past offsets it never
     /// delivers (a transaction marker): returns the new offset to mark done, when nothing before
     /// it is unfinished and it moved forward.
-    pub fn reached(&mut self, topic: &str, partition: i32, position: i64) -> Option<i64> {
+    pub fn reached(&mut self, topic: &str, partition: i32, position: i64, epoch: u64) -> Option<i64> {
+        let fresh = || PartitionTrack {
+            epoch,
+            // Nothing received yet: whatever the group committed, the position is past it only
+            // by offsets that hold no record to handle.
+            marked: i64::MIN,
+            stored: i64::MIN,
+            received_end: position,
+            ..PartitionTrack::default()
+        };
         let p = self
             .parts
             .entry((topic.to_owned(), partition))
-            .or_insert_with(|| PartitionTrack {
-                // Nothing received yet: whatever the group committed, the position is past it
-                // only by offsets that hold no record to handle.
-                marked: i64::MIN,
-                stored: i64::MIN,
-                received_end: position,
-                ..PartitionTrack::default()
-            });
+            .or_insert_with(fresh);
+        if p.epoch != epoch {
+            *p = fresh();
+        }
         p.received_end = p.received_end.max(position);
         if !p.unfinished.is_empty() || p.received_end <= p.marked {
             return None;
@@ -366,6 +395,8 @@ enum Msg {
 struct Done {
     /// The task that handled it.
     task: u64,
+    /// The member's epoch of the partition when the record was received.
+    epoch: u64,
     key: Vec<u8>,
     /// What the record counted against the byte bound.
     bytes: usize,
@@ -396,6 +427,11 @@ pub async fn run_worker<T: Transport, H: Handler>(
     // Room for every message of every record in flight (two at most each), so a task never
     // waits on the channel.
     let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(2 * cfg.max_in_flight.max(1));
+    // Which log each topic is: a topic made again under the running worker is read again from
+    // its start (a consumer whose assignment did not change reads on at its old position).
+    let (log_tx, mut new_logs) = mpsc::channel::<String>(cfg.topics.len().max(1));
+    let log_watch = tokio::spawn(watch_logs(transport.clone(), cfg.topics.clone(), log_tx));
+    let _log_watch = AbortOnDrop(log_watch);
     let mut d = Driver::new(transport, cfg, handler, stats, msg_tx);
     let mut draining: Option<tokio::time::Instant> = None;
     // An assignment that changes while no record comes (an idle shop, a partition handed over
@@ -428,6 +464,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
                     d.assigned(&owned);
                 }
             }
+            Some(topic) = new_logs.recv() => d.new_log(&mut sub, &topic),
             received = sub.recv(), if draining.is_none() && d.has_room() => match received {
                 Ok(delivery) => {
                     if let Some(owned) = sub.assignment_changed() {
@@ -458,6 +495,58 @@ pub async fn run_worker<T: Transport, H: Handler>(
     Ok(())
 }
 
+/// How often a worker asks which log each of its topics is.
+pub const LOG_CHECK: Duration = Duration::from_secs(10);
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Asks which log each of `topics` is (`Transport::log_id`) every [`LOG_CHECK`], and sends each
+/// topic whose log is another one than it was (made again under the same name, a new cluster).
+/// An answer that does not come is asked again next time.
+async fn watch_logs<T: Transport>(transport: T, topics: Vec<String>, changed: mpsc::Sender<String>) {
+    if mutants::on(Mutant::NewLogNotNoticed) {
+        return;
+    }
+    let mut known: HashMap<String, crate::transport::LogId> = HashMap::new();
+    let mut every = tokio::time::interval(LOG_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for topic in &topics {
+            let Ok(Some(id)) = transport.log_id(topic).await else {
+                continue;
+            };
+            let now = crate::transport::LogId::parse(&id);
+            let other = known.get(topic).is_some_and(|was| was.is_other_than(&now));
+            // What either answer named, the newer first.
+            let merged = match known.remove(topic) {
+                Some(was) if !other => crate::transport::LogId {
+                    cluster: now.cluster.or(was.cluster),
+                    topic: now.topic.or(was.topic),
+                },
+                _ => now,
+            };
+            known.insert(topic.clone(), merged);
+            if other {
+                tracing::warn!(
+                    topic,
+                    "the topic is another log now: reading it again from its start"
+                );
+                if changed.send(topic.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 fn transport_error(cfg: &WorkerConfig, source: TransportError) -> WorkerError {
     WorkerError::Transport {
         service: cfg.name.clone(),
@@ -483,8 +572,9 @@ struct Driver<T, H> {
     concurrency: Arc<Semaphore>,
     msgs: mpsc::Sender<Msg>,
     tracker: OffsetTracker,
-    /// Key -> records waiting behind the one of that key now running.
-    lanes: HashMap<Vec<u8>, VecDeque<Work>>,
+    /// Key -> records waiting behind the one of that key now running, with the epoch of their
+    /// partition they came in.
+    lanes: HashMap<Vec<u8>, VecDeque<(Work, u64)>>,
     in_flight: usize,
     in_flight_bytes: usize,
     /// Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
@@ -496,6 +586,8 @@ struct Driver<T, H> {
     at_gate: HashMap<(String, i32), usize>,
     /// Partitions whose fetching is paused because too many of their records wait at the gate.
     paused: HashSet<(String, i32)>,
+    /// The partitions the member owns, as it last heard.
+    owned: Vec<(String, i32)>,
 }
 
 impl<T: Transport, H: Handler> Driver<T, H> {
@@ -522,6 +614,17 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             mark_on_arrival: mutants::on(Mutant::CommitBeforeDurable),
             at_gate: HashMap::new(),
             paused: HashSet::new(),
+            owned: Vec::new(),
+        }
+    }
+
+    /// `topic` is another log now: each of its partitions the member owns is read again from the
+    /// start, in a new epoch (what was received of the old log marks nothing).
+    fn new_log<S: Subscription>(&mut self, sub: &mut S, topic: &str) {
+        for (t, p) in self.owned.iter().filter(|(t, _)| t == topic) {
+            if let Err(e) = sub.rewind(t, *p) {
+                tracing::warn!(service = %self.cfg.name, topic = %t, partition = p, error = %Report(&e), "could not read a new log from its start");
+            }
         }
     }
 
@@ -536,6 +639,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
     fn assigned(&mut self, owned: &[(String, i32)]) {
         self.handler.assigned(owned);
         self.paused.retain(|p| owned.contains(p));
+        self.owned = owned.to_vec();
     }
 
     /// What the consumer brought: a record starts now or waits in its key's lane; a record it
@@ -553,7 +657,8 @@ impl<T: Transport, H: Handler> Driver<T, H> {
                 if mutants::on(Mutant::EndByLastRecord) {
                     return;
                 }
-                if let Some(next) = self.tracker.reached(&topic, partition, offset) {
+                let epoch = sub.epoch(&topic, partition);
+                if let Some(next) = self.tracker.reached(&topic, partition, offset, epoch) {
                     probes::hit(Probe::PositionPastRecords, "");
                     self.mark(sub, &topic, partition, next);
                 }
@@ -562,16 +667,18 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         };
         self.in_flight += 1;
         self.in_flight_bytes += work.bytes();
-        self.tracker.begin(work.topic(), work.partition(), work.offset());
+        let epoch = sub.epoch(work.topic(), work.partition());
+        self.tracker
+            .begin(work.topic(), work.partition(), work.offset(), epoch);
         if self.mark_on_arrival {
             let _ = sub.mark_done(work.topic(), work.partition(), work.offset() + 1);
         }
         let key = work.key();
         match self.lanes.get_mut(&key) {
-            Some(lane) => lane.push_back(work),
+            Some(lane) => lane.push_back((work, epoch)),
             None => {
                 self.lanes.insert(key, VecDeque::new());
-                self.start(sub, work);
+                self.start(sub, work, epoch);
             }
         }
     }
@@ -636,7 +743,13 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             });
         }
         probes::finished(&self.cfg.group, &done.topic, done.partition, done.offset);
-        let finished = self.tracker.finish(&done.topic, done.partition, done.offset);
+        // Received in an epoch of its partition that is over (the partition was lost, and maybe
+        // gained again, or its topic made again): not this owner's to mark any more.
+        let current = sub.epoch(&done.topic, done.partition) == done.epoch;
+        let finished = self
+            .tracker
+            .finish(&done.topic, done.partition, done.offset, done.epoch)
+            .filter(|_| current);
         if let Some(next) = finished.filter(|_| !self.mark_on_arrival) {
             self.mark(sub, &done.topic, done.partition, next);
         }
@@ -645,7 +758,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             .get_mut(&done.key)
             .expect("a finished record's lane exists");
         match lane.pop_front() {
-            Some(next) => self.start(sub, next),
+            Some((next, epoch)) => self.start(sub, next, epoch),
             None => {
                 self.lanes.remove(&done.key);
             }
@@ -665,7 +778,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         }
     }
 
-    fn start<S: Subscription>(&mut self, sub: &mut S, work: Work) {
+    fn start<S: Subscription>(&mut self, sub: &mut S, work: Work, epoch: u64) {
         let id = self.next_task;
         self.next_task += 1;
         let gated = H::GATED && matches!(work, Work::Record(_)) && !mutants::on(Mutant::RestoreHoldsSlot);
@@ -691,6 +804,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             dlq: self.cfg.dlq_topic.clone(),
             max_attempts: self.cfg.max_attempts.max(1),
             gated,
+            epoch,
         };
         let handle = tokio::spawn(task.run(work));
         self.running.insert(id, Running { handle, at_gate });
@@ -710,6 +824,8 @@ struct Task<T, H> {
     max_attempts: u32,
     /// Whether the record waits at the handler's gate before it takes a slot.
     gated: bool,
+    /// The member's epoch of the record's partition when it was received.
+    epoch: u64,
 }
 
 impl<T: Transport, H: Handler> Task<T, H> {
@@ -732,6 +848,7 @@ impl<T: Transport, H: Handler> Task<T, H> {
         probes::seam().await;
         let done = Done {
             task: self.id,
+            epoch: self.epoch,
             bytes: work.bytes(),
             key: work.key(),
             topic: work.topic().to_owned(),
@@ -751,18 +868,37 @@ impl<T: Transport, H: Handler> Task<T, H> {
     }
 
     /// Passes the handler's gate (without a slot), then handles the record in a slot.
+    /// A record that finds its partition not ready after all goes back to the gate, at most
+    /// `max_attempts` times.
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        if self.gated {
-            let ready = self.retried(rec, || self.handler.ready(rec)).await;
-            let _ = self.msgs.send(Msg::Passed { task: self.id }).await;
-            ready?;
+        let mut passed = false;
+        let mut not_ready = 0;
+        loop {
+            if self.gated {
+                let ready = self.retried(rec, || self.handler.ready(rec)).await;
+                if !std::mem::replace(&mut passed, true) {
+                    let _ = self.msgs.send(Msg::Passed { task: self.id }).await;
+                }
+                ready?;
+            }
+            let outcome = {
+                let _slot = self.slot().await;
+                if H::GATED && !self.gated {
+                    // The mutant: the wait for the record's partition happens inside the slot.
+                    self.retried(rec, || self.handler.ready(rec)).await?;
+                }
+                self.process(rec).await
+            };
+            match outcome {
+                Err(HandleError::NotReady(why)) if not_ready + 1 < self.max_attempts => {
+                    not_ready += 1;
+                    probes::hit(Probe::HandlerRetried, key_of(rec));
+                    tracing::debug!(service = %self.service, topic = %rec.topic, offset = rec.offset, error = %Report(&*why), "the record's partition is not ready: back to the gate");
+                }
+                Err(HandleError::NotReady(why)) => return Err(HandleError::Retriable(why)),
+                other => return other,
+            }
         }
-        let _slot = self.slot().await;
-        if H::GATED && !self.gated {
-            // The mutant: the wait for the record's partition happens inside the slot.
-            self.retried(rec, || self.handler.ready(rec)).await?;
-        }
-        self.process(rec).await
     }
 
     /// `attempt` until it succeeds, a failure is not retriable, or the attempts run out (with the
@@ -970,26 +1106,26 @@ mod tests {
     fn mark_never_passes_an_unfinished_record() {
         let mut t = OffsetTracker::default();
         for o in 0..4 {
-            t.begin("t", 0, o);
+            t.begin("t", 0, o, 1);
         }
         // 1..3 finish first; 0 is still cooking, so nothing may be marked.
-        assert_eq!(t.finish("t", 0, 2), None);
-        assert_eq!(t.finish("t", 0, 1), None);
-        assert_eq!(t.finish("t", 0, 3), None);
+        assert_eq!(t.finish("t", 0, 2, 1), None);
+        assert_eq!(t.finish("t", 0, 1, 1), None);
+        assert_eq!(t.finish("t", 0, 3, 1), None);
         // 0 finishes: everything up to 4 is done.
-        assert_eq!(t.finish("t", 0, 0), Some(4));
+        assert_eq!(t.finish("t", 0, 0, 1), Some(4));
         assert_eq!(t.unfinished(), 0);
     }
 
     #[test]
     fn partitions_are_tracked_apart() {
         let mut t = OffsetTracker::default();
-        t.begin("t", 0, 10);
-        t.begin("t", 1, 5);
-        t.begin("t", 0, 11);
-        assert_eq!(t.finish("t", 1, 5), Some(6));
-        assert_eq!(t.finish("t", 0, 11), None);
-        assert_eq!(t.finish("t", 0, 10), Some(12));
+        t.begin("t", 0, 10, 1);
+        t.begin("t", 1, 5, 1);
+        t.begin("t", 0, 11, 1);
+        assert_eq!(t.finish("t", 1, 5, 1), Some(6));
+        assert_eq!(t.finish("t", 0, 11, 1), None);
+        assert_eq!(t.finish("t", 0, 10, 1), Some(12));
     }
 
     #[test]
@@ -1047,11 +1183,24 @@ mod tests {
     #[test]
     fn a_record_in_flight_twice_holds_the_mark_until_both_finish() {
         let mut t = OffsetTracker::default();
-        t.begin("t", 0, 0);
-        t.begin("t", 0, 0); // redelivered while the first is still running
-        t.begin("t", 0, 1);
-        assert_eq!(t.finish("t", 0, 1), None);
-        assert_eq!(t.finish("t", 0, 0), None);
-        assert_eq!(t.finish("t", 0, 0), Some(2));
+        t.begin("t", 0, 0, 1);
+        t.begin("t", 0, 0, 1); // redelivered while the first is still running
+        t.begin("t", 0, 1, 1);
+        assert_eq!(t.finish("t", 0, 1, 1), None);
+        assert_eq!(t.finish("t", 0, 0, 1), None);
+        assert_eq!(t.finish("t", 0, 0, 1), Some(2));
+    }
+
+    /// A record received before its partition was lost and gained again (a rebalance, the topic
+    /// made again) marks nothing: the partition's records come again from the group's commit,
+    /// and an old log's offset must never be committed on a new one (the simulation's
+    /// `recreate` scenario skipped 50 records of the new log that way).
+    #[test]
+    fn a_record_of_an_earlier_epoch_marks_nothing() {
+        let mut t = OffsetTracker::default();
+        t.begin("t", 0, 50, 1);
+        t.begin("t", 0, 0, 2); // the partition regained: a new epoch from offset 0
+        assert_eq!(t.finish("t", 0, 50, 1), None, "the old epoch's record");
+        assert_eq!(t.finish("t", 0, 0, 2), Some(1));
     }
 }

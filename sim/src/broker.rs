@@ -12,6 +12,11 @@
 //!   or for a partition the member does not own, are refused.
 //! - Fetches pick one partition at random among those with records, and may hold partitions back
 //!   (`reorder`), so topics and partitions interleave differently for every seed.
+//! - Each partition is a log as Kafka keeps it ([`crate::log`]): batches with a codec, batches no
+//!   client can decode, transaction markers and aborted transactions, gaps in the offsets. A
+//!   fetch returns what a `read_committed` consumer gets and its position after it.
+//! - A topic can be deleted and made again: a new topic id, offsets from 0, and every group's
+//!   committed offsets of it gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -23,44 +28,33 @@ use pizza::transport::{header_from_raw, Acked, RawRecord, Record};
 use crate::rng::SplitMix64;
 use crate::trace::Trace;
 
-/// A record as the broker stores it: bytes, as a producer sent them (a null key or value, header
-/// keys that are not UTF-8).
-#[derive(Clone, Debug)]
-pub struct Stored {
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// When the broker appended it (epoch ms).
-    pub timestamp_ms: i64,
-    /// When the in-sync replicas have it: at once for a producer that waits for all of them
-    /// (`acks=all`, answered only then), [`REPLICATION_LAG_MS`] later for one that does not.
-    /// Consumers read only what is replicated (the high watermark), and a leader change loses
-    /// what is not.
-    pub replicated_at_ms: i64,
-    /// The producer and sequence that wrote it.
-    pub origin: (u64, u64),
-}
+pub use crate::log::Stored;
+use crate::log::{Batch, Codec, Entry, PartRead, Partition};
 
 /// How long a record written with `acks=1` waits for its followers.
 pub const REPLICATION_LAG_MS: i64 = 200;
 
-impl Stored {
-    /// The key's bytes (empty when null).
-    pub fn key(&self) -> &[u8] {
-        self.key.as_deref().unwrap_or_default()
+/// What [`Broker::held`] holds back: `topic` (its `partition`, or all) from `group` and from the
+/// readers of `service`'s nodes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Held {
+    pub group: String,
+    pub service: String,
+    pub topic: String,
+    pub partition: Option<i32>,
+}
+
+impl Held {
+    fn covers(&self, topic: &str, partition: i32) -> bool {
+        self.topic == topic && self.partition.is_none_or(|p| p == partition)
     }
 
-    /// The value's bytes (empty when null).
-    pub fn payload(&self) -> &[u8] {
-        self.payload.as_deref().unwrap_or_default()
-    }
-
-    /// The first header named `name`, as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name.as_bytes())
-            .map(|(_, v)| String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned())
+    /// Whether `node` is one of the service's nodes (`deliver`, `deliver-2`, ...).
+    fn of_node(&self, node: &str) -> bool {
+        node == self.service
+            || node
+                .strip_prefix(self.service.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
     }
 }
 
@@ -106,6 +100,9 @@ pub enum ProduceError {
         size: usize,
         max: usize,
     },
+    /// Refused for now with this code while a leader moves (NOT_LEADER_OR_FOLLOWER, ...):
+    /// nothing was written.
+    Refused(ErrorCode),
 }
 
 impl ProduceError {
@@ -115,6 +112,7 @@ impl ProduceError {
             ProduceError::UnknownTopic(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             ProduceError::NotEnoughReplicas(_) => ErrorCode::NOT_ENOUGH_REPLICAS,
             ProduceError::TooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            ProduceError::Refused(code) => *code,
         }
     }
 }
@@ -127,6 +125,7 @@ impl std::fmt::Display for ProduceError {
             ProduceError::TooLarge { size, max } => {
                 write!(f, "record of {size} bytes is larger than message.max.bytes {max}")
             }
+            ProduceError::Refused(code) => write!(f, "refused for now: {code:?}"),
         }
     }
 }
@@ -179,23 +178,46 @@ struct Group {
 /// What a fetch got.
 #[derive(Debug)]
 pub enum GroupFetch {
-    /// Records (maybe none yet) and the group's generation.
+    /// What one partition gave (nothing yet, when `None`) and the group's generation.
     Records {
         generation: u64,
-        records: Vec<FetchedRecord>,
+        part: Option<PartFetch>,
     },
     /// The member is no longer in the group (its session expired or it left): join again.
     Gone,
+}
+
+/// What a fetch of one partition got: its records, the consumer's position after them, or the
+/// error a client reports there (a batch it cannot decode, an offset out of range).
+#[derive(Clone, Debug)]
+pub struct PartFetch {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Vec<FetchedRecord>,
+    /// The offset of the next record the consumer may be given: past markers, aborted records
+    /// and gaps (see [`crate::log`]).
+    pub next: i64,
+    /// Where the error came (the undecodable batch's base offset), its code and text.
+    pub error: Option<(i64, ErrorCode, String)>,
+}
+
+impl PartFetch {
+    /// Whether it brings anything: a record, a position that moved past `from`, or an error.
+    pub fn is_news(&self, from: i64) -> bool {
+        !self.records.is_empty() || self.error.is_some() || self.next > from
+    }
 }
 
 /// The broker.
 #[derive(Debug)]
 pub struct Broker {
     cfg: BrokerConfig,
-    topics: BTreeMap<String, Vec<Vec<Stored>>>,
+    topics: BTreeMap<String, Vec<Partition>>,
+    /// Each topic's id: a topic made again gets a new one.
+    topic_ids: BTreeMap<String, u64>,
     groups: BTreeMap<String, Group>,
-    /// Producer id -> sequence -> where that record went.
-    producers: BTreeMap<u64, BTreeMap<u64, Acked>>,
+    /// Producer id -> sequence -> the topic and where that record went.
+    producers: BTreeMap<u64, BTreeMap<u64, (String, Acked)>>,
     next_member: u64,
     rng: SplitMix64,
     /// Chance that a fetch skips a partition that has records (reordering across partitions).
@@ -212,15 +234,25 @@ pub struct Broker {
     pub electing: bool,
     /// Topics whose `max.message.bytes` is lowered below the broker's.
     pub topic_max_bytes: BTreeMap<String, usize>,
-    /// (group, topic) pairs whose records the broker holds back from the group for now: a
-    /// partition leader far behind for that reader, and the way the pending path is forced
-    /// (deliver sees pizza-baked before pizza-ordered).
-    pub held: BTreeSet<(String, String)>,
+    /// What the broker holds back from a service for now: its group's fetches and its readers'
+    /// reads of a topic (of one partition of it, or all): a partition leader far behind for that
+    /// reader, the way the pending path is forced (deliver sees pizza-baked before
+    /// pizza-ordered), and a restore that does not move.
+    pub held: BTreeSet<Held>,
     /// When the simulation started (epoch ms), for trace times.
     pub start_ms: i64,
     pub trace: Trace,
     /// Commits that moved a group's offset back: group, topic, partition, from, to.
     pub commits_back: Vec<(String, String, i32, i64, i64)>,
+    /// Chance that an append skips a few offsets first, as compaction leaves gaps.
+    pub gaps: f64,
+    /// Whether the services' producers compress (each batch drawn from every codec Kafka has).
+    pub codecs: bool,
+    /// The orders whose history a topic made again took with it (the checkers excuse what
+    /// depended on it; the harness says which, `harness::faults`).
+    pub gone: BTreeSet<Vec<u8>>,
+    /// The topics made again.
+    pub recreated: BTreeSet<String>,
     /// Bare dead-letter notes refused for their size (a record of where a malformed record is,
     /// with neither its key nor its value): the service that wrote it (`dlq.service`) and the
     /// record's coordinates (`dlq.source.*`). A service passes over a record whose bare note is
@@ -236,6 +268,11 @@ impl Broker {
             groups: BTreeMap::new(),
             commits_back: Vec::new(),
             refused_notes: BTreeSet::new(),
+            topic_ids: BTreeMap::new(),
+            gone: BTreeSet::new(),
+            recreated: BTreeSet::new(),
+            gaps: 0.0,
+            codecs: false,
             producers: BTreeMap::new(),
             next_member: 1,
             rng: SplitMix64::new(seed ^ 0xb5ad_4ece_da1c_e2a9),
@@ -253,10 +290,52 @@ impl Broker {
 
     /// Creates `topic` with the configured number of partitions (no-op when it exists).
     pub fn create_topic(&mut self, topic: &str) {
+        if self.topics.contains_key(topic) {
+            return;
+        }
         let n = self.cfg.partitions.max(1) as usize;
         self.topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| vec![Vec::new(); n]);
+            .insert(topic.to_owned(), vec![Partition::default(); n]);
+        let id = self.rng.next_u64();
+        self.topic_ids.insert(topic.to_owned(), id);
+    }
+
+    /// Deletes `topic` and makes it again, as an operator does (or a new cluster, or the embedded
+    /// broker started again under a kept data directory): a new topic id, every partition empty
+    /// with offsets from 0, every group's committed offsets of it gone, and what producers wrote
+    /// to it forgotten by their idempotence. No group rebalances: a member keeps its assignment
+    /// and its position, as a Kafka consumer does (past the new log's end, its fetch is out of
+    /// range, and it starts over at the log's start; short of it, it reads on). Returns the keys
+    /// of the records it took.
+    pub fn recreate_topic(&mut self, now: i64, topic: &str) -> BTreeSet<Vec<u8>> {
+        let Some(old) = self.topics.remove(topic) else {
+            return BTreeSet::new();
+        };
+        let mut took = BTreeSet::new();
+        for part in &old {
+            for s in part.slots() {
+                if let Entry::Record(r) = &s.entry {
+                    took.insert(r.key().to_vec());
+                }
+            }
+        }
+        self.create_topic(topic);
+        self.recreated.insert(topic.to_owned());
+        for seqs in self.producers.values_mut() {
+            seqs.retain(|_, (t, _)| t != topic);
+        }
+        for g in self.groups.values_mut() {
+            g.committed.retain(|(t, _), _| t != topic);
+        }
+        self.event(now, "broker", format_args!("{topic} - - - made-again"));
+        took
+    }
+
+    /// Which log `topic` is: the cluster's id and the topic's (`Transport::log_id`).
+    pub fn log_id(&self, topic: &str) -> Option<String> {
+        self.topic_ids
+            .get(topic)
+            .map(|id| format!("sim-cluster/{id:016x}"))
     }
 
     fn event(&mut self, now: i64, node: &str, what: std::fmt::Arguments<'_>) {
@@ -307,7 +386,7 @@ impl Broker {
             );
             return Err(ProduceError::TooLarge { size, max });
         }
-        if let Some(d) = self.producers.get(&producer).and_then(|p| p.get(&seq)) {
+        if let Some((_, d)) = self.producers.get(&producer).and_then(|p| p.get(&seq)) {
             let d = *d;
             self.event(
                 now,
@@ -328,6 +407,8 @@ impl Broker {
             return Err(ProduceError::NotEnoughReplicas(rec.topic));
         }
         let ambiguous = self.ambiguous > 0.0 && self.rng.chance(self.ambiguous);
+        let gap = self.draw_gap();
+        let codec = self.draw_codec();
         let Some(parts) = self.topics.get_mut(&rec.topic) else {
             return Err(ProduceError::UnknownTopic(rec.topic));
         };
@@ -341,18 +422,18 @@ impl Broker {
             (None, Some(k)) => partition_for(k, parts.len() as i32),
             (None, None) => self.rng.below(parts.len() as u64) as i32,
         };
-        let log = &mut parts[partition as usize];
-        let offset = log.len() as i64;
-        log.push(Stored {
-            key: rec.key,
-            payload: rec.payload,
-            headers: rec.headers,
-            timestamp_ms: now,
-            replicated_at_ms: if acks_all { now } else { now + REPLICATION_LAG_MS },
-            origin: (producer, seq),
-        });
+        let replicated = if acks_all { now } else { now + REPLICATION_LAG_MS };
+        let offset = append_one(
+            &mut parts[partition as usize],
+            (rec.key, rec.payload, rec.headers),
+            (codec, gap, now),
+            (replicated, (producer, seq)),
+        );
         let d = Acked { partition, offset };
-        self.producers.entry(producer).or_default().insert(seq, d);
+        self.producers
+            .entry(producer)
+            .or_default()
+            .insert(seq, (rec.topic.clone(), d));
         let what = if ambiguous {
             self.unanswered.insert((producer, seq));
             "produced-unanswered"
@@ -379,9 +460,12 @@ impl Broker {
         let mut lost = Vec::new();
         for (topic, parts) in &mut self.topics {
             for (p, log) in parts.iter_mut().enumerate() {
-                while log.last().is_some_and(|r| r.replicated_at_ms > now) {
-                    let r = log.pop().expect("checked");
-                    lost.push((topic.clone(), p, log.len(), r.origin, trace_key(r.key.as_deref())));
+                for s in log.truncate_unreplicated(now) {
+                    let key = match &s.entry {
+                        Entry::Record(r) => trace_key(r.key.as_deref()),
+                        Entry::Marker { .. } => "marker".to_owned(),
+                    };
+                    lost.push((topic.clone(), p, s.offset, s.origin, key));
                 }
             }
         }
@@ -407,12 +491,84 @@ impl Broker {
     pub fn end_offsets(&self, topic: &str) -> Option<Vec<i64>> {
         self.topics
             .get(topic)
-            .map(|ps| ps.iter().map(|p| p.len() as i64).collect())
+            .map(|ps| ps.iter().map(Partition::end).collect())
     }
 
-    /// Every partition's records of `topic` (the checkers read the log through this).
-    pub fn log(&self, topic: &str) -> &[Vec<Stored>] {
+    /// Every partition's records of `topic` that a consumer reads, with their offsets (the
+    /// checkers read the log through this): no marker, no record of an aborted transaction, no
+    /// record of a batch no one can decode.
+    pub fn log(&self, topic: &str) -> Vec<Vec<(i64, &Stored)>> {
+        self.partitions(topic)
+            .iter()
+            .map(|p| p.delivered().collect())
+            .collect()
+    }
+
+    /// Every partition of `topic`, whole (the checkers find markers and undecodable batches
+    /// through this).
+    pub fn partitions(&self, topic: &str) -> &[Partition] {
         self.topics.get(topic).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// A gap to leave before an append (see [`Broker::gaps`]).
+    fn draw_gap(&mut self) -> i64 {
+        if self.gaps > 0.0 && self.rng.chance(self.gaps) {
+            1 + self.rng.below(3) as i64
+        } else {
+            0
+        }
+    }
+
+    /// The codec of a service's batch (see [`Broker::codecs`]).
+    fn draw_codec(&mut self) -> Codec {
+        if self.codecs {
+            Codec::ALL[self.rng.below(Codec::ALL.len() as u64) as usize]
+        } else {
+            Codec::None
+        }
+    }
+
+    /// Appends `entries` to `topic`/`partition` as one batch, as a producer that is not ours
+    /// writes them: compressed with `codec`, which a client can decode or not (`decodable`), in
+    /// an aborted transaction or not. No idempotence, no size check: a hostile producer's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_batch(
+        &mut self,
+        now: i64,
+        node: &str,
+        topic: &str,
+        partition: i32,
+        entries: Vec<Entry>,
+        (codec, decodable, aborted): (Codec, bool, bool),
+    ) -> Option<Batch> {
+        let gap = self.draw_gap();
+        let log = self
+            .topics
+            .get_mut(topic)?
+            .get_mut(usize::try_from(partition).ok()?)?;
+        // The broker stamps what it appends (LogAppendTime), as for the services' records.
+        let entries = entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Record(r) => Entry::Record(Stored {
+                    timestamp_ms: now,
+                    ..r
+                }),
+                marker => marker,
+            })
+            .collect();
+        let batch = log.append(entries, (codec, decodable, aborted), gap, (now, (0, 0)));
+        let what = match (decodable, aborted) {
+            (false, _) => "batch-undecodable",
+            (_, true) => "batch-aborted",
+            _ => "batch",
+        };
+        self.event(
+            now,
+            node,
+            format_args!("{topic} {partition} {}..={} - {what}", batch.base, batch.last),
+        );
+        Some(batch)
     }
 
     /// Every group's committed offsets: group, topic, partition, the next offset to read.
@@ -434,9 +590,9 @@ impl Broker {
         for (name, g) in &self.groups {
             let mut lag = 0;
             for t in &g.topics {
-                for (p, log) in self.log(t).iter().enumerate() {
+                for (p, log) in self.partitions(t).iter().enumerate() {
                     let c = g.committed.get(&(t.clone(), p as i32)).copied().unwrap_or(0);
-                    lag += log.len() as i64 - c;
+                    lag += (log.end() - c).max(0);
                 }
             }
             out.insert(name.clone(), lag);
@@ -560,13 +716,13 @@ impl Broker {
         Some(g.generation)
     }
 
-    /// Up to `max_batch` records of one partition the member owns.
+    /// Up to `max_batch` records of one partition the member owns, or that partition's error.
     ///
-    /// The consumer says which generation it reads in and where it is (the next offset of each
-    /// partition it has received records of), as a Kafka consumer keeps its own position: a lost
-    /// response is fetched again from there. Partitions it has no position for, and every
-    /// partition of a consumer still in an older generation (as after a rebalance), start at the
-    /// committed offset.
+    /// The consumer says which generation it reads in and where it is (its position in each
+    /// partition it has read), as a Kafka consumer keeps its own position: a lost response is
+    /// fetched again from there. Partitions it has no position for, and every partition of a
+    /// consumer still in an older generation (as after a rebalance), start at the committed
+    /// offset. `paused` partitions are not fetched.
     pub fn fetch(
         &mut self,
         now: i64,
@@ -588,14 +744,25 @@ impl Broker {
                 _ => g.committed.get(k).copied().unwrap_or(0),
             };
         }
+        // A position past a partition's end (its topic made again): out of range.
+        let past_end = m.cursors.iter().find(|((t, p), at)| {
+            self.topics.get(t).is_some_and(|ps| **at > ps[*p as usize].end())
+                && !self.held.iter().any(|h| h.group == group && h.covers(t, *p))
+        });
+        if let Some(((topic, partition), at)) = past_end {
+            return GroupFetch::Records {
+                generation,
+                part: Some(out_of_range(topic, *partition, *at)),
+            };
+        }
         let ready: Vec<(String, i32)> = m
             .cursors
             .iter()
             .filter(|((t, p), at)| {
                 self.topics
                     .get(t)
-                    .is_some_and(|ps| (ps[*p as usize].len() as i64) > **at)
-                    && !self.held.iter().any(|(g, h)| g == group && h == t)
+                    .is_some_and(|ps| ps[*p as usize].high_watermark(now) > **at)
+                    && !self.held.iter().any(|h| h.group == group && h.covers(t, *p))
                     && !paused.iter().any(|(pt, pp)| pt == t && pp == p)
             })
             .map(|(k, _)| k.clone())
@@ -608,37 +775,18 @@ impl Broker {
         if ready.is_empty() {
             return GroupFetch::Records {
                 generation,
-                records: Vec::new(),
+                part: None,
             };
         }
         let (topic, partition) = ready[self.rng.below(ready.len() as u64) as usize].clone();
         let batch = 1 + self.rng.below(self.cfg.max_batch as u64) as usize;
-        let cursor = m.cursors.get_mut(&(topic.clone(), partition)).expect("ready");
-        let log = &self.topics[&topic][partition as usize];
-        let from = *cursor as usize;
-        // Up to the high watermark: what every in-sync replica has.
-        let replicated = log[from..]
-            .iter()
-            .take_while(|r| r.replicated_at_ms <= now)
-            .count();
-        let to = from + batch.min(replicated);
-        if to == from {
-            return GroupFetch::Records {
-                generation,
-                records: Vec::new(),
-            };
-        }
-        *cursor = to as i64;
         let node = m.node.clone();
-        let records: Vec<FetchedRecord> = (from..to)
-            .map(|o| FetchedRecord {
-                topic: topic.clone(),
-                partition,
-                offset: o as i64,
-                stored: log[o].clone(),
-            })
-            .collect();
-        for r in &records {
+        let cursor = m.cursors.get_mut(&(topic.clone(), partition)).expect("ready");
+        let from = *cursor;
+        let read = self.topics[&topic][partition as usize].read(from, batch, now);
+        *cursor = read.next;
+        let part = part_fetch(&topic, partition, read);
+        for r in &part.records {
             let key = trace_key(r.stored.key.as_deref());
             self.event(
                 now,
@@ -646,46 +794,51 @@ impl Broker {
                 format_args!("{topic} {partition} {} {key} fetched by {group}", r.offset),
             );
         }
-        GroupFetch::Records { generation, records }
+        if let Some((base, code, _)) = &part.error {
+            self.event(
+                now,
+                &node,
+                format_args!("{topic} {partition} {base} - fetch-failed {code:?} by {group}"),
+            );
+        }
+        GroupFetch::Records {
+            generation,
+            part: Some(part),
+        }
     }
 
-    /// Up to `max_batch` records of one partition of `topic` that has records past the position
-    /// `positions` gives it (and below its high watermark), read outside any group.
-    pub fn read(&mut self, now: i64, topic: &str, positions: &[(i32, i64)]) -> Vec<FetchedRecord> {
-        let Some(parts) = self.topics.get(topic) else {
-            return Vec::new();
-        };
-        let ready: Vec<(i32, usize)> = positions
+    /// Up to `max_batch` records of one partition of `topic` that has something past the
+    /// position `positions` gives it (below its high watermark), read outside any group; or
+    /// that partition's error. A position past the partition's end (the topic was made again)
+    /// is out of range: the client starts over at the log's start, as `auto.offset.reset =
+    /// earliest` has librdkafka do.
+    pub fn read(&mut self, now: i64, node: &str, topic: &str, positions: &[(i32, i64)]) -> Option<PartFetch> {
+        let parts = self.topics.get(topic)?;
+        let held = |p: i32| self.held.iter().any(|h| h.of_node(node) && h.covers(topic, p));
+        if let Some((p, at)) = positions
             .iter()
-            .filter_map(|(p, at)| {
-                let log = parts.get(usize::try_from(*p).ok()?)?;
-                let from = usize::try_from((*at).max(0)).ok()?;
-                let replicated = log
-                    .get(from..)?
-                    .iter()
-                    .take_while(|r| r.replicated_at_ms <= now)
-                    .count();
-                (replicated > 0).then_some((*p, from))
+            .find(|(p, at)| parts.get(*p as usize).is_some_and(|l| *at > l.end()))
+        {
+            return Some(out_of_range(topic, *p, *at));
+        }
+        let ready: Vec<(i32, i64)> = positions
+            .iter()
+            .filter(|(p, at)| {
+                usize::try_from(*p)
+                    .ok()
+                    .and_then(|i| parts.get(i))
+                    .is_some_and(|l| l.high_watermark(now) > (*at).max(0))
+                    && !held(*p)
             })
+            .copied()
             .collect();
         if ready.is_empty() {
-            return Vec::new();
+            return None;
         }
         let (partition, from) = ready[self.rng.below(ready.len() as u64) as usize];
         let batch = 1 + self.rng.below(self.cfg.max_batch as u64) as usize;
-        let log = &self.topics[topic][partition as usize];
-        log[from..]
-            .iter()
-            .take_while(|r| r.replicated_at_ms <= now)
-            .take(batch)
-            .enumerate()
-            .map(|(i, r)| FetchedRecord {
-                topic: topic.to_owned(),
-                partition,
-                offset: (from + i) as i64,
-                stored: r.clone(),
-            })
-            .collect()
+        let read = self.topics[topic][partition as usize].read(from.max(0), batch, now);
+        Some(part_fetch(topic, partition, read))
     }
 
     /// The partitions `member` of `group` is assigned now (none when it is not a member).
@@ -762,6 +915,59 @@ fn bare_note_of(rec: &RawRecord) -> Option<(String, String, i32, i64)> {
     ))
 }
 
+/// Appends one of the services' records as its own batch; its offset.
+#[allow(clippy::type_complexity)]
+fn append_one(
+    log: &mut Partition,
+    (key, payload, headers): (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    (codec, gap, now): (Codec, i64, i64),
+    written: (i64, (u64, u64)),
+) -> i64 {
+    let stored = Stored {
+        key,
+        payload,
+        headers,
+        timestamp_ms: now,
+    };
+    log.append(vec![Entry::Record(stored)], (codec, true, false), gap, written)
+        .base
+}
+
+/// The answer to a fetch from `at`, past the end of `topic`/`partition` (made again since).
+fn out_of_range(topic: &str, partition: i32, at: i64) -> PartFetch {
+    PartFetch {
+        topic: topic.to_owned(),
+        partition,
+        records: Vec::new(),
+        next: at,
+        error: Some((
+            at,
+            ErrorCode::OFFSET_OUT_OF_RANGE,
+            format!("offset {at} is past the log's end"),
+        )),
+    }
+}
+
+/// A partition's read as a fetch answers it.
+fn part_fetch(topic: &str, partition: i32, read: PartRead) -> PartFetch {
+    PartFetch {
+        topic: topic.to_owned(),
+        partition,
+        records: read
+            .records
+            .into_iter()
+            .map(|(offset, stored)| FetchedRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                stored,
+            })
+            .collect(),
+        next: read.next,
+        error: read.error,
+    }
+}
+
 /// Most characters of a key a trace line shows.
 const TRACE_KEY_CHARS: usize = 24;
 
@@ -803,21 +1009,16 @@ mod tests {
         for _ in 0..1000 {
             let at: Vec<_> = pos.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
             match b.fetch(now, group, member, generation, &at, &[]) {
-                GroupFetch::Records {
-                    generation: g,
-                    records,
-                } => {
+                GroupFetch::Records { generation: g, part } => {
                     if g != generation {
                         pos.clear();
                         generation = g;
                     }
-                    if records.is_empty() {
+                    let Some(part) = part else {
                         break;
-                    }
-                    for r in &records {
-                        pos.insert((r.topic.clone(), r.partition), r.offset + 1);
-                    }
-                    got.extend(records);
+                    };
+                    pos.insert((part.topic.clone(), part.partition), part.next);
+                    got.extend(part.records);
                 }
                 GroupFetch::Gone => panic!("member gone"),
             }
@@ -830,22 +1031,22 @@ mod tests {
         let mut b = broker();
         b.produce(0, "p", 1, 0, out("t", "k")).unwrap();
         let m = b.join(0, "c", "g", &["t".into()]);
-        let GroupFetch::Records { generation, records } = b.fetch(0, "g", m, 0, &[], &[]) else {
+        let records = |f: GroupFetch| match f {
+            GroupFetch::Records { part, .. } => part.map(|p| p.records).unwrap_or_default(),
+            GroupFetch::Gone => panic!("gone"),
+        };
+        let first = b.fetch(0, "g", m, 0, &[], &[]);
+        let GroupFetch::Records { generation, .. } = first else {
             panic!()
         };
-        assert_eq!(records.len(), 1);
+        let got = records(first);
+        assert_eq!(got.len(), 1);
         // The response never arrived: the consumer asks again from where it was.
-        let GroupFetch::Records { records: again, .. } = b.fetch(0, "g", m, generation, &[], &[]) else {
-            panic!()
-        };
+        let again = records(b.fetch(0, "g", m, generation, &[], &[]));
         let offsets = |rs: &[FetchedRecord]| rs.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>();
-        assert_eq!(offsets(&again), offsets(&records));
-        let p = records[0].partition;
-        let GroupFetch::Records { records: none, .. } =
-            b.fetch(0, "g", m, generation, &[("t".into(), p, 1)], &[])
-        else {
-            panic!()
-        };
+        assert_eq!(offsets(&again), offsets(&got));
+        let p = got[0].partition;
+        let none = records(b.fetch(0, "g", m, generation, &[("t".into(), p, 1)], &[]));
         assert!(none.is_empty());
     }
 
@@ -934,6 +1135,73 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_made_again_is_another_log_and_its_groups_start_over() {
+        let mut b = broker();
+        for i in 0..5 {
+            b.produce(0, "p", 1, i, out("t", "same")).unwrap();
+        }
+        let m = b.join(0, "c", "g", &["t".into()]);
+        assert_eq!(fetch_all(&mut b, 0, "g", m).len(), 5);
+        let p = partition_for(b"same", 6);
+        let GroupFetch::Records { generation, .. } = b.fetch(0, "g", m, 0, &[], &[]) else {
+            panic!()
+        };
+        b.commit(0, "g", m, generation, &[("t".into(), p, 5)]).unwrap();
+        let before = b.log_id("t");
+        assert_eq!(b.recreate_topic(1, "t"), BTreeSet::from([b"same".to_vec()]));
+        assert_ne!(b.log_id("t"), before, "a new topic id");
+        assert_eq!(b.end_offsets("t").unwrap().iter().sum::<i64>(), 0);
+        assert!(
+            b.committed().is_empty(),
+            "the group's offsets went with the topic"
+        );
+        // The producer's next record is a new write at offset 0, even with a sequence it used.
+        assert_eq!(b.produce(2, "p", 1, 0, out("t", "same")).unwrap().offset, 0);
+        let again = fetch_all(&mut b, 2, "g", m);
+        assert_eq!(again.iter().map(|r| r.offset).collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn a_group_fetch_passes_markers_and_stops_at_a_batch_no_one_can_decode() {
+        let mut b = broker();
+        b.create_topic("u");
+        let m = b.join(0, "c", "g", &["u".into()]);
+        let rec = |n: u8| {
+            Entry::Record(Stored {
+                key: Some(vec![n]),
+                payload: Some(vec![n]),
+                headers: Vec::new(),
+                timestamp_ms: 0,
+            })
+        };
+        b.append_batch(0, "x", "u", 2, vec![rec(1)], (Codec::Zstd, true, false));
+        b.append_batch(
+            0,
+            "x",
+            "u",
+            2,
+            vec![Entry::Marker { commit: true }],
+            (Codec::None, true, false),
+        );
+        let GroupFetch::Records {
+            part: Some(part),
+            generation,
+        } = b.fetch(0, "g", m, 0, &[], &[])
+        else {
+            panic!()
+        };
+        assert_eq!((part.partition, part.records.len(), part.next), (2, 1, 2));
+        b.append_batch(0, "x", "u", 2, vec![rec(2), rec(3)], (Codec::Gzip, false, false));
+        let at = [("u".to_owned(), 2, 2)];
+        let GroupFetch::Records { part: Some(part), .. } = b.fetch(0, "g", m, generation, &at, &[]) else {
+            panic!()
+        };
+        let (base, code, _) = part.error.expect("undecodable");
+        assert_eq!((base, code, part.next), (2, ErrorCode::BAD_COMPRESSION, 2));
+        assert_eq!(b.log("u")[2].len(), 1, "the checkers see what a consumer reads");
+    }
+
+    #[test]
     fn a_retried_produce_is_appended_once() {
         let mut b = broker();
         let a = b.produce(0, "p", 9, 1, out("t", "k")).unwrap();
@@ -953,18 +1221,24 @@ mod tests {
         let mut at = 4;
         let mut got = Vec::new();
         while at < 10 {
-            let batch = b.read(0, "t", &[(p, at)]);
-            assert!(!batch.is_empty());
-            at = batch.last().unwrap().offset + 1;
-            got.extend(batch.into_iter().map(|r| r.offset));
+            let part = b.read(0, "c", "t", &[(p, at)]).expect("something to read");
+            assert!(!part.records.is_empty());
+            at = part.next;
+            got.extend(part.records.into_iter().map(|r| r.offset));
         }
         assert_eq!(got, (4..10).collect::<Vec<i64>>());
-        assert!(b.read(0, "t", &[(p, 10)]).is_empty(), "nothing past the end");
-        assert!(b.read(0, "t", &[(p + 100, 0)]).is_empty(), "no such partition");
-        assert!(b.read(0, "nope", &[(p, 0)]).is_empty(), "no such topic");
+        assert!(b.read(0, "c", "t", &[(p, 10)]).is_none(), "nothing past the end");
+        assert!(
+            b.read(0, "c", "t", &[(p + 100, 0)]).is_none(),
+            "no such partition"
+        );
+        assert!(b.read(0, "c", "nope", &[(p, 0)]).is_none(), "no such topic");
         // Not yet on every in-sync replica: not readable.
         b.produce_acks(0, "p", (1, 99), out("t", "k"), false).unwrap();
-        assert!(b.read(0, "t", &[(p, 10)]).is_empty());
+        assert!(b.read(0, "c", "t", &[(p, 10)]).is_none());
+        // Past the end (the topic was made again): out of range.
+        let far = b.read(0, "c", "t", &[(p, 500)]).expect("an error");
+        assert_eq!(far.error.map(|e| e.1), Some(ErrorCode::OFFSET_OUT_OF_RANGE));
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod checker;
 pub(crate) mod cluster;
 mod customers;
 mod faults;
+mod log_checks;
 mod supervisor;
 mod verdict;
 
@@ -85,6 +86,8 @@ struct Shared {
     unconfirmed: Mutex<BTreeMap<String, i64>>,
     /// The hostile records sent, by number (their `sim.hostile` header): kind and expectation.
     hostile: Mutex<BTreeMap<u32, (Kind, Expect)>>,
+    /// Orders written in transactions that were aborted: they must never be seen.
+    aborted: Mutex<std::collections::BTreeSet<String>>,
     start_ms: AtomicU64,
     /// Per invariant, the checks that ran and the checks a fault excused.
     checks: Mutex<BTreeMap<Invariant, Checks>>,
@@ -282,6 +285,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     faults::inject(&sc, start, &cluster, &shared, &root).await;
     let _ = placing.await;
     faults::heal(&sc, start, &cluster.broker, &shared).await;
+    log_checks::forget_gone(&cluster.broker, &shared);
     check_told(&cluster.broker, &sys.topics, &shared);
 
     // Phase 2: converge within the heal budget.
@@ -298,7 +302,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
         check_view_model(&model, &views, &shared);
     }
     let cfg = service_config(&sc, &root, ServiceName::Status, 0);
-    check_rebuild(&checker, cfg, &root, &views, &shared).await;
+    check_rebuild(&checker, cfg, (&root, &views), &cluster.broker, &shared).await;
     // The run got here: nothing panicked.
     shared.checked(Invariant::NoPanic, 1);
     let probes = pizza::probes::take();

@@ -6,12 +6,13 @@
 //! hit when; the harness ([`harness`]) checks the invariants in two phases and returns the verdict
 //! with the run's trace ([`trace`]). Everything random comes from the seed.
 //!
-//! [`broker`], [`scenario`], [`rng`] and [`trace`] are plain code, tested in the normal build; the
+//! [`broker`], [`log`], [`scenario`], [`rng`] and [`trace`] are plain code, tested in the normal build; the
 //! parts that need madsim's runtime exist only under `--cfg madsim` (`cargo sim`, see the README).
 
 pub mod broker;
 #[cfg(madsim)]
 pub mod harness;
+pub mod log;
 #[cfg(madsim)]
 pub mod node;
 pub mod oracle;

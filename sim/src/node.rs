@@ -17,13 +17,16 @@ use madsim::net::Endpoint;
 use pizza::clock::now_ms;
 use pizza::transport::errors::{self, Class, ErrorCode};
 use pizza::transport::offsets::{MemberOffsets, COMMIT_EVERY};
+use pizza::transport::unreadable::Judge;
 use pizza::transport::{
     Acked, Delivery, Fetched, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
+    Unreadable,
 };
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, FetchedRecord, GroupFetch, ProduceError};
+use crate::broker::{Broker, FetchedRecord, GroupFetch, PartFetch, ProduceError};
+use crate::log::{Codec, Entry};
 
 /// Where the broker listens: its node's address, and Kafka's port.
 pub const BROKER_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9092));
@@ -86,6 +89,35 @@ enum Request {
         topic: String,
         positions: Vec<(i32, i64)>,
     },
+    /// Which log `topic` is (its topic id).
+    LogId {
+        topic: String,
+    },
+    /// A batch as a producer that is not ours writes it (see [`SimTransport::append_batch`]).
+    Batch {
+        topic: String,
+        partition: i32,
+        entries: Vec<Entry>,
+        /// Codec, whether a client can decode it, whether its transaction was aborted.
+        kind: (Codec, bool, bool),
+    },
+}
+
+impl Request {
+    /// Its name in Kafka's protocol, for the trace.
+    fn api(&self) -> &'static str {
+        match self {
+            Request::Produce { .. } => "Produce",
+            Request::EndOffsets { .. } => "ListOffsets",
+            Request::Join { .. } => "JoinGroup",
+            Request::Heartbeat { .. } => "Heartbeat",
+            Request::Fetch { .. } | Request::Read { .. } => "Fetch",
+            Request::Commit { .. } => "OffsetCommit",
+            Request::Leave { .. } => "LeaveGroup",
+            Request::LogId { .. } => "Metadata",
+            Request::Batch { .. } => "Produce",
+        }
+    }
 }
 
 enum Response {
@@ -97,7 +129,11 @@ enum Response {
     Fetched(GroupFetch, Vec<(String, i32)>),
     Committed(Result<usize, String>),
     Left,
-    Read(Vec<FetchedRecord>),
+    Read(Option<PartFetch>),
+    LogId(Option<String>),
+    Appended(Option<(i64, i64)>),
+    /// The request failed with this code (a leader or coordinator moving, a member fenced).
+    Failed(ErrorCode),
 }
 
 /// The broker's state and its knobs, shared with the harness (which slows it, reorders it, and
@@ -108,6 +144,9 @@ pub struct BrokerShared {
     pub delay_ms: AtomicU64,
     /// Thousandths of the requests handled twice (the "duplicate" fault).
     pub duplicate_per_mille: AtomicU64,
+    /// Millionths of the requests answered with an error Kafka sends while a leader or a
+    /// coordinator moves or a member is fenced (the scenario's `errors`).
+    pub errors_per_million: AtomicU64,
     appended: Notify,
 }
 
@@ -117,6 +156,7 @@ impl BrokerShared {
             broker: Mutex::new(broker),
             delay_ms: AtomicU64::new(0),
             duplicate_per_mille: AtomicU64::new(0),
+            errors_per_million: AtomicU64::new(0),
             appended: Notify::new(),
         })
     }
@@ -174,6 +214,12 @@ async fn receive(ep: Arc<Endpoint>, shared: Arc<BrokerShared>) {
 }
 
 async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Response> {
+    let errors = shared.errors_per_million.load(Ordering::Relaxed);
+    if errors > 0 && madsim::rand::random::<u64>() % 1_000_000 < errors {
+        if let Some(rsp) = injected_error(shared, node, &req) {
+            return Some(rsp);
+        }
+    }
     let rsp = match req {
         Request::Produce {
             producer,
@@ -230,9 +276,84 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             shared.lock().leave_because(now_ms(), node, &group, member, why);
             Response::Left
         }
-        Request::Read { topic, positions } => read(shared, &topic, &positions).await,
+        Request::Read { topic, positions } => read(shared, node, &topic, &positions).await,
+        Request::LogId { topic } => Response::LogId(shared.lock().log_id(&topic)),
+        Request::Batch {
+            topic,
+            partition,
+            entries,
+            kind,
+        } => {
+            let batch = shared
+                .lock()
+                .append_batch(now_ms(), node, &topic, partition, entries, kind);
+            shared.appended.notify_waiters();
+            Response::Appended(batch.map(|b| (b.base, b.last)))
+        }
     };
     Some(rsp)
+}
+
+/// An error Kafka answers `req` with while a partition's leader moves (produce, fetch and
+/// ListOffsets), a group's coordinator moves or loads (join, heartbeat, commit), a group
+/// rebalances (the broker starts one) or a member is fenced (the broker removes it): what a
+/// client must ride out on every request type. `None` for requests that do not fail this way.
+fn injected_error(shared: &BrokerShared, node: &str, req: &Request) -> Option<Response> {
+    let pick = |codes: &[ErrorCode]| codes[madsim::rand::random::<usize>() % codes.len()];
+    let leader = [
+        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+        ErrorCode::FENCED_LEADER_EPOCH,
+        ErrorCode::UNKNOWN_LEADER_EPOCH,
+        ErrorCode::LEADER_NOT_AVAILABLE,
+    ];
+    let coordinator = [
+        ErrorCode::NOT_COORDINATOR,
+        ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode::COORDINATOR_NOT_AVAILABLE,
+    ];
+    let membership = [
+        ErrorCode::NOT_COORDINATOR,
+        ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode::REBALANCE_IN_PROGRESS,
+        ErrorCode::UNKNOWN_MEMBER_ID,
+    ];
+    let (code, group, member) = match req {
+        Request::Produce { .. } => {
+            let code = pick(&[ErrorCode::NOT_LEADER_OR_FOLLOWER, ErrorCode::NOT_ENOUGH_REPLICAS]);
+            (code, None, None)
+        }
+        Request::EndOffsets { .. } | Request::Fetch { .. } | Request::Read { .. } => {
+            (pick(&leader), None, None)
+        }
+        Request::Join { .. } => (pick(&coordinator), None, None),
+        Request::Heartbeat { group, member } | Request::Commit { group, member, .. } => {
+            (pick(&membership), Some(group.as_str()), Some(*member))
+        }
+        Request::Leave { .. } | Request::LogId { .. } | Request::Batch { .. } => return None,
+    };
+    let now = now_ms();
+    let mut b = shared.lock();
+    match (code, group, member) {
+        (ErrorCode::REBALANCE_IN_PROGRESS, Some(g), _) => b.rebalance(now, g),
+        (ErrorCode::UNKNOWN_MEMBER_ID, Some(g), Some(m)) => {
+            b.leave_because(now, node, g, m, " (fenced: UNKNOWN_MEMBER_ID)");
+        }
+        _ => {}
+    }
+    let t = now - b.start_ms;
+    b.trace.push(format!(
+        "{}.{:03} {node} {} answered {code:?}",
+        t / 1000,
+        t % 1000,
+        req.api()
+    ));
+    drop(b);
+    Some(match req {
+        Request::Produce { .. } => Response::Produced(Err(ProduceError::Refused(code))),
+        Request::EndOffsets { .. } => Response::EndOffsets(Err(code)),
+        Request::Commit { .. } => Response::Committed(Err(format!("{code:?}"))),
+        _ => Response::Failed(code),
+    })
 }
 
 /// A group member's fetch, held for [`FETCH_WAIT`] while there is nothing to fetch.
@@ -255,10 +376,16 @@ async fn fetch(
             (got, b.assignment(group, member))
         };
         match got {
-            GroupFetch::Records { records, generation } if records.is_empty() => {
+            GroupFetch::Records {
+                part: None,
+                generation,
+            } => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 if tokio::time::timeout(left, appended).await.is_err() {
-                    let empty = GroupFetch::Records { generation, records };
+                    let empty = GroupFetch::Records {
+                        generation,
+                        part: None,
+                    };
                     return Response::Fetched(empty, assigned);
                 }
             }
@@ -268,15 +395,15 @@ async fn fetch(
 }
 
 /// A read outside any group, held for [`FETCH_WAIT`] while there is nothing to read.
-async fn read(shared: &BrokerShared, topic: &str, positions: &[(i32, i64)]) -> Response {
+async fn read(shared: &BrokerShared, node: &str, topic: &str, positions: &[(i32, i64)]) -> Response {
     let deadline = tokio::time::Instant::now() + FETCH_WAIT;
     loop {
         let appended = shared.appended.notified();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let got = shared.lock().read(now_ms(), topic, positions);
+        let got = shared.lock().read(now_ms(), node, topic, positions);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !got.is_empty() || tokio::time::timeout(left, appended).await.is_err() {
+        if got.is_some() || tokio::time::timeout(left, appended).await.is_err() {
             return Response::Read(got);
         }
     }
@@ -393,6 +520,31 @@ impl SimTransport {
     }
 }
 
+impl SimTransport {
+    /// Appends `entries` to `topic`/`partition` as one batch of the given codec, decodable or
+    /// not, in an aborted transaction or not (a transactional producer, a broken one): its first
+    /// and last offsets. Asked again while unanswered, for up to the producer's deadline (a
+    /// batch may then be written twice, as a producer without idempotence writes it).
+    pub async fn append_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        entries: Vec<Entry>,
+        kind: (Codec, bool, bool),
+    ) -> Option<(i64, i64)> {
+        let req = || Request::Batch {
+            topic: topic.to_owned(),
+            partition,
+            entries: entries.clone(),
+            kind,
+        };
+        match self.call_until(req, PRODUCE_DEADLINE).await {
+            Some(Response::Appended(at)) => at,
+            _ => None,
+        }
+    }
+}
+
 impl Transport for SimTransport {
     type Subscription = SimSubscription;
     type Reader = SimReader;
@@ -402,7 +554,19 @@ impl Transport for SimTransport {
             transport: self.clone(),
             topic: topic.to_owned(),
             positions: BTreeMap::new(),
+            judge: Judge::default(),
+            backoff: BTreeMap::new(),
         })
+    }
+
+    async fn log_id(&self, topic: &str) -> Result<Option<String>, TransportError> {
+        let req = || Request::LogId {
+            topic: topic.to_owned(),
+        };
+        match self.call_until(req, PRODUCE_DEADLINE).await {
+            Some(Response::LogId(id)) => Ok(id),
+            _ => Err(unreachable_broker("metadata")),
+        }
     }
 
     async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), TransportError> {
@@ -482,26 +646,165 @@ impl Transport for SimTransport {
     }
 }
 
+/// Joins `group`; a coordinator that is moving or loading is asked again (librdkafka finds the
+/// coordinator again and retries), until [`PRODUCE_DEADLINE`].
 async fn join(t: &SimTransport, group: &str, topics: &[String]) -> Result<u64, TransportError> {
-    let rsp = t
-        .call_until(
-            || Request::Join {
-                group: group.to_owned(),
-                topics: topics.to_vec(),
-            },
-            PRODUCE_DEADLINE,
-        )
-        .await;
-    match rsp {
-        Some(Response::Joined(m)) => Ok(m),
-        _ => Err(unreachable_broker("join group")),
+    let end = tokio::time::Instant::now() + PRODUCE_DEADLINE;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        let rsp = t
+            .call_until(
+                || Request::Join {
+                    group: group.to_owned(),
+                    topics: topics.to_vec(),
+                },
+                left,
+            )
+            .await;
+        match rsp {
+            Some(Response::Joined(m)) => return Ok(m),
+            Some(Response::Failed(code)) if tokio::time::Instant::now() < end => {
+                tracing::debug!(group, ?code, "join failed; asking again");
+                tokio::time::sleep(REFUSED_BACKOFF).await;
+            }
+            _ => return Err(unreachable_broker("join group")),
+        }
+    }
+}
+
+/// How long a consumer leaves a partition alone after its fetch failed there (librdkafka's
+/// `fetch.error.backoff.ms`).
+const FETCH_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What the consumer of one partition makes of its fetch: the deliveries for the worker (records,
+/// a record given up on, a position past what is never delivered), its position updated, and
+/// the partition backed off after an error. Shared by the group member and the reader.
+struct PartitionReading<'a> {
+    judge: &'a mut Judge,
+    /// Per (topic, partition): the position, the offset of the next record it may deliver.
+    positions: &'a mut BTreeMap<(String, i32), i64>,
+    backoff: &'a mut BTreeMap<(String, i32), tokio::time::Instant>,
+}
+
+/// What a partition's fetch came to.
+struct Taken {
+    records: Vec<Record>,
+    unreadable: Option<Unreadable>,
+    /// The position went back to the log's start (the log ended before it).
+    restarted: bool,
+    /// The position, when it moved past the last record (or with none).
+    passed_to: Option<i64>,
+}
+
+impl PartitionReading<'_> {
+    fn take(&mut self, part: PartFetch) -> Taken {
+        let key = (part.topic.clone(), part.partition);
+        let from = self.positions.get(&key).copied();
+        let mut taken = Taken {
+            records: Vec::new(),
+            unreadable: None,
+            restarted: false,
+            passed_to: None,
+        };
+        if let Some((base, code, why)) = part.error {
+            if code == ErrorCode::OFFSET_OUT_OF_RANGE {
+                // The topic was made again: start over at the log's start (auto.offset.reset).
+                self.positions.insert(key, 0);
+                taken.restarted = true;
+                return taken;
+            }
+            let position = from.unwrap_or(base);
+            match self
+                .judge
+                .failed(&part.topic, part.partition, position, base, &why)
+            {
+                Some(u) => {
+                    self.positions.insert(key, u.offset + 1);
+                    taken.passed_to = Some(u.offset + 1);
+                    taken.unreadable = Some(u);
+                }
+                None => {
+                    self.backoff
+                        .insert(key, tokio::time::Instant::now() + FETCH_ERROR_BACKOFF);
+                }
+            }
+            return taken;
+        }
+        if !part.records.is_empty() {
+            self.judge.read(&part.topic, part.partition);
+        }
+        let after_records = part.records.last().map(|r| r.offset + 1);
+        taken.records = part.records.into_iter().map(FetchedRecord::into_record).collect();
+        let was = from.unwrap_or(i64::MIN);
+        if part.next > after_records.unwrap_or(was).max(was) {
+            taken.passed_to = Some(part.next);
+        }
+        self.positions.insert(key, part.next.max(from.unwrap_or(0)));
+        taken
+    }
+
+    /// The member's next fetch: its positions (those the worker rewound at the log's start), and
+    /// the partitions not to fetch now (paused, or backed off after an error).
+    fn fetch_request(&mut self, group: &str, generation: u64, state: &Mutex<MemberState>) -> Request {
+        let (member, mut paused) = {
+            let mut s = state.lock().expect("state");
+            for k in std::mem::take(&mut s.rewound) {
+                self.positions.insert(k, 0);
+            }
+            (s.member, s.paused.iter().cloned().collect::<Vec<_>>())
+        };
+        paused.extend(self.backed_off());
+        Request::Fetch {
+            group: group.to_owned(),
+            member,
+            generation,
+            positions: self
+                .positions
+                .iter()
+                .map(|((t, p), o)| (t.clone(), *p, *o))
+                .collect(),
+            paused,
+        }
+    }
+
+    /// What a group member's fetch of one partition gives the worker; a partition that went
+    /// back to the log's start is in a new epoch in `offsets`.
+    fn deliveries(&mut self, part: PartFetch, offsets: &Offsets) -> Vec<Delivery> {
+        let (topic, partition) = (part.topic.clone(), part.partition);
+        let taken = self.take(part);
+        if taken.restarted {
+            offsets.lock().expect("offsets").new_epoch(&topic, partition);
+        }
+        let mut out: Vec<Delivery> = taken.records.into_iter().map(Delivery::Record).collect();
+        out.extend(taken.unreadable.map(Delivery::Unreadable));
+        if let Some(offset) = taken.passed_to {
+            out.push(Delivery::Position {
+                topic,
+                partition,
+                offset,
+            });
+        }
+        out
+    }
+
+    /// The partitions backed off now (not to fetch), forgetting those whose time is up.
+    fn backed_off(&mut self) -> Vec<(String, i32)> {
+        let now = tokio::time::Instant::now();
+        self.backoff.retain(|_, until| *until > now);
+        self.backoff.keys().cloned().collect()
     }
 }
 
 #[derive(Debug)]
 struct MemberState {
     member: u64,
+    /// The newest generation heard of (a heartbeat may hear of one first): records fetched in
+    /// an older one are dropped.
     generation: u64,
+    /// The generation whose assignment the member took (the fetcher's): its commits go in it, so
+    /// a commit of work from before a rebalance the member has not taken yet is refused as
+    /// stale, as a Kafka consumer never commits in a generation it has not joined.
+    assigned_generation: u64,
     /// When the worker last stopped asking for a record; `None` while it asks.
     polled_at: Option<tokio::time::Instant>,
     /// The member left because the worker did not ask for [`MAX_POLL_INTERVAL`]: it joins
@@ -509,6 +812,8 @@ struct MemberState {
     poll_expired: bool,
     /// Partitions the worker paused: not fetched until resumed or assigned afresh.
     paused: std::collections::BTreeSet<(String, i32)>,
+    /// Partitions the worker asked to read again from the log's start.
+    rewound: std::collections::BTreeSet<(String, i32)>,
 }
 
 impl MemberState {
@@ -516,9 +821,11 @@ impl MemberState {
         MemberState {
             member,
             generation: 0,
+            assigned_generation: 0,
             polled_at: Some(tokio::time::Instant::now()),
             poll_expired: false,
             paused: std::collections::BTreeSet::new(),
+            rewound: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -540,8 +847,8 @@ impl Drop for Polling {
     }
 }
 
-/// A fetched record with the generation it was fetched in.
-type Fetch = (u64, Record);
+/// What a fetch brought, with the generation it was fetched in and its partition's epoch then.
+type Fetch = (u64, u64, Delivery);
 
 /// The member's at-least-once bookkeeping (`pizza::transport::offsets`, as rdkafka's transport
 /// keeps it).
@@ -557,69 +864,61 @@ async fn fetch_loop(
     // The consumer's own position: the generation it reads in and the next offset per partition.
     let mut generation = 0;
     let mut positions: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut judge = Judge::default();
+    let mut backoff = BTreeMap::new();
     // As librdkafka reports a lost connection to the application once, not every failed fetch.
     let mut reported = false;
     loop {
-        let (member, paused) = {
-            let s = state.lock().expect("state");
-            (s.member, s.paused.iter().cloned().collect())
+        let mut reading = PartitionReading {
+            judge: &mut judge,
+            positions: &mut positions,
+            backoff: &mut backoff,
         };
-        let req = Request::Fetch {
-            group: group.clone(),
-            member,
-            generation,
-            positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
-            paused,
-        };
+        let req = reading.fetch_request(&group, generation, &state);
         match t.call(req, RPC_TIMEOUT).await {
-            Some(Response::Fetched(
-                GroupFetch::Records {
-                    generation: g,
-                    records,
-                },
-                owned,
-            )) => {
+            Some(Response::Fetched(GroupFetch::Records { generation: g, part }, owned)) => {
                 reported = false;
                 if g != generation {
                     // A rebalance: positions start again from the committed offsets, and every
-                    // partition is fetched (librdkafka forgets a pause with the assignment).
+                    // partition is fetched (librdkafka forgets a pause with the assignment). The
+                    // group's protocol is eager: every partition is revoked, and those assigned
+                    // again are gained in a new epoch.
                     positions.clear();
+                    judge = Judge::default();
                     generation = g;
                     state.lock().expect("state").paused.clear();
+                    offsets.lock().expect("offsets").own_exactly([]);
                 }
-                state.lock().expect("state").generation = g;
+                {
+                    let mut s = state.lock().expect("state");
+                    s.generation = s.generation.max(g);
+                    s.assigned_generation = g;
+                }
                 offsets.lock().expect("offsets").own_exactly(owned);
-                for r in records.into_iter().map(FetchedRecord::into_record) {
-                    positions.insert((r.topic.clone(), r.partition), r.offset + 1);
-                    if tx.send(Ok((g, r))).await.is_err() {
+                let Some(part) = part else { continue };
+                let mut reading = PartitionReading {
+                    judge: &mut judge,
+                    positions: &mut positions,
+                    backoff: &mut backoff,
+                };
+                let (t, p) = (part.topic.clone(), part.partition);
+                let deliveries = reading.deliveries(part, &offsets);
+                let epoch = offsets.lock().expect("offsets").epoch(&t, p);
+                for d in deliveries {
+                    if tx.send(Ok((g, epoch, d))).await.is_err() {
                         return;
                     }
                 }
             }
             Some(Response::Fetched(GroupFetch::Gone, _)) => {
                 reported = false;
-                offsets.lock().expect("offsets").own_exactly([]);
-                // Left for want of a poll: join again once the worker asks for a record.
-                loop {
-                    let asked = rejoin.notified();
-                    tokio::pin!(asked);
-                    asked.as_mut().enable();
-                    if !state.lock().expect("state").poll_expired {
-                        break;
-                    }
-                    asked.await;
-                }
-                // The session expired (a pause, a clog), or the member left: join again as a
-                // new member.
-                if let Ok(m) = join(&t, &group, &topics).await {
-                    let mut s = state.lock().expect("state");
-                    s.member = m;
-                    s.generation = 0;
-                    drop(s);
+                if join_again(&t, (&group, &topics), &state, &offsets, &rejoin).await {
                     generation = 0;
                     positions.clear();
                 }
             }
+            // A leader moving: librdkafka asks for metadata and fetches again, telling no one.
+            Some(Response::Failed(_)) => tokio::time::sleep(REFUSED_BACKOFF).await,
             _ if !reported => {
                 reported = true;
                 let e = errors::classify(
@@ -633,6 +932,36 @@ async fn fetch_loop(
             _ => {}
         }
     }
+}
+
+/// The member is no longer in its group (its session expired, it left, it was fenced): it owns
+/// nothing, and joins again as a new member (once the worker asks for a record, when it left
+/// for want of a poll). Whether it joined.
+async fn join_again(
+    t: &SimTransport,
+    (group, topics): (&str, &[String]),
+    state: &Mutex<MemberState>,
+    offsets: &Offsets,
+    rejoin: &Notify,
+) -> bool {
+    offsets.lock().expect("offsets").own_exactly([]);
+    loop {
+        let asked = rejoin.notified();
+        tokio::pin!(asked);
+        asked.as_mut().enable();
+        if !state.lock().expect("state").poll_expired {
+            break;
+        }
+        asked.await;
+    }
+    let Ok(m) = join(t, group, topics).await else {
+        return false;
+    };
+    let mut s = state.lock().expect("state");
+    s.member = m;
+    s.generation = 0;
+    s.assigned_generation = 0;
+    true
 }
 
 async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberState>>, offsets: Offsets) {
@@ -681,7 +1010,7 @@ async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, offse
     }
     let (member, generation) = {
         let s = state.lock().expect("state");
-        (s.member, s.generation)
+        (s.member, s.assigned_generation)
     };
     let req = Request::Commit {
         group: group.to_owned(),
@@ -737,7 +1066,7 @@ impl Subscription for SimSubscription {
         }
         let _polling = Polling(self.state.clone());
         loop {
-            let (generation, rec) = self
+            let (generation, epoch, delivery) = self
                 .rx
                 .recv()
                 .await
@@ -745,19 +1074,27 @@ impl Subscription for SimSubscription {
             // Fetched before a rebalance: dropped, as librdkafka drops what it fetched before
             // an assignment changed (its version barrier), also when the partition comes back to
             // this member. The owner, this one or another, reads it again from the commit.
+            let (topic, partition) = match &delivery {
+                Delivery::Record(r) => (&r.topic, r.partition),
+                Delivery::Unreadable(u) => (&u.topic, u.partition),
+                Delivery::Position { topic, partition, .. } => (topic, *partition),
+            };
             let current = self.state.lock().expect("state").generation == generation;
-            let owned = self
-                .offsets
-                .lock()
-                .expect("offsets")
-                .owns(&rec.topic, rec.partition);
-            if current && owned {
-                return Ok(Delivery::Record(rec));
+            let (owned, same_epoch) = {
+                let o = self.offsets.lock().expect("offsets");
+                (o.owns(topic, partition), o.epoch(topic, partition) == epoch)
+            };
+            // Fetched before its partition was read again from the start (a new log): dropped,
+            // as librdkafka drops what it fetched before a seek.
+            if current && owned && same_epoch {
+                return Ok(delivery);
             }
-            pizza::probes::hit(
-                pizza::probes::Probe::RevokedRecordDropped,
-                rec.key_str().unwrap_or_default(),
-            );
+            if let Delivery::Record(rec) = &delivery {
+                pizza::probes::hit(
+                    pizza::probes::Probe::RevokedRecordDropped,
+                    rec.key_str().unwrap_or_default(),
+                );
+            }
         }
     }
 
@@ -773,6 +1110,20 @@ impl Subscription for SimSubscription {
             .lock()
             .expect("offsets")
             .owned_since(&mut self.assignment_seen)
+    }
+
+    fn epoch(&self, topic: &str, partition: i32) -> u64 {
+        self.offsets.lock().expect("offsets").epoch(topic, partition)
+    }
+
+    fn rewind(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
+        self.offsets.lock().expect("offsets").new_epoch(topic, partition);
+        self.state
+            .lock()
+            .expect("state")
+            .rewound
+            .insert((topic.to_owned(), partition));
+        Ok(())
     }
 
     fn pause(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
@@ -816,48 +1167,84 @@ pub struct SimReader {
     transport: SimTransport,
     topic: String,
     /// Followed partition -> the next offset to read.
-    positions: BTreeMap<i32, i64>,
+    positions: BTreeMap<(String, i32), i64>,
+    /// When an error that keeps coming back at one offset is a record to give up on.
+    judge: Judge,
+    /// Partitions left alone for a while after their read failed.
+    backoff: BTreeMap<(String, i32), tokio::time::Instant>,
 }
 
 impl Reader for SimReader {
     fn follow(&mut self, partition: i32, from: i64) -> Result<(), TransportError> {
-        self.positions.insert(partition, from.max(0));
+        self.positions
+            .insert((self.topic.clone(), partition), from.max(0));
+        self.judge.forget(&self.topic, partition);
         Ok(())
     }
 
     fn unfollow(&mut self, partition: i32) -> Result<(), TransportError> {
-        self.positions.remove(&partition);
+        self.positions.remove(&(self.topic.clone(), partition));
+        self.judge.forget(&self.topic, partition);
         Ok(())
     }
 
     async fn recv(&mut self, max: usize) -> Result<Fetched, TransportError> {
         loop {
-            if self.positions.is_empty() {
-                std::future::pending::<()>().await;
+            let mut reading = PartitionReading {
+                judge: &mut self.judge,
+                positions: &mut self.positions,
+                backoff: &mut self.backoff,
+            };
+            let backed_off = reading.backed_off();
+            let asked: Vec<(i32, i64)> = self
+                .positions
+                .iter()
+                .filter(|(k, _)| !backed_off.contains(k))
+                .map(|((_, p), o)| (*p, *o))
+                .collect();
+            if asked.is_empty() {
+                // Nothing to read now: every partition left alone, or none followed.
+                match self.backoff.values().min() {
+                    Some(until) => tokio::time::sleep_until(*until).await,
+                    None => std::future::pending::<()>().await,
+                }
+                continue;
             }
             let req = Request::Read {
                 topic: self.topic.clone(),
-                positions: self.positions.iter().map(|(p, o)| (*p, *o)).collect(),
+                positions: asked,
             };
             match self.transport.call(req, RPC_TIMEOUT).await {
-                Some(Response::Read(records)) if records.is_empty() => continue,
-                Some(Response::Read(records)) => {
-                    let records: Vec<Record> = records
-                        .into_iter()
-                        .take(max.max(1))
-                        .map(FetchedRecord::into_record)
-                        .collect();
-                    let mut positions = Vec::new();
-                    if let Some(last) = records.last() {
-                        self.positions.insert(last.partition, last.offset + 1);
-                        positions.push((self.topic.clone(), last.partition, last.offset + 1));
+                Some(Response::Read(None)) => continue,
+                Some(Response::Read(Some(mut part))) => {
+                    if part.records.len() > max.max(1) {
+                        part.records.truncate(max.max(1));
+                        part.next = part.records.last().map_or(part.next, |r| r.offset + 1);
                     }
-                    return Ok(Fetched {
-                        records,
-                        positions,
-                        unreadable: Vec::new(),
-                    });
+                    let (topic, partition) = (part.topic.clone(), part.partition);
+                    let mut reading = PartitionReading {
+                        judge: &mut self.judge,
+                        positions: &mut self.positions,
+                        backoff: &mut self.backoff,
+                    };
+                    let taken = reading.take(part);
+                    let mut out = Fetched {
+                        records: taken.records,
+                        positions: Vec::new(),
+                        unreadable: taken.unreadable.into_iter().collect(),
+                        restarted: Vec::new(),
+                    };
+                    if taken.restarted {
+                        out.restarted.push((topic.clone(), partition));
+                    }
+                    if let Some(at) = taken.passed_to.or(out.records.last().map(|r| r.offset + 1)) {
+                        out.positions.push((topic, partition, at));
+                    }
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
                 }
+                Some(Response::Failed(_)) => tokio::time::sleep(REFUSED_BACKOFF).await,
                 _ => {
                     return Err(errors::classify(
                         ErrorCode::TRANSPORT,

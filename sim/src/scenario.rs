@@ -16,6 +16,15 @@
 //! skew bake -20s drift 300  # bake's clock is 20 s behind and gains 300 µs a second (customers too)
 //! buggify on             # seams between a read and its write sometimes wait (pizza::probes::seam)
 //! swarm 12               # draw 12 faults (and the knobs) from the seed instead of listing them
+//! undecodable 0.02       # per order, the chance of a batch no client can decode beside it
+//! transactions 0.02      # per order, the chance of a transaction beside it (committed, aborted,
+//!                        # or a bare marker), as a transactional producer writes one
+//! gaps 0.05              # per record appended, the chance of an offset gap before it
+//! codecs on              # the services' producers compress (each batch with any codec)
+//! errors 0.001           # per request, the chance of an error Kafka sends while a leader or a
+//!                        # coordinator moves or a member is fenced
+//! isolation 20s          # every record is handled by every group that reads it within 20 s
+//!                        # of its append, but on a partition a fault holds
 //!
 //! at 20s crash bake for 5s             # kill the node, restart it 5 s later (disk kept)
 //! at 30s crash merge for 2s lose-disk  # ... with its data directory wiped (stateless services only)
@@ -40,6 +49,9 @@
 //! at 320s slow disk status 30ms for 60s  # every store access of the service takes 30 ms more
 //! at 330s busy disk deliver 0.2 for 30s  # a fifth of its store accesses fail SQLITE_BUSY
 //! at 340s max-bytes pizza-dlq 64 for 30s # the topic takes no record over 64 bytes
+//! at 345s recreate pizza-status        # the topic deleted and made again (`all`: every topic, a
+//!                                      # new cluster): a new topic id, offsets from 0
+//! at 346s hold pizza-deliver-changelog/2 from deliver for 60s  # one partition, readers too
 //! instances deliver 3                  # three instances of deliver in its group (`instances 3`:
 //!                                      # of assemble, bake, deliver and merge)
 //! at 350s scale-up bake                # one more bake instance joins the group
@@ -92,7 +104,31 @@ pub struct Scenario {
     pub swarm: Option<u32>,
     /// Instances each service starts with, in its consumer group (1 when not listed).
     pub instances: std::collections::BTreeMap<ServiceName, usize>,
+    /// What Kafka's log carries (issue 25): see [`LogKnobs`].
+    pub log: LogKnobs,
+    /// When set, every record must be handled by every group that reads it within this long of
+    /// its append, unless a fault holds its partition (`hold`) from that group.
+    pub isolation: Option<Duration>,
     pub faults: Vec<Fault>,
+}
+
+/// What the log carries besides the services' own records, as real clusters' logs do.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LogKnobs {
+    /// Per order placed, the chance of a batch no client can decode (1 to 3 records) on a topic
+    /// the shop reads: every reader must give its records up, with a note of each.
+    pub undecodable: f64,
+    /// Per order placed, the chance of a transaction: orders committed with a marker (they must
+    /// be delivered), orders aborted (never), or a bare commit marker on a topic the shop reads.
+    pub transactions: f64,
+    /// Per record appended, the chance of a gap of 1 to 3 offsets before it (as compaction
+    /// leaves them).
+    pub gaps: f64,
+    /// Whether the services' producers compress, each batch with a codec of Kafka's.
+    pub codecs: bool,
+    /// Per request, the chance the broker answers with an error Kafka sends while a leader or
+    /// coordinator moves (and starts a rebalance, or fences the member, where the error says so).
+    pub errors: f64,
 }
 
 impl Default for Scenario {
@@ -114,6 +150,8 @@ impl Default for Scenario {
             buggify: true,
             swarm: None,
             instances: std::collections::BTreeMap::new(),
+            log: LogKnobs::default(),
+            isolation: None,
             faults: Vec::new(),
         }
     }
@@ -206,11 +244,17 @@ pub enum FaultKind {
         topic: String,
         lasting: Duration,
     },
-    /// The broker serves `service`'s group no record of `topic`.
+    /// The broker serves `service`'s group and readers no record of `topic` (of one partition
+    /// of it, when `partition` says which).
     Hold {
         topic: String,
+        partition: Option<i32>,
         service: ServiceName,
         lasting: Duration,
+    },
+    /// `topic` (every topic, when `None`: a new cluster) is deleted and made again.
+    Recreate {
+        topic: Option<String>,
     },
     /// Messages to (`In`), from (`Out`) or both ways of a node are dropped: a service, the broker
     /// or the customers.
@@ -286,9 +330,10 @@ impl FaultKind {
             | FaultKind::Cut { down, .. }
             | FaultKind::LeaderChange { down }
             | FaultKind::PowerLoss { down, .. } => *down,
-            FaultKind::Redeliver { .. } | FaultKind::ScaleUp { .. } | FaultKind::ScaleDown { .. } => {
-                Duration::ZERO
-            }
+            FaultKind::Redeliver { .. }
+            | FaultKind::ScaleUp { .. }
+            | FaultKind::ScaleDown { .. }
+            | FaultKind::Recreate { .. } => Duration::ZERO,
             FaultKind::RollingRestart { every, .. } => *every * MAX_INSTANCES as u32,
             FaultKind::Reorder { lasting }
             | FaultKind::SlowBroker { lasting, .. }
@@ -338,6 +383,8 @@ impl FaultKind {
             FaultKind::Duplicate { .. } => true,
             // The watchdog's marks are refused while leaders are elected.
             FaultKind::LeaderChange { .. } => true,
+            // A new log: every view folds it anew and ages its orders from then.
+            FaultKind::Recreate { .. } => true,
             other => other.service() == Some(ServiceName::Status),
         }
     }
@@ -375,11 +422,7 @@ impl fmt::Display for Fault {
             FaultKind::RefuseWrites { topic, lasting } => {
                 write!(f, "refuse-writes {topic} for {}", secs(*lasting))
             }
-            FaultKind::Hold {
-                topic,
-                service,
-                lasting,
-            } => write!(f, "hold {topic} from {} for {}", service.as_str(), secs(*lasting)),
+            FaultKind::Hold { .. } | FaultKind::Recreate { .. } => fmt_log_fault(&self.kind, f),
             FaultKind::Cut {
                 node,
                 direction,
@@ -423,6 +466,26 @@ impl fmt::Display for Fault {
                 secs(*lost)
             ),
         }
+    }
+}
+
+/// `hold <topic>[/<partition>] from <service> for <duration>` and `recreate <topic|all>`.
+fn fmt_log_fault(kind: &FaultKind, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match kind {
+        FaultKind::Hold {
+            topic,
+            partition,
+            service,
+            lasting,
+        } => {
+            write!(f, "hold {topic}")?;
+            if let Some(p) = partition {
+                write!(f, "/{p}")?;
+            }
+            write!(f, " from {} for {}", service.as_str(), secs(*lasting))
+        }
+        FaultKind::Recreate { topic } => write!(f, "recreate {}", topic.as_deref().unwrap_or("all")),
+        other => unreachable!("{other:?} is written elsewhere"),
     }
 }
 
@@ -552,6 +615,9 @@ impl Scenario {
                     return Err("ambiguous must be a chance in [0, 0.5]".into());
                 }
             }
+            "undecodable" | "transactions" | "gaps" | "errors" | "codecs" | "isolation" => {
+                self.parse_log_line(w[0], one(w[0])?)?;
+            }
             "latency" => {
                 let v = one("latency")?;
                 let (lo, hi) = v
@@ -569,6 +635,19 @@ impl Scenario {
                 self.faults.push(Fault { at, kind });
             }
             other => return Err(format!("unknown setting `{other}`")),
+        }
+        Ok(())
+    }
+
+    /// Issue 25's settings: what the log carries, and the isolation bound.
+    fn parse_log_line(&mut self, what: &str, v: &str) -> Result<(), String> {
+        match what {
+            "undecodable" => self.log.undecodable = chance(what, v)?,
+            "transactions" => self.log.transactions = chance(what, v)?,
+            "gaps" => self.log.gaps = chance(what, v)?,
+            "errors" => self.log.errors = chance(what, v)?,
+            "codecs" => self.log.codecs = on_off(what, v)?,
+            _ => self.isolation = Some(parse_duration(v)?),
         }
         Ok(())
     }
@@ -666,6 +745,7 @@ impl Scenario {
             sc.in_flight = Some(64);
         }
         draw_scaling(&mut sc, &mut rng, window);
+        draw_log(&mut sc, &mut rng);
         sc.swarm = None;
         sc
     }
@@ -718,11 +798,37 @@ impl Scenario {
         for (service, n) in self.instances.iter().filter(|(_, n)| **n != 1) {
             s.push_str(&format!("instances {} {n}\n", service.as_str()));
         }
+        let l = &self.log;
+        for (name, p) in [
+            ("undecodable", l.undecodable),
+            ("transactions", l.transactions),
+            ("gaps", l.gaps),
+            ("errors", l.errors),
+        ] {
+            if p > 0.0 {
+                s.push_str(&format!("{name} {p}\n"));
+            }
+        }
+        if l.codecs {
+            s.push_str("codecs on\n");
+        }
+        if let Some(d) = self.isolation {
+            s.push_str(&format!("isolation {}\n", secs(d)));
+        }
         for f in &self.faults {
             s.push_str(&format!("{f}\n"));
         }
         s
     }
+}
+
+/// A chance in [0, 1].
+fn chance(what: &str, v: &str) -> Result<f64, String> {
+    let p: f64 = number(what, v)?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{what} must be a chance in [0, 1]"));
+    }
+    Ok(p)
 }
 
 fn on_off(what: &str, v: &str) -> Result<bool, String> {
@@ -769,8 +875,13 @@ fn parse_skew(w: &[&str]) -> Result<(String, i64, i64), String> {
 fn parse_more_fault(w: &[&str]) -> Result<FaultKind, String> {
     match w {
         ["hold", topic, "from", svc, rest @ ..] => {
+            let (topic, partition) = match topic.split_once('/') {
+                Some((t, p)) => (t, Some(number::<i32>("hold's partition", p)?)),
+                None => (*topic, None),
+            };
             Ok(FaultKind::Hold {
                 topic: known_topic(topic)?,
+                partition,
                 service: parse_service(svc)?,
                 lasting: for_exactly(rest)?,
             })
@@ -856,13 +967,16 @@ fn for_exactly(rest: &[&str]) -> Result<Duration, String> {
     }
 }
 
-/// `topic` if it is one of the shop's.
+/// `topic` if it is one of the shop's (deliver's changelog included).
 fn known_topic(topic: &str) -> Result<String, String> {
     let topics = SysConfig::default().topics;
-    if topics.all().contains(&topic) {
+    if topics.to_create().contains(&topic) {
         Ok(topic.to_owned())
     } else {
-        Err(format!("unknown topic `{topic}` ({})", topics.all().join(", ")))
+        Err(format!(
+            "unknown topic `{topic}` ({})",
+            topics.to_create().join(", ")
+        ))
     }
 }
 
@@ -902,6 +1016,33 @@ fn draw_scaling(sc: &mut Scenario, rng: &mut SplitMix64, window: u64) {
     }
     sc.instances.insert(*status, instances);
     sc.faults.sort_by_key(|f| f.at);
+}
+
+/// Issue 25's knobs, drawn last: what Kafka's log carries (batches no client can decode and
+/// transactions in half the runs each, gaps and compressed batches in half, request errors in a
+/// third), and in one run in eight a topic made again (every topic, in a third of those).
+fn draw_log(sc: &mut Scenario, rng: &mut SplitMix64) {
+    sc.log = LogKnobs {
+        undecodable: [0.0, 0.0, 0.005, 0.02][rng.below(4) as usize],
+        transactions: [0.0, 0.0, 0.005, 0.02][rng.below(4) as usize],
+        gaps: [0.0, 0.05][rng.below(2) as usize],
+        codecs: rng.chance(0.5),
+        errors: [0.0, 0.0005, 0.003][rng.below(3) as usize],
+    };
+    if rng.chance(0.125) {
+        let topics = SysConfig::default().topics;
+        let all = topics.all();
+        let topic = (!rng.chance(1.0 / 3.0)).then(|| all[rng.below(all.len() as u64) as usize].to_owned());
+        // While orders still come: a run whose every order went with the old logs checks
+        // nothing.
+        let arrival = (f64::from(sc.orders) / sc.rate * 1000.0) as u64;
+        let at = Duration::from_millis(rng.between(1_000, (arrival * 2 / 3).max(1_001)));
+        sc.faults.push(Fault {
+            at,
+            kind: FaultKind::Recreate { topic },
+        });
+        sc.faults.sort_by_key(|f| f.at);
+    }
 }
 
 /// One of the faults issue 13 added, drawn for a swarm run. Outages run up to three minutes:
@@ -951,6 +1092,7 @@ fn draw_new_fault(rng: &mut SplitMix64) -> FaultKind {
         // Mostly the pending path: deliver kept from pizza-ordered.
         1 => FaultKind::Hold {
             topic: topics.ordered,
+            partition: None,
             service: ServiceName::Deliver,
             lasting: lasting.min(Duration::from_secs(90)),
         },
@@ -1033,6 +1175,10 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
         ["redeliver", svc] => Ok(FaultKind::Redeliver {
             service: parse_service(svc)?,
         }),
+        ["recreate", "all"] => Ok(FaultKind::Recreate { topic: None }),
+        ["recreate", topic] => Ok(FaultKind::Recreate {
+            topic: Some(known_topic(topic)?),
+        }),
         ["scale-up" | "scale-down" | "rolling-restart", ..] => parse_scale_fault(w),
         ["reorder", rest @ ..] => {
             no_more(rest, 2)?;
@@ -1062,7 +1208,7 @@ fn parse_fault(w: &[&str]) -> Result<FaultKind, String> {
         }
         [] => Err("`at <time>` needs a fault".into()),
         [other, ..] => Err(format!(
-            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate, leader-change, power-loss, slow disk, busy disk, max-bytes)"
+            "unknown fault `{other}` (crash, stop, pause, clog, redeliver, reorder, slow broker, loss, refuse-writes, hold, cut, duplicate, leader-change, power-loss, slow disk, busy disk, max-bytes, recreate)"
         )),
     }
 }

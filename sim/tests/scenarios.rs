@@ -132,6 +132,34 @@ fn status_idle() {
     passes("status-idle", 0..4);
 }
 
+/// What real Kafka logs carry (issue 25): compressed batches, batches no client can decode,
+/// transactions and their markers, offset gaps, request errors; a new view's first fold over logs
+/// that end with markers.
+#[test]
+fn log() {
+    passes("log", 0..4);
+}
+
+/// Batches no client can decode on every topic: every record of every partition handled within
+/// the isolation bound.
+#[test]
+fn poison() {
+    passes("poison", 0..3);
+}
+
+/// One changelog partition that does not move: no other partition waits with it.
+#[test]
+fn restore() {
+    passes("restore", 0..3);
+}
+
+/// A new cluster under the running shop, then one topic made again: every view folds the new
+/// logs.
+#[test]
+fn recreate() {
+    passes("recreate", 0..3);
+}
+
 /// Seeds that found issue 15's defects: 165, a member that never committed again after another
 /// moved the group's offset back; 256 and 352, two deliver instances owning an order's two input
 /// partitions, each deciding before it had read the other's fact (the order stayed pending).
@@ -424,6 +452,39 @@ fn mutant_refused_mark_forgotten_is_caught() {
         60,
         "all-accepted-delivered",
     );
+}
+
+/// A consumer that asks again for ever at a batch it cannot decode (the behaviour before issue
+/// 25, defect 1) holds its partition's orders for good.
+#[test]
+fn mutant_unreadable_retried_forever_is_caught() {
+    caught(
+        Mutant::UnreadableRetriedForever,
+        "poison",
+        5,
+        "all-accepted-delivered",
+    );
+}
+
+/// Records waiting for their partition's restore inside their concurrency slots (defect 2)
+/// take every slot, and the other partitions wait with them.
+#[test]
+fn mutant_restore_holds_slot_is_caught() {
+    caught(Mutant::RestoreHoldsSlot, "restore", 5, "partitions-isolated");
+}
+
+/// "Read to the end" judged by the last record (defect 3): a log that ends with a transaction
+/// marker is never read to its end, and the groups never commit past it.
+#[test]
+fn mutant_end_by_last_record_is_caught() {
+    caught(Mutant::EndByLastRecord, "log", 5, "all-accepted-delivered");
+}
+
+/// A view that keeps its read positions over a new log (defect 4) skips the new log's first
+/// records, or keeps the old log's orders.
+#[test]
+fn mutant_new_log_not_noticed_is_caught() {
+    caught(Mutant::NewLogNotNoticed, "recreate", 5, "view-follows-spec");
 }
 
 /// Every probe fires within 200 swarm seeds.

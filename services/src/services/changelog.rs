@@ -118,7 +118,22 @@ struct Part {
     restore_to: Option<i64>,
     /// The next offset to fold.
     applied: i64,
+    /// One past the last fact this instance wrote to it: the partition is ready for the next
+    /// record once that is folded too.
+    written: i64,
 }
+
+impl Part {
+    /// Restored, and every fact this instance wrote to it folded.
+    fn ready(&self) -> bool {
+        self.restore_to.is_some_and(|end| self.applied >= end) && self.applied >= self.written
+    }
+}
+
+/// How long a handler waits in its concurrency slot for its own fact to be folded; past it the
+/// record goes back to the worker's gate (`HandleError::NotReady`), where it waits for the
+/// partition without a slot.
+pub const IN_SLOT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 struct Parts {
@@ -212,6 +227,7 @@ impl<T: Transport> Changelog<T> {
                     v.insert(Part {
                         restore_to: None,
                         applied: 0,
+                        written: 0,
                     });
                     true
                 }
@@ -220,8 +236,7 @@ impl<T: Transport> Changelog<T> {
         if first {
             self.restore(partition).await?;
         }
-        let restored = |p: &Part| p.restore_to.is_some_and(|end| p.applied >= end);
-        if let Err(e) = self.wait(partition, restored).await {
+        if let Err(e) = self.wait(partition, Part::ready, WAIT_WITHIN).await {
             // Start over next time (the log's start may have moved under a stalled restore).
             self.let_go(partition);
             return Err(e);
@@ -290,9 +305,14 @@ impl<T: Transport> Changelog<T> {
     }
 
     /// Waits until `done` holds for `partition`, while the tail makes progress: it fails once
-    /// the partition's fold has not moved for [`WAIT_WITHIN`] (a restore of any length finishes).
-    async fn wait(&self, partition: i32, done: impl Fn(&Part) -> bool) -> Result<(), HandleError> {
-        let mut deadline = tokio::time::Instant::now() + WAIT_WITHIN;
+    /// the partition's fold has not moved for `within` (a restore of any length finishes).
+    async fn wait(
+        &self,
+        partition: i32,
+        done: impl Fn(&Part) -> bool,
+        within: Duration,
+    ) -> Result<(), HandleError> {
+        let mut deadline = tokio::time::Instant::now() + within;
         let mut seen = i64::MIN;
         loop {
             let changed = self.shared.changed.notified();
@@ -318,7 +338,7 @@ impl<T: Transport> Changelog<T> {
                     Some(p) if done(p) => return Ok(()),
                     Some(p) if p.applied > seen => {
                         seen = p.applied;
-                        deadline = tokio::time::Instant::now() + WAIT_WITHIN;
+                        deadline = tokio::time::Instant::now() + within;
                     }
                     Some(_) => {}
                 }
@@ -326,7 +346,7 @@ impl<T: Transport> Changelog<T> {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if tokio::time::timeout(left, changed).await.is_err() {
                 return Err(HandleError::retriable(format!(
-                    "{} partition {partition}: no progress for {WAIT_WITHIN:?}",
+                    "{} partition {partition}: no progress for {within:?}",
                     self.topic
                 )));
             }
@@ -358,7 +378,26 @@ impl<T: Transport> Changelog<T> {
                 self.topic, acked.partition
             )));
         }
-        self.wait(partition, |p| p.applied > acked.offset).await?;
+        if let Some(p) = self.shared.lock().parts.get_mut(&partition) {
+            p.written = p.written.max(acked.offset + 1);
+        }
+        // Its own fact folded, within the slot's patience: else the record waits for it at the
+        // gate, and its slot goes to a partition that moves (the fact is in the log; handled
+        // again, the record finds it).
+        match self
+            .wait(partition, |p| p.applied > acked.offset, IN_SLOT_WAIT)
+            .await
+        {
+            Err(HandleError::Retriable(e)) if !mutants::on(Mutant::RestoreHoldsSlot) => {
+                return Err(HandleError::not_ready(e))
+            }
+            Err(HandleError::Retriable(_)) => {
+                // The mutant waits on in its slot, as before issue 25.
+                self.wait(partition, |p| p.applied > acked.offset, WAIT_WITHIN)
+                    .await?;
+            }
+            other => other?,
+        }
         Ok(acked.offset)
     }
 
@@ -373,11 +412,16 @@ impl<T: Transport> Changelog<T> {
         let offset = self
             .write(partition, order_id, DeliveryFact::Claimed { at_ms })
             .await?;
-        let stands = self.store.get(order_id)?.claim.ok_or_else(|| {
-            HandleError::fatal(format!(
-                "the claim of {order_id} at {offset} was read back and is not there"
-            ))
-        })?;
+        let Some(stands) = self.store.get(order_id)?.claim else {
+            // Folded past it and not there: the changelog under the name is another log than
+            // the one the partition was restored from (a topic made again). Restored anew, the
+            // record finds its claim.
+            self.let_go(partition);
+            return Err(HandleError::retriable(format!(
+                "the claim of {order_id} at {offset} was read back and is not there: restoring {} partition {partition} anew",
+                self.topic
+            )));
+        };
         Ok((stands, stands.offset == offset))
     }
 }
@@ -400,9 +444,17 @@ async fn tail<T: Transport>(
         Ok(r) => r,
         Err(e) => return shared.fail(false, format!("opening a reader of {topic}: {}", Report(&e))),
     };
+    // Which log the changelog is: asked first, and again every LOG_CHECK.
+    let mut log_checks = tokio::time::interval(LOG_CHECK);
+    log_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
+            _ = log_checks.tick() => {
+                if let Err(e) = check_log(&transport, &topic, &store, &shared, &mut reader).await {
+                    return shared.fail(e.is_busy(), format!("noting which log {topic} is: {}", Report(&e)));
+                }
+            }
             cmd = cmds.recv() => {
                 let done = match cmd {
                     None => return,
@@ -415,6 +467,20 @@ async fn tail<T: Transport>(
             }
             got = reader.recv(FOLD_BATCH) => match got {
                 Ok(got) => {
+                    if !got.restarted.is_empty() && !mutants::on(Mutant::NewLogNotNoticed) {
+                        // Another log under the name: forget the old one's facts now, not at the
+                        // next check, and restore what is needed from the new one.
+                        if let Err(e) = check_log(&transport, &topic, &store, &shared, &mut reader).await {
+                            return shared.fail(e.is_busy(), format!("noting which log {topic} is: {}", Report(&e)));
+                        }
+                        for (_, p) in &got.restarted {
+                            if shared.lock().parts.remove(p).is_some() {
+                                let _ = reader.unfollow(*p);
+                            }
+                        }
+                        shared.changed.notify_waiters();
+                        // The rest of the batch is folded below: a partition let go is skipped.
+                    }
                     for u in &got.unreadable {
                         // A fact lost to the log itself: what it said is not known to anyone.
                         tracing::error!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a changelog record cannot be read: passed over");
@@ -431,6 +497,46 @@ async fn tail<T: Transport>(
             }
         }
     }
+}
+
+/// How often the tail asks whether the changelog is still the log its store holds facts of.
+const LOG_CHECK: Duration = Duration::from_secs(10);
+
+/// Asks which log the changelog is; when it is another one than the store's facts came from (the
+/// topic made again, a new cluster), the store forgets them and every partition is let go, so
+/// each is restored from the new log when next needed. A broker that names no log, or does not
+/// answer now, changes nothing.
+async fn check_log<T: Transport>(
+    transport: &T,
+    topic: &str,
+    store: &DeliveryStore,
+    shared: &Shared,
+    reader: &mut T::Reader,
+) -> Result<(), StoreError> {
+    if mutants::on(Mutant::NewLogNotNoticed) {
+        return Ok(());
+    }
+    let Ok(Some(id)) = transport.log_id(topic).await else {
+        return Ok(());
+    };
+    match store.follow_log(topic, &id) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        // A busy store is asked again at the next check.
+        Err(e) if e.is_busy() => {
+            crate::probes::hit(crate::probes::Probe::StoreBusy, "");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    tracing::warn!(topic, "the changelog is another log than the store's facts came from: forgotten, and restored anew as needed");
+    let parts: Vec<i32> = shared.lock().parts.drain().map(|(p, _)| p).collect();
+    for p in parts {
+        // A reader that cannot let go is stopped with the tail when its follow fails next.
+        let _ = reader.unfollow(p);
+    }
+    shared.changed.notify_waiters();
+    Ok(())
 }
 
 /// Folds the records of followed partitions not folded yet, then moves their partitions on, to

@@ -321,7 +321,13 @@ mod tests {
         ) -> Result<(), Unread> {
             Err(Unread)
         }
-        fn scratch(&self) -> Result<Self, Unread> {
+        fn scratch(&self, _: bool) -> Result<Self, Unread> {
+            Err(Unread)
+        }
+        fn logs(&self) -> Result<Vec<(String, String)>, Unread> {
+            Err(Unread)
+        }
+        fn set_logs(&self, _: &[(String, String)]) -> Result<(), Unread> {
             Err(Unread)
         }
         fn take_from(&self, _: Self) -> Result<(), Unread> {

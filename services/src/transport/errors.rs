@@ -31,13 +31,20 @@ impl ErrorCode {
     pub const BAD_COMPRESSION: ErrorCode = ErrorCode(-198);
     /// The client cannot do this: a batch compressed with a codec it was built without.
     pub const NOT_IMPLEMENTED: ErrorCode = ErrorCode(-170);
+    /// The fetch position was out of range and was reset (`auto.offset.reset`).
+    pub const AUTO_OFFSET_RESET: ErrorCode = ErrorCode(-140);
 
     // Kafka's protocol codes.
+    pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode(1);
     pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
+    pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(5);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
+    pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
+    pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = ErrorCode(15);
+    pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
     pub const INVALID_TOPIC: ErrorCode = ErrorCode(17);
     pub const RECORD_LIST_TOO_LARGE: ErrorCode = ErrorCode(18);
     pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(19);
@@ -51,6 +58,8 @@ impl ErrorCode {
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
     pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
+    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
     pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
@@ -85,6 +94,16 @@ impl ErrorCode {
                 | ErrorCode::MESSAGE_TOO_LARGE
                 | ErrorCode::UNSUPPORTED_COMPRESSION_TYPE
                 | ErrorCode::INVALID_RECORD
+        )
+    }
+
+    /// Whether a consumer that got this error at a partition had its position put back to where
+    /// `auto.offset.reset` says: the log no longer has the offset it was at (a topic made again,
+    /// a log cut back).
+    pub fn position_reset(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::OFFSET_OUT_OF_RANGE | ErrorCode::AUTO_OFFSET_RESET
         )
     }
 

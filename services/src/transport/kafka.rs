@@ -28,6 +28,7 @@ use crate::config::KafkaProps;
 use crate::error::Report;
 
 mod consumer;
+mod describe;
 
 use consumer::{Event, Polled};
 
@@ -331,6 +332,32 @@ impl Transport for KafkaTransport {
         .map_err(|e| TransportError::fatal(format!("watermark task: {e}")))?
     }
 
+    async fn log_id(&self, topic: &str) -> Result<Option<String>, TransportError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let md = client
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(classify)?;
+            let cluster = client.fetch_cluster_id(METADATA_TIMEOUT);
+            // Topic ids come from DescribeTopics, which an admin client sends to the controller;
+            // librdkafka's mock cluster names none (its brokers are 1.., its controller 0), and
+            // then only the cluster id says which log it is.
+            // SAFETY: the producer, and so its client, is alive for the call.
+            let controller = unsafe { rd::rd_kafka_controllerid(client.native_ptr(), 1000) };
+            let topic_id = if md.brokers().iter().any(|b| b.id() == controller) {
+                // SAFETY: as above.
+                unsafe { describe::topic_id(client.native_ptr(), &topic, METADATA_TIMEOUT) }?
+            } else {
+                None
+            };
+            Ok(super::LogId::new(cluster.as_deref(), topic_id.as_deref()).map(|l| l.to_string()))
+        })
+        .await
+        .map_err(|e| TransportError::fatal(format!("log id task: {e}")))?
+    }
+
     async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
         // One path to librdkafka for every record, as the simulated transport has.
         self.produce_raw(&record.into()).await
@@ -577,6 +604,18 @@ impl Subscription for KafkaSubscription {
                     });
                 }
                 Event::Error {
+                    at: Some((topic, partition, _)),
+                    code,
+                    message,
+                    ..
+                } if code.position_reset() => {
+                    // The log ended before the position (a topic made again): librdkafka reads
+                    // it from its start; what was received before is of another log.
+                    tracing::warn!(topic, partition, error = %message, "the position went back to the log's start");
+                    lock(&self.offsets).new_epoch(&topic, partition);
+                    self.at.remove(&(topic.clone(), partition));
+                }
+                Event::Error {
                     code,
                     fatal,
                     at,
@@ -601,6 +640,20 @@ impl Subscription for KafkaSubscription {
         let owned = lock(&self.offsets).owned_since(&mut self.assignment_seen)?;
         self.at.retain(|k, _| owned.contains(k));
         Some(owned)
+    }
+
+    fn epoch(&self, topic: &str, partition: i32) -> u64 {
+        lock(&self.offsets).epoch(topic, partition)
+    }
+
+    fn rewind(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
+        lock(&self.offsets).new_epoch(topic, partition);
+        self.at.remove(&(topic.to_owned(), partition));
+        self.judge.forget(topic, partition);
+        self.consumer
+            .consumer()
+            .seek(topic, partition, Offset::Beginning, Duration::ZERO)
+            .map_err(classify)
     }
 
     fn pause(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
@@ -701,6 +754,11 @@ impl KafkaReader {
             } => {
                 let followed = at.as_ref().is_none_or(|(_, p, _)| self.from.contains_key(p));
                 if !followed {
+                    return Ok(());
+                }
+                if let Some((topic, partition, _)) = at.as_ref().filter(|_| code.position_reset()) {
+                    tracing::warn!(topic, partition, error = %message, "the reader's position went back to the log's start");
+                    out.restarted.push((topic.clone(), *partition));
                     return Ok(());
                 }
                 match judge_error(&mut self.judge, &self.at, code, fatal, at, message) {

@@ -227,6 +227,12 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// Opens a [`Reader`] of `topic`, following no partition yet.
     fn reader(&self, topic: &str) -> impl Future<Output = Result<Self::Reader, TransportError>> + Send;
 
+    /// Which log `topic` names now: its cluster's id and its topic id (KIP-516), as one string;
+    /// `None` when the broker gives neither. A topic deleted and made again, a new cluster, the
+    /// embedded broker started again: each is another log under the same name, with offsets from
+    /// 0 again, and a reader that kept offsets of the old one must start over.
+    fn log_id(&self, topic: &str) -> impl Future<Output = Result<Option<String>, TransportError>> + Send;
+
     /// The first offset still in the log and the end offset of `topic`/`partition`.
     fn watermarks(
         &self,
@@ -248,6 +254,58 @@ pub struct Unreadable {
     pub error: String,
 }
 
+/// Which log a topic name stands for: its cluster's id and its topic id (KIP-516), either of
+/// which a broker may not give. Written `cluster/topic` (`-` for one not known).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogId {
+    pub cluster: Option<String>,
+    pub topic: Option<String>,
+}
+
+impl LogId {
+    /// `None` when neither is known.
+    pub fn new(cluster: Option<&str>, topic: Option<&str>) -> Option<LogId> {
+        (cluster.is_some() || topic.is_some()).then(|| LogId {
+            cluster: cluster.map(str::to_owned),
+            topic: topic.map(str::to_owned),
+        })
+    }
+
+    /// Reads one written by `Display` (any text without a `/` is a cluster id alone).
+    pub fn parse(s: &str) -> LogId {
+        let part = |p: &str| (p != "-" && !p.is_empty()).then(|| p.to_owned());
+        match s.split_once('/') {
+            Some((c, t)) => LogId {
+                cluster: part(c),
+                topic: part(t),
+            },
+            None => LogId {
+                cluster: part(s),
+                topic: None,
+            },
+        }
+    }
+
+    /// Whether `other` is certainly another log: a cluster id or a topic id both name, and they
+    /// differ. One that names less is not taken for another log.
+    pub fn is_other_than(&self, other: &LogId) -> bool {
+        let differ = |a: &Option<String>, b: &Option<String>| a.is_some() && b.is_some() && a != b;
+        differ(&self.cluster, &other.cluster) || differ(&self.topic, &other.topic)
+    }
+}
+
+impl std::fmt::Display for LogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dash = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".to_owned());
+        write!(f, "{}/{}", dash(&self.cluster), dash(&self.topic))
+    }
+}
+
+/// Whether the log written `a` is certainly another than the one written `b` ([`LogId`]).
+pub fn other_log(a: &str, b: &str) -> bool {
+    LogId::parse(a).is_other_than(&LogId::parse(b))
+}
+
 /// What a [`Reader`] brought: records, each partition's position, and records given up on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fetched {
@@ -262,18 +320,26 @@ pub struct Fetched {
     pub positions: Vec<(String, i32, i64)>,
     /// Records given up on, each once; `positions` is already past them.
     pub unreadable: Vec<Unreadable>,
+    /// Partitions whose position went back to the log's start because the log ended before it
+    /// (the topic was made again, a new cluster): what the caller read of them is of another
+    /// log.
+    pub restarted: Vec<(String, i32)>,
 }
 
 impl Fetched {
     /// Nothing at all.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.positions.is_empty() && self.unreadable.is_empty()
+        self.records.is_empty()
+            && self.positions.is_empty()
+            && self.unreadable.is_empty()
+            && self.restarted.is_empty()
     }
 
     /// Adds `more`, which came after (positions only move forward).
     pub fn extend(&mut self, more: Fetched) {
         self.records.extend(more.records);
         self.unreadable.extend(more.unreadable);
+        self.restarted.extend(more.restarted);
         for (t, p, at) in more.positions {
             match self.positions.iter_mut().find(|(u, q, _)| *u == t && *q == p) {
                 Some((.., was)) => *was = (*was).max(at),
@@ -327,6 +393,15 @@ pub trait Subscription: Send + 'static {
     /// The partitions this member owns now, when they changed since the last call (`None`
     /// when they did not).
     fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>>;
+
+    /// How many times this member gained `topic`/`partition` (`offsets::MemberOffsets::epoch`):
+    /// the worker marks a record only in the epoch it was received in.
+    fn epoch(&self, topic: &str, partition: i32) -> u64;
+
+    /// Reads `topic`/`partition` again from the log's start, in a new epoch (its log is another
+    /// one now: a topic made again under the same name). What was received of it before marks
+    /// nothing.
+    fn rewind(&mut self, topic: &str, partition: i32) -> Result<(), TransportError>;
 
     /// Stops fetching `topic`/`partition` (what was fetched already may still come) until
     /// [`Subscription::resume`], or until a rebalance assigns it afresh.
@@ -480,6 +555,11 @@ impl<R: Reader> ReadToEnd<R> {
                     *was = (*was).max(*pos);
                 }
             }
+            if let Some((t, p)) = got.restarted.first() {
+                return Err(ReadError::Transport(TransportError::retriable(format!(
+                    "{t}/{p} went back to its start while it was read: it is another log now"
+                ))));
+            }
             for u in got.unreadable {
                 tracing::warn!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a record that cannot be read: passed over");
                 self.unreadable.push(u);
@@ -519,6 +599,21 @@ pub async fn read_all<T: Transport>(transport: &T, topics: &[&str]) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_is_another_only_when_an_id_both_name_differs() {
+        assert!(other_log("c1/t1", "c2/t1"), "another cluster");
+        assert!(other_log("c1/t1", "c1/t2"), "the topic made again");
+        assert!(!other_log("c1/t1", "c1/t1"));
+        assert!(
+            !other_log("c1/-", "c1/t1"),
+            "a broker that named no topic id then"
+        );
+        assert!(!other_log("-/t1", "c9/t1"));
+        assert!(other_log("c1", "c2/t1"), "a cluster id alone");
+        assert_eq!(LogId::new(Some("c"), None).unwrap().to_string(), "c/-");
+        assert_eq!(LogId::new(None, None), None);
+    }
 
     #[test]
     fn sizes_count_as_librdkafka_counts() {

@@ -14,9 +14,12 @@ pub const COMMIT_EVERY: Duration = Duration::from_millis(500);
 
 type Partition = (String, i32);
 
-/// See the module. What the member remembers of the group's commits holds only while it owns
-/// the partition: another owner may commit in between (even below it, from a mark it kept), so a
-/// partition gained again starts with nothing known committed, and its next mark is due.
+/// See the module. What the member knows of a partition holds only while it owns it: another
+/// owner may commit in between, and the log under it may be another (a topic made again), so a
+/// partition lost forgets its marks, and one gained again starts with nothing known committed.
+/// Each gain starts a new epoch of the partition ([`MemberOffsets::epoch`]): a record received
+/// in an earlier epoch is not this owner's to mark any more (it comes again from the group's
+/// commit, to whoever owns it now), as a generation fences a Kafka consumer.
 #[derive(Debug, Default)]
 pub struct MemberOffsets {
     owned: BTreeSet<Partition>,
@@ -24,18 +27,24 @@ pub struct MemberOffsets {
     version: u64,
     marked: BTreeMap<Partition, i64>,
     committed: BTreeMap<Partition, i64>,
+    /// Per partition, how many times this member gained it.
+    gains: BTreeMap<Partition, u64>,
 }
 
 impl MemberOffsets {
     /// The member now owns exactly `parts` (an assignment read whole, as each fetch tells the
-    /// simulated consumer, which learns of a revocation only after it). The marks of partitions
-    /// it no longer owns are kept, not due: when a partition comes back, what this member finished
-    /// of it is committed then (its records below the mark were finished, whoever reads on).
+    /// simulated consumer, which learns of a revocation only after it). What it marked of the
+    /// partitions it no longer owns is forgotten: their next owner reads on from the group's
+    /// commit (and a partition regained may be another log by then).
     pub fn own_exactly(&mut self, parts: impl IntoIterator<Item = Partition>) {
         let owned: BTreeSet<Partition> = parts.into_iter().collect();
         if owned != self.owned {
+            for lost in self.owned.difference(&owned) {
+                self.marked.remove(lost);
+            }
             for gained in owned.difference(&self.owned) {
                 self.committed.remove(gained);
+                *self.gains.entry(gained.clone()).or_default() += 1;
             }
             self.owned = owned;
             self.version += 1;
@@ -46,9 +55,29 @@ impl MemberOffsets {
     pub fn assign(&mut self, parts: impl IntoIterator<Item = Partition>) {
         for p in parts {
             self.committed.remove(&p);
+            *self.gains.entry(p.clone()).or_default() += 1;
             self.owned.insert(p);
         }
         self.version += 1;
+    }
+
+    /// `topic`/`partition` is read again from the log's start (its log is another one now: a
+    /// topic made again under the same name): a new epoch, with nothing marked or known
+    /// committed of it.
+    pub fn new_epoch(&mut self, topic: &str, partition: i32) {
+        let k = (topic.to_owned(), partition);
+        self.marked.remove(&k);
+        self.committed.remove(&k);
+        *self.gains.entry(k).or_default() += 1;
+    }
+
+    /// How many times the member gained `topic`/`partition`: a record received while it was one
+    /// number is marked only while it still is.
+    pub fn epoch(&self, topic: &str, partition: i32) -> u64 {
+        self.gains
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The partitions owned now, when they changed since `seen` (which it brings up to date).
@@ -120,6 +149,29 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_regained_is_a_new_epoch_with_nothing_marked() {
+        let mut m = MemberOffsets::default();
+        m.own_exactly([part(0)]);
+        assert_eq!(m.epoch("t", 0), 1);
+        m.mark("t", 0, 50).unwrap();
+        // Lost and gained again (a rebalance, or the topic made again under the same name):
+        // what was marked of it is not this epoch's.
+        m.own_exactly([]);
+        m.own_exactly([part(0)]);
+        assert_eq!(m.epoch("t", 0), 2);
+        assert!(m.due().is_empty(), "the old epoch's mark is gone");
+        m.revoke(&[part(0)]);
+        m.assign([part(0)]);
+        assert_eq!(m.epoch("t", 0), 3);
+        // Its log made again: read from the start in a new epoch.
+        m.mark("t", 0, 7).unwrap();
+        m.new_epoch("t", 0);
+        assert_eq!(m.epoch("t", 0), 4);
+        assert!(m.due().is_empty());
+        assert!(m.owns("t", 0));
+    }
+
+    #[test]
     fn marks_of_owned_partitions_are_due_until_committed() {
         let mut m = MemberOffsets::default();
         assert!(m.mark("t", 0, 5).is_err(), "not owned yet");
@@ -133,12 +185,12 @@ mod tests {
         assert_eq!(m.revoke(&[part(1)]), [("t".into(), 1, 3)]);
         assert!(m.due().is_empty() && !m.owns("t", 1) && m.owns("t", 0));
         assert!(m.mark("t", 1, 4).is_err());
-        // A whole new assignment keeps the marks of what it no longer holds, due when it is back.
+        // A whole new assignment forgets the marks of what it no longer holds.
         m.mark("t", 0, 9).unwrap();
         m.own_exactly([part(2)]);
         assert!(m.due().is_empty());
         m.own_exactly([part(0), part(2)]);
-        assert_eq!(m.due(), [("t".into(), 0, 9)]);
+        assert!(m.due().is_empty());
     }
 
     /// Swarm seed 165 with issue 15's instances: a member committed 33, another moved the

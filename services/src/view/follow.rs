@@ -148,8 +148,10 @@ async fn follow<T: Transport, V: FollowedView>(
 }
 
 /// Reads both topics from where the view left off and folds them in, batch by batch. A view that
-/// has read nothing yet (a new file, its disk lost) is first built aside to the log's end as it
-/// was then, and taken whole: a reader never sees it half way back through the log.
+/// has read nothing yet (a new file, its disk lost), or whose topics are other logs now than the
+/// ones it read (a topic made again, a new cluster), is first built aside from the log's start to
+/// its end as it was then, and taken whole: a reader never sees it half way back through the log.
+/// While it follows, a topic that becomes another log ends this attempt (the next one starts over).
 async fn follow_once<T: Transport, V: FollowedView>(
     transport: &T,
     sys: &SysConfig,
@@ -157,25 +159,127 @@ async fn follow_once<T: Transport, V: FollowedView>(
     shared: &Shared,
 ) -> Result<std::convert::Infallible, String> {
     let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
+    // The view's own file first: a view that cannot be read fails at once, broker or not.
+    let known = view.logs().map_err(|e| Report(&e).to_string())?;
+    let ids = log_ids(transport, &topics).await?;
+    tokio::select! {
+        followed = follow_logs(transport, sys, view, shared, (&known, &ids)) => followed,
+        why = log_changed(transport, &ids) => Err(why),
+    }
+}
+
+/// How often a following view asks whether its topics are still the logs it reads.
+const LOG_CHECK: Duration = Duration::from_secs(10);
+
+/// Which log each topic is now (`Transport::log_id`), those the broker names.
+async fn log_ids<T: Transport>(transport: &T, topics: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut ids = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let id = transport
+            .log_id(topic)
+            .await
+            .map_err(|e| format!("which log {topic} is: {}", Report(&e)))?;
+        ids.extend(id.map(|id| ((*topic).to_owned(), id)));
+    }
+    Ok(ids)
+}
+
+/// The topics of `known` whose log is another one now than `known` says.
+fn other_logs<'a>(known: &LogIds, now: &'a LogIds) -> Vec<&'a str> {
+    if mutants::on(Mutant::NewLogNotNoticed) {
+        return Vec::new();
+    }
+    now.iter()
+        .filter(|(t, id)| {
+            known
+                .iter()
+                .any(|(k, was)| k == t && crate::transport::other_log(was, id))
+        })
+        .map(|(t, _)| t.as_str())
+        .collect()
+}
+
+/// Resolves, saying which, once a topic of `ids` is another log (asked every [`LOG_CHECK`]; an
+/// answer that does not come is asked again next time).
+async fn log_changed<T: Transport>(transport: &T, ids: &LogIds) -> String {
+    let topics: Vec<&str> = ids.iter().map(|(t, _)| t.as_str()).collect();
+    loop {
+        tokio::time::sleep(LOG_CHECK).await;
+        let Ok(now) = log_ids(transport, &topics).await else {
+            continue;
+        };
+        let changed = other_logs(ids, &now);
+        if !changed.is_empty() {
+            return format!(
+                "{} became another log (made again, or a new cluster)",
+                changed.join(" and ")
+            );
+        }
+    }
+}
+
+/// Which log each topic is: (topic, `Transport::log_id`), for those the broker names.
+type LogIds = [(String, String)];
+
+/// Where a view starts on the logs `ids` names, given the logs it `known`s it read: the scratch
+/// view to fold first (when it has read nothing, or read other logs), and the next offset to
+/// read per partition.
+#[allow(clippy::type_complexity)]
+fn starting_point<V: FollowedView>(
+    view: &V,
+    (known, ids): (&LogIds, &LogIds),
+) -> Result<(Option<V>, HashMap<(String, i32), i64>, bool), String> {
     let report = |e: &(dyn std::error::Error + 'static)| Report(e).to_string();
-    let read = view.followed().map_err(|e| report(&e))?;
+    let new_logs = other_logs(known, ids);
+    if !new_logs.is_empty() {
+        tracing::warn!(topics = ?new_logs, "the view read other logs than these topics are now: folding them from their start");
+    }
+    let read = match new_logs.is_empty() {
+        true => view.followed().map_err(|e| report(&e))?,
+        false => Vec::new(),
+    };
     // A view that has read nothing is folded aside first: into its scratch file, from where that
-    // file's own fold left off (an attempt that failed, a process that crashed, goes on).
+    // file's own fold left off (an attempt that failed, a process that crashed, goes on), unless
+    // that fold was of other logs.
     let scratch = if read.is_empty() && !mutants::on(Mutant::EmptyViewNotRebuilt) {
-        Some(
-            view.scratch()
-                .map_err(|e| format!("a new view: {}", report(&e)))?,
-        )
+        let s = view
+            .scratch(false)
+            .map_err(|e| format!("a new view: {}", report(&e)))?;
+        let s_logs = s.logs().map_err(|e| report(&e))?;
+        let same = ids.iter().all(|id| s_logs.contains(id));
+        let s = if !other_logs(&s_logs, ids).is_empty() || (!new_logs.is_empty() && !same) {
+            view.scratch(true)
+                .map_err(|e| format!("a new view: {}", report(&e)))?
+        } else {
+            s
+        };
+        s.set_logs(ids).map_err(|e| report(&e))?;
+        Some(s)
     } else {
+        view.set_logs(ids).map_err(|e| report(&e))?;
         None
     };
-    let resume: HashMap<(String, i32), i64> = match &scratch {
+    let resume = match &scratch {
         Some(s) => s.followed().map_err(|e| report(&e))?,
         None => read,
     }
     .into_iter()
     .map(|(t, p, n)| ((t, p), n))
     .collect();
+    Ok((scratch, resume, !new_logs.is_empty()))
+}
+
+/// [`follow_once`] on the logs `ids` names.
+async fn follow_logs<T: Transport, V: FollowedView>(
+    transport: &T,
+    sys: &SysConfig,
+    view: &V,
+    shared: &Shared,
+    logs: (&LogIds, &LogIds),
+) -> Result<std::convert::Infallible, String> {
+    let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
+    let report = |e: &(dyn std::error::Error + 'static)| Report(e).to_string();
+    let (scratch, resume, new_logs) = starting_point(view, logs)?;
     // Per partition: where the reading starts, and the end it had then.
     let mut starts: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     let mut readers = Vec::with_capacity(topics.len());
@@ -197,8 +301,9 @@ async fn follow_once<T: Transport, V: FollowedView>(
             };
             let mut from = resume.get(&(topic.to_owned(), p)).copied().unwrap_or(unread);
             if from > end {
-                // The log is shorter than the view read (the topic was made again, a new
-                // cluster): read it from its start; what the view holds from before stays.
+                // The log is shorter than the view read, and the broker names no logs to tell
+                // (a topic made again, a new cluster): read it from its start; what the view
+                // holds from before stays.
                 tracing::warn!(
                     topic,
                     partition = p,
@@ -221,14 +326,30 @@ async fn follow_once<T: Transport, V: FollowedView>(
         let read_to = first_fold(transport, sys, &scratch, &mut batches, &starts).await?;
         view.take_from(scratch)
             .map_err(|e| format!("taking the new view: {}", report(&e)))?;
+        if new_logs {
+            // What was read of the old logs says nothing of the new ones.
+            shared.lock().next.clear();
+        }
         moved_on(shared, read_to);
     } else {
         moved_on(shared, starts.into_iter().map(|((t, p), (from, _))| (t, p, from)));
     }
     loop {
         let fetched = batches.next().await?;
+        went_back(&fetched)?;
         let read_to = fold_batch(sys, view, &fetched)?;
         moved_on(shared, read_to);
+    }
+}
+
+/// An error when a partition's position went back to the log's start: the view read another
+/// log there (this attempt ends; the next one asks which logs the topics are now).
+fn went_back(fetched: &Fetched) -> Result<(), String> {
+    match fetched.restarted.first() {
+        Some((t, p)) if !mutants::on(Mutant::NewLogNotNoticed) => Err(format!(
+            "{t}/{p} went back to its start: the log ended before where the view was"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -265,6 +386,7 @@ async fn first_fold<T: Transport, V: FollowedView>(
             continue;
         };
         let fetched = records?;
+        went_back(&fetched)?;
         folded += fetched.records.len();
         for (t, p, n) in fold_batch(sys, scratch, &fetched)? {
             let was = next.entry((t, p)).or_default();

@@ -49,12 +49,19 @@ pub trait FollowedView: ViewSink {
     ) -> Result<(), Self::Error>;
 
     /// A view of the same kind kept aside, for a first fold of the log that readers must not
-    /// see half of (this view has read nothing yet: a new file, its disk lost), with what an
-    /// earlier first fold left in it (it records how far it read, so that fold goes on). Filled,
-    /// it is taken whole by [`FollowedView::take_from`].
-    fn scratch(&self) -> Result<Self, Self::Error>
+    /// see half of (this view has read nothing yet: a new file, its disk lost; or what it read is
+    /// another log), with what an earlier first fold left in it (it records how far it read, so
+    /// that fold goes on), or empty when `fresh`. Filled, it is taken whole by
+    /// [`FollowedView::take_from`].
+    fn scratch(&self, fresh: bool) -> Result<Self, Self::Error>
     where
         Self: Sized;
+
+    /// Which log each topic it read was (`Transport::log_id`), where that was known.
+    fn logs(&self) -> Result<Vec<(String, String)>, Self::Error>;
+
+    /// Records which log each of `logs`' topics is.
+    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), Self::Error>;
 
     /// Replaces every row, and how far the log was read, with `scratch`'s, in one transaction
     /// (a reader sees the view before or after, never an order half way back through its

@@ -195,6 +195,10 @@ on_kafka! {
         crate::dlq::baked_before_ordered_is_pending_then_delivered_on,
     a_stalled_order_is_marked_stuck_and_progress_clears_it =>
         crate::watchdog::a_stalled_order_is_marked_stuck_and_progress_clears_it_on,
+    batches_of_every_codec_and_transaction_markers_leave_the_shop_running =>
+        crate::log::codecs_and_transactions_on,
+    a_topic_made_again_is_folded_anew_by_every_view =>
+        crate::log::a_topic_made_again_on,
 }
 
 /// `pizza offsets`: after a run every group's lag is 0; a reset is refused while the group has a

@@ -246,8 +246,9 @@ async fn verdict<H: Handler>(name: &str, handler: &H, rec: &Record) -> Result<bo
     match handler.handle(rec).await {
         Ok(()) => Ok(true),
         Err(HandleError::Malformed(_)) => Ok(false),
-        // The broker may be slow to answer: that is the retriable class, allowed.
-        Err(HandleError::Retriable(_)) => Ok(true),
+        // The broker may be slow to answer: that is the retriable class, allowed (and a gated
+        // handler's partition not ready yet).
+        Err(HandleError::Retriable(_) | HandleError::NotReady(_)) => Ok(true),
         Err(HandleError::Fatal(e)) => Err(TestCaseError::fail(format!(
             "{name} failed fatally on {rec:?}: {}",
             Report(&*e)

@@ -120,7 +120,14 @@ pub(super) fn broker_state(sc: &Scenario, sys: &SysConfig, seed: u64, start_ms: 
         broker.create_topic(t);
     }
     broker.ambiguous = sc.ambiguous;
-    BrokerShared::new(broker)
+    broker.gaps = sc.log.gaps;
+    broker.codecs = sc.log.codecs;
+    let shared = BrokerShared::new(broker);
+    shared.errors_per_million.store(
+        (sc.log.errors * 1_000_000.0) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    shared
 }
 
 /// Starts instance `k` of a service on a node of its own; returns the node.

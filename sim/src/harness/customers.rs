@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::{Invariant, Shared};
 use crate::broker::MAX_RECORD_BYTES;
+use crate::log::{Codec, Entry};
 use crate::node::SimTransport;
 use crate::rng::SplitMix64;
 use crate::scenario::Scenario;
@@ -48,6 +49,11 @@ pub(super) async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared
         shared,
         used: BTreeSet::new(),
     };
+    let mut log = LogWriter {
+        rng: SplitMix64::new(seed ^ 0x0010_cb47_c4e5),
+        knobs: sc.log,
+        partitions: desk.sys.num_partitions,
+    };
     // Which order each malformed event goes out beside.
     let malformed_at: Vec<u32> = (0..sc.malformed)
         .map(|_| rng.below(u64::from(sc.orders.max(1))) as u32)
@@ -65,6 +71,7 @@ pub(super) async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared
         if sc.hostile > 0.0 && bad.rng.chance(sc.hostile) {
             placing.push(bad.send(Pool::Catalogue, &mut desk));
         }
+        placing.extend(log.beside_an_order(&mut desk, &menu));
     }
     if sc.orders == 0 {
         for _ in 0..sc.malformed {
@@ -127,6 +134,128 @@ impl Desk {
                 Err(PlaceError::Unconfirmed { .. }) => told(&shared.unconfirmed),
             }
         })
+    }
+}
+
+/// What a log carries besides the services' records (the scenario's `undecodable` and
+/// `transactions`): batches no client can decode, and transactions, written as other producers
+/// write them. Drawn from a generator of their own, so a seed places the same orders with or
+/// without them.
+struct LogWriter {
+    rng: SplitMix64,
+    knobs: crate::scenario::LogKnobs,
+    partitions: i32,
+}
+
+impl LogWriter {
+    /// What goes out beside one order, each on a task of its own.
+    fn beside_an_order(&mut self, desk: &mut Desk, menu: &Menu) -> Vec<JoinHandle<()>> {
+        let mut out = Vec::new();
+        if self.knobs.undecodable > 0.0 && self.rng.chance(self.knobs.undecodable) {
+            out.push(self.undecodable(desk));
+        }
+        if self.knobs.transactions > 0.0 && self.rng.chance(self.knobs.transactions) {
+            out.push(self.transaction(desk, menu));
+        }
+        out
+    }
+
+    /// A batch of 1 to 3 orders no client can decode, on a topic the shop reads.
+    fn undecodable(&mut self, desk: &mut Desk) -> JoinHandle<()> {
+        let topics = hostile::consumed_topics(&desk.sys.topics);
+        let topic = topics[self.rng.below(topics.len() as u64) as usize].to_owned();
+        let partition = self.rng.below(self.partitions.max(1) as u64) as i32;
+        let codec = Codec::ALL[1 + self.rng.below(4) as usize];
+        let n = 1 + self.rng.below(3);
+        let entries: Vec<Entry> = (0..n)
+            .map(|_| {
+                Entry::Record(record(
+                    unique_id(&mut self.rng, &mut desk.used).as_str(),
+                    b"{}".to_vec(),
+                ))
+            })
+            .collect();
+        let (t, shared) = (desk.t.clone(), desk.shared.clone());
+        tokio::spawn(async move {
+            if t.append_batch(&topic, partition, entries, (codec, false, false))
+                .await
+                .is_none()
+            {
+                shared.violate(
+                    Invariant::Harness,
+                    None,
+                    format!("an undecodable batch on {topic} could not be written"),
+                );
+            }
+        })
+    }
+
+    /// A transaction, as a transactional producer writes one: an order committed (it must be
+    /// delivered like any), an order aborted (never), or a bare commit marker on a topic the
+    /// shop reads (what a producer with exactly-once leaves after each transaction).
+    fn transaction(&mut self, desk: &mut Desk, menu: &Menu) -> JoinHandle<()> {
+        let kind = self.rng.below(3);
+        let id = unique_id(&mut self.rng, &mut desk.used);
+        let req = draw_order(&mut self.rng, menu);
+        let (t, sys, shared) = (desk.t.clone(), desk.sys.clone(), desk.shared.clone());
+        let bare_topic = {
+            let topics = hostile::consumed_topics(&sys.topics);
+            topics[self.rng.below(topics.len() as u64) as usize].to_owned()
+        };
+        let bare_partition = self.rng.below(self.partitions.max(1) as u64) as i32;
+        tokio::spawn(async move {
+            let marker = |commit| vec![Entry::Marker { commit }];
+            let plain = (Codec::None, true, false);
+            let written = if kind == 2 {
+                t.append_batch(&bare_topic, bare_partition, marker(true), plain)
+                    .await
+            } else {
+                let commit = kind == 0;
+                let event = pizza::command::ordered_event(&sys, &req, now_ms()).expect("a menu order");
+                let rec = record(id.as_str(), pizza::domain::encode(&event));
+                let topic = &sys.topics.ordered;
+                let p = pizza::partitioner::partition_for(id.as_str().as_bytes(), sys.num_partitions);
+                if !commit {
+                    shared
+                        .aborted
+                        .lock()
+                        .expect("aborted")
+                        .insert(id.as_str().to_owned());
+                }
+                let data = t
+                    .append_batch(topic, p, vec![Entry::Record(rec)], (Codec::Zstd, true, !commit))
+                    .await;
+                match data {
+                    Some(_) => t.append_batch(topic, p, marker(commit), plain).await,
+                    None => None,
+                }
+            };
+            match written {
+                Some(_) if kind == 0 => {
+                    shared
+                        .accepted
+                        .lock()
+                        .expect("accepted")
+                        .insert(id.as_str().to_owned(), now_ms());
+                }
+                Some(_) => {}
+                None => shared.violate(
+                    Invariant::Harness,
+                    None,
+                    "a transaction could not be written".into(),
+                ),
+            }
+        })
+    }
+}
+
+/// A record as another producer writes it: a key, a value, no headers (the broker stamps it).
+fn record(key: &str, payload: Vec<u8>) -> crate::log::Stored {
+    crate::log::Stored {
+        key: Some(key.as_bytes().to_vec()),
+        payload: Some(payload),
+        headers: Vec::new(),
+        timestamp_ms: 0,
     }
 }
 

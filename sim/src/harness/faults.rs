@@ -2,6 +2,7 @@
 //! simulated cluster what its kind says and undoing it when it heals; and which windows of the run
 //! they keep the status service's watchdog from working (the checker excuses late marks there).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use pizza::config::{ServiceName, SysConfig};
 
 use super::cluster::{self, Cluster};
 use super::{fmt_t, Shared};
+use crate::broker::Held;
 use crate::node::BrokerShared;
 use crate::scenario::{Direction, FaultKind, Scenario, MAX_INSTANCES};
 
@@ -241,6 +243,37 @@ fn apply_disk_fault(cluster: &Cluster, kind: FaultKind, root: &Path) {
     }
 }
 
+/// `topic` (every topic, when `None`) deleted and made again; the orders whose history went
+/// with it noted for the checkers: every order of pizza-ordered and pizza-status (the views fold
+/// those), and of any other topic the orders not delivered by then.
+fn recreate(bs: &BrokerShared, topic: Option<String>) {
+    let sys = SysConfig::default();
+    let topics: Vec<String> = match topic {
+        Some(t) => vec![t],
+        None => sys.topics.to_create().into_iter().map(str::to_owned).collect(),
+    };
+    let mut broker = bs.lock();
+    let delivered: BTreeSet<Vec<u8>> = broker
+        .log(&sys.topics.status)
+        .iter()
+        .flatten()
+        .filter(|(_, r)| {
+            pizza::domain::decode::<pizza::domain::StatusEvent>(r.payload())
+                .is_ok_and(|e| e.status == sys.codes.delivered)
+        })
+        .map(|(_, r)| r.key().to_vec())
+        .collect();
+    for t in topics {
+        let took = broker.recreate_topic(now_ms(), &t);
+        let views_read_it = t == sys.topics.ordered || t == sys.topics.status;
+        let gone: Vec<Vec<u8>> = took
+            .into_iter()
+            .filter(|k| views_read_it || !delivered.contains(k))
+            .collect();
+        broker.gone.extend(gone);
+    }
+}
+
 /// The faults the broker itself plays: a rebalance, reordering, slowness, refused writes, held
 /// topics, duplicated requests.
 fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
@@ -250,6 +283,7 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
             let group = SysConfig::default().group(service).to_owned();
             bs.lock().rebalance(now_ms(), &group);
         }
+        FaultKind::Recreate { topic } => recreate(bs, topic),
         FaultKind::Reorder { lasting } => {
             bs.lock().reorder = 0.8;
             later(lasting, move || b.lock().reorder = 0.0);
@@ -266,10 +300,16 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
         }
         FaultKind::Hold {
             topic,
+            partition,
             service,
             lasting,
         } => {
-            let held = (SysConfig::default().group(service).to_owned(), topic);
+            let held = Held {
+                group: SysConfig::default().group(service).to_owned(),
+                service: service.as_str().to_owned(),
+                topic,
+                partition,
+            };
             bs.lock().held.insert(held.clone());
             later(lasting, move || {
                 b.lock().held.remove(&held);

@@ -51,6 +51,15 @@ pub enum Invariant {
     CustomersToldTheTruth,
     /// The customers' orders are all on the menu (the command side refuses none as invalid).
     OrdersValid,
+    /// Every record of a batch no client can decode was given up on by every service that reads
+    /// its topic, with a note of it (its coordinates and the client's error) on pizza-dlq.
+    UnreadableGivenUp,
+    /// An order written in an aborted transaction is never assembled, merged, shown or delivered.
+    AbortedNeverSeen,
+    /// Every record is handled by every group that reads it within the scenario's `isolation`
+    /// bound of its append, but on a partition a fault holds from that group: no partition waits
+    /// for another's bad record or slow restore.
+    PartitionsIsolated,
     /// Not the shop's: the harness could not do what the run needed (send a hostile record), so
     /// the run checked less than it says.
     Harness,
@@ -77,6 +86,9 @@ impl Invariant {
             Invariant::OversizeRefused => "oversize-refused",
             Invariant::OrdersValid => "orders-valid",
             Invariant::CustomersToldTheTruth => "customers-told-the-truth",
+            Invariant::UnreadableGivenUp => "unreadable-given-up",
+            Invariant::AbortedNeverSeen => "aborted-never-seen",
+            Invariant::PartitionsIsolated => "partitions-isolated",
             Invariant::Harness => "harness",
         }
     }
