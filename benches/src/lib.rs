@@ -80,6 +80,7 @@ pub fn view_updates(orders: u32) -> Vec<ViewUpdate> {
             order_id: id.to_string(),
             order: o.order,
             ordered_at_ms: 1,
+            home: true,
         });
     }
     for (step, status) in [100, 200, 300, 999].into_iter().enumerate() {

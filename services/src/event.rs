@@ -86,6 +86,17 @@ pub fn parse(topics: &Topics, rec: &Record) -> Result<(OrderId, Event), Malforme
     Ok((order_id, event))
 }
 
+/// Whether `rec` sits where no ordinary producer puts its key among the topic's `partitions`
+/// (neither Java's murmur2 partitioner, as the shop's producers place them, nor librdkafka's
+/// default CRC-32 one, as a Python producer left at its defaults does): a record there was put
+/// there by hand, and is not the order's record, whatever it says (an order's id written with
+/// another customer on another partition would otherwise take the order over in every view
+/// that read it first). A record without a key is judged by `parse`.
+pub fn misplaced(rec: &Record, partitions: i32) -> Option<Malformed> {
+    let why = crate::partitioner::misplaced(rec.key.as_deref()?, rec.partition, partitions)?;
+    Some(Malformed(format!("{why}: not the order's record")))
+}
+
 /// A record on a topic its service does not read (a misconfigured topic list).
 pub fn unexpected(rec: &Record) -> Malformed {
     Malformed(format!("this service does not handle topic {}", rec.topic))
@@ -105,6 +116,19 @@ mod tests {
             headers: vec![],
             timestamp_ms: Some(1),
         }
+    }
+
+    #[test]
+    fn a_record_off_its_keys_partition_is_misplaced() {
+        let mut r = rec("pizza-ordered", Some(b"abc"), Some(b"{}"));
+        // "abc" belongs on partition 3 of 6 (the spec's vector).
+        r.partition = 3;
+        assert!(misplaced(&r, 6).is_none());
+        r.partition = 4;
+        let why = misplaced(&r, 6).unwrap();
+        assert!(why.0.contains("belongs on 3"), "{why}");
+        r.key = None;
+        assert!(misplaced(&r, 6).is_none(), "no key: parse judges it");
     }
 
     #[test]

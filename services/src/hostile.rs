@@ -65,10 +65,14 @@ pub enum Kind {
     EmptyCustomer,
     /// A status code the shop does not know: valid, ignored by the view.
     UnknownStatus,
+    /// The topic's event, valid, on a partition its key does not belong on (written there by
+    /// hand): not the order's record. On pizza-ordered, with another customer: taking the order
+    /// over in every view that read it first, before issue 25.
+    Misplaced,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::HeaderBytes,
         Kind::HugeValue,
         Kind::OverLimit,
@@ -85,6 +89,7 @@ impl Kind {
         Kind::NotUtf8Value,
         Kind::EmptyCustomer,
         Kind::UnknownStatus,
+        Kind::Misplaced,
     ];
 
     /// Its name in reports.
@@ -106,6 +111,7 @@ impl Kind {
             Kind::NotUtf8Value => "not-utf8-value",
             Kind::EmptyCustomer => "empty-customer",
             Kind::UnknownStatus => "unknown-status",
+            Kind::Misplaced => "misplaced",
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct Spec<'a> {
     pub ts_ms: i64,
     /// The broker's (and producer's) `message.max.bytes`.
     pub max_record_bytes: usize,
+    /// The topic's partition count (where a key belongs).
+    pub partitions: i32,
     /// Headers every record carries besides its own (the simulation's tag).
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
@@ -229,6 +237,7 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
             (key, Some(v.into_bytes()), Expect::Handled)
         }
         Kind::UnknownStatus => return None,
+        Kind::Misplaced => return misplaced(spec, key, valid, headers),
     };
     Some(Hostile {
         kind,
@@ -240,6 +249,32 @@ pub fn make(kind: Kind, spec: &Spec<'_>) -> Option<Hostile> {
             headers,
         },
         expect,
+    })
+}
+
+/// The topic's valid event on the partition after the one its key belongs on; `None` with one
+/// partition, where every record is where its key belongs.
+fn misplaced(
+    spec: &Spec<'_>,
+    key: Option<Vec<u8>>,
+    valid: Vec<u8>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Option<Hostile> {
+    let k = key.as_deref()?;
+    // Where neither murmur2 nor librdkafka's CRC-32 puts the key (none with two partitions or
+    // fewer, when those two differ).
+    let wrong =
+        (0..spec.partitions).find(|p| crate::partitioner::misplaced(k, *p, spec.partitions).is_some())?;
+    Some(Hostile {
+        kind: Kind::Misplaced,
+        record: RawRecord {
+            topic: spec.topic.to_owned(),
+            partition: Some(wrong),
+            key,
+            payload: Some(valid),
+            headers,
+        },
+        expect: Expect::DeadLettered,
     })
 }
 
@@ -326,8 +361,9 @@ pub fn consumed_topics(topics: &Topics) -> [&str; 6] {
     ]
 }
 
-/// Every (kind, topic) pair that means something, with what the shop must do: the whole catalogue.
-pub fn pairs(topics: &Topics) -> Vec<(Kind, String, Expect)> {
+/// Every (kind, topic) pair that means something on topics of `partitions` partitions, with what
+/// the shop must do: the whole catalogue.
+pub fn pairs(topics: &Topics, partitions: i32) -> Vec<(Kind, String, Expect)> {
     let id = OrderId::from_u32(0);
     let mut out = Vec::new();
     for topic in consumed_topics(topics) {
@@ -338,6 +374,7 @@ pub fn pairs(topics: &Topics) -> Vec<(Kind, String, Expect)> {
                 order_id: &id,
                 ts_ms: 0,
                 max_record_bytes: 1000,
+                partitions,
                 headers: Vec::new(),
             };
             if let Some(h) = make(kind, &spec) {
@@ -351,13 +388,18 @@ pub fn pairs(topics: &Topics) -> Vec<(Kind, String, Expect)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::parse;
+    use crate::event::{misplaced, parse};
     use crate::transport::{header_from_raw, Record};
 
     fn as_consumed(r: &RawRecord) -> Record {
+        let partition = match (&r.partition, &r.key) {
+            (Some(p), _) => *p,
+            (None, Some(k)) => crate::partitioner::partition_for(k, 6),
+            (None, None) => 0,
+        };
         Record {
             topic: r.topic.clone(),
-            partition: 0,
+            partition,
             offset: 0,
             key: r.key.clone(),
             payload: r.payload.clone(),
@@ -375,7 +417,11 @@ mod tests {
     #[test]
     fn the_catalogue_means_what_it_says() {
         let topics = Topics::default();
-        let pairs = pairs(&topics);
+        let pairs = pairs(&topics, 6);
+        assert!(pairs.iter().any(|(k, ..)| *k == Kind::Misplaced));
+        assert!(super::pairs(&topics, 1)
+            .iter()
+            .all(|(k, ..)| *k != Kind::Misplaced));
         assert!(pairs.len() > 60, "{}", pairs.len());
         let id = OrderId::from_u32(7);
         for (kind, topic, expect) in pairs {
@@ -385,11 +431,16 @@ mod tests {
                 order_id: &id,
                 ts_ms: 5,
                 max_record_bytes: 1_000_000,
+                partitions: 6,
                 headers: vec![(TAG_HEADER.as_bytes().to_vec(), Some(b"1".to_vec()))],
             };
             let h = make(kind, &spec).unwrap();
             assert_eq!(h.expect, expect);
-            let judged = parse(&topics, &as_consumed(&h.record));
+            let consumed = as_consumed(&h.record);
+            let judged = match misplaced(&consumed, 6) {
+                Some(why) => Err(why),
+                None => parse(&topics, &consumed).map(|_| ()),
+            };
             match h.expect {
                 Expect::DeadLettered => assert!(judged.is_err(), "{kind:?} on {topic}: {judged:?}"),
                 Expect::Handled => assert!(judged.is_ok(), "{kind:?} on {topic}: {judged:?}"),

@@ -61,9 +61,6 @@ pub enum Mutant {
     /// not its start: what came before is never folded (the status service's behaviour before
     /// issue 13, which went on from its group's committed offsets).
     EmptyViewNotRebuilt,
-    /// The worker takes a mark the consumer refused (its partition was away for a rebalance) as
-    /// made, and never makes it again: the group's committed offset stays behind for good.
-    RefusedMarkForgotten,
     /// Deliver's facts stay in its own store: nothing goes to its changelog, and a partition
     /// newly assigned to it is not restored (the design before issue 15): what earlier owners of
     /// the partition knew stays on their instances.
@@ -95,11 +92,21 @@ pub enum Mutant {
     /// a new cluster), raising them only: the new log's first records are never folded (before
     /// issue 25, defect 4).
     NewLogNotNoticed,
+    /// The worker hands the next record of a key to its handler though it was received in an
+    /// epoch of its partition that is over (before a rebalance): every rebalance queues another
+    /// copy of the backlog ahead of the current one, and the group's commit stops moving (swarm
+    /// seeds 51, 457 and 518 before issue 25 closed).
+    StaleRecordsHandled,
+    /// A partition read again from its new log's start commits nothing until a record of the
+    /// new log is done, and a closing worker does not ask whether its logs are still the ones
+    /// it read: a mark of the old log, committed by name just after the topic was made again,
+    /// stands on the new log (swarm seeds 567 and 754).
+    OldLogMarkStands,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 26] = [
+    pub const ALL: [Mutant; 27] = [
         Mutant::CommitBeforeDurable,
         Mutant::DeliveryStateInMemory,
         Mutant::NoMonotonicGuard,
@@ -117,7 +124,6 @@ impl Mutant {
         Mutant::AcksOne,
         Mutant::StoreSyncNormal,
         Mutant::EmptyViewNotRebuilt,
-        Mutant::RefusedMarkForgotten,
         Mutant::DeliverStateStaysLocal,
         Mutant::RestoreSkipped,
         Mutant::RefusalIsFinal,
@@ -126,6 +132,8 @@ impl Mutant {
         Mutant::RestoreHoldsSlot,
         Mutant::EndByLastRecord,
         Mutant::NewLogNotNoticed,
+        Mutant::StaleRecordsHandled,
+        Mutant::OldLogMarkStands,
     ];
 
     /// Its name on the command line (`commit-before-durable`, ...).
@@ -148,7 +156,6 @@ impl Mutant {
             Mutant::AcksOne => "acks-one",
             Mutant::StoreSyncNormal => "store-sync-normal",
             Mutant::EmptyViewNotRebuilt => "empty-view-not-rebuilt",
-            Mutant::RefusedMarkForgotten => "refused-mark-forgotten",
             Mutant::DeliverStateStaysLocal => "deliver-state-stays-local",
             Mutant::RestoreSkipped => "restore-skipped",
             Mutant::RefusalIsFinal => "refusal-is-final",
@@ -157,6 +164,8 @@ impl Mutant {
             Mutant::RestoreHoldsSlot => "restore-holds-slot",
             Mutant::EndByLastRecord => "end-by-last-record",
             Mutant::NewLogNotNoticed => "new-log-not-noticed",
+            Mutant::StaleRecordsHandled => "stale-records-handled",
+            Mutant::OldLogMarkStands => "old-log-mark-stands",
         }
     }
 }

@@ -184,7 +184,8 @@ CREATE TABLE IF NOT EXISTS order_details (
     cheese         TEXT NOT NULL,
     main_topping   TEXT NOT NULL,
     extra_toppings TEXT NOT NULL,
-    ordered_ts     INTEGER NOT NULL
+    ordered_ts     INTEGER NOT NULL,
+    home           INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS order_details_by_customer ON order_details (customer_id, ordered_ts);
 CREATE TABLE IF NOT EXISTS followed (
@@ -218,6 +219,15 @@ impl ViewStore {
             )?;
             if !has_seen {
                 conn.execute_batch("ALTER TABLE order_status ADD COLUMN seen_ts INTEGER")?;
+            }
+            // Details folded before placement was judged are kept as the order's.
+            let has_home: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('order_details') WHERE name = 'home'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_home {
+                conn.execute_batch("ALTER TABLE order_details ADD COLUMN home INTEGER NOT NULL DEFAULT 1")?;
             }
             Ok(())
         })?;
@@ -266,7 +276,7 @@ impl ViewStore {
     /// Records an order's details (idempotent: the first pizza-ordered event wins).
     pub fn apply_details(&self, order_id: &str, order: &Order, ordered_at_ms: i64) -> Result<(), StoreError> {
         self.db
-            .with(|conn| insert_details(conn, order_id, order, ordered_at_ms))
+            .with(|conn| insert_details(conn, order_id, order, (ordered_at_ms, true)))
     }
 
     /// Folds many updates in one transaction, in order (rebuilds and batch appliers): the same
@@ -307,7 +317,8 @@ impl ViewStore {
                         order_id,
                         order,
                         ordered_at_ms,
-                    } => insert_details(&tx, order_id, order, *ordered_at_ms)?,
+                        home,
+                    } => insert_details(&tx, order_id, order, (*ordered_at_ms, *home))?,
                 }
             }
             tx.commit()
@@ -643,18 +654,24 @@ fn fold_status(
     Ok(next)
 }
 
+/// An order's details: the first kept, unless these are from its key's murmur2 partition and
+/// the kept ones are not (`ViewUpdate::Details`).
 fn insert_details(
     conn: &Connection,
     order_id: &str,
     order: &Order,
-    ordered_at_ms: i64,
+    (ordered_at_ms, home): (i64, bool),
 ) -> rusqlite::Result<()> {
     let extras = serde_json::to_string(&order.extra_toppings).expect("strings serialize");
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO order_details (order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO order_details (order_id, username, customer_id, sauce, cheese, main_topping, extra_toppings, ordered_ts, home)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (order_id) DO UPDATE SET username = excluded.username, customer_id = excluded.customer_id,
+             sauce = excluded.sauce, cheese = excluded.cheese, main_topping = excluded.main_topping,
+             extra_toppings = excluded.extra_toppings, ordered_ts = excluded.ordered_ts, home = 1
+         WHERE order_details.home = 0 AND excluded.home = 1",
     )?
-    .execute(params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_at_ms])?;
+    .execute(params![order_id, order.username, order.customer_id, order.sauce, order.cheese, order.main_topping, extras, ordered_at_ms, home])?;
     Ok(())
 }
 
@@ -873,6 +890,48 @@ mod tests {
         // The live view is still the one written to.
         live.apply_status(&codes, "b", 300, 4, None).unwrap();
         assert_eq!(live.status_rows().unwrap()[1].1, 300);
+    }
+
+    /// An order's details are the first folded, but details from the key's murmur2 partition
+    /// take the place of details from librdkafka's partition, and never the other way round.
+    #[test]
+    fn details_from_the_keys_home_partition_are_the_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = ViewStore::open(&dir.path().join("orders.db")).unwrap();
+        let codes = StatusCodes::default();
+        let details = |customer: &str, home: bool| ViewUpdate::Details {
+            order_id: "a".into(),
+            order: Order {
+                username: customer.into(),
+                customer_id: customer.into(),
+                sauce: "Tomato".into(),
+                cheese: "Mozzarella".into(),
+                main_topping: "Pepperoni".into(),
+                extra_toppings: Vec::new(),
+            },
+            ordered_at_ms: 1,
+            home,
+        };
+        let customer = |view: &ViewStore| view.order("a").unwrap().unwrap().details.unwrap().customer_id;
+        view.apply_many(&codes, &[details("taker", false), details("owner", true)])
+            .unwrap();
+        assert_eq!(
+            customer(&view),
+            "owner",
+            "home details take the place of the other's"
+        );
+        view.apply_many(&codes, &[details("taker", false), details("again", true)])
+            .unwrap();
+        assert_eq!(customer(&view), "owner", "the first home details stay");
+        let other = ViewStore::open(&dir.path().join("other.db")).unwrap();
+        other
+            .apply_many(&codes, &[details("first", false), details("second", false)])
+            .unwrap();
+        assert_eq!(
+            customer(&other),
+            "first",
+            "among details from elsewhere the first stays"
+        );
     }
 
     #[test]

@@ -253,6 +253,9 @@ pub struct Broker {
     pub gone: BTreeSet<Vec<u8>>,
     /// The topics made again.
     pub recreated: BTreeSet<String>,
+    /// What each topic made again held before (its partitions per former life, oldest first):
+    /// records written there were written, though no reader will see them again.
+    former: BTreeMap<String, Vec<Vec<Partition>>>,
     /// Bare dead-letter notes refused for their size (a record of where a malformed record is,
     /// with neither its key nor its value): the service that wrote it (`dlq.service`) and the
     /// record's coordinates (`dlq.source.*`). A service passes over a record whose bare note is
@@ -271,6 +274,7 @@ impl Broker {
             topic_ids: BTreeMap::new(),
             gone: BTreeSet::new(),
             recreated: BTreeSet::new(),
+            former: BTreeMap::new(),
             gaps: 0.0,
             codecs: false,
             producers: BTreeMap::new(),
@@ -319,6 +323,7 @@ impl Broker {
                 }
             }
         }
+        self.former.entry(topic.to_owned()).or_default().push(old);
         self.create_topic(topic);
         self.recreated.insert(topic.to_owned());
         for seqs in self.producers.values_mut() {
@@ -502,6 +507,15 @@ impl Broker {
             .iter()
             .map(|p| p.delivered().collect())
             .collect()
+    }
+
+    /// Every record ever written to `topic`, in each of its lives (a topic made again included):
+    /// the checkers look for a dead-letter note here, which counts though it went with its log.
+    pub fn ever_written(&self, topic: &str) -> impl Iterator<Item = &Stored> {
+        let former = self.former.get(topic).into_iter().flatten().flatten();
+        former
+            .chain(self.partitions(topic))
+            .flat_map(|p| p.delivered().map(|(_, r)| r))
     }
 
     /// Every partition of `topic`, whole (the checkers find markers and undecodable batches

@@ -38,6 +38,8 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// How long a produce is retried (librdkafka's message.timeout.ms, as the Kafka transport sets it).
 const PRODUCE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the harness's own batches (undecodable ones, transactions) are asked for again.
+const APPEND_DEADLINE: Duration = Duration::from_secs(300);
 /// How long the producer waits before sending a refused record again (librdkafka's retry.backoff.ms).
 const REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -538,7 +540,9 @@ impl SimTransport {
             entries: entries.clone(),
             kind,
         };
-        match self.call_until(req, PRODUCE_DEADLINE).await {
+        // Another producer asks again until its batch is written, through a cut or a broker
+        // away as long as any fault lasts (the harness's writes are not under test).
+        match self.call_until(req, APPEND_DEADLINE).await {
             Some(Response::Appended(at)) => at,
             _ => None,
         }

@@ -444,6 +444,11 @@ async fn tail<T: Transport>(
         Ok(r) => r,
         Err(e) => return shared.fail(false, format!("opening a reader of {topic}: {}", Report(&e))),
     };
+    // Its partition count: a fact off its order's partition was not written by deliver.
+    let partitions = crate::transport::end_offsets_within(&transport, &topic, crate::transport::ENDS_WITHIN)
+        .await
+        .map(|e| e.len() as i32)
+        .ok();
     // Which log the changelog is: asked first, and again every LOG_CHECK.
     let mut log_checks = tokio::time::interval(LOG_CHECK);
     log_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -485,7 +490,7 @@ async fn tail<T: Transport>(
                         // A fact lost to the log itself: what it said is not known to anyone.
                         tracing::error!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a changelog record cannot be read: passed over");
                     }
-                    if let Err(e) = fold(&store, &shared, &got).await {
+                    if let Err(e) = fold(&store, (&shared, partitions), &got).await {
                         return shared.fail(e.is_busy(), format!("folding {topic}: {}", Report(&e)));
                     }
                 }
@@ -542,7 +547,11 @@ async fn check_log<T: Transport>(
 /// Folds the records of followed partitions not folded yet, then moves their partitions on, to
 /// the reader's positions (past transaction markers and records that cannot be read, which a
 /// restore would otherwise wait for).
-async fn fold(store: &DeliveryStore, shared: &Shared, got: &Fetched) -> Result<(), StoreError> {
+async fn fold(
+    store: &DeliveryStore,
+    (shared, partitions): (&Shared, Option<i32>),
+    got: &Fetched,
+) -> Result<(), StoreError> {
     let fresh: Vec<&Record> = {
         let s = shared.lock();
         got.records
@@ -550,8 +559,10 @@ async fn fold(store: &DeliveryStore, shared: &Shared, got: &Fetched) -> Result<(
             .filter(|r| s.parts.get(&r.partition).is_some_and(|p| r.offset >= p.applied))
             .collect()
     };
+    let placed = |r: &&&Record| partitions.is_none_or(|n| crate::event::misplaced(r, n).is_none());
     let facts: Vec<(String, i64, DeliveryFact)> = fresh
         .iter()
+        .filter(placed)
         .filter_map(|r| match decode_fact(r) {
             Ok((order, fact)) => Some((order, r.offset, fact)),
             Err(why) => {

@@ -22,7 +22,7 @@ use crate::services::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::ViewStore;
 use crate::transport::{end_offsets_within, OutRecord, Record, Transport, ENDS_WITHIN};
-use crate::view::view_update;
+use crate::view::{view_update, ViewUpdate};
 use crate::worker::{HandleError, Handler};
 
 /// The partitions of pizza-status an instance's group gave it: whose orders its watchdog marks.
@@ -70,7 +70,16 @@ impl Status {
 
 impl Handler for Status {
     async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
-        let update = view_update(&self.cfg.sys, rec);
+        // Placement was judged by the worker (a misplaced record never comes here); details
+        // from the key's murmur2 partition, by the shop's partition count, are the order's.
+        let mut update = view_update(&self.cfg.sys, rec, None);
+        if let Ok(ViewUpdate::Details { home, .. }) = &mut update {
+            let n = self.cfg.sys.num_partitions;
+            *home = rec
+                .key
+                .as_deref()
+                .is_some_and(|k| partition_for(k, n) == rec.partition);
+        }
         if let Some(view) = &self.folds_into {
             // As a follower would, it records how far it read (a malformed record too).
             let updates: Vec<_> = update.as_ref().ok().cloned().into_iter().collect();

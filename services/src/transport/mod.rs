@@ -428,6 +428,8 @@ pub struct ReadToEnd<R> {
     ahead: std::collections::VecDeque<Record>,
     /// Records given up on (a batch that cannot be decoded): passed over, and said here.
     pub unreadable: Vec<Unreadable>,
+    /// Each topic's partition count when it was opened.
+    counts: std::collections::HashMap<String, i32>,
 }
 
 /// How long [`ReadToEnd::next`] waits after a retriable error before it asks again.
@@ -483,18 +485,24 @@ impl<R: Reader> ReadToEnd<R> {
         topics: &[&str],
     ) -> Result<ReadToEnd<R>, TransportError> {
         let mut ends = std::collections::VecDeque::new();
+        let mut counts = std::collections::HashMap::new();
         for t in topics {
-            ends.push_back((
-                (*t).to_owned(),
-                end_offsets_within(transport, t, ENDS_WITHIN).await?,
-            ));
+            let e = end_offsets_within(transport, t, ENDS_WITHIN).await?;
+            counts.insert((*t).to_owned(), e.len() as i32);
+            ends.push_back(((*t).to_owned(), e));
         }
         Ok(ReadToEnd {
             topics: ends,
             reading: None,
             ahead: std::collections::VecDeque::new(),
             unreadable: Vec::new(),
+            counts,
         })
+    }
+
+    /// `topic`'s partition count when this was opened.
+    pub fn partitions(&self, topic: &str) -> Option<i32> {
+        self.counts.get(topic).copied()
     }
 
     /// The next record below the end offsets, or `None` once every partition is read; gives up

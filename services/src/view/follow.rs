@@ -322,8 +322,14 @@ async fn follow_logs<T: Transport, V: FollowedView>(
     }
     shared.lock().trouble = None;
     let mut batches = Pumps::start(readers);
+    // Each topic's partition count: a record off its key's partition is not the order's.
+    let mut counts: HashMap<String, i32> = HashMap::new();
+    for (t, p) in starts.keys() {
+        let n = counts.entry(t.clone()).or_default();
+        *n = (*n).max(p + 1);
+    }
     if let Some(scratch) = scratch {
-        let read_to = first_fold(transport, sys, &scratch, &mut batches, &starts).await?;
+        let read_to = first_fold(transport, (sys, &counts), &scratch, &mut batches, &starts).await?;
         view.take_from(scratch)
             .map_err(|e| format!("taking the new view: {}", report(&e)))?;
         if new_logs {
@@ -337,7 +343,7 @@ async fn follow_logs<T: Transport, V: FollowedView>(
     loop {
         let fetched = batches.next().await?;
         went_back(&fetched)?;
-        let read_to = fold_batch(sys, view, &fetched)?;
+        let read_to = fold_batch((sys, &counts), view, &fetched)?;
         moved_on(shared, read_to);
     }
 }
@@ -358,7 +364,7 @@ fn went_back(fetched: &Fetched) -> Result<(), String> {
 /// where it starts and ends: one emptied by retention, or cut back, is done where it now ends.
 async fn first_fold<T: Transport, V: FollowedView>(
     transport: &T,
-    sys: &SysConfig,
+    (sys, counts): (&SysConfig, &HashMap<String, i32>),
     scratch: &V,
     batches: &mut Pumps,
     starts: &HashMap<(String, i32), (i64, i64)>,
@@ -388,7 +394,7 @@ async fn first_fold<T: Transport, V: FollowedView>(
         let fetched = records?;
         went_back(&fetched)?;
         folded += fetched.records.len();
-        for (t, p, n) in fold_batch(sys, scratch, &fetched)? {
+        for (t, p, n) in fold_batch((sys, counts), scratch, &fetched)? {
             let was = next.entry((t, p)).or_default();
             *was = (*was).max(n);
         }
@@ -505,13 +511,17 @@ fn moved_on(shared: &Shared, read_to: impl IntoIterator<Item = (String, i32, i64
 /// far it read each of their partitions: past its records, and to the readers' positions (past
 /// transaction markers and records that cannot be read, which are never delivered).
 fn fold_batch<V: FollowedView>(
-    sys: &SysConfig,
+    (sys, counts): (&SysConfig, &HashMap<String, i32>),
     view: &V,
     fetched: &Fetched,
 ) -> Result<Vec<(String, i32, i64)>, String> {
     let records = &fetched.records;
-    // Malformed records are the status service's group's to dead-letter; a view passes over them.
-    let updates: Vec<_> = records.iter().filter_map(|r| view_update(sys, r).ok()).collect();
+    // Malformed records are the status service's group's to dead-letter; a view passes over
+    // them, and over a record off its key's partition (not the order's).
+    let updates: Vec<_> = records
+        .iter()
+        .filter_map(|r| view_update(sys, r, counts.get(&r.topic).copied()).ok())
+        .collect();
     let mut read_to: HashMap<(String, i32), i64> = HashMap::new();
     for r in records {
         let next = read_to.entry((r.topic.clone(), r.partition)).or_default();

@@ -128,8 +128,18 @@ pub fn fold(
 }
 
 /// The view update a record makes: details from pizza-ordered, a status from pizza-status.
-pub fn view_update(sys: &SysConfig, rec: &Record) -> Result<ViewUpdate, Malformed> {
+/// With its topic's `partitions` known, a record where no ordinary producer puts its key is
+/// not the order's ([`crate::partitioner::Placement`]), and details from the key's murmur2
+/// partition are the order's over details from librdkafka's ([`ViewUpdate::Details`]).
+pub fn view_update(sys: &SysConfig, rec: &Record, partitions: Option<i32>) -> Result<ViewUpdate, Malformed> {
     let (order_id, event) = parse(&sys.topics, rec)?;
+    let placement = match (partitions, rec.key.as_deref()) {
+        (Some(n), Some(key)) => crate::partitioner::placement(key, rec.partition, n),
+        _ => crate::partitioner::Placement::Home,
+    };
+    if let crate::partitioner::Placement::Elsewhere(why) = &placement {
+        return Err(Malformed(format!("{why}: not the order's record")));
+    }
     let order_id = String::from(order_id);
     let e = match event {
         Event::Ordered(e) => {
@@ -138,6 +148,7 @@ pub fn view_update(sys: &SysConfig, rec: &Record) -> Result<ViewUpdate, Malforme
                 order_id,
                 order: e.order,
                 ordered_at_ms,
+                home: placement == crate::partitioner::Placement::Home,
             });
         }
         Event::Status(e) => e,
@@ -190,10 +201,15 @@ pub enum ViewUpdate {
         ts: i64,
         observed: Option<i64>,
     },
+    /// An order's details. The first the view folds are the order's, except that details
+    /// from the key's murmur2 partition (`home`: where the shop and every Java client put an
+    /// order) take the place of details from librdkafka's CRC-32 partition, whichever came
+    /// first: a record written to the other partition is not the order, read first or not.
     Details {
         order_id: String,
         order: Order,
         ordered_at_ms: i64,
+        home: bool,
     },
 }
 

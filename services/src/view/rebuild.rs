@@ -54,7 +54,7 @@ pub async fn rebuild<T: Transport, V: ViewSink>(
     let mut batch = Vec::with_capacity(REBUILD_BATCH);
     while let Some(rec) = reader.next(transport, STALL_TIMEOUT).await? {
         stats.records += 1;
-        match view_update(sys, &rec) {
+        match view_update(sys, &rec, reader.partitions(&rec.topic)) {
             Ok(u) => batch.push(u),
             Err(_) => stats.skipped += 1,
         }

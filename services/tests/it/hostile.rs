@@ -156,7 +156,7 @@ async fn a_malformed_record_too_large_to_dead_letter_whole_is_dead_lettered_in_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_record_on_every_topic_leaves_the_shop_running() {
     let mut f = shop();
-    let catalogue = hostile::pairs(&f.sys.topics);
+    let catalogue = hostile::pairs(&f.sys.topics, f.sys.num_partitions);
     let mut dead = Vec::new();
     let mut orders = Vec::new();
     for (n, (kind, topic, _)) in catalogue.iter().enumerate() {
@@ -167,6 +167,7 @@ async fn every_hostile_record_on_every_topic_leaves_the_shop_running() {
             order_id: &id,
             ts_ms: now_ms(),
             max_record_bytes: 1_000_000,
+            partitions: f.sys.num_partitions,
             headers: vec![(TAG_HEADER.as_bytes().to_vec(), Some(n.to_string().into_bytes()))],
         };
         let h = hostile::make(*kind, &spec).unwrap();
@@ -227,5 +228,104 @@ async fn every_hostile_record_on_every_topic_leaves_the_shop_running() {
         got.len(),
         orders.len()
     );
+    f.shop.stop_cleanly().await;
+}
+
+/// Writes order `id` for customer "taker" to every partition of pizza-ordered but its key's
+/// murmur2 one; returns where the copies sit that no ordinary producer puts (partition, offset),
+/// leaving out the one on librdkafka's CRC-32 partition.
+async fn write_elsewhere(f: &Fixture, id: &OrderId) -> BTreeSet<(String, String)> {
+    let sys = &f.sys;
+    let n = sys.num_partitions;
+    let key = id.as_str().as_bytes();
+    let home = pizza::partitioner::partition_for(key, n);
+    let crc = pizza::partitioner::crc32_partition(key, n);
+    let mut taker = order_request(sys, 5);
+    taker.username = "taker".into();
+    let taken = pizza::command::ordered_event(sys, &taker, now_ms()).unwrap();
+    let mut misplaced = BTreeSet::new();
+    for p in (0..n).filter(|p| *p != home) {
+        let copy = RawRecord {
+            topic: sys.topics.ordered.clone(),
+            partition: Some(p),
+            key: Some(key.to_vec()),
+            payload: Some(encode(&taken)),
+            headers: Vec::new(),
+        };
+        let at = f.producer.produce_raw(&copy).await.unwrap();
+        if p != crc {
+            misplaced.insert((at.partition.to_string(), at.offset.to_string()));
+        }
+    }
+    misplaced
+}
+
+/// An order's id written with another customer to every other partition of pizza-ordered,
+/// before the order itself (issue 25, defect 5): where no producer puts its key it is not the
+/// order's record, and every service that reads pizza-ordered dead-letters it; on librdkafka's
+/// CRC-32 partition (where a Python producer left at its defaults puts it) it is read, but the
+/// order's details are those from its key's murmur2 partition, in the status service's view and
+/// in a view folded afterwards from the log alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_written_on_other_partitions_is_not_taken_over() {
+    let f = shop();
+    let sys = &f.sys;
+    let id = OrderId::random();
+    let misplaced = write_elsewhere(&f, &id).await;
+    let owner = order_request(sys, 1);
+    pizza::command::place_order(&f.producer, sys, &owner, id.clone(), now_ms())
+        .await
+        .unwrap();
+    let view = f.shop.view_when_ready().await;
+    let details = |v: &pizza::store::ViewStore| {
+        v.order(id.as_str())
+            .ok()
+            .flatten()
+            .and_then(|o| Some((o.status?.status, o.details?.username)))
+    };
+    wait_for("the order delivered", Duration::from_secs(60), || async {
+        details(&view).is_some_and(|(s, _)| s == 999)
+    })
+    .await;
+    assert_eq!(
+        details(&view).unwrap().1,
+        owner.username,
+        "the status service's view"
+    );
+    let dir = data_dir();
+    let later = pizza::store::ViewStore::create(&dir.path().join("later.db")).unwrap();
+    pizza::view::rebuild(&f.producer, sys, &later).await.unwrap();
+    assert_eq!(
+        details(&later).unwrap().1,
+        owner.username,
+        "a view folded afterwards"
+    );
+    // Each misplaced copy is dead-lettered once by each service that reads pizza-ordered.
+    let readers = [
+        ServiceName::Assemble,
+        ServiceName::Deliver,
+        ServiceName::Merge,
+        ServiceName::Status,
+    ];
+    let want = misplaced.len() * readers.len();
+    wait_for(
+        "every misplaced copy dead-lettered",
+        Duration::from_secs(30),
+        || async { records_on(&f.producer, &sys.topics.dlq).await >= want as i64 },
+    )
+    .await;
+    let dlq = topic(&f.producer, &sys.topics.dlq).await;
+    for service in readers {
+        let noted: BTreeSet<(String, String)> = dlq
+            .iter()
+            .filter(|r| header(r, "dlq.service") == Some(service.as_str()))
+            .filter(|r| header(r, "dlq.reason").is_some_and(|w| w.contains("not that key's record")))
+            .map(|r| {
+                let at = |h| header(r, h).unwrap_or_default().to_owned();
+                (at("dlq.source.partition"), at("dlq.source.offset"))
+            })
+            .collect();
+        assert_eq!(noted, misplaced, "{service}");
+    }
     f.shop.stop_cleanly().await;
 }

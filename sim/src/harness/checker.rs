@@ -954,39 +954,37 @@ fn check_dlq(
 ) -> (BTreeSet<(Position, String)>, usize) {
     let mut dead = BTreeSet::new();
     let mut dlq_records = 0;
-    for part in b.log(&topics.dlq) {
-        for (_, r) in part {
-            dlq_records += 1;
-            shared.checked(Invariant::DlqOnlyMalformed, 1);
-            let source = dlq_source(r);
-            let service = r.header("dlq.service").unwrap_or_default();
-            let reason = r.header("dlq.reason").unwrap_or_default();
-            let reads = service
-                .parse::<ServiceName>()
-                .is_ok_and(|s| topics.consumers_of(&source.0).contains(&s));
-            if unreadable.contains(&source) && reads && reason.starts_with(log_checks::UNREADABLE_REASON) {
+    for r in b.ever_written(&topics.dlq) {
+        dlq_records += 1;
+        shared.checked(Invariant::DlqOnlyMalformed, 1);
+        let source = dlq_source(r);
+        let service = r.header("dlq.service").unwrap_or_default();
+        let reason = r.header("dlq.reason").unwrap_or_default();
+        let reads = service
+            .parse::<ServiceName>()
+            .is_ok_and(|s| topics.consumers_of(&source.0).contains(&s));
+        if unreadable.contains(&source) && reads && reason.starts_with(log_checks::UNREADABLE_REASON) {
+            dead.insert((source, service));
+            continue;
+        }
+        match hostile_in_log.get(&source) {
+            Some((_, _, Expect::DeadLettered)) if !reason.is_empty() && reads => {
                 dead.insert((source, service));
-                continue;
             }
-            match hostile_in_log.get(&source) {
-                Some((_, _, Expect::DeadLettered)) if !reason.is_empty() && reads => {
-                    dead.insert((source, service));
-                }
-                // A note of a record in a log made again since: what it was is gone with it.
-                _ if b.recreated.contains(&source.0) => shared.exempted(Invariant::DlqOnlyMalformed),
-                other => {
-                    let what = other.map_or("not a hostile record".to_owned(), |(n, kind, expect)| {
-                        format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
-                    });
-                    shared.violate(
-                        Invariant::DlqOnlyMalformed,
-                        Some(&String::from_utf8_lossy(r.key())),
-                        format!(
-                            "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
-                            source.0, source.1, source.2
-                        ),
-                    );
-                }
+            // A note of a record in a log made again since: what it was is gone with it.
+            _ if b.recreated.contains(&source.0) => shared.exempted(Invariant::DlqOnlyMalformed),
+            other => {
+                let what = other.map_or("not a hostile record".to_owned(), |(n, kind, expect)| {
+                    format!("hostile record #{n}, {}, expected {expect:?}", kind.name())
+                });
+                shared.violate(
+                    Invariant::DlqOnlyMalformed,
+                    Some(&String::from_utf8_lossy(r.key())),
+                    format!(
+                        "{service} dead-lettered {}/{}@{} ({what}): {reason:?}",
+                        source.0, source.1, source.2
+                    ),
+                );
             }
         }
     }

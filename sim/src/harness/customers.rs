@@ -41,7 +41,7 @@ const HOSTILE_ATTEMPTS: u32 = 100;
 pub(super) async fn place_orders(sc: Scenario, seed: u64, sys: SysConfig, shared: Arc<Shared>) {
     let t = SimTransport::connect("customers").await;
     let mut rng = SplitMix64::new(seed ^ 0xc057_0e75);
-    let mut bad = BadRecords::new(seed, &sys.topics);
+    let mut bad = BadRecords::new(seed, &sys.topics, sys.num_partitions);
     let menu = sys.menu.clone();
     let mut desk = Desk {
         t,
@@ -307,8 +307,8 @@ struct BadRecords {
 }
 
 impl BadRecords {
-    fn new(seed: u64, topics: &Topics) -> BadRecords {
-        let catalogue = hostile::pairs(topics);
+    fn new(seed: u64, topics: &Topics, partitions: i32) -> BadRecords {
+        let catalogue = hostile::pairs(topics, partitions);
         let malformed = catalogue
             .iter()
             .filter(|(_, _, e)| *e == Expect::DeadLettered)
@@ -338,6 +338,7 @@ impl BadRecords {
             order_id: &order_id,
             ts_ms: now_ms(),
             max_record_bytes: MAX_RECORD_BYTES,
+            partitions: desk.sys.num_partitions,
             // Every one carries a header key that is not UTF-8 besides its own hostility:
             // reading headers is on every record's path, the dead-letter copy's too.
             headers: vec![
