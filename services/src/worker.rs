@@ -474,17 +474,12 @@ pub async fn run_worker<T: Transport, H: Handler>(
             }
             _ = assignment_checks.tick() => {
                 if let Some(owned) = sub.assignment_changed() {
-                    d.assigned(&owned);
+                    d.assigned(&mut sub, &owned);
                 }
             }
             Some(topic) = new_logs.recv() => d.new_log(&mut sub, &topic),
             received = sub.recv(), if draining.is_none() && d.has_room() => match received {
-                Ok(delivery) => {
-                    if let Some(owned) = sub.assignment_changed() {
-                        d.assigned(&owned);
-                    }
-                    d.received(&mut sub, delivery)
-                }
+                Ok(delivery) => d.got(&mut sub, delivery),
                 Err(e) if e.is_retriable() => {
                     probes::hit(Probe::ConsumerRetried, "");
                     tracing::warn!(service = %d.cfg.name, error = %Report(&e), "consumer error");
@@ -686,6 +681,8 @@ struct Driver<T, H> {
     owned: Vec<(String, i32)>,
     /// Each topic's partition count (where a record's key belongs).
     partitions: Partitions,
+    /// The topics found to be new logs, with the partitions read from their start since.
+    new_logs: HashMap<String, HashSet<i32>>,
 }
 
 impl<T: Transport, H: Handler> Driver<T, H> {
@@ -714,16 +711,29 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             paused: HashSet::new(),
             owned: Vec::new(),
             partitions: Partitions::default(),
+            new_logs: HashMap::new(),
         }
     }
 
     /// `topic` is another log now: each of its partitions the member owns is read again from the
     /// start, in a new epoch (what was received of the old log marks nothing).
     fn new_log<S: Subscription>(&mut self, sub: &mut S, topic: &str) {
-        for (t, p) in self.owned.iter().filter(|(t, _)| t == topic) {
-            if let Err(e) = sub.rewind(t, *p) {
-                tracing::warn!(service = %self.cfg.name, topic = %t, partition = p, error = %Report(&e), "could not read a new log from its start");
-            }
+        let owned: Vec<i32> = self
+            .owned
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect();
+        self.new_logs
+            .insert(topic.to_owned(), owned.iter().copied().collect());
+        for p in owned {
+            self.rewind(sub, topic, p);
+        }
+    }
+
+    fn rewind<S: Subscription>(&self, sub: &mut S, topic: &str, partition: i32) {
+        if let Err(e) = sub.rewind(topic, partition) {
+            tracing::warn!(service = %self.cfg.name, topic, partition, error = %Report(&e), "could not read a new log from its start");
         }
     }
 
@@ -735,10 +745,38 @@ impl<T: Transport, H: Handler> Driver<T, H> {
 
     /// The member owns exactly `owned` now: the handler hears of it, and partitions it lost are no
     /// longer counted paused (a rebalance assigns them afresh).
-    fn assigned(&mut self, owned: &[(String, i32)]) {
+    ///
+    /// A partition gained of a topic whose log this worker found to be a new one, and did not
+    /// read from its start since, is read from its start: the group's commit of it may be one
+    /// of the old log's marks, committed by name just after the new log was made by a member
+    /// that lost the partition before it noticed (swarm seed 939: deliver, paused past its
+    /// session, came back to its own stale commit). Read again, the new log's records are
+    /// handled twice at worst.
+    fn assigned<S: Subscription>(&mut self, sub: &mut S, owned: &[(String, i32)]) {
+        for (t, p) in owned {
+            let again = self.new_logs.get_mut(t).is_some_and(|rewound| rewound.insert(*p));
+            if again && !mutants::on(Mutant::OldLogMarkStands) {
+                self.rewind(sub, t, *p);
+            }
+        }
         self.handler.assigned(owned);
         self.paused.retain(|p| owned.contains(p));
         self.owned = owned.to_vec();
+    }
+
+    /// What the consumer brought, after the news of the assignment it came with.
+    fn got<S: Subscription>(&mut self, sub: &mut S, delivery: Delivery) {
+        let (topic, partition) = delivery.at();
+        let epoch = sub.epoch(topic, partition);
+        if let Some(owned) = sub.assignment_changed() {
+            self.assigned(sub, &owned);
+        }
+        // Its partition sent back to the log's start on that news (a new log): it was read
+        // before, and is not of this epoch (swarm seed 939).
+        let (topic, partition) = delivery.at();
+        if sub.epoch(topic, partition) == epoch {
+            self.received(sub, delivery);
+        }
     }
 
     /// What the consumer brought: a record starts now or waits in its key's lane; a record it

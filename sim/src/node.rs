@@ -879,9 +879,26 @@ async fn fetch_loop(
             backoff: &mut backoff,
         };
         let req = reading.fetch_request(&group, generation, &state);
+        // Each partition's epoch as the fetch went out: one read again from its start (a seek)
+        // while the fetch was on its way is another epoch when it comes back.
+        let asked_in = offsets.lock().expect("offsets").epochs();
         match t.call(req, RPC_TIMEOUT).await {
             Some(Response::Fetched(GroupFetch::Records { generation: g, part }, owned)) => {
                 reported = false;
+                let rewound_since = |t: &str, p: i32| {
+                    let now = offsets.lock().expect("offsets").epoch(t, p);
+                    asked_in.get(&(t.to_owned(), p)).is_some_and(|e| *e != now)
+                };
+                // Read from where the partition was before the worker sent it back to the log's
+                // start: dropped, as librdkafka drops what it fetched before a seek (its version
+                // barrier). The next fetch asks from the start.
+                if g == generation
+                    && part
+                        .as_ref()
+                        .is_some_and(|p| rewound_since(&p.topic, p.partition))
+                {
+                    continue;
+                }
                 if g != generation {
                     // A rebalance: positions start again from the committed offsets, and every
                     // partition is fetched (librdkafka forgets a pause with the assignment). The

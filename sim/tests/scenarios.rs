@@ -175,11 +175,11 @@ fn stale_commit() {
 
 /// Swarm seeds that found issue 25's liveness defects: 51, 457 and 518 (records received before
 /// a rebalance handled ahead of the current ones), 567 and 754 (an old log's mark committed on
-/// the new one), 81, 137 and 145 (the harness's own writes given up during an outage), 155 (a
+/// the new one; 939, one that lost its partitions before it noticed), 81, 137 and 145 (the harness's own writes given up during an outage), 155 (a
 /// dead-letter note gone with its topic made again, counted missing).
 #[test]
 fn swarm_seeds_issue_25_found() {
-    for seed in [51, 81, 137, 145, 155, 457, 518, 567, 754] {
+    for seed in [51, 81, 137, 145, 155, 457, 518, 567, 754, 939] {
         passes("swarm", seed..seed + 1);
     }
 }

@@ -381,6 +381,17 @@ pub enum Delivery {
     },
 }
 
+impl Delivery {
+    /// The topic and partition it is of.
+    pub fn at(&self) -> (&str, i32) {
+        match self {
+            Delivery::Record(r) => (&r.topic, r.partition),
+            Delivery::Unreadable(u) => (&u.topic, u.partition),
+            Delivery::Position { topic, partition, .. } => (topic, *partition),
+        }
+    }
+}
+
 /// One member of a consumer group.
 pub trait Subscription: Send + 'static {
     /// What the assigned partitions bring next. Cancel-safe.

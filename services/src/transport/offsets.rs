@@ -87,6 +87,11 @@ impl MemberOffsets {
             .unwrap_or(0)
     }
 
+    /// Every partition's epoch now ([`MemberOffsets::epoch`]).
+    pub fn epochs(&self) -> BTreeMap<Partition, u64> {
+        self.gains.clone()
+    }
+
     /// The partitions owned now, when they changed since `seen` (which it brings up to date).
     pub fn owned_since(&self, seen: &mut u64) -> Option<Vec<Partition>> {
         if *seen == self.version {
