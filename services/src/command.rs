@@ -51,8 +51,20 @@ pub struct Placed {
     pub acked: Acked,
 }
 
-/// The pizza-ordered event for a valid request.
+/// The pizza-ordered event for a valid request, for the customer its username names
+/// ([`customer_id_for`]: callers without a login, as the simulation's customers and the load
+/// generator's producers; the web app places for its session's customer, [`ordered_event_as`]).
 pub fn ordered_event(sys: &SysConfig, req: &OrderRequest, now_ms: i64) -> Result<Ordered, InvalidField> {
+    ordered_event_as(sys, req, &customer_id_for(req.username.trim()), now_ms)
+}
+
+/// The pizza-ordered event for a valid request of customer `customer_id`.
+pub fn ordered_event_as(
+    sys: &SysConfig,
+    req: &OrderRequest,
+    customer_id: &str,
+    now_ms: i64,
+) -> Result<Ordered, InvalidField> {
     sys.menu.validate(req)?;
     let username = req.username.trim().to_owned();
     Ok(Ordered {
@@ -63,7 +75,7 @@ pub fn ordered_event(sys: &SysConfig, req: &OrderRequest, now_ms: i64) -> Result
             sauce: req.sauce.clone(),
             cheese: req.cheese.clone(),
             main_topping: req.main_topping.clone(),
-            customer_id: customer_id_for(&username),
+            customer_id: customer_id.to_owned(),
             username,
         },
     })
@@ -78,7 +90,19 @@ pub async fn place_order<T: Transport>(
     order_id: OrderId,
     now_ms: i64,
 ) -> Result<Placed, PlaceError> {
-    produce_ordered(transport, sys, req, order_id, now_ms, false).await
+    let customer = customer_id_for(req.username.trim());
+    produce_ordered(transport, sys, (req, &customer), order_id, now_ms, false).await
+}
+
+/// [`place_order`] for customer `customer_id` (a login's, not its username's).
+pub async fn place_order_as<T: Transport>(
+    transport: &T,
+    sys: &SysConfig,
+    (req, customer_id): (&OrderRequest, &str),
+    order_id: OrderId,
+    now_ms: i64,
+) -> Result<Placed, PlaceError> {
+    produce_ordered(transport, sys, (req, customer_id), order_id, now_ms, false).await
 }
 
 /// Sends an order that is being confirmed again: the same id, request and time as the attempt
@@ -92,18 +116,30 @@ pub async fn confirm_order<T: Transport>(
     order_id: OrderId,
     ordered_at_ms: i64,
 ) -> Result<Placed, PlaceError> {
-    produce_ordered(transport, sys, req, order_id, ordered_at_ms, true).await
+    let customer = customer_id_for(req.username.trim());
+    produce_ordered(transport, sys, (req, &customer), order_id, ordered_at_ms, true).await
+}
+
+/// [`confirm_order`] for customer `customer_id` (a login's, not its username's).
+pub async fn confirm_order_as<T: Transport>(
+    transport: &T,
+    sys: &SysConfig,
+    (req, customer_id): (&OrderRequest, &str),
+    order_id: OrderId,
+    ordered_at_ms: i64,
+) -> Result<Placed, PlaceError> {
+    produce_ordered(transport, sys, (req, customer_id), order_id, ordered_at_ms, true).await
 }
 
 async fn produce_ordered<T: Transport>(
     transport: &T,
     sys: &SysConfig,
-    req: &OrderRequest,
+    (req, customer_id): (&OrderRequest, &str),
     order_id: OrderId,
     ordered_at_ms: i64,
     earlier_attempt: bool,
 ) -> Result<Placed, PlaceError> {
-    let event = ordered_event(sys, req, ordered_at_ms)?;
+    let event = ordered_event_as(sys, req, customer_id, ordered_at_ms)?;
     let out = OutRecord::new(&sys.topics.ordered, order_id.as_str(), encode(&event));
     // However long the producer is configured to try, the customer hears within PLACE_WITHIN;
     // a produce still under way then may yet be written.

@@ -274,6 +274,7 @@ async fn simulate(sc: Scenario, seed: u64, root: PathBuf, slot: BrokerSlot) -> O
     let view_path = service_config(&sc, &root, ServiceName::Status, 0).view_path();
     let faultless = sc.faults.is_empty();
     checker.spawn(watch_view(
+        cluster.broker.clone(),
         view_path.clone(),
         sys.clone(),
         sc.time_scale,

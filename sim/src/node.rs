@@ -40,6 +40,10 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 const PRODUCE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the harness's own batches (undecodable ones, transactions) are asked for again.
 const APPEND_DEADLINE: Duration = Duration::from_secs(300);
+/// How long the harness's batch waits for its answer before it is sent again (librdkafka's
+/// request.timeout.ms): a producer without idempotence writes a batch again on each retry, and
+/// one every RPC_TIMEOUT through a long cut is dozens of copies (swarm seed 1009: 65 of one order).
+const APPEND_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the producer waits before sending a refused record again (librdkafka's retry.backoff.ms).
 const REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -451,10 +455,20 @@ impl SimTransport {
     }
 
     /// A request retried until answered or `deadline` passes.
-    async fn call_until(&self, mut req: impl FnMut() -> Request, deadline: Duration) -> Option<Response> {
+    async fn call_until(&self, req: impl FnMut() -> Request, deadline: Duration) -> Option<Response> {
+        self.call_every(req, deadline, RPC_TIMEOUT).await
+    }
+
+    /// [`Self::call_until`], each request waited for `timeout` before it is sent again.
+    async fn call_every(
+        &self,
+        mut req: impl FnMut() -> Request,
+        deadline: Duration,
+        timeout: Duration,
+    ) -> Option<Response> {
         let end = tokio::time::Instant::now() + deadline;
         loop {
-            if let Some(r) = self.call(req(), RPC_TIMEOUT).await {
+            if let Some(r) = self.call(req(), timeout).await {
                 return Some(r);
             }
             if tokio::time::Instant::now() >= end {
@@ -542,7 +556,10 @@ impl SimTransport {
         };
         // Another producer asks again until its batch is written, through a cut or a broker
         // away as long as any fault lasts (the harness's writes are not under test).
-        match self.call_until(req, APPEND_DEADLINE).await {
+        match self
+            .call_every(req, APPEND_DEADLINE, APPEND_REQUEST_TIMEOUT)
+            .await
+        {
             Some(Response::Appended(at)) => at,
             _ => None,
         }

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::command::{place_order, PlaceError};
+use crate::command::{place_order_as, PlaceError};
 use crate::config::SysConfig;
 use crate::domain::{OrderId, OrderRequest};
 use crate::error::Report;
@@ -124,7 +124,11 @@ pub async fn place<T: Transport>(
         main_topping: o.main_topping,
         extra_toppings: o.extra_toppings,
     };
-    match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
+    let customer = session.customer_id.clone().unwrap_or_default();
+    let Some(id) = st.fresh_order_id(OrderId::random) else {
+        return Err(ApiError::Unavailable);
+    };
+    match place_order_as(&st.transport, &st.sys, (&req, &customer), id, now_ms()).await {
         Ok(p) => {
             st.seen(p.acked).await;
             session.placed(&p.order_id);

@@ -114,6 +114,7 @@ pub async fn serve<T: Transport>(
         shutdown: shutdown.clone(),
         live: LiveStreams::for_connections(limits.max_connections),
         health,
+        handed_out: Default::default(),
     });
     server::serve(listener, router(state), limits, shutdown).await;
     Ok(())

@@ -35,9 +35,9 @@ use futures::future::BoxFuture;
 use futures::stream::Stream;
 
 use crate::clock::now_ms;
-use crate::command::{confirm_order, place_order, PlaceError};
+use crate::command::{confirm_order_as, place_order_as, PlaceError};
 use crate::config::SysConfig;
-use crate::domain::{customer_id_for, OrderId, OrderRequest};
+use crate::domain::{OrderId, OrderRequest};
 use crate::error::Report;
 use crate::shutdown::Shutdown;
 use crate::store::{StoreError, ViewStore};
@@ -62,6 +62,75 @@ pub struct AppState<T> {
     pub live: LiveStreams,
     /// What `/health-check` asks.
     pub health: Arc<dyn HealthCheck>,
+    /// The order ids this instance handed out lately, before its view shows them.
+    pub handed_out: HandedOut,
+}
+
+/// An id for a new order that no order `view` holds (nor one of those `handed_out` lately)
+/// has: the wire keeps the original's 8 hex characters, 32 random bits, so among a
+/// million orders one new id in ~4,300 is taken, and the new order would be read as the old
+/// one's duplicate. `draw` is asked again, [`ID_DRAWS`] times at most; `None` when every
+/// draw was taken.
+pub fn fresh_order_id(
+    view: &ViewStore,
+    handed_out: &HandedOut,
+    mut draw: impl FnMut() -> OrderId,
+) -> Option<OrderId> {
+    for _ in 0..ID_DRAWS {
+        let id = draw();
+        let in_view = match view.order(id.as_str()) {
+            Ok(row) => row.is_some(),
+            Err(e) => {
+                // A view that cannot be read now does not stop an order: the id is very
+                // likely free.
+                tracing::warn!(error = %Report(&e), "could not ask the view whether an order id is taken");
+                false
+            }
+        };
+        if !in_view && !handed_out.contains(&id) {
+            handed_out.add(&id);
+            return Some(id);
+        }
+        tracing::info!(order = id.as_str(), "order id taken: drawn again");
+    }
+    tracing::error!(draws = ID_DRAWS, "every order id drawn was taken");
+    None
+}
+
+/// How many ids are drawn for a new order before placing it is given up: each is taken with a
+/// chance of (orders in the view) / 2^32, so 16 taken in a row means the id space is full.
+pub const ID_DRAWS: usize = 16;
+
+/// How many order ids an instance remembers having handed out (its view shows them within
+/// [`READ_YOUR_WRITES_WITHIN`] as a rule; these cover the moments before).
+pub const HANDED_OUT: usize = 4096;
+
+/// The last [`HANDED_OUT`] order ids an instance handed out.
+#[derive(Debug, Default)]
+pub struct HandedOut(
+    std::sync::Mutex<(
+        std::collections::HashSet<OrderId>,
+        std::collections::VecDeque<OrderId>,
+    )>,
+);
+
+impl HandedOut {
+    fn contains(&self, id: &OrderId) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).0.contains(id)
+    }
+
+    fn add(&self, id: &OrderId) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *g;
+        if set.insert(id.clone()) {
+            order.push_back(id.clone());
+        }
+        while order.len() > HANDED_OUT {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
 }
 
 /// How long placing an order waits for the web app's own view to show it (read your own
@@ -70,6 +139,11 @@ pub struct AppState<T> {
 pub const READ_YOUR_WRITES_WITHIN: Duration = Duration::from_secs(2);
 
 impl<T> AppState<T> {
+    /// An id for a new order: [`fresh_order_id`] in this instance's view.
+    pub fn fresh_order_id(&self, draw: impl FnMut() -> OrderId) -> Option<OrderId> {
+        fresh_order_id(&self.view, &self.handed_out, draw)
+    }
+
     /// Read your own writes: waits, for [`READ_YOUR_WRITES_WITHIN`] at most, until this
     /// instance's view has folded the order acknowledged at `acked`.
     pub async fn seen(&self, acked: crate::transport::Acked) {
@@ -447,7 +521,11 @@ async fn place<T: Transport>(
             .map(|(_, v)| v.clone())
             .collect(),
     };
-    match place_order(&st.transport, &st.sys, &req, OrderId::random(), now_ms()).await {
+    let customer = session.customer_id.clone().unwrap_or_default();
+    let Some(id) = st.fresh_order_id(OrderId::random) else {
+        return Err(PageError::Unavailable(Box::new(session)));
+    };
+    match place_order_as(&st.transport, &st.sys, (&req, &customer), id, now_ms()).await {
         Ok(placed) => {
             st.seen(placed.acked).await;
             session.placed(&placed.order_id);
@@ -523,7 +601,16 @@ pub async fn confirm<T: Transport>(
         return Ok(None);
     };
     let req = u.request(session.username.as_deref().unwrap_or_default());
-    match confirm_order(&st.transport, &st.sys, &req, u.order_id, u.ordered_at_ms).await {
+    let customer = session.customer_id.clone().unwrap_or_default();
+    match confirm_order_as(
+        &st.transport,
+        &st.sys,
+        (&req, &customer),
+        u.order_id,
+        u.ordered_at_ms,
+    )
+    .await
+    {
         Ok(placed) => {
             st.seen(placed.acked).await;
             session.confirmed(order_id);
@@ -569,12 +656,12 @@ pub fn owned_order<T>(
     session: &Session,
     order_id: &str,
 ) -> Result<Option<OrderBody>, StoreError> {
-    let (Some(user), Ok(id)) = (session.username.as_deref(), order_id.parse::<OrderId>()) else {
+    let (Some(customer), Ok(id)) = (session.customer_id.as_deref(), order_id.parse::<OrderId>()) else {
         return Ok(None);
     };
     let row = st.view.order(id.as_str())?;
     let mine = match row.as_ref().and_then(|r| r.details.as_ref()) {
-        Some(details) => details.customer_id == customer_id_for(user),
+        Some(details) => details.customer_id == customer,
         // The view has no details yet: only the session that placed it may look.
         None => session.recent.contains(&id),
     };
@@ -623,7 +710,7 @@ async fn my_orders<T: Transport>(
     let Some(session) = logged_in(session) else {
         return Ok(to_login());
     };
-    let customer = customer_id_for(session.username.as_deref().unwrap_or_default());
+    let customer = session.customer_id.clone().unwrap_or_default();
     let ids = st
         .view
         .orders_of(&customer, ORDERS_LISTED)
@@ -657,7 +744,7 @@ async fn order_events<T: Transport>(
     {
         return Err(unknown_order(&st.sys, Some(session)));
     }
-    let customer = customer_id_for(session.username.as_deref().unwrap_or_default());
+    let customer = session.customer_id.clone().unwrap_or_default();
     let Some(place) = st.live.open(&customer) else {
         return Err(PageError::TooManyStreams);
     };
@@ -719,6 +806,32 @@ pub fn session_key_path(data_dir: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 25, defect 6: a new order never takes an id an order in the view has, nor one this
+    /// instance handed out before its view showed it.
+    #[test]
+    fn a_new_order_never_takes_an_id_already_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = ViewStore::open(&dir.path().join("view.db")).unwrap();
+        let codes = crate::domain::StatusCodes::default();
+        view.apply_status(&codes, "0000a11c", 100, 1, None).unwrap();
+        let handed_out = HandedOut::default();
+        let script = |ids: &'static [u32]| {
+            let mut it = ids.iter();
+            move || OrderId::from_u32(*it.next().expect("enough draws"))
+        };
+        let id = fresh_order_id(&view, &handed_out, script(&[0xa11c, 0xb0b]));
+        assert_eq!(
+            id.unwrap().as_str(),
+            "00000b0b",
+            "the view's order's id is drawn again"
+        );
+        let id = fresh_order_id(&view, &handed_out, script(&[0xb0b, 0xa11c, 0xca401]));
+        assert_eq!(id.unwrap().as_str(), "000ca401", "nor one handed out before");
+        let taken = [0xa11c; ID_DRAWS];
+        let mut it = taken.iter();
+        assert!(fresh_order_id(&view, &handed_out, || OrderId::from_u32(*it.next().unwrap())).is_none());
+    }
 
     #[test]
     fn live_streams_are_capped_per_customer_and_in_all() {

@@ -158,6 +158,11 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8], place: Place) -> std:
 pub struct Session {
     /// Trimmed username; `None` before login.
     pub username: Option<String>,
+    /// Who the customer is: drawn at random for each login (32 hex characters, as the original
+    /// shop's `uuid4().hex`), and signed with the rest. A name is not an identity: anyone may
+    /// type any name, but only this session holds this id, so only it sees and places its
+    /// orders. `None` before login.
+    pub customer_id: Option<String>,
     /// Every form must send this back.
     pub csrf: String,
     /// Orders this session placed, newest first, so their page works before the view has them.
@@ -218,6 +223,9 @@ impl Unconfirmed {
 struct Payload {
     v: u8,
     u: Option<String>,
+    /// The customer id (`None` before login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<String>,
     c: String,
     r: Vec<OrderId>,
     t: i64,
@@ -225,13 +233,16 @@ struct Payload {
     p: Vec<Unconfirmed>,
 }
 
-const PAYLOAD_VERSION: u8 = 1;
+/// 2 since a login draws its customer id (issue 25, defect 7): a session of version 1 knew its
+/// customer by name, and is refused (its user logs in again).
+const PAYLOAD_VERSION: u8 = 2;
 
 impl Session {
     /// A session for a visitor who has not logged in.
     pub fn anonymous() -> Session {
         Session {
             username: None,
+            customer_id: None,
             csrf: random_token(),
             recent: Vec::new(),
             issued_ms: now_ms(),
@@ -239,10 +250,11 @@ impl Session {
         }
     }
 
-    /// A session for `username`, with a new CSRF token (a login changes it).
+    /// A session for `username`, with a new CSRF token (a login changes it) and a new customer id.
     pub fn logged_in(username: &str) -> Session {
         Session {
             username: Some(username.to_owned()),
+            customer_id: Some(random_token()),
             csrf: random_token(),
             recent: Vec::new(),
             issued_ms: now_ms(),
@@ -290,6 +302,7 @@ impl Session {
         let payload = serde_json::to_vec(&Payload {
             v: PAYLOAD_VERSION,
             u: self.username.clone(),
+            k: self.customer_id.clone(),
             c: self.csrf.clone(),
             r: self.recent.clone(),
             t: self.issued_ms,
@@ -316,8 +329,8 @@ impl Session {
         let fresh = p.v == PAYLOAD_VERSION
             && age <= SESSION_MAX_AGE.as_millis() as i64
             && age >= -CLOCK_SKEW_MS
-            && p.c.len() == 32
-            && p.c.bytes().all(|b| b.is_ascii_hexdigit())
+            && token_like(&p.c)
+            && p.k.as_deref().map_or(p.u.is_none(), |k| p.u.is_some() && token_like(k))
             && p.r.len() <= RECENT_ORDERS
             && p.p.iter().all(|u| p.r.contains(&u.order_id))
             && p.p.len() <= RECENT_ORDERS
@@ -326,6 +339,7 @@ impl Session {
                 .is_none_or(|u| crate::domain::valid_username(u).as_deref() == Ok(u));
         fresh.then_some(Session {
             username: p.u,
+            customer_id: p.k,
             csrf: p.c,
             recent: p.r,
             issued_ms: p.t,
@@ -355,6 +369,11 @@ pub fn cookie_value(header: &str) -> Option<&str> {
         .split(';')
         .map(str::trim)
         .find_map(|c| c.strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Whether `s` is what [`random_token`] makes: 32 hex characters.
+fn token_like(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn random_token() -> String {
@@ -399,6 +418,27 @@ mod tests {
         let (_, tag) = v.split_once('.').unwrap();
         assert_eq!(Session::decode(&format!("{payload}.{tag}"), &key), None);
         assert_eq!(Session::decode("garbage", &key), None);
+        // Each login is a customer of its own, whatever the name; a logged-in session without
+        // one, or an anonymous one with one, is no session this app made.
+        let again = Session::logged_in("alice");
+        assert!(token_like(again.customer_id.as_deref().unwrap()));
+        assert_ne!(again.customer_id, s.customer_id);
+        for odd in [
+            Session {
+                customer_id: None,
+                ..s.clone()
+            },
+            Session {
+                customer_id: Some("alice".into()),
+                ..s.clone()
+            },
+            Session {
+                customer_id: s.customer_id.clone(),
+                ..Session::anonymous()
+            },
+        ] {
+            assert_eq!(Session::decode(&odd.encode(&key), &key), None, "{odd:?}");
+        }
     }
 
     #[test]

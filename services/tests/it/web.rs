@@ -11,7 +11,6 @@ use axum::Router;
 use pizza::admin::EmbeddedBroker;
 use pizza::clock::TimeScale;
 use pizza::config::{KafkaProps, SysConfig};
-use pizza::domain::{customer_id_for, Order};
 use pizza::health::ShopHealth;
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
 use pizza::store::ViewStore;
@@ -61,6 +60,7 @@ fn app_with(props: Option<KafkaProps>, extra: &[(&str, &str)]) -> App {
         shutdown,
         live: LiveStreams::default(),
         health: Arc::new(health),
+        handed_out: Default::default(),
     });
     App {
         router: router(state),
@@ -154,6 +154,17 @@ impl App {
     async fn produced(&self) -> i64 {
         crate::common::records_on(&self.transport, "pizza-ordered").await
     }
+
+    /// Folds every pizza-ordered event produced so far into the view, as its follower would.
+    async fn fold_ordered(&self) {
+        let sys = SysConfig::default();
+        let records = crate::common::topic(&self.transport, &sys.topics.ordered).await;
+        let updates: Vec<_> = records
+            .iter()
+            .filter_map(|r| pizza::view::view_update(&sys, r, None).ok())
+            .collect();
+        self.view.apply_many(&sys.codes, &updates).unwrap();
+    }
 }
 
 fn enc(s: &str) -> String {
@@ -197,17 +208,7 @@ async fn log_in_order_and_see_the_order() {
     );
 
     // Once the view has it, the customer's orders list shows it.
-    let details = Order {
-        extra_toppings: vec!["Mushroom".into(), "Onion".into()],
-        sauce: "Tomato".into(),
-        cheese: "Mozzarella".into(),
-        main_topping: "Pepperoni".into(),
-        customer_id: customer_id_for("alice"),
-        username: "alice".into(),
-    };
-    app.view
-        .apply_details(&order_id, &details, 1_700_000_000_000)
-        .unwrap();
+    app.fold_ordered().await;
     app.view
         .apply_status(
             &SysConfig::default().codes,
@@ -296,44 +297,46 @@ async fn bad_forms_get_a_4xx_and_produce_nothing() {
 async fn another_users_order_looks_exactly_like_no_order() {
     let app = app();
     let codes = SysConfig::default().codes;
-    let alices = "0000a11c";
-    let details = Order {
-        extra_toppings: vec![],
-        sauce: "Pesto".into(),
-        cheese: "Gouda".into(),
-        main_topping: "Pork".into(),
-        customer_id: customer_id_for("alice"),
-        username: "alice".into(),
-    };
-    app.view.apply_details(alices, &details, 1).unwrap();
+    let (alice, csrf) = app.login("alice").await;
+    let placed = app.order(&alice, &csrf).await;
+    let alice = placed.cookie.unwrap();
+    let to = placed.location.unwrap();
+    let alices = to.strip_prefix("/orders/").unwrap().to_owned();
+    let alices = alices.as_str();
+    app.fold_ordered().await;
     app.view.apply_status(&codes, alices, 200, 2, None).unwrap();
-
-    let (alice, _) = app.login("alice").await;
     assert_eq!(
         app.send("GET", &format!("/orders/{alices}"), Some(&alice), None)
             .await
             .status,
         StatusCode::OK
     );
+    let list = app.send("GET", "/orders", Some(&alice), None).await;
+    assert!(list.body.contains(alices), "{}", list.body);
 
+    // Someone else, and someone else who types alice's name (issue 25, defect 7: the customer
+    // was the name's md5, so anyone typing it saw alice's orders and ordered as her).
     let (mallory, _) = app.login("mallory").await;
-    for path in ["/orders/{}", "/orders/{}/events", "/api/orders/{}"] {
-        let theirs = app
-            .send("GET", &path.replace("{}", alices), Some(&mallory), None)
-            .await;
-        let nobody = app
-            .send("GET", &path.replace("{}", "0000dead"), Some(&mallory), None)
-            .await;
-        assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(
-            (theirs.status, &theirs.body),
-            (nobody.status, &nobody.body),
-            "{path}: same answer"
-        );
-        assert!(!theirs.body.contains("Pesto") && !theirs.body.contains("in the oven"));
+    let (not_alice, _) = app.login("alice").await;
+    for mallory in [mallory, not_alice] {
+        let list = app.send("GET", "/orders", Some(&mallory), None).await;
+        assert!(!list.body.contains(alices));
+        for path in ["/orders/{}", "/orders/{}/events", "/api/orders/{}"] {
+            let theirs = app
+                .send("GET", &path.replace("{}", alices), Some(&mallory), None)
+                .await;
+            let nobody = app
+                .send("GET", &path.replace("{}", "0000dead"), Some(&mallory), None)
+                .await;
+            assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                (theirs.status, &theirs.body),
+                (nobody.status, &nobody.body),
+                "{path}: same answer"
+            );
+            assert!(!theirs.body.contains("Mozzarella") && !theirs.body.contains("in the oven"));
+        }
     }
-    let list = app.send("GET", "/orders", Some(&mallory), None).await;
-    assert!(!list.body.contains(alices));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

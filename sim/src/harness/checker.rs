@@ -32,6 +32,7 @@ const CONVERGE_POLL: Duration = Duration::from_secs(1);
 
 /// The checker's watch over the view: safety checks on every read.
 pub(super) async fn watch_view(
+    bs: Arc<BrokerShared>,
     path: PathBuf,
     sys: SysConfig,
     scale: TimeScale,
@@ -68,6 +69,16 @@ pub(super) async fn watch_view(
         }
         let Some((_, v)) = &view else { continue };
         if let Ok(now_logs) = v.logs() {
+            // A view of logs that are gone (a topic made again, the new log not yet folded and
+            // taken) shows what no watchdog can mark there any more: its marks go to the new log.
+            // Its orders are aged from when it folds the logs the topics are now.
+            let gone = {
+                let b = bs.lock();
+                now_logs.iter().any(|(t, id)| b.log_id(t).as_ref() != Some(id))
+            };
+            if gone {
+                watch.restart_ages(now_ms());
+            }
             if logs
                 .as_ref()
                 .is_some_and(|was| !was.is_empty() && *was != now_logs)
