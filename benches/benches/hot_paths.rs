@@ -463,10 +463,44 @@ fn restore_bench<S>(
 /// broker, or on the cluster PIZZA_BENCH_BROKERS names.
 fn view_restore(c: &mut Criterion) {
     let (orders, salt, rt) = restore_setup();
+    let (_embedded, transport, sys, ends) = view_log(&rt, orders, salt);
+    let sys = std::sync::Arc::new(sys);
+    let last = pizza::domain::OrderId::nth(orders - 1, salt);
+    let open = |dir: &std::path::Path| ViewStore::open(&dir.join("orders.db")).unwrap();
+    restore_bench(c, "view restore", "a new file", orders, open, |view| {
+        rt.block_on(async {
+            let follower = view::ViewFollower::start(transport.clone(), sys.clone(), view.clone());
+            folded(&follower, &ends).await;
+            assert_eq!(view.status(last.as_str()).unwrap().map(|s| s.status), Some(999));
+        })
+    });
+}
+
+/// Each partition's end offset, per topic.
+type Ends = Vec<(String, Vec<i64>)>;
+
+/// Returns once `follower` folded every partition to its end in `ends`.
+async fn folded(follower: &view::ViewFollower, ends: &Ends) {
+    for (topic, ends) in ends {
+        for (p, end) in (0..).zip(ends).filter(|(_, end)| **end > 0) {
+            let reached = follower.reached(topic, p, end - 1, Duration::from_secs(600));
+            assert!(reached.await, "{topic}/{p} folded");
+        }
+    }
+}
+
+/// pizza-ordered and pizza-status of `orders` orders (each a pizza-ordered and four statuses),
+/// on topics of this run's own (`salt`), on the embedded broker or the cluster
+/// PIZZA_BENCH_BROKERS names: the broker, a transport, the shop's config and the topics' ends.
+fn view_log(
+    rt: &tokio::runtime::Runtime,
+    orders: u32,
+    salt: u32,
+) -> (Option<EmbeddedBroker>, KafkaTransport, SysConfig, Ends) {
     let mut sys = SysConfig::default();
     sys.topics.ordered = format!("bench-ordered-{salt:08x}");
     sys.topics.status = format!("bench-status-{salt:08x}");
-    let (_embedded, transport) = restore_broker(&rt, &sys, "bench-view-restore");
+    let (embedded, transport) = restore_broker(rt, &sys, "bench-view-restore");
     let records = (0..orders).flat_map(|i| {
         let id = pizza::domain::OrderId::nth(i, salt).as_str().to_owned();
         let ordered = pizza::transport::OutRecord::new(&sys.topics.ordered, id.as_str(), encode(&ordered(i)));
@@ -481,7 +515,7 @@ fn view_restore(c: &mut Criterion) {
         std::iter::once(ordered).chain(statuses)
     });
     rt.block_on(produce_all(&transport, records));
-    let ends: Vec<(String, Vec<i64>)> = rt.block_on(async {
+    let ends: Ends = rt.block_on(async {
         use pizza::transport::Transport;
         let mut ends = Vec::new();
         for t in [&sys.topics.ordered, &sys.topics.status] {
@@ -489,26 +523,98 @@ fn view_restore(c: &mut Criterion) {
         }
         ends
     });
+    (embedded, transport, sys, ends)
+}
+
+/// Nothing wrong: the web app's health, in the latency bench.
+struct Healthy;
+
+impl pizza::web::HealthCheck for Healthy {
+    fn problems(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+/// The web app's latency while its view's first fold runs (issue 25, defect 8): a web app on a
+/// new view file folds the log of PIZZA_BENCH_FOLD_ORDERS orders (default 100,000; 2,000 in
+/// `cargo test --benches`) while a client asks it for a page (GET /login) every millisecond, on
+/// a runtime of PIZZA_BENCH_WORKERS worker threads (default 2, as the web app runs on this
+/// machine; 1 as on a one-core container). The time each sample
+/// reports is the 99th percentile of those requests' latencies (`iter_custom`): criterion's
+/// median is the median of the samples' p99.
+fn fold_latency(c: &mut Criterion) {
+    use tower::ServiceExt;
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let orders = env_or("PIZZA_BENCH_FOLD_ORDERS", if measuring { 100_000 } else { 2_000 });
+    let salt = u32::from_str_radix(pizza::domain::OrderId::random().as_str(), 16).unwrap();
+    let workers = env_or("PIZZA_BENCH_WORKERS", 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_embedded, transport, sys, ends) = view_log(&rt, orders, salt);
     let sys = std::sync::Arc::new(sys);
-    let last = pizza::domain::OrderId::nth(orders - 1, salt);
-    let open = |dir: &std::path::Path| ViewStore::open(&dir.join("orders.db")).unwrap();
-    restore_bench(c, "view restore", "a new file", orders, open, |view| {
+    let one_fold = || {
+        let dir = tempfile::tempdir().unwrap();
+        let view = std::sync::Arc::new(ViewStore::open(&dir.path().join("web-view.db")).unwrap());
         rt.block_on(async {
-            let follower = view::ViewFollower::start(transport.clone(), sys.clone(), view.clone());
-            for (topic, ends) in &ends {
-                for (p, end) in (0..).zip(ends).filter(|(_, end)| **end > 0) {
-                    let reached = follower.reached(topic, p, end - 1, Duration::from_secs(600));
-                    assert!(reached.await, "{topic}/{p} folded");
-                }
-            }
-            assert_eq!(view.status(last.as_str()).unwrap().map(|s| s.status), Some(999));
+            let follower = std::sync::Arc::new(view::ViewFollower::start(
+                transport.clone(),
+                sys.clone(),
+                view.clone(),
+            ));
+            let (_stop, shutdown) = pizza::shutdown::Shutdown::new();
+            let state = std::sync::Arc::new(pizza::web::AppState {
+                transport: transport.clone(),
+                sys: sys.clone(),
+                view,
+                follower: Some(follower.clone()),
+                key: pizza::web::session::SessionKey::random(),
+                shutdown,
+                live: pizza::web::LiveStreams::default(),
+                health: std::sync::Arc::new(Healthy),
+                handed_out: Default::default(),
+            });
+            let router = pizza::web::router(state);
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let probe = {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let mut took = Vec::new();
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let req = axum::http::Request::get("/login")
+                            .body(axum::body::Body::empty())
+                            .unwrap();
+                        let t0 = Instant::now();
+                        let res = router.clone().oneshot(req).await.unwrap();
+                        assert!(res.status().is_success());
+                        took.push(t0.elapsed());
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    took
+                })
+            };
+            folded(&follower, &ends).await;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut took = probe.await.unwrap();
+            took.sort_unstable();
+            took[(took.len() * 99 / 100).min(took.len() - 1)]
         })
-    });
+    };
+    let mut g = c.benchmark_group("web latency during a first fold");
+    g.sample_size(10);
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    g.bench_function(
+        format!("p99 of GET /login, {orders} orders folded, {workers} workers"),
+        |b| b.iter_custom(|iters| (0..iters).map(|_| one_fold()).sum()),
+    );
+    g.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline, deliver_restore, view_restore
+    targets = partitioner, codec, steps, sqlite, delivery_store, pipeline, deliver_restore, view_restore, fold_latency
 }
 criterion_main!(benches);

@@ -1,5 +1,6 @@
 //! Topics on a real cluster, and the embedded broker (librdkafka's mock cluster).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -130,12 +131,21 @@ impl EmbeddedBroker {
 }
 
 /// Where a consumer group stands on the topics it reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupLag {
-    /// Records not yet committed (end offsets minus committed offsets).
+    /// Records not yet committed (end offsets minus committed offsets), over every partition.
     pub lag: i64,
-    /// The committed offsets' sum: it moves exactly when the group commits progress.
+    /// Per topic and partition: its committed offset and the records after it.
+    pub partitions: BTreeMap<(String, i32), PartitionLag>,
+}
+
+/// Where a consumer group stands on one partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The group's committed offset (0 when none).
     pub committed: i64,
+    /// Records after it (end offset minus committed offset).
+    pub lag: i64,
 }
 
 /// A consumer that reads `group`'s committed offsets. It never subscribes, so it never joins the
@@ -174,11 +184,15 @@ pub fn group_lag(
         Some(Offset::Offset(o)) => o,
         _ => 0,
     };
-    let (mut lag, mut sum) = (0, 0);
+    let mut out = GroupLag::default();
     for e in committed.elements() {
         let done = at(&committed, e.topic(), e.partition());
-        lag += (at(&ends, e.topic(), e.partition()) - done).max(0);
-        sum += done;
+        let lag = (at(&ends, e.topic(), e.partition()) - done).max(0);
+        out.lag += lag;
+        out.partitions.insert(
+            (e.topic().to_owned(), e.partition()),
+            PartitionLag { committed: done, lag },
+        );
     }
-    Ok(GroupLag { lag, committed: sum })
+    Ok(out)
 }

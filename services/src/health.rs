@@ -3,8 +3,10 @@
 //! services run in this process or anywhere else):
 //! - the broker: a metadata request answered within [`PROBE_TIMEOUT`];
 //! - each service: its consumer group's committed offsets against the ends of the topics it
-//!   reads. A group with records waiting whose committed offsets have not moved for longer than
-//!   its longest step (scaled) plus [`STALL_SLACK`] is stalled: stopped, crash-looping, or stuck;
+//!   reads, partition by partition. A partition with records waiting whose committed offset has
+//!   not moved for longer than the service's longest step (scaled) plus [`STALL_SLACK`] is
+//!   stalled: the service stopped, crash-looping, or stuck on it (a sum over partitions would hide
+//!   one stuck partition while the others move);
 //! - in `pizza demo`, also what the supervisor knows of each in-process service ([`Supervised`]):
 //!   a service that stopped is reported at once, with its error.
 //!
@@ -52,9 +54,42 @@ struct Probe {
     /// A measurement that outlived its check: the next check waits for it instead of starting
     /// another, so a slow broker never has more than one measurement's requests at once.
     running: Option<tokio::task::JoinHandle<Measured>>,
-    /// Per service: its committed offsets' sum last seen, and since when records have waited at it
-    /// (`None` while none waits or after progress).
-    progress: HashMap<ServiceName, (i64, Option<Instant>)>,
+    /// Per service, per topic and partition: its committed offset last seen, and since when
+    /// records have waited at it (`None` while none waits or after progress).
+    progress: HashMap<ServiceName, Waiting>,
+}
+
+/// Per topic and partition: the committed offset last seen, and since when records wait at it.
+type Waiting = HashMap<(String, i32), (i64, Option<Instant>)>;
+
+/// Most stalled partitions named per service (the rest are counted).
+const STALLED_NAMED: usize = 3;
+
+/// The partitions of `lag` whose records have waited without progress for longer than `stall`
+/// at `now`, with how many wait and for how long; `seen` is brought up to date.
+fn stalled(
+    seen: &mut Waiting,
+    lag: &GroupLag,
+    now: Instant,
+    stall: Duration,
+) -> Vec<(String, i32, i64, Duration)> {
+    seen.retain(|k, _| lag.partitions.contains_key(k));
+    let mut out = Vec::new();
+    for (k, p) in &lag.partitions {
+        let (committed, waiting) = seen.entry(k.clone()).or_insert((p.committed, None));
+        if p.lag == 0 || *committed != p.committed {
+            // Nothing waits, or the group committed since: it keeps up.
+            *committed = p.committed;
+            *waiting = (p.lag > 0).then_some(now);
+        } else if waiting.is_none() {
+            *waiting = Some(now);
+        }
+        let still = waiting.map_or(Duration::ZERO, |since| now - since);
+        if still > stall {
+            out.push((k.0.clone(), k.1, p.lag, still));
+        }
+    }
+    out
 }
 
 /// What one measurement found: per service its group's position or why it could not be read; or
@@ -140,28 +175,38 @@ impl ShopHealth {
                 continue;
             }
             let group = self.sys.group(service);
-            let GroupLag { lag, committed } = match lag {
+            let lag = match lag {
                 Ok(l) => l,
                 Err(e) => {
                     problems.push(format!("{service}: cannot read consumer group {group}: {e}"));
                     continue;
                 }
             };
-            let (seen, waiting) = probe.progress.entry(service).or_insert((committed, None));
-            if lag == 0 || *seen != committed {
-                // Nothing waits, or the group committed since: it keeps up.
-                *seen = committed;
-                *waiting = (lag > 0).then_some(now);
-            } else if waiting.is_none() {
-                *waiting = Some(now);
+            let seen = probe.progress.entry(service).or_default();
+            let stuck = stalled(seen, &lag, now, self.stall[&service]);
+            if stuck.is_empty() {
+                continue;
             }
-            let still = waiting.map_or(Duration::ZERO, |since| now - since);
-            if still > self.stall[&service] {
-                problems.push(format!(
-                    "{service}: {lag} records waiting and none handled for {}s (consumer group {group})",
-                    still.as_secs()
-                ));
-            }
+            let named: Vec<String> = stuck
+                .iter()
+                .take(STALLED_NAMED)
+                .map(|(t, p, n, still)| {
+                    format!(
+                        "{n} records waiting on {t}/{p}, none handled for {}s",
+                        still.as_secs()
+                    )
+                })
+                .collect();
+            let more = stuck.len().saturating_sub(STALLED_NAMED);
+            let more = if more > 0 {
+                format!(" and {more} partitions more")
+            } else {
+                String::new()
+            };
+            problems.push(format!(
+                "{service}: {}{more} (consumer group {group})",
+                named.join("; ")
+            ));
         }
         problems
     }
@@ -227,5 +272,45 @@ impl Drop for ShopHealth {
 impl crate::web::HealthCheck for ShopHealth {
     fn problems(&self) -> futures::future::BoxFuture<'_, Vec<String>> {
         Box::pin(ShopHealth::problems(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::PartitionLag;
+
+    fn lag(parts: &[(i32, i64, i64)]) -> GroupLag {
+        let mut l = GroupLag::default();
+        for (p, committed, waiting) in parts {
+            l.lag += waiting;
+            l.partitions.insert(
+                ("t".to_owned(), *p),
+                PartitionLag {
+                    committed: *committed,
+                    lag: *waiting,
+                },
+            );
+        }
+        l
+    }
+
+    /// One partition stuck while the others move is a stall (issue 25, defect 8: the sum of the
+    /// committed offsets moved, and hid it).
+    #[test]
+    fn a_stuck_partition_is_a_stall_while_the_others_move() {
+        let mut seen = Waiting::new();
+        let stall = Duration::from_secs(10);
+        let t0 = Instant::now();
+        assert!(stalled(&mut seen, &lag(&[(0, 5, 3), (1, 7, 4)]), t0, stall).is_empty());
+        // Partition 0 moves on every check; partition 1 does not, with records waiting.
+        let later = t0 + Duration::from_secs(11);
+        let stuck = stalled(&mut seen, &lag(&[(0, 9, 3), (1, 7, 4)]), later, stall);
+        assert_eq!(stuck, [("t".to_owned(), 1, 4, Duration::from_secs(11))]);
+        // It commits: no stall; nothing waiting is never a stall however long it stays.
+        let even_later = later + Duration::from_secs(30);
+        assert!(stalled(&mut seen, &lag(&[(0, 9, 0), (1, 11, 0)]), even_later, stall).is_empty());
+        let much_later = even_later + Duration::from_secs(60);
+        assert!(stalled(&mut seen, &lag(&[(0, 9, 0), (1, 11, 0)]), much_later, stall).is_empty());
     }
 }

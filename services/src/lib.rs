@@ -53,6 +53,7 @@ pub mod shop;
 pub mod shutdown;
 pub mod store;
 pub mod supervised;
+pub mod throttle;
 pub mod transport;
 pub mod view;
 #[cfg(feature = "web")]

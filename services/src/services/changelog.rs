@@ -566,12 +566,16 @@ async fn fold(
         .filter_map(|r| match decode_fact(r) {
             Ok((order, fact)) => Some((order, r.offset, fact)),
             Err(why) => {
-                tracing::warn!(
-                    partition = r.partition,
-                    offset = r.offset,
-                    why,
-                    "not a fact: passed over"
-                );
+                static NOT_A_FACT: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                if let Some(held) = NOT_A_FACT.allow() {
+                    tracing::warn!(
+                        partition = r.partition,
+                        offset = r.offset,
+                        why,
+                        more_since = held,
+                        "not a fact: passed over"
+                    );
+                }
                 None
             }
         })

@@ -48,6 +48,9 @@ struct Progress {
     trouble: Option<String>,
     /// Since when its attempts have failed one after another (none ran [`WORKED_FOR`]).
     failing_since: Option<tokio::time::Instant>,
+    /// While a first fold runs (the view had read nothing, or other logs): the records folded
+    /// aside so far. Until it is taken the view shows nothing of the log.
+    first_fold: Option<usize>,
 }
 
 struct Shared {
@@ -105,6 +108,23 @@ impl ViewFollower {
         self.shared.lock().trouble.clone()
     }
 
+    /// What is wrong with the view for `/health-check`: a first fold still under way (the view
+    /// shows nothing of the log yet), or attempts failing for longer than `grace`.
+    pub fn problems(&self, grace: Duration) -> Option<String> {
+        if let Some(n) = self.shared.lock().first_fold {
+            return Some(format!(
+                "web view: folding the log from its start ({n} records so far); orders are not shown until it is done"
+            ));
+        }
+        let (failing, why) = self.failing_for()?;
+        (failing > grace).then(|| {
+            format!(
+                "web view: not following the log for {}s: {why}",
+                failing.as_secs()
+            )
+        })
+    }
+
     /// How long the follower has been failing, attempt after attempt, and why, when it is.
     pub fn failing_for(&self) -> Option<(Duration, String)> {
         let p = self.shared.lock();
@@ -123,7 +143,7 @@ impl Drop for ViewFollower {
 
 /// Follows until dropped: each failure (the broker away, the file busy) is logged and tried
 /// again from where the view's file says.
-async fn follow<T: Transport, V: FollowedView>(
+async fn follow<T: Transport, V: FollowedView + Send + Sync + 'static>(
     transport: T,
     sys: Arc<SysConfig>,
     view: Arc<V>,
@@ -131,7 +151,7 @@ async fn follow<T: Transport, V: FollowedView>(
 ) {
     loop {
         let started = tokio::time::Instant::now();
-        let why = match follow_once(&transport, &sys, view.as_ref(), &shared).await {
+        let why = match follow_once(&transport, &sys, &view, &shared).await {
             Ok(never) => match never {},
             Err(why) => why,
         };
@@ -139,7 +159,13 @@ async fn follow<T: Transport, V: FollowedView>(
         {
             let mut p = shared.lock();
             p.trouble = Some(why);
-            if started.elapsed() >= WORKED_FOR || p.failing_since.is_none() {
+            p.first_fold = None;
+            // An attempt that worked fails from now on (not from when it began: one that ran
+            // for minutes would count as failing for minutes at once); one that never worked
+            // fails from when the failing began.
+            if started.elapsed() >= WORKED_FOR {
+                p.failing_since = Some(tokio::time::Instant::now());
+            } else if p.failing_since.is_none() {
                 p.failing_since = Some(started);
             }
         }
@@ -152,10 +178,10 @@ async fn follow<T: Transport, V: FollowedView>(
 /// ones it read (a topic made again, a new cluster), is first built aside from the log's start to
 /// its end as it was then, and taken whole: a reader never sees it half way back through the log.
 /// While it follows, a topic that becomes another log ends this attempt (the next one starts over).
-async fn follow_once<T: Transport, V: FollowedView>(
+async fn follow_once<T: Transport, V: FollowedView + Send + Sync + 'static>(
     transport: &T,
-    sys: &SysConfig,
-    view: &V,
+    sys: &Arc<SysConfig>,
+    view: &Arc<V>,
     shared: &Shared,
 ) -> Result<std::convert::Infallible, String> {
     let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
@@ -270,16 +296,16 @@ fn starting_point<V: FollowedView>(
 }
 
 /// [`follow_once`] on the logs `ids` names.
-async fn follow_logs<T: Transport, V: FollowedView>(
+async fn follow_logs<T: Transport, V: FollowedView + Send + Sync + 'static>(
     transport: &T,
-    sys: &SysConfig,
-    view: &V,
+    sys: &Arc<SysConfig>,
+    view: &Arc<V>,
     shared: &Shared,
     logs: (&LogIds, &LogIds),
 ) -> Result<std::convert::Infallible, String> {
     let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
     let report = |e: &(dyn std::error::Error + 'static)| Report(e).to_string();
-    let (scratch, resume, new_logs) = starting_point(view, logs)?;
+    let (scratch, resume, new_logs) = starting_point(view.as_ref(), logs)?;
     // Per partition: where the reading starts, and the end it had then.
     let mut starts: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     let mut readers = Vec::with_capacity(topics.len());
@@ -328,13 +354,27 @@ async fn follow_logs<T: Transport, V: FollowedView>(
         let n = counts.entry(t.clone()).or_default();
         *n = (*n).max(p + 1);
     }
+    let counts = Arc::new(counts);
     if let Some(scratch) = scratch {
-        let read_to = first_fold(transport, (sys, &counts), &scratch, &mut batches, &starts).await?;
+        shared.lock().first_fold = Some(0);
+        let scratch = Arc::new(scratch);
+        let folding = Folding {
+            sys: sys.clone(),
+            counts: counts.clone(),
+            shared,
+        };
+        let read_to = first_fold(transport, &folding, &scratch, &mut batches, &starts).await?;
+        let scratch =
+            Arc::try_unwrap(scratch).map_err(|_| "the view folded aside is still in use".to_owned())?;
         view.take_from(scratch)
             .map_err(|e| format!("taking the new view: {}", report(&e)))?;
-        if new_logs {
-            // What was read of the old logs says nothing of the new ones.
-            shared.lock().next.clear();
+        {
+            let mut p = shared.lock();
+            p.first_fold = None;
+            if new_logs {
+                // What was read of the old logs says nothing of the new ones.
+                p.next.clear();
+            }
         }
         moved_on(shared, read_to);
     } else {
@@ -343,9 +383,32 @@ async fn follow_logs<T: Transport, V: FollowedView>(
     loop {
         let fetched = batches.next().await?;
         went_back(&fetched)?;
-        let read_to = fold_batch((sys, &counts), view, &fetched)?;
+        let read_to = fold_off((sys, &counts), view, fetched).await?;
         moved_on(shared, read_to);
     }
+}
+
+/// What a first fold needs besides its readers: the shop's config, each topic's partition
+/// count, and where it reports how far it got.
+struct Folding<'a> {
+    sys: Arc<SysConfig>,
+    counts: Arc<HashMap<String, i32>>,
+    shared: &'a Shared,
+}
+
+/// [`fold_batch`] off the runtime's worker threads (SQLite's work, and its sync, block): a web
+/// app's requests never wait behind its view's fold (issue 25, defect 8). Then the disk's time,
+/// in the simulation.
+async fn fold_off<V: FollowedView + Send + Sync + 'static>(
+    (sys, counts): (&Arc<SysConfig>, &Arc<HashMap<String, i32>>),
+    view: &Arc<V>,
+    fetched: Fetched,
+) -> Result<Vec<(String, i32, i64)>, String> {
+    let (sys, counts, view) = (sys.clone(), counts.clone(), view.clone());
+    let read_to =
+        crate::store::off_runtime(move || fold_batch((&sys, &counts), view.as_ref(), &fetched)).await;
+    crate::probes::disk_io().await;
+    read_to
 }
 
 /// An error when a partition's position went back to the log's start: the view read another
@@ -362,10 +425,10 @@ fn went_back(fetched: &Fetched) -> Result<(), String> {
 /// Folds the log into `scratch` until every partition reached the end it had at `starts`; returns
 /// how far it read each. A partition that brings nothing for [`FIRST_FOLD_STALL`] is asked again
 /// where it starts and ends: one emptied by retention, or cut back, is done where it now ends.
-async fn first_fold<T: Transport, V: FollowedView>(
+async fn first_fold<T: Transport, V: FollowedView + Send + Sync + 'static>(
     transport: &T,
-    (sys, counts): (&SysConfig, &HashMap<String, i32>),
-    scratch: &V,
+    folding: &Folding<'_>,
+    scratch: &Arc<V>,
     batches: &mut Pumps,
     starts: &HashMap<(String, i32), (i64, i64)>,
 ) -> Result<Vec<(String, i32, i64)>, String> {
@@ -394,10 +457,12 @@ async fn first_fold<T: Transport, V: FollowedView>(
         let fetched = records?;
         went_back(&fetched)?;
         folded += fetched.records.len();
-        for (t, p, n) in fold_batch((sys, counts), scratch, &fetched)? {
+        let read_to = fold_off((&folding.sys, &folding.counts), scratch, fetched).await?;
+        for (t, p, n) in read_to {
             let was = next.entry((t, p)).or_default();
             *was = (*was).max(n);
         }
+        folding.shared.lock().first_fold = Some(folded);
     }
     tracing::info!(
         records = folded,
@@ -528,7 +593,10 @@ fn fold_batch<V: FollowedView>(
         *next = (*next).max(r.offset + 1);
     }
     for u in &fetched.unreadable {
-        tracing::warn!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, "a record that cannot be read: the view passes over it");
+        static UNREADABLE: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        if let Some(held) = UNREADABLE.allow() {
+            tracing::warn!(topic = %u.topic, partition = u.partition, offset = u.offset, error = %u.error, more_since = held, "a record that cannot be read: the view passes over it");
+        }
     }
     if !mutants::on(Mutant::EndByLastRecord) {
         for (topic, p, at) in &fetched.positions {

@@ -155,11 +155,15 @@ pub fn view_update(sys: &SysConfig, rec: &Record, partitions: Option<i32>) -> Re
         _ => return Err(unexpected(rec)),
     };
     if sys.codes.rank(e.status).is_none() && e.status != sys.codes.stuck {
-        tracing::warn!(
-            order_id,
-            status = e.status,
-            "status code the shop does not know; view unchanged"
-        );
+        static UNKNOWN: crate::throttle::Throttle = crate::throttle::Throttle::new();
+        if let Some(held) = UNKNOWN.allow() {
+            tracing::warn!(
+                order_id,
+                status = e.status,
+                more_since = held,
+                "status code the shop does not know; view unchanged"
+            );
+        }
     }
     let ts = event_ts(e.timestamp, rec);
     Ok(ViewUpdate::Status {

@@ -186,7 +186,16 @@ struct LiveCount {
     /// Most streams in all.
     cap: usize,
     total: usize,
-    per_customer: HashMap<String, usize>,
+    /// Per customer, its open streams, oldest first.
+    per_customer: HashMap<String, Vec<(u64, Arc<Ended>)>>,
+    next_id: u64,
+}
+
+/// Set when a stream's place was given to another customer: the stream ends.
+#[derive(Debug, Default)]
+struct Ended {
+    yes: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
 }
 
 impl Default for LiveStreams {
@@ -200,6 +209,28 @@ impl Default for LiveStreams {
 pub struct LivePlace {
     streams: LiveStreams,
     customer: String,
+    id: u64,
+    ended: Arc<Ended>,
+}
+
+impl LivePlace {
+    /// Whether the place was given to another customer: the stream must end.
+    pub fn taken(&self) -> bool {
+        self.ended.yes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Returns once the place is given to another customer.
+    pub async fn wait_taken(&self) {
+        loop {
+            let woken = self.ended.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.taken() {
+                return;
+            }
+            woken.await;
+        }
+    }
 }
 
 impl LiveStreams {
@@ -209,6 +240,7 @@ impl LiveStreams {
             cap,
             total: 0,
             per_customer: HashMap::new(),
+            next_id: 0,
         })))
     }
 
@@ -218,18 +250,44 @@ impl LiveStreams {
         LiveStreams::with_cap((max_connections / 4).clamp(1, LIVE_TOTAL))
     }
 
-    /// A place for one more stream of `customer`, if the caps allow it.
+    /// A place for one more stream of `customer`, if the caps allow it. When every place is
+    /// taken, the customer holding the most gives up its oldest one, if it holds at least two
+    /// more than `customer`: a few customers (or one person logged in many times) hoarding
+    /// streams cannot keep out one who holds few (issue 25, defect 8).
     pub fn open(&self, customer: &str) -> Option<LivePlace> {
         let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = c.per_customer.get(customer).copied().unwrap_or(0);
-        if c.total >= c.cap || mine >= LIVE_PER_CUSTOMER {
+        let mine = c.per_customer.get(customer).map_or(0, Vec::len);
+        if mine >= LIVE_PER_CUSTOMER {
             return None;
         }
+        if c.total >= c.cap {
+            let hoarder = c
+                .per_customer
+                .iter()
+                .max_by_key(|(name, places)| (places.len(), std::cmp::Reverse((*name).clone())))
+                .filter(|(_, places)| places.len() >= mine + 2)
+                .map(|(name, _)| name.clone())?;
+            let places = c.per_customer.get_mut(&hoarder).expect("found");
+            let (_, ended) = places.remove(0);
+            if places.is_empty() {
+                c.per_customer.remove(&hoarder);
+            }
+            c.total -= 1;
+            ended.yes.store(true, std::sync::atomic::Ordering::Release);
+            ended.notify.notify_waiters();
+        }
         c.total += 1;
-        c.per_customer.insert(customer.to_owned(), mine + 1);
+        c.next_id += 1;
+        let (id, ended) = (c.next_id, Arc::new(Ended::default()));
+        c.per_customer
+            .entry(customer.to_owned())
+            .or_default()
+            .push((id, ended.clone()));
         Some(LivePlace {
             streams: self.clone(),
             customer: customer.to_owned(),
+            id,
+            ended,
         })
     }
 }
@@ -237,15 +295,23 @@ impl LiveStreams {
 impl Drop for LivePlace {
     fn drop(&mut self) {
         let mut c = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
-        c.total -= 1;
-        if let Some(n) = c.per_customer.get_mut(&self.customer) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_customer.remove(&self.customer);
-            }
+        // A place given to another customer was counted out then.
+        let Some(places) = c.per_customer.get_mut(&self.customer) else {
+            return;
+        };
+        let before = places.len();
+        places.retain(|(id, _)| *id != self.id);
+        let gone = before - places.len();
+        if places.is_empty() {
+            c.per_customer.remove(&self.customer);
         }
+        c.total -= gone;
     }
 }
+
+/// How long a web app's view may fail to follow the log (the broker away a moment, a busy
+/// file) before `/health-check` reports it.
+pub const VIEW_FAILING_GRACE: Duration = Duration::from_secs(10);
 
 /// Most orders listed on "My orders".
 pub const ORDERS_LISTED: u32 = 50;
@@ -294,7 +360,10 @@ pub fn router<T: Transport>(state: Arc<AppState<T>>) -> Router {
 /// `Ok`, as the original answers, when the broker and every service are fine; else 503 with what
 /// is wrong, a line each.
 async fn health_check<T: Transport>(State(st): State<Arc<AppState<T>>>) -> Response {
-    let problems = st.health.problems().await;
+    let mut problems = st.health.problems().await;
+    // The web app's own view: one still folding the log from its start, or failing to follow
+    // it, shows customers nothing, or nothing new (issue 25, defect 8).
+    problems.extend(st.follower.as_ref().and_then(|f| f.problems(VIEW_FAILING_GRACE)));
     if problems.is_empty() {
         return "Ok".into_response();
     }
@@ -757,7 +826,7 @@ async fn order_events<T: Transport>(
         done: bool,
         until: Instant,
         shutdown: Shutdown,
-        _place: LivePlace,
+        place: LivePlace,
     }
     let start = Live {
         shutdown: st.shutdown.clone(),
@@ -768,10 +837,10 @@ async fn order_events<T: Transport>(
         sent: None,
         done: false,
         until: Instant::now() + LIVE_MAX,
-        _place: place,
+        place,
     };
     let stream = futures::stream::unfold(start, |mut live| async move {
-        while !live.done && Instant::now() < live.until && !live.shutdown.is_fired() {
+        while !live.done && Instant::now() < live.until && !live.shutdown.is_fired() && !live.place.taken() {
             let version = live.st.view.data_version().ok();
             if version.is_none() || version != live.version {
                 live.version = version;
@@ -791,6 +860,8 @@ async fn order_events<T: Transport>(
                 _ = tokio::time::sleep(LIVE_CHECK) => {}
                 // The web app is shutting down: end the stream, so the connection can close.
                 _ = live.shutdown.wait() => {}
+                // Its place went to a customer who held fewer.
+                _ = live.place.wait_taken() => {}
             }
         }
         None
@@ -806,6 +877,31 @@ pub fn session_key_path(data_dir: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 25, defect 8: with every place taken, the customer holding the most gives its
+    /// oldest to one holding at least two fewer; never to one that would then hold as many.
+    #[tokio::test]
+    async fn a_full_set_of_live_streams_makes_room_for_a_customer_holding_few() {
+        let live = LiveStreams::with_cap(4);
+        let hoarded: Vec<LivePlace> = (0..4).map(|_| live.open("hoarder").unwrap()).collect();
+        let first = live
+            .open("b")
+            .expect("the hoarder holds 4, b none: one is given up");
+        assert!(hoarded[0].taken() && !hoarded[1].taken(), "the hoarder's oldest");
+        tokio::time::timeout(Duration::from_secs(1), hoarded[0].wait_taken())
+            .await
+            .expect("its stream hears of it");
+        let second = live.open("b").expect("3 against 1");
+        assert!(hoarded[1].taken());
+        assert!(
+            live.open("b").is_none(),
+            "2 against 2: nobody gives up a place for b"
+        );
+        drop(hoarded);
+        // The places given up were counted out once: two are free again.
+        assert!(live.open("c").is_some() && live.open("c").is_some());
+        assert!(!first.taken() && !second.taken());
+    }
 
     /// Issue 25, defect 6: a new order never takes an id an order in the view has, nor one this
     /// instance handed out before its view showed it.

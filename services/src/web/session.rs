@@ -330,7 +330,9 @@ impl Session {
             && age <= SESSION_MAX_AGE.as_millis() as i64
             && age >= -CLOCK_SKEW_MS
             && token_like(&p.c)
-            && p.k.as_deref().map_or(p.u.is_none(), |k| p.u.is_some() && token_like(k))
+            && p.k
+                .as_deref()
+                .map_or(p.u.is_none(), |k| p.u.is_some() && token_like(k))
             && p.r.len() <= RECENT_ORDERS
             && p.p.iter().all(|u| p.r.contains(&u.order_id))
             && p.p.len() <= RECENT_ORDERS

@@ -484,3 +484,28 @@ async fn remake(producer: &KafkaTransport, sys: &SysConfig, topics: &[&str]) {
     })
     .await;
 }
+
+/// A web app's view that cannot follow the log is a problem `/health-check` names once it has
+/// lasted the grace given (issue 25, defect 8: an empty or stalled view answered Ok).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_that_cannot_follow_the_log_is_named_by_the_health_check() {
+    let dir = data_dir();
+    let view = Arc::new(ViewStore::open(&dir.path().join("web-view.db")).unwrap());
+    // A port nothing listens on: no broker.
+    let nowhere = KafkaProps::bootstrap(&format!("127.0.0.1:{}", free_port()));
+    let transport = KafkaTransport::new(&nowhere, "it-view-health").unwrap();
+    let follower = ViewFollower::start(transport, Arc::new(SysConfig::default()), view);
+    wait_for("the follower failing", Duration::from_secs(90), || async {
+        follower.problems(Duration::ZERO).is_some()
+    })
+    .await;
+    let problem = follower.problems(Duration::ZERO).unwrap();
+    assert!(
+        problem.starts_with("web view: not following the log"),
+        "{problem}"
+    );
+    assert!(
+        follower.problems(Duration::from_secs(3600)).is_none(),
+        "within its grace"
+    );
+}

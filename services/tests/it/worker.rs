@@ -303,3 +303,58 @@ async fn a_worker_that_stops_on_an_error_ends_its_handlers_first() {
         "a handler of the stopped worker ran on"
     );
 }
+
+/// Fails every record retriably, counting its attempts.
+struct AlwaysRetriable(AtomicUsize);
+
+impl Handler for AlwaysRetriable {
+    async fn handle(&self, _rec: &Record) -> Result<(), HandleError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(HandleError::Retriable("the broker is away".into()))
+    }
+}
+
+/// Graceful shutdown has a deadline (issue 25, defect 8: deliver took 325 s after SIGTERM while a
+/// handler retried): what is still running after `drain_within` is ended, left unmarked for the
+/// partition's next owner, and the worker leaves its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_handler_still_retrying_after_the_drain_deadline() {
+    let broker = EmbeddedBroker::start(&SysConfig::default()).unwrap();
+    broker.create_topic("it-worker-drain", 1).unwrap();
+    let props = broker.props();
+    let transport = KafkaTransport::new(&props, "it-worker-drain").unwrap();
+    let out = OutRecord::new("it-worker-drain", "0000d4a1", b"x".to_vec());
+    transport.produce(out).await.unwrap();
+    let mut cfg = WorkerConfig::new("it", "it-worker-drain-group", &["it-worker-drain"], "pizza-dlq");
+    cfg.drain_within = Duration::from_secs(1);
+    let handler = Arc::new(AlwaysRetriable(AtomicUsize::new(0)));
+    let (trigger, shutdown) = Shutdown::new();
+    let stats = Arc::new(WorkerStats::default());
+    let worker = tokio::spawn(run_worker(
+        transport.clone(),
+        cfg,
+        handler.clone(),
+        stats,
+        shutdown,
+    ));
+    wait_for("the handler retrying", Duration::from_secs(60), || async {
+        handler.0.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    trigger.fire();
+    // Ten attempts with backoff would take minutes; the deadline ends them after a second (the
+    // bound here only keeps a broken build from hanging).
+    let stopped = tokio::time::timeout(Duration::from_secs(60), worker).await;
+    stopped
+        .expect("stopped by its drain deadline")
+        .unwrap()
+        .expect("a clean stop");
+    let committed = {
+        let reader = pizza::admin::group_reader(&transport, "it-worker-drain-group").unwrap();
+        pizza::admin::group_lag(&reader, &[("it-worker-drain", 1)], Duration::from_secs(5)).unwrap()
+    };
+    assert_eq!(
+        committed.lag, 1,
+        "the unfinished record is left for the next owner"
+    );
+}
