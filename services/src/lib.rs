@@ -32,6 +32,7 @@
 
 #[cfg(feature = "kafka")]
 pub mod admin;
+pub mod blocking;
 pub mod clock;
 pub mod command;
 pub mod config;

@@ -861,24 +861,6 @@ impl DeliveryStore {
     }
 }
 
-/// Runs `work` (SQLite's: a fold, its sync) on a thread of its own, off the runtime's worker
-/// threads, so the tasks that share them (a web app's requests) do not wait behind it; on the
-/// simulation's one thread, in place. A panic in `work` is the caller's.
-#[cfg(not(madsim))]
-pub async fn off_runtime<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("a store's work was cancelled: {e}"),
-    }
-}
-
-/// See the other build's.
-#[cfg(madsim)]
-pub async fn off_runtime<R>(work: impl FnOnce() -> R) -> R {
-    work()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

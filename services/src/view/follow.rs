@@ -406,7 +406,7 @@ async fn fold_off<V: FollowedView + Send + Sync + 'static>(
 ) -> Result<Vec<(String, i32, i64)>, String> {
     let (sys, counts, view) = (sys.clone(), counts.clone(), view.clone());
     let read_to =
-        crate::store::off_runtime(move || fold_batch((&sys, &counts), view.as_ref(), &fetched)).await;
+        crate::blocking::off_runtime(move || fold_batch((&sys, &counts), view.as_ref(), &fetched)).await;
     crate::probes::disk_io().await;
     read_to
 }
