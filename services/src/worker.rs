@@ -252,21 +252,32 @@ impl OffsetTracker {
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64, epoch: u64) {
         // The first record seen (of this epoch) is where the group's committed position was:
         // nothing to mark before it.
-        let fresh = || PartitionTrack {
+        let p = self.track(topic, partition, || PartitionTrack {
             epoch,
             marked: offset,
             stored: offset,
             ..PartitionTrack::default()
-        };
+        });
+        *p.unfinished.entry(offset).or_default() += 1;
+        p.received_end = p.received_end.max(offset + 1);
+    }
+
+    /// The track of `topic`/`partition`, `fresh` when there is none or it is of another epoch.
+    fn track(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        fresh: impl Fn() -> PartitionTrack,
+    ) -> &mut PartitionTrack {
         let p = self
             .parts
             .entry((topic.to_owned(), partition))
-            .or_insert_with(fresh);
-        if p.epoch != epoch {
-            *p = fresh();
+            .or_insert_with(&fresh);
+        let new = fresh();
+        if p.epoch != new.epoch {
+            *p = new;
         }
-        *p.unfinished.entry(offset).or_default() += 1;
-        p.received_end = p.received_end.max(offset + 1);
+        p
     }
 
     /// A record of `epoch` finished; returns the new offset to mark done, if it moved forward (and
@@ -311,7 +322,7 @@ impl OffsetTracker {
     /// delivers (a transaction marker): returns the new offset to mark done, when nothing before
     /// it is unfinished and it moved forward.
     pub fn reached(&mut self, topic: &str, partition: i32, position: i64, epoch: u64) -> Option<i64> {
-        let fresh = || PartitionTrack {
+        let p = self.track(topic, partition, || PartitionTrack {
             epoch,
             // Nothing received yet: whatever the group committed, the position is past it only
             // by offsets that hold no record to handle.
@@ -319,14 +330,7 @@ impl OffsetTracker {
             stored: i64::MIN,
             received_end: position,
             ..PartitionTrack::default()
-        };
-        let p = self
-            .parts
-            .entry((topic.to_owned(), partition))
-            .or_insert_with(fresh);
-        if p.epoch != epoch {
-            *p = fresh();
-        }
+        });
         p.received_end = p.received_end.max(position);
         if !p.unfinished.is_empty() || p.received_end <= p.marked {
             return None;
@@ -611,14 +615,15 @@ impl KnownLogs {
     }
 }
 
-/// How long a closing worker asks which log each topic is, before its last commit.
+/// How long a closing worker asks which log its topics are, before its last commit.
 const LOG_CLOSE_CHECK: Duration = Duration::from_secs(2);
 
 /// Before the last commit: a topic made again since the watch last looked is read from its
 /// start, so what is committed for it is the new log's start and not one of the old log's
 /// marks (a commit names a topic, not a log: the partition's next owner would start there,
 /// past the new log's first records; swarm seed 754 lost 14 orders to a stop 1 s after
-/// `recreate all`). Each topic is asked for at most [`LOG_CLOSE_CHECK`].
+/// `recreate all`). The topics are asked for [`LOG_CLOSE_CHECK`] at most in all, so a broker out
+/// of reach adds no more than that to a shutdown.
 async fn logs_before_close<T: Transport, H: Handler, S: Subscription>(
     d: &mut Driver<T, H>,
     sub: &mut S,
@@ -627,8 +632,10 @@ async fn logs_before_close<T: Transport, H: Handler, S: Subscription>(
     if mutants::on(Mutant::NewLogNotNoticed) || mutants::on(Mutant::OldLogMarkStands) {
         return;
     }
+    let until = tokio::time::Instant::now() + LOG_CLOSE_CHECK;
     for topic in d.cfg.topics.clone() {
-        let asked = tokio::time::timeout(LOG_CLOSE_CHECK, d.transport.log_id(&topic)).await;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let asked = tokio::time::timeout(left, d.transport.log_id(&topic)).await;
         if let Ok(Ok(Some(id))) = asked {
             if known.learn(&topic, &id) {
                 tracing::warn!(topic, "the topic is another log now: committing its start");
