@@ -690,6 +690,8 @@ struct Driver<T, H> {
     partitions: Partitions,
     /// The topics found to be new logs, with the partitions read from their start since.
     new_logs: HashMap<String, HashSet<i32>>,
+    /// Each owned partition's epoch, for the tasks.
+    epochs: Epochs,
 }
 
 impl<T: Transport, H: Handler> Driver<T, H> {
@@ -719,6 +721,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             owned: Vec::new(),
             partitions: Partitions::default(),
             new_logs: HashMap::new(),
+            epochs: Epochs::default(),
         }
     }
 
@@ -736,6 +739,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         for p in owned {
             self.rewind(sub, topic, p);
         }
+        self.epochs.set(sub, &self.owned);
     }
 
     fn rewind<S: Subscription>(&self, sub: &mut S, topic: &str, partition: i32) {
@@ -769,6 +773,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         self.handler.assigned(owned);
         self.paused.retain(|p| owned.contains(p));
         self.owned = owned.to_vec();
+        self.epochs.set(sub, owned);
     }
 
     /// What the consumer brought, after the news of the assignment it came with.
@@ -782,6 +787,9 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         // before, and is not of this epoch (swarm seed 939).
         let (topic, partition) = delivery.at();
         if sub.epoch(topic, partition) == epoch {
+            // The epoch the consumer began without news to the driver (a position reset to
+            // the log's start) is the one its records are of from now.
+            self.epochs.note(topic, partition, epoch);
             self.received(sub, delivery);
         }
     }
@@ -977,6 +985,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             gated,
             epoch,
             partitions: self.cfg.keys_placed.then(|| self.partitions.clone()),
+            epochs: self.epochs.clone(),
         };
         let handle = tokio::spawn(task.run(work));
         self.running.insert(id, Running { handle, at_gate });
@@ -1000,6 +1009,46 @@ struct Task<T, H> {
     epoch: u64,
     /// Partition counts, when records must sit where their key belongs.
     partitions: Option<Partitions>,
+    /// The member's epoch of each partition it owns, as the driver last heard.
+    epochs: Epochs,
+}
+
+/// The member's epoch of each partition it owns (`Subscription::epoch`), as the driver last
+/// heard, for the tasks: a record of an epoch that is over is not handled.
+#[derive(Clone, Debug, Default)]
+struct Epochs(Arc<std::sync::Mutex<HashMap<(String, i32), u64>>>);
+
+impl Epochs {
+    /// The member owns `owned` now, each in the epoch `sub` says.
+    fn set<S: Subscription>(&self, sub: &S, owned: &[(String, i32)]) {
+        let now = owned
+            .iter()
+            .map(|(t, p)| ((t.clone(), *p), sub.epoch(t, *p)))
+            .collect();
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    /// `topic`/`partition` is in `epoch` now (a record of it came in that epoch).
+    fn note(&self, topic: &str, partition: i32, epoch: u64) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get_mut(&(topic.to_owned(), partition)) {
+            Some(e) if *e == epoch => {}
+            Some(e) => *e = epoch,
+            None => {
+                known.insert((topic.to_owned(), partition), epoch);
+            }
+        }
+    }
+
+    /// Whether a record received in `epoch` of `topic`/`partition` is of an epoch that is over
+    /// (never under the mutant that handles such records).
+    fn is_over(&self, topic: &str, partition: i32, epoch: u64) -> bool {
+        if mutants::on(Mutant::StaleRecordsHandled) {
+            return false;
+        }
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&(topic.to_owned(), partition)) != Some(&epoch)
+    }
 }
 
 impl<T: Transport, H: Handler> Task<T, H> {
@@ -1065,6 +1114,13 @@ impl<T: Transport, H: Handler> Task<T, H> {
             }
             let outcome = {
                 let _slot = self.slot().await;
+                // Its partition's epoch ended while it waited for the slot (a rebalance, a new
+                // log): it comes again from the group's commit, to whoever owns the partition,
+                // and handled here it would only hold the slot from this epoch's records.
+                if self.epochs.is_over(&rec.topic, rec.partition, self.epoch) {
+                    probes::hit(Probe::RevokedRecordDropped, key_of(rec));
+                    return Ok(());
+                }
                 if H::GATED && !self.gated {
                     // The mutant: the wait for the record's partition happens inside the slot.
                     self.retried(rec, || self.handler.ready(rec)).await?;

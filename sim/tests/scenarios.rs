@@ -176,10 +176,12 @@ fn stale_commit() {
 /// Swarm seeds that found issue 25's liveness defects: 51, 457 and 518 (records received before
 /// a rebalance handled ahead of the current ones), 567 and 754 (an old log's mark committed on
 /// the new one; 939, one that lost its partitions before it noticed), 81, 137 and 145 (the harness's own writes given up during an outage), 155 (a
-/// dead-letter note gone with its topic made again, counted missing).
+/// dead-letter note gone with its topic made again, counted missing), 7360 (a watchdog's own view
+/// taking a status late under a lossy network, counted against it) and 7698 (records that waited
+/// for a slot through a storm of rebalances handled in an epoch that was over).
 #[test]
 fn swarm_seeds_issue_25_found() {
-    for seed in [51, 81, 137, 145, 155, 457, 518, 567, 754, 939] {
+    for seed in [51, 81, 137, 145, 155, 457, 518, 567, 754, 939, 7360, 7698] {
         passes("swarm", seed..seed + 1);
     }
 }

@@ -493,6 +493,8 @@ async fn tail<T: Transport>(
                     if let Err(e) = fold(&store, (&shared, partitions), &got).await {
                         return shared.fail(e.is_busy(), format!("folding {topic}: {}", Report(&e)));
                     }
+                    // The store's write, as the simulation's disk faults cost it.
+                    crate::probes::disk_io().await;
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::warn!(topic = %topic, error = %Report(&e), "reading the changelog");
