@@ -91,7 +91,7 @@ pub async fn place_order<T: Transport>(
     now_ms: i64,
 ) -> Result<Placed, PlaceError> {
     let customer = customer_id_for(req.username.trim());
-    produce_ordered(transport, sys, (req, &customer), order_id, now_ms, false).await
+    place_order_as(transport, sys, (req, &customer), order_id, now_ms).await
 }
 
 /// [`place_order`] for customer `customer_id` (a login's, not its username's).
@@ -117,7 +117,7 @@ pub async fn confirm_order<T: Transport>(
     ordered_at_ms: i64,
 ) -> Result<Placed, PlaceError> {
     let customer = customer_id_for(req.username.trim());
-    produce_ordered(transport, sys, (req, &customer), order_id, ordered_at_ms, true).await
+    confirm_order_as(transport, sys, (req, &customer), order_id, ordered_at_ms).await
 }
 
 /// [`confirm_order`] for customer `customer_id` (a login's, not its username's).

@@ -212,24 +212,9 @@ impl ViewStore {
     pub fn open(path: &Path) -> Result<ViewStore, StoreError> {
         let db = Db::open(path, false, VIEW_SCHEMA)?;
         db.with(|conn| {
-            let has_seen: bool = conn.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('order_status') WHERE name = 'seen_ts'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !has_seen {
-                conn.execute_batch("ALTER TABLE order_status ADD COLUMN seen_ts INTEGER")?;
-            }
+            add_column(conn, "order_status", "seen_ts", "INTEGER")?;
             // Details folded before placement was judged are kept as the order's.
-            let has_home: bool = conn.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('order_details') WHERE name = 'home'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !has_home {
-                conn.execute_batch("ALTER TABLE order_details ADD COLUMN home INTEGER NOT NULL DEFAULT 1")?;
-            }
-            Ok(())
+            add_column(conn, "order_details", "home", "INTEGER NOT NULL DEFAULT 1")
         })?;
         Ok(ViewStore { db })
     }
@@ -652,6 +637,19 @@ fn fold_status(
         .execute(params![order_id, status, ts])?;
     }
     Ok(next)
+}
+
+/// Adds `column` (of SQL type `kind`) to `table` of a file made before the column existed.
+fn add_column(conn: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+    }
+    Ok(())
 }
 
 /// An order's details: the first kept, unless these are from its key's murmur2 partition and
