@@ -24,7 +24,7 @@ use pizza::view;
 use pizza_benches::{order_ids, ordered, payloads, view_updates};
 
 fn partitioner(c: &mut Criterion) {
-    // What is timed is the partitioner the spec's vectors pin down (`spec/wire.md`).
+    // What is timed is the partitioner the spec's vectors pin down (`docs/wire.md`).
     for (key, expected) in pizza::partitioner::SPEC_VECTORS {
         assert_eq!(partition_for(key.as_bytes(), 6), expected, "spec vector {key}");
     }

@@ -561,7 +561,7 @@ fn status_labels(ini: &Ini) -> StatusLabels {
 mod tests {
     use super::*;
 
-    /// The wiring `spec/wire.md` and the README's table give, written out by hand: what each service
+    /// The wiring `docs/wire.md` and the README's table give, written out by hand: what each service
     /// reads decides where a malformed record must be dead-lettered, so it must not drift.
     #[test]
     fn each_service_reads_the_topics_of_the_spec() {

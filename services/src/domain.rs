@@ -1,4 +1,4 @@
-//! The pizza shop's domain, exactly as `spec/wire.md` fixes it: events, status codes and texts, the
+//! The pizza shop's domain, exactly as `docs/wire.md` fixes it: events, status codes and texts, the
 //! menu, and the timing formulas. Pure: no I/O, no clock.
 
 use std::fmt;

@@ -28,7 +28,7 @@ pub enum Event {
     Status(StatusEvent),
 }
 
-/// The record's key as an order id: 8 lower-case hex characters (`spec/wire.md`).
+/// The record's key as an order id: 8 lower-case hex characters (`docs/wire.md`).
 pub fn order_key(rec: &Record) -> Result<OrderId, Malformed> {
     let Some(key) = rec.key.as_deref() else {
         return Err(Malformed("record has no key (order_id)".into()));

@@ -105,7 +105,7 @@ impl ShopHealth {
         time_scale: crate::clock::TimeScale,
         supervised: Option<Supervised>,
     ) -> ShopHealth {
-        // The longest step of each service at scale 1 (spec/wire.md): assembling 4-11 s, baking
+        // The longest step of each service at scale 1 (docs/wire.md): assembling 4-11 s, baking
         // 8-15 s, delivering up to 2 x 14 s when pending; merge and status do not wait.
         let longest = |s: ServiceName| match s {
             ServiceName::Assemble => 11.0,

@@ -3,7 +3,7 @@
 //! # Layout
 //! Modules depend on each other one way, from the bottom up (the `layers` integration test reads
 //! the sources and fails on a cycle):
-//! - [`domain`]: events, status codes and texts, menu, timing formulas (`spec/wire.md`). Pure.
+//! - [`domain`]: events, status codes and texts, menu, timing formulas (`docs/wire.md`). Pure.
 //! - [`error`], [`mutants`], [`probes`], [`partitioner`] (Java's murmur2, so keys land where the original's
 //!   do), [`clock`], [`shutdown`]: leaves anything may use. `mutants` are known bug classes the
 //!   simulation switches on; outside `--cfg madsim` every switch is a constant `false`.

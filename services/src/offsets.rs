@@ -328,95 +328,20 @@ pub fn reset(
     })
 }
 
-/// Parses `2026-11-25T21:00:00Z`, `2026-11-25T22:00:00.250+01:00` (RFC 3339) or milliseconds
-/// since the epoch, into milliseconds since the epoch (not before 1970).
+/// Parses `2026-11-25T21:00:00Z`, `2026-11-25T22:00:00.250+01:00` (RFC 3339, by the `time`
+/// crate) or milliseconds since the epoch, into milliseconds since the epoch (not before 1970).
 pub fn parse_datetime(s: &str) -> Result<i64, String> {
     let bad = || format!("'{s}' is not a time: give RFC 3339 (2026-11-25T21:00:00Z) or ms since the epoch");
-    let b = s.as_bytes();
-    if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+    if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
         return s.parse::<i64>().map_err(|_| bad());
     }
-    // Digits only, at exactly these bytes.
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let d = b
-            .get(r)
-            .filter(|d| d.iter().all(u8::is_ascii_digit))
-            .ok_or_else(bad)?;
-        Ok(d.iter().fold(0, |n, c| n * 10 + i64::from(c - b'0')))
-    };
-    let shape = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
-    if !(shape(4, b"-") && shape(7, b"-") && shape(10, b"Tt ") && shape(13, b":") && shape(16, b":")) {
-        return Err(bad());
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    let mut ms = 0;
-    if shape(i, b".") {
-        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        for k in 0..3 {
-            ms = ms * 10
-                + if k < digits {
-                    i64::from(b[i + 1 + k] - b'0')
-                } else {
-                    0
-                };
-        }
-        i += 1 + digits;
-    }
-    let offset_min = match b.get(i..) {
-        Some(b"Z" | b"z") => 0,
-        Some(rest) if rest.len() == 6 && shape(i, b"+-") && shape(i + 3, b":") => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if oh > 23 || om > 59 {
-                return Err(bad());
-            }
-            if rest[0] == b'-' {
-                -(oh * 60 + om)
-            } else {
-                oh * 60 + om
-            }
-        }
-        _ => return Err(bad()),
-    };
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] || h > 23 || mi > 59 || sec > 60
-    {
-        return Err(bad());
-    }
-    let days = days_from_civil(y, mo, d);
-    let at = ((days * 24 + h) * 60 + mi - offset_min) * 60_000 + sec * 1000 + ms;
-    if at < 0 {
+    let at =
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| bad())?;
+    let ms = at.unix_timestamp_nanos().div_euclid(1_000_000);
+    if ms < 0 {
         return Err(format!("'{s}' is before 1970"));
     }
-    Ok(at)
-}
-
-/// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, mo: i64, d: i64) -> i64 {
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    i64::try_from(ms).map_err(|_| bad())
 }
 
 #[cfg(test)]

@@ -1,40 +1,13 @@
 //! Java's default partitioner, so our records land on the same partitions as those of the original
 //! services (librdkafka `partitioner=murmur2_random`, Kafka's `DefaultPartitioner`).
 
-/// The murmur2 hash as Kafka's Java client computes it (seed `0x9747b28c`), as a signed 32-bit value.
+/// The murmur2 hash as Kafka's Java client computes it (the `murmur2` crate's endianness-free
+/// MurmurHash2 with Kafka's seed, `0x9747b28c`), as a signed 32-bit value.
 pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let len = data.len();
-    let mut h: u32 = SEED ^ (len as u32);
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
+    murmur2::murmur2(data, murmur2::KAFKA_SEED) as i32
 }
 
-/// The spec's partition vectors (`spec/wire.md`): keys and their partition of six.
+/// The wire contract's partition vectors (`docs/wire.md`): keys and their partition of six.
 pub const SPEC_VECTORS: [(&str, i32); 5] = [
     ("b32ad", 2),
     ("4ad8d269", 4),

@@ -1,4 +1,4 @@
-//! The checkers' own idea of what the view must hold, written from `spec/wire.md` (and the
+//! The checkers' own idea of what the view must hold, written from `docs/wire.md` (and the
 //! README's two rules of ours) without a line of the services' code: the order of the status
 //! codes, and a model of the view as a fold of pizza-status. A bug in the services' rank table or
 //! fold then disagrees with the checker instead of agreeing with itself.

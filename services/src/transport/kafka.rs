@@ -96,7 +96,7 @@ impl KafkaTransport {
         let producer = base_config(props, client_id, &defaults, CONSUMER_DEFAULTS)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Java's default partitioner, so keys land where the original's do (spec/wire.md).
+            // Java's default partitioner, so keys land where the original's do (docs/wire.md).
             .set("partitioner", "murmur2_random")
             // Producing to a missing topic must fail, not create it with broker defaults.
             .set("allow.auto.create.topics", "false")
