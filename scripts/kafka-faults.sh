@@ -200,7 +200,17 @@ print(f'{sys.argv[2]:<11} {sys.argv[3]:<40} {s["longest_gap_ms"]:>9.0f} {s["lost
 EOF
   ) || { line="$f: loadgen wrote no summary (see $work/$f.loadgen.log)"; failed=1; }
   echo "$line" >&2
-  [[ $line == *" ok" ]] || failed=1
+  if [[ $line != *" ok" ]]; then
+    failed=1
+    # Which group and partition the work stopped at, and what each service last warned of: the
+    # run's files stay behind, but a CI log is all one may have.
+    echo "== $f failed: the groups' partitions with lag" >&2
+    "$bin/pizza" offsets show --brokers "$brokers" 2>&1 | awk '$1 == "group" || $NF != 0' | head -40 >&2 || true
+    for log in "$work"/{assemble,bake,deliver,merge,status}-*.log; do
+      echo "-- ${log#"$work"/}: its last warnings and errors" >&2
+      grep -E ' (WARN|ERROR) ' "$log" | grep -v 'could not mark offset' | tail -5 >&2 || true
+    done
+  fi
 done
 
 for i in "${!watchers[@]}"; do

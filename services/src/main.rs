@@ -463,6 +463,9 @@ async fn rebuild(
     Ok(())
 }
 
+/// How long `pizza view watch` waits for a view whose service is still making it.
+const FIRST_POLL_WITHIN: Duration = Duration::from_secs(30);
+
 /// `pizza view watch`: polls every order's status in a live view (again only when the file has
 /// changed); each finding goes to stderr as it is seen, the summary to stdout at the end, after a
 /// last poll.
@@ -482,19 +485,27 @@ async fn watch(
         if now == version {
             return Ok(());
         }
-        version = now;
         watch.start_poll();
         view.for_each_status(|id, status| {
             if let Some(f) = watch.see(id, status) {
                 eprintln!("status regression: {f}");
             }
         })?;
+        version = now;
         for f in watch.finish_poll() {
             eprintln!("status regression: {f}");
         }
         Ok(())
     };
-    poll(&mut watch)?;
+    // A service that just started may have made the file but not yet its tables: the first poll
+    // is tried again for a while (a failed poll saw nothing, so it counts for nothing).
+    let first_by = tokio::time::Instant::now() + FIRST_POLL_WITHIN;
+    while let Err(e) = poll(&mut watch) {
+        if tokio::time::Instant::now() >= first_by {
+            return Err(e.context(format!("{} is not a view yet", db.display())));
+        }
+        tokio::time::sleep(every.min(Duration::from_millis(250))).await;
+    }
     eprintln!("watching {} orders in {}", watch.orders(), db.display());
     loop {
         let tick = tokio::time::sleep(every);

@@ -102,6 +102,45 @@ fn bad_config_files_are_named_with_the_line_or_key() {
     );
 }
 
+/// `pizza view watch` on a file whose service has not made the view's tables yet (a status
+/// instance just started: kafka-faults.sh watched one and failed on "no such table") waits for
+/// them, then watches as usual.
+#[test]
+fn view_watch_waits_for_a_view_still_being_made() {
+    use pizza::domain::StatusCodes;
+    use pizza::store::ViewStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("orders.db");
+    // The file exists, with no tables in it.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 0; VACUUM;")
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pizza"))
+        .args(["view", "watch", "--every", "50ms", "--for", "3s", "--db"])
+        .arg(&db)
+        .env_remove("PIZZA_SYS_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let view = ViewStore::open(&db).unwrap();
+    view.apply_status(&StatusCodes::default(), "0000000a", 100, 1, None)
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out} {err}");
+    assert!(
+        out.contains("1 orders") && out.contains(" 0 status regressions"),
+        "{out} {err}"
+    );
+}
+
 /// `pizza view watch` reports an order whose status moves back in the view it watches (here a
 /// write that skips the fold's guard, as a broken status service would make) and exits 1; a view
 /// that only moves forward gives exit 0.
