@@ -52,6 +52,9 @@ pub(super) async fn watch_view(
     // Which logs the view last said it folded: another set is a view folded anew from a topic
     // made again, whose orders' earlier statuses went with the old log.
     let mut logs: Option<Vec<(String, String)>> = None;
+    // The rows of the last read, and the view's data version then: a view no service wrote to
+    // since is not read again (the watch still ages its orders).
+    let mut last: Option<(i64, Vec<StatusRow>)> = None;
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         let inode = inode_of(&path);
@@ -69,6 +72,7 @@ pub(super) async fn watch_view(
                 .ok()
                 .zip(inode)
                 .map(|(v, i)| (i, v));
+            last = None;
         }
         let Some((_, v)) = &view else { continue };
         if let Ok(now_logs) = v.logs() {
@@ -90,17 +94,21 @@ pub(super) async fn watch_view(
             }
             logs = Some(now_logs);
         }
+        let version = v.data_version().ok();
+        if let Some((_, rows)) = last.as_ref().filter(|(at, _)| Some(*at) == version) {
+            let now = now_ms();
+            let latest = watch.check(rows, now);
+            watch.noted(latest, now);
+            continue;
+        }
         let Ok(rows) = v.status_rows() else { continue };
         for (order, old, new) in changes.read(&path) {
             watch.check_change(&order, old, new);
         }
         let now = now_ms();
-        let latest = watch.check(rows, now);
-        *watch.shared.view.lock().expect("view") = latest;
-        watch
-            .shared
-            .view_read_ms
-            .store(now as u64, std::sync::atomic::Ordering::Relaxed);
+        let latest = watch.check(&rows, now);
+        watch.noted(latest, now);
+        last = version.map(|at| (at, rows));
     }
 }
 
@@ -218,7 +226,7 @@ impl Watch {
     }
 
     /// Checks one read of the view at `now`; returns it as order -> (status, stuck).
-    fn check(&mut self, rows: Vec<StatusRow>, now: i64) -> BTreeMap<String, (i64, bool)> {
+    fn check(&mut self, rows: &[StatusRow], now: i64) -> BTreeMap<String, (i64, bool)> {
         let impaired = self.shared.impaired.lock().expect("impaired").clone();
         let mut latest = BTreeMap::new();
         if self.faultless {
@@ -226,13 +234,14 @@ impl Watch {
                 .checked(Invariant::NoStuckWithoutFaults, rows.len() as u64);
         }
         for (order, status, _, stuck, _) in rows {
-            let since = self.seen_since(&order, status, now);
+            let (status, stuck) = (*status, *stuck);
+            let since = self.seen_since(order, status, now);
             if stuck {
-                self.check_marked(&order, status);
+                self.check_marked(order, status);
             } else if self.watchdog_on && !oracle::is_final(status) {
-                self.check_unmarked(&order, status, since, now, &impaired);
+                self.check_unmarked(order, status, since, now, &impaired);
             }
-            latest.insert(order, (status, stuck));
+            latest.insert(order.clone(), (status, stuck));
         }
         // An order the view does not show (its file new, a rebuild not yet swapped in) is aged
         // from when it shows again, as the watchdog ages what the rebuild gave it.
@@ -242,6 +251,14 @@ impl Watch {
             }
         }
         latest
+    }
+
+    /// The view as read at `now` is `latest`, for the checks after the heal.
+    fn noted(&self, latest: BTreeMap<String, (i64, bool)>, now: i64) {
+        *self.shared.view.lock().expect("view") = latest;
+        self.shared
+            .view_read_ms
+            .store(now as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The view is the fold of other logs now: what it showed of each order before says nothing
