@@ -177,16 +177,10 @@ impl Ini {
     }
 }
 
-/// librdkafka properties from a `config_kafka/*.ini` file's `[kafka]` section.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KafkaProps(pub Vec<(String, String)>);
+/// librdkafka properties (the transport's), here read from a `config_kafka/*.ini` file.
+pub use crate::transport::KafkaProps;
 
 impl KafkaProps {
-    /// Just a bootstrap address (the embedded broker, `--brokers`).
-    pub fn bootstrap(servers: &str) -> KafkaProps {
-        KafkaProps(vec![("bootstrap.servers".into(), servers.into())])
-    }
-
     /// Reads `[kafka]` from a file; `bootstrap.servers` is required.
     pub fn load(path: &Path) -> Result<KafkaProps, ConfigError> {
         let ini = Ini::load(path)?;
@@ -206,26 +200,6 @@ impl KafkaProps {
             )),
             Some(_) => Ok(KafkaProps(props)),
         }
-    }
-
-    /// The bootstrap servers.
-    pub fn bootstrap_servers(&self) -> &str {
-        self.get("bootstrap.servers").unwrap_or("")
-    }
-
-    /// A property's value (the last one given, as librdkafka takes it).
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// With `key` set to `value` (after any earlier value, so it wins).
-    pub fn with(mut self, key: &str, value: &str) -> KafkaProps {
-        self.0.push((key.into(), value.into()));
-        self
     }
 }
 

@@ -297,10 +297,8 @@ pub struct StatusEvent {
     pub observed_status: Option<i64>,
 }
 
-/// An event that cannot be used: it goes to the dead-letter topic with this reason.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Malformed(pub String);
+/// An event that cannot be used (the worker's, which dead-letters it with this reason).
+pub use crate::error::Malformed;
 
 /// Parses an event's JSON; unknown extra fields are ignored, a wrong or missing field is
 /// [`Malformed`], and so is a value that is not UTF-8 anywhere (serde_json does not look inside

@@ -21,6 +21,12 @@ impl fmt::Display for Report<'_> {
     }
 }
 
+/// A record its handler cannot use (not the event its topic carries, a field out of range, ...):
+/// the worker dead-letters it with this reason and goes on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
 #[cfg(test)]
 mod tests {
     use super::*;

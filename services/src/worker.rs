@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::domain::Malformed;
-use crate::error::{BoxError, Report};
+use crate::error::{BoxError, Malformed, Report};
 use crate::mutants::{self, Mutant};
 use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;

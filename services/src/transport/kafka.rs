@@ -20,11 +20,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::errors::{self, ErrorCode};
 use super::offsets::{MemberOffsets, COMMIT_EVERY};
 use super::unreadable::Judge;
+use super::KafkaProps;
 use super::{
     header_from_raw, Acked, Delivery, Fetched, OutRecord, RawRecord, Reader, Subscription, Transport,
     TransportError, Unreadable,
 };
-use crate::config::KafkaProps;
 use crate::error::Report;
 
 mod consumer;

@@ -6,7 +6,10 @@ pub mod errors;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod offsets;
+mod props;
 pub mod unreadable;
+
+pub use props::KafkaProps;
 
 use std::future::Future;
 use std::time::Duration;

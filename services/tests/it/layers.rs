@@ -116,11 +116,73 @@ fn the_library_modules_depend_on_each_other_one_way() {
             g[leaf]
         );
     }
-    // The domain sits on the leaves alone (a mutant switch in its rank table).
+    // The domain sits on the leaves alone (a mutant switch in its rank table, the worker's
+    // `Malformed`).
     let domain = g.get("domain").cloned().unwrap_or_default();
+    let leaves = BTreeSet::from(["mutants".to_owned(), "error".to_owned()]);
+    assert!(domain.is_subset(&leaves), "domain depends on {domain:?}");
+}
+
+/// The framework's modules: what any set of Kafka services is written against (the transport seam
+/// and its Kafka implementation, the worker, the blocking and clock helpers, shutdown, probes and
+/// the mutant switch, Kafka's partitioner). The pizza shop is built on them.
+const FRAMEWORK: [&str; 10] = [
+    "blocking",
+    "clock",
+    "error",
+    "mutants",
+    "partitioner",
+    "probes",
+    "shutdown",
+    "throttle",
+    "transport",
+    "worker",
+];
+
+/// Which of `framework`'s modules name a module outside it, and which.
+fn upward(g: &Graph, framework: &[&str]) -> Vec<(String, Vec<String>)> {
+    framework
+        .iter()
+        .filter_map(|m| {
+            let out: Vec<String> = g
+                .get(*m)?
+                .iter()
+                .filter(|d| !framework.contains(&d.as_str()))
+                .cloned()
+                .collect();
+            (!out.is_empty()).then(|| (m.to_string(), out))
+        })
+        .collect()
+}
+
+/// The direction rule: the framework names nothing of the application (its domain, topology,
+/// services, view, web app); the application builds on the framework.
+#[test]
+fn the_framework_names_nothing_of_the_application() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let g = graph(&src);
+    for m in FRAMEWORK {
+        assert!(g.contains_key(m), "no module {m} in {:?}", g.keys());
+    }
+    let found = upward(&g, &FRAMEWORK);
     assert!(
-        domain.is_subset(&BTreeSet::from(["mutants".to_owned()])),
-        "domain depends on {domain:?}"
+        found.is_empty(),
+        "framework modules that name the application: {found:?}"
+    );
+}
+
+#[test]
+fn the_reader_sees_a_framework_module_that_names_the_application() {
+    let g: Graph = [
+        ("worker", "use crate::{transport::Record, domain::Malformed};"),
+        ("transport", "crate::error::Report"),
+    ]
+    .into_iter()
+    .map(|(m, t)| (m.to_owned(), dependencies(t)))
+    .collect();
+    assert_eq!(
+        upward(&g, &["worker", "transport", "error"]),
+        [("worker".to_owned(), vec!["domain".to_owned()])]
     );
 }
 
