@@ -129,6 +129,9 @@ pub struct Partition {
     slots: Vec<Slot>,
     /// The offset the next append gets: past the last slot, and past a gap at the end.
     end: i64,
+    /// How many slots from the start were on every in-sync replica at the time given: the high
+    /// watermark is looked for after them (it is asked for at every fetch, of every partition).
+    replicated: std::cell::Cell<(usize, i64)>,
 }
 
 impl Partition {
@@ -152,10 +155,19 @@ impl Partition {
     /// The high watermark at `now`: the first offset not on every in-sync replica yet (past
     /// a gap before it), or the end.
     pub fn high_watermark(&self, now: i64) -> i64 {
-        self.slots
-            .iter()
-            .find(|s| s.replicated_at_ms > now)
-            .map_or(self.end, |s| s.offset)
+        let (known, at) = self.replicated.get();
+        // Replicated by `at` is replicated by any later time (a clock that went back looks again).
+        let from = if now >= at { known.min(self.slots.len()) } else { 0 };
+        match self.slots[from..].iter().position(|s| s.replicated_at_ms > now) {
+            Some(i) => {
+                self.replicated.set((from + i, now));
+                self.slots[from + i].offset
+            }
+            None => {
+                self.replicated.set((self.slots.len(), now));
+                self.end
+            }
+        }
     }
 
     /// Appends `entries` as one batch after a gap of `gap` offsets (which compaction would have
@@ -197,6 +209,7 @@ impl Partition {
             .rposition(|s| s.replicated_at_ms <= now)
             .map_or(0, |i| i + 1);
         let lost = self.slots.split_off(keep);
+        self.replicated.set((0, i64::MIN));
         if let Some(first) = lost.first() {
             self.end = first.offset;
         }
@@ -324,5 +337,41 @@ mod tests {
         let lost = p.truncate_unreplicated(100);
         assert_eq!(lost.len(), 1);
         assert_eq!(p.end(), 1, "the next append takes the lost offset");
+    }
+
+    /// The high watermark, remembered between asks, is the first offset not yet on every replica
+    /// at each time asked: as time goes on, back (a clock fault), across appends and truncations.
+    #[test]
+    fn the_high_watermark_is_the_first_unreplicated_offset_at_any_time_asked() {
+        let naive = |p: &Partition, now: i64| {
+            p.slots()
+                .iter()
+                .find(|s| s.replicated_at_ms > now)
+                .map_or(p.end(), |s| s.offset)
+        };
+        let mut p = Partition::default();
+        let mut x: u64 = 7;
+        let mut draw = |n: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % n
+        };
+        let mut now = 0_i64;
+        for step in 0..2_000 {
+            match draw(10) {
+                0..=4 => {
+                    // Replicated at once (acks=all) or a little later (acks=1).
+                    let lag = if draw(3) == 0 { draw(300) as i64 } else { 0 };
+                    p.append(vec![rec(0)], PLAIN, 0, (now + lag, (1, step)));
+                }
+                5 => {
+                    p.truncate_unreplicated(now);
+                }
+                6 => now -= draw(100) as i64,
+                _ => now += draw(100) as i64,
+            }
+            assert_eq!(p.high_watermark(now), naive(&p, now), "step {step} at {now}");
+        }
     }
 }

@@ -96,9 +96,10 @@ pub(super) async fn watch_view(
         }
         let version = v.data_version().ok();
         if let Some((_, rows)) = last.as_ref().filter(|(at, _)| Some(*at) == version) {
+            // The same rows: the view the checks after the heal read is as it was.
             let now = now_ms();
-            let latest = watch.check(rows, now);
-            watch.noted(latest, now);
+            watch.check(rows, now);
+            watch.read_at(now);
             continue;
         }
         let Ok(rows) = v.status_rows() else { continue };
@@ -106,8 +107,12 @@ pub(super) async fn watch_view(
             watch.check_change(&order, old, new);
         }
         let now = now_ms();
-        let latest = watch.check(&rows, now);
-        watch.noted(latest, now);
+        watch.check(&rows, now);
+        let latest = rows
+            .iter()
+            .map(|(order, status, _, stuck, _)| (order.clone(), (*status, *stuck)));
+        *watch.shared.view.lock().expect("view") = latest.collect();
+        watch.read_at(now);
         last = version.map(|at| (at, rows));
     }
 }
@@ -226,9 +231,8 @@ impl Watch {
     }
 
     /// Checks one read of the view at `now`; returns it as order -> (status, stuck).
-    fn check(&mut self, rows: &[StatusRow], now: i64) -> BTreeMap<String, (i64, bool)> {
+    fn check(&mut self, rows: &[StatusRow], now: i64) {
         let impaired = self.shared.impaired.lock().expect("impaired").clone();
-        let mut latest = BTreeMap::new();
         if self.faultless {
             self.shared
                 .checked(Invariant::NoStuckWithoutFaults, rows.len() as u64);
@@ -241,21 +245,21 @@ impl Watch {
             } else if self.watchdog_on && !oracle::is_final(status) {
                 self.check_unmarked(order, status, since, now, &impaired);
             }
-            latest.insert(order.clone(), (status, stuck));
         }
         // An order the view does not show (its file new, a rebuild not yet swapped in) is aged
         // from when it shows again, as the watchdog ages what the rebuild gave it.
-        for (order, (_, since)) in &mut self.seen {
-            if !latest.contains_key(order) {
-                *since = now;
+        if self.seen.len() > rows.len() {
+            let shown: BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+            for (order, (_, since)) in &mut self.seen {
+                if !shown.contains(order.as_str()) {
+                    *since = now;
+                }
             }
         }
-        latest
     }
 
-    /// The view as read at `now` is `latest`, for the checks after the heal.
-    fn noted(&self, latest: BTreeMap<String, (i64, bool)>, now: i64) {
-        *self.shared.view.lock().expect("view") = latest;
+    /// The view was read at `now`.
+    fn read_at(&self, now: i64) {
         self.shared
             .view_read_ms
             .store(now as u64, std::sync::atomic::Ordering::Relaxed);
@@ -300,7 +304,12 @@ impl Watch {
             }
             None => now,
         };
-        self.seen.insert(order.to_owned(), (status, since));
+        match self.seen.get_mut(order) {
+            Some(seen) => *seen = (status, since),
+            None => {
+                self.seen.insert(order.to_owned(), (status, since));
+            }
+        }
         since
     }
 
