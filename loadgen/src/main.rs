@@ -71,9 +71,8 @@ struct Args {
     /// live cluster (0 = instant cooking, so latency is the system's own).
     #[arg(long, default_value = "0")]
     services_time_scale: TimeScale,
-    /// The original's config_sys/default.ini (topics, groups, menu).
-    #[arg(long, env = "PIZZA_SYS_CONFIG")]
-    sys_config: Option<PathBuf>,
+    #[command(flatten)]
+    sys: pizza::options::SysArgs,
     /// How long after the last send an order may take to become final before it counts as lost.
     #[arg(long, default_value = "30s", value_parser = parse_secs)]
     timeout: f64,
@@ -271,10 +270,7 @@ fn main() {
 /// Runs the load; `Ok(false)` when orders were lost or sends failed.
 async fn run(args: Args) -> Result<bool> {
     check_args(&args)?;
-    let sys = Arc::new(match &args.sys_config {
-        Some(p) => SysConfig::load(p)?,
-        None => SysConfig::default(),
-    });
+    let sys = Arc::new(args.sys.load()?);
     // Dropped in reverse order: the embedded services before the embedded broker.
     let mut _broker = None;
     let mut services = None;

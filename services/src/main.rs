@@ -15,7 +15,7 @@ use pizza::config::{KafkaProps, ServiceName};
 use pizza::domain::StatusCodes;
 use pizza::health::ShopHealth;
 use pizza::offsets::{self, PartitionOffsets, ResetTo};
-use pizza::options::{load_sys, ServiceConfig, ServiceOpts};
+use pizza::options::{ServiceConfig, ServiceOpts, SysArgs};
 use pizza::services::{self, Service};
 use pizza::shop::{Restart, Shop, ShopError};
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
@@ -65,9 +65,8 @@ enum Command {
     },
     /// Run the embedded broker (librdkafka's mock cluster) alone, with the topics created.
     Broker {
-        /// The original's config_sys/default.ini (topics, partitions).
-        #[arg(long, env = "PIZZA_SYS_CONFIG")]
-        sys_config: Option<PathBuf>,
+        #[command(flatten)]
+        sys: SysArgs,
     },
     /// The status view.
     View {
@@ -87,9 +86,8 @@ enum OffsetsAction {
     Show {
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// The original's config_sys/default.ini (group and topic names).
-        #[arg(long, env = "PIZZA_SYS_CONFIG")]
-        sys_config: Option<PathBuf>,
+        #[command(flatten)]
+        sys: SysArgs,
         /// Only this group (default: every group of the shop).
         #[arg(long)]
         group: Option<String>,
@@ -99,9 +97,8 @@ enum OffsetsAction {
     Reset {
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// The original's config_sys/default.ini (group and topic names).
-        #[arg(long, env = "PIZZA_SYS_CONFIG")]
-        sys_config: Option<PathBuf>,
+        #[command(flatten)]
+        sys: SysArgs,
         /// The group to move (one of the shop's).
         #[arg(long)]
         group: String,
@@ -151,9 +148,8 @@ enum TopicsAction {
     Create {
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// The original's config_sys/default.ini (topic names, partitions, replication).
-        #[arg(long, env = "PIZZA_SYS_CONFIG")]
-        sys_config: Option<PathBuf>,
+        #[command(flatten)]
+        sys: SysArgs,
     },
 }
 
@@ -163,9 +159,8 @@ enum ViewAction {
     Rebuild {
         #[command(flatten)]
         kafka: KafkaArgs,
-        /// The original's config_sys/default.ini.
-        #[arg(long, env = "PIZZA_SYS_CONFIG")]
-        sys_config: Option<PathBuf>,
+        #[command(flatten)]
+        sys: SysArgs,
         /// The new file to write (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -180,9 +175,8 @@ enum ViewAction {
         /// The live view to watch (opened read-only).
         #[arg(long)]
         db: PathBuf,
-        /// The original's config_sys/default.ini (the status codes and their order).
-        #[arg(long, env = "PIZZA_SYS_CONFIG")]
-        sys_config: Option<PathBuf>,
+        #[command(flatten)]
+        sys: SysArgs,
         /// Time between polls.
         #[arg(long, default_value = "50ms", value_parser = pizza::clock::parse_duration)]
         every: Duration,
@@ -248,9 +242,9 @@ async fn real_main(cli: Cli) -> Result<()> {
             web,
         } => serve(service, &kafka, listen, &opts, &web, shutdown).await,
         Command::Topics {
-            action: TopicsAction::Create { kafka, sys_config },
+            action: TopicsAction::Create { kafka, sys },
         } => {
-            let sys = load_sys(sys_config.as_deref())?;
+            let sys = sys.load()?;
             let transport = KafkaTransport::new(&kafka.props()?, "pizza-admin")?;
             for outcome in create_topics(&transport, &sys).await? {
                 match outcome {
@@ -264,53 +258,48 @@ async fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Broker { sys_config } => broker(sys_config, shutdown).await,
+        Command::Broker { sys } => broker(sys, shutdown).await,
         Command::View {
             action:
                 ViewAction::Rebuild {
                     kafka,
-                    sys_config,
+                    sys,
                     out,
                     compare,
                 },
-        } => rebuild(&kafka, sys_config, &out, compare).await,
+        } => rebuild(&kafka, sys, &out, compare).await,
         Command::View {
             action:
                 ViewAction::Watch {
                     db,
-                    sys_config,
+                    sys,
                     every,
                     stop_after,
                 },
         } => {
-            let codes = load_sys(sys_config.as_deref())?.codes;
+            let codes = sys.load()?.codes;
             watch(&db, codes, every, stop_after, shutdown).await
         }
         Command::Offsets {
-            action:
-                OffsetsAction::Show {
-                    kafka,
-                    sys_config,
-                    group,
-                },
-        } => offsets_show(&kafka, sys_config, group),
+            action: OffsetsAction::Show { kafka, sys, group },
+        } => offsets_show(&kafka, sys, group),
         Command::Offsets {
             action:
                 OffsetsAction::Reset {
                     kafka,
-                    sys_config,
+                    sys,
                     group,
                     topic,
                     to,
                     execute,
                 },
-        } => offsets_reset(&kafka, sys_config, &group, topic.as_deref(), to.to(), execute),
+        } => offsets_reset(&kafka, sys, &group, topic.as_deref(), to.to(), execute),
     }
 }
 
 /// `pizza offsets show`: a table per group.
-fn offsets_show(kafka: &KafkaArgs, sys_config: Option<PathBuf>, only: Option<String>) -> Result<()> {
-    let sys = load_sys(sys_config.as_deref())?;
+fn offsets_show(kafka: &KafkaArgs, sys: SysArgs, only: Option<String>) -> Result<()> {
+    let sys = sys.load()?;
     let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
     let groups: Vec<String> = match only {
         Some(g) => vec![g],
@@ -350,13 +339,13 @@ fn committed_text(r: &PartitionOffsets) -> String {
 /// `pizza offsets reset`: the plan, and with `execute` the commit.
 fn offsets_reset(
     kafka: &KafkaArgs,
-    sys_config: Option<PathBuf>,
+    sys: SysArgs,
     group: &str,
     topic: Option<&str>,
     to: ResetTo,
     execute: bool,
 ) -> Result<()> {
-    let sys = load_sys(sys_config.as_deref())?;
+    let sys = sys.load()?;
     let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
     if execute {
         // Before reading: a member still leaving would commit under our feet.
@@ -421,8 +410,8 @@ async fn serve(
 }
 
 /// `pizza broker`: the embedded broker alone, until a signal.
-async fn broker(sys_config: Option<PathBuf>, mut shutdown: Shutdown) -> Result<()> {
-    let sys = load_sys(sys_config.as_deref())?;
+async fn broker(sys: SysArgs, mut shutdown: Shutdown) -> Result<()> {
+    let sys = sys.load()?;
     let broker = EmbeddedBroker::start(&sys)?;
     println!("{}", broker.bootstrap_servers());
     // Scripts read this line from a pipe: do not leave it in a buffer.
@@ -437,13 +426,8 @@ async fn broker(sys_config: Option<PathBuf>, mut shutdown: Shutdown) -> Result<(
 }
 
 /// `pizza view rebuild`: the view folded again from the log into a new file.
-async fn rebuild(
-    kafka: &KafkaArgs,
-    sys_config: Option<PathBuf>,
-    out: &Path,
-    compare: Option<PathBuf>,
-) -> Result<()> {
-    let sys = load_sys(sys_config.as_deref())?;
+async fn rebuild(kafka: &KafkaArgs, sys: SysArgs, out: &Path, compare: Option<PathBuf>) -> Result<()> {
+    let sys = sys.load()?;
     let transport = KafkaTransport::new(&kafka.props()?, "pizza-view-rebuild")?;
     let stats = pizza::view::rebuild(&transport, &sys, &ViewStore::create(out)?).await?;
     println!(

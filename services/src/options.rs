@@ -11,12 +11,27 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use crate::clock::TimeScale;
 use crate::config::{ConfigError, SysConfig};
 
+/// `--sys-config`, as every command that reads the shop's configuration takes it.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct SysArgs {
+    /// The original's config_sys/default.ini (topic, group and client names, partitions and
+    /// replication, status codes, menu, watchdog); the original's defaults without it.
+    #[arg(long, env = "PIZZA_SYS_CONFIG")]
+    pub sys_config: Option<PathBuf>,
+}
+
+impl SysArgs {
+    /// The shop's configuration: the file given, else the original's defaults.
+    pub fn load(&self) -> Result<SysConfig, ConfigError> {
+        load_sys(self.sys_config.as_deref())
+    }
+}
+
 /// A consuming service's options.
 #[derive(Args, Clone, Debug, PartialEq)]
 pub struct ServiceOpts {
-    /// The original's config_sys/default.ini (topics, groups, status codes, menu, watchdog).
-    #[arg(long, env = "PIZZA_SYS_CONFIG")]
-    pub sys_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub sys: SysArgs,
     /// Directory for the SQLite files (orders.db, delivery.db). Default: pizza-data (`serve`), a
     /// fresh temporary directory (`demo`).
     #[arg(long, env = "PIZZA_DATA_DIR")]
@@ -68,7 +83,7 @@ impl ServiceOpts {
 
     /// The shop's configuration: the file given, else the original's defaults.
     pub fn load_sys(&self) -> Result<SysConfig, ConfigError> {
-        load_sys(self.sys_config.as_deref())
+        self.sys.load()
     }
 
     /// The service's configuration with `sys` (read by [`ServiceOpts::load_sys`], or built by a
