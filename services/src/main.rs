@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
 use pizza::config::{KafkaProps, ServiceName};
 use pizza::domain::StatusCodes;
+use pizza::group_offsets::{self as offsets, PartitionOffsets, ResetTo};
 use pizza::health::ShopHealth;
-use pizza::offsets::{self, PartitionOffsets, ResetTo};
 use pizza::options::{ServiceConfig, ServiceOpts, SysArgs};
 use pizza::services::{self, Service};
 use pizza::shop::{Restart, Shop, ShopError};
@@ -123,7 +123,7 @@ struct ResetArgs {
     #[arg(long)]
     to_latest: bool,
     /// To the first record at or after this time (RFC 3339, e.g. 2026-11-25T21:00:00Z, or ms since the epoch).
-    #[arg(long, value_parser = pizza::offsets::parse_datetime)]
+    #[arg(long, value_parser = pizza::group_offsets::parse_datetime)]
     to_datetime: Option<i64>,
     /// By this many records from the committed offset (negative: back), kept within the log.
     #[arg(long, allow_hyphen_values = true)]

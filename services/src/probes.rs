@@ -113,8 +113,8 @@ pub fn finished(_group: &str, _topic: &str, _partition: i32, _offset: i64) {}
 /// depends on it (a store access, a handler's decision). madsim switches tasks only at an
 /// `.await`, so a read-decide-write with no `.await` inside never interleaves in the simulation,
 /// though it does on the services' multi-threaded runtime. Under madsim with seams switched on
-/// ([`set_seams`], FoundationDB's BUGGIFY), a seam waits up to [`SEAM_MAX_MS`] of simulated time
-/// with chance [`SEAM_CHANCE`], drawn from the simulation's seeded generator, so that other tasks
+/// (`set_seams`, FoundationDB's BUGGIFY), a seam waits up to [`SEAM_MAX_MS`] of simulated time
+/// with chance `SEAM_CHANCE`, drawn from the simulation's seeded generator, so that other tasks
 /// run in between; otherwise, and in every other build, it does nothing. (madsim's own buggify
 /// switch is not used: it also delays one network message in ten by seconds.)
 #[cfg(not(madsim))]
@@ -148,7 +148,7 @@ pub async fn seam() {
 }
 
 /// Where a handler has just read or written its store: under madsim, the time the node's disk
-/// is set to take ([`set_disk_latency`], the simulation's slow-disk fault) passes here, as
+/// is set to take (`set_disk_latency`, the simulation's slow-disk fault) passes here, as
 /// simulated time; then it is also a [`seam`]. Nothing in any other build.
 #[cfg(not(madsim))]
 #[inline(always)]
@@ -201,7 +201,7 @@ pub async fn disk_io() {
 
 /// Whether this store access fails as if another connection held the database's lock
 /// (SQLITE_BUSY): under madsim, with the chance the node's disk is set to
-/// ([`set_disk_busy`], the simulation's busy-disk fault); never in any other build.
+/// (`set_disk_busy`, the simulation's busy-disk fault); never in any other build.
 #[cfg(not(madsim))]
 #[inline(always)]
 pub fn disk_busy() -> bool {

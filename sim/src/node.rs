@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 use pizza::clock::now_ms;
+use pizza::transport::commits::{MemberOffsets, COMMIT_EVERY};
 use pizza::transport::errors::{self, Class, ErrorCode};
-use pizza::transport::offsets::{MemberOffsets, COMMIT_EVERY};
 use pizza::transport::unreadable::Judge;
 use pizza::transport::{
     Acked, Delivery, Fetched, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
@@ -871,7 +871,7 @@ impl Drop for Polling {
 /// What a fetch brought, with the generation it was fetched in and its partition's epoch then.
 type Fetch = (u64, u64, Delivery);
 
-/// The member's at-least-once bookkeeping (`pizza::transport::offsets`, as rdkafka's transport
+/// The member's at-least-once bookkeeping (`pizza::transport::commits`, as rdkafka's transport
 /// keeps it).
 type Offsets = Arc<Mutex<MemberOffsets>>;
 

@@ -1,5 +1,5 @@
 //! Status: the query side. Every instance folds the whole log (pizza-ordered's details, which
-//! customers see, and pizza-status) into its own SQLite view with a [`ViewFollower`], outside any
+//! customers see, and pizza-status) into its own SQLite view with a [`ViewFollower`](crate::view::ViewFollower), outside any
 //! group, and runs the watchdog that marks stuck orders, by producing the stuck mark as an event
 //! on pizza-status so a rebuilt view shows it too.
 //!

@@ -1,5 +1,5 @@
 //! The Kafka transport on rdkafka (librdkafka). At least once through the bookkeeping both
-//! transports share (`offsets::MemberOffsets`): a record's offset is marked only once it is done,
+//! transports share (`commits::MemberOffsets`): a record's offset is marked only once it is done,
 //! and what is marked is committed every 500 ms, before a revocation, and on close; a mark of a
 //! partition not owned is refused. What stays here is the adapter to librdkafka.
 
@@ -17,8 +17,8 @@ use rdkafka::message::{BorrowedHeaders, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::commits::{MemberOffsets, COMMIT_EVERY};
 use super::errors::{self, ErrorCode};
-use super::offsets::{MemberOffsets, COMMIT_EVERY};
 use super::unreadable::Judge;
 use super::KafkaProps;
 use super::{
@@ -365,7 +365,7 @@ impl Transport for KafkaTransport {
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<KafkaSubscription, TransportError> {
         let offsets: Offsets = Arc::new(Mutex::new(MemberOffsets::default()));
-        // Commits are ours (`offsets::MemberOffsets`, the same bookkeeping as the simulation's
+        // Commits are ours (`commits::MemberOffsets`, the same bookkeeping as the simulation's
         // consumer): every COMMIT_EVERY, on a revocation, and on close.
         let mut defaults = CONSUMER_DEFAULTS.to_vec();
         let protocol = self.props.get("group.protocol").unwrap_or_default();
@@ -519,7 +519,7 @@ async fn commit_loop(consumer: Arc<Polled<AtLeastOnce>>, offsets: Offsets) {
     }
 }
 
-/// A consumer group member on librdkafka, its queue polled by [`Polled`].
+/// A consumer group member on librdkafka, its queue polled by `Polled` (its own queue handle).
 pub struct KafkaSubscription {
     consumer: Arc<Polled<AtLeastOnce>>,
     offsets: Offsets,

@@ -2,10 +2,10 @@
 //! implementation it runs on. Two implement it: Kafka with rdkafka ([`kafka`], production, the demo,
 //! load tests) and the simulated broker in `sim/` (deterministic tests under madsim).
 
+pub mod commits;
 pub mod errors;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-pub mod offsets;
 mod props;
 pub mod unreadable;
 
@@ -408,7 +408,7 @@ pub trait Subscription: Send + 'static {
     /// when they did not).
     fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>>;
 
-    /// How many times this member gained `topic`/`partition` (`offsets::MemberOffsets::epoch`):
+    /// How many times this member gained `topic`/`partition` (`commits::MemberOffsets::epoch`):
     /// the worker marks a record only in the epoch it was received in.
     fn epoch(&self, topic: &str, partition: i32) -> u64;
 
@@ -452,7 +452,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long [`ReadToEnd::open`] asks again for end offsets a retriable error kept from it.
 pub const ENDS_WITHIN: Duration = Duration::from_secs(30);
 
-/// `topic`'s end offsets; a retriable error is asked again, [`RETRY_PAUSE`] apart, until
+/// `topic`'s end offsets; a retriable error is asked again, `RETRY_PAUSE` apart, until
 /// `within` has passed.
 pub async fn end_offsets_within<T: Transport>(
     transport: &T,

@@ -219,7 +219,7 @@ async fn offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_re
 
     let (ok, text) = pizza_on(&brokers, &["offsets", "show"]);
     assert!(ok, "{text}");
-    for (g, _, _) in pizza::offsets::shop_groups(&sys) {
+    for (g, _, _) in pizza::group_offsets::shop_groups(&sys) {
         assert!(
             text.contains(&format!("group {g}: lag 0\n")),
             "{g} caught up: {text}"
@@ -231,7 +231,7 @@ async fn offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_re
     let mut status = ServeProc::start("status", &brokers, fresh.path());
     let transport = pizza::transport::kafka::KafkaTransport::new(&props, "it-offsets").unwrap();
     crate::common::wait_for("the status service in its group", Duration::from_secs(60), || {
-        let members = pizza::offsets::members(&transport, &group)
+        let members = pizza::group_offsets::members(&transport, &group)
             .unwrap()
             .map_or(0, |m| m.0);
         async move { members > 0 }
