@@ -230,7 +230,7 @@ impl Watch {
         }
     }
 
-    /// Checks one read of the view at `now`; returns it as order -> (status, stuck).
+    /// Checks one read of the view at `now`.
     fn check(&mut self, rows: &[StatusRow], now: i64) {
         let impaired = self.shared.impaired.lock().expect("impaired").clone();
         if self.faultless {
