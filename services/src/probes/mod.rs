@@ -109,116 +109,15 @@ pub fn hit(_probe: Probe, _key: &str) {}
 #[inline(always)]
 pub fn finished(_group: &str, _topic: &str, _partition: i32, _offset: i64) {}
 
-/// A seam where a multi-threaded runtime may run other tasks: between a read and the write that
-/// depends on it (a store access, a handler's decision). madsim switches tasks only at an
-/// `.await`, so a read-decide-write with no `.await` inside never interleaves in the simulation,
-/// though it does on the services' multi-threaded runtime. Under madsim with seams switched on
-/// (`set_seams`, FoundationDB's BUGGIFY), a seam waits up to [`SEAM_MAX_MS`] of simulated time
-/// with chance `SEAM_CHANCE`, drawn from the simulation's seeded generator, so that other tasks
-/// run in between; otherwise, and in every other build, it does nothing. (madsim's own buggify
-/// switch is not used: it also delays one network message in ten by seconds.)
-#[cfg(not(madsim))]
-#[inline(always)]
-pub async fn seam() {}
+mod disk;
+mod seams;
 
-/// The longest a seam waits, in simulated milliseconds.
-pub const SEAM_MAX_MS: u64 = 50;
-
-/// The chance, in thousandths, that a switched-on seam waits.
-pub const SEAM_CHANCE_PER_MILLE: u64 = 100;
-
+pub use disk::{disk_busy, disk_io};
 #[cfg(madsim)]
-thread_local! {
-    static SEAMS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Switches this thread's seams on or off (a simulation's scenario says which).
+pub use disk::{set_disk_busy, set_disk_latency};
 #[cfg(madsim)]
-pub fn set_seams(on: bool) {
-    SEAMS.with(|s| s.set(on));
-}
-
-#[cfg(madsim)]
-pub async fn seam() {
-    use tokio::madsim::rand::random;
-    if SEAMS.with(std::cell::Cell::get) && random::<u64>() % 1000 < SEAM_CHANCE_PER_MILLE {
-        let ms = random::<u64>() % (SEAM_MAX_MS + 1);
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-}
-
-/// Where a handler has just read or written its store: under madsim, the time the node's disk
-/// is set to take (`set_disk_latency`, the simulation's slow-disk fault) passes here, as
-/// simulated time; then it is also a [`seam`]. Nothing in any other build.
-#[cfg(not(madsim))]
-#[inline(always)]
-pub async fn disk_io() {}
-
-/// What the simulation set a node's disk to do: (milliseconds each access takes, thousandths of
-/// accesses that find the database busy).
-#[cfg(madsim)]
-type DiskFaults = std::collections::BTreeMap<tokio::madsim::task::NodeId, (u64, u64)>;
-
-#[cfg(madsim)]
-thread_local! {
-    static DISKS: std::cell::RefCell<DiskFaults> = const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
-}
-
-/// Changes simulated node `node`'s disk faults with `f`, forgetting the node when none is left.
-#[cfg(madsim)]
-fn set_disk(node: tokio::madsim::task::NodeId, f: impl FnOnce(&mut (u64, u64))) {
-    DISKS.with(|d| {
-        let mut d = d.borrow_mut();
-        let faults = d.entry(node).or_default();
-        f(faults);
-        if *faults == (0, 0) {
-            d.remove(&node);
-        }
-    });
-}
-
-/// The disk faults of the node running now.
-#[cfg(madsim)]
-fn disk() -> (u64, u64) {
-    let node = tokio::madsim::plugin::node();
-    DISKS.with(|d| d.borrow().get(&node).copied().unwrap_or_default())
-}
-
-/// Sets (0: clears) how long each store access takes on simulated node `node`, in milliseconds.
-#[cfg(madsim)]
-pub fn set_disk_latency(node: tokio::madsim::task::NodeId, ms: u64) {
-    set_disk(node, |d| d.0 = ms);
-}
-
-#[cfg(madsim)]
-pub async fn disk_io() {
-    let (ms, _) = disk();
-    if ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    seam().await;
-}
-
-/// Whether this store access fails as if another connection held the database's lock
-/// (SQLITE_BUSY): under madsim, with the chance the node's disk is set to
-/// (`set_disk_busy`, the simulation's busy-disk fault); never in any other build.
-#[cfg(not(madsim))]
-#[inline(always)]
-pub fn disk_busy() -> bool {
-    false
-}
-
-/// Sets (0: clears) the chance, in thousandths, that a store access of node `node` is busy.
-#[cfg(madsim)]
-pub fn set_disk_busy(node: tokio::madsim::task::NodeId, per_mille: u64) {
-    set_disk(node, |d| d.1 = per_mille);
-}
-
-#[cfg(madsim)]
-pub fn disk_busy() -> bool {
-    let (_, chance) = disk();
-    chance > 0 && tokio::madsim::rand::random::<u64>() % 1000 < chance
-}
+pub use seams::set_seams;
+pub use seams::{seam, SEAM_CHANCE_PER_MILLE, SEAM_MAX_MS};
 
 /// Notes that `service` passed over the record at `topic`/`partition`@`offset` because not even
 /// a bare dead-letter note of it was accepted (the simulation excuses it where the dead-letter
@@ -328,7 +227,7 @@ mod sim {
     /// stores opened).
     pub fn take() -> Hits {
         STORES.with(|s| s.borrow_mut().clear());
-        super::DISKS.with(|d| d.borrow_mut().clear());
+        super::disk::forget_all();
         HITS.with(|h| std::mem::take(&mut *h.borrow_mut()))
     }
 }
