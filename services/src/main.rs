@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
 use pizza::config::{KafkaProps, ServiceName};
 use pizza::domain::StatusCodes;
-use pizza::group_offsets::{self as offsets, PartitionOffsets, ResetTo};
+use pizza::group_offsets::{self, PartitionOffsets, ResetTo};
 use pizza::health::ShopHealth;
 use pizza::options::{ServiceConfig, ServiceOpts, SysArgs};
 use pizza::services::{self, Service};
@@ -303,13 +303,13 @@ fn offsets_show(kafka: &KafkaArgs, sys: SysArgs, only: Option<String>) -> Result
     let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
     let groups: Vec<String> = match only {
         Some(g) => vec![g],
-        None => offsets::shop_groups(&sys)
+        None => group_offsets::shop_groups(&sys)
             .into_iter()
             .map(|(g, _, _)| g)
             .collect(),
     };
     for group in groups {
-        let rows = offsets::group_offsets(&transport, &sys, &group, None)?;
+        let rows = group_offsets::group_offsets(&transport, &sys, &group, None)?;
         let lag: i64 = rows.iter().map(PartitionOffsets::lag).sum();
         println!("group {group}: lag {lag}");
         println!(
@@ -349,10 +349,10 @@ fn offsets_reset(
     let transport = KafkaTransport::new(&kafka.props()?, "pizza-offsets")?;
     if execute {
         // Before reading: a member still leaving would commit under our feet.
-        offsets::ensure_stopped(&transport, group)?;
+        group_offsets::ensure_stopped(&transport, group)?;
     }
-    let now = offsets::group_offsets(&transport, &sys, group, topic)?;
-    let plan = offsets::plan(&transport, group, &now, to)?;
+    let now = group_offsets::group_offsets(&transport, &sys, group, topic)?;
+    let plan = group_offsets::plan(&transport, group, &now, to)?;
     match to {
         ResetTo::Earliest => println!("group {group}: to the earliest offsets"),
         ResetTo::Latest => println!("group {group}: to the latest offsets"),
@@ -375,7 +375,7 @@ fn offsets_reset(
         );
     }
     if execute {
-        offsets::reset(&transport, group, &plan)?;
+        group_offsets::reset(&transport, group, &plan)?;
         println!("committed {} offsets of group {group}", plan.len());
     } else {
         println!("dry run: nothing committed (--execute commits this plan)");

@@ -1030,13 +1030,7 @@ impl Epochs {
     /// `topic`/`partition` is in `epoch` now (a record of it came in that epoch).
     fn note(&self, topic: &str, partition: i32, epoch: u64) {
         let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match known.get_mut(&(topic.to_owned(), partition)) {
-            Some(e) if *e == epoch => {}
-            Some(e) => *e = epoch,
-            None => {
-                known.insert((topic.to_owned(), partition), epoch);
-            }
-        }
+        known.insert((topic.to_owned(), partition), epoch);
     }
 
     /// Whether a record received in `epoch` of `topic`/`partition` is of an epoch that is over
