@@ -275,7 +275,7 @@ async fn run(args: Args) -> Result<bool> {
     let mut _broker = None;
     let mut services = None;
     let props = match (&args.kafka_config, &args.brokers, args.embedded) {
-        (Some(p), _, false) => KafkaProps::load(p)?,
+        (Some(p), _, false) => pizza::config::load_kafka_props(p)?,
         (None, Some(b), false) => KafkaProps::bootstrap(b),
         (None, None, true) => {
             let (props, broker, shop) = start_embedded_shop(&args, &sys)?;

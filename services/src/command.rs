@@ -14,7 +14,7 @@
 
 use crate::config::SysConfig;
 use crate::domain::{customer_id_for, encode, InvalidField, Order, OrderId, OrderRequest, Ordered};
-use crate::mutants::{self, Mutant};
+use crate::mutants::{self, ShopMutant};
 use crate::transport::{Acked, OutRecord, Transport, TransportError};
 
 /// The longest placing an order waits for the broker: below the web app's 15 s request timeout,
@@ -156,7 +156,7 @@ async fn produce_ordered<T: Transport>(
             event,
             acked,
         }),
-        Err(source) if mutants::on(Mutant::TimeoutSaysNotPlaced) => Err(PlaceError::Unavailable(source)),
+        Err(source) if mutants::on(ShopMutant::TimeoutSaysNotPlaced) => Err(PlaceError::Unavailable(source)),
         Err(source) if earlier_attempt || source.may_have_been_written() => Err(PlaceError::Unconfirmed {
             order_id,
             ordered_at_ms,

@@ -180,26 +180,24 @@ impl Ini {
 /// librdkafka properties (the transport's), here read from a `config_kafka/*.ini` file.
 pub use crate::transport::KafkaProps;
 
-impl KafkaProps {
-    /// Reads `[kafka]` from a file; `bootstrap.servers` is required.
-    pub fn load(path: &Path) -> Result<KafkaProps, ConfigError> {
-        let ini = Ini::load(path)?;
-        let props = ini
-            .section("kafka")
-            .ok_or_else(|| ConfigError::MissingSection {
-                path: path.to_owned(),
-                section: "kafka".into(),
-            })?
-            .to_vec();
-        match props.iter().find(|(k, _)| k == "bootstrap.servers") {
-            None => Err(ini.value_error("kafka", "bootstrap.servers", "is required")),
-            Some((_, v)) if v.is_empty() || v.contains("{{") => Err(ini.value_error(
-                "kafka",
-                "bootstrap.servers",
-                format!("`{v}` is not a host:port list"),
-            )),
-            Some(_) => Ok(KafkaProps(props)),
-        }
+/// Reads `[kafka]` from a file; `bootstrap.servers` is required.
+pub fn load_kafka_props(path: &Path) -> Result<KafkaProps, ConfigError> {
+    let ini = Ini::load(path)?;
+    let props = ini
+        .section("kafka")
+        .ok_or_else(|| ConfigError::MissingSection {
+            path: path.to_owned(),
+            section: "kafka".into(),
+        })?
+        .to_vec();
+    match props.iter().find(|(k, _)| k == "bootstrap.servers") {
+        None => Err(ini.value_error("kafka", "bootstrap.servers", "is required")),
+        Some((_, v)) if v.is_empty() || v.contains("{{") => Err(ini.value_error(
+            "kafka",
+            "bootstrap.servers",
+            format!("`{v}` is not a host:port list"),
+        )),
+        Some(_) => Ok(KafkaProps(props)),
     }
 }
 
@@ -632,17 +630,17 @@ mod tests {
             "[kafka]\nbootstrap.servers = {{ host:port }}\nsecurity.protocol = SASL_SSL\n",
         )
         .unwrap();
-        let err = KafkaProps::load(&p).unwrap_err().to_string();
+        let err = load_kafka_props(&p).unwrap_err().to_string();
         assert!(err.contains("[kafka] bootstrap.servers"), "{err}");
         std::fs::write(
             &p,
             "[kafka]\nbootstrap.servers = 127.0.0.1:9092\nsasl.mechanisms = PLAIN\n[ksqldb]\nendpoint = x\n",
         )
         .unwrap();
-        let props = KafkaProps::load(&p).unwrap();
+        let props = load_kafka_props(&p).unwrap();
         assert_eq!(props.bootstrap_servers(), "127.0.0.1:9092");
         assert_eq!(props.0.len(), 2);
-        let err = KafkaProps::load(&dir.path().join("missing.ini"))
+        let err = load_kafka_props(&dir.path().join("missing.ini"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.ini"), "{err}");

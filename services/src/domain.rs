@@ -5,7 +5,7 @@ use std::fmt;
 
 use md5::{Digest, Md5};
 
-use crate::mutants::{self, Mutant};
+use crate::mutants::{self, ShopMutant};
 use serde::{Deserialize, Serialize};
 
 /// An order id: 8 lower-case hex characters, the last 8 of a random UUID's hex in the original.
@@ -410,13 +410,13 @@ impl StatusCodes {
         } else if code == self.pending {
             Some(Rank::Progress(2))
         } else if code == self.in_the_oven {
-            Some(Rank::Progress(if mutants::on(Mutant::OvenOutranksBaked) {
+            Some(Rank::Progress(if mutants::on(ShopMutant::OvenOutranksBaked) {
                 4
             } else {
                 3
             }))
         } else if code == self.out_for_delivery {
-            Some(Rank::Progress(if mutants::on(Mutant::OvenOutranksBaked) {
+            Some(Rank::Progress(if mutants::on(ShopMutant::OvenOutranksBaked) {
                 3
             } else {
                 4

@@ -39,12 +39,9 @@
 
 #[cfg(feature = "kafka")]
 pub mod admin;
-pub mod blocking;
-pub mod clock;
 pub mod command;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod event;
 #[cfg(feature = "kafka")]
 pub mod group_offsets;
@@ -53,17 +50,14 @@ pub mod health;
 pub mod hostile;
 pub mod mutants;
 pub mod options;
-pub mod partitioner;
 pub mod probes;
 pub mod services;
 #[cfg(not(madsim))]
 pub mod shop;
-pub mod shutdown;
 pub mod store;
 pub mod supervised;
-pub mod throttle;
-pub mod transport;
 pub mod view;
 #[cfg(feature = "web")]
 pub mod web;
-pub mod worker;
+
+pub use framework::{blocking, clock, error, partitioner, shutdown, throttle, transport, worker};

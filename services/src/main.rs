@@ -200,7 +200,7 @@ struct KafkaArgs {
 impl KafkaArgs {
     fn props(&self) -> Result<KafkaProps> {
         match (&self.kafka_config, &self.brokers) {
-            (Some(path), _) => Ok(KafkaProps::load(path)?),
+            (Some(path), _) => Ok(pizza::config::load_kafka_props(path)?),
             (None, Some(b)) => Ok(KafkaProps::bootstrap(b)),
             (None, None) => bail!("give --kafka-config FILE or --brokers HOST:PORT"),
         }

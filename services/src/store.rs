@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::clock::now_ms;
 use crate::domain::{Order, StatusCodes};
-use crate::mutants::{self, Mutant};
+use crate::mutants::{self, Mutant, ShopMutant};
 use crate::view::{fold, FollowedView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate};
 
 /// A state store failure.
@@ -401,7 +401,7 @@ impl ViewStore {
             codes.something_wrong,
             codes.unknown,
         ];
-        let sql = if mutants::on(Mutant::WatchdogTrustsEventTime) {
+        let sql = if mutants::on(ShopMutant::WatchdogTrustsEventTime) {
             "SELECT order_id, status FROM order_status
              WHERE stuck = 0 AND status_ts < ?1 AND status NOT IN (?2, ?3, ?4, ?5)
              ORDER BY status_ts LIMIT ?6"

@@ -46,8 +46,7 @@ use std::time::Duration;
 use pizza::clock::now_ms;
 use pizza::config::ServiceName;
 use pizza::hostile::{Expect, Kind};
-use pizza::mutants::Mutant;
-use pizza::probes::Probe;
+use pizza::probes::{Probe, ProbeKind};
 
 use crate::node::BrokerShared;
 use crate::scenario::Scenario;
@@ -63,7 +62,7 @@ pub use verdict::{Checks, Invariant, Outcome, Violation, ALWAYS_CHECKED};
 pub struct RunOptions {
     pub scenario: Scenario,
     pub seed: u64,
-    pub mutant: Option<Mutant>,
+    pub mutant: Option<&'static str>,
     /// Overrides the scenario's order count.
     pub orders: Option<u32>,
 }
@@ -138,19 +137,17 @@ impl Shared {
 }
 
 /// The code probes that need not fire in the 30 swarm seeds every CI run checks
-/// (`required_probes_fire`); every other probe of `Probe::ALL` must. `dead-letter-dropped` fires
+/// (`required_probes_fire`); every other probe of [`crate::catalogue::probes`] must. `dead-letter-dropped` fires
 /// in 1 of those 30 (a dead letter refused even in its smallest form needs a max-bytes window
 /// below 150 bytes), and `retries-exhausted` in none since issue 15's draws (5 of 200: a worker
 /// runs its retries out only in an outage longer than its budget; the `outage` scenario has one
 /// every run); the 200-seed test checks both.
 pub const NOT_REQUIRED_PROBES: [Probe; 2] = [Probe::DeadLetterDropped, Probe::RetriesExhausted];
 
-/// The code probes every CI run of the simulation must see fire: `Probe::ALL` but
+/// The code probes every CI run of the simulation must see fire: every one but
 /// [`NOT_REQUIRED_PROBES`].
-pub fn required_probes() -> impl Iterator<Item = Probe> {
-    Probe::ALL
-        .into_iter()
-        .filter(|p| !NOT_REQUIRED_PROBES.contains(p))
+pub fn required_probes() -> impl Iterator<Item = &'static str> {
+    crate::catalogue::probes().filter(|p| !NOT_REQUIRED_PROBES.iter().any(|n| n.name() == *p))
 }
 
 /// Where the broker's state is kept for a run that panics: its trace is still the run's.

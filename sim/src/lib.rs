@@ -10,6 +10,7 @@
 //! parts that need madsim's runtime exist only under `--cfg madsim` (`cargo sim`, see the README).
 
 pub mod broker;
+pub mod catalogue;
 #[cfg(madsim)]
 pub mod harness;
 pub mod log;

@@ -5,7 +5,7 @@
 //! mutant (a known bug class) is caught by a named scenario within a fixed number of seeds.
 #![cfg(madsim)]
 
-use pizza::mutants::Mutant;
+use pizza::mutants::{BugClass, Mutant, ShopMutant};
 use pizza_sim::harness::{check_determinism, required_probes, run, Outcome, RunOptions};
 use pizza_sim::node::MAX_POLL_LEFT;
 use pizza_sim::scenario::Scenario;
@@ -15,7 +15,7 @@ fn scenario(name: &str) -> Scenario {
     Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn run_seed(name: &str, seed: u64, mutant: Option<Mutant>) -> Outcome {
+fn run_seed(name: &str, seed: u64, mutant: Option<&'static str>) -> Outcome {
     run(&RunOptions {
         scenario: scenario(name),
         seed,
@@ -243,9 +243,9 @@ fn the_same_seed_gives_the_same_trace() {
 }
 
 /// `mutant` must make `scenario` fail on `invariant` within `seeds` seeds.
-fn caught(mutant: Mutant, name: &str, seeds: u64, invariant: &str) {
+fn caught(mutant: impl BugClass, name: &str, seeds: u64, invariant: &str) {
     for seed in 0..seeds {
-        let o = run_seed(name, seed, Some(mutant));
+        let o = run_seed(name, seed, Some(mutant.name()));
         if o.passed() {
             println!("{} survived {name} seed {seed}", mutant.name());
             continue;
@@ -296,7 +296,7 @@ fn mutant_commit_before_durable_is_caught() {
 #[test]
 fn mutant_delivery_state_in_memory_is_caught() {
     caught(
-        Mutant::DeliveryStateInMemory,
+        ShopMutant::DeliveryStateInMemory,
         "crash-restart",
         5,
         "all-accepted-delivered",
@@ -305,14 +305,19 @@ fn mutant_delivery_state_in_memory_is_caught() {
 
 #[test]
 fn mutant_no_monotonic_guard_is_caught() {
-    caught(Mutant::NoMonotonicGuard, "reorder", 5, "no-regression");
+    caught(ShopMutant::NoMonotonicGuard, "reorder", 5, "no-regression");
 }
 
 /// A second drive for a delivered pizza, announced with the first delivery's time, leaves one
 /// delivery on the log: only counting the drives sees it.
 #[test]
 fn mutant_redrive_keeps_time_is_caught() {
-    caught(Mutant::RedriveKeepsTime, "crash-restart", 5, "no-double-delivery");
+    caught(
+        ShopMutant::RedriveKeepsTime,
+        "crash-restart",
+        5,
+        "no-double-delivery",
+    );
 }
 
 /// Every code probe marked required fires in some of 30 swarm seeds: the error paths they mark
@@ -325,10 +330,7 @@ fn required_probes_fire() {
         assert!(o.passed(), "{o}");
         fired.extend(o.probes.iter().filter(|(_, n)| **n > 0).map(|(p, _)| *p));
     }
-    let missing: Vec<&str> = required_probes()
-        .filter(|p| !fired.contains(p))
-        .map(|p| p.name())
-        .collect();
+    let missing: Vec<&str> = required_probes().filter(|p| !fired.contains(p)).collect();
     assert!(
         missing.is_empty(),
         "required probes that fired in none of 30 swarm seeds: {missing:?}"
@@ -339,17 +341,17 @@ fn required_probes_fire() {
 /// order of codes, from the spec, does not.
 #[test]
 fn mutant_oven_outranks_baked_is_caught() {
-    caught(Mutant::OvenOutranksBaked, "pipeline", 5, "no-regression");
+    caught(ShopMutant::OvenOutranksBaked, "pipeline", 5, "no-regression");
 }
 
 #[test]
 fn mutant_no_dedup_is_caught() {
-    caught(Mutant::NoDedup, "crash-restart", 5, "no-double-delivery");
+    caught(ShopMutant::NoDedup, "crash-restart", 5, "no-double-delivery");
 }
 
 #[test]
 fn mutant_watchdog_race_is_caught() {
-    caught(Mutant::WatchdogRace, "watchdog", 5, "stuck-only-when-stuck");
+    caught(ShopMutant::WatchdogRace, "watchdog", 5, "stuck-only-when-stuck");
 }
 
 #[test]
@@ -364,7 +366,7 @@ fn mutant_offset_passes_unfinished_is_caught() {
 
 #[test]
 fn mutant_watchdog_drift_is_caught() {
-    caught(Mutant::WatchdogDrift, "watchdog", 5, "stuck-marked-in-time");
+    caught(ShopMutant::WatchdogDrift, "watchdog", 5, "stuck-marked-in-time");
 }
 
 #[test]
@@ -383,7 +385,7 @@ fn mutant_dlq_whole_only_is_caught() {
 #[test]
 fn mutant_timeout_says_not_placed_is_caught() {
     caught(
-        Mutant::TimeoutSaysNotPlaced,
+        ShopMutant::TimeoutSaysNotPlaced,
         "standard",
         3,
         "customers-told-the-truth",
@@ -407,7 +409,7 @@ fn mutant_skip_when_retries_run_out_is_caught() {
 #[test]
 fn mutant_watchdog_trusts_event_time_is_caught() {
     caught(
-        Mutant::WatchdogTrustsEventTime,
+        ShopMutant::WatchdogTrustsEventTime,
         "clocks",
         2,
         "stuck-only-when-stuck",
@@ -441,7 +443,7 @@ fn mutant_empty_view_not_rebuilt_is_caught() {
 #[test]
 fn mutant_deliver_state_stays_local_is_caught() {
     caught(
-        Mutant::DeliverStateStaysLocal,
+        ShopMutant::DeliverStateStaysLocal,
         "scale",
         5,
         "all-accepted-delivered",
@@ -460,7 +462,7 @@ fn mutant_restore_skipped_is_caught() {
 #[test]
 fn mutant_status_folds_its_partitions_is_caught() {
     caught(
-        Mutant::StatusFoldsItsPartitions,
+        ShopMutant::StatusFoldsItsPartitions,
         "status-scale",
         5,
         "view-equals-rebuild",
@@ -528,10 +530,8 @@ fn every_probe_fires_within_200_swarm_seeds() {
         assert!(o.passed(), "{o}");
         fired.extend(o.probes.iter().filter(|(_, n)| **n > 0).map(|(p, _)| *p));
     }
-    let missing: Vec<&str> = pizza::probes::Probe::ALL
-        .iter()
-        .filter(|p| !fired.contains(*p))
-        .map(|p| p.name())
+    let missing: Vec<&str> = pizza_sim::catalogue::probes()
+        .filter(|p| !fired.contains(p))
         .collect();
     assert!(
         missing.is_empty(),

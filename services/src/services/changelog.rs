@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
 use crate::error::Report;
-use crate::mutants::{self, Mutant};
+use crate::mutants::{self, Mutant, ShopMutant};
 use crate::store::{Claim, DeliveryFact, DeliveryStore, StoreError};
 use crate::transport::{Fetched, OutRecord, Reader, Record, Transport};
 use crate::worker::HandleError;
@@ -202,8 +202,8 @@ impl<T: Transport> Changelog<T> {
             shared,
             cmds,
             tail,
-            local_only: mutants::on(Mutant::DeliverStateStaysLocal)
-                || mutants::on(Mutant::DeliveryStateInMemory),
+            local_only: mutants::on(ShopMutant::DeliverStateStaysLocal)
+                || mutants::on(ShopMutant::DeliveryStateInMemory),
             local_offsets: AtomicI64::new(0),
         }
     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::domain::{delivery_secs, encode, StatusOnly};
 use crate::event::{parse, unexpected, Event};
-use crate::mutants::{self, Mutant};
-use crate::probes::{self, Probe};
+use crate::mutants::{self, ShopMutant};
+use crate::probes::{self, ShopProbe};
 use crate::services::changelog::Changelog;
 use crate::services::ServiceConfig;
 use crate::store::{Claim, DeliveryFact, DeliveryState, DeliveryStore};
@@ -139,15 +139,15 @@ impl<T: Transport> Deliver<T> {
         let (stands, mine) = self.log.claim(rec.partition, order_id, at_ms).await?;
         probes::disk_io().await;
         // A deliver that does not recognise a delivery already made drives on its own claim.
-        let (claim, mine) = if mutants::on(Mutant::NoDedup) {
+        let (claim, mine) = if mutants::on(ShopMutant::NoDedup) {
             (Claim { at_ms, offset: 0 }, true)
         } else {
             (stands, mine)
         };
         if mine {
-            probes::hit(Probe::DeliveryDriven, order_id);
+            probes::hit(ShopProbe::DeliveryDriven, order_id);
         } else {
-            probes::hit(Probe::DeliveryResent, order_id);
+            probes::hit(ShopProbe::DeliveryResent, order_id);
         }
         self.announce(order_id, claim, customer_id).await
     }
@@ -179,7 +179,7 @@ impl<T: Transport> Handler for Deliver<T> {
         // in between (the worker's key lanes see to it; the changelog's first claim stands if
         // one does).
         probes::disk_io().await;
-        if mutants::on(Mutant::NoDedup) {
+        if mutants::on(ShopMutant::NoDedup) {
             state.claim = None;
         }
         // A pizza-baked of an order whose customer is known goes straight to the claim, which
@@ -188,7 +188,7 @@ impl<T: Transport> Handler for Deliver<T> {
         if state.claim.is_none() && news(&state, &fact) && !claims_next {
             self.log.write(rec.partition, order_id, fact).await?;
             state = self.store.get(order_id)?;
-            if mutants::on(Mutant::NoDedup) {
+            if mutants::on(ShopMutant::NoDedup) {
                 state.claim = None;
             }
         }
@@ -198,7 +198,7 @@ impl<T: Transport> Handler for Deliver<T> {
         match decide(&state) {
             Decision::Wait => Ok(()),
             Decision::Pend => {
-                probes::hit(Probe::Pending, order_id);
+                probes::hit(ShopProbe::Pending, order_id);
                 self.send(&topics.pending, order_id, codes.pending, now_ms())
                     .await
             }
@@ -206,12 +206,12 @@ impl<T: Transport> Handler for Deliver<T> {
                 self.deliver(rec, order_id, &customer_id, pending).await
             }
             Decision::Resend(claim) => {
-                probes::hit(Probe::DeliveryResent, order_id);
+                probes::hit(ShopProbe::DeliveryResent, order_id);
                 let customer_id = state.customer_id.unwrap_or_default();
-                if mutants::on(Mutant::RedriveKeepsTime) {
+                if mutants::on(ShopMutant::RedriveKeepsTime) {
                     let secs = delivery_secs(&customer_id, state.pending);
                     self.cfg.time_scale.sleep_secs(secs as f64).await;
-                    probes::hit(Probe::DeliveryDriven, order_id);
+                    probes::hit(ShopProbe::DeliveryDriven, order_id);
                 }
                 self.announce(order_id, claim, &customer_id).await
             }

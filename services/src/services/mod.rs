@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::ServiceName;
-use crate::mutants::{self, Mutant};
+use crate::mutants::{self, ShopMutant};
 pub use crate::options::ServiceConfig;
 use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
@@ -177,7 +177,7 @@ pub async fn run<T: Transport>(
             let mut h = status::Status::new(cfg.clone());
             // Every instance folds the whole log into its own view, from where its file says (a
             // new file, or its disk lost: from the log's start).
-            let follower = if mutants::on(Mutant::StatusFoldsItsPartitions) {
+            let follower = if mutants::on(ShopMutant::StatusFoldsItsPartitions) {
                 h.folds_into = Some(view.clone());
                 None
             } else {

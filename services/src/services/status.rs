@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::clock::now_ms;
 use crate::domain::{encode, StatusEvent};
 use crate::error::Report;
-use crate::mutants::{self, Mutant};
+use crate::mutants::{self, ShopMutant};
 use crate::partitioner::partition_for;
 use crate::probes;
 use crate::services::ServiceConfig;
@@ -165,13 +165,13 @@ pub async fn watchdog<T: Transport>(
         // Between the read and the marks, progress may arrive (the marks carry what they saw).
         probes::seam().await;
         // The marks go out together: one slow produce does not hold back the others.
-        let drift = mutants::on(Mutant::WatchdogDrift);
+        let drift = mutants::on(ShopMutant::WatchdogDrift);
         let mut marks = Vec::new();
         for (order_id, status) in candidates {
             let mark = StatusEvent {
                 status: codes.stuck,
                 timestamp: Some(now),
-                observed_status: Some(status).filter(|_| !mutants::on(Mutant::WatchdogRace)),
+                observed_status: Some(status).filter(|_| !mutants::on(ShopMutant::WatchdogRace)),
             };
             let out = OutRecord::new(&cfg.sys.topics.status, order_id.as_str(), encode(&mark));
             let transport = transport.clone();

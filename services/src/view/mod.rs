@@ -20,8 +20,8 @@ use serde::Serialize;
 use crate::config::SysConfig;
 use crate::domain::{Malformed, Order, StatusCodes};
 use crate::event::{event_ts, parse, unexpected, Event};
-use crate::mutants::{self, Mutant};
-use crate::probes::{self, Probe};
+use crate::mutants::{self, ShopMutant};
+use crate::probes::{self, ShopProbe};
 use crate::transport::Record;
 
 /// Where the view's updates are kept (the status service's SQLite file, a fresh file for a
@@ -97,7 +97,7 @@ pub fn fold(
         let cur = current?;
         let raced = observed.is_some_and(|o| o != cur.status);
         if raced {
-            probes::hit(Probe::WatchdogMarkRaced, "");
+            probes::hit(ShopProbe::WatchdogMarkRaced, "");
         }
         if cur.stuck || raced || codes.is_final(cur.status) {
             return None;
@@ -109,11 +109,11 @@ pub fn fold(
         });
     }
     let rank = codes.rank(status)?;
-    let current = current.filter(|_| !mutants::on(Mutant::NoMonotonicGuard));
+    let current = current.filter(|_| !mutants::on(ShopMutant::NoMonotonicGuard));
     if let Some(cur) = current {
         match codes.rank(cur.status) {
             Some(r) if r >= rank => {
-                probes::hit(Probe::StaleStatusIgnored, "");
+                probes::hit(ShopProbe::StaleStatusIgnored, "");
                 return None;
             }
             _ => {}

@@ -1,7 +1,8 @@
-//! The library's modules depend on each other one way: no cycle among the top-level modules of
-//! `services/src` (domain at the bottom; configuration, transport, the event judgement and the
-//! view above it; the services, the shop and the web app on top). Read from the sources: a
-//! `crate::module` path outside a file's `#[cfg(test)]` part is a dependency.
+//! The layers, read from the sources: the framework crate (`framework/`) at the bottom names no
+//! application, and within each crate the top-level modules depend on each other one way (in the
+//! shop: domain at the bottom; configuration, the event judgement and the view above it; the
+//! services, the shop and the web app on top). A `crate::module` path outside a file's
+//! `#[cfg(test)]` part is a dependency.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -95,11 +96,14 @@ fn cycles(g: &Graph) -> Vec<Vec<String>> {
     g.keys().filter_map(|m| cycle_through(g, m)).collect()
 }
 
+fn crate_src(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join("src")
+}
+
 #[test]
 fn the_library_modules_depend_on_each_other_one_way() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let g = graph(&src);
-    assert!(g.len() >= 15, "read too few modules: {g:?}");
+    let g = graph(&crate_src("."));
+    assert!(g.len() >= 12, "read too few modules: {g:?}");
     assert!(
         g["services"].contains("worker"),
         "the reader misses dependencies: {g:?}"
@@ -109,13 +113,6 @@ fn the_library_modules_depend_on_each_other_one_way() {
         found.is_empty(),
         "import cycles among services/src's modules: {found:?}"
     );
-    for leaf in ["error", "mutants", "partitioner"] {
-        assert!(
-            g.get(leaf).is_none_or(BTreeSet::is_empty),
-            "{leaf} depends on {:?}",
-            g[leaf]
-        );
-    }
     // The domain sits on the leaves alone (a mutant switch in its rank table, the worker's
     // `Malformed`).
     let domain = g.get("domain").cloned().unwrap_or_default();
@@ -123,9 +120,30 @@ fn the_library_modules_depend_on_each_other_one_way() {
     assert!(domain.is_subset(&leaves), "domain depends on {domain:?}");
 }
 
-/// The framework's modules: what any set of Kafka services is written against (the transport seam
-/// and its Kafka implementation, the worker, the blocking and clock helpers, shutdown, probes and
-/// the mutant switch, Kafka's partitioner). The pizza shop is built on them.
+#[test]
+fn the_framework_modules_depend_on_each_other_one_way() {
+    let g = graph(&crate_src("../framework"));
+    for m in FRAMEWORK {
+        assert!(g.contains_key(m), "no module {m} in {:?}", g.keys());
+    }
+    assert!(
+        g["worker"].contains("transport"),
+        "the reader misses dependencies: {g:?}"
+    );
+    let found = cycles(&g);
+    assert!(found.is_empty(), "import cycles in framework/src: {found:?}");
+    for leaf in ["error", "mutants", "partitioner"] {
+        assert!(
+            g.get(leaf).is_none_or(BTreeSet::is_empty),
+            "{leaf} depends on {:?}",
+            g[leaf]
+        );
+    }
+}
+
+/// The framework crate's modules: what any set of Kafka services is written against (the
+/// transport seam and its Kafka implementation, the worker, the blocking and clock helpers,
+/// shutdown, probes and the mutant switch, Kafka's partitioner).
 const FRAMEWORK: [&str; 10] = [
     "blocking",
     "clock",
@@ -138,6 +156,9 @@ const FRAMEWORK: [&str; 10] = [
     "transport",
     "worker",
 ];
+
+/// The workspace's application crates (by package name and as a path in Rust).
+const APPLICATIONS: [(&str, &str); 2] = [("pizza", "pizza"), ("pizza-sim", "pizza_sim")];
 
 /// Which of `framework`'s modules name a module outside it, and which.
 fn upward(g: &Graph, framework: &[&str]) -> Vec<(String, Vec<String>)> {
@@ -155,20 +176,79 @@ fn upward(g: &Graph, framework: &[&str]) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// The direction rule: the framework names nothing of the application (its domain, topology,
-/// services, view, web app); the application builds on the framework.
+/// The crates a manifest's `[dependencies]` (any kind) name.
+fn manifest_dependencies(toml: &str) -> BTreeSet<String> {
+    let mut deps = BTreeSet::new();
+    let mut in_deps = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line.contains("dependencies");
+        } else if in_deps {
+            if let Some((name, _)) = line.split_once('=') {
+                let name = name.trim().split('.').next().unwrap_or("");
+                deps.insert(name.trim_matches('"').to_owned());
+            }
+        }
+    }
+    deps
+}
+
+/// The framework's files that name an application crate, and which.
+fn naming_applications(src: &Path) -> Vec<(PathBuf, &'static str)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(&f).expect("readable source");
+            APPLICATIONS
+                .iter()
+                .find(|(_, path)| text.contains(&format!("{path}::")))
+                .map(|(_, path)| (f, *path))
+        })
+        .collect()
+}
+
+/// The direction rule: the framework names nothing of any application (the shop's domain,
+/// topology, services, view, web app); the application builds on the framework. The framework
+/// crate depends on no application crate, no source of it names one, and none of its modules
+/// reaches outside the framework's own.
 #[test]
 fn the_framework_names_nothing_of_the_application() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let g = graph(&src);
-    for m in FRAMEWORK {
-        assert!(g.contains_key(m), "no module {m} in {:?}", g.keys());
-    }
-    let found = upward(&g, &FRAMEWORK);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../framework");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("framework manifest");
+    let deps = manifest_dependencies(&manifest);
+    assert!(deps.contains("tokio"), "the reader misses dependencies: {deps:?}");
+    let apps: Vec<_> = APPLICATIONS
+        .iter()
+        .filter(|(name, _)| deps.contains(*name))
+        .collect();
+    assert!(apps.is_empty(), "the framework depends on {apps:?}");
+    let named = naming_applications(&root.join("src"));
+    assert!(
+        named.is_empty(),
+        "framework files that name an application: {named:?}"
+    );
+    let found = upward(&graph(&root.join("src")), &FRAMEWORK);
     assert!(
         found.is_empty(),
-        "framework modules that name the application: {found:?}"
+        "framework modules that name modules outside the framework: {found:?}"
     );
+}
+
+#[test]
+fn the_reader_sees_a_framework_manifest_or_file_that_names_the_application() {
+    let toml = "[package]\nname = \"framework\"\n[dependencies]\ntokio.workspace = true\n\
+                pizza = { path = \"../services\" }\n[features]\nkafka = []\n";
+    let deps = manifest_dependencies(toml);
+    assert_eq!(deps, BTreeSet::from(["tokio".to_owned(), "pizza".to_owned()]));
+    let dir = std::env::temp_dir().join(format!("layers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("a.rs"), "use std::fmt;").expect("write");
+    std::fs::write(dir.join("b.rs"), "fn f() { pizza::domain::x() }").expect("write");
+    let named = naming_applications(&dir);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert_eq!(named, [(dir.join("b.rs"), "pizza")]);
 }
 
 #[test]

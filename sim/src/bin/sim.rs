@@ -28,8 +28,7 @@ mod runner {
 
     use clap::error::ErrorKind;
     use clap::{CommandFactory, Parser};
-    use pizza::mutants::Mutant;
-    use pizza::probes::Probe;
+    use pizza_sim::catalogue;
     use pizza_sim::harness::{run, Invariant, Outcome, RunOptions};
     use pizza_sim::scenario::Scenario;
 
@@ -56,7 +55,7 @@ mod runner {
         orders: Option<u32>,
         /// Switch on a known bug (see --list); the run is expected to fail.
         #[arg(long, value_name = "NAME", value_parser = parse_mutant)]
-        mutant: Option<Mutant>,
+        mutant: Option<&'static str>,
         /// Write the --seed run's trace here, even when it passes (a sweep writes failing runs'
         /// traces to --traces).
         #[arg(long, value_name = "FILE", requires = "seed")]
@@ -88,8 +87,8 @@ mod runner {
             .ok_or_else(|| format!("`{v}` is not a positive number"))
     }
 
-    fn parse_mutant(v: &str) -> Result<Mutant, String> {
-        v.parse()
+    fn parse_mutant(v: &str) -> Result<&'static str, String> {
+        catalogue::parse_mutant(v)
     }
 
     /// The command line resolved: the scenarios loaded, the seeds and defaults settled.
@@ -100,7 +99,7 @@ mod runner {
         single: bool,
         jobs: usize,
         orders: Option<u32>,
-        mutant: Option<Mutant>,
+        mutant: Option<&'static str>,
         trace: Option<PathBuf>,
         traces: PathBuf,
     }
@@ -159,8 +158,8 @@ mod runner {
             println!("  {}", p.file_stem().unwrap_or_default().to_string_lossy());
         }
         println!("mutants:");
-        for m in Mutant::ALL {
-            println!("  {}", m.name());
+        for m in catalogue::mutants() {
+            println!("  {m}");
         }
     }
 
@@ -182,7 +181,7 @@ mod runner {
     }
 
     fn trace_path(dir: &Path, o: &Outcome) -> PathBuf {
-        let m = o.mutant.map(|m| format!("-{}", m.name())).unwrap_or_default();
+        let m = o.mutant.map(|m| format!("-{m}")).unwrap_or_default();
         dir.join(format!("{}-seed{}{m}.trace", o.scenario, o.seed))
     }
 
@@ -241,10 +240,7 @@ mod runner {
             return 0;
         }
         for (sc, seed) in &tally.failures {
-            let m = args
-                .mutant
-                .map(|m| format!(" --mutant {}", m.name()))
-                .unwrap_or_default();
+            let m = args.mutant.map(|m| format!(" --mutant {m}")).unwrap_or_default();
             println!("failed: cargo sim --scenario {sc} --seed {seed}{m}");
         }
         1
@@ -260,9 +256,7 @@ mod runner {
             args.seeds.end,
             runs,
             args.jobs,
-            args.mutant
-                .map(|m| format!(", mutant {}", m.name()))
-                .unwrap_or_default()
+            args.mutant.map(|m| format!(", mutant {m}")).unwrap_or_default()
         );
     }
 
@@ -272,7 +266,7 @@ mod runner {
         /// (scenario, seed), in the order they finished.
         failures: Vec<(String, u64)>,
         /// Per code probe, the runs it fired in and its hits in all.
-        probes: BTreeMap<Probe, (usize, u64)>,
+        probes: BTreeMap<&'static str, (usize, u64)>,
         /// Per invariant: runs that checked it, checks that ran, checks excused.
         checks: BTreeMap<Invariant, (usize, u64, u64)>,
         /// Runs with a commit that moved an offset back, and such commits in all.
@@ -402,11 +396,11 @@ mod runner {
     }
 
     /// Every code probe: in how many of the runs it fired, and how often in all.
-    fn print_probes(probes: &BTreeMap<Probe, (usize, u64)>, runs: usize) {
+    fn print_probes(probes: &BTreeMap<&'static str, (usize, u64)>, runs: usize) {
         println!("code probes (runs fired in / {runs}, hits):");
-        for probe in Probe::ALL {
-            let (seeds, hits) = probes.get(&probe).copied().unwrap_or_default();
-            println!("  {:<24} {seeds:>5} {hits:>9}", probe.name());
+        for probe in catalogue::probes() {
+            let (seeds, hits) = probes.get(probe).copied().unwrap_or_default();
+            println!("  {probe:<24} {seeds:>5} {hits:>9}");
         }
     }
 

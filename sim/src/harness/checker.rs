@@ -13,6 +13,7 @@ use pizza::config::{ServiceName, SysConfig, Topics};
 use pizza::domain::{decode, StatusEvent, StatusOnly};
 use pizza::error::Report;
 use pizza::hostile::{self, Expect, Kind, TAG_HEADER};
+use pizza::probes::{ProbeKind, ShopProbe};
 use pizza::services::ServiceConfig;
 use pizza::store::ViewStore;
 use pizza::view::StatusRow;
@@ -781,7 +782,9 @@ pub(super) fn check_log(
     let topics = &sys.topics;
     let accepted = shared.accepted.lock().expect("accepted").clone();
     let deliveries = check_deliveries(&b, topics, shared);
-    check_drives(&probes.drives, &b.gone, shared);
+    let drives = probes.keyed.get(ShopProbe::DeliveryDriven.name());
+    let drives = drives.cloned().unwrap_or_default();
+    check_drives(&drives, &b.gone, shared);
     check_commits(&b, &probes.finished, shared);
     check_marks(&b, topics, sla_ms, shared);
     check_no_event_lost(&b, topics, &accepted, shared);
@@ -791,7 +794,7 @@ pub(super) fn check_log(
     let (dead, dlq_records) = check_dlq(&b, topics, (&hostile_in_log, &unreadable), shared);
     check_dead_lettered(topics, &hostile_in_log, &dead, &excused, shared);
     log_checks::check_unreadable(topics, &unreadable, &dead, &excused, shared);
-    log_checks::check_aborted(&b, topics, &probes.drives, shared);
+    log_checks::check_aborted(&b, topics, &drives, shared);
     log_checks::check_isolation(&b, sc, sys, &probes.finished, shared);
     LogCounts {
         delivered: accepted.keys().filter(|o| deliveries.contains_key(*o)).count(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pizza::clock::now_ms;
 use pizza::config::ServiceName;
 use pizza::error::Report;
-use pizza::mutants::{self, Mutant};
+use pizza::mutants::{self, ShopMutant};
 use pizza::services::{RunError, Service, ServiceConfig};
 use pizza::shutdown::Shutdown;
 use pizza::store::DeliveryStore;
@@ -90,7 +90,7 @@ pub(super) async fn run_service(
 /// delivery's state in memory (lost with the node): the harness injects that store, the service
 /// code has no hook for it.
 fn open_service(service: ServiceName, cfg: &ServiceConfig) -> Result<Service, RunError> {
-    if service == ServiceName::Deliver && mutants::on(Mutant::DeliveryStateInMemory) {
+    if service == ServiceName::Deliver && mutants::on(ShopMutant::DeliveryStateInMemory) {
         let store = DeliveryStore::open(std::path::Path::new(":memory:"))?;
         return Ok(Service::Deliver(std::sync::Arc::new(store)));
     }

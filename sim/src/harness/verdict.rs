@@ -6,9 +6,6 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use pizza::mutants::Mutant;
-use pizza::probes::Probe;
-
 /// What the run checks; [`Invariant::name`] is how reports, traces and the README name each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Invariant {
@@ -149,7 +146,7 @@ pub struct Outcome {
     /// The scenario as run (a swarm's draw written out).
     pub scenario_text: String,
     pub seed: u64,
-    pub mutant: Option<Mutant>,
+    pub mutant: Option<&'static str>,
     pub violations: Vec<Violation>,
     pub trace_hash: u64,
     pub trace: Vec<String>,
@@ -166,7 +163,7 @@ pub struct Outcome {
     /// Simulated time the run took.
     pub simulated: Duration,
     /// How often each code probe fired (`pizza::probes`): which error paths the run took.
-    pub probes: BTreeMap<Probe, u64>,
+    pub probes: BTreeMap<&'static str, u64>,
     /// Per invariant, how many checks ran and how many a fault excused.
     pub checks: BTreeMap<Invariant, Checks>,
     /// Commits that moved a group's offset back (records then come again; see `check_commits`).
@@ -239,7 +236,7 @@ impl Outcome {
     pub fn replay_command(&self) -> String {
         let mut c = format!("cargo sim --scenario {} --seed {}", self.scenario, self.seed);
         if let Some(m) = self.mutant {
-            c.push_str(&format!(" --mutant {}", m.name()));
+            c.push_str(&format!(" --mutant {m}"));
         }
         c
     }
@@ -253,7 +250,7 @@ impl Outcome {
             "# scenario {} seed {} mutant {} trace hash {:016x}\n# replay: {}\n",
             self.scenario,
             self.seed,
-            self.mutant.map_or("none", |m| m.name()),
+            self.mutant.unwrap_or("none"),
             self.trace_hash,
             self.replay_command()
         );
@@ -271,10 +268,7 @@ impl Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mutant = self
-            .mutant
-            .map(|m| format!(" mutant={}", m.name()))
-            .unwrap_or_default();
+        let mutant = self.mutant.map(|m| format!(" mutant={m}")).unwrap_or_default();
         let ran: u64 = self.checks.values().map(|c| c.ran).sum();
         let excused: u64 = self.checks.values().map(|c| c.exempted).sum();
         if self.passed() {

@@ -3,11 +3,25 @@
 //! a branch that must be exercised never is. Like the mutant switches, probes exist in every build
 //! so the code has one path; outside `--cfg madsim` [`hit`] does nothing and compiles away.
 //!
-//! Under madsim the hits are counted per thread (one simulation per thread), and
-//! [`Probe::DeliveryDriven`] also keeps which order it was for: the simulation counts the drives
-//! themselves, not the timestamps they leave on the log.
+//! The framework's probes are [`Probe`]; an application declares its own as an enum that
+//! implements [`ProbeKind`], and marks them with the same [`hit`].
+//!
+//! Under madsim the hits are counted per thread (one simulation per thread), by name, and a
+//! [keyed](ProbeKind::keyed) probe also keeps which key each hit was for (the shop counts a
+//! driver's drives per order, not the timestamps they leave on the log).
 
-/// An error-handling branch (or an effect) the simulation must see taken.
+/// A family of probes (the framework's [`Probe`], or an application's own enum).
+pub trait ProbeKind: Copy + 'static {
+    /// Its name in reports: unique across every family a simulation knows.
+    fn name(self) -> &'static str;
+    /// Whether the simulation also counts its hits per key (a drive per order, say), not only in
+    /// all.
+    fn keyed(self) -> bool {
+        false
+    }
+}
+
+/// An error-handling branch of the framework the simulation must see taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Probe {
     /// A handler failed in a way worth retrying, and the worker will try again.
@@ -28,16 +42,6 @@ pub enum Probe {
     ProduceFailed,
     /// A store was busy or locked (retriable).
     StoreBusy,
-    /// Deliver saw the pizza baked before it knew the order: pending.
-    Pending,
-    /// Deliver saw a baked pizza it had already delivered: it re-sent the delivery, no new drive.
-    DeliveryResent,
-    /// A driver delivered a pizza (keyed by order).
-    DeliveryDriven,
-    /// A stuck mark that was decided before progress arrived after it, and changed nothing.
-    WatchdogMarkRaced,
-    /// A stale or duplicate status that the view's fold ignored.
-    StaleStatusIgnored,
     /// The consumer dropped a record fetched for a partition a rebalance has since taken away.
     RevokedRecordDropped,
     /// A produce failed after its request may have reached the broker: the record may be written.
@@ -51,8 +55,8 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// Every probe.
-    pub const ALL: [Probe; 18] = [
+    /// Every one of them.
+    pub const ALL: [Probe; 13] = [
         Probe::HandlerRetried,
         Probe::RetriesExhausted,
         Probe::DeadLettered,
@@ -62,19 +66,15 @@ impl Probe {
         Probe::MarkDoneRefused,
         Probe::ProduceFailed,
         Probe::StoreBusy,
-        Probe::Pending,
-        Probe::DeliveryResent,
-        Probe::DeliveryDriven,
-        Probe::WatchdogMarkRaced,
-        Probe::StaleStatusIgnored,
         Probe::RevokedRecordDropped,
         Probe::ProduceMaybeWritten,
         Probe::RecordUnreadable,
         Probe::PositionPastRecords,
     ];
+}
 
-    /// Its name in reports.
-    pub fn name(self) -> &'static str {
+impl ProbeKind for Probe {
+    fn name(self) -> &'static str {
         match self {
             Probe::HandlerRetried => "handler-retried",
             Probe::RetriesExhausted => "retries-exhausted",
@@ -85,11 +85,6 @@ impl Probe {
             Probe::MarkDoneRefused => "mark-done-refused",
             Probe::ProduceFailed => "produce-failed",
             Probe::StoreBusy => "store-busy",
-            Probe::Pending => "pending",
-            Probe::DeliveryResent => "delivery-resent",
-            Probe::DeliveryDriven => "delivery-driven",
-            Probe::WatchdogMarkRaced => "watchdog-mark-raced",
-            Probe::StaleStatusIgnored => "stale-status-ignored",
             Probe::RevokedRecordDropped => "revoked-record-dropped",
             Probe::ProduceMaybeWritten => "produce-maybe-written",
             Probe::RecordUnreadable => "record-unreadable",
@@ -101,7 +96,7 @@ impl Probe {
 /// Marks that the code took `probe`'s branch (for `key`, an order id, where it matters).
 #[cfg(not(madsim))]
 #[inline(always)]
-pub fn hit(_probe: Probe, _key: &str) {}
+pub fn hit(_probe: impl ProbeKind, _key: &str) {}
 
 /// Marks that `group` finished the record at `topic`/`partition`@`offset` (its handler returned):
 /// the simulation holds the group's committed offsets to what its members finished.
@@ -142,17 +137,18 @@ mod sim {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
-    use super::Probe;
+    use super::ProbeKind;
 
     /// Per group, topic and partition (a few dozen): the offsets its members finished, each with
     /// when it was first finished (simulated epoch ms).
     pub type Finished = Vec<((String, String, i32), BTreeMap<i64, i64>)>;
 
-    /// What one simulation's probes saw: hits per probe, and the orders of the keyed ones.
+    /// What one simulation's probes saw: hits per probe (by name), and per key for the keyed ones.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     pub struct Hits {
-        pub counts: BTreeMap<Probe, u64>,
-        pub drives: BTreeMap<String, u64>,
+        pub counts: BTreeMap<&'static str, u64>,
+        /// Per keyed probe, its hits per key.
+        pub keyed: BTreeMap<&'static str, BTreeMap<String, u64>>,
         /// Per group, topic and partition: the offsets its members finished.
         pub finished: Finished,
         /// Records passed over without a dead-letter note: service, topic, partition, offset.
@@ -184,12 +180,13 @@ mod sim {
     }
 
     /// Marks that the code took `probe`'s branch (for `key`, an order id, where it matters).
-    pub fn hit(probe: Probe, key: &str) {
+    pub fn hit(probe: impl ProbeKind, key: &str) {
         HITS.with(|h| {
             let mut h = h.borrow_mut();
-            *h.counts.entry(probe).or_default() += 1;
-            if probe == Probe::DeliveryDriven {
-                *h.drives.entry(key.to_owned()).or_default() += 1;
+            *h.counts.entry(probe.name()).or_default() += 1;
+            if probe.keyed() {
+                let keys = h.keyed.entry(probe.name()).or_default();
+                *keys.entry(key.to_owned()).or_default() += 1;
             }
         });
     }

@@ -946,7 +946,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
 
     /// Ends every handler task still running and waits until each is gone. A worker that stops
     /// on an error must not leave them behind: the service restarts, the records come again, and
-    /// a task of the old worker still driving an order would race the new one's handling of it
+    /// a task of the old worker still handling a record would race the new one's handling of it
     /// (swarm seed 57 drove 48 orders twice that way). Ended mid-way, a task is as a crash leaves
     /// it: its record was not marked, and comes again.
     async fn end_tasks(&mut self) {
@@ -1376,7 +1376,7 @@ mod tests {
         let size = |o: &OutRecord| crate::transport::RawRecord::from(o.clone()).size();
         let forms: Vec<OutRecord> = DlqForm::ALL
             .iter()
-            .map(|f| dlq_record(&rec, "pizza-dlq", "assemble", "bad", *f))
+            .map(|f| dlq_record(&rec, "my-dlq", "assemble", "bad", *f))
             .collect();
         assert!(size(&forms[0]) > size(&forms[1]) && size(&forms[1]) > size(&forms[2]));
         let h = |o: &OutRecord, k: &str| {
@@ -1387,7 +1387,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         for o in &forms {
-            assert_eq!(o.topic, "pizza-dlq");
+            assert_eq!(o.topic, "my-dlq");
             assert_eq!(h(o, "dlq.source.topic"), ["pizza-ordered"]);
             assert_eq!(h(o, "dlq.source.partition"), ["3"]);
             assert_eq!(h(o, "dlq.source.offset"), ["77"]);

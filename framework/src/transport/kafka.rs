@@ -300,7 +300,7 @@ impl Transport for KafkaTransport {
             CONSUMER_DEFAULTS,
             &[("group.protocol", ""), ("group.remote.assignor", "")],
         )
-        .set("group.id", super::fresh_group("pizza-reader"))
+        .set("group.id", super::fresh_group("log-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

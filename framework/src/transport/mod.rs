@@ -24,7 +24,7 @@ pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
-    /// `None` for a tombstone (an empty pizza-baked value is `Some(vec![])`).
+    /// `None` for a tombstone (an empty value is `Some(vec![])`).
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
     /// The record's timestamp in epoch milliseconds, when the broker gave one.

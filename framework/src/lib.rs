@@ -1,0 +1,29 @@
+//! What any set of Kafka services is written against, and what the simulation runs them on.
+//! It names nothing of any application (the `layers` test of the pizza shop's crate reads this
+//! crate's sources and fails on a name of its own).
+//!
+//! # Layout
+//! Modules depend on each other one way, from the bottom up:
+//! - [`error`], [`mutants`], [`probes`], [`partitioner`] (Java's murmur2, so keys land where a
+//!   Java or Python producer puts them), [`clock`], [`shutdown`], [`blocking`], [`throttle`]:
+//!   leaves anything may use. `mutants` are known bug classes the simulation switches on (an
+//!   application adds its own through [`mutants::BugClass`]); outside `--cfg madsim` every switch
+//!   is a constant `false`. `probes` mark the error-handling branches a simulation must see taken
+//!   (an application adds its own through [`probes::ProbeKind`]).
+//! - [`transport`]: the seam. [`transport::Transport`] produces and subscribes; Kafka
+//!   (`transport::kafka`, feature `kafka`) implements it here, the simulated broker in `sim/`;
+//!   both share the member's commit bookkeeping ([`transport::commits`]) and the error table.
+//! - [`worker`]: the at-least-once driver every consuming service runs on (ordered per key,
+//!   concurrent across keys, never committing past an unfinished record, a dead-letter topic for
+//!   records its handler calls malformed).
+
+pub mod blocking;
+pub mod clock;
+pub mod error;
+pub mod mutants;
+pub mod partitioner;
+pub mod probes;
+pub mod shutdown;
+pub mod throttle;
+pub mod transport;
+pub mod worker;
