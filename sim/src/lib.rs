@@ -1,25 +1,24 @@
 //! Deterministic simulation of the pizza shop on madsim.
 //!
-//! The production services (`pizza::services::run`, unchanged) run on simulated nodes against a
-//! simulated broker ([`broker`], served over madsim's network by [`node`]); customers place
+//! The production services (`pizza::services::run`, unchanged) run on simulated nodes against the
+//! framework's simulated broker ([`broker`], served over madsim's network by [`node`]: both of
+//! the `framework-sim` crate, re-exported here); customers place
 //! orders through `pizza::command::place_order`; a scenario file ([`scenario`]) says which faults
 //! hit when; the harness ([`harness`]) checks the invariants in two phases and returns the verdict
 //! with the run's trace ([`trace`]). Everything random comes from the seed.
 //!
-//! [`broker`], [`log`], [`scenario`], [`rng`] and [`trace`] are plain code, tested in the normal build; the
-//! parts that need madsim's runtime exist only under `--cfg madsim` (`cargo sim`, see the README).
+//! [`scenario`] and [`oracle`] are plain code, tested in the normal build; the parts that need
+//! madsim's runtime exist only under `--cfg madsim` (`cargo sim`, see the README).
 
-pub mod broker;
 pub mod catalogue;
 #[cfg(madsim)]
 pub mod harness;
-pub mod log;
-#[cfg(madsim)]
-pub mod node;
 pub mod oracle;
-pub mod rng;
 pub mod scenario;
-pub mod trace;
+
+#[cfg(madsim)]
+pub use framework_sim::node;
+pub use framework_sim::{broker, log, rng, trace};
 
 /// The workspace's `scenarios/` folder.
 pub fn scenarios_dir() -> std::path::PathBuf {

@@ -21,9 +21,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use pizza::partitioner::partition_for;
-use pizza::transport::errors::ErrorCode;
-use pizza::transport::{header_from_raw, Acked, RawRecord, Record};
+use framework::partitioner::partition_for;
+use framework::transport::errors::ErrorCode;
+use framework::transport::{header_from_raw, Acked, RawRecord, Record};
 
 use crate::rng::SplitMix64;
 use crate::trace::Trace;
@@ -68,7 +68,7 @@ pub struct FetchedRecord {
 }
 
 impl FetchedRecord {
-    /// The record as a consumer reads it: headers through `pizza::transport::header_from_raw`,
+    /// The record as a consumer reads it: headers through `framework::transport::header_from_raw`,
     /// as the Kafka transport reads them.
     pub fn into_record(self) -> Record {
         Record {
@@ -907,7 +907,7 @@ impl Broker {
     }
 }
 
-/// A bare dead-letter note's service and source coordinates (`pizza::worker::DlqForm::Bare`: an
+/// A bare dead-letter note's service and source coordinates (`framework::worker::DlqForm::Bare`: an
 /// empty key and value, and the `dlq.*` headers); `None` for any other record.
 fn bare_note_of(rec: &RawRecord) -> Option<(String, String, i32, i64)> {
     let empty = |b: &Option<Vec<u8>>| b.as_ref().is_none_or(Vec::is_empty);
@@ -1006,7 +1006,7 @@ mod tests {
     use super::*;
 
     fn out(topic: &str, key: &str) -> RawRecord {
-        pizza::transport::OutRecord::new(topic, key, b"{}".to_vec()).into()
+        framework::transport::OutRecord::new(topic, key, b"{}".to_vec()).into()
     }
 
     fn broker() -> Broker {
@@ -1127,7 +1127,7 @@ mod tests {
     fn the_broker_remembers_which_bare_dead_letter_notes_it_refused() {
         let mut b = broker();
         b.create_topic("dlq");
-        let rec = pizza::transport::Record {
+        let rec = framework::transport::Record {
             topic: "t".into(),
             partition: 2,
             offset: 46,
@@ -1137,8 +1137,8 @@ mod tests {
             timestamp_ms: None,
         };
         b.topic_max_bytes.insert("dlq".into(), 64);
-        for (seq, form) in pizza::worker::DlqForm::ALL.into_iter().enumerate() {
-            let note = pizza::worker::dlq_record(&rec, "dlq", "bake", "no key", form);
+        for (seq, form) in framework::worker::DlqForm::ALL.into_iter().enumerate() {
+            let note = framework::worker::dlq_record(&rec, "dlq", "bake", "no key", form);
             assert!(b.produce(0, "bake", 1, seq as u64, note.into()).is_err());
         }
         // Only the bare form says the service had nothing smaller left to try.

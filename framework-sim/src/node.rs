@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use madsim::net::Endpoint;
-use pizza::clock::now_ms;
-use pizza::transport::commits::{MemberOffsets, COMMIT_EVERY};
-use pizza::transport::errors::{self, Class, ErrorCode};
-use pizza::transport::unreadable::Judge;
-use pizza::transport::{
+use framework::clock::now_ms;
+use framework::transport::commits::{MemberOffsets, COMMIT_EVERY};
+use framework::transport::errors::{self, Class, ErrorCode};
+use framework::transport::unreadable::Judge;
+use framework::transport::{
     Acked, Delivery, Fetched, OutRecord, RawRecord, Reader, Record, Subscription, Transport, TransportError,
     Unreadable,
 };
+use madsim::net::Endpoint;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
@@ -499,7 +499,7 @@ impl SimTransport {
                 seq,
                 record: record.clone(),
                 // What the Kafka transport sets (`acks=all`), unless a mutant says otherwise.
-                acks_all: !pizza::mutants::on(pizza::mutants::Mutant::AcksOne),
+                acks_all: !framework::mutants::on(framework::mutants::Mutant::AcksOne),
             };
             match self.call(req, RPC_TIMEOUT).await {
                 Some(Response::Produced(Ok(d))) => return Ok(d),
@@ -871,7 +871,7 @@ impl Drop for Polling {
 /// What a fetch brought, with the generation it was fetched in and its partition's epoch then.
 type Fetch = (u64, u64, Delivery);
 
-/// The member's at-least-once bookkeeping (`pizza::transport::commits`, as rdkafka's transport
+/// The member's at-least-once bookkeeping (`framework::transport::commits`, as rdkafka's transport
 /// keeps it).
 type Offsets = Arc<Mutex<MemberOffsets>>;
 
@@ -1128,8 +1128,8 @@ impl Subscription for SimSubscription {
                 return Ok(delivery);
             }
             if let Delivery::Record(rec) = &delivery {
-                pizza::probes::hit(
-                    pizza::probes::Probe::RevokedRecordDropped,
+                framework::probes::hit(
+                    framework::probes::Probe::RevokedRecordDropped,
                     rec.key_str().unwrap_or_default(),
                 );
             }

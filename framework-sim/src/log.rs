@@ -5,7 +5,7 @@
 //! past every marker, aborted record and gap up to the high watermark, so "read to the end" is
 //! the position reaching the end offset, as on Kafka.
 
-use pizza::transport::errors::ErrorCode;
+use framework::transport::errors::ErrorCode;
 
 /// A record as the broker stores it: bytes, as a producer sent them (a null key or value, header
 /// keys that are not UTF-8).
