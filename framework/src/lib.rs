@@ -16,10 +16,17 @@
 //! - [`worker`]: the at-least-once driver every consuming service runs on (ordered per key,
 //!   concurrent across keys, never committing past an unfinished record, a dead-letter topic for
 //!   records its handler calls malformed).
+//! - [`app`]: what an application is to the framework ([`app::Application`]: its topics, its
+//!   services, how one instance of each runs on a transport), and `host`: all of an
+//!   application's services in one process, each under a supervisor (not under madsim, where
+//!   the simulation hosts them on nodes of their own).
 
+pub mod app;
 pub mod blocking;
 pub mod clock;
 pub mod error;
+#[cfg(not(madsim))]
+pub mod host;
 pub mod mutants;
 pub mod partitioner;
 pub mod probes;

@@ -6,12 +6,10 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::{KafkaProps, SysConfig};
+use crate::config::SysConfig;
 use crate::transport::kafka::{classify, KafkaTransport};
 use crate::transport::TransportError;
 
@@ -82,51 +80,23 @@ pub async fn create_topics(
     Ok(outcomes)
 }
 
-/// The embedded broker: librdkafka's mock cluster, a real Kafka protocol endpoint on 127.0.0.1,
-/// with the shop's topics created through its own API (it does not serve CreateTopics).
-pub struct EmbeddedBroker {
-    cluster: MockCluster<'static, DefaultProducerContext>,
-}
+/// The embedded broker (the framework's: librdkafka's mock cluster), made with the shop's topics.
+pub struct EmbeddedBroker(framework::transport::kafka::EmbeddedBroker);
 
 impl EmbeddedBroker {
     /// Starts a one-broker cluster and creates the shop's topics.
     pub fn start(sys: &SysConfig) -> Result<EmbeddedBroker, TransportError> {
-        let cluster = MockCluster::new(1).map_err(classify)?;
-        for name in sys.topics.to_create() {
-            cluster
-                .create_topic(name, sys.num_partitions, 1)
-                .map_err(classify)?;
-        }
-        Ok(EmbeddedBroker { cluster })
+        let topics = sys.topics.to_create();
+        framework::transport::kafka::EmbeddedBroker::with_topics(topics, sys.num_partitions)
+            .map(EmbeddedBroker)
     }
+}
 
-    /// The bootstrap address, e.g. `127.0.0.1:40123`.
-    pub fn bootstrap_servers(&self) -> String {
-        self.cluster.bootstrap_servers()
-    }
+impl std::ops::Deref for EmbeddedBroker {
+    type Target = framework::transport::kafka::EmbeddedBroker;
 
-    /// The properties of a client of this broker: librdkafka's defaults for a fetch's size, and a
-    /// 10 ms wait. The mock cluster holds every fetch for the whole `fetch.wait.max.ms`, even when
-    /// records are there, so the wait is added to every hop of an order, and each fetch it answers
-    /// costs this process CPU. Measured with `loadgen --embedded --rate 500`: 100 ms gave
-    /// end-to-end p50 244 ms / p99 341 ms, 10 ms p50 50 ms / p99 70 ms. At 1000 orders/s what
-    /// suits Apache Kafka (64 KiB or 3 ms) made it slower: p99 305 ms with 3 ms, 470 ms with
-    /// 64 KiB and 10 ms, against 171 ms.
-    pub fn props(&self) -> KafkaProps {
-        KafkaProps::bootstrap(&self.bootstrap_servers())
-            .with("fetch.min.bytes", "1")
-            .with("fetch.wait.max.ms", "10")
-    }
-
-    /// Makes the broker answer every request `delay` late (tests: a produce whose answer comes
-    /// after `message.timeout.ms` was written, but failed to the client).
-    pub fn answer_late(&self, delay: std::time::Duration) -> Result<(), TransportError> {
-        self.cluster.broker_round_trip_time(1, delay).map_err(classify)
-    }
-
-    /// Creates another topic (tests).
-    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), TransportError> {
-        self.cluster.create_topic(name, partitions, 1).map_err(classify)
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

@@ -29,6 +29,9 @@ use crate::error::Report;
 
 mod consumer;
 mod describe;
+mod embedded;
+
+pub use embedded::EmbeddedBroker;
 
 use consumer::{Event, Polled};
 

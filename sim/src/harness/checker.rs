@@ -843,33 +843,10 @@ fn check_deliveries(b: &Broker, topics: &Topics, shared: &Shared) -> BTreeMap<St
 /// Only offsets that hold work count: a record the group is given, or one of a batch no client
 /// can decode (given up on, which is finished too). Markers, aborted records and gaps hold none.
 fn check_commits(b: &Broker, finished: &pizza::probes::Finished, shared: &Shared) {
-    for (group, topic, p, committed) in b.committed() {
-        let at = (group.clone(), topic.clone(), p);
-        let done = finished.iter().find(|(k, _)| *k == at).map(|(_, d)| d);
-        let work: Vec<i64> = b
-            .partitions(&topic)
-            .get(p as usize)
-            .map(|part| {
-                part.slots()
-                    .iter()
-                    .take_while(|s| s.offset < committed)
-                    .filter(|s| s.delivered().is_some() || !s.batch.decodable)
-                    .map(|s| s.offset)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let first_unfinished = work
-            .iter()
-            .copied()
-            .find(|o| !done.is_some_and(|d| d.contains_key(o)));
-        shared.checked(Invariant::CommitsFollowWork, work.len() as u64);
-        if let Some(o) = first_unfinished {
-            shared.violate(
-                Invariant::CommitsFollowWork,
-                None,
-                format!("{group} committed {topic}/{p} up to {committed}, but no member finished offset {o}"),
-            );
-        }
+    let (checked, broken) = framework_sim::checks::commits_follow_work(b, finished);
+    shared.checked(Invariant::CommitsFollowWork, checked);
+    for what in broken {
+        shared.violate(Invariant::CommitsFollowWork, None, what);
     }
 }
 

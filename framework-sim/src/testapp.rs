@@ -1,0 +1,418 @@
+//! The testing application: the smallest service set that exercises what the framework promises,
+//! with an oracle of its own, so the framework's guarantees are proven without any real
+//! application (TigerBeetle keeps such a state machine beside its real one). It is also the
+//! first user of [`crate::world`], as any application's simulation is written.
+//!
+//! One stage, `tally`, runs on the framework's worker in one consumer group (one or two
+//! instances): each input on `tally-in` (key `k<n>`, value `seq=<n>`) becomes one output on
+//! `tally-out` with the same key, naming the input it came from (`<partition>@<offset> seq=<n>`),
+//! written durably before the input is marked done. Anything else is not an input: the stage
+//! calls it malformed and the worker dead-letters it to `tally-dlq`. The feeder writes the inputs
+//! at the seed's pace, among them malformed values, header keys that are not UTF-8, records too
+//! large for a shrunken dead-letter topic and batches no client can decode, while the world's
+//! faults hit.
+//!
+//! Its oracle reads the broker's logs once the group caught up, beside the world's invariants:
+//! - `no-input-lost`: every input on the log has an output (at least once);
+//! - `one-effect`: every copy of an input's output is the same record, and no output names an
+//!   input that is not on the log (a redelivery repeats the effect, never changes it);
+//! - `per-key-order`: per key, outputs first appear in the order of their inputs on the log;
+//! - `malformed-dead-lettered`: every record the stage cannot use has a dead-letter note naming
+//!   it (unless not even a bare note was taken), and no output.
+//!
+//! `framework-sim/tests/testapp.rs` switches each framework mutant on and asserts some seed of
+//! this application catches it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use framework::app::{Application, Instance, Stopped};
+use framework::error::Malformed;
+use framework::probes::Hits;
+use framework::shutdown::Shutdown;
+use framework::transport::{OutRecord, RawRecord, Record, Transport};
+use framework::worker::{run_worker, HandleError, Handler, WorkerConfig, WorkerStats};
+
+use crate::broker::Broker;
+use crate::log::{Codec, Entry, Stored};
+use crate::node::SimTransport;
+use crate::rng::SplitMix64;
+use crate::world::{self, Options, Verdict, Violation, Workload};
+
+/// The input topic.
+pub const IN: &str = "tally-in";
+/// The output topic.
+pub const OUT: &str = "tally-out";
+/// The dead-letter topic.
+pub const DLQ: &str = "tally-dlq";
+/// The stage's consumer group.
+pub const GROUP: &str = "tally";
+const PARTITIONS: i32 = 4;
+const KEYS: u64 = 12;
+
+/// The stage: one output per input, durable before the input is done.
+pub struct Tally<T> {
+    pub transport: T,
+    /// Each input takes up to this long to handle (how long, the input's offset says), so inputs
+    /// of different keys finish out of order.
+    pub work_ms: u64,
+}
+
+/// The input's sequence number, when `rec` is an input.
+pub fn parse(rec: &Record) -> Result<u64, Malformed> {
+    let text = std::str::from_utf8(rec.payload()).map_err(|_| Malformed("not UTF-8".into()))?;
+    let seq = text
+        .strip_prefix("seq=")
+        .ok_or_else(|| Malformed("not seq=<n>".into()))?;
+    let ok_key = rec.key_str().is_some_and(|k| k.starts_with('k'));
+    match seq.parse() {
+        Ok(n) if ok_key => Ok(n),
+        _ => Err(Malformed(format!("not an input: {text:.40}"))),
+    }
+}
+
+impl<T: Transport> Handler for Tally<T> {
+    async fn handle(&self, rec: &Record) -> Result<(), HandleError> {
+        let seq = parse(rec)?;
+        let spread = (rec.offset as u64).wrapping_mul(2_654_435_761) ^ rec.partition as u64;
+        tokio::time::sleep(Duration::from_millis(spread % (self.work_ms + 1))).await;
+        let key = rec.key.clone().unwrap_or_default();
+        let value = format!("{}@{} seq={seq}", rec.partition, rec.offset);
+        self.transport
+            .produce(OutRecord::new(OUT, key, value.into_bytes()))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The testing application as one seed draws it.
+#[derive(Clone, Debug)]
+pub struct TallyApp {
+    pub inputs: u64,
+    /// Milliseconds between inputs.
+    pub gap_ms: u64,
+    pub instances: usize,
+    pub concurrency: usize,
+    /// What [`Tally::work_ms`] is.
+    pub work_ms: u64,
+    /// Per input, the chance of a hostile record beside it.
+    pub hostile: f64,
+}
+
+impl TallyApp {
+    /// The seed's draw.
+    pub fn draw(seed: u64) -> TallyApp {
+        let mut rng = SplitMix64::new(seed ^ 0x7a11_7a11);
+        TallyApp {
+            inputs: rng.between(150, 400),
+            gap_ms: rng.between(150, 300),
+            instances: 1 + rng.below(2) as usize,
+            concurrency: 1 + rng.below(16) as usize,
+            // Mostly quick; sometimes slower than the inputs come (a backlog builds).
+            work_ms: if rng.chance(0.3) {
+                rng.between(500, 2_000)
+            } else {
+                rng.below(300)
+            },
+            hostile: 0.02 + rng.unit() * 0.08,
+        }
+    }
+}
+
+impl Application for TallyApp {
+    fn topics(&self) -> Vec<String> {
+        [IN, OUT, DLQ].map(String::from).to_vec()
+    }
+
+    fn services(&self) -> Vec<String> {
+        vec![GROUP.into()]
+    }
+
+    async fn run<T: Transport>(
+        &self,
+        _: &str,
+        transport: T,
+        _: Instance,
+        shutdown: Shutdown,
+    ) -> Result<(), Stopped> {
+        let mut cfg = WorkerConfig::new("tally", GROUP, &[IN], DLQ);
+        cfg.concurrency = self.concurrency;
+        let handler = Arc::new(Tally {
+            transport: transport.clone(),
+            work_ms: self.work_ms,
+        });
+        let stats = Arc::new(WorkerStats::default());
+        Ok(run_worker(transport, cfg, handler, stats, shutdown).await?)
+    }
+}
+
+impl Workload for TallyApp {
+    fn instances(&self, _: &str) -> usize {
+        self.instances
+    }
+
+    async fn feed(&self, rng: SplitMix64, t: SimTransport) {
+        feed(self.clone(), rng, t).await;
+    }
+
+    fn groups(&self) -> Vec<(String, Vec<String>)> {
+        vec![(GROUP.into(), vec![IN.into()])]
+    }
+
+    fn dead_letter_topics(&self) -> Vec<String> {
+        vec![DLQ.into()]
+    }
+
+    /// The time its inputs take one after another on the lanes the stage can run at once.
+    fn settle(&self) -> Duration {
+        let lanes = self.concurrency.min(KEYS as usize) as u64;
+        Duration::from_millis(self.inputs * self.work_ms / lanes)
+    }
+
+    fn check(&self, b: &Broker, hits: &Hits) -> Vec<Violation> {
+        check(b, hits)
+    }
+}
+
+/// Runs one seed of the testing application with `mutant` (a framework mutant's name) on.
+pub fn run(seed: u64, mutant: Option<&'static str>) -> Verdict {
+    let opts = Options {
+        mutant,
+        partitions: PARTITIONS,
+        ..Options::seed(seed)
+    };
+    world::run(Arc::new(TallyApp::draw(seed)), &opts)
+}
+
+/// The feeder: the inputs at the app's pace, and hostile records among them. Each write is
+/// asked again until the broker answers (what reached the log is what the oracle reads).
+async fn feed(app: TallyApp, mut rng: SplitMix64, t: SimTransport) {
+    let mut seqs = BTreeMap::<u64, u64>::new();
+    let mut writes = Vec::new();
+    for _ in 0..app.inputs {
+        tokio::time::sleep(Duration::from_millis(app.gap_ms)).await;
+        let k = rng.below(KEYS);
+        let seq = seqs.entry(k).or_default();
+        *seq += 1;
+        let rec = OutRecord::new(IN, format!("k{k}"), format!("seq={seq}").into_bytes());
+        // One key's inputs go out one after another, as one producer's records of a key do.
+        produce_until_written(&t, rec).await;
+        if rng.chance(app.hostile) {
+            let hostile = hostile(&mut rng);
+            let tt = t.clone();
+            writes.push(tokio::spawn(async move { write_hostile(&tt, hostile).await }));
+        }
+    }
+    for w in writes {
+        let _ = w.await;
+    }
+}
+
+/// A record the stage must not take as an input.
+enum Hostile {
+    Raw(RawRecord),
+    Undecodable(i32),
+}
+
+fn hostile(rng: &mut SplitMix64) -> Hostile {
+    let key = Some(format!("k{}", rng.below(KEYS)).into_bytes());
+    let raw = |payload: Vec<u8>, headers| {
+        Hostile::Raw(RawRecord {
+            topic: IN.into(),
+            partition: None,
+            key: key.clone(),
+            payload: Some(payload),
+            headers,
+        })
+    };
+    match rng.below(4) {
+        0 => raw(b"{\"not\": \"an input\"}".to_vec(), Vec::new()),
+        1 => raw(vec![b'x'; 200 + rng.below(300) as usize], Vec::new()),
+        2 => raw(
+            b"seq=oops".to_vec(),
+            vec![(vec![0xff, 0xfe, b'k'], Some(b"v".to_vec()))],
+        ),
+        _ => Hostile::Undecodable(rng.below(PARTITIONS as u64) as i32),
+    }
+}
+
+/// Writes `rec`, asked again until the broker takes it: the feeder is not under test.
+async fn produce_until_written(t: &SimTransport, rec: OutRecord) {
+    for _ in 0..600 {
+        if t.produce(rec.clone()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes a hostile record, asked again until the broker takes it.
+async fn write_hostile(t: &SimTransport, h: Hostile) {
+    match h {
+        Hostile::Raw(raw) => {
+            for _ in 0..600 {
+                if t.produce_raw(raw.clone()).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Hostile::Undecodable(partition) => {
+            let rec = Stored {
+                key: Some(b"k0".to_vec()),
+                payload: Some(b"seq=0".to_vec()),
+                headers: Vec::new(),
+                timestamp_ms: 0,
+            };
+            let kind = (Codec::ALL[1], false, false);
+            t.append_batch(IN, partition, vec![Entry::Record(rec)], kind)
+                .await;
+        }
+    }
+}
+
+/// The oracle: reads the logs and judges.
+fn check(b: &Broker, hits: &Hits) -> Vec<Violation> {
+    let mut found = Vec::new();
+    let (inputs, malformed) = read_inputs(b);
+    let outputs = read_outputs(b);
+    check_outputs(&inputs, &outputs, &mut found);
+    let notes = dead_letter_notes(b);
+    let dropped: BTreeSet<(i32, i64)> = hits
+        .dropped
+        .iter()
+        .filter(|d| d.1 == IN)
+        .map(|d| (d.2, d.3))
+        .collect();
+    for at in &malformed {
+        if outputs.iter().any(|o| o.input == *at) {
+            let what = format!("{IN}/{}@{} had an output", at.0, at.1);
+            found.push(Violation::new("malformed-dead-lettered", what));
+        }
+        if !notes.contains(at) && !dropped.contains(at) {
+            let what = format!("{IN}/{}@{} has no dead-letter note", at.0, at.1);
+            found.push(Violation::new("malformed-dead-lettered", what));
+        }
+    }
+    found
+}
+
+/// An input on the log: where it is, its key and value.
+struct Input {
+    at: (i32, i64),
+    key: Vec<u8>,
+    value: String,
+}
+
+/// The inputs on the log, and the offsets of what is no input (undecodable batches are given up
+/// on, not dead-lettered, so they are neither).
+fn read_inputs(b: &Broker) -> (Vec<Input>, Vec<(i32, i64)>) {
+    let (mut inputs, mut malformed) = (Vec::new(), Vec::new());
+    for (p, part) in b.log(IN).into_iter().enumerate() {
+        for (o, r) in part {
+            let rec = Record {
+                topic: IN.into(),
+                partition: p as i32,
+                offset: o,
+                key: r.key.clone(),
+                payload: r.payload.clone(),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            };
+            let at = (p as i32, o);
+            match parse(&rec) {
+                Ok(seq) => inputs.push(Input {
+                    at,
+                    key: r.key().to_vec(),
+                    value: format!("{p}@{o} seq={seq}"),
+                }),
+                Err(_) => malformed.push(at),
+            }
+        }
+    }
+    (inputs, malformed)
+}
+
+/// An output on the log: the input it names, its key and value, in log order per partition.
+struct Output {
+    input: (i32, i64),
+    key: Vec<u8>,
+    value: String,
+}
+
+fn read_outputs(b: &Broker) -> Vec<Output> {
+    let mut out = Vec::new();
+    for part in b.log(OUT) {
+        for (_, r) in part {
+            let value = String::from_utf8_lossy(r.payload()).into_owned();
+            let input = value
+                .split_once(' ')
+                .and_then(|(at, _)| at.split_once('@'))
+                .and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?)))
+                .unwrap_or((-1, -1));
+            out.push(Output {
+                input,
+                key: r.key().to_vec(),
+                value,
+            });
+        }
+    }
+    out
+}
+
+/// At least once, one effect, per-key order.
+fn check_outputs(inputs: &[Input], outputs: &[Output], found: &mut Vec<Violation>) {
+    let by_at: BTreeMap<(i32, i64), &Input> = inputs.iter().map(|i| (i.at, i)).collect();
+    let mut seen = BTreeSet::new();
+    // Per key: the last input offset whose output first appeared.
+    let mut last: BTreeMap<&[u8], i64> = BTreeMap::new();
+    for o in outputs {
+        let Some(input) = by_at.get(&o.input) else {
+            found.push(Violation::new(
+                "one-effect",
+                format!("output `{}` names no input on the log", o.value),
+            ));
+            continue;
+        };
+        if input.value != o.value || input.key != o.key {
+            let what = format!("output `{}` of input `{}`", o.value, input.value);
+            found.push(Violation::new("one-effect", what));
+        }
+        if seen.insert(o.input) {
+            let prev = last.insert(&input.key, o.input.1);
+            if prev.is_some_and(|p| p > o.input.1) {
+                let key = String::from_utf8_lossy(&input.key);
+                let what = format!(
+                    "{key}: output of offset {} after that of {}",
+                    o.input.1,
+                    prev.unwrap_or(0)
+                );
+                found.push(Violation::new("per-key-order", what));
+            }
+        }
+    }
+    for i in inputs.iter().filter(|i| !seen.contains(&i.at)) {
+        let what = format!("{IN}/{}@{} (`{}`) has no output", i.at.0, i.at.1, i.value);
+        found.push(Violation::new("no-input-lost", what));
+    }
+}
+
+/// The input offsets the dead-letter topic has a note of.
+fn dead_letter_notes(b: &Broker) -> BTreeSet<(i32, i64)> {
+    let mut notes = BTreeSet::new();
+    for part in b.log(DLQ) {
+        for (_, r) in part {
+            let at = (|| {
+                if r.header("dlq.source.topic")? != IN {
+                    return None;
+                }
+                let p = r.header("dlq.source.partition")?.parse().ok()?;
+                let o = r.header("dlq.source.offset")?.parse().ok()?;
+                Some((p, o))
+            })();
+            notes.extend(at);
+        }
+    }
+    notes
+}

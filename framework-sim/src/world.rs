@@ -1,0 +1,594 @@
+//! The simulation of any application: its services on nodes of their own against the simulated
+//! broker, each instance under a supervisor, a feeder node writing the application's inputs, and
+//! the seed's faults; then the framework's invariants and the application's own, judged from the
+//! broker's logs once the faults healed and every group caught up.
+//!
+//! An application gives its [`Application`] (what it runs in production) and a [`Workload`]
+//! (what only a simulation needs); [`run`] does the rest:
+//!
+//! | invariant | what breaks it |
+//! |---|---|
+//! | `no-panic` | any node panicked |
+//! | `service-kept-running` | an instance stopped on an error no retry fixes |
+//! | `commits-follow-work` | a group committed past an offset none of its members finished |
+//! | `whole-log-committed` | a group had not committed its topics' whole log within the settle time |
+//! | the application's | whatever [`Workload::check`] finds |
+//!
+//! The faults, drawn from the seed ([`Plan::draw`]): an instance crashed (its disk lost or not),
+//! leaders moving, writes to a topic refused (for a while, or longer than the worker's retries
+//! last), a dead-letter topic that takes only small records, a forced rebalance, and a storm (an
+//! instance that hears nothing for a while, a backlog, then a rebalance every 5 s).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use framework::app::{Application, Instance};
+use framework::clock::now_ms;
+use framework::probes::Hits;
+use framework::shutdown::Shutdown;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+
+use crate::broker::{Broker, BrokerConfig};
+use crate::node::{serve, BrokerShared, SimTransport, BROKER_ADDR};
+use crate::rng::SplitMix64;
+
+/// What a simulation needs of an application beyond what it runs in production.
+pub trait Workload: Application {
+    /// How many instances of `service` run.
+    fn instances(&self, service: &str) -> usize {
+        let _ = service;
+        1
+    }
+
+    /// Writes one run's inputs from the feeder's node through `transport`, drawing from `rng`.
+    /// The run goes on to settle once this returns.
+    fn feed(&self, rng: SplitMix64, transport: SimTransport) -> impl Future<Output = ()> + Send;
+
+    /// Each consumer group with the topics it reads: each must commit their whole log once the
+    /// faults healed.
+    fn groups(&self) -> Vec<(String, Vec<String>)>;
+
+    /// The dead-letter topics (the `small-dlq` fault shrinks the records they take).
+    fn dead_letter_topics(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// How long the groups may take to catch up once the faults healed, beyond [`SETTLE`]: the
+    /// time its inputs take to handle, say.
+    fn settle(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// The application's invariants, judged from the logs once every group caught up; `hits`
+    /// is what the code probes saw.
+    fn check(&self, broker: &Broker, hits: &Hits) -> Vec<Violation>;
+}
+
+/// How long the groups may take to commit the whole log once the faults healed, beyond what the
+/// workload asks for.
+pub const SETTLE: Duration = Duration::from_secs(120);
+
+/// How long a supervisor waits before it runs a stopped instance again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// A broken promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub what: String,
+}
+
+impl Violation {
+    pub fn new(invariant: &'static str, what: impl Into<String>) -> Violation {
+        Violation {
+            invariant,
+            what: what.into(),
+        }
+    }
+}
+
+/// How one run goes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub seed: u64,
+    /// A mutant switched on, by name (`framework::mutants`).
+    pub mutant: Option<&'static str>,
+    /// Every topic's partitions.
+    pub partitions: i32,
+}
+
+impl Options {
+    pub fn seed(seed: u64) -> Options {
+        Options {
+            seed,
+            mutant: None,
+            partitions: 4,
+        }
+    }
+}
+
+/// The verdict of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    pub seed: u64,
+    pub mutant: Option<&'static str>,
+    /// The faults the seed drew.
+    pub plan: Vec<(Duration, Fault)>,
+    pub violations: Vec<Violation>,
+    /// How often each code probe fired: which error paths the run took.
+    pub probes: BTreeMap<&'static str, u64>,
+    /// What the broker and the faults did, in order.
+    pub trace: Vec<String>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Whether `invariant` was broken.
+    pub fn broke(&self, invariant: &str) -> bool {
+        self.violations.iter().any(|v| v.invariant == invariant)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.passed() { "passed" } else { "FAILED" };
+        let mutant = self
+            .mutant
+            .map(|m| format!(" with mutant {m}"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "seed {}{mutant} {verdict}: {} violations",
+            self.seed,
+            self.violations.len()
+        )?;
+        for v in self.violations.iter().take(10) {
+            write!(f, "\n  {}: {}", v.invariant, v.what)?;
+        }
+        write!(f, "\n  faults: {:?}", self.plan)
+    }
+}
+
+/// A fault of a run.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// An instance killed, up again after `down` (without its data directory when `lose_disk`).
+    Crash {
+        instance: String,
+        down: Duration,
+        lose_disk: bool,
+    },
+    /// Leaders move: produces are refused while they do, and what was not replicated is lost.
+    LeaderChange { down: Duration },
+    /// `topic` refuses writes (NOT_ENOUGH_REPLICAS) for a while.
+    Refuse { topic: String, lasting: Duration },
+    /// A dead-letter topic takes only records this small for a while.
+    SmallDlq {
+        topic: String,
+        bytes: usize,
+        lasting: Duration,
+    },
+    /// A group rebalances.
+    Rebalance { group: String },
+    /// An instance hears nothing for `cut` (a backlog builds), then its group rebalances every
+    /// 5 s, `times` times.
+    Storm {
+        instance: String,
+        group: String,
+        cut: Duration,
+        times: u32,
+    },
+}
+
+/// The seed's faults for an application: its instances, topics, groups and dead-letter topics.
+pub struct Plan;
+
+impl Plan {
+    /// 2 to 6 faults in the first 50 s.
+    pub fn draw<W: Workload>(seed: u64, app: &W) -> Vec<(Duration, Fault)> {
+        let mut rng = SplitMix64::new(seed ^ 0xfa17_5eed);
+        let instances = instance_names(app);
+        let topics = app.topics();
+        let groups: Vec<String> = app.groups().into_iter().map(|(g, _)| g).collect();
+        let dlqs = app.dead_letter_topics();
+        fn pick<T: Clone>(rng: &mut SplitMix64, from: &[T]) -> T {
+            from[rng.below(from.len() as u64) as usize].clone()
+        }
+        let mut faults = Vec::new();
+        for _ in 0..rng.between(2, 6) {
+            let at = Duration::from_millis(rng.between(2_000, 50_000));
+            let ms = |rng: &mut SplitMix64| Duration::from_millis(rng.between(200, 3_000));
+            let fault = match rng.below(10) {
+                0 | 6 => Fault::Crash {
+                    instance: pick(&mut rng, &instances).0,
+                    down: ms(&mut rng),
+                    lose_disk: rng.chance(0.3),
+                },
+                1 | 8 | 9 => Fault::LeaderChange { down: ms(&mut rng) },
+                // Short, or longer than the worker's retries last (10 tries of up to 10 s).
+                2 | 7 => Fault::Refuse {
+                    topic: pick(&mut rng, &topics),
+                    lasting: Duration::from_secs(if rng.chance(0.5) {
+                        rng.between(5, 30)
+                    } else {
+                        rng.between(140, 200)
+                    }),
+                },
+                3 if !dlqs.is_empty() => Fault::SmallDlq {
+                    topic: pick(&mut rng, &dlqs),
+                    bytes: 40 + rng.below(60) as usize,
+                    lasting: Duration::from_secs(rng.between(5, 30)),
+                },
+                5 if !groups.is_empty() => Fault::Storm {
+                    instance: pick(&mut rng, &instances).0,
+                    group: pick(&mut rng, &groups),
+                    cut: Duration::from_secs(rng.between(10, 40)),
+                    times: rng.between(5, 25) as u32,
+                },
+                _ if !groups.is_empty() => Fault::Rebalance {
+                    group: pick(&mut rng, &groups),
+                },
+                _ => Fault::LeaderChange { down: ms(&mut rng) },
+            };
+            faults.push((at, fault));
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        faults
+    }
+}
+
+/// Every instance's name, with its service: `greet`, `greet-2`, ...
+fn instance_names<W: Workload>(app: &W) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for service in app.services() {
+        for k in 0..app.instances(&service).max(1) {
+            let name = if k == 0 {
+                service.clone()
+            } else {
+                format!("{service}-{}", k + 1)
+            };
+            out.push((name, service.clone()));
+        }
+    }
+    out
+}
+
+/// What the nodes report while the run goes.
+#[derive(Default)]
+struct Reports(Mutex<Vec<Violation>>);
+
+impl Reports {
+    fn violate(&self, v: Violation) {
+        let mut all = self.0.lock().expect("reports");
+        if !all.contains(&v) {
+            all.push(v);
+        }
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `app` for one seed, as `opts` says, to its verdict.
+pub fn run<W: Workload>(app: Arc<W>, opts: &Options) -> Verdict {
+    let plan = Plan::draw(opts.seed, &*app);
+    let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
+    framework::mutants::set(opts.mutant);
+    framework::clock::clear_skews();
+    framework::probes::take();
+    let root = run_dir(opts.seed);
+    let slot: Arc<Mutex<Option<Arc<BrokerShared>>>> = Arc::default();
+    let (s, p, r) = (slot.clone(), plan.clone(), root.clone());
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(simulate(app, opts.clone(), p, r, s))
+    }));
+    framework::mutants::set(None);
+    let _ = std::fs::remove_dir_all(&root);
+    let mut verdict = ran.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic".into());
+        let trace = slot
+            .lock()
+            .expect("slot")
+            .as_ref()
+            .map(|b| b.lock().trace.lines().to_vec());
+        Verdict {
+            violations: vec![Violation::new("no-panic", what)],
+            trace: trace.unwrap_or_default(),
+            ..Verdict::default()
+        }
+    });
+    verdict.seed = opts.seed;
+    verdict.mutant = opts.mutant;
+    verdict.plan = plan;
+    verdict
+}
+
+/// A fresh directory for a run's data, in memory where the machine has /dev/shm.
+fn run_dir(seed: u64) -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+    base.join(format!("framework-sim-{}-{seed}-{n}", std::process::id()))
+}
+
+/// The run, on madsim's main node.
+async fn simulate<W: Workload>(
+    app: Arc<W>,
+    opts: Options,
+    plan: Vec<(Duration, Fault)>,
+    root: PathBuf,
+    slot: Arc<Mutex<Option<Arc<BrokerShared>>>>,
+) -> Verdict {
+    let bs = start_broker(&*app, &opts);
+    *slot.lock().expect("slot") = Some(bs.clone());
+    let handle = Handle::current();
+    let reports = Arc::new(Reports::default());
+    let nodes = start_instances(&app, &handle, &root, &reports);
+    let feeder = handle
+        .create_node()
+        .name("feeder")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)))
+        .build();
+    let rng = SplitMix64::new(opts.seed ^ 0xfeed);
+    let a = app.clone();
+    let feeding = feeder.spawn(async move {
+        let t = SimTransport::connect("feeder").await;
+        a.feed(rng, t).await;
+    });
+    inject(&plan, &handle, &nodes, &root, &bs).await;
+    let _ = feeding.await;
+    settle(&*app, &bs, &reports).await;
+    let hits = framework::probes::take();
+    let b = bs.lock();
+    let (_, broken) = crate::checks::commits_follow_work(&b, &hits.finished);
+    for what in broken {
+        reports.violate(Violation::new("commits-follow-work", what));
+    }
+    for v in app.check(&b, &hits) {
+        reports.violate(v);
+    }
+    let violations = reports.0.lock().expect("reports").clone();
+    Verdict {
+        violations,
+        probes: hits.counts,
+        trace: b.trace.lines().to_vec(),
+        ..Verdict::default()
+    }
+}
+
+/// The broker's node, with every topic of `app` made.
+fn start_broker<W: Workload>(app: &W, opts: &Options) -> Arc<BrokerShared> {
+    let cfg = BrokerConfig {
+        partitions: opts.partitions,
+        ..BrokerConfig::default()
+    };
+    let mut broker = Broker::new(cfg, opts.seed, now_ms());
+    for t in app.topics() {
+        broker.create_topic(&t);
+    }
+    let bs = BrokerShared::new(broker);
+    let b = bs.clone();
+    Handle::current()
+        .create_node()
+        .name("broker")
+        .ip(BROKER_ADDR.ip())
+        .init(move || serve(b.clone()))
+        .build();
+    bs
+}
+
+/// A node per instance, each under its supervisor; their ids by name.
+fn start_instances<W: Workload>(
+    app: &Arc<W>,
+    handle: &Handle,
+    root: &Path,
+    reports: &Arc<Reports>,
+) -> BTreeMap<String, NodeId> {
+    let mut nodes = BTreeMap::new();
+    let services = app.services();
+    for (i, (name, service)) in instance_names(&**app).into_iter().enumerate() {
+        let s = services.iter().position(|s| *s == service).unwrap_or(0);
+        let k = i - services
+            .iter()
+            .take(s)
+            .map(|s| app.instances(s).max(1))
+            .sum::<usize>();
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, s as u8 + 1, k as u8 + 1));
+        let instance = Instance {
+            data_dir: root.join(&name),
+            name: name.clone(),
+        };
+        let (app, reports) = (app.clone(), reports.clone());
+        let id = handle
+            .create_node()
+            .name(&name)
+            .ip(ip)
+            .init(move || supervise(app.clone(), service.clone(), instance.clone(), reports.clone()))
+            .build()
+            .id();
+        nodes.insert(name, id);
+    }
+    nodes
+}
+
+/// An instance's node: runs it as a supervisor would, again a second after it stopped on an
+/// error, and reports a stop no retry fixes.
+async fn supervise<W: Workload>(app: Arc<W>, service: String, instance: Instance, reports: Arc<Reports>) {
+    let _ = std::fs::create_dir_all(&instance.data_dir);
+    loop {
+        let transport = SimTransport::connect(&instance.name).await;
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                trigger.fire();
+            }
+            std::future::pending::<()>().await
+        });
+        match app.run(&service, transport, instance.clone(), shutdown).await {
+            Ok(()) => return,
+            Err(e) if e.gave_up_retrying => {}
+            Err(e) => reports.violate(Violation::new(
+                "service-kept-running",
+                format!("{} stopped on an error no retry fixes: {e}", instance.name),
+            )),
+        }
+        tokio::time::sleep(RESTART_AFTER).await;
+    }
+}
+
+/// Applies the faults at their times; returns once the last has healed.
+async fn inject(
+    plan: &[(Duration, Fault)],
+    handle: &Handle,
+    nodes: &BTreeMap<String, NodeId>,
+    root: &Path,
+    bs: &Arc<BrokerShared>,
+) {
+    let start = tokio::time::Instant::now();
+    let mut healed = start;
+    for (at, fault) in plan {
+        tokio::time::sleep_until(start + *at).await;
+        bs.lock()
+            .trace
+            .push(format!("{:.3} fault {fault:?}", at.as_secs_f64()));
+        let lasting = apply(fault.clone(), handle, nodes, root, bs);
+        healed = healed.max(tokio::time::Instant::now() + lasting);
+    }
+    tokio::time::sleep_until(healed).await;
+}
+
+/// Does what `fault` says now, and undoes it when it heals; returns how long it lasts.
+fn apply(
+    fault: Fault,
+    handle: &Handle,
+    nodes: &BTreeMap<String, NodeId>,
+    root: &Path,
+    bs: &Arc<BrokerShared>,
+) -> Duration {
+    let b = bs.clone();
+    match fault {
+        Fault::Crash {
+            instance,
+            down,
+            lose_disk,
+        } => {
+            let id = nodes[&instance];
+            handle.kill(id);
+            let (h, dir) = (handle.clone(), root.join(&instance));
+            later(down, move || {
+                if lose_disk {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                h.restart(id);
+            });
+            down
+        }
+        Fault::LeaderChange { down } => {
+            let mut broker = bs.lock();
+            broker.leader_change(now_ms());
+            broker.electing = true;
+            drop(broker);
+            later(down, move || b.lock().electing = false);
+            down
+        }
+        Fault::Refuse { topic, lasting } => {
+            bs.lock().refusing.insert(topic.clone());
+            later(lasting, move || {
+                b.lock().refusing.remove(&topic);
+            });
+            lasting
+        }
+        Fault::SmallDlq {
+            topic,
+            bytes,
+            lasting,
+        } => {
+            bs.lock().topic_max_bytes.insert(topic.clone(), bytes);
+            later(lasting, move || {
+                b.lock().topic_max_bytes.remove(&topic);
+            });
+            lasting
+        }
+        Fault::Rebalance { group } => {
+            bs.lock().rebalance(now_ms(), &group);
+            Duration::ZERO
+        }
+        Fault::Storm {
+            instance,
+            group,
+            cut,
+            times,
+        } => storm(nodes[&instance], (&group, cut, times), bs),
+    }
+}
+
+/// An instance cut off from what it hears for `cut`, then `times` rebalances of `group` 5 s
+/// apart; returns how long it lasts.
+fn storm(id: NodeId, (group, cut, times): (&str, Duration, u32), bs: &Arc<BrokerShared>) -> Duration {
+    let net = madsim::net::NetSim::current();
+    net.clog_node_in(id);
+    later(cut, move || net.unclog_node_in(id));
+    let every = Duration::from_secs(5);
+    for n in 1..=times {
+        let (b, group) = (bs.clone(), group.to_owned());
+        later(cut + every * n, move || b.lock().rebalance(now_ms(), &group));
+    }
+    cut + every * times
+}
+
+fn later(after: Duration, undo: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        undo();
+    });
+}
+
+/// Waits for every group to commit the whole log of its topics, at most [`SETTLE`] and what the
+/// workload adds.
+async fn settle<W: Workload>(app: &W, bs: &BrokerShared, reports: &Reports) {
+    let within = SETTLE + app.settle();
+    let deadline = tokio::time::Instant::now() + within;
+    let groups = app.groups();
+    loop {
+        let behind: Vec<_> = groups
+            .iter()
+            .flat_map(|(g, topics)| {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let b = bs.lock();
+                crate::checks::behind(&b, g, &topics)
+                    .into_iter()
+                    .map(|(t, p, n)| (g.clone(), t, p, n))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let what = format!(
+                "{}s after the faults healed, still behind (group, topic, partition, records): {behind:?}",
+                within.as_secs()
+            );
+            reports.violate(Violation::new("whole-log-committed", what));
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

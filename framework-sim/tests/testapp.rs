@@ -1,0 +1,107 @@
+//! The testing application under madsim: seeds pass as they are, and every framework mutant it
+//! is meant to catch is caught within [`SEEDS`] seeds, on an invariant that names the bug
+//! (`framework_sim::testapp`). A seed takes about 30 ms here. A plain `cargo test` runs these
+//! through `tests/under_madsim.rs`.
+#![cfg(madsim)]
+
+use framework::mutants::{BugClass, Mutant};
+use framework_sim::testapp::{run, OUT};
+use framework_sim::world::Verdict;
+
+/// Seeds every mutant test may use.
+const SEEDS: u64 = 40;
+
+#[test]
+fn seeds_pass_without_a_mutant() {
+    let mut dead_lettered = 0;
+    for seed in 0..40 {
+        let v = run(seed, None);
+        assert!(v.passed(), "{v}");
+        let outputs = v
+            .trace
+            .iter()
+            .filter(|l| l.contains(&format!(" {OUT} ")) && l.ends_with("produced"))
+            .count();
+        assert!(outputs >= 150, "seed {seed} wrote {outputs} outputs:\n{v}");
+        dead_lettered += v.probes.get("dead-lettered").copied().unwrap_or(0);
+    }
+    assert!(
+        dead_lettered > 40,
+        "the hostile records reached the dead-letter topic {dead_lettered} times"
+    );
+}
+
+#[test]
+fn a_seed_replays() {
+    let (a, b) = (run(3, None), run(3, None));
+    assert_eq!(a.trace, b.trace, "seed 3 ran differently twice");
+    assert_ne!(a.trace, run(4, None).trace, "seeds must matter");
+}
+
+/// `mutant` must fail some seed below [`SEEDS`] on one of `invariants`; returns the first such.
+fn caught(mutant: Mutant, invariants: &[&str]) -> Verdict {
+    for seed in 0..SEEDS {
+        let v = run(seed, Some(mutant.name()));
+        if v.passed() {
+            continue;
+        }
+        assert!(
+            invariants.iter().any(|i| v.broke(i)),
+            "{} was caught, but not on {invariants:?}:\n{v}",
+            mutant.name()
+        );
+        println!("{} caught: {v}", mutant.name());
+        return v;
+    }
+    panic!(
+        "{} survived {SEEDS} seeds of the testing application",
+        mutant.name()
+    );
+}
+
+#[test]
+fn commit_before_durable_is_caught() {
+    caught(Mutant::CommitBeforeDurable, &["no-input-lost"]);
+}
+
+#[test]
+fn offset_passes_unfinished_is_caught() {
+    caught(Mutant::OffsetPassesUnfinished, &["no-input-lost"]);
+}
+
+#[test]
+fn header_key_panics_is_caught() {
+    caught(Mutant::HeaderKeyPanics, &["no-panic"]);
+}
+
+#[test]
+fn dlq_whole_only_is_caught() {
+    caught(Mutant::DlqWholeOnly, &["service-kept-running"]);
+}
+
+/// A record passed over when its retries run out: an input without its output, or a malformed
+/// record without its dead-letter note, when a topic refuses writes for longer than the retries.
+#[test]
+fn skip_when_retries_run_out_is_caught() {
+    caught(
+        Mutant::SkipWhenRetriesRunOut,
+        &["no-input-lost", "malformed-dead-lettered"],
+    );
+}
+
+/// An output acknowledged but not replicated is lost when leaders move: its input then has no
+/// output, or has one written only after a later input's (when a rebalance redelivered it).
+#[test]
+fn acks_one_is_caught() {
+    caught(Mutant::AcksOne, &["no-input-lost", "per-key-order"]);
+}
+
+#[test]
+fn refusal_is_final_is_caught() {
+    caught(Mutant::RefusalIsFinal, &["service-kept-running"]);
+}
+
+#[test]
+fn unreadable_retried_forever_is_caught() {
+    caught(Mutant::UnreadableRetriedForever, &["whole-log-committed"]);
+}
