@@ -1,6 +1,6 @@
 //! The simulated broker's state: Kafka's semantics that matter to the shop, as a plain data
 //! structure (no runtime, no clock of its own: every call gets `now`), so it is unit-tested in the
-//! normal build and driven over madsim's network in the simulation ([`crate::node`]).
+//! normal build and driven over madsim's network in the simulation (`crate::node`).
 //!
 //! - Topics with partitions chosen by Java's murmur2 partitioner; offsets per partition; order
 //!   only within a partition.

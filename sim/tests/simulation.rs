@@ -1,39 +1,15 @@
 //! Runs the simulation's tests from a plain `cargo test`: madsim's simulator exists only under
 //! `--cfg madsim`, so this re-invokes cargo with that cfg in its own target directory
 //! (`target/madsim`, shared with `cargo sim`, so the normal build is never rebuilt), in release
-//! (a seed of the standard scenario takes about a second there), and asserts it passed.
+//! (a seed of the standard scenario takes about a second there), and asserts it passed
+//! ([`framework_sim::test_under_madsim`]).
 #![cfg(not(madsim))]
-
-use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn every_scenario_and_mutant_under_madsim() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "test",
-            "--release",
-            "--config",
-            "build.rustflags=['--cfg','madsim']",
-            "--config",
-            "build.target-dir='target/madsim'",
-            "-p",
-            "pizza-sim",
-            "--test",
-            "scenarios",
-        ])
-        // The outer test's flags must not leak into the inner build.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     assert!(
-        status.success(),
-        "the simulation failed ({status}); its output above names the scenario, the seed and the replay command"
+        framework_sim::test_under_madsim(&root, "pizza-sim", "scenarios", &[]),
+        "the simulation failed; its output above names the scenario, the seed and the replay command"
     );
 }
