@@ -403,7 +403,7 @@ fn deliver_restore(c: &mut Criterion) {
     let open = |dir: &std::path::Path| DeliveryStore::open(&dir.join("delivery.db")).unwrap();
     restore_bench(c, "deliver restore", "every partition", orders, open, |store| {
         rt.block_on(async {
-            let log = changelog::Changelog::start(transport.clone(), &topic, store.clone());
+            let log = changelog::Changelog::start(transport.clone(), &topic, store.clone(), false);
             let mut restores = tokio::task::JoinSet::new();
             let log = std::sync::Arc::new(log);
             for p in 0..sys.num_partitions {

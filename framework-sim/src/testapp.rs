@@ -5,17 +5,22 @@
 //!
 //! One stage, `tally`, runs on the framework's worker in one consumer group (one or two
 //! instances): each input on `tally-in` (key `k<n>`, value `seq=<n>`) becomes one output on
-//! `tally-out` with the same key, naming the input it came from (`<partition>@<offset> seq=<n>`),
-//! written durably before the input is marked done. Anything else is not an input: the stage
+//! `tally-out` with the same key, naming the input it came from and its count, the how-manieth
+//! input of its key it is (`<partition>@<offset> seq=<n> count=<c>`), written durably before the
+//! input is marked done. The count is per-key state that follows partitions: each input is a
+//! fact on `tally-changelog` (the framework's [`framework::changelog`]), restored before a
+//! partition's records are handled, into a store kept in memory (a crash loses it all). Anything else is not an input: the stage
 //! calls it malformed and the worker dead-letters it to `tally-dlq`. The feeder writes the inputs
 //! at the seed's pace, among them malformed values, header keys that are not UTF-8, records too
-//! large for a shrunken dead-letter topic and batches no client can decode, while the world's
-//! faults hit.
+//! large for a shrunken dead-letter topic, batches no client can decode and bare transaction
+//! markers (on the input and on the changelog: a log may end with one), while the world's faults
+//! hit.
 //!
 //! Its oracle reads the broker's logs once the group caught up, beside the world's invariants:
 //! - `no-input-lost`: every input on the log has an output (at least once);
-//! - `one-effect`: every copy of an input's output is the same record, and no output names an
-//!   input that is not on the log (a redelivery repeats the effect, never changes it);
+//! - `one-effect`: every copy of an input's output is the same record, with the count the oracle
+//!   counts on the input log, and no output names an input that is not on the log (a redelivery
+//!   repeats the effect, never changes it; state lost or restored short shows as a wrong count);
 //! - `per-key-order`: per key, outputs first appear in the order of their inputs on the log;
 //! - `malformed-dead-lettered`: every record the stage cannot use has a dead-letter note naming
 //!   it (unless not even a bare note was taken), and no output.
@@ -28,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use framework::app::{Application, Instance, Stopped};
+use framework::changelog::{Changelog, FactStore};
 use framework::error::Malformed;
 use framework::probes::Hits;
 use framework::shutdown::Shutdown;
@@ -46,14 +52,18 @@ pub const IN: &str = "tally-in";
 pub const OUT: &str = "tally-out";
 /// The dead-letter topic.
 pub const DLQ: &str = "tally-dlq";
+/// The stage's state: one fact per input handled.
+pub const CHANGELOG: &str = "tally-changelog";
 /// The stage's consumer group.
 pub const GROUP: &str = "tally";
 const PARTITIONS: i32 = 4;
 const KEYS: u64 = 12;
 
 /// The stage: one output per input, durable before the input is done.
-pub struct Tally<T> {
+pub struct Tally<T: Transport> {
     pub transport: T,
+    /// The inputs handled, per key: the count's state.
+    pub log: Changelog<T, Seen>,
     /// Each input takes up to this long to handle (how long, the input's offset says), so inputs
     /// of different keys finish out of order.
     pub work_ms: u64,
@@ -77,12 +87,94 @@ impl<T: Transport> Handler for Tally<T> {
         let seq = parse(rec)?;
         let spread = (rec.offset as u64).wrapping_mul(2_654_435_761) ^ rec.partition as u64;
         tokio::time::sleep(Duration::from_millis(spread % (self.work_ms + 1))).await;
+        let at = (rec.partition, rec.offset);
+        let name = rec.key_str().unwrap_or_default();
+        if self.log.store().count(name, at).is_none() {
+            self.log.write(rec.partition, name, at).await?;
+        }
+        let count = self.log.store().count(name, at).ok_or_else(|| {
+            // Folded past it and not there: the changelog is another log than the one restored.
+            self.log.let_go(rec.partition);
+            HandleError::retriable("the input's fact was read back and is not there")
+        })?;
         let key = rec.key.clone().unwrap_or_default();
-        let value = format!("{}@{} seq={seq}", rec.partition, rec.offset);
+        let value = format!("{}@{} seq={seq} count={count}", rec.partition, rec.offset);
         self.transport
             .produce(OutRecord::new(OUT, key, value.into_bytes()))
             .await?;
         Ok(())
+    }
+
+    const GATED: bool = true;
+
+    /// A partition's state is restored before its first record is handled.
+    async fn ready(&self, rec: &Record) -> Result<(), HandleError> {
+        self.log.ready(rec.partition).await
+    }
+
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        self.log.assigned(partitions);
+    }
+}
+
+/// The stage's store, in memory: per key, the inputs (partition, offset) handled.
+#[derive(Default)]
+pub struct Seen {
+    inputs: std::sync::Mutex<BTreeMap<String, BTreeSet<(i32, i64)>>>,
+    /// Which log each changelog topic is, as last noted.
+    logs: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl Seen {
+    /// The count of the input at `at` of `key`: how many of the key's inputs up to it were
+    /// handled; `None` when it was not.
+    pub fn count(&self, key: &str, at: (i32, i64)) -> Option<usize> {
+        let inputs = self.inputs.lock().expect("store");
+        let seen = inputs.get(key)?;
+        seen.contains(&at).then(|| seen.range(..=at).count())
+    }
+}
+
+/// The store never fails.
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+pub struct Never;
+
+impl FactStore for Seen {
+    type Fact = (i32, i64);
+    type Error = Never;
+
+    fn encode(&(p, o): &(i32, i64)) -> Vec<u8> {
+        format!("{p}@{o}").into_bytes()
+    }
+
+    fn decode(rec: &Record) -> Result<(String, (i32, i64)), String> {
+        let key = rec.key_str().ok_or("no UTF-8 key")?.to_owned();
+        let text = std::str::from_utf8(rec.payload()).map_err(|e| e.to_string())?;
+        let (p, o) = text.split_once('@').ok_or("not p@o")?;
+        Ok((key, (p.parse().map_err(|_| "p")?, o.parse().map_err(|_| "o")?)))
+    }
+
+    fn apply(&self, facts: &[(String, i64, (i32, i64))]) -> Result<(), Never> {
+        let mut inputs = self.inputs.lock().expect("store");
+        for (key, _, at) in facts {
+            inputs.entry(key.clone()).or_default().insert(*at);
+        }
+        Ok(())
+    }
+
+    fn follow_log(&self, topic: &str, identity: &str) -> Result<bool, Never> {
+        let mut logs = self.logs.lock().expect("store");
+        let before = logs.insert(topic.to_owned(), identity.to_owned());
+        let other = before.is_some_and(|b| b != identity);
+        if other {
+            self.inputs.lock().expect("store").clear();
+        }
+        Ok(other)
+    }
+
+    fn is_busy(_: &Never) -> bool {
+        false
     }
 }
 
@@ -122,7 +214,7 @@ impl TallyApp {
 
 impl Application for TallyApp {
     fn topics(&self) -> Vec<String> {
-        [IN, OUT, DLQ].map(String::from).to_vec()
+        [IN, OUT, DLQ, CHANGELOG].map(String::from).to_vec()
     }
 
     fn services(&self) -> Vec<String> {
@@ -138,8 +230,10 @@ impl Application for TallyApp {
     ) -> Result<(), Stopped> {
         let mut cfg = WorkerConfig::new("tally", GROUP, &[IN], DLQ);
         cfg.concurrency = self.concurrency;
+        let log = Changelog::start(transport.clone(), CHANGELOG, Arc::new(Seen::default()), false);
         let handler = Arc::new(Tally {
             transport: transport.clone(),
+            log,
             work_ms: self.work_ms,
         });
         let stats = Arc::new(WorkerStats::default());
@@ -213,6 +307,8 @@ async fn feed(app: TallyApp, mut rng: SplitMix64, t: SimTransport) {
 enum Hostile {
     Raw(RawRecord),
     Undecodable(i32),
+    /// A bare commit marker (what a transactional producer leaves), on this topic's partition.
+    Marker(&'static str, i32),
 }
 
 fn hostile(rng: &mut SplitMix64) -> Hostile {
@@ -226,14 +322,18 @@ fn hostile(rng: &mut SplitMix64) -> Hostile {
             headers,
         })
     };
-    match rng.below(4) {
+    match rng.below(5) {
         0 => raw(b"{\"not\": \"an input\"}".to_vec(), Vec::new()),
         1 => raw(vec![b'x'; 200 + rng.below(300) as usize], Vec::new()),
         2 => raw(
             b"seq=oops".to_vec(),
             vec![(vec![0xff, 0xfe, b'k'], Some(b"v".to_vec()))],
         ),
-        _ => Hostile::Undecodable(rng.below(PARTITIONS as u64) as i32),
+        3 => Hostile::Undecodable(rng.below(PARTITIONS as u64) as i32),
+        _ => Hostile::Marker(
+            if rng.chance(0.5) { IN } else { CHANGELOG },
+            rng.below(PARTITIONS as u64) as i32,
+        ),
     }
 }
 
@@ -267,6 +367,11 @@ async fn write_hostile(t: &SimTransport, h: Hostile) {
             };
             let kind = (Codec::ALL[1], false, false);
             t.append_batch(IN, partition, vec![Entry::Record(rec)], kind)
+                .await;
+        }
+        Hostile::Marker(topic, partition) => {
+            let marker = vec![Entry::Marker { commit: true }];
+            t.append_batch(topic, partition, marker, (Codec::None, true, false))
                 .await;
         }
     }
@@ -309,6 +414,8 @@ struct Input {
 /// on, not dead-lettered, so they are neither).
 fn read_inputs(b: &Broker) -> (Vec<Input>, Vec<(i32, i64)>) {
     let (mut inputs, mut malformed) = (Vec::new(), Vec::new());
+    // Per key, how many inputs it has had so far: the oracle's count.
+    let mut counts: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
     for (p, part) in b.log(IN).into_iter().enumerate() {
         for (o, r) in part {
             let rec = Record {
@@ -322,11 +429,15 @@ fn read_inputs(b: &Broker) -> (Vec<Input>, Vec<(i32, i64)>) {
             };
             let at = (p as i32, o);
             match parse(&rec) {
-                Ok(seq) => inputs.push(Input {
-                    at,
-                    key: r.key().to_vec(),
-                    value: format!("{p}@{o} seq={seq}"),
-                }),
+                Ok(seq) => {
+                    let count = counts.entry(r.key().to_vec()).or_default();
+                    *count += 1;
+                    inputs.push(Input {
+                        at,
+                        key: r.key().to_vec(),
+                        value: format!("{p}@{o} seq={seq} count={count}"),
+                    });
+                }
                 Err(_) => malformed.push(at),
             }
         }

@@ -105,3 +105,24 @@ fn refusal_is_final_is_caught() {
 fn unreadable_retried_forever_is_caught() {
     caught(Mutant::UnreadableRetriedForever, &["whole-log-committed"]);
 }
+
+/// The count's state restored from the changelog's end instead of its start: the next owner of
+/// a partition counts its keys' inputs from where it came in.
+#[test]
+fn restore_skipped_is_caught() {
+    caught(Mutant::RestoreSkipped, &["one-effect"]);
+}
+
+/// A restore that waits for the last record, not for the position to reach the end: a
+/// changelog (or input) that ends with a transaction marker is never read to its end.
+#[test]
+fn end_by_last_record_is_caught() {
+    caught(Mutant::EndByLastRecord, &["whole-log-committed"]);
+}
+
+/// Records of an epoch that is over handled ahead of the current ones: under a storm of
+/// rebalances over a backlog, the group's commit stops moving.
+#[test]
+fn stale_records_handled_is_caught() {
+    caught(Mutant::StaleRecordsHandled, &["whole-log-committed"]);
+}

@@ -1,6 +1,6 @@
 //! What an application is to the framework: its topology (topics, services) and how one instance
 //! of each service runs on a transport. The same implementation runs on Kafka, on the embedded
-//! broker ([`crate::host`]) and in the simulation (`framework_sim::world`), which adds what only
+//! broker (the `host` module) and in the simulation (`framework_sim::world`), which adds what only
 //! a simulation needs (a workload and invariants).
 //!
 //! ```

@@ -16,6 +16,9 @@
 //! - [`worker`]: the at-least-once driver every consuming service runs on (ordered per key,
 //!   concurrent across keys, never committing past an unfinished record, a dead-letter topic for
 //!   records its handler calls malformed).
+//! - [`changelog`]: state that follows partitions: facts per key in a changelog topic, restored
+//!   before a partition's records are handled and followed while owned, folded into a store the
+//!   application gives ([`changelog::FactStore`]).
 //! - [`app`]: what an application is to the framework ([`app::Application`]: its topics, its
 //!   services, how one instance of each runs on a transport), and `host`: all of an
 //!   application's services in one process, each under a supervisor (not under madsim, where
@@ -23,6 +26,7 @@
 
 pub mod app;
 pub mod blocking;
+pub mod changelog;
 pub mod clock;
 pub mod error;
 #[cfg(not(madsim))]

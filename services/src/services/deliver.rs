@@ -16,7 +16,7 @@ use crate::domain::{delivery_secs, encode, StatusOnly};
 use crate::event::{parse, unexpected, Event};
 use crate::mutants::{self, ShopMutant};
 use crate::probes::{self, ShopProbe};
-use crate::services::changelog::Changelog;
+use crate::services::changelog::{self, Changelog};
 use crate::services::ServiceConfig;
 use crate::store::{Claim, DeliveryFact, DeliveryState, DeliveryStore};
 use crate::transport::{OutRecord, Record, Transport};
@@ -77,10 +77,14 @@ pub struct Deliver<T> {
 impl<T: Transport> Deliver<T> {
     /// The handler, with its changelog's tail (a task: call it within a runtime).
     pub fn new(transport: T, cfg: ServiceConfig, store: Arc<DeliveryStore>) -> Deliver<T> {
+        // The mutants that keep deliver's state on the instance: facts go to the store only.
+        let local_only =
+            mutants::on(ShopMutant::DeliverStateStaysLocal) || mutants::on(ShopMutant::DeliveryStateInMemory);
         let log = Changelog::start(
             transport.clone(),
             &cfg.sys.topics.deliver_changelog,
             store.clone(),
+            local_only,
         );
         Deliver {
             transport,
@@ -136,7 +140,7 @@ impl<T: Transport> Deliver<T> {
             .time_scale
             .scale_secs(delivery_secs(customer_id, pending) as f64);
         let at_ms = now_ms() + drive.as_millis() as i64;
-        let (stands, mine) = self.log.claim(rec.partition, order_id, at_ms).await?;
+        let (stands, mine) = changelog::claim(&self.log, rec.partition, order_id, at_ms).await?;
         probes::disk_io().await;
         // A deliver that does not recognise a delivery already made drives on its own claim.
         let (claim, mine) = if mutants::on(ShopMutant::NoDedup) {

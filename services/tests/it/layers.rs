@@ -142,12 +142,16 @@ fn the_framework_modules_depend_on_each_other_one_way() {
 }
 
 /// The framework crate's modules: what any set of Kafka services is written against (the
-/// transport seam and its Kafka implementation, the worker, the blocking and clock helpers,
-/// shutdown, probes and the mutant switch, Kafka's partitioner).
-const FRAMEWORK: [&str; 10] = [
+/// transport seam and its Kafka implementation, the worker, state that follows partitions, the
+/// application trait and its host, the blocking and clock helpers, shutdown, probes and the
+/// mutant switch, Kafka's partitioner).
+const FRAMEWORK: [&str; 13] = [
+    "app",
     "blocking",
+    "changelog",
     "clock",
     "error",
+    "host",
     "mutants",
     "partitioner",
     "probes",
