@@ -63,3 +63,71 @@ pub fn behind(b: &Broker, group: &str, topics: &[&str]) -> Vec<(String, i32, i64
     }
     out
 }
+
+/// Records appended this early in a run may wait for the groups to form.
+const STARTUP_MS: i64 = 5_000;
+
+/// Partitions isolated: in a run whose only faults are holds (`plan`, from `start_ms`), every
+/// record of each group's topics (and every record given up on) was finished by that group
+/// within `bound` of its append (the broker's clock and the simulation's agree), but where a hold
+/// named that partition number: its records wait for the partition's own trouble, and nothing
+/// else may. Returns what broke it; nothing for a run with other faults.
+pub fn isolated(
+    b: &Broker,
+    groups: &[(String, Vec<String>)],
+    (plan, start_ms): (&[(std::time::Duration, crate::world::Fault)], i64),
+    bound: std::time::Duration,
+    finished: &Finished,
+) -> Vec<String> {
+    use crate::world::Fault;
+    let holds: Option<Vec<(i32, i64, i64)>> = plan
+        .iter()
+        .map(|(at, f)| match f {
+            Fault::Hold {
+                partition, lasting, ..
+            } => {
+                let from = start_ms + at.as_millis() as i64;
+                Some((*partition, from, from + lasting.as_millis() as i64))
+            }
+            _ => None,
+        })
+        .collect();
+    let Some(holds) = holds else { return Vec::new() };
+    let bound_ms = bound.as_millis() as i64;
+    let mut broken = Vec::new();
+    for (group, topics) in groups {
+        for topic in topics {
+            for (p, part) in b.partitions(topic).iter().enumerate() {
+                let p = p as i32;
+                let done = finished
+                    .iter()
+                    .find(|((g, t, q), _)| g == group && t == topic && *q == p)
+                    .map(|(_, d)| d);
+                for s in part.slots() {
+                    let crate::log::Entry::Record(r) = &s.entry else {
+                        continue;
+                    };
+                    let at = r.timestamp_ms;
+                    if (s.batch.decodable && s.batch.aborted) || at < start_ms + STARTUP_MS {
+                        continue;
+                    }
+                    let held = holds
+                        .iter()
+                        .any(|(hp, from, to)| *hp == p && at <= to + bound_ms && *from <= at + bound_ms);
+                    let took = done.and_then(|d| d.get(&s.offset)).map(|f| f - at);
+                    if !held && took.is_none_or(|t| t > bound_ms) {
+                        let took = took.map_or("never".to_owned(), |t| {
+                            format!("{:.1}s after its append", t as f64 / 1000.0)
+                        });
+                        broken.push(format!(
+                            "{group} finished {topic}/{p}@{} {took} (bound {}s)",
+                            s.offset,
+                            bound.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    broken
+}

@@ -200,7 +200,12 @@ impl TallyApp {
             inputs: rng.between(150, 400),
             gap_ms: rng.between(150, 300),
             instances: 1 + rng.below(2) as usize,
-            concurrency: 1 + rng.below(16) as usize,
+            // Often fewer lanes than one partition's keys: a partition that waits with its
+            // records in the lanes would hold the others up.
+            concurrency: {
+                let most = if rng.chance(0.5) { 3 } else { 16 };
+                1 + rng.below(most) as usize
+            },
             // Mostly quick; sometimes slower than the inputs come (a backlog builds).
             work_ms: if rng.chance(0.3) {
                 rng.between(500, 2_000)
@@ -266,6 +271,13 @@ impl Workload for TallyApp {
 
     fn check(&self, b: &Broker, hits: &Hits) -> Vec<Violation> {
         check(b, hits)
+    }
+
+    /// 10 s, when the stage handles inputs at least twice as fast as they come (its lanes each
+    /// take `work_ms` at most per input); else none.
+    fn isolation(&self) -> Option<Duration> {
+        let lanes = self.concurrency.min(KEYS as usize) as u64;
+        (lanes * self.gap_ms >= 2 * self.work_ms).then_some(Duration::from_secs(10))
     }
 }
 

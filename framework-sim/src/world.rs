@@ -12,12 +12,15 @@
 //! | `service-kept-running` | an instance stopped on an error no retry fixes |
 //! | `commits-follow-work` | a group committed past an offset none of its members finished |
 //! | `whole-log-committed` | a group had not committed its topics' whole log within the settle time |
+//! | `partitions-isolated` | in a seed whose only faults are holds, a record of a partition no hold named was finished later than [`Workload::isolation`] after its append |
 //! | the application's | whatever [`Workload::check`] finds |
 //!
 //! The faults, drawn from the seed ([`Plan::draw`]): an instance crashed (its disk lost or not),
 //! leaders moving, writes to a topic refused (for a while, or longer than the worker's retries
 //! last), a dead-letter topic that takes only small records, a forced rebalance, and a storm (an
-//! instance that hears nothing for a while, a backlog, then a rebalance every 5 s).
+//! instance that hears nothing for a while, a backlog, then a rebalance every 5 s). One seed in
+//! four of a workload with an [isolation](Workload::isolation) bound draws holds alone instead:
+//! one partition of a topic kept from a service's reads and its group's fetches for a while.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,7 +39,7 @@ use framework::shutdown::Shutdown;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
 
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::{Broker, BrokerConfig, Held};
 use crate::node::{serve, BrokerShared, SimTransport, BROKER_ADDR};
 use crate::rng::SplitMix64;
 
@@ -65,6 +68,13 @@ pub trait Workload: Application {
     /// time its inputs take to handle, say.
     fn settle(&self) -> Duration {
         Duration::ZERO
+    }
+
+    /// How soon after its append every record must be finished by its group when the only faults
+    /// are holds of one partition (a partition's trouble is its own: the others go on). `None`
+    /// (the default) when the workload cannot promise that; then no seed draws the hold plan.
+    fn isolation(&self) -> Option<Duration> {
+        None
     }
 
     /// The application's invariants, judged from the logs once every group caught up; `hits`
@@ -189,15 +199,28 @@ pub enum Fault {
         cut: Duration,
         times: u32,
     },
+    /// `partition` of `topic` is held back from `service`'s readers and from `group`'s fetches
+    /// (a partition leader far behind, for them alone).
+    Hold {
+        topic: String,
+        partition: i32,
+        service: String,
+        group: String,
+        lasting: Duration,
+    },
 }
 
 /// The seed's faults for an application: its instances, topics, groups and dead-letter topics.
 pub struct Plan;
 
 impl Plan {
-    /// 2 to 6 faults in the first 50 s.
-    pub fn draw<W: Workload>(seed: u64, app: &W) -> Vec<(Duration, Fault)> {
+    /// 2 to 6 faults in the first 50 s; or, one seed in four of a workload with an isolation
+    /// bound, 1 or 2 holds alone.
+    pub fn draw<W: Workload>(seed: u64, app: &W, partitions: i32) -> Vec<(Duration, Fault)> {
         let mut rng = SplitMix64::new(seed ^ 0xfa17_5eed);
+        if app.isolation().is_some() && seed % 4 == 3 {
+            return Plan::holds(&mut rng, app, partitions);
+        }
         let instances = instance_names(app);
         let topics = app.topics();
         let groups: Vec<String> = app.groups().into_iter().map(|(g, _)| g).collect();
@@ -248,6 +271,31 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// 1 or 2 holds, each of one partition of a topic from a service and a group, 20 to 60 s.
+    fn holds<W: Workload>(rng: &mut SplitMix64, app: &W, partitions: i32) -> Vec<(Duration, Fault)> {
+        let (topics, services, groups) = (app.topics(), app.services(), app.groups());
+        let mut faults = Vec::new();
+        for _ in 0..rng.between(1, 2) {
+            let at = Duration::from_millis(rng.between(5_000, 30_000));
+            let group = match groups.len() {
+                0 => String::new(),
+                n => groups[rng.below(n as u64) as usize].0.clone(),
+            };
+            let fault = Fault::Hold {
+                topic: topics[rng.below(topics.len() as u64) as usize].clone(),
+                partition: rng.below(partitions.max(1) as u64) as i32,
+                service: services[rng.below(services.len() as u64) as usize].clone(),
+                group,
+                lasting: Duration::from_secs(rng.between(20, 60)),
+            };
+            faults.push((at, fault));
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        faults
+    }
+}
+
 /// Every instance's name, with its service: `greet`, `greet-2`, ...
 fn instance_names<W: Workload>(app: &W) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -281,7 +329,7 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `app` for one seed, as `opts` says, to its verdict.
 pub fn run<W: Workload>(app: Arc<W>, opts: &Options) -> Verdict {
-    let plan = Plan::draw(opts.seed, &*app);
+    let plan = Plan::draw(opts.seed, &*app, opts.partitions);
     let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
     framework::mutants::set(opts.mutant);
     framework::clock::clear_skews();
@@ -336,6 +384,7 @@ async fn simulate<W: Workload>(
     root: PathBuf,
     slot: Arc<Mutex<Option<Arc<BrokerShared>>>>,
 ) -> Verdict {
+    let start_ms = now_ms();
     let bs = start_broker(&*app, &opts);
     *slot.lock().expect("slot") = Some(bs.clone());
     let handle = Handle::current();
@@ -363,6 +412,12 @@ async fn simulate<W: Workload>(
     }
     for v in app.check(&b, &hits) {
         reports.violate(v);
+    }
+    if let Some(bound) = app.isolation() {
+        let groups = app.groups();
+        for what in crate::checks::isolated(&b, &groups, (&plan, start_ms), bound, &hits.finished) {
+            reports.violate(Violation::new("partitions-isolated", what));
+        }
     }
     let violations = reports.0.lock().expect("reports").clone();
     Verdict {
@@ -536,6 +591,25 @@ fn apply(
             cut,
             times,
         } => storm(nodes[&instance], (&group, cut, times), bs),
+        Fault::Hold {
+            topic,
+            partition,
+            service,
+            group,
+            lasting,
+        } => {
+            let held = Held {
+                group,
+                service,
+                topic,
+                partition: Some(partition),
+            };
+            bs.lock().held.insert(held.clone());
+            later(lasting, move || {
+                b.lock().held.remove(&held);
+            });
+            lasting
+        }
     }
 }
 

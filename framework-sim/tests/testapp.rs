@@ -120,9 +120,9 @@ fn end_by_last_record_is_caught() {
     caught(Mutant::EndByLastRecord, &["whole-log-committed"]);
 }
 
-/// Records of an epoch that is over handled ahead of the current ones: under a storm of
-/// rebalances over a backlog, the group's commit stops moving.
+/// A record that waits for its partition's changelog inside a concurrency slot: when one
+/// partition's changelog is held back and its keys fill the lanes, the other partitions wait too.
 #[test]
-fn stale_records_handled_is_caught() {
-    caught(Mutant::StaleRecordsHandled, &["whole-log-committed"]);
+fn restore_holds_slot_is_caught() {
+    caught(Mutant::RestoreHoldsSlot, &["partitions-isolated"]);
 }
