@@ -65,13 +65,69 @@ pub fn behind(b: &Broker, group: &str, topics: &[&str]) -> Vec<(String, i32, i64
 }
 
 /// Records appended this early in a run may wait for the groups to form.
-const STARTUP_MS: i64 = 5_000;
+pub const STARTUP_MS: i64 = 5_000;
+
+/// What [`late_records`] found of one topic: records checked, records excused, and each record
+/// finished late (or never).
+#[derive(Debug, Default)]
+pub struct Lateness {
+    pub checked: u64,
+    pub excused: u64,
+    pub late: Vec<String>,
+}
+
+/// The records of `topic` that `group` finished later than `bound` after their append (by the
+/// broker's clock, which the simulation's agrees with), or never: records appended from
+/// [`STARTUP_MS`] after `start_ms` on, every record the group reads or gives up on (not those of
+/// aborted transactions), but the ones `excused(partition, appended_ms)` names.
+pub fn late_records(
+    b: &Broker,
+    finished: &Finished,
+    (group, topic): (&str, &str),
+    (start_ms, bound): (i64, std::time::Duration),
+    excused: impl Fn(i32, i64) -> bool,
+) -> Lateness {
+    let bound_ms = bound.as_millis() as i64;
+    let mut found = Lateness::default();
+    for (p, part) in b.partitions(topic).iter().enumerate() {
+        let p = p as i32;
+        let done = finished
+            .iter()
+            .find(|((g, t, q), _)| g == group && t == topic && *q == p)
+            .map(|(_, d)| d);
+        for s in part.slots() {
+            let crate::log::Entry::Record(r) = &s.entry else {
+                continue;
+            };
+            let at = r.timestamp_ms;
+            if (s.batch.decodable && s.batch.aborted) || at < start_ms + STARTUP_MS {
+                continue;
+            }
+            if excused(p, at) {
+                found.excused += 1;
+                continue;
+            }
+            found.checked += 1;
+            let took = done.and_then(|d| d.get(&s.offset)).map(|f| f - at);
+            if took.is_none_or(|t| t > bound_ms) {
+                let took = took.map_or("never".to_owned(), |t| {
+                    format!("{:.1}s after its append", t as f64 / 1000.0)
+                });
+                let bound = bound.as_secs_f64();
+                found.late.push(format!(
+                    "{group} finished {topic}/{p}@{} {took} (bound {bound}s)",
+                    s.offset
+                ));
+            }
+        }
+    }
+    found
+}
 
 /// Partitions isolated: in a run whose only faults are holds (`plan`, from `start_ms`), every
-/// record of each group's topics (and every record given up on) was finished by that group
-/// within `bound` of its append (the broker's clock and the simulation's agree), but where a hold
-/// named that partition number: its records wait for the partition's own trouble, and nothing
-/// else may. Returns what broke it; nothing for a run with other faults.
+/// record of each group's topics was finished by that group within `bound` of its append, but
+/// where a hold named that partition number: its records wait for the partition's own trouble,
+/// and nothing else may. Returns what broke it; nothing for a run with other faults.
 pub fn isolated(
     b: &Broker,
     groups: &[(String, Vec<String>)],
@@ -92,41 +148,20 @@ pub fn isolated(
             _ => None,
         })
         .collect();
-    let Some(holds) = holds else { return Vec::new() };
+    let Some(holds) = holds else {
+        return Vec::new();
+    };
     let bound_ms = bound.as_millis() as i64;
+    let held = |p: i32, at: i64| {
+        holds
+            .iter()
+            .any(|(hp, from, to)| *hp == p && at <= to + bound_ms && *from <= at + bound_ms)
+    };
     let mut broken = Vec::new();
     for (group, topics) in groups {
         for topic in topics {
-            for (p, part) in b.partitions(topic).iter().enumerate() {
-                let p = p as i32;
-                let done = finished
-                    .iter()
-                    .find(|((g, t, q), _)| g == group && t == topic && *q == p)
-                    .map(|(_, d)| d);
-                for s in part.slots() {
-                    let crate::log::Entry::Record(r) = &s.entry else {
-                        continue;
-                    };
-                    let at = r.timestamp_ms;
-                    if (s.batch.decodable && s.batch.aborted) || at < start_ms + STARTUP_MS {
-                        continue;
-                    }
-                    let held = holds
-                        .iter()
-                        .any(|(hp, from, to)| *hp == p && at <= to + bound_ms && *from <= at + bound_ms);
-                    let took = done.and_then(|d| d.get(&s.offset)).map(|f| f - at);
-                    if !held && took.is_none_or(|t| t > bound_ms) {
-                        let took = took.map_or("never".to_owned(), |t| {
-                            format!("{:.1}s after its append", t as f64 / 1000.0)
-                        });
-                        broken.push(format!(
-                            "{group} finished {topic}/{p}@{} {took} (bound {}s)",
-                            s.offset,
-                            bound.as_secs()
-                        ));
-                    }
-                }
-            }
+            let found = late_records(b, finished, (group, topic), (start_ms, bound), held);
+            broken.extend(found.late);
         }
     }
     broken

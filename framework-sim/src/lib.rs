@@ -21,6 +21,8 @@
 pub mod broker;
 #[cfg(madsim)]
 pub mod checks;
+#[cfg(madsim)]
+pub mod faults;
 pub mod log;
 #[cfg(madsim)]
 pub mod node;

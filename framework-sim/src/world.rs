@@ -40,6 +40,7 @@ use madsim::runtime::Handle;
 use madsim::task::NodeId;
 
 use crate::broker::{Broker, BrokerConfig, Held};
+use crate::faults::{self, later};
 use crate::node::{serve, BrokerShared, SimTransport, BROKER_ADDR};
 use crate::rng::SplitMix64;
 
@@ -537,7 +538,6 @@ fn apply(
     root: &Path,
     bs: &Arc<BrokerShared>,
 ) -> Duration {
-    let b = bs.clone();
     match fault {
         Fault::Crash {
             instance,
@@ -556,18 +556,11 @@ fn apply(
             down
         }
         Fault::LeaderChange { down } => {
-            let mut broker = bs.lock();
-            broker.leader_change(now_ms());
-            broker.electing = true;
-            drop(broker);
-            later(down, move || b.lock().electing = false);
+            faults::leader_change(bs, down);
             down
         }
         Fault::Refuse { topic, lasting } => {
-            bs.lock().refusing.insert(topic.clone());
-            later(lasting, move || {
-                b.lock().refusing.remove(&topic);
-            });
+            faults::refuse_writes(bs, &topic, lasting);
             lasting
         }
         Fault::SmallDlq {
@@ -575,10 +568,7 @@ fn apply(
             bytes,
             lasting,
         } => {
-            bs.lock().topic_max_bytes.insert(topic.clone(), bytes);
-            later(lasting, move || {
-                b.lock().topic_max_bytes.remove(&topic);
-            });
+            faults::max_bytes(bs, &topic, bytes, lasting);
             lasting
         }
         Fault::Rebalance { group } => {
@@ -604,10 +594,7 @@ fn apply(
                 topic,
                 partition: Some(partition),
             };
-            bs.lock().held.insert(held.clone());
-            later(lasting, move || {
-                b.lock().held.remove(&held);
-            });
+            faults::hold(bs, held, lasting);
             lasting
         }
     }
@@ -625,13 +612,6 @@ fn storm(id: NodeId, (group, cut, times): (&str, Duration, u32), bs: &Arc<Broker
         later(cut + every * n, move || b.lock().rebalance(now_ms(), &group));
     }
     cut + every * times
-}
-
-fn later(after: Duration, undo: impl FnOnce() + Send + 'static) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        undo();
-    });
 }
 
 /// Waits for every group to commit the whole log of its topics, at most [`SETTLE`] and what the

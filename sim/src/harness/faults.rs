@@ -16,6 +16,7 @@ use super::{fmt_t, Shared};
 use crate::broker::Held;
 use crate::node::BrokerShared;
 use crate::scenario::{Direction, FaultKind, Scenario, MAX_INSTANCES};
+use framework_sim::faults::{self, later};
 
 /// The windows (epoch ms) in which the scenario's faults may keep the watchdog from marking, for
 /// a run that started at `start_ms`.
@@ -90,13 +91,6 @@ fn note(cluster: &Cluster, what: String) {
 }
 
 /// Runs `undo` once `after` has passed (on a task of its own).
-fn later(after: Duration, undo: impl FnOnce() + Send + 'static) {
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        undo();
-    });
-}
-
 /// Does what `kind` says to the cluster now, and undoes it (on a task of its own) when it heals.
 /// A crash that loses the disk removes the service's data directory under `root`.
 fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
@@ -292,12 +286,7 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
             bs.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
             later(lasting, move || b.delay_ms.store(0, Ordering::Relaxed));
         }
-        FaultKind::RefuseWrites { topic, lasting } => {
-            bs.lock().refusing.insert(topic.clone());
-            later(lasting, move || {
-                b.lock().refusing.remove(&topic);
-            });
-        }
+        FaultKind::RefuseWrites { topic, lasting } => faults::refuse_writes(bs, &topic, lasting),
         FaultKind::Hold {
             topic,
             partition,
@@ -310,10 +299,7 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
                 topic,
                 partition,
             };
-            bs.lock().held.insert(held.clone());
-            later(lasting, move || {
-                b.lock().held.remove(&held);
-            });
+            faults::hold(bs, held, lasting);
         }
         FaultKind::Duplicate { rate, lasting } => {
             bs.duplicate_per_mille
@@ -324,19 +310,8 @@ fn apply_broker_fault(bs: &Arc<BrokerShared>, kind: FaultKind) {
             topic,
             bytes,
             lasting,
-        } => {
-            bs.lock().topic_max_bytes.insert(topic.clone(), bytes);
-            later(lasting, move || {
-                b.lock().topic_max_bytes.remove(&topic);
-            });
-        }
-        FaultKind::LeaderChange { down } => {
-            let mut broker = bs.lock();
-            broker.leader_change(now_ms());
-            broker.electing = true;
-            drop(broker);
-            later(down, move || b.lock().electing = false);
-        }
+        } => faults::max_bytes(bs, &topic, bytes, lasting),
+        FaultKind::LeaderChange { down } => faults::leader_change(bs, down),
         node_fault => unreachable!("{node_fault:?} is a node's fault"),
     }
 }

@@ -3,14 +3,12 @@
 //! what a topic made again takes with it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use pizza::config::{ServiceName, SysConfig, Topics};
 use pizza::hostile;
 
 use super::{Invariant, Shared};
 use crate::broker::Broker;
-use crate::log::Entry;
 use crate::node::BrokerShared;
 use crate::scenario::{FaultKind, Scenario};
 
@@ -116,9 +114,6 @@ pub(super) fn check_aborted(b: &Broker, topics: &Topics, drives: &BTreeMap<Strin
     }
 }
 
-/// Records appended this early in a run may wait for the services' groups to form.
-const STARTUP_MS: i64 = 5_000;
-
 /// With the scenario's `isolation` bound: every record a group reads (and every record given up
 /// on) was finished by that group within the bound of its append (the broker's clock and the
 /// simulation's agree), but where a `hold` fault kept that partition number from the group's
@@ -147,49 +142,23 @@ pub(super) fn check_isolation(
     for service in ServiceName::CONSUMERS {
         let group = sys.group(service);
         for topic in sys.topics.consumed_by(service) {
-            for (p, part) in b.partitions(topic).iter().enumerate() {
-                let p = p as i32;
-                let done = finished
-                    .iter()
-                    .find(|((g, t, q), _)| g == group && t == topic && *q == p)
-                    .map(|(_, d)| d);
-                for s in part.slots() {
-                    let Entry::Record(r) = &s.entry else { continue };
-                    if (s.batch.decodable && s.batch.aborted) || r.timestamp_ms < start + STARTUP_MS {
-                        continue;
-                    }
-                    let held = holds.iter().any(|(svc, hp, (from, to))| {
-                        *svc == service
-                            && hp.is_none_or(|hp| hp == p)
-                            && r.timestamp_ms <= *to + bound_ms
-                            && *from <= r.timestamp_ms + bound_ms
-                    });
-                    if held {
-                        shared.exempted(Invariant::PartitionsIsolated);
-                        continue;
-                    }
-                    shared.checked(Invariant::PartitionsIsolated, 1);
-                    let took = done.and_then(|d| d.get(&s.offset)).map(|at| at - r.timestamp_ms);
-                    if took.is_none_or(|t| t > bound_ms) {
-                        let took = took.map_or("never".to_owned(), |t| {
-                            format!("{:.1}s after its append", t as f64 / 1000.0)
-                        });
-                        shared.violate(
-                            Invariant::PartitionsIsolated,
-                            None,
-                            format!(
-                                "{group} finished {topic}/{p}@{} {took} (bound {})",
-                                s.offset,
-                                fmt_secs(bound)
-                            ),
-                        );
-                    }
-                }
+            let held = |p: i32, at: i64| {
+                holds.iter().any(|(svc, hp, (from, to))| {
+                    *svc == service
+                        && hp.is_none_or(|hp| hp == p)
+                        && at <= *to + bound_ms
+                        && *from <= at + bound_ms
+                })
+            };
+            let found =
+                framework_sim::checks::late_records(b, finished, (group, topic), (start, bound), held);
+            shared.checked(Invariant::PartitionsIsolated, found.checked);
+            for _ in 0..found.excused {
+                shared.exempted(Invariant::PartitionsIsolated);
+            }
+            for what in found.late {
+                shared.violate(Invariant::PartitionsIsolated, None, what);
             }
         }
     }
-}
-
-fn fmt_secs(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
 }
