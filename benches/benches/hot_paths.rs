@@ -469,7 +469,7 @@ fn view_restore(c: &mut Criterion) {
     let open = |dir: &std::path::Path| ViewStore::open(&dir.join("orders.db")).unwrap();
     restore_bench(c, "view restore", "a new file", orders, open, |view| {
         rt.block_on(async {
-            let follower = view::ViewFollower::start(transport.clone(), sys.clone(), view.clone());
+            let follower = view::follow(transport.clone(), &sys, view.clone());
             folded(&follower, &ends).await;
             assert_eq!(view.status(last.as_str()).unwrap().map(|s| s.status), Some(999));
         })
@@ -559,11 +559,7 @@ fn fold_latency(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let view = std::sync::Arc::new(ViewStore::open(&dir.path().join("web-view.db")).unwrap());
         rt.block_on(async {
-            let follower = std::sync::Arc::new(view::ViewFollower::start(
-                transport.clone(),
-                sys.clone(),
-                view.clone(),
-            ));
+            let follower = std::sync::Arc::new(view::follow(transport.clone(), &sys, view.clone()));
             let (_stop, shutdown) = pizza::shutdown::Shutdown::new();
             let state = std::sync::Arc::new(pizza::web::AppState {
                 transport: transport.clone(),

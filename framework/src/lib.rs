@@ -19,6 +19,9 @@
 //! - [`changelog`]: state that follows partitions: facts per key in a changelog topic, restored
 //!   before a partition's records are handled and followed while owned, folded into a store the
 //!   application gives ([`changelog::FactStore`]).
+//! - [`follow`]: a view that follows the whole log outside any group, folded into a store the
+//!   application gives ([`follow::LogView`]): read on from where its store says, and folded
+//!   anew, aside, when it has read nothing yet or its topics are new logs.
 //! - [`app`]: what an application is to the framework ([`app::Application`]: its topics, its
 //!   services, how one instance of each runs on a transport), and `host`: all of an
 //!   application's services in one process, each under a supervisor (not under madsim, where
@@ -29,6 +32,7 @@ pub mod blocking;
 pub mod changelog;
 pub mod clock;
 pub mod error;
+pub mod follow;
 #[cfg(not(madsim))]
 pub mod host;
 pub mod mutants;

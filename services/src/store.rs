@@ -11,9 +11,13 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::clock::now_ms;
+use crate::config::SysConfig;
 use crate::domain::{Order, StatusCodes};
 use crate::mutants::{self, Mutant, ShopMutant};
-use crate::view::{fold, FollowedView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate};
+use crate::transport::Record;
+use crate::view::{
+    fold, view_update, LogView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate,
+};
 
 /// A state store failure.
 #[derive(Debug, thiserror::Error)]
@@ -535,7 +539,16 @@ impl ViewSink for ViewStore {
     }
 }
 
-impl FollowedView for ViewStore {
+impl LogView for ViewStore {
+    type Context = SysConfig;
+    type Update = ViewUpdate;
+    type Error = StoreError;
+
+    /// The shop's fold of a record of pizza-ordered or pizza-status ([`view_update`]).
+    fn update(sys: &SysConfig, rec: &Record, partitions: Option<i32>) -> Option<ViewUpdate> {
+        view_update(sys, rec, partitions).ok()
+    }
+
     fn followed(&self) -> Result<Vec<(String, i32, i64)>, StoreError> {
         ViewStore::followed(self)
     }
@@ -566,13 +579,13 @@ impl FollowedView for ViewStore {
         Ok(())
     }
 
-    fn apply_many_at(
+    fn apply_at(
         &self,
-        codes: &StatusCodes,
+        sys: &SysConfig,
         updates: &[ViewUpdate],
         read_to: &[(String, i32, i64)],
     ) -> Result<(), StoreError> {
-        ViewStore::apply_many_at(self, codes, updates, read_to)
+        ViewStore::apply_many_at(self, &sys.codes, updates, read_to)
     }
 }
 

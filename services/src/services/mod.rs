@@ -181,11 +181,7 @@ pub async fn run<T: Transport>(
                 h.folds_into = Some(view.clone());
                 None
             } else {
-                Some(ViewFollower::start(
-                    transport.clone(),
-                    cfg.sys.clone(),
-                    view.clone(),
-                ))
+                Some(crate::view::follow(transport.clone(), &cfg.sys, view.clone()))
             };
             let watchdog = tokio::spawn(status::watchdog(
                 transport.clone(),
@@ -291,9 +287,8 @@ fn _assert_handlers_are_handlers<T: Transport>() {
 mod tests {
     use super::*;
     use crate::config::{KafkaProps, SysConfig};
-    use crate::domain::StatusCodes;
     use crate::transport::kafka::KafkaTransport;
-    use crate::view::{FollowedView, ViewSink, ViewUpdate};
+    use crate::view::{LogView, ViewUpdate};
 
     /// A view whose file cannot be read: every attempt to follow the log fails at once.
     struct Unreadable;
@@ -302,23 +297,17 @@ mod tests {
     #[error("disk I/O error (the test's unreadable view)")]
     struct Unread;
 
-    impl ViewSink for Unreadable {
+    impl LogView for Unreadable {
+        type Context = SysConfig;
+        type Update = ViewUpdate;
         type Error = Unread;
-        fn apply_many(&self, _: &StatusCodes, _: &[ViewUpdate]) -> Result<(), Unread> {
-            Err(Unread)
+        fn update(_: &SysConfig, _: &crate::transport::Record, _: Option<i32>) -> Option<ViewUpdate> {
+            None
         }
-    }
-
-    impl FollowedView for Unreadable {
         fn followed(&self) -> Result<Vec<(String, i32, i64)>, Unread> {
             Err(Unread)
         }
-        fn apply_many_at(
-            &self,
-            _: &StatusCodes,
-            _: &[ViewUpdate],
-            _: &[(String, i32, i64)],
-        ) -> Result<(), Unread> {
+        fn apply_at(&self, _: &SysConfig, _: &[ViewUpdate], _: &[(String, i32, i64)]) -> Result<(), Unread> {
             Err(Unread)
         }
         fn scratch(&self, _: bool) -> Result<Self, Unread> {
@@ -341,7 +330,7 @@ mod tests {
     #[tokio::test]
     async fn a_view_that_keeps_failing_stops_the_worker() {
         let transport = KafkaTransport::new(&KafkaProps::bootstrap("127.0.0.1:1"), "it-stalled").unwrap();
-        let follower = ViewFollower::start(transport, Arc::new(SysConfig::default()), Arc::new(Unreadable));
+        let follower = crate::view::follow(transport, &Arc::new(SysConfig::default()), Arc::new(Unreadable));
         let (_never, shutdown) = Shutdown::new();
         let gives_up = std::time::Duration::from_secs(2);
         let stop_when = StopWhen {

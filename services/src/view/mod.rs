@@ -7,11 +7,10 @@
 //! stale or duplicate event never moves an order back, final statuses never change, and stuck is a
 //! flag the next progress clears.
 
-mod follow;
 mod rebuild;
 mod watch;
 
-pub use follow::ViewFollower;
+pub use framework::follow::{LogView, ViewFollower};
 pub use rebuild::{rebuild, RebuildError, Rebuilt, REBUILD_BATCH, STALL_TIMEOUT};
 pub use watch::RegressionWatch;
 
@@ -33,42 +32,15 @@ pub trait ViewSink {
     fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), Self::Error>;
 }
 
-/// A view that follows the log outside any group (`ViewFollower`): it keeps, with its rows, how
-/// far it read each partition.
-pub trait FollowedView: ViewSink {
-    /// The next offset to read, per topic and partition, as the last batch left it.
-    fn followed(&self) -> Result<Vec<(String, i32, i64)>, Self::Error>;
-
-    /// Folds `updates` in and records `read_to` (topic, partition, next offset), in one
-    /// transaction.
-    fn apply_many_at(
-        &self,
-        codes: &StatusCodes,
-        updates: &[ViewUpdate],
-        read_to: &[(String, i32, i64)],
-    ) -> Result<(), Self::Error>;
-
-    /// A view of the same kind kept aside, for a first fold of the log that readers must not
-    /// see half of (this view has read nothing yet: a new file, its disk lost; or what it read is
-    /// another log), with what an earlier first fold left in it (it records how far it read, so
-    /// that fold goes on), or empty when `fresh`. Filled, it is taken whole by
-    /// [`FollowedView::take_from`].
-    fn scratch(&self, fresh: bool) -> Result<Self, Self::Error>
-    where
-        Self: Sized;
-
-    /// Which log each topic it read was (`Transport::log_id`), where that was known.
-    fn logs(&self) -> Result<Vec<(String, String)>, Self::Error>;
-
-    /// Records which log each of `logs`' topics is.
-    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), Self::Error>;
-
-    /// Replaces every row, and how far the log was read, with `scratch`'s, in one transaction
-    /// (a reader sees the view before or after, never an order half way back through its
-    /// statuses), and discards `scratch`.
-    fn take_from(&self, scratch: Self) -> Result<(), Self::Error>
-    where
-        Self: Sized;
+/// Starts following pizza-ordered and pizza-status into `view` (the framework's follower, with
+/// the shop's fold: [`view_update`], and the rank table in `sys`).
+pub fn follow<T, V>(transport: T, sys: &std::sync::Arc<SysConfig>, view: std::sync::Arc<V>) -> ViewFollower
+where
+    T: crate::transport::Transport,
+    V: LogView<Context = SysConfig, Update = ViewUpdate>,
+{
+    let topics = vec![sys.topics.ordered.clone(), sys.topics.status.clone()];
+    ViewFollower::start(transport, topics, sys.clone(), view)
 }
 
 /// An order's status in the view.

@@ -15,7 +15,6 @@ use crate::options::ServiceConfig;
 use crate::shutdown::Shutdown;
 use crate::store::{StoreError, ViewStore};
 use crate::transport::Transport;
-use crate::view::ViewFollower;
 
 /// The web app's options, besides the services' ([`crate::options::ServiceOpts`]).
 #[derive(Args, Clone, Debug)]
@@ -99,7 +98,7 @@ pub async fn serve<T: Transport>(
     // The follower writes through a connection of its own: a live stream learns of a change from
     // SQLite's `data_version`, which counts only other connections' commits.
     let folded = Arc::new(ViewStore::open(&cfg.web_view_path())?);
-    let follower = ViewFollower::start(transport.clone(), cfg.sys.clone(), folded);
+    let follower = crate::view::follow(transport.clone(), &cfg.sys, folded);
     let key = match &opts.session_key {
         Some(k) => k.clone(),
         None => SessionKey::load_or_create(&session_key_path(&cfg.data_dir))?,

@@ -363,7 +363,8 @@ async fn health_check<T: Transport>(State(st): State<Arc<AppState<T>>>) -> Respo
     let mut problems = st.health.problems().await;
     // The web app's own view: one still folding the log from its start, or failing to follow
     // it, shows customers nothing, or nothing new (issue 25, defect 8).
-    problems.extend(st.follower.as_ref().and_then(|f| f.problems(VIEW_FAILING_GRACE)));
+    let view = st.follower.as_ref().and_then(|f| f.problems(VIEW_FAILING_GRACE));
+    problems.extend(view.map(|p| format!("web view: {p}")));
     if problems.is_empty() {
         return "Ok".into_response();
     }

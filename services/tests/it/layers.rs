@@ -145,12 +145,13 @@ fn the_framework_modules_depend_on_each_other_one_way() {
 /// transport seam and its Kafka implementation, the worker, state that follows partitions, the
 /// application trait and its host, the blocking and clock helpers, shutdown, probes and the
 /// mutant switch, Kafka's partitioner).
-const FRAMEWORK: [&str; 13] = [
+const FRAMEWORK: [&str; 14] = [
     "app",
     "blocking",
     "changelog",
     "clock",
     "error",
+    "follow",
     "host",
     "mutants",
     "partitioner",

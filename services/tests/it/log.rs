@@ -28,7 +28,7 @@ pub fn compressing(props: &KafkaProps, codec: &str) -> KafkaTransport {
 /// A web app's view started now on `transport`: a fresh file, folded from the log's start.
 fn new_view(transport: &KafkaTransport, dir: &std::path::Path) -> (ViewFollower, Arc<ViewStore>) {
     let view = Arc::new(ViewStore::open(&dir.join("new-view.db")).unwrap());
-    let follower = ViewFollower::start(transport.clone(), Arc::new(SysConfig::default()), view.clone());
+    let follower = pizza::view::follow(transport.clone(), &Arc::new(SysConfig::default()), view.clone());
     (follower, view)
 }
 
@@ -494,16 +494,13 @@ async fn a_view_that_cannot_follow_the_log_is_named_by_the_health_check() {
     // A port nothing listens on: no broker.
     let nowhere = KafkaProps::bootstrap(&format!("127.0.0.1:{}", free_port()));
     let transport = KafkaTransport::new(&nowhere, "it-view-health").unwrap();
-    let follower = ViewFollower::start(transport, Arc::new(SysConfig::default()), view);
+    let follower = pizza::view::follow(transport, &Arc::new(SysConfig::default()), view);
     wait_for("the follower failing", Duration::from_secs(90), || async {
         follower.problems(Duration::ZERO).is_some()
     })
     .await;
     let problem = follower.problems(Duration::ZERO).unwrap();
-    assert!(
-        problem.starts_with("web view: not following the log"),
-        "{problem}"
-    );
+    assert!(problem.starts_with("not following the log"), "{problem}");
     assert!(
         follower.problems(Duration::from_secs(3600)).is_none(),
         "within its grace"

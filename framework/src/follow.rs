@@ -1,18 +1,21 @@
-//! A view that follows the whole log on its own: every partition of pizza-ordered and
-//! pizza-status, read outside any consumer group and folded with the same [`super::view_update`]
-//! and fold as [`super::rebuild`]'s. Each web instance and each status instance keeps one, so
-//! any number of them each see every order (issue 15).
+//! A view that follows the whole log on its own: every partition of its topics, read outside any
+//! consumer group and folded into a store the application gives ([`LogView`]: what a record
+//! changes, and the store's transactions). Any number of instances each keep one, and each sees
+//! every key.
 //!
 //! - **Where it starts.** The view's file records, in the transaction of each batch, the offset
 //!   it read each partition to; a restart reads on from there (the file is the snapshot). A new
-//!   file (or one whose disk was lost) reads the log from its start, at `pizza view rebuild`'s
-//!   pace, into a file beside it, and takes that whole once it reached the log's end as it was
-//!   when it began: a reader sees the empty view, then the whole one, never an order moving
-//!   back through its statuses. The log's retention must keep what no snapshot covers.
+//!   file (or one whose disk was lost) reads the log from its start, at a rebuild's pace, into a
+//!   view beside it ([`LogView::scratch`]), and takes that whole once it reached the
+//!   log's end as it was when it began: a reader sees the empty view, then the whole one, never a
+//!   key moving back through its history. The log's retention must keep what no snapshot covers.
+//! - **A new log is a new history.** A topic that is another log now than the one the view read
+//!   (a topic made again, a new cluster: [`crate::transport::Transport::log_id`], asked every
+//!   10 s and whenever a position went back) is folded anew from its start, aside, the same way.
 //! - **Read your own writes.** [`ViewFollower::reached`] waits until the fold has passed a given
-//!   offset: the web app waits (bounded) for the offset its pizza-ordered was acknowledged at
-//!   before it shows the customer the order.
-//! - **Partitions added later** are not followed until a restart (the shop's topics keep theirs).
+//!   offset: a command side waits (bounded) for the offset its record was acknowledged at before
+//!   it shows the client the result.
+//! - **Partitions added later** are not followed until a restart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,11 +23,57 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{view_update, FollowedView, REBUILD_BATCH};
-use crate::config::SysConfig;
 use crate::error::Report;
 use crate::mutants::{self, Mutant};
-use crate::transport::{end_offsets_within, Fetched, Reader, Transport, TransportError, ENDS_WITHIN};
+use crate::transport::{end_offsets_within, Fetched, Reader, Record, Transport, TransportError, ENDS_WITHIN};
+
+/// Most records one batch of a first fold reads before it is folded.
+pub const READ_BATCH: usize = 1000;
+
+/// A view a [`ViewFollower`] keeps up with the log: what a record changes, and a store that keeps,
+/// with its rows, how far it read each partition (so a restart reads on from there).
+pub trait LogView: Send + Sync + Sized + 'static {
+    /// What the fold needs beside the view (the application's configuration).
+    type Context: Send + Sync + 'static;
+    /// What one record changes.
+    type Update: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// What `rec` changes, or `None` when the view passes over it (a malformed record is its
+    /// consumer group's to dead-letter, not a view's). `partitions`: its topic's partition count,
+    /// to tell a record off its key's partition.
+    fn update(ctx: &Self::Context, rec: &Record, partitions: Option<i32>) -> Option<Self::Update>;
+
+    /// The next offset to read, per topic and partition, as the last batch left it.
+    fn followed(&self) -> Result<Vec<(String, i32, i64)>, Self::Error>;
+
+    /// Folds `updates` in, in order, and records `read_to` (topic, partition, next offset), in
+    /// one transaction.
+    fn apply_at(
+        &self,
+        ctx: &Self::Context,
+        updates: &[Self::Update],
+        read_to: &[(String, i32, i64)],
+    ) -> Result<(), Self::Error>;
+
+    /// A view of the same kind kept aside, for a first fold of the log that readers must not see
+    /// half of (this view has read nothing yet: a new file, its disk lost; or what it read is
+    /// another log), with what an earlier first fold left in it (it records how far it read, so
+    /// that fold goes on), or empty when `fresh`. Filled, it is taken whole by
+    /// [`LogView::take_from`].
+    fn scratch(&self, fresh: bool) -> Result<Self, Self::Error>;
+
+    /// Which log each topic it read was (`Transport::log_id`), where that was known.
+    fn logs(&self) -> Result<Vec<(String, String)>, Self::Error>;
+
+    /// Records which log each of `logs`' topics is.
+    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), Self::Error>;
+
+    /// Replaces every row, and how far the log was read, with `scratch`'s, in one transaction (a
+    /// reader sees the view before or after, never a key half way back through its history), and
+    /// discards `scratch`.
+    fn take_from(&self, scratch: Self) -> Result<(), Self::Error>;
+}
 
 /// How long the follower waits after a failure before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -71,17 +120,18 @@ pub struct ViewFollower {
 }
 
 impl ViewFollower {
-    /// Starts following pizza-ordered and pizza-status into `view` (call within a runtime).
-    pub fn start<T: Transport, V: FollowedView + Send + Sync + 'static>(
+    /// Starts following `topics` into `view`, folding with `ctx` (call within a runtime).
+    pub fn start<T: Transport, V: LogView>(
         transport: T,
-        sys: Arc<SysConfig>,
+        topics: Vec<String>,
+        ctx: Arc<V::Context>,
         view: Arc<V>,
     ) -> ViewFollower {
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
             changed: Notify::new(),
         });
-        let task = tokio::spawn(follow(transport, sys, view, shared.clone()));
+        let task = tokio::spawn(follow(transport, (Arc::new(topics), ctx), view, shared.clone()));
         ViewFollower { shared, task }
     }
 
@@ -113,16 +163,11 @@ impl ViewFollower {
     pub fn problems(&self, grace: Duration) -> Option<String> {
         if let Some(n) = self.shared.lock().first_fold {
             return Some(format!(
-                "web view: folding the log from its start ({n} records so far); orders are not shown until it is done"
+                "folding the log from its start ({n} records so far); nothing of it is shown until it is done"
             ));
         }
         let (failing, why) = self.failing_for()?;
-        (failing > grace).then(|| {
-            format!(
-                "web view: not following the log for {}s: {why}",
-                failing.as_secs()
-            )
-        })
+        (failing > grace).then(|| format!("not following the log for {}s: {why}", failing.as_secs()))
     }
 
     /// How long the follower has been failing, attempt after attempt, and why, when it is.
@@ -143,15 +188,10 @@ impl Drop for ViewFollower {
 
 /// Follows until dropped: each failure (the broker away, the file busy) is logged and tried
 /// again from where the view's file says.
-async fn follow<T: Transport, V: FollowedView + Send + Sync + 'static>(
-    transport: T,
-    sys: Arc<SysConfig>,
-    view: Arc<V>,
-    shared: Arc<Shared>,
-) {
+async fn follow<T: Transport, V: LogView>(transport: T, fold: Fold<V>, view: Arc<V>, shared: Arc<Shared>) {
     loop {
         let started = tokio::time::Instant::now();
-        let why = match follow_once(&transport, &sys, &view, &shared).await {
+        let why = match follow_once(&transport, &fold, &view, &shared).await {
             Ok(never) => match never {},
             Err(why) => why,
         };
@@ -173,23 +213,26 @@ async fn follow<T: Transport, V: FollowedView + Send + Sync + 'static>(
     }
 }
 
-/// Reads both topics from where the view left off and folds them in, batch by batch. A view that
+/// The topics a view folds, and what the fold needs beside the view.
+type Fold<V> = (Arc<Vec<String>>, Arc<<V as LogView>::Context>);
+
+/// Reads its topics from where the view left off and folds them in, batch by batch. A view that
 /// has read nothing yet (a new file, its disk lost), or whose topics are other logs now than the
 /// ones it read (a topic made again, a new cluster), is first built aside from the log's start to
 /// its end as it was then, and taken whole: a reader never sees it half way back through the log.
 /// While it follows, a topic that becomes another log ends this attempt (the next one starts over).
-async fn follow_once<T: Transport, V: FollowedView + Send + Sync + 'static>(
+async fn follow_once<T: Transport, V: LogView>(
     transport: &T,
-    sys: &Arc<SysConfig>,
+    fold: &Fold<V>,
     view: &Arc<V>,
     shared: &Shared,
 ) -> Result<std::convert::Infallible, String> {
-    let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
+    let topics: Vec<&str> = fold.0.iter().map(String::as_str).collect();
     // The view's own file first: a view that cannot be read fails at once, broker or not.
     let known = view.logs().map_err(|e| Report(&e).to_string())?;
     let ids = log_ids(transport, &topics).await?;
     tokio::select! {
-        followed = follow_logs(transport, sys, view, shared, (&known, &ids)) => followed,
+        followed = follow_logs(transport, fold, view, shared, (&known, &ids)) => followed,
         why = log_changed(transport, &ids) => Err(why),
     }
 }
@@ -251,7 +294,7 @@ type LogIds = [(String, String)];
 /// view to fold first (when it has read nothing, or read other logs), and the next offset to
 /// read per partition.
 #[allow(clippy::type_complexity)]
-fn starting_point<V: FollowedView>(
+fn starting_point<V: LogView>(
     view: &V,
     (known, ids): (&LogIds, &LogIds),
 ) -> Result<(Option<V>, HashMap<(String, i32), i64>, bool), String> {
@@ -296,14 +339,14 @@ fn starting_point<V: FollowedView>(
 }
 
 /// [`follow_once`] on the logs `ids` names.
-async fn follow_logs<T: Transport, V: FollowedView + Send + Sync + 'static>(
+async fn follow_logs<T: Transport, V: LogView>(
     transport: &T,
-    sys: &Arc<SysConfig>,
+    fold: &Fold<V>,
     view: &Arc<V>,
     shared: &Shared,
     logs: (&LogIds, &LogIds),
 ) -> Result<std::convert::Infallible, String> {
-    let topics = [sys.topics.ordered.as_str(), sys.topics.status.as_str()];
+    let topics: Vec<&str> = fold.0.iter().map(String::as_str).collect();
     let report = |e: &(dyn std::error::Error + 'static)| Report(e).to_string();
     let (scratch, resume, new_logs) = starting_point(view.as_ref(), logs)?;
     // Per partition: where the reading starts, and the end it had then.
@@ -348,7 +391,7 @@ async fn follow_logs<T: Transport, V: FollowedView + Send + Sync + 'static>(
     }
     shared.lock().trouble = None;
     let mut batches = Pumps::start(readers);
-    // Each topic's partition count: a record off its key's partition is not the order's.
+    // Each topic's partition count: a record off its key's partition is passed over.
     let mut counts: HashMap<String, i32> = HashMap::new();
     for (t, p) in starts.keys() {
         let n = counts.entry(t.clone()).or_default();
@@ -359,7 +402,7 @@ async fn follow_logs<T: Transport, V: FollowedView + Send + Sync + 'static>(
         shared.lock().first_fold = Some(0);
         let scratch = Arc::new(scratch);
         let folding = Folding {
-            sys: sys.clone(),
+            ctx: fold.1.clone(),
             counts: counts.clone(),
             shared,
         };
@@ -383,15 +426,15 @@ async fn follow_logs<T: Transport, V: FollowedView + Send + Sync + 'static>(
     loop {
         let fetched = batches.next().await?;
         went_back(&fetched)?;
-        let read_to = fold_off((sys, &counts), view, fetched).await?;
+        let read_to = fold_off((&fold.1, &counts), view, fetched).await?;
         moved_on(shared, read_to);
     }
 }
 
-/// What a first fold needs besides its readers: the shop's config, each topic's partition
-/// count, and where it reports how far it got.
-struct Folding<'a> {
-    sys: Arc<SysConfig>,
+/// What a first fold needs besides its readers: what the fold needs beside the view, each
+/// topic's partition count, and where it reports how far it got.
+struct Folding<'a, C> {
+    ctx: Arc<C>,
     counts: Arc<HashMap<String, i32>>,
     shared: &'a Shared,
 }
@@ -399,14 +442,14 @@ struct Folding<'a> {
 /// [`fold_batch`] off the runtime's worker threads (SQLite's work, and its sync, block): a web
 /// app's requests never wait behind its view's fold (issue 25, defect 8). Then the disk's time,
 /// in the simulation.
-async fn fold_off<V: FollowedView + Send + Sync + 'static>(
-    (sys, counts): (&Arc<SysConfig>, &Arc<HashMap<String, i32>>),
+async fn fold_off<V: LogView>(
+    (ctx, counts): (&Arc<V::Context>, &Arc<HashMap<String, i32>>),
     view: &Arc<V>,
     fetched: Fetched,
 ) -> Result<Vec<(String, i32, i64)>, String> {
-    let (sys, counts, view) = (sys.clone(), counts.clone(), view.clone());
+    let (ctx, counts, view) = (ctx.clone(), counts.clone(), view.clone());
     let read_to =
-        crate::blocking::off_runtime(move || fold_batch((&sys, &counts), view.as_ref(), &fetched)).await;
+        crate::blocking::off_runtime(move || fold_batch((&*ctx, &counts), view.as_ref(), &fetched)).await;
     crate::probes::disk_io().await;
     read_to
 }
@@ -425,9 +468,9 @@ fn went_back(fetched: &Fetched) -> Result<(), String> {
 /// Folds the log into `scratch` until every partition reached the end it had at `starts`; returns
 /// how far it read each. A partition that brings nothing for [`FIRST_FOLD_STALL`] is asked again
 /// where it starts and ends: one emptied by retention, or cut back, is done where it now ends.
-async fn first_fold<T: Transport, V: FollowedView + Send + Sync + 'static>(
+async fn first_fold<T: Transport, V: LogView>(
     transport: &T,
-    folding: &Folding<'_>,
+    folding: &Folding<'_, V::Context>,
     scratch: &Arc<V>,
     batches: &mut Pumps,
     starts: &HashMap<(String, i32), (i64, i64)>,
@@ -457,7 +500,7 @@ async fn first_fold<T: Transport, V: FollowedView + Send + Sync + 'static>(
         let fetched = records?;
         went_back(&fetched)?;
         folded += fetched.records.len();
-        let read_to = fold_off((&folding.sys, &folding.counts), scratch, fetched).await?;
+        let read_to = fold_off((&folding.ctx, &folding.counts), scratch, fetched).await?;
         for (t, p, n) in read_to {
             let was = next.entry((t, p)).or_default();
             *was = (*was).max(n);
@@ -498,7 +541,7 @@ impl Pumps {
                 tokio::spawn(async move {
                     let mut retries = 0;
                     loop {
-                        let got = reader.recv(REBUILD_BATCH).await;
+                        let got = reader.recv(READ_BATCH).await;
                         match &got {
                             Err(e) if e.is_retriable() && retries < READ_RETRIES => {
                                 retries += 1;
@@ -572,20 +615,20 @@ fn moved_on(shared: &Shared, read_to: impl IntoIterator<Item = (String, i32, i64
     shared.changed.notify_waiters();
 }
 
-/// Folds one batch (records of either topic, in order per partition) into `view`; returns how
+/// Folds one batch (records of its topics, in order per partition) into `view`; returns how
 /// far it read each of their partitions: past its records, and to the readers' positions (past
 /// transaction markers and records that cannot be read, which are never delivered).
-fn fold_batch<V: FollowedView>(
-    (sys, counts): (&SysConfig, &HashMap<String, i32>),
+fn fold_batch<V: LogView>(
+    (ctx, counts): (&V::Context, &HashMap<String, i32>),
     view: &V,
     fetched: &Fetched,
 ) -> Result<Vec<(String, i32, i64)>, String> {
     let records = &fetched.records;
-    // Malformed records are the status service's group's to dead-letter; a view passes over
-    // them, and over a record off its key's partition (not the order's).
+    // Malformed records are a consumer group's to dead-letter; a view passes over them, and over
+    // a record off its key's partition, as its `update` says.
     let updates: Vec<_> = records
         .iter()
-        .filter_map(|r| view_update(sys, r, counts.get(&r.topic).copied()).ok())
+        .filter_map(|r| V::update(ctx, r, counts.get(&r.topic).copied()))
         .collect();
     let mut read_to: HashMap<(String, i32), i64> = HashMap::new();
     for r in records {
@@ -611,7 +654,7 @@ fn fold_batch<V: FollowedView>(
         }
     }
     let read_to: Vec<(String, i32, i64)> = read_to.into_iter().map(|((t, p), n)| (t, p, n)).collect();
-    view.apply_many_at(&sys.codes, &updates, &read_to)
+    view.apply_at(ctx, &updates, &read_to)
         .map_err(|e| format!("folding into the view: {}", Report(&e)))?;
     Ok(read_to)
 }
