@@ -1,4 +1,4 @@
-//! The simulated broker's state: Kafka's semantics that matter to the shop, as a plain data
+//! The simulated broker's state: Kafka's semantics that matter to services, as a plain data
 //! structure (no runtime, no clock of its own: every call gets `now`), so it is unit-tested in the
 //! normal build and driven over madsim's network in the simulation (`crate::node`).
 //!
@@ -49,7 +49,7 @@ impl Held {
         self.topic == topic && self.partition.is_none_or(|p| p == partition)
     }
 
-    /// Whether `node` is one of the service's nodes (`deliver`, `deliver-2`, ...).
+    /// Whether `node` is one of the service's nodes (`greet`, `greet-2`, ...).
     fn of_node(&self, node: &str) -> bool {
         node == self.service
             || node
@@ -236,8 +236,8 @@ pub struct Broker {
     pub topic_max_bytes: BTreeMap<String, usize>,
     /// What the broker holds back from a service for now: its group's fetches and its readers'
     /// reads of a topic (of one partition of it, or all): a partition leader far behind for that
-    /// reader, the way the pending path is forced (deliver sees pizza-baked before
-    /// pizza-ordered), and a restore that does not move.
+    /// reader, the way one input is made to come long before another, and a restore that does not
+    /// move.
     pub held: BTreeSet<Held>,
     /// When the simulation started (epoch ms), for trace times.
     pub start_ms: i64,

@@ -126,8 +126,9 @@ pub fn late_records(
 
 /// Partitions isolated: in a run whose only faults are holds (`plan`, from `start_ms`), every
 /// record of each group's topics was finished by that group within `bound` of its append, but
-/// where a hold named that partition number: its records wait for the partition's own trouble,
-/// and nothing else may. Returns what broke it; nothing for a run with other faults.
+/// where a hold named that group and partition number (of any topic: a partition's state is
+/// co-partitioned with its input): its records wait for the partition's own trouble, and nothing
+/// else may. Returns what broke it; nothing for a run with other faults.
 pub fn isolated(
     b: &Broker,
     groups: &[(String, Vec<String>)],
@@ -136,14 +137,23 @@ pub fn isolated(
     finished: &Finished,
 ) -> Vec<String> {
     use crate::world::Fault;
-    let holds: Option<Vec<(i32, i64, i64)>> = plan
+    // Per hold: the group, the partition number, and when it held (epoch ms).
+    let holds: Option<Vec<(&str, i32, i64, i64)>> = plan
         .iter()
         .map(|(at, f)| match f {
             Fault::Hold {
-                partition, lasting, ..
+                group,
+                partition,
+                lasting,
+                ..
             } => {
                 let from = start_ms + at.as_millis() as i64;
-                Some((*partition, from, from + lasting.as_millis() as i64))
+                Some((
+                    group.as_str(),
+                    *partition,
+                    from,
+                    from + lasting.as_millis() as i64,
+                ))
             }
             _ => None,
         })
@@ -152,13 +162,16 @@ pub fn isolated(
         return Vec::new();
     };
     let bound_ms = bound.as_millis() as i64;
-    let held = |p: i32, at: i64| {
-        holds
-            .iter()
-            .any(|(hp, from, to)| *hp == p && at <= to + bound_ms && *from <= at + bound_ms)
-    };
     let mut broken = Vec::new();
     for (group, topics) in groups {
+        // A held partition's records wait for the hold, and then for the backlog it built: one
+        // at most as long as the hold itself, where the group handles records at least twice as
+        // fast as they come (what an isolation bound promises).
+        let held = |p: i32, at: i64| {
+            holds.iter().any(|(g, hp, from, to)| {
+                g == group && *hp == p && at <= to + (to - from) + bound_ms && *from <= at + bound_ms
+            })
+        };
         for topic in topics {
             let found = late_records(b, finished, (group, topic), (start_ms, bound), held);
             broken.extend(found.late);

@@ -1,6 +1,6 @@
 //! The broker's faults, each done now and undone (on a task of its own) when it heals: what any
-//! simulation's fault plan applies to the simulated broker ([`crate::world`]'s, the pizza shop's
-//! scenarios).
+//! simulation's fault plan applies to the simulated broker ([`crate::world`]'s, or an
+//! application's own scenarios).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,8 +7,10 @@
 //! - `node` (`--cfg madsim` only): the broker served over madsim's simulated network, and
 //!   `node::SimTransport`, the client every simulated service runs on: the framework's
 //!   `Transport` seam, with the same commit bookkeeping and error table as the Kafka transport.
-//! - `checks` (`--cfg madsim` only): the invariants every application's simulation checks the
-//!   same way (commits follow work, the whole log committed).
+//! - `checks` and `faults` (`--cfg madsim` only): the invariants every application's simulation
+//!   checks the same way (commits follow work, the whole log committed, records finished late,
+//!   partitions isolated), and the broker's faults (leaders moving, refused writes, a topic's
+//!   size limit, holds), done now and undone when they heal.
 //! - `testapp` (`--cfg madsim` only): the testing application, one stage with an oracle of its
 //!   own, that catches the framework's mutants without any real application.
 //! - `world` (`--cfg madsim` only): the simulation of any application: what it implements

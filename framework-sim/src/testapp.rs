@@ -23,7 +23,7 @@
 //!   repeats the effect, never changes it; state lost or restored short shows as a wrong count);
 //! - `per-key-order`: per key, outputs first appear in the order of their inputs on the log;
 //! - `malformed-dead-lettered`: every record the stage cannot use has a dead-letter note naming
-//!   it (unless not even a bare note was taken), and no output.
+//!   it (unless the broker refused even a bare note of it), and no output.
 //!
 //! `framework-sim/tests/testapp.rs` switches each framework mutant on and asserts some seed of
 //! this application catches it.
@@ -396,10 +396,12 @@ fn check(b: &Broker, hits: &Hits) -> Vec<Violation> {
     let outputs = read_outputs(b);
     check_outputs(&inputs, &outputs, &mut found);
     let notes = dead_letter_notes(b);
+    // A record passed over without a note is excused only where the broker refused even its bare
+    // note (the service's word alone is not enough).
     let dropped: BTreeSet<(i32, i64)> = hits
         .dropped
         .iter()
-        .filter(|d| d.1 == IN)
+        .filter(|d| d.1 == IN && b.refused_notes.contains(*d))
         .map(|d| (d.2, d.3))
         .collect();
     for at in &malformed {

@@ -13,6 +13,8 @@
 //! | `commits-follow-work` | a group committed past an offset none of its members finished |
 //! | `whole-log-committed` | a group had not committed its topics' whole log within the settle time |
 //! | `partitions-isolated` | in a seed whose only faults are holds, a record of a partition no hold named was finished later than [`Workload::isolation`] after its append |
+//! | `feed-finished` | the workload's feed ran past [`FEED_WITHIN`] (simulated) |
+//! | `workload-well-formed` | the workload names no topics, services or groups, or reads a topic it does not make (the run does not start) |
 //! | the application's | whatever [`Workload::check`] finds |
 //!
 //! The faults, drawn from the seed ([`Plan::draw`]): an instance crashed (its disk lost or not),
@@ -89,6 +91,9 @@ pub const SETTLE: Duration = Duration::from_secs(120);
 
 /// How long a supervisor waits before it runs a stopped instance again.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// How long (simulated) a workload's feed may run.
+pub const FEED_WITHIN: Duration = Duration::from_secs(3_600);
 
 /// A broken promise.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,10 +284,9 @@ impl Plan {
         let mut faults = Vec::new();
         for _ in 0..rng.between(1, 2) {
             let at = Duration::from_millis(rng.between(5_000, 30_000));
-            let group = match groups.len() {
-                0 => String::new(),
-                n => groups[rng.below(n as u64) as usize].0.clone(),
-            };
+            // A group, then a topic (its own, or one its services read outside it, a changelog
+            // say) and a service, all of the workload's (checked non-empty by `run`).
+            let group = groups[rng.below(groups.len() as u64) as usize].0.clone();
             let fault = Fault::Hold {
                 topic: topics[rng.below(topics.len() as u64) as usize].clone(),
                 partition: rng.below(partitions.max(1) as u64) as i32,
@@ -330,6 +334,14 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `app` for one seed, as `opts` says, to its verdict.
 pub fn run<W: Workload>(app: Arc<W>, opts: &Options) -> Verdict {
+    if let Err(why) = well_formed(&*app) {
+        return Verdict {
+            seed: opts.seed,
+            mutant: opts.mutant,
+            violations: vec![Violation::new("workload-well-formed", why)],
+            ..Verdict::default()
+        };
+    }
     let plan = Plan::draw(opts.seed, &*app, opts.partitions);
     let rt = madsim::runtime::Runtime::with_seed_and_config(opts.seed, madsim::Config::default());
     framework::mutants::set(opts.mutant);
@@ -364,6 +376,32 @@ pub fn run<W: Workload>(app: Arc<W>, opts: &Options) -> Verdict {
     verdict.mutant = opts.mutant;
     verdict.plan = plan;
     verdict
+}
+
+/// Most services, and most instances of one, a run places (each gets an address of its own).
+const MOST_NODES: usize = 200;
+
+/// Whether `app` can be simulated: some topics and services, each group's topics and the
+/// dead-letter topics among its topics, and at most [`MOST_NODES`] services and instances of each.
+fn well_formed<W: Workload>(app: &W) -> Result<(), String> {
+    let (topics, services) = (app.topics(), app.services());
+    if topics.is_empty() || services.is_empty() || app.groups().is_empty() {
+        return Err("a workload needs topics, services and consumer groups".into());
+    }
+    let named = app.groups().into_iter().flat_map(|(_, t)| t);
+    if let Some(t) = named
+        .chain(app.dead_letter_topics())
+        .find(|t| !topics.contains(t))
+    {
+        return Err(format!(
+            "{t} is read or dead-lettered to, but not among the topics made"
+        ));
+    }
+    let most = services.iter().map(|s| app.instances(s)).max().unwrap_or(0);
+    if services.len() > MOST_NODES || most > MOST_NODES {
+        return Err(format!("at most {MOST_NODES} services, and instances of one"));
+    }
+    Ok(())
 }
 
 /// A fresh directory for a run's data, in memory where the machine has /dev/shm.
@@ -403,7 +441,10 @@ async fn simulate<W: Workload>(
         a.feed(rng, t).await;
     });
     inject(&plan, &handle, &nodes, &root, &bs).await;
-    let _ = feeding.await;
+    if tokio::time::timeout(FEED_WITHIN, feeding).await.is_err() {
+        let what = format!("the workload's feed ran past {}s", FEED_WITHIN.as_secs());
+        reports.violate(Violation::new("feed-finished", what));
+    }
     settle(&*app, &bs, &reports).await;
     let hits = framework::probes::take();
     let b = bs.lock();
@@ -466,6 +507,7 @@ fn start_instances<W: Workload>(
             .take(s)
             .map(|s| app.instances(s).max(1))
             .sum::<usize>();
+        // Fewer than 255 of each: `well_formed` holds them to MOST_NODES.
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, s as u8 + 1, k as u8 + 1));
         let instance = Instance {
             data_dir: root.join(&name),
@@ -491,13 +533,15 @@ async fn supervise<W: Workload>(app: Arc<W>, service: String, instance: Instance
     loop {
         let transport = SimTransport::connect(&instance.name).await;
         let (trigger, shutdown) = Shutdown::new();
-        tokio::spawn(async move {
+        let signal = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 trigger.fire();
             }
             std::future::pending::<()>().await
         });
-        match app.run(&service, transport, instance.clone(), shutdown).await {
+        let ran = app.run(&service, transport, instance.clone(), shutdown).await;
+        signal.abort();
+        match ran {
             Ok(()) => return,
             Err(e) if e.gave_up_retrying => {}
             Err(e) => reports.violate(Violation::new(

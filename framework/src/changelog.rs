@@ -106,6 +106,8 @@ pub const IN_SLOT_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 struct Parts {
     parts: HashMap<i32, Part>,
+    /// The changelog's partition count, once the tail has asked it.
+    partitions: Option<i32>,
     /// Why the tail stopped (the store failed, the reader failed); every wait then fails.
     failed: Option<(bool, String)>,
 }
@@ -336,7 +338,20 @@ impl<T: Transport, S: FactStore> Changelog<T, S> {
     /// decision taken on the store after that sees every fact written before this one, by any
     /// instance: of two instances that write facts of one key from two inputs at once (each owns
     /// one input's partition), the one whose fact is later sees both.
+    ///
+    /// A fact must be written where its key puts it (murmur2, or librdkafka's CRC-32: the
+    /// partition of an input keyed like it, on topics of as many partitions): the fold passes over
+    /// a fact anywhere else, so writing one there fails for good.
     pub async fn write(&self, partition: i32, key: &str, fact: S::Fact) -> Result<i64, HandleError> {
+        let partitions = self.shared.lock().partitions;
+        if let Some(why) =
+            partitions.and_then(|n| crate::partitioner::misplaced(key.as_bytes(), partition, n))
+        {
+            return Err(HandleError::fatal(format!(
+                "a fact of {key} written to {} partition {partition} would be passed over: {why}",
+                self.topic
+            )));
+        }
         if self.local_only {
             let offset = self.local_offsets.fetch_add(1, Ordering::Relaxed);
             self.store
@@ -400,6 +415,7 @@ async fn tail<T: Transport, S: FactStore>(
         .await
         .map(|e| e.len() as i32)
         .ok();
+    shared.lock().partitions = partitions;
     // Which log the changelog is: asked first, and again every LOG_CHECK.
     let mut log_checks = tokio::time::interval(LOG_CHECK);
     log_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,6 +1,7 @@
 //! The in-process host: every service of an application in one process, each instance under a
 //! supervisor that runs it again a second after it stopped on an error (as systemd or Kubernetes
-//! would), until the host stops. What a demo, a test or a benchmark runs an application with on
+//! would; longer, up to a minute, while it keeps stopping on errors no retry fixes), until the
+//! host stops. What a demo, a test or a benchmark runs an application with on
 //! a real broker (the embedded one, or Kafka).
 
 use std::path::Path;
@@ -80,11 +81,16 @@ impl Host {
     }
 
     /// Shuts every instance down and waits (at most `within`) until each finished what it held;
-    /// `false` when some did not in time.
+    /// `false` when some did not in time (those are ended where they are, as a crash ends them).
     pub async fn stop(self, within: Duration) -> bool {
         self.trigger.fire();
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
         let all = join_all(self.tasks);
-        tokio::time::timeout(within, all).await.is_ok()
+        let in_time = tokio::time::timeout(within, all).await.is_ok();
+        for a in aborts {
+            a.abort();
+        }
+        in_time
     }
 }
 
@@ -93,6 +99,10 @@ async fn join_all(tasks: Vec<JoinHandle<()>>) {
         let _ = t.await;
     }
 }
+
+/// The longest a supervisor waits between runs of an instance that keeps stopping on errors no
+/// retry fixes (the wait doubles from [`RESTART_AFTER`] with each such stop in a row).
+pub const RESTART_AT_MOST: Duration = Duration::from_secs(60);
 
 /// Runs `instance` of `service` until the shutdown, again [`RESTART_AFTER`] after each error.
 async fn supervise<A: Application, T: Transport>(
@@ -103,11 +113,18 @@ async fn supervise<A: Application, T: Transport>(
     mut shutdown: Shutdown,
     stops: Arc<Mutex<Vec<String>>>,
 ) {
+    let mut pause = RESTART_AFTER;
     loop {
         let ran = app
             .run(&service, transport.clone(), instance.clone(), shutdown.clone())
             .await;
         let Err(stopped) = ran else { return };
+        // Retries that ran out may pass at once; an error no retry fixes waits longer each time.
+        pause = if stopped.gave_up_retrying {
+            RESTART_AFTER
+        } else {
+            (pause * 2).min(RESTART_AT_MOST)
+        };
         tracing::warn!(instance = %instance.name, error = %stopped, "stopped; running it again");
         {
             let mut all = stops.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +134,7 @@ async fn supervise<A: Application, T: Transport>(
         }
         tokio::select! {
             () = shutdown.wait() => return,
-            () = tokio::time::sleep(RESTART_AFTER) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   is a constant `false`. `probes` mark the error-handling branches a simulation must see taken
 //!   (an application adds its own through [`probes::ProbeKind`]).
 //! - [`transport`]: the seam. [`transport::Transport`] produces and subscribes; Kafka
-//!   (`transport::kafka`, feature `kafka`) implements it here, the simulated broker in `sim/`;
+//!   (`transport::kafka`, feature `kafka`) implements it here, the simulated broker in
+//!   `framework-sim`;
 //!   both share the member's commit bookkeeping ([`transport::commits`]) and the error table.
 //! - [`worker`]: the at-least-once driver every consuming service runs on (ordered per key,
 //!   concurrent across keys, never committing past an unfinished record, a dead-letter topic for

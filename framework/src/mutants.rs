@@ -67,7 +67,7 @@ pub enum Mutant {
     /// not its start: what came before is never folded (the status service's behaviour before
     /// issue 13, which went on from its group's committed offsets).
     EmptyViewNotRebuilt,
-    /// Deliver handles the records of a newly assigned partition without restoring the
+    /// A service handles the records of a newly assigned partition without restoring the
     /// partition's changelog first: it reads on from the end, as a restore from a checkpoint past
     /// the history would.
     RestoreSkipped,

@@ -1,8 +1,8 @@
-//! The driver every consuming service runs on: at least once, concurrent across orders, in order
+//! The driver every consuming service runs on: at least once, concurrent across keys, in order
 //! within one.
 //!
 //! - Records of one key run one after another (a *lane*); different keys run concurrently, at most
-//!   `concurrency` at a time (bake's ovens, deliver's drivers).
+//!   `concurrency` at a time (a kitchen's ovens, a fleet's drivers).
 //! - A record's offset is marked done only when its handler returned, i.e. after every output it
 //!   caused was acknowledged durable; and the mark per partition never passes a record that is
 //!   still unfinished ([`OffsetTracker`]).
@@ -82,7 +82,8 @@ pub trait Handler: Send + Sync + 'static {
         let _ = partitions;
     }
 
-    /// Whether [`Handler::ready`] may wait (deliver's restores do); when not, it is never called.
+    /// Whether [`Handler::ready`] may wait (a changelog's restore does); when not, it is never
+    /// called.
     const GATED: bool = false;
 
     /// Returns once `record` may be handled (its partition's state restored). Awaited before the

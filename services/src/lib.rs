@@ -1,21 +1,16 @@
 //! The pizza shop of the Kafka CQRS demo, as real services on one transport seam.
 //!
 //! # Layout
-//! Modules depend on each other one way, from the bottom up (the `layers` integration test reads
-//! the sources and fails on a cycle, and on a framework module that names the application).
+//! The shop is an application of the `framework` crate, which names nothing of it: the transport
+//! seam and its Kafka implementation, the worker, state that follows partitions
+//! (`framework::changelog`), the view follower (`framework::follow`), probes, mutant switches,
+//! the clock. [`transport`], [`worker`], [`error`], [`clock`], [`shutdown`], [`blocking`],
+//! [`throttle`] and [`partitioner`] are the framework's, re-exported here under the paths the
+//! shop has always used; [`mutants`] and [`probes`] re-export the framework's and add the shop's
+//! own ([`mutants::ShopMutant`], [`probes::ShopProbe`]).
 //!
-//! The framework, which names nothing of the pizza shop:
-//! - [`error`], [`mutants`], [`probes`], [`partitioner`] (Java's murmur2, so keys land where the
-//!   original's do), [`clock`], [`shutdown`], [`blocking`], [`throttle`]: leaves anything may use.
-//!   `mutants` are known bug classes the simulation switches on; outside `--cfg madsim` every
-//!   switch is a constant `false`.
-//! - [`transport`]: the seam. [`transport::Transport`] produces and subscribes; Kafka
-//!   (`transport::kafka`) implements it here, the simulated broker in `sim/`; both share the
-//!   member's commit bookkeeping ([`transport::commits`]) and the error table.
-//! - [`worker`]: the at-least-once driver every consuming service runs on (ordered per key,
-//!   concurrent across keys, never committing past an unfinished record, DLQ for bad records).
-//!
-//! The pizza shop, on the framework:
+//! The shop's modules depend on each other one way, from the bottom up (the `layers` integration
+//! test reads the sources and fails on a cycle):
 //! - [`domain`]: events, status codes and texts, menu, timing formulas (`docs/wire.md`). Pure.
 //! - [`config`]: the original's ini files (`config_kafka/*.ini`, `config_sys/default.ini`).
 //! - [`options`]: how one service runs ([`options::ServiceOpts`], `pizza serve`'s flags, which the

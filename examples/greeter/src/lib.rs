@@ -126,7 +126,11 @@ pub mod sim {
                         .collect(),
                 };
                 let rec = OutRecord::new(NAMES, format!("n{n}"), name);
-                while t.produce(rec.clone()).await.is_err() {
+                // Until the broker takes it, for at most 5 minutes (the faults last less).
+                for _ in 0..600 {
+                    if t.produce(rec.clone()).await.is_ok() {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }

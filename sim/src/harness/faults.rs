@@ -90,7 +90,6 @@ fn note(cluster: &Cluster, what: String) {
     b.trace.push(format!("{} harness {what}", fmt_t(t)));
 }
 
-/// Runs `undo` once `after` has passed (on a task of its own).
 /// Does what `kind` says to the cluster now, and undoes it (on a task of its own) when it heals.
 /// A crash that loses the disk removes the service's data directory under `root`.
 fn apply_fault(cluster: &Cluster, kind: &FaultKind, root: &Path) {
