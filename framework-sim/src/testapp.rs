@@ -16,6 +16,9 @@
 //! markers (on the input and on the changelog: a log may end with one), while the world's faults
 //! hit.
 //!
+//! A second service, `board`, keeps a view of `tally-out` with the framework's follower, outside
+//! any group and in memory (a crash loses it: it is folded again from the log's start, aside).
+//!
 //! Its oracle reads the broker's logs once the group caught up, beside the world's invariants:
 //! - `no-input-lost`: every input on the log has an output (at least once);
 //! - `one-effect`: every copy of an input's output is the same record, with the count the oracle
@@ -23,7 +26,8 @@
 //!   repeats the effect, never changes it; state lost or restored short shows as a wrong count);
 //! - `per-key-order`: per key, outputs first appear in the order of their inputs on the log;
 //! - `malformed-dead-lettered`: every record the stage cannot use has a dead-letter note naming
-//!   it (unless the broker refused even a bare note of it), and no output.
+//!   it (unless the broker refused even a bare note of it), and no output;
+//! - `view-follows-log`: every board counts, per key, the inputs with an output on the log.
 //!
 //! `framework-sim/tests/testapp.rs` switches each framework mutant on and asserts some seed of
 //! this application catches it.
@@ -56,6 +60,8 @@ pub const DLQ: &str = "tally-dlq";
 pub const CHANGELOG: &str = "tally-changelog";
 /// The stage's consumer group.
 pub const GROUP: &str = "tally";
+/// The board service: a view of the outputs, outside any group.
+pub const BOARD: &str = "board";
 const PARTITIONS: i32 = 4;
 const KEYS: u64 = 12;
 
@@ -178,9 +184,100 @@ impl FactStore for Seen {
     }
 }
 
+/// The board: a view of `tally-out` kept by the framework's follower outside any group, in memory
+/// (a crash loses it all): per key, the inputs whose outputs it has read.
+#[derive(Default)]
+pub struct Board {
+    inputs: std::sync::Mutex<BTreeMap<String, BTreeSet<(i32, i64)>>>,
+    read_to: std::sync::Mutex<BTreeMap<(String, i32), i64>>,
+    logs: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Board {
+    /// Per key, how many distinct inputs it has read outputs of.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let inputs = self.inputs.lock().expect("board");
+        inputs.iter().map(|(k, s)| (k.clone(), s.len())).collect()
+    }
+
+    /// Whether it has read every partition of `topic` up to `ends`.
+    pub fn reached(&self, topic: &str, ends: &[i64]) -> bool {
+        let read_to = self.read_to.lock().expect("board");
+        let at = |p: usize| read_to.get(&(topic.to_owned(), p as i32)).copied().unwrap_or(0);
+        ends.iter().enumerate().all(|(p, end)| at(p) >= *end)
+    }
+}
+
+impl framework::follow::LogView for Board {
+    type Context = ();
+    type Update = (String, (i32, i64));
+    type Error = Never;
+
+    /// An output's key and the input it names.
+    fn update(_: &(), rec: &Record, _: Option<i32>) -> Option<(String, (i32, i64))> {
+        let text = std::str::from_utf8(rec.payload()).ok()?;
+        let (p, o) = text.split_once(' ')?.0.split_once('@')?;
+        Some((rec.key_str()?.to_owned(), (p.parse().ok()?, o.parse().ok()?)))
+    }
+
+    fn followed(&self) -> Result<Vec<(String, i32, i64)>, Never> {
+        let read_to = self.read_to.lock().expect("board");
+        Ok(read_to.iter().map(|((t, p), n)| (t.clone(), *p, *n)).collect())
+    }
+
+    fn apply_at(
+        &self,
+        _: &(),
+        updates: &[(String, (i32, i64))],
+        read_to: &[(String, i32, i64)],
+    ) -> Result<(), Never> {
+        let mut inputs = self.inputs.lock().expect("board");
+        for (key, at) in updates {
+            inputs.entry(key.clone()).or_default().insert(*at);
+        }
+        let mut read = self.read_to.lock().expect("board");
+        for (t, p, n) in read_to {
+            let at = read.entry((t.clone(), *p)).or_default();
+            *at = (*at).max(*n);
+        }
+        Ok(())
+    }
+
+    fn scratch(&self, _: bool) -> Result<Board, Never> {
+        Ok(Board::default())
+    }
+
+    fn logs(&self) -> Result<Vec<(String, String)>, Never> {
+        Ok(self.logs.lock().expect("board").clone())
+    }
+
+    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), Never> {
+        *self.logs.lock().expect("board") = logs.to_vec();
+        Ok(())
+    }
+
+    fn take_from(&self, scratch: Board) -> Result<(), Never> {
+        *self.inputs.lock().expect("board") = scratch.inputs.into_inner().expect("board");
+        *self.read_to.lock().expect("board") = scratch.read_to.into_inner().expect("board");
+        Ok(())
+    }
+}
+
+/// The boards running now, by instance (the oracle reads them: one process runs every node).
+#[derive(Clone, Default)]
+pub struct Boards(Arc<std::sync::Mutex<BTreeMap<String, Arc<Board>>>>);
+
+impl std::fmt::Debug for Boards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Boards")
+    }
+}
+
 /// The testing application as one seed draws it.
 #[derive(Clone, Debug)]
 pub struct TallyApp {
+    /// The board service's views, as they run.
+    pub boards: Boards,
     pub inputs: u64,
     /// Milliseconds between inputs.
     pub gap_ms: u64,
@@ -197,6 +294,7 @@ impl TallyApp {
     pub fn draw(seed: u64) -> TallyApp {
         let mut rng = SplitMix64::new(seed ^ 0x7a11_7a11);
         TallyApp {
+            boards: Boards::default(),
             inputs: rng.between(150, 400),
             gap_ms: rng.between(150, 300),
             instances: 1 + rng.below(2) as usize,
@@ -223,16 +321,28 @@ impl Application for TallyApp {
     }
 
     fn services(&self) -> Vec<String> {
-        vec![GROUP.into()]
+        vec![GROUP.into(), BOARD.into()]
     }
 
     async fn run<T: Transport>(
         &self,
-        _: &str,
+        service: &str,
         transport: T,
-        _: Instance,
-        shutdown: Shutdown,
+        instance: Instance,
+        mut shutdown: Shutdown,
     ) -> Result<(), Stopped> {
+        if service == BOARD {
+            let board = Arc::new(Board::default());
+            self.boards
+                .0
+                .lock()
+                .expect("boards")
+                .insert(instance.name, board.clone());
+            let _follower =
+                framework::follow::ViewFollower::start(transport, vec![OUT.into()], Arc::new(()), board);
+            shutdown.wait().await;
+            return Ok(());
+        }
         let mut cfg = WorkerConfig::new("tally", GROUP, &[IN], DLQ);
         cfg.concurrency = self.concurrency;
         let log = Changelog::start(transport.clone(), CHANGELOG, Arc::new(Seen::default()), false);
@@ -247,8 +357,12 @@ impl Application for TallyApp {
 }
 
 impl Workload for TallyApp {
-    fn instances(&self, _: &str) -> usize {
-        self.instances
+    fn instances(&self, service: &str) -> usize {
+        if service == BOARD {
+            1
+        } else {
+            self.instances
+        }
     }
 
     async fn feed(&self, rng: SplitMix64, t: SimTransport) {
@@ -270,7 +384,16 @@ impl Workload for TallyApp {
     }
 
     fn check(&self, b: &Broker, hits: &Hits) -> Vec<Violation> {
-        check(b, hits)
+        let mut found = check(b, hits);
+        found.extend(check_boards(b, &self.boards));
+        found
+    }
+
+    /// Every board has read `tally-out` to its end.
+    fn caught_up(&self, b: &Broker) -> bool {
+        let ends = b.end_offsets(OUT).unwrap_or_default();
+        let boards = self.boards.0.lock().expect("boards");
+        boards.values().all(|board| board.reached(OUT, &ends))
     }
 
     /// 10 s, when the stage handles inputs at least twice as fast as they come (its lanes each
@@ -540,4 +663,35 @@ fn dead_letter_notes(b: &Broker) -> BTreeSet<(i32, i64)> {
         }
     }
     notes
+}
+
+/// `view-follows-log`: every board's count of inputs per key equals the count of inputs of that
+/// key with an output on the log (the view folded the whole log, whatever it lost on the way).
+fn check_boards(b: &Broker, boards: &Boards) -> Vec<Violation> {
+    let mut expected: BTreeMap<String, BTreeSet<(i32, i64)>> = BTreeMap::new();
+    for o in read_outputs(b) {
+        expected
+            .entry(String::from_utf8_lossy(&o.key).into_owned())
+            .or_default()
+            .insert(o.input);
+    }
+    let expected: BTreeMap<String, usize> = expected.into_iter().map(|(k, s)| (k, s.len())).collect();
+    let boards = boards.0.lock().expect("boards");
+    let mut found = Vec::new();
+    for (name, board) in boards.iter() {
+        let counts = board.counts();
+        if counts != expected {
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(k, n)| counts.get(*k) != Some(*n))
+                .map(|(k, n)| format!("{k}: {} of {n}", counts.get(k).copied().unwrap_or(0)))
+                .take(5)
+                .collect();
+            found.push(Violation::new(
+                "view-follows-log",
+                format!("{name} shows {wrong:?}"),
+            ));
+        }
+    }
+    found
 }

@@ -12,6 +12,7 @@
 //! | `service-kept-running` | an instance stopped on an error no retry fixes |
 //! | `commits-follow-work` | a group committed past an offset none of its members finished |
 //! | `whole-log-committed` | a group had not committed its topics' whole log within the settle time |
+//! | `readers-caught-up` | the workload's own readers had not read the whole log within the settle time ([`Workload::caught_up`]) |
 //! | `partitions-isolated` | in a seed whose only faults are holds, a record of a partition no hold named was finished later than [`Workload::isolation`] after its append |
 //! | `feed-finished` | the workload's feed ran past [`FEED_WITHIN`] (simulated) |
 //! | `workload-well-formed` | the workload names no topics, services or groups, or reads a topic it does not make (the run does not start) |
@@ -71,6 +72,13 @@ pub trait Workload: Application {
     /// time its inputs take to handle, say.
     fn settle(&self) -> Duration {
         Duration::ZERO
+    }
+
+    /// Whether the workload's own readers outside any group (views that follow the log) have
+    /// read the whole log as it is now: the run waits for it as for the groups' commits.
+    fn caught_up(&self, broker: &Broker) -> bool {
+        let _ = broker;
+        true
     }
 
     /// How soon after its append every record must be finished by its group when the only faults
@@ -676,15 +684,25 @@ async fn settle<W: Workload>(app: &W, bs: &BrokerShared, reports: &Reports) {
                     .collect::<Vec<_>>()
             })
             .collect();
-        if behind.is_empty() {
+        let caught_up = app.caught_up(&bs.lock());
+        if behind.is_empty() && caught_up {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            let what = format!(
-                "{}s after the faults healed, still behind (group, topic, partition, records): {behind:?}",
-                within.as_secs()
-            );
-            reports.violate(Violation::new("whole-log-committed", what));
+            if !behind.is_empty() {
+                let what = format!(
+                    "{}s after the faults healed, still behind (group, topic, partition, records): {behind:?}",
+                    within.as_secs()
+                );
+                reports.violate(Violation::new("whole-log-committed", what));
+            }
+            if !caught_up {
+                let what = format!(
+                    "{}s after the faults healed, the workload's readers had not read the whole log",
+                    within.as_secs()
+                );
+                reports.violate(Violation::new("readers-caught-up", what));
+            }
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
