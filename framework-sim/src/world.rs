@@ -12,6 +12,7 @@
 //! | `service-kept-running` | an instance stopped on an error no retry fixes |
 //! | `commits-follow-work` | a group committed past an offset none of its members finished |
 //! | `whole-log-committed` | a group had not committed its topics' whole log within the settle time |
+//! | `commits-move-under-rebalances` | through a storm no other fault overlaps, a group with a backlog committed nothing over 4 rebalances in a row |
 //! | `readers-caught-up` | the workload's own readers had not read the whole log within the settle time ([`Workload::caught_up`]) |
 //! | `partitions-isolated` | in a seed whose only faults are holds, a record of a partition no hold named was finished later than [`Workload::isolation`] after its append |
 //! | `feed-finished` | the workload's feed ran past [`FEED_WITHIN`] (simulated) |
@@ -448,7 +449,11 @@ async fn simulate<W: Workload>(
         let t = SimTransport::connect("feeder").await;
         a.feed(rng, t).await;
     });
+    let watches = watch_storms(&plan, &app.groups(), &bs, &reports);
     inject(&plan, &handle, &nodes, &root, &bs).await;
+    for w in watches {
+        let _ = w.await;
+    }
     if tokio::time::timeout(FEED_WITHIN, feeding).await.is_err() {
         let what = format!("the workload's feed ran past {}s", FEED_WITHIN.as_secs());
         reports.violate(Violation::new("feed-finished", what));
@@ -664,6 +669,96 @@ fn storm(id: NodeId, (group, cut, times): (&str, Duration, u32), bs: &Arc<Broker
         later(cut + every * n, move || b.lock().rebalance(now_ms(), &group));
     }
     cut + every * times
+}
+
+/// Consecutive rebalances of a storm over which a group that has a backlog must commit something.
+const STORM_STALL: usize = 4;
+
+/// `commits-move-under-rebalances`: through a storm that no other fault overlaps, the group's
+/// commit moves at least once every [`STORM_STALL`] rebalances while it has a backlog (each
+/// rebalance hands the partitions out again, and what was received before it is dropped, not
+/// handled again ahead of what comes now). Watches each such storm just before each of its
+/// rebalances.
+fn watch_storms(
+    plan: &[(Duration, Fault)],
+    groups: &[(String, Vec<String>)],
+    bs: &Arc<BrokerShared>,
+    reports: &Arc<Reports>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let windows: Vec<(Duration, Duration)> = plan.iter().map(|(at, f)| (*at, *at + f.lasting())).collect();
+    let mut watches = Vec::new();
+    for (i, (at, fault)) in plan.iter().enumerate() {
+        let Fault::Storm {
+            group, cut, times, ..
+        } = fault
+        else {
+            continue;
+        };
+        let (from, to) = (*at + *cut, *at + fault.lasting());
+        let margin = Duration::from_secs(10);
+        let overlapped = windows
+            .iter()
+            .enumerate()
+            .any(|(j, (a, b))| j != i && *a < to + margin && from < *b + margin);
+        let Some((_, topics)) = groups.iter().find(|(g, _)| g == group) else {
+            continue;
+        };
+        if overlapped || (*times as usize) < STORM_STALL {
+            continue;
+        }
+        let (bs, reports, group, topics) = (bs.clone(), reports.clone(), group.clone(), topics.clone());
+        let (start, times) = (tokio::time::Instant::now(), *times);
+        watches.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for n in 1..=times {
+                let just_before = from + Duration::from_secs(5) * n - Duration::from_millis(100);
+                tokio::time::sleep_until(start + just_before).await;
+                samples.push(progress(&bs.lock(), &group, &topics));
+            }
+            let stalled = samples.windows(STORM_STALL).find(|w| {
+                w.iter().all(|(_, lag)| *lag > 0) && w.iter().all(|(c, _)| *c == w[0].0)
+            });
+            if let Some(w) = stalled {
+                let what = format!(
+                    "{group} committed nothing over {STORM_STALL} rebalances of a storm with {} records behind",
+                    w[0].1
+                );
+                reports.violate(Violation::new("commits-move-under-rebalances", what));
+            }
+        }));
+    }
+    watches
+}
+
+/// `group`'s committed offsets on `topics`, summed, and how far behind their ends it is.
+fn progress(b: &Broker, group: &str, topics: &[String]) -> (i64, i64) {
+    let committed = b.committed();
+    let (mut sum, mut lag) = (0, 0);
+    for topic in topics {
+        for (p, part) in b.partitions(topic).iter().enumerate() {
+            let at = committed
+                .iter()
+                .find(|(g, t, q, _)| g == group && t == topic && *q == p as i32)
+                .map_or(0, |c| c.3);
+            sum += at;
+            lag += (part.end() - at).max(0);
+        }
+    }
+    (sum, lag)
+}
+
+impl Fault {
+    /// How long it lasts from when it hits.
+    pub fn lasting(&self) -> Duration {
+        match self {
+            Fault::Crash { down, .. } | Fault::LeaderChange { down } => *down,
+            Fault::Refuse { lasting, .. } | Fault::SmallDlq { lasting, .. } | Fault::Hold { lasting, .. } => {
+                *lasting
+            }
+            Fault::Rebalance { .. } => Duration::ZERO,
+            Fault::Storm { cut, times, .. } => *cut + Duration::from_secs(5) * *times,
+        }
+    }
 }
 
 /// Waits for every group to commit the whole log of its topics, at most [`SETTLE`] and what the

@@ -140,3 +140,15 @@ fn restore_holds_slot_is_caught() {
 fn empty_view_not_rebuilt_is_caught() {
     caught(Mutant::EmptyViewNotRebuilt, &["view-follows-log"]);
 }
+
+/// Records of an epoch that is over handled ahead of the current ones: through a storm of
+/// rebalances over a backlog, each rebalance queues another copy of it, and the group's commit
+/// stops moving. It needs a storm no other fault overlaps (seed 70 here), so this test runs 100.
+#[test]
+fn stale_records_handled_is_caught() {
+    caught_within(
+        Mutant::StaleRecordsHandled,
+        &["commits-move-under-rebalances"],
+        100,
+    );
+}
