@@ -771,6 +771,20 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             }
         }
         self.handler.assigned(owned);
+        // A partition gained afresh is fetched from now on: the consumer may keep a pause it had
+        // when it was lost (the consumer protocol, KIP-848, hands a partition back without
+        // forgetting it), and this worker stopped counting it paused when it was lost; left
+        // paused, nothing of it would come again (CI, controller fault: deliver's partitions 1
+        // and 4 of pizza-ordered waited 8 minutes, until deliver was killed). Resuming a
+        // partition that is not paused does nothing.
+        for (t, p) in owned {
+            let at = (t.clone(), *p);
+            if !self.owned.contains(&at) && !self.paused.contains(&at) {
+                if let Err(e) = sub.resume(t, *p) {
+                    tracing::warn!(service = %self.cfg.name, topic = %t, partition = p, error = %Report(&e), "could not resume fetching a partition gained");
+                }
+            }
+        }
         self.paused.retain(|p| owned.contains(p));
         self.owned = owned.to_vec();
         self.epochs.set(sub, owned);
