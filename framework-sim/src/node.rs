@@ -638,7 +638,6 @@ impl Transport for SimTransport {
         Ok(SimSubscription {
             transport: self.clone(),
             group: group.to_owned(),
-            assignment_seen: 0,
             rejoin,
             rx,
             state,
@@ -831,10 +830,12 @@ struct MemberState {
     /// The member left because the worker did not ask for [`MAX_POLL_INTERVAL`]: it joins
     /// again when the worker next asks.
     poll_expired: bool,
-    /// Partitions the worker paused: not fetched until resumed or assigned afresh.
+    /// Partitions the worker paused: not fetched until resumed, whatever the assignments between.
     paused: std::collections::BTreeSet<(String, i32)>,
     /// Partitions the worker asked to read again from the log's start.
     rewound: std::collections::BTreeSet<(String, i32)>,
+    /// The assignment's version last reported to the worker by `assignment_changed`.
+    assignment_seen: u64,
 }
 
 impl MemberState {
@@ -847,6 +848,7 @@ impl MemberState {
             poll_expired: false,
             paused: std::collections::BTreeSet::new(),
             rewound: std::collections::BTreeSet::new(),
+            assignment_seen: 0,
         }
     }
 }
@@ -917,14 +919,16 @@ async fn fetch_loop(
                     continue;
                 }
                 if g != generation {
-                    // A rebalance: positions start again from the committed offsets, and every
-                    // partition is fetched (librdkafka forgets a pause with the assignment). The
-                    // group's protocol is eager: every partition is revoked, and those assigned
-                    // again are gained in a new epoch.
+                    // A rebalance: positions start again from the committed offsets. The group's
+                    // protocol is eager: every partition is revoked, and those assigned again are
+                    // gained in a new epoch. A pause stays with the partition, through its loss
+                    // and its return, until the worker resumes it: librdkafka keeps a partition's
+                    // pause across a revocation and a new assignment (librdkafka#1849, and the
+                    // consumer protocol hands a partition back paused), so a worker that forgets
+                    // a pause it made would never read that partition again.
                     positions.clear();
                     judge = Judge::default();
                     generation = g;
-                    state.lock().expect("state").paused.clear();
                     offsets.lock().expect("offsets").own_exactly([]);
                 }
                 {
@@ -972,6 +976,10 @@ async fn fetch_loop(
     }
 }
 
+/// How many 10 ms steps a member that lost its partitions waits for its worker to hear of it
+/// before joining again (the worker asks every `framework::worker::ASSIGNMENT_CHECK`).
+const LOSS_HEARD_WITHIN_STEPS: u32 = 200;
+
 /// The member is no longer in its group (its session expired, it left, it was fenced): it owns
 /// nothing, and joins again as a new member (once the worker asks for a record, when it left
 /// for want of a poll). Whether it joined.
@@ -982,7 +990,20 @@ async fn join_again(
     offsets: &Offsets,
     rejoin: &Notify,
 ) -> bool {
-    offsets.lock().expect("offsets").own_exactly([]);
+    let lost = {
+        let mut o = offsets.lock().expect("offsets");
+        o.own_exactly([]);
+        o.version()
+    };
+    // The worker hears that it lost its partitions before the member joins again, as librdkafka
+    // hands the lost partitions to the application's rebalance callback before it rejoins: a
+    // partition it gets back is one it gains afresh (and may still be paused: the pause stays).
+    for _ in 0..LOSS_HEARD_WITHIN_STEPS {
+        if state.lock().expect("state").assignment_seen >= lost {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     loop {
         let asked = rejoin.notified();
         tokio::pin!(asked);
@@ -1074,8 +1095,6 @@ async fn commit_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberStat
 pub struct SimSubscription {
     transport: SimTransport,
     group: String,
-    /// The assignment's version last reported by `assignment_changed`.
-    assignment_seen: u64,
     /// Wakes the fetcher to join again after the member left for want of a poll.
     rejoin: Arc<Notify>,
     rx: mpsc::Receiver<Result<Fetch, TransportError>>,
@@ -1144,10 +1163,10 @@ impl Subscription for SimSubscription {
     }
 
     fn assignment_changed(&mut self) -> Option<Vec<(String, i32)>> {
-        self.offsets
-            .lock()
-            .expect("offsets")
-            .owned_since(&mut self.assignment_seen)
+        let mut seen = self.state.lock().expect("state").assignment_seen;
+        let owned = self.offsets.lock().expect("offsets").owned_since(&mut seen);
+        self.state.lock().expect("state").assignment_seen = seen;
+        owned
     }
 
     fn epoch(&self, topic: &str, partition: i32) -> u64 {

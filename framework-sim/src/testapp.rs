@@ -287,6 +287,9 @@ pub struct TallyApp {
     pub work_ms: u64,
     /// Per input, the chance of a hostile record beside it.
     pub hostile: f64,
+    /// [`WorkerConfig::gate_bound`]: often small, so that partitions waiting for their
+    /// changelog are paused, and lost and handed back while paused.
+    pub gate_bound: usize,
 }
 
 impl TallyApp {
@@ -311,6 +314,11 @@ impl TallyApp {
                 rng.below(300)
             },
             hostile: 0.02 + rng.unit() * 0.08,
+            gate_bound: if rng.chance(0.5) {
+                1 + rng.below(2) as usize
+            } else {
+                framework::worker::GATE_BOUND
+            },
         }
     }
 }
@@ -345,6 +353,7 @@ impl Application for TallyApp {
         }
         let mut cfg = WorkerConfig::new("tally", GROUP, &[IN], DLQ);
         cfg.concurrency = self.concurrency;
+        cfg.gate_bound = self.gate_bound;
         let log = Changelog::start(transport.clone(), CHANGELOG, Arc::new(Seen::default()), false);
         let handler = Arc::new(Tally {
             transport: transport.clone(),

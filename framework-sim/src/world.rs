@@ -194,6 +194,10 @@ pub enum Fault {
         down: Duration,
         lose_disk: bool,
     },
+    /// An instance cut off both ways for `cut`, longer than a session lasts (a long pause, a
+    /// network cut): its members are expelled from their groups, their partitions dealt to the
+    /// others, and when it hears again each member learns it lost them and joins again.
+    Expel { instance: String, cut: Duration },
     /// Leaders move: produces are refused while they do, and what was not replicated is lost.
     LeaderChange { down: Duration },
     /// `topic` refuses writes (NOT_ENOUGH_REPLICAS) for a while.
@@ -230,7 +234,7 @@ pub struct Plan;
 
 impl Plan {
     /// 2 to 6 faults in the first 50 s; or, one seed in four of a workload with an isolation
-    /// bound, 1 or 2 holds alone.
+    /// bound, 1 or 2 holds (alone, or with an instance expelled twice while they hold).
     pub fn draw<W: Workload>(seed: u64, app: &W, partitions: i32) -> Vec<(Duration, Fault)> {
         let mut rng = SplitMix64::new(seed ^ 0xfa17_5eed);
         if app.isolation().is_some() && seed % 4 == 3 {
@@ -253,7 +257,11 @@ impl Plan {
                     down: ms(&mut rng),
                     lose_disk: rng.chance(0.3),
                 },
-                1 | 8 | 9 => Fault::LeaderChange { down: ms(&mut rng) },
+                1 | 8 => Fault::LeaderChange { down: ms(&mut rng) },
+                9 => Fault::Expel {
+                    instance: pick(&mut rng, &instances).0,
+                    cut: Duration::from_millis(rng.between(8_000, 20_000)),
+                },
                 // Short, or longer than the worker's retries last (10 tries of up to 10 s).
                 2 | 7 => Fault::Refuse {
                     topic: pick(&mut rng, &topics),
@@ -304,6 +312,24 @@ impl Plan {
                 lasting: Duration::from_secs(rng.between(20, 60)),
             };
             faults.push((at, fault));
+        }
+        // Sometimes an instance is expelled twice while a partition is held: the first time it
+        // gains its partitions afresh and their records pile up behind the held state (it
+        // pauses them), the second time it loses them paused, and is handed them back. The run
+        // then has faults other than holds, and its isolation is not judged.
+        if rng.chance(0.4) {
+            let instances = instance_names(app);
+            let instance = instances[rng.below(instances.len() as u64) as usize].0.clone();
+            let mut at = faults[0].0 + Duration::from_millis(rng.between(1_000, 5_000));
+            for _ in 0..2 {
+                let cut = Duration::from_millis(rng.between(7_000, 12_000));
+                let fault = Fault::Expel {
+                    instance: instance.clone(),
+                    cut,
+                };
+                faults.push((at, fault));
+                at += cut + Duration::from_millis(rng.between(3_000, 8_000));
+            }
         }
         faults.sort_by_key(|(at, _)| *at);
         faults
@@ -612,6 +638,12 @@ fn apply(
             });
             down
         }
+        Fault::Expel { instance, cut } => {
+            let (net, id) = (madsim::net::NetSim::current(), nodes[&instance]);
+            net.clog_node(id);
+            later(cut, move || net.unclog_node(id));
+            cut
+        }
         Fault::LeaderChange { down } => {
             faults::leader_change(bs, down);
             down
@@ -752,6 +784,7 @@ impl Fault {
     pub fn lasting(&self) -> Duration {
         match self {
             Fault::Crash { down, .. } | Fault::LeaderChange { down } => *down,
+            Fault::Expel { cut, .. } => *cut,
             Fault::Refuse { lasting, .. } | Fault::SmallDlq { lasting, .. } | Fault::Hold { lasting, .. } => {
                 *lasting
             }

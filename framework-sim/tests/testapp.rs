@@ -152,3 +152,12 @@ fn stale_records_handled_is_caught() {
         100,
     );
 }
+
+/// A partition lost while paused and handed back, never resumed: nothing of it comes again, and
+/// the group never commits its log. It needs a partition whose records piled up behind its held
+/// changelog (paused) when its instance is expelled, and handed back: a seed of the holds plan
+/// with two expels (seed 127 here), so this test runs 130.
+#[test]
+fn regained_stays_paused_is_caught() {
+    caught_within(Mutant::RegainedStaysPaused, &["whole-log-committed"], 130);
+}

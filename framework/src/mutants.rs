@@ -101,11 +101,17 @@ pub enum Mutant {
     /// it read: a mark of the old log, committed by name just after the topic was made again,
     /// stands on the new log (swarm seeds 567 and 754).
     OldLogMarkStands,
+    /// A partition lost while the worker had it paused, and later handed back, is not resumed:
+    /// the consumer keeps the pause across the loss (librdkafka does, and the consumer protocol
+    /// hands a partition back paused) while the worker stopped counting it paused, so nothing of
+    /// it comes again (CI, a controller fault under the consumer protocol: deliver's partitions
+    /// waited 8 minutes).
+    RegainedStaysPaused,
 }
 
 impl Mutant {
     /// Every one of them.
-    pub const ALL: [Mutant; 16] = [
+    pub const ALL: [Mutant; 17] = [
         Mutant::CommitBeforeDurable,
         Mutant::OffsetPassesUnfinished,
         Mutant::HeaderKeyPanics,
@@ -122,6 +128,7 @@ impl Mutant {
         Mutant::NewLogNotNoticed,
         Mutant::StaleRecordsHandled,
         Mutant::OldLogMarkStands,
+        Mutant::RegainedStaysPaused,
     ];
 }
 
@@ -144,6 +151,7 @@ impl BugClass for Mutant {
             Mutant::NewLogNotNoticed => "new-log-not-noticed",
             Mutant::StaleRecordsHandled => "stale-records-handled",
             Mutant::OldLogMarkStands => "old-log-mark-stands",
+            Mutant::RegainedStaysPaused => "regained-stays-paused",
         }
     }
 }

@@ -89,15 +89,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Returns once `record` may be handled (its partition's state restored). Awaited before the
     /// record takes a concurrency slot, so a partition that waits never holds the slots the other
     /// partitions' records need; the worker stops fetching a partition whose records pile up
-    /// here ([`GATE_BOUND`]) until they pass.
+    /// here ([`WorkerConfig::gate_bound`]) until they pass.
     fn ready(&self, record: &Record) -> impl Future<Output = Result<(), HandleError>> + Send {
         let _ = record;
         std::future::ready(Ok(()))
     }
 }
 
-/// Most records of one partition waiting at a gated handler's [`Handler::ready`] before the worker
-/// pauses fetching that partition (it resumes once they passed).
+/// The default of [`WorkerConfig::gate_bound`].
 pub const GATE_BOUND: usize = 64;
 
 /// How a worker runs.
@@ -127,6 +126,9 @@ pub struct WorkerConfig {
     /// one that does not was placed by hand, and is dead-lettered without reaching the handler
     /// ([`crate::partitioner::Placement`]).
     pub keys_placed: bool,
+    /// Most records of one partition waiting at a gated handler's [`Handler::ready`] before the
+    /// worker pauses fetching that partition (it resumes once they passed).
+    pub gate_bound: usize,
 }
 
 /// The default of [`WorkerConfig::drain_within`]: 20 s, inside the 30 s most supervisors give a
@@ -139,7 +141,7 @@ pub const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 impl WorkerConfig {
     /// Defaults for a service: concurrency 64, 1024 (and 64 MiB) in flight, 10 attempts, 20 s to
-    /// drain on shutdown.
+    /// drain on shutdown, 64 records of a partition waiting at the gate.
     pub fn new(name: &str, group: &str, topics: &[&str], dlq_topic: &str) -> WorkerConfig {
         WorkerConfig {
             name: name.to_owned(),
@@ -152,6 +154,7 @@ impl WorkerConfig {
             max_attempts: 10,
             drain_within: DRAIN_WITHIN,
             keys_placed: true,
+            gate_bound: GATE_BOUND,
         }
     }
 }
@@ -777,7 +780,8 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         // paused, nothing of it would come again (CI, controller fault: deliver's partitions 1
         // and 4 of pizza-ordered waited 8 minutes, until deliver was killed). Resuming a
         // partition that is not paused does nothing.
-        for (t, p) in owned {
+        let regained = owned.iter().filter(|_| !mutants::on(Mutant::RegainedStaysPaused));
+        for (t, p) in regained {
             let at = (t.clone(), *p);
             if !self.owned.contains(&at) && !self.paused.contains(&at) {
                 if let Err(e) = sub.resume(t, *p) {
@@ -979,7 +983,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
         if let Some(at) = &at_gate {
             let n = self.at_gate.entry(at.clone()).or_default();
             *n += 1;
-            if *n > GATE_BOUND && self.paused.insert(at.clone()) {
+            if *n > self.cfg.gate_bound.max(1) && self.paused.insert(at.clone()) {
                 if let Err(e) = sub.pause(&at.0, at.1) {
                     self.paused.remove(at);
                     tracing::warn!(service = %self.cfg.name, topic = %at.0, partition = at.1, error = %Report(&e), "could not pause fetching");

@@ -92,6 +92,11 @@ impl MemberOffsets {
         self.gains.clone()
     }
 
+    /// The assignment's version: it moves on every change of the partitions owned.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// The partitions owned now, when they changed since `seen` (which it brings up to date).
     pub fn owned_since(&self, seen: &mut u64) -> Option<Vec<Partition>> {
         if *seen == self.version {
