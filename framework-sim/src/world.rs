@@ -69,6 +69,14 @@ pub trait Workload: Application {
         Vec::new()
     }
 
+    /// The topics the seed's faults may delete and make again mid-run (the `recreate` fault):
+    /// those whose checks read every life of the topic (`Broker::ever_written`) or only the new
+    /// one, and whose readers must notice the new log and fold it from its start. None unless
+    /// the workload says.
+    fn recreatable(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// How long the groups may take to catch up once the faults healed, beyond [`SETTLE`]: the
     /// time its inputs take to handle, say.
     fn settle(&self) -> Duration {
@@ -210,6 +218,9 @@ pub enum Fault {
     },
     /// A group rebalances.
     Rebalance { group: String },
+    /// `topic` is deleted and made again (one of the workload's `recreatable` topics): a new
+    /// log, offsets from 0, its committed offsets gone.
+    Recreate { topic: String },
     /// An instance hears nothing for `cut` (a backlog builds), then its group rebalances every
     /// 5 s, `times` times.
     Storm {
@@ -244,6 +255,7 @@ impl Plan {
         let topics = app.topics();
         let groups: Vec<String> = app.groups().into_iter().map(|(g, _)| g).collect();
         let dlqs = app.dead_letter_topics();
+        let recreatable = app.recreatable();
         fn pick<T: Clone>(rng: &mut SplitMix64, from: &[T]) -> T {
             from[rng.below(from.len() as u64) as usize].clone()
         }
@@ -275,6 +287,9 @@ impl Plan {
                     topic: pick(&mut rng, &dlqs),
                     bytes: 40 + rng.below(60) as usize,
                     lasting: Duration::from_secs(rng.between(5, 30)),
+                },
+                4 if !recreatable.is_empty() => Fault::Recreate {
+                    topic: pick(&mut rng, &recreatable),
                 },
                 5 if !groups.is_empty() => Fault::Storm {
                     instance: pick(&mut rng, &instances).0,
@@ -664,6 +679,10 @@ fn apply(
             bs.lock().rebalance(now_ms(), &group);
             Duration::ZERO
         }
+        Fault::Recreate { topic } => {
+            bs.lock().recreate_topic(now_ms(), &topic);
+            Duration::ZERO
+        }
         Fault::Storm {
             instance,
             group,
@@ -788,7 +807,7 @@ impl Fault {
             Fault::Refuse { lasting, .. } | Fault::SmallDlq { lasting, .. } | Fault::Hold { lasting, .. } => {
                 *lasting
             }
-            Fault::Rebalance { .. } => Duration::ZERO,
+            Fault::Rebalance { .. } | Fault::Recreate { .. } => Duration::ZERO,
             Fault::Storm { cut, times, .. } => *cut + Duration::from_secs(5) * *times,
         }
     }

@@ -161,3 +161,10 @@ fn stale_records_handled_is_caught() {
 fn regained_stays_paused_is_caught() {
     caught_within(Mutant::RegainedStaysPaused, &["whole-log-committed"], 130);
 }
+
+/// A view that keeps its read positions when its topic is made again, raising them only: the
+/// board never drops the old log's outputs nor folds the new log's first ones.
+#[test]
+fn new_log_not_noticed_is_caught() {
+    caught(Mutant::NewLogNotNoticed, &["view-follows-log"]);
+}

@@ -71,7 +71,8 @@ pub trait LogView: Send + Sync + Sized + 'static {
 
     /// Replaces every row, and how far the log was read, with `scratch`'s, in one transaction (a
     /// reader sees the view before or after, never a key half way back through its history), and
-    /// discards `scratch`.
+    /// discards `scratch`. The follower records which logs the view read ([`LogView::set_logs`])
+    /// right after.
     fn take_from(&self, scratch: Self) -> Result<(), Self::Error>;
 }
 
@@ -411,6 +412,11 @@ async fn follow_logs<T: Transport, V: LogView>(
             Arc::try_unwrap(scratch).map_err(|_| "the view folded aside is still in use".to_owned())?;
         view.take_from(scratch)
             .map_err(|e| format!("taking the new view: {}", report(&e)))?;
+        // Which logs the view now holds, whether or not its `take_from` carried the scratch's
+        // record of them: a view that forgot would never notice its logs made again (the
+        // testing application's board did, until this).
+        view.set_logs(logs.1)
+            .map_err(|e| format!("recording which logs the view read: {}", report(&e)))?;
         {
             let mut p = shared.lock();
             p.first_fold = None;
