@@ -10,6 +10,7 @@
 //!   application adds its own through [`mutants::BugClass`]); outside `--cfg madsim` every switch
 //!   is a constant `false`. `probes` mark the error-handling branches a simulation must see taken
 //!   (an application adds its own through [`probes::ProbeKind`]).
+//! - [`store`]: the stores' base, a SQLite file that syncs every commit (a leaf too).
 //! - [`transport`]: the seam. [`transport::Transport`] produces and subscribes; Kafka
 //!   (`transport::kafka`, feature `kafka`) implements it here, the simulated broker in
 //!   `framework-sim`;
@@ -40,6 +41,7 @@ pub mod mutants;
 pub mod partitioner;
 pub mod probes;
 pub mod shutdown;
+pub mod store;
 pub mod throttle;
 pub mod transport;
 pub mod worker;

@@ -58,6 +58,19 @@ impl HandleError {
     }
 }
 
+/// A store failure, as a handler reports it: a busy or locked database clears, anything else will
+/// not.
+impl From<crate::store::StoreError> for HandleError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_busy() {
+            probes::hit(Probe::StoreBusy, "");
+            HandleError::retriable(e)
+        } else {
+            HandleError::fatal(e)
+        }
+    }
+}
+
 impl From<TransportError> for HandleError {
     fn from(e: TransportError) -> Self {
         probes::hit(Probe::ProduceFailed, "");

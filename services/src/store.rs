@@ -6,164 +6,19 @@
 //! so it does not sync.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+pub use framework::store::{private_dir, StoreError};
+use framework::store::{remove_db_files, Db};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::now_ms;
 use crate::config::SysConfig;
 use crate::domain::{Order, StatusCodes};
-use crate::mutants::{self, Mutant, ShopMutant};
+use crate::mutants::{self, ShopMutant};
 use crate::transport::Record;
 use crate::view::{
     fold, view_update, LogView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate,
 };
-
-/// A state store failure.
-#[derive(Debug, thiserror::Error)]
-#[error("state store {path}")]
-pub struct StoreError {
-    path: String,
-    #[source]
-    source: rusqlite::Error,
-}
-
-impl StoreError {
-    /// Whether another connection holds a lock (worth retrying).
-    pub fn is_busy(&self) -> bool {
-        matches!(
-            self.source.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
-    }
-}
-
-/// One SQLite connection behind a mutex; statements are short, so tasks take turns.
-struct Db {
-    path: String,
-    conn: Mutex<Connection>,
-}
-
-/// Makes `dir` (and its parents) if missing, readable by its owner only (0700): the SQLite files
-/// and the session key in it are the installation's. A directory that exists already is left as it
-/// is (it may be the user's own, shared on purpose), with a warning if others can enter it; the
-/// files themselves are 0600 either way.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let mode = std::fs::metadata(dir)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory is open to others; its files are not, but consider chmod 700");
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)
-}
-
-/// Creates the database file (0600) before SQLite does (which would make it as the umask says);
-/// SQLite gives its `-wal` and `-shm` files the same permissions.
-#[cfg(unix)]
-fn private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if path.as_os_str() == ":memory:" {
-        return Ok(());
-    }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    if f.metadata()?.permissions().mode() & 0o077 != 0 {
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn private_file(_path: &Path) -> std::io::Result<()> {
-    Ok(())
-}
-
-impl Db {
-    fn open(path: &Path, read_only: bool, schema: &str) -> Result<Db, StoreError> {
-        let name = path.display().to_string();
-        let err = |source| StoreError {
-            path: name.clone(),
-            source,
-        };
-        if !read_only {
-            private_file(path).map_err(|e| StoreError {
-                path: name.clone(),
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!("cannot create the file: {e}")),
-                ),
-            })?;
-        }
-        let synchronous = if read_only {
-            ""
-        } else if mutants::on(Mutant::StoreSyncNormal) {
-            "NORMAL"
-        } else {
-            "FULL"
-        };
-        let conn = if read_only {
-            Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-        } else {
-            Connection::open(path)
-        }
-        .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        if !read_only {
-            conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-            // FULL: every commit is synced before it returns (but `mark_delivered`'s, which its
-            // caller has synced by a later commit before acting on it). Under NORMAL, in WAL mode, the last
-            // commits may roll back on a power loss, after the offsets they allowed were
-            // committed: deliver forgets that it drove an order (and drives it again) or an early
-            // warning (the order is never delivered), the view moves statuses back and never
-            // gets them again (the simulation's disk scenario shows each).
-            conn.pragma_update(None, "synchronous", synchronous)
-                .map_err(err)?;
-            conn.execute_batch(schema).map_err(err)?;
-            let synchronous: i64 = conn
-                .pragma_query_value(None, "synchronous", |r| r.get(0))
-                .map_err(err)?;
-            crate::probes::store_opened(path, synchronous);
-        }
-        Ok(Db {
-            path: name,
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
-        if crate::probes::disk_busy() {
-            return Err(StoreError {
-                path: self.path.clone(),
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                    Some("database is locked (the simulation's busy disk)".into()),
-                ),
-            });
-        }
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError {
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
 
 const VIEW_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS order_status (
@@ -226,13 +81,13 @@ impl ViewStore {
     /// Creates a view at `path`, which must not exist yet (a rebuild writes a fresh file).
     pub fn create(path: &Path) -> Result<ViewStore, StoreError> {
         if path.exists() {
-            return Err(StoreError {
-                path: path.display().to_string(),
-                source: rusqlite::Error::SqliteFailure(
+            return Err(StoreError::new(
+                &path.display().to_string(),
+                rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
                     Some("already exists; a rebuild writes a fresh file".into()),
                 ),
-            });
+            ));
         }
         ViewStore::open(path)
     }
@@ -556,7 +411,7 @@ impl LogView for ViewStore {
     /// The file beside this one (`orders.rebuild.db` beside `orders.db`), opened (made when
     /// missing) with what an earlier first fold left in it, or made anew when `fresh`.
     fn scratch(&self, fresh: bool) -> Result<ViewStore, StoreError> {
-        let path = scratch_path(Path::new(&self.db.path));
+        let path = scratch_path(Path::new(self.db.path()));
         if fresh {
             remove_db_files(&path);
         }
@@ -572,7 +427,7 @@ impl LogView for ViewStore {
     }
 
     fn take_from(&self, scratch: ViewStore) -> Result<(), StoreError> {
-        let path = PathBuf::from(&scratch.db.path);
+        let path = PathBuf::from(scratch.db.path());
         drop(scratch);
         self.replace_with(&path)?;
         remove_db_files(&path);
@@ -592,15 +447,6 @@ impl LogView for ViewStore {
 /// Where a view at `path` folds a first pass of the log that readers must not see half of.
 fn scratch_path(path: &Path) -> PathBuf {
     path.with_extension("rebuild.db")
-}
-
-/// Removes a SQLite database and its `-wal` and `-shm` files, as far as they exist.
-fn remove_db_files(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut f = path.as_os_str().to_owned();
-        f.push(suffix);
-        let _ = std::fs::remove_file(f);
-    }
 }
 
 fn status_rows(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<StatusRow>> {

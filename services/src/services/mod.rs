@@ -15,12 +15,11 @@ use std::sync::Arc;
 use crate::config::ServiceName;
 use crate::mutants::{self, ShopMutant};
 pub use crate::options::ServiceConfig;
-use crate::probes::{self, Probe};
 use crate::shutdown::Shutdown;
 use crate::store::{DeliveryStore, StoreError, ViewStore};
 use crate::transport::{Transport, TransportError};
 use crate::view::ViewFollower;
-use crate::worker::{run_worker, HandleError, Handler, WorkerConfig, WorkerCounts, WorkerError, WorkerStats};
+use crate::worker::{run_worker, Handler, WorkerConfig, WorkerCounts, WorkerError, WorkerStats};
 
 impl ServiceConfig {
     fn worker(&self, service: ServiceName) -> WorkerConfig {
@@ -33,19 +32,6 @@ impl ServiceConfig {
         w.concurrency = self.concurrency;
         w.max_in_flight = self.max_in_flight;
         w
-    }
-}
-
-/// A store failure, as a handler reports it: a busy or locked database clears, anything else will
-/// not.
-impl From<StoreError> for HandleError {
-    fn from(e: StoreError) -> Self {
-        if e.is_busy() {
-            probes::hit(Probe::StoreBusy, "");
-            HandleError::retriable(e)
-        } else {
-            HandleError::fatal(e)
-        }
     }
 }
 
