@@ -2,6 +2,7 @@
 //! simulation's fault plan applies to the simulated broker ([`crate::world`]'s, or an
 //! application's own scenarios).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,4 +54,53 @@ pub fn hold(bs: &Arc<BrokerShared>, held: Held, lasting: Duration) {
     later(lasting, move || {
         b.lock().held.remove(&held);
     });
+}
+
+/// Whether every store in `dir` syncs each commit (`synchronous` FULL or EXTRA, as the service's
+/// own connection reported it when it opened the store, `framework::store`): then a power loss
+/// loses no commit.
+pub fn synced(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    entries.flatten().all(|e| {
+        let path = e.path();
+        path.extension().is_none_or(|x| x != "db")
+            || framework::probes::store_synchronous(&path).is_some_and(|s| s >= 2)
+    })
+}
+
+/// Copies the files of `from` (no subdirectories: a service's data directory has none) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)?.flatten() {
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a power loss `lost` from now will leave of `dir`: its files now, kept in `snapshot`.
+/// madsim runs one task at a time and SQLite's calls do not yield: no transaction is half
+/// written while this copies.
+pub fn snapshot_later(
+    lost_from_now: std::time::Duration,
+    dir: std::path::PathBuf,
+    snapshot: std::path::PathBuf,
+) {
+    later(lost_from_now, move || {
+        let _ = std::fs::remove_dir_all(&snapshot);
+        let _ = copy_dir(&dir, &snapshot);
+    });
+}
+
+/// After a power loss, as the node comes back: `dir` as the disk kept it, which is the
+/// `snapshot` taken before unless every store in it synced each commit ([`synced`]).
+pub fn power_restored(dir: &Path, snapshot: &Path) {
+    if !synced(dir) {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = copy_dir(snapshot, dir);
+    }
+    let _ = std::fs::remove_dir_all(snapshot);
 }

@@ -17,7 +17,8 @@
 //! hit.
 //!
 //! A second service, `board`, keeps a view of `tally-out` with the framework's follower, outside
-//! any group and in memory (a crash loses it: it is folded again from the log's start, aside).
+//! any group, in a SQLite file on the framework's store base (a lost disk loses it: it is folded
+//! again from the log's start, aside; a power loss keeps what the file synced).
 //!
 //! Its oracle reads the broker's logs once the group caught up, beside the world's invariants:
 //! - `no-input-lost`: every input on the log has an output (at least once);
@@ -27,12 +28,15 @@
 //! - `per-key-order`: per key, outputs first appear in the order of their inputs on the log;
 //! - `malformed-dead-lettered`: every record the stage cannot use has a dead-letter note naming
 //!   it (unless the broker refused even a bare note of it), and no output;
-//! - `view-follows-log`: every board counts, per key, the inputs with an output on the log.
+//! - `view-follows-log`: every board counts, per key, the inputs with an output on the log;
+//! - `board-moves-forward`: read every half second, a board's count of a key never goes down
+//!   while it reads the same logs (what it showed survives a crash and a power loss).
 //!
 //! `framework-sim/tests/testapp.rs` switches each framework mutant on and asserts some seed of
 //! this application catches it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +45,8 @@ use framework::changelog::{Changelog, FactStore};
 use framework::error::Malformed;
 use framework::probes::Hits;
 use framework::shutdown::Shutdown;
+use framework::store::rusqlite::params;
+use framework::store::{remove_db_files, Db, StoreError};
 use framework::transport::{OutRecord, RawRecord, Record, Transport};
 use framework::worker::{run_worker, HandleError, Handler, WorkerConfig, WorkerStats};
 
@@ -184,26 +190,51 @@ impl FactStore for Seen {
     }
 }
 
-/// The board: a view of `tally-out` kept by the framework's follower outside any group, in memory
-/// (a crash loses it all): per key, the inputs whose outputs it has read.
-#[derive(Default)]
+/// The board: a view of `tally-out` kept by the framework's follower outside any group, in a
+/// SQLite file of its instance's data directory (`framework::store`): per key, the inputs whose
+/// outputs it has read.
 pub struct Board {
-    inputs: std::sync::Mutex<BTreeMap<String, BTreeSet<(i32, i64)>>>,
-    read_to: std::sync::Mutex<BTreeMap<(String, i32), i64>>,
-    logs: std::sync::Mutex<Vec<(String, String)>>,
+    db: Db,
+    path: PathBuf,
 }
 
+const BOARD_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS seen (key TEXT NOT NULL, p INTEGER NOT NULL, o INTEGER NOT NULL,
+                                 PRIMARY KEY (key, p, o));
+CREATE TABLE IF NOT EXISTS followed (topic TEXT NOT NULL, p INTEGER NOT NULL, next INTEGER NOT NULL,
+                                     PRIMARY KEY (topic, p));
+CREATE TABLE IF NOT EXISTS logs (topic TEXT PRIMARY KEY, id TEXT NOT NULL);
+";
+
 impl Board {
-    /// Per key, how many distinct inputs it has read outputs of.
-    pub fn counts(&self) -> BTreeMap<String, usize> {
-        let inputs = self.inputs.lock().expect("board");
-        inputs.iter().map(|(k, s)| (k.clone(), s.len())).collect()
+    /// Opens (or makes) the board's file at `path`.
+    pub fn open(path: &Path) -> Result<Board, StoreError> {
+        Ok(Board {
+            db: Db::open(path, false, BOARD_SCHEMA)?,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Per key, how many distinct inputs it has read outputs of, and which logs those were.
+    pub fn counts(&self) -> Result<Shown, StoreError> {
+        let counts = self.db.with(|c| {
+            let mut q = c.prepare("SELECT key, COUNT(*) FROM seen GROUP BY key")?;
+            let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize)))?;
+            rows.collect::<Result<BTreeMap<_, _>, _>>()
+        })?;
+        Ok((framework::follow::LogView::logs(self)?, counts))
     }
 
     /// Whether it has read every partition of `topic` up to `ends`.
     pub fn reached(&self, topic: &str, ends: &[i64]) -> bool {
-        let read_to = self.read_to.lock().expect("board");
-        let at = |p: usize| read_to.get(&(topic.to_owned(), p as i32)).copied().unwrap_or(0);
+        let Ok(read) = framework::follow::LogView::followed(self) else {
+            return false;
+        };
+        let at = |p: usize| {
+            read.iter()
+                .find(|(t, rp, _)| t == topic && *rp == p as i32)
+                .map_or(0, |(_, _, n)| *n)
+        };
         ends.iter().enumerate().all(|(p, end)| at(p) >= *end)
     }
 }
@@ -211,7 +242,7 @@ impl Board {
 impl framework::follow::LogView for Board {
     type Context = ();
     type Update = (String, (i32, i64));
-    type Error = Never;
+    type Error = StoreError;
 
     /// An output's key and the input it names.
     fn update(_: &(), rec: &Record, _: Option<i32>) -> Option<(String, (i32, i64))> {
@@ -220,9 +251,12 @@ impl framework::follow::LogView for Board {
         Some((rec.key_str()?.to_owned(), (p.parse().ok()?, o.parse().ok()?)))
     }
 
-    fn followed(&self) -> Result<Vec<(String, i32, i64)>, Never> {
-        let read_to = self.read_to.lock().expect("board");
-        Ok(read_to.iter().map(|((t, p), n)| (t.clone(), *p, *n)).collect())
+    fn followed(&self) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        self.db.with(|c| {
+            let mut q = c.prepare("SELECT topic, p, next FROM followed")?;
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
     }
 
     fn apply_at(
@@ -230,46 +264,142 @@ impl framework::follow::LogView for Board {
         _: &(),
         updates: &[(String, (i32, i64))],
         read_to: &[(String, i32, i64)],
-    ) -> Result<(), Never> {
-        let mut inputs = self.inputs.lock().expect("board");
-        for (key, at) in updates {
-            inputs.entry(key.clone()).or_default().insert(*at);
+    ) -> Result<(), StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction()?;
+            for (key, (p, o)) in updates {
+                tx.execute(
+                    "INSERT OR IGNORE INTO seen VALUES (?1, ?2, ?3)",
+                    params![key, p, o],
+                )?;
+            }
+            for (t, p, n) in read_to {
+                tx.execute(
+                    "INSERT INTO followed VALUES (?1, ?2, ?3)
+                     ON CONFLICT (topic, p) DO UPDATE SET next = MAX(next, excluded.next)",
+                    params![t, p, n],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    fn scratch(&self, fresh: bool) -> Result<Board, StoreError> {
+        let path = self.path.with_extension("rebuild.db");
+        if fresh {
+            remove_db_files(&path);
         }
-        let mut read = self.read_to.lock().expect("board");
-        for (t, p, n) in read_to {
-            let at = read.entry((t.clone(), *p)).or_default();
-            *at = (*at).max(*n);
-        }
-        Ok(())
+        Board::open(&path)
     }
 
-    fn scratch(&self, _: bool) -> Result<Board, Never> {
-        Ok(Board::default())
+    fn logs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.db.with(|c| {
+            let mut q = c.prepare("SELECT topic, id FROM logs")?;
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
     }
 
-    fn logs(&self) -> Result<Vec<(String, String)>, Never> {
-        Ok(self.logs.lock().expect("board").clone())
+    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction()?;
+            for (t, id) in logs {
+                tx.execute("INSERT OR REPLACE INTO logs VALUES (?1, ?2)", params![t, id])?;
+            }
+            tx.commit()
+        })
     }
 
-    fn set_logs(&self, logs: &[(String, String)]) -> Result<(), Never> {
-        *self.logs.lock().expect("board") = logs.to_vec();
-        Ok(())
-    }
-
-    fn take_from(&self, scratch: Board) -> Result<(), Never> {
-        *self.inputs.lock().expect("board") = scratch.inputs.into_inner().expect("board");
-        *self.read_to.lock().expect("board") = scratch.read_to.into_inner().expect("board");
+    /// Every row of `scratch` in place of this board's, in one transaction.
+    fn take_from(&self, scratch: Board) -> Result<(), StoreError> {
+        let path = scratch.path.clone();
+        drop(scratch);
+        self.db.with(|c| {
+            c.execute("ATTACH DATABASE ?1 AS rebuilt", [path.to_string_lossy()])?;
+            let copied = (|| {
+                let tx = c.transaction()?;
+                for table in ["seen", "followed", "logs"] {
+                    tx.execute(&format!("DELETE FROM main.{table}"), [])?;
+                    tx.execute(
+                        &format!("INSERT INTO main.{table} SELECT * FROM rebuilt.{table}"),
+                        [],
+                    )?;
+                }
+                tx.commit()
+            })();
+            c.execute("DETACH DATABASE rebuilt", [])?;
+            copied
+        })?;
+        remove_db_files(&path);
         Ok(())
     }
 }
 
-/// The boards running now, by instance (the oracle reads them: one process runs every node).
+/// The boards running now, by instance (the oracle reads them: one process runs every node),
+/// the most each was seen to count, and what was seen to move back.
 #[derive(Clone, Default)]
-pub struct Boards(Arc<std::sync::Mutex<BTreeMap<String, Arc<Board>>>>);
+pub struct Boards {
+    running: Arc<std::sync::Mutex<BTreeMap<String, Arc<Board>>>>,
+    highest: Arc<std::sync::Mutex<BTreeMap<String, Shown>>>,
+    went_back: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The logs a board read, and what it counts per key on them (the most it was seen to count,
+/// in [`Boards`]).
+pub type Shown = (Vec<(String, String)>, BTreeMap<String, usize>);
 
 impl std::fmt::Debug for Boards {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Boards")
+    }
+}
+
+/// How often the watch reads the boards.
+const BOARD_WATCH: Duration = Duration::from_millis(500);
+
+impl Boards {
+    fn running(&self) -> Vec<(String, Arc<Board>)> {
+        let running = self.running.lock().expect("boards");
+        running.iter().map(|(n, b)| (n.clone(), b.clone())).collect()
+    }
+
+    /// `board-moves-forward`: reads `board` (instance `name`'s), and notes a key it counts less
+    /// of than it was seen to before on the same logs (a board that lost its disk, or folded a
+    /// topic made again, starts a new history). Read as each board opens its file and every
+    /// [`BOARD_WATCH`]: what a board showed must survive its crash and its power loss.
+    fn note(&self, name: &str, board: &Board) {
+        let Ok((mut logs, counts)) = board.counts() else {
+            return;
+        };
+        logs.sort();
+        let mut highest = self.highest.lock().expect("boards");
+        let (known, high) = highest.entry(name.to_owned()).or_default();
+        if *known != logs {
+            *known = logs;
+            high.clear();
+        }
+        for (key, n) in counts {
+            let was = high.entry(key.clone()).or_default();
+            if n < *was {
+                let t = framework::clock::now_ms();
+                self.went_back
+                    .lock()
+                    .expect("boards")
+                    .push(format!("{name} at {t}: {key} counted {n} after {was}"));
+            }
+            *was = (*was).max(n);
+        }
+    }
+
+    /// Reads every board every [`BOARD_WATCH`] for `lasting` ([`Boards::note`]).
+    async fn watch(self, lasting: Duration) {
+        let until = tokio::time::Instant::now() + lasting;
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(BOARD_WATCH).await;
+            for (name, board) in self.running() {
+                self.note(&name, &board);
+            }
+        }
     }
 }
 
@@ -340,9 +470,11 @@ impl Application for TallyApp {
         mut shutdown: Shutdown,
     ) -> Result<(), Stopped> {
         if service == BOARD {
-            let board = Arc::new(Board::default());
+            let board = Board::open(&instance.data_dir.join("board.db")).map_err(Stopped::fatal)?;
+            self.boards.note(&instance.name, &board);
+            let board = Arc::new(board);
             self.boards
-                .0
+                .running
                 .lock()
                 .expect("boards")
                 .insert(instance.name, board.clone());
@@ -374,7 +506,10 @@ impl Workload for TallyApp {
         }
     }
 
+    /// The inputs, and the watch over the boards (for as long as the run can last).
     async fn feed(&self, rng: SplitMix64, t: SimTransport) {
+        let lasting = Duration::from_millis(self.inputs * self.gap_ms) + Duration::from_secs(600);
+        tokio::spawn(self.boards.clone().watch(lasting));
         feed(self.clone(), rng, t).await;
     }
 
@@ -404,11 +539,17 @@ impl Workload for TallyApp {
         found
     }
 
-    /// Every board has read `tally-out` to its end.
+    /// Every board has read `tally-out`'s log as it is now (made again, the new one) to its end.
     fn caught_up(&self, b: &Broker) -> bool {
         let ends = b.end_offsets(OUT).unwrap_or_default();
-        let boards = self.boards.0.lock().expect("boards");
-        boards.values().all(|board| board.reached(OUT, &ends))
+        let log = b.log_id(OUT).map(|id| (OUT.to_owned(), id));
+        let boards = self.boards.running();
+        boards.iter().all(|(_, board)| {
+            let on_it = board
+                .counts()
+                .is_ok_and(|(logs, _)| log.as_ref().is_none_or(|l| logs.contains(l)));
+            on_it && board.reached(OUT, &ends)
+        })
     }
 
     /// 10 s, when the stage handles inputs at least twice as fast as they come (its lanes each
@@ -699,15 +840,36 @@ fn check_boards(b: &Broker, boards: &Boards) -> Vec<Violation> {
             .insert(o.input);
     }
     let expected: BTreeMap<String, usize> = expected.into_iter().map(|(k, s)| (k, s.len())).collect();
-    let boards = boards.0.lock().expect("boards");
-    let mut found = Vec::new();
-    for (name, board) in boards.iter() {
-        let counts = board.counts();
+    let mut found: Vec<Violation> = boards
+        .went_back
+        .lock()
+        .expect("boards")
+        .iter()
+        .take(5)
+        .map(|what| Violation::new("board-moves-forward", what.clone()))
+        .collect();
+    for (name, board) in boards.running() {
+        let counts = match board.counts() {
+            Ok((_, counts)) => counts,
+            Err(e) => {
+                let what = format!("{name} unreadable: {}", framework::error::Report(&e));
+                found.push(Violation::new("view-follows-log", what));
+                continue;
+            }
+        };
         if counts != expected {
-            let wrong: Vec<_> = expected
-                .iter()
-                .filter(|(k, n)| counts.get(*k) != Some(*n))
-                .map(|(k, n)| format!("{k}: {} of {n}", counts.get(k).copied().unwrap_or(0)))
+            let keys: BTreeSet<&String> = expected.keys().chain(counts.keys()).collect();
+            let wrong: Vec<_> = keys
+                .into_iter()
+                .map(|k| {
+                    (
+                        k,
+                        counts.get(k).copied().unwrap_or(0),
+                        expected.get(k).copied().unwrap_or(0),
+                    )
+                })
+                .filter(|(_, shown, due)| shown != due)
+                .map(|(k, shown, due)| format!("{k}: {shown} of {due}"))
                 .take(5)
                 .collect();
             found.push(Violation::new(

@@ -202,6 +202,13 @@ pub enum Fault {
         down: Duration,
         lose_disk: bool,
     },
+    /// An instance's power lost: killed, up again after `down` with its data directory as the
+    /// disk kept it: what it held `lost` before, unless every store in it synced each commit.
+    PowerLoss {
+        instance: String,
+        down: Duration,
+        lost: Duration,
+    },
     /// An instance cut off both ways for `cut`, longer than a session lasts (a long pause, a
     /// network cut): its members are expelled from their groups, their partitions dealt to the
     /// others, and when it hears again each member learns it lost them and joins again.
@@ -264,11 +271,21 @@ impl Plan {
             let at = Duration::from_millis(rng.between(2_000, 50_000));
             let ms = |rng: &mut SplitMix64| Duration::from_millis(rng.between(200, 3_000));
             let fault = match rng.below(10) {
-                0 | 6 => Fault::Crash {
-                    instance: pick(&mut rng, &instances).0,
-                    down: ms(&mut rng),
-                    lose_disk: rng.chance(0.3),
-                },
+                0 | 6 => {
+                    let (instance, down) = (pick(&mut rng, &instances).0, ms(&mut rng));
+                    match rng.below(10) {
+                        0..=2 => Fault::PowerLoss {
+                            instance,
+                            down,
+                            lost: Duration::from_millis(rng.between(500, 3_000)),
+                        },
+                        k => Fault::Crash {
+                            instance,
+                            down,
+                            lose_disk: k < 6,
+                        },
+                    }
+                }
                 1 | 8 => Fault::LeaderChange { down: ms(&mut rng) },
                 9 => Fault::Expel {
                     instance: pick(&mut rng, &instances).0,
@@ -617,6 +634,13 @@ async fn inject(
 ) {
     let start = tokio::time::Instant::now();
     let mut healed = start;
+    // What a power loss leaves is what the disk held `lost` before it: taken then.
+    for (at, fault) in plan {
+        if let Fault::PowerLoss { instance, lost, .. } = fault {
+            let (dir, snapshot) = (root.join(instance), power_snapshot(root, instance));
+            faults::snapshot_later(at.saturating_sub(*lost), dir, snapshot);
+        }
+    }
     for (at, fault) in plan {
         tokio::time::sleep_until(start + *at).await;
         bs.lock()
@@ -626,6 +650,28 @@ async fn inject(
         healed = healed.max(tokio::time::Instant::now() + lasting);
     }
     tokio::time::sleep_until(healed).await;
+}
+
+/// Kills node `id` now and starts it again after `down`, once `meanwhile` has done what the
+/// fault does to its disk; returns `down`.
+fn kill_for(
+    handle: &Handle,
+    id: NodeId,
+    down: Duration,
+    meanwhile: impl FnOnce() + Send + 'static,
+) -> Duration {
+    handle.kill(id);
+    let h = handle.clone();
+    later(down, move || {
+        meanwhile();
+        h.restart(id);
+    });
+    down
+}
+
+/// Where a power loss keeps what `instance`'s disk held before it.
+fn power_snapshot(root: &Path, instance: &str) -> PathBuf {
+    root.join(format!("{instance}.power-snapshot"))
 }
 
 /// Does what `fault` says now, and undoes it when it heals; returns how long it lasts.
@@ -642,16 +688,18 @@ fn apply(
             down,
             lose_disk,
         } => {
-            let id = nodes[&instance];
-            handle.kill(id);
-            let (h, dir) = (handle.clone(), root.join(&instance));
-            later(down, move || {
+            let dir = root.join(&instance);
+            kill_for(handle, nodes[&instance], down, move || {
                 if lose_disk {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
-                h.restart(id);
-            });
-            down
+            })
+        }
+        Fault::PowerLoss { instance, down, .. } => {
+            let (dir, snapshot) = (root.join(&instance), power_snapshot(root, &instance));
+            kill_for(handle, nodes[&instance], down, move || {
+                faults::power_restored(&dir, &snapshot)
+            })
         }
         Fault::Expel { instance, cut } => {
             let (net, id) = (madsim::net::NetSim::current(), nodes[&instance]);
@@ -804,6 +852,7 @@ impl Fault {
         match self {
             Fault::Crash { down, .. } | Fault::LeaderChange { down } => *down,
             Fault::Expel { cut, .. } => *cut,
+            Fault::PowerLoss { down, .. } => *down,
             Fault::Refuse { lasting, .. } | Fault::SmallDlq { lasting, .. } | Fault::Hold { lasting, .. } => {
                 *lasting
             }

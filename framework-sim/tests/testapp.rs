@@ -168,3 +168,10 @@ fn regained_stays_paused_is_caught() {
 fn new_log_not_noticed_is_caught() {
     caught(Mutant::NewLogNotNoticed, &["view-follows-log"]);
 }
+
+/// The stores' commits under `synchronous=NORMAL`: a power loss of the board rolls its file
+/// back, and it counts less than it was seen to before on the same log.
+#[test]
+fn store_sync_normal_is_caught() {
+    caught(Mutant::StoreSyncNormal, &["board-moves-forward"]);
+}

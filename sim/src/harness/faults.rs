@@ -57,7 +57,7 @@ pub(super) async fn inject(sc: &Scenario, start_ms: i64, cluster: &Cluster, shar
                 // madsim runs one task at a time and SQLite's calls do not yield: no transaction
                 // is half-written while this copies.
                 let _ = std::fs::remove_dir_all(&snapshot);
-                let _ = copy_dir(&dir, &snapshot);
+                let _ = framework_sim::faults::copy_dir(&dir, &snapshot);
             });
         }
     }
@@ -206,11 +206,7 @@ fn apply_disk_fault(cluster: &Cluster, kind: FaultKind, root: &Path) {
             let h = cluster.handle.clone();
             let (dir, snapshot) = (cluster::data_dir(root, service), power_snapshot(root, service));
             later(down, move || {
-                if !synced(&dir) {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let _ = copy_dir(&snapshot, &dir);
-                }
-                let _ = std::fs::remove_dir_all(&snapshot);
+                framework_sim::faults::power_restored(&dir, &snapshot);
                 h.restart(id);
             });
         }
@@ -332,28 +328,4 @@ fn crash(cluster: &Cluster, service: ServiceName, down: Duration, lose: Option<s
 /// Where a power loss's snapshot of `service`'s disk is kept.
 fn power_snapshot(root: &Path, service: ServiceName) -> std::path::PathBuf {
     root.join(format!("{}.power-snapshot", service.as_str()))
-}
-
-/// Whether every store in `dir` syncs each commit (`synchronous` FULL or EXTRA, as the service's
-/// own connection reported it when it opened the store): then a power loss loses no commit.
-fn synced(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return true;
-    };
-    entries.flatten().all(|e| {
-        let path = e.path();
-        path.extension().is_none_or(|x| x != "db")
-            || pizza::probes::store_synchronous(&path).is_some_and(|s| s >= 2)
-    })
-}
-
-/// Copies the files of `from` (no subdirectories: a service's data directory has none) to `to`.
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)?.flatten() {
-        if e.file_type()?.is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name()))?;
-        }
-    }
-    Ok(())
 }
