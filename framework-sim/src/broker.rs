@@ -518,6 +518,16 @@ impl Broker {
             .flat_map(|p| p.delivered().map(|(_, r)| r))
     }
 
+    /// Every life of `topic` (those it had before it was made again, oldest first, then its log
+    /// now), each as `log` gives it.
+    pub fn lives(&self, topic: &str) -> Vec<Vec<Vec<(i64, &Stored)>>> {
+        let former = self.former.get(topic).into_iter().flatten();
+        former
+            .map(|parts| parts.iter().map(|p| p.delivered().collect()).collect())
+            .chain(std::iter::once(self.log(topic)))
+            .collect()
+    }
+
     /// Every partition of `topic`, whole (the checkers find markers and undecodable batches
     /// through this).
     pub fn partitions(&self, topic: &str) -> &[Partition] {
