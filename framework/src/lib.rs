@@ -24,6 +24,8 @@
 //! - [`follow`]: a view that follows the whole log outside any group, folded into a store the
 //!   application gives ([`follow::LogView`]): read on from where its store says, and folded
 //!   anew, aside, when it has read nothing yet or its topics are new logs.
+//! - `groups` (feature `kafka`): operating a consumer group on Kafka: its lag (for a health
+//!   check), its offsets read and moved (for an operator's tool).
 //! - [`app`]: what an application is to the framework ([`app::Application`]: its topics, its
 //!   services, how one instance of each runs on a transport), and `host`: all of an
 //!   application's services in one process, each under a supervisor (not under madsim, where
@@ -35,6 +37,8 @@ pub mod changelog;
 pub mod clock;
 pub mod error;
 pub mod follow;
+#[cfg(feature = "kafka")]
+pub mod groups;
 #[cfg(not(madsim))]
 pub mod host;
 pub mod mutants;

@@ -143,15 +143,16 @@ fn the_framework_modules_depend_on_each_other_one_way() {
 
 /// The framework crate's modules: what any set of Kafka services is written against (the
 /// transport seam and its Kafka implementation, the worker, state that follows partitions, the
-/// application trait and its host, the stores' base, the blocking and clock helpers, shutdown,
-/// probes and the mutant switch, Kafka's partitioner).
-const FRAMEWORK: [&str; 15] = [
+/// application trait and its host, the stores' base, the consumer groups' operation, the blocking
+/// and clock helpers, shutdown, probes and the mutant switch, Kafka's partitioner).
+const FRAMEWORK: [&str; 16] = [
     "app",
     "blocking",
     "changelog",
     "clock",
     "error",
     "follow",
+    "groups",
     "host",
     "mutants",
     "partitioner",
