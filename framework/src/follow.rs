@@ -664,3 +664,67 @@ fn fold_batch<V: LogView>(
         .map_err(|e| format!("folding into the view: {}", Report(&e)))?;
     Ok(read_to)
 }
+
+/// What a rebuild read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub records: u64,
+    /// Records the view passes over ([`LogView::update`] said `None`: what a consumer group would
+    /// dead-letter).
+    pub skipped: u64,
+    /// Records that could not be read at all (a batch that cannot be decoded): passed over.
+    pub unreadable: u64,
+}
+
+/// Why a rebuild failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Read(#[from] crate::transport::ReadError),
+    #[error("writing the rebuilt view")]
+    Sink(#[source] crate::error::BoxError),
+}
+
+/// Updates applied per transaction while rebuilding.
+pub const REBUILD_BATCH: usize = 1000;
+
+/// How long a rebuild waits for the next record before it gives up.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads `topics`, one after another, up to their ends as they are now into `view` (which
+/// should be empty), folded with `ctx` as a follower folds them, [`REBUILD_BATCH`] updates to a
+/// transaction: an operator's rebuild of a view from the log, and a check that the live view is
+/// the log's fold. It records no read positions: a follower of the rebuilt view folds the log
+/// from its start.
+pub async fn rebuild<T: Transport, V: LogView>(
+    transport: &T,
+    topics: &[&str],
+    ctx: &V::Context,
+    view: &V,
+) -> Result<Rebuilt, RebuildError> {
+    let apply = |batch: &[V::Update]| {
+        view.apply_at(ctx, batch, &[])
+            .map_err(|e| RebuildError::Sink(Box::new(e)))
+    };
+    let mut reader = crate::transport::ReadToEnd::open(transport, topics).await?;
+    let mut stats = Rebuilt::default();
+    // Records of one key arrive in order per topic; applying them in batches keeps that order and
+    // commits once per batch instead of once per record.
+    let mut batch = Vec::with_capacity(REBUILD_BATCH);
+    while let Some(rec) = reader.next(transport, STALL_TIMEOUT).await? {
+        stats.records += 1;
+        match V::update(ctx, &rec, reader.partitions(&rec.topic)) {
+            Some(u) => batch.push(u),
+            None => stats.skipped += 1,
+        }
+        if batch.len() == REBUILD_BATCH {
+            apply(&batch)?;
+            batch.clear();
+        }
+    }
+    apply(&batch)?;
+    stats.unreadable = reader.unreadable.len() as u64;
+    Ok(stats)
+}

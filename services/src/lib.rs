@@ -17,7 +17,7 @@
 //!   simulation parses too) and its [`options::ServiceConfig`].
 //! - [`event`]: what a record on each of the shop's topics means, judged once for every reader.
 //! - [`view`]: the fold of pizza-ordered and pizza-status into what customers see, its rows, and
-//!   the rebuild from the log into any [`view::ViewSink`].
+//!   the rebuild from the log into a fresh store.
 //! - [`store`]: the SQLite files (the status view, delivery's early warnings).
 //! - [`services`]: assemble, bake, deliver, merge, status: a pure step and a handler each, and the
 //!   one entry point [`services::run`].

@@ -16,9 +16,7 @@ use crate::config::SysConfig;
 use crate::domain::{Order, StatusCodes};
 use crate::mutants::{self, ShopMutant};
 use crate::transport::Record;
-use crate::view::{
-    fold, view_update, LogView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewSink, ViewUpdate,
-};
+use crate::view::{fold, view_update, LogView, OrderRow, OrderStatus, StatusRow, ViewDump, ViewUpdate};
 
 const VIEW_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS order_status (
@@ -383,14 +381,6 @@ impl ViewStore {
                 .collect::<Result<_, _>>()?;
             Ok(d)
         })
-    }
-}
-
-impl ViewSink for ViewStore {
-    type Error = StoreError;
-
-    fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), StoreError> {
-        ViewStore::apply_many(self, codes, updates)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The view: what the shop shows customers, as a fold of pizza-ordered (an order's details) and
 //! pizza-status (its status, the stuck flag, its timeline). This module is the fold and its rows,
 //! independent of where they are kept: the status service folds live records into a store, the
-//! web app reads rows back, and [`rebuild`] folds the whole log again into any [`ViewSink`].
+//! web app reads rows back, and [`rebuild`] folds the whole log again into a fresh store.
 //!
 //! The fold is monotonic (*ours*; the original gets this wrong): 100 < 150 < 200 < 300 < final, a
 //! stale or duplicate event never moves an order back, final statuses never change, and stuck is a
@@ -22,15 +22,6 @@ use crate::event::{event_ts, parse, unexpected, Event};
 use crate::mutants::{self, ShopMutant};
 use crate::probes::{self, ShopProbe};
 use crate::transport::Record;
-
-/// Where the view's updates are kept (the status service's SQLite file, a fresh file for a
-/// rebuild). Updates are applied in order, each batch at once.
-pub trait ViewSink {
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// Folds `updates` in, in order.
-    fn apply_many(&self, codes: &StatusCodes, updates: &[ViewUpdate]) -> Result<(), Self::Error>;
-}
 
 /// Starts following pizza-ordered and pizza-status into `view` (the framework's follower, with
 /// the shop's fold: [`view_update`], and the rank table in `sys`).
