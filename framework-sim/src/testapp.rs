@@ -314,22 +314,8 @@ impl framework::follow::LogView for Board {
     fn take_from(&self, scratch: Board) -> Result<(), StoreError> {
         let path = scratch.path.clone();
         drop(scratch);
-        self.db.with(|c| {
-            c.execute("ATTACH DATABASE ?1 AS rebuilt", [path.to_string_lossy()])?;
-            let copied = (|| {
-                let tx = c.transaction()?;
-                for table in ["seen", "followed", "logs"] {
-                    tx.execute(&format!("DELETE FROM main.{table}"), [])?;
-                    tx.execute(
-                        &format!("INSERT INTO main.{table} SELECT * FROM rebuilt.{table}"),
-                        [],
-                    )?;
-                }
-                tx.commit()
-            })();
-            c.execute("DETACH DATABASE rebuilt", [])?;
-            copied
-        })?;
+        self.db
+            .replace_tables_from(&path, &["seen", "followed", "logs"])?;
         remove_db_files(&path);
         Ok(())
     }

@@ -173,6 +173,30 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Replaces every row of `tables` with those of the same tables of the database at `other`
+    /// (a view folded aside), in one transaction: a reader sees the rows before or the rows
+    /// after, never some of each.
+    pub fn replace_tables_from(&self, other: &Path, tables: &[&str]) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute("ATTACH DATABASE ?1 AS other", [other.to_string_lossy()])?;
+            let copied = (|| {
+                let tx = conn.transaction()?;
+                for table in tables {
+                    tx.execute(&format!("DELETE FROM main.{table}"), [])?;
+                    tx.execute(
+                        &format!("INSERT INTO main.{table} SELECT * FROM other.{table}"),
+                        [],
+                    )?;
+                }
+                tx.commit()
+            })();
+            conn.execute("DETACH DATABASE other", [])?;
+            copied
+        })
+    }
+}
+
 /// Removes a SQLite database and its `-wal` and `-shm` files, as far as they exist.
 pub fn remove_db_files(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {

@@ -291,28 +291,14 @@ impl ViewStore {
     /// rebuilt one), in one transaction: a reader sees the rows before or the rows after, never an
     /// order half way back through its statuses.
     pub fn replace_with(&self, other: &Path) -> Result<(), StoreError> {
-        self.db.with(|conn| {
-            conn.execute("ATTACH DATABASE ?1 AS rebuilt", [other.to_string_lossy()])?;
-            let copied = (|| {
-                let tx = conn.transaction()?;
-                for table in [
-                    "order_status",
-                    "order_timeline",
-                    "order_details",
-                    "followed",
-                    "logs",
-                ] {
-                    tx.execute(&format!("DELETE FROM main.{table}"), [])?;
-                    tx.execute(
-                        &format!("INSERT INTO main.{table} SELECT * FROM rebuilt.{table}"),
-                        [],
-                    )?;
-                }
-                tx.commit()
-            })();
-            conn.execute("DETACH DATABASE rebuilt", [])?;
-            copied
-        })
+        let tables = [
+            "order_status",
+            "order_timeline",
+            "order_details",
+            "followed",
+            "logs",
+        ];
+        self.db.replace_tables_from(other, &tables)
     }
 
     /// Whether the view holds nothing at all (a new file, or one whose disk was lost).
