@@ -3,7 +3,8 @@
 //! (`synchronous=FULL`): a commit survives a process crash (what SIGKILL tests) and a power loss
 //! (what the simulation's `power-loss` fault checks), and the view can always be rebuilt from the
 //! log. The delivery store is a cache of its changelog topic, filled again from it on every start,
-//! so it does not sync.
+//! so it need not sync; it does all the same, as every store on the framework's base
+//! (`framework::store`) does.
 
 use std::path::{Path, PathBuf};
 

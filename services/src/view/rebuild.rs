@@ -4,17 +4,17 @@
 
 pub use framework::follow::{RebuildError, Rebuilt, REBUILD_BATCH, STALL_TIMEOUT};
 
+use super::{LogView, ViewUpdate};
 use crate::config::SysConfig;
-use crate::store::ViewStore;
 use crate::transport::Transport;
 
 /// Reads pizza-status and pizza-ordered up to their current ends into `view` (which should be
-/// empty).
-pub async fn rebuild<T: Transport>(
-    transport: &T,
-    sys: &SysConfig,
-    view: &ViewStore,
-) -> Result<Rebuilt, RebuildError> {
+/// empty: a fresh `ViewStore`, say).
+pub async fn rebuild<T, V>(transport: &T, sys: &SysConfig, view: &V) -> Result<Rebuilt, RebuildError>
+where
+    T: Transport,
+    V: LogView<Context = SysConfig, Update = ViewUpdate>,
+{
     let topics = &sys.topics;
     framework::follow::rebuild(transport, &[&topics.status, &topics.ordered], sys, view).await
 }
