@@ -537,9 +537,8 @@ impl Workload for TallyApp {
         let log = b.log_id(OUT).map(|id| (OUT.to_owned(), id));
         let boards = self.boards.running();
         boards.iter().all(|(_, board)| {
-            let on_it = board
-                .counts()
-                .is_ok_and(|(logs, _)| log.as_ref().is_none_or(|l| logs.contains(l)));
+            let logs = framework::follow::LogView::logs(board.as_ref());
+            let on_it = logs.is_ok_and(|logs| log.as_ref().is_none_or(|l| logs.contains(l)));
             on_it && board.reached(OUT, &ends)
         })
     }

@@ -52,13 +52,7 @@ pub(super) async fn inject(sc: &Scenario, start_ms: i64, cluster: &Cluster, shar
         if let FaultKind::PowerLoss { service, lost, .. } = f.kind {
             let at = (start_ms + f.at.saturating_sub(lost).as_millis() as i64 - now_ms()).max(0);
             let (dir, snapshot) = (cluster::data_dir(root, service), power_snapshot(root, service));
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(at as u64)).await;
-                // madsim runs one task at a time and SQLite's calls do not yield: no transaction
-                // is half-written while this copies.
-                let _ = std::fs::remove_dir_all(&snapshot);
-                let _ = framework_sim::faults::copy_dir(&dir, &snapshot);
-            });
+            framework_sim::faults::snapshot_later(Duration::from_millis(at as u64), dir, snapshot);
         }
     }
     for f in &sc.faults {
