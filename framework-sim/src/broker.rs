@@ -173,6 +173,8 @@ struct Group {
     /// Every topic a member of the group ever read: its lag counts while no member is in it.
     topics: BTreeSet<String>,
     committed: BTreeMap<(String, i32), i64>,
+    /// The metadata each commit carried (the log its offset is of, as the harness writes it).
+    metadata: BTreeMap<(String, i32), String>,
 }
 
 /// What a fetch got.
@@ -331,6 +333,7 @@ impl Broker {
         }
         for g in self.groups.values_mut() {
             g.committed.retain(|(t, _), _| t != topic);
+            g.metadata.retain(|(t, _), _| t != topic);
         }
         self.event(now, "broker", format_args!("{topic} - - - made-again"));
         took
@@ -607,7 +610,7 @@ impl Broker {
             .collect()
     }
 
-    /// Whether every group has committed everything of the topics its members read, counted
+    /// Per group, how many records of the topics its members read it has not committed, counted
     /// also while the group has no member (a service restarting, a session expired).
     pub fn lag(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
@@ -616,7 +619,7 @@ impl Broker {
             for t in &g.topics {
                 for (p, log) in self.partitions(t).iter().enumerate() {
                     let c = g.committed.get(&(t.clone(), p as i32)).copied().unwrap_or(0);
-                    lag += (log.end() - c).max(0);
+                    lag += uncommitted(log.end(), c);
                 }
             }
             out.insert(name.clone(), lag);
@@ -874,15 +877,28 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    /// Commits offsets for the partitions the member owns in this generation; returns how many
-    /// were taken, or why none were.
+    /// The metadata the group's commits of `parts` carried (those with any): what a consumer's
+    /// OffsetFetch returns beside the offsets.
+    pub fn commit_metadata(&self, group: &str, parts: &[(String, i32)]) -> Vec<(String, i32, String)> {
+        let Some(g) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        parts
+            .iter()
+            .filter_map(|k| g.metadata.get(k).map(|m| (k.0.clone(), k.1, m.clone())))
+            .collect()
+    }
+
+    /// Commits offsets for the partitions the member owns in this generation, each with the
+    /// metadata of the same place in `metadata` (none when it is shorter); returns how many were
+    /// taken, or why none were.
     pub fn commit(
         &mut self,
         now: i64,
         group: &str,
         member: u64,
         generation: u64,
-        offsets: &[(String, i32, i64)],
+        (offsets, metadata): (&[(String, i32, i64)], &[String]),
     ) -> Result<usize, String> {
         self.expire(now);
         let g = self
@@ -899,9 +915,16 @@ impl Broker {
         m.last_seen_ms = now;
         let node = m.node.clone();
         let mut taken = Vec::new();
-        for (t, p, next) in offsets {
+        for (i, (t, p, next)) in offsets.iter().enumerate() {
             let k = (t.clone(), *p);
-            if m.cursors.contains_key(&k) && g.committed.get(&k) != Some(next) {
+            if !m.cursors.contains_key(&k) {
+                continue;
+            }
+            match metadata.get(i).filter(|m| !m.is_empty()) {
+                Some(meta) => g.metadata.insert(k.clone(), meta.clone()),
+                None => g.metadata.remove(&k),
+            };
+            if g.committed.get(&k) != Some(next) {
                 if let Some(before) = g.committed.get(&k).filter(|c| **c > *next) {
                     self.commits_back
                         .push((group.to_owned(), t.clone(), *p, *before, *next));
@@ -914,6 +937,17 @@ impl Broker {
             self.event(now, &node, format_args!("{t} {p} {next} - committed by {group}"));
         }
         Ok(taken.len())
+    }
+}
+
+/// How many records of a partition ending at `end` a group that committed `committed` has yet
+/// to commit. A commit past the log's end is of a log the topic was before (committed by name
+/// after it was made again): the group reads this one from its start, and owes all of it.
+pub fn uncommitted(end: i64, committed: i64) -> i64 {
+    if committed > end {
+        end
+    } else {
+        end - committed
     }
 }
 
@@ -1170,7 +1204,8 @@ mod tests {
         let GroupFetch::Records { generation, .. } = b.fetch(0, "g", m, 0, &[], &[]) else {
             panic!()
         };
-        b.commit(0, "g", m, generation, &[("t".into(), p, 5)]).unwrap();
+        b.commit(0, "g", m, generation, (&[("t".into(), p, 5)], &[]))
+            .unwrap();
         let before = b.log_id("t");
         assert_eq!(b.recreate_topic(1, "t"), BTreeSet::from([b"same".to_vec()]));
         assert_ne!(b.log_id("t"), before, "a new topic id");
@@ -1288,7 +1323,10 @@ mod tests {
         let GroupFetch::Records { generation, .. } = b.fetch(0, "g", m, 0, &[], &[]) else {
             panic!()
         };
-        assert_eq!(b.commit(0, "g", m, generation, &[("t".into(), p, 12)]), Ok(1));
+        assert_eq!(
+            b.commit(0, "g", m, generation, (&[("t".into(), p, 12)], &[])),
+            Ok(1)
+        );
         // The member dies; its session expires; a new one gets the rest again.
         let m2 = b.join(10_000, "c", "g", &["t".into()]);
         let again = fetch_all(&mut b, 10_000, "g", m2);
@@ -1315,14 +1353,14 @@ mod tests {
         let mut b = broker();
         let m = b.join(0, "c", "g", &["t".into()]);
         let _ = b.join(0, "c2", "g", &["t".into()]);
-        assert!(b.commit(0, "g", m, 1, &[("t".into(), 0, 1)]).is_err());
+        assert!(b.commit(0, "g", m, 1, (&[("t".into(), 0, 1)], &[])).is_err());
         // Partitions are shared out: each member owns three of six.
         let GroupFetch::Records { generation, .. } = b.fetch(0, "g", m, 0, &[], &[]) else {
             panic!()
         };
         let all: Vec<_> = (0..6).map(|p| ("t".to_string(), p, 0i64)).collect();
         // Offsets equal to the committed default (none) count as changes only for owned ones.
-        let taken = b.commit(0, "g", m, generation, &all).unwrap();
+        let taken = b.commit(0, "g", m, generation, (&all, &[])).unwrap();
         assert_eq!(taken, 3);
     }
 }

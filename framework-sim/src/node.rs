@@ -7,14 +7,14 @@
 //! fetches ahead in the background, heartbeats every second, rejoins when its session expired, and
 //! commits what is marked done every second and on close.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use framework::clock::now_ms;
-use framework::transport::commits::{MemberOffsets, COMMIT_EVERY};
+use framework::transport::commits::{self, MemberOffsets, COMMIT_EVERY};
 use framework::transport::errors::{self, Class, ErrorCode};
 use framework::transport::unreadable::Judge;
 use framework::transport::{
@@ -83,6 +83,8 @@ enum Request {
         member: u64,
         generation: u64,
         offsets: Vec<(String, i32, i64)>,
+        /// Each offset's metadata (the log it is of).
+        metadata: Vec<String>,
     },
     Leave {
         group: String,
@@ -131,8 +133,9 @@ enum Response {
     EndOffsets(Result<Vec<i64>, ErrorCode>),
     Joined(u64),
     Generation(Option<u64>),
-    /// What a fetch got, and the partitions the member is assigned after it.
-    Fetched(GroupFetch, Vec<(String, i32)>),
+    /// What a fetch got, and the partitions the member is assigned after it; with the first
+    /// fetch of a generation, what their commits say of their logs.
+    Fetched(GroupFetch, Vec<(String, i32)>, Option<CommitLogs>),
     Committed(Result<usize, String>),
     Left,
     Read(Option<PartFetch>),
@@ -273,11 +276,11 @@ async fn handle(shared: &BrokerShared, node: &str, req: Request) -> Option<Respo
             member,
             generation,
             offsets,
-        } => Response::Committed(
-            shared
-                .lock()
-                .commit(now_ms(), &group, member, generation, &offsets),
-        ),
+            metadata,
+        } => {
+            let commit = (&offsets[..], &metadata[..]);
+            Response::Committed(shared.lock().commit(now_ms(), &group, member, generation, commit))
+        }
         Request::Leave { group, member, why } => {
             shared.lock().leave_because(now_ms(), node, &group, member, why);
             Response::Left
@@ -376,10 +379,13 @@ async fn fetch(
         let appended = shared.appended.notified();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let (got, assigned) = {
+        let (got, assigned, logs) = {
             let mut b = shared.lock();
             let got = b.fetch(now_ms(), group, member, seen, positions, paused);
-            (got, b.assignment(group, member))
+            let assigned = b.assignment(group, member);
+            let fresh = matches!(got, GroupFetch::Records { generation, .. } if generation != seen);
+            let logs = fresh.then(|| commit_logs(&b, group, &assigned));
+            (got, assigned, logs)
         };
         match got {
             GroupFetch::Records {
@@ -392,11 +398,31 @@ async fn fetch(
                         generation,
                         part: None,
                     };
-                    return Response::Fetched(empty, assigned);
+                    return Response::Fetched(empty, assigned, logs);
                 }
             }
-            other => return Response::Fetched(other, assigned),
+            other => return Response::Fetched(other, assigned, logs),
         }
+    }
+}
+
+/// What the commits of a member's partitions say of their logs: per partition, its commit's
+/// metadata (where it has any), and per topic, the log it is now.
+#[derive(Debug)]
+struct CommitLogs {
+    metadata: Vec<(String, i32, String)>,
+    logs: Vec<(String, Option<String>)>,
+}
+
+/// What a member starting a generation learns of its partitions' commits, with the committed
+/// offsets it starts from (a Kafka consumer's OffsetFetch beside its Metadata: the simulated
+/// broker starts a generation's positions at the commits itself, and says which logs they name at
+/// that moment).
+fn commit_logs(b: &Broker, group: &str, parts: &[(String, i32)]) -> CommitLogs {
+    let topics: BTreeSet<&String> = parts.iter().map(|(t, _)| t).collect();
+    CommitLogs {
+        metadata: b.commit_metadata(group, parts),
+        logs: topics.into_iter().map(|t| (t.clone(), b.log_id(t))).collect(),
     }
 }
 
@@ -793,7 +819,10 @@ impl PartitionReading<'_> {
         let (topic, partition) = (part.topic.clone(), part.partition);
         let taken = self.take(part);
         if taken.restarted {
-            offsets.lock().expect("offsets").new_epoch(&topic, partition);
+            offsets
+                .lock()
+                .expect("offsets")
+                .new_epoch(&topic, partition, None);
         }
         let mut out: Vec<Delivery> = taken.records.into_iter().map(Delivery::Record).collect();
         out.extend(taken.unreadable.map(Delivery::Unreadable));
@@ -902,7 +931,7 @@ async fn fetch_loop(
         // while the fetch was on its way is another epoch when it comes back.
         let asked_in = offsets.lock().expect("offsets").epochs();
         match t.call(req, RPC_TIMEOUT).await {
-            Some(Response::Fetched(GroupFetch::Records { generation: g, part }, owned)) => {
+            Some(Response::Fetched(GroupFetch::Records { generation: g, part }, owned, logs)) => {
                 reported = false;
                 let rewound_since = |t: &str, p: i32| {
                     let now = offsets.lock().expect("offsets").epoch(t, p);
@@ -936,8 +965,11 @@ async fn fetch_loop(
                     s.generation = s.generation.max(g);
                     s.assigned_generation = g;
                 }
-                offsets.lock().expect("offsets").own_exactly(owned);
-                let Some(part) = part else { continue };
+                let stale = own(&group, (owned, logs), (&offsets, &state));
+                // What was read from an old log's commit is dropped, and read again from the start.
+                let Some(part) = part.filter(|p| !stale.contains(&(p.topic.clone(), p.partition))) else {
+                    continue;
+                };
                 let mut reading = PartitionReading {
                     judge: &mut judge,
                     positions: &mut positions,
@@ -952,7 +984,7 @@ async fn fetch_loop(
                     }
                 }
             }
-            Some(Response::Fetched(GroupFetch::Gone, _)) => {
+            Some(Response::Fetched(GroupFetch::Gone, _, _)) => {
                 reported = false;
                 if join_again(&t, (&group, &topics), &state, &offsets, &rejoin).await {
                     generation = 0;
@@ -974,6 +1006,63 @@ async fn fetch_loop(
             _ => {}
         }
     }
+}
+
+/// The member owns exactly `owned` now; returns the partitions it gained whose commits are of
+/// another log ([`commits_of_other_logs`], from `logs`, the generation's first fetch's).
+fn own(
+    group: &str,
+    (owned, logs): (Vec<(String, i32)>, Option<CommitLogs>),
+    (offsets, state): (&Offsets, &Mutex<MemberState>),
+) -> Vec<(String, i32)> {
+    let gained: Vec<(String, i32)> = {
+        let mut o = offsets.lock().expect("offsets");
+        let gained = owned.iter().filter(|(t, p)| !o.owns(t, *p)).cloned().collect();
+        o.own_exactly(owned);
+        gained
+    };
+    match logs {
+        Some(logs) if !gained.is_empty() => commits_of_other_logs(group, (&gained, logs), (offsets, state)),
+        _ => Vec::new(),
+    }
+}
+
+/// The member gained `gained`: each is noted to be of the log its topic is now (its commits
+/// carry it), and each whose group commit says it was made on another log (one of an old log's
+/// marks, committed by name by a member that had not noticed its topic made again) is read from
+/// the start in a new epoch, as the Kafka transport does on an assignment. Returns those.
+fn commits_of_other_logs(
+    group: &str,
+    (gained, CommitLogs { metadata, logs }): (&[(String, i32)], CommitLogs),
+    (offsets, state): (&Offsets, &Mutex<MemberState>),
+) -> Vec<(String, i32)> {
+    let log_now = |topic: &str| logs.iter().find(|(t, _)| t == topic).and_then(|(_, l)| l.clone());
+    let mut o = offsets.lock().expect("offsets");
+    for (topic, p) in gained {
+        if let Some(log) = log_now(topic) {
+            o.set_log(topic, *p, &log);
+        }
+    }
+    if framework::mutants::on(framework::mutants::Mutant::OldLogMarkStands) {
+        return Vec::new();
+    }
+    let stale: Vec<(String, i32)> = metadata
+        .into_iter()
+        .filter(|(topic, _, m)| commits::of_another_log(m.as_bytes(), log_now(topic).as_deref()))
+        .map(|(topic, p, _)| (topic, p))
+        .collect();
+    let mut s = state.lock().expect("state");
+    for (topic, p) in &stale {
+        tracing::warn!(
+            group,
+            topic,
+            partition = p,
+            "the group's commit is of another log: reading from the start"
+        );
+        o.new_epoch(topic, *p, log_now(topic).as_deref());
+        s.rewound.insert((topic.clone(), *p));
+    }
+    stale
 }
 
 /// How many 10 ms steps a member that lost its partitions waits for its worker to hear of it
@@ -1063,7 +1152,12 @@ async fn heartbeat_loop(t: SimTransport, group: String, state: Arc<Mutex<MemberS
 }
 
 async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, offsets: &Offsets) {
-    let due = offsets.lock().expect("offsets").due();
+    let (due, metadata) = {
+        let o = offsets.lock().expect("offsets");
+        let due = o.due();
+        let metadata = due.iter().map(|(t, p, _)| o.metadata(t, *p)).collect();
+        (due, metadata)
+    };
     if due.is_empty() {
         return;
     }
@@ -1076,6 +1170,7 @@ async fn commit(t: &SimTransport, group: &str, state: &Mutex<MemberState>, offse
         member,
         generation,
         offsets: due.clone(),
+        metadata,
     };
     match t.call(req, RPC_TIMEOUT).await {
         Some(Response::Committed(Ok(_))) => offsets.lock().expect("offsets").committed(&due),
@@ -1173,8 +1268,11 @@ impl Subscription for SimSubscription {
         self.offsets.lock().expect("offsets").epoch(topic, partition)
     }
 
-    fn rewind(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
-        self.offsets.lock().expect("offsets").new_epoch(topic, partition);
+    fn rewind(&mut self, topic: &str, partition: i32, log: Option<&str>) -> Result<(), TransportError> {
+        self.offsets
+            .lock()
+            .expect("offsets")
+            .new_epoch(topic, partition, log);
         self.state
             .lock()
             .expect("state")

@@ -175,3 +175,13 @@ fn new_log_not_noticed_is_caught() {
 fn store_sync_normal_is_caught() {
     caught(Mutant::StoreSyncNormal, &["board-moves-forward"]);
 }
+
+/// An old log's mark committed by name on the new log is left to stand: a member cut off from
+/// the broker's answers while its input topic is made again, and killed before it hears, leaves
+/// its last marks of the old log committed on the new one, and the partition's next owner starts
+/// there, past the new log's first inputs. It needs a seed of the stale-commit plan whose new log
+/// grows past the old mark before the next owner starts (seed 13 here).
+#[test]
+fn old_log_mark_stands_is_caught() {
+    caught(Mutant::OldLogMarkStands, &["no-input-lost"]);
+}

@@ -11,7 +11,7 @@
 //!   without marking the record, so a restart redelivers it.
 //! - On shutdown it stops reading, finishes everything received, commits, and leaves the group.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -245,7 +245,7 @@ impl WorkerStats {
 /// Per partition, which received records are unfinished, so the offset marked done never passes one.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    parts: HashMap<(String, i32), PartitionTrack>,
+    parts: BTreeMap<(String, i32), PartitionTrack>,
 }
 
 #[derive(Debug, Default)]
@@ -466,6 +466,7 @@ pub async fn run_worker<T: Transport, H: Handler>(
     let _log_watch = AbortOnDrop(log_watch);
     let mut d = Driver::new(transport, cfg, handler, stats, msg_tx);
     d.partitions = partitions;
+    d.known = known.clone();
     let mut draining: Option<tokio::time::Instant> = None;
     // An assignment that changes while no record comes (an idle shop, a partition handed over
     // with nothing in it) still reaches the handler: the status service's watchdog must know.
@@ -538,7 +539,7 @@ impl Drop for AbortOnDrop {
 
 /// Each topic's partition count, as the worker last asked: where a key belongs.
 #[derive(Clone, Debug, Default)]
-struct Partitions(Arc<std::sync::Mutex<HashMap<String, i32>>>);
+struct Partitions(Arc<std::sync::Mutex<BTreeMap<String, i32>>>);
 
 impl Partitions {
     /// Where keys belong, known before the first record is handled (asked for a few seconds;
@@ -610,7 +611,7 @@ async fn watch_logs<T: Transport>(
 
 /// Which log each topic was when the worker last asked, shared by its watch and its close.
 #[derive(Clone, Debug, Default)]
-struct KnownLogs(Arc<std::sync::Mutex<HashMap<String, crate::transport::LogId>>>);
+struct KnownLogs(Arc<std::sync::Mutex<BTreeMap<String, crate::transport::LogId>>>);
 
 impl KnownLogs {
     /// `topic` is the log `id` names: whether that is another log than the one known.
@@ -628,6 +629,12 @@ impl KnownLogs {
         };
         known.insert(topic.to_owned(), merged);
         other
+    }
+
+    /// The log `topic` was when last asked, written out.
+    fn get(&self, topic: &str) -> Option<String> {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(topic).map(ToString::to_string)
     }
 }
 
@@ -688,26 +695,28 @@ struct Driver<T, H> {
     tracker: OffsetTracker,
     /// Key -> records waiting behind the one of that key now running, with the epoch of their
     /// partition they came in.
-    lanes: HashMap<Vec<u8>, VecDeque<(Work, u64)>>,
+    lanes: BTreeMap<Vec<u8>, VecDeque<(Work, u64)>>,
     in_flight: usize,
     in_flight_bytes: usize,
     /// Offsets are marked done when a record finishes (the mutant marks them on arrival instead).
     mark_on_arrival: bool,
     /// The handler tasks running, by task number: a worker that stops ends them first.
-    running: HashMap<u64, Running>,
+    running: BTreeMap<u64, Running>,
     next_task: u64,
     /// Per partition, its records waiting at the handler's gate.
-    at_gate: HashMap<(String, i32), usize>,
+    at_gate: BTreeMap<(String, i32), usize>,
     /// Partitions whose fetching is paused because too many of their records wait at the gate.
-    paused: HashSet<(String, i32)>,
+    paused: BTreeSet<(String, i32)>,
     /// The partitions the member owns, as it last heard.
     owned: Vec<(String, i32)>,
     /// Each topic's partition count (where a record's key belongs).
     partitions: Partitions,
     /// The topics found to be new logs, with the partitions read from their start since.
-    new_logs: HashMap<String, HashSet<i32>>,
+    new_logs: BTreeMap<String, BTreeSet<i32>>,
     /// Each owned partition's epoch, for the tasks.
     epochs: Epochs,
+    /// Which log each topic was when the worker last asked.
+    known: KnownLogs,
 }
 
 impl<T: Transport, H: Handler> Driver<T, H> {
@@ -726,18 +735,19 @@ impl<T: Transport, H: Handler> Driver<T, H> {
             stats,
             msgs,
             tracker: OffsetTracker::default(),
-            lanes: HashMap::new(),
+            lanes: BTreeMap::new(),
             in_flight: 0,
             in_flight_bytes: 0,
-            running: HashMap::new(),
+            running: BTreeMap::new(),
             next_task: 0,
             mark_on_arrival: mutants::on(Mutant::CommitBeforeDurable),
-            at_gate: HashMap::new(),
-            paused: HashSet::new(),
+            at_gate: BTreeMap::new(),
+            paused: BTreeSet::new(),
             owned: Vec::new(),
             partitions: Partitions::default(),
-            new_logs: HashMap::new(),
+            new_logs: BTreeMap::new(),
             epochs: Epochs::default(),
+            known: KnownLogs::default(),
         }
     }
 
@@ -759,7 +769,8 @@ impl<T: Transport, H: Handler> Driver<T, H> {
     }
 
     fn rewind<S: Subscription>(&self, sub: &mut S, topic: &str, partition: i32) {
-        if let Err(e) = sub.rewind(topic, partition) {
+        let log = self.known.get(topic);
+        if let Err(e) = sub.rewind(topic, partition, log.as_deref()) {
             tracing::warn!(service = %self.cfg.name, topic, partition, error = %Report(&e), "could not read a new log from its start");
         }
     }
@@ -982,7 +993,7 @@ impl<T: Transport, H: Handler> Driver<T, H> {
     /// (swarm seed 57 drove 48 orders twice that way). Ended mid-way, a task is as a crash leaves
     /// it: its record was not marked, and comes again.
     async fn end_tasks(&mut self) {
-        for (_, task) in self.running.drain() {
+        for (_, task) in std::mem::take(&mut self.running) {
             task.handle.abort();
             let _ = task.handle.await;
         }
@@ -1047,7 +1058,7 @@ struct Task<T, H> {
 /// The member's epoch of each partition it owns (`Subscription::epoch`), as the driver last
 /// heard, for the tasks: a record of an epoch that is over is not handled.
 #[derive(Clone, Debug, Default)]
-struct Epochs(Arc<std::sync::Mutex<HashMap<(String, i32), u64>>>);
+struct Epochs(Arc<std::sync::Mutex<BTreeMap<(String, i32), u64>>>);
 
 impl Epochs {
     /// The member owns `owned` now, each in the epoch `sub` says.

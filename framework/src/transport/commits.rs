@@ -29,6 +29,9 @@ pub struct MemberOffsets {
     committed: BTreeMap<Partition, i64>,
     /// Per partition, how many times this member gained it.
     gains: BTreeMap<Partition, u64>,
+    /// Per owned partition, the log its marks are of ([`super::LogId`] written out), when known:
+    /// its commits carry it ([`commit_metadata`]).
+    logs: BTreeMap<Partition, String>,
 }
 
 impl MemberOffsets {
@@ -41,6 +44,7 @@ impl MemberOffsets {
         if owned != self.owned {
             for lost in self.owned.difference(&owned) {
                 self.marked.remove(lost);
+                self.logs.remove(lost);
             }
             for gained in owned.difference(&self.owned) {
                 self.committed.remove(gained);
@@ -67,8 +71,15 @@ impl MemberOffsets {
     /// the old log's marks committed between the new log's making and the member's noticing it
     /// would otherwise stand on the new log, and the partition's next owner would pass over
     /// the new log's first records (swarm seed 567: three orders never assembled).
-    pub fn new_epoch(&mut self, topic: &str, partition: i32) {
+    ///
+    /// `log` is the log it is now, when known: its commits carry it from now on. When it is not
+    /// known, they carry the log the partition was before, which its next owner takes for
+    /// another than the current one and reads from the start: twice at worst, never lost.
+    pub fn new_epoch(&mut self, topic: &str, partition: i32, log: Option<&str>) {
         let k = (topic.to_owned(), partition);
+        if let Some(log) = log {
+            self.logs.insert(k.clone(), log.to_owned());
+        }
         self.committed.remove(&k);
         if self.owned.contains(&k) && !crate::mutants::on(crate::mutants::Mutant::OldLogMarkStands) {
             self.marked.insert(k.clone(), 0);
@@ -117,6 +128,7 @@ impl MemberOffsets {
         for k in parts {
             self.owned.remove(k);
             self.marked.remove(k);
+            self.logs.remove(k);
         }
         self.version += 1;
         due
@@ -149,12 +161,56 @@ impl MemberOffsets {
             .collect()
     }
 
+    /// The records of `topic`/`partition` this member reads are of `log` (learned when it gained
+    /// the partition): its commits carry it. Ignored for a partition it does not own.
+    pub fn set_log(&mut self, topic: &str, partition: i32, log: &str) {
+        let k = (topic.to_owned(), partition);
+        if self.owned.contains(&k) {
+            self.logs.insert(k, log.to_owned());
+        }
+    }
+
+    /// The metadata a commit of `topic`/`partition` carries: the log its marks are of
+    /// ([`commit_metadata`]), or nothing when that is not known.
+    pub fn metadata(&self, topic: &str, partition: i32) -> String {
+        self.logs
+            .get(&(topic.to_owned(), partition))
+            .map(|l| commit_metadata(l))
+            .unwrap_or_default()
+    }
+
     /// `offsets` were committed.
     pub fn committed(&mut self, offsets: &[(String, i32, i64)]) {
         for (t, p, o) in offsets {
             self.committed.insert((t.clone(), *p), *o);
         }
     }
+}
+
+/// What a commit's metadata starts with when it names the log its offset is of.
+const LOG_METADATA: &str = "log:";
+
+/// A commit's metadata naming `log` (a [`super::LogId`] written out). A commit names a topic,
+/// not a log (Kafka's classic group protocol): one of an old log's marks, committed by a member
+/// that had not noticed its topic made again, would stand on the new log, and the partition's
+/// next owner would start there, past the new log's first records. Its metadata says which log
+/// it is of, so the next owner can tell ([`of_another_log`]).
+pub fn commit_metadata(log: &str) -> String {
+    format!("{LOG_METADATA}{log}")
+}
+
+/// Whether a commit whose metadata is `metadata` was made on another log than `current` (the
+/// topic's log now, when the broker said): its offset is not this log's, and the partition is
+/// read from its start. Metadata this harness did not write (another client's, none) is trusted,
+/// as is any when the log now is not known.
+pub fn of_another_log(metadata: &[u8], current: Option<&str>) -> bool {
+    let Some(log) = metadata.strip_prefix(LOG_METADATA.as_bytes()) else {
+        return false;
+    };
+    let Ok(log) = std::str::from_utf8(log) else {
+        return false;
+    };
+    current.is_some_and(|now| super::other_log(log, now))
 }
 
 #[cfg(test)]
@@ -182,7 +238,7 @@ mod tests {
         assert_eq!(m.epoch("t", 0), 3);
         // Its log made again: read from the start in a new epoch.
         m.mark("t", 0, 7).unwrap();
-        m.new_epoch("t", 0);
+        m.new_epoch("t", 0, None);
         assert_eq!(m.epoch("t", 0), 4);
         assert_eq!(
             m.due(),
@@ -251,5 +307,33 @@ mod tests {
         assert_eq!(m.owned_since(&mut seen), None, "the same assignment is no change");
         m.revoke(&[part(0)]);
         assert_eq!(m.owned_since(&mut seen), Some(vec![part(1)]));
+    }
+
+    #[test]
+    fn a_commit_says_which_log_its_offset_is_of() {
+        let mut m = MemberOffsets::default();
+        m.set_log("t", 0, "c/old");
+        assert_eq!(m.metadata("t", 0), "", "not owned: nothing known");
+        m.own_exactly([part(0), part(1)]);
+        m.set_log("t", 0, "c/old");
+        assert_eq!(m.metadata("t", 0), "log:c/old");
+        assert_eq!(m.metadata("t", 1), "");
+        // Read again from the start of a log not known: still the old one's, so the next owner
+        // reads from the start (twice at worst).
+        m.new_epoch("t", 0, None);
+        assert_eq!(m.metadata("t", 0), "log:c/old");
+        m.new_epoch("t", 0, Some("c/new"));
+        assert_eq!(m.metadata("t", 0), "log:c/new");
+        m.own_exactly([part(1)]);
+        m.own_exactly([part(0), part(1)]);
+        assert_eq!(m.metadata("t", 0), "", "lost and gained again: not known yet");
+        let other = |meta: &str, now| of_another_log(meta.as_bytes(), now);
+        assert!(other("log:c/old", Some("c/new")));
+        assert!(!other("log:c/new", Some("c/new")));
+        assert!(!other("log:c/-", Some("c/new")), "names less: not another");
+        assert!(!other("log:c/old", None), "the log now not known");
+        assert!(!other("", Some("c/new")), "none: trusted");
+        assert!(!other("c/old", Some("c/new")), "not ours: trusted");
+        assert!(!of_another_log(b"log:\xff", Some("c/new")), "not UTF-8: trusted");
     }
 }

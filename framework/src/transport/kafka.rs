@@ -338,27 +338,9 @@ impl Transport for KafkaTransport {
     async fn log_id(&self, topic: &str) -> Result<Option<String>, TransportError> {
         let producer = self.producer.clone();
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let client = producer.client();
-            let md = client
-                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
-                .map_err(classify)?;
-            let cluster = client.fetch_cluster_id(METADATA_TIMEOUT);
-            // Topic ids come from DescribeTopics, which an admin client sends to the controller;
-            // librdkafka's mock cluster names none (its brokers are 1.., its controller 0), and
-            // then only the cluster id says which log it is.
-            // SAFETY: the producer, and so its client, is alive for the call.
-            let controller = unsafe { rd::rd_kafka_controllerid(client.native_ptr(), 1000) };
-            let topic_id = if md.brokers().iter().any(|b| b.id() == controller) {
-                // SAFETY: as above.
-                unsafe { describe::topic_id(client.native_ptr(), &topic, METADATA_TIMEOUT) }?
-            } else {
-                None
-            };
-            Ok(super::LogId::new(cluster.as_deref(), topic_id.as_deref()).map(|l| l.to_string()))
-        })
-        .await
-        .map_err(|e| TransportError::fatal(format!("log id task: {e}")))?
+        tokio::task::spawn_blocking(move || log_id_of(producer.client(), &topic, METADATA_TIMEOUT))
+            .await
+            .map_err(|e| TransportError::fatal(format!("log id task: {e}")))?
     }
 
     async fn produce(&self, record: OutRecord) -> Result<Acked, TransportError> {
@@ -384,6 +366,7 @@ impl Transport for KafkaTransport {
             .set("allow.auto.create.topics", "false")
             .create_with_context(AtLeastOnce {
                 offsets: offsets.clone(),
+                checked: Mutex::default(),
             })
             .map_err(classify)?;
         consumer.subscribe(topics).map_err(classify)?;
@@ -428,7 +411,41 @@ impl Transport for KafkaTransport {
     }
 }
 
+/// Which log `topic` is ([`super::LogId`] written out), each request given `timeout`.
+fn log_id_of<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<String>, TransportError> {
+    let md = client.fetch_metadata(Some(topic), timeout).map_err(classify)?;
+    let cluster = client.fetch_cluster_id(timeout);
+    // Topic ids come from DescribeTopics, which an admin client sends to the controller;
+    // librdkafka's mock cluster names none (its brokers are 1.., its controller 0), and then
+    // only the cluster id says which log it is.
+    // SAFETY: `client` is alive for the call.
+    let controller = unsafe { rd::rd_kafka_controllerid(client.native_ptr(), 1000) };
+    let topic_id = if md.brokers().iter().any(|b| b.id() == controller) {
+        // SAFETY: as above.
+        unsafe { describe::topic_id(client.native_ptr(), topic, timeout) }?
+    } else {
+        None
+    };
+    Ok(super::LogId::new(cluster.as_deref(), topic_id.as_deref()).map(|l| l.to_string()))
+}
+
 type Offsets = Arc<Mutex<MemberOffsets>>;
+
+/// How long each request of an assignment's check of its commits' logs may take (the check
+/// holds the consumer's poll).
+const ASSIGN_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What an assignment's check found, for when the assignment is taken: each partition's log,
+/// and those to read from the start.
+#[derive(Default)]
+struct Checked {
+    logs: Vec<(String, i32, String)>,
+    from_start: Vec<(String, i32)>,
+}
 
 /// The consumer's context: carries out the shared bookkeeping on librdkafka's callbacks. Before
 /// partitions are revoked, what is due for them is committed (synchronously, as librdkafka
@@ -436,15 +453,76 @@ type Offsets = Arc<Mutex<MemberOffsets>>;
 /// succeeded is recorded.
 pub struct AtLeastOnce {
     offsets: Offsets,
+    checked: Mutex<Checked>,
 }
 
 impl ClientContext for AtLeastOnce {}
 
+impl consumer::BeforeAssign for AtLeastOnce {
+    /// Which log each partition assigned is now, for its commits to carry; a partition whose
+    /// group commit says it was made on another log (one of an old log's marks, committed by
+    /// name by a member that had not noticed its topic made again: `commits::of_another_log`)
+    /// starts at the log's start. When the check cannot be made (the coordinator or the
+    /// metadata out of reach for [`ASSIGN_CHECK_TIMEOUT`]), the commits are read as they are.
+    fn before_assign(&self, base: &BaseConsumer<Self>, assigned: &mut TopicPartitionList) {
+        let mut checked = Checked::default();
+        let mut logs: std::collections::BTreeMap<String, Option<String>> = Default::default();
+        for (t, _) in partitions_of(assigned) {
+            if let std::collections::btree_map::Entry::Vacant(v) = logs.entry(t) {
+                let log = log_id_of(base.client(), v.key(), ASSIGN_CHECK_TIMEOUT);
+                v.insert(log.ok().flatten());
+            }
+        }
+        for (t, p) in partitions_of(assigned) {
+            if let Some(Some(log)) = logs.get(&t) {
+                checked.logs.push((t, p, log.clone()));
+            }
+        }
+        let committed = match base.committed_offsets(assigned.clone(), ASSIGN_CHECK_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask which logs the commits are of: reading on from them");
+                *lock_checked(&self.checked) = checked;
+                return;
+            }
+        };
+        for (t, p, meta) in consumer::metadata_of(&committed) {
+            let now = logs.get(&t).cloned().flatten();
+            let stale = super::commits::of_another_log(&meta, now.as_deref())
+                && !crate::mutants::on(crate::mutants::Mutant::OldLogMarkStands);
+            if stale && assigned.set_partition_offset(&t, p, Offset::Beginning).is_ok() {
+                tracing::warn!(
+                    topic = t,
+                    partition = p,
+                    "the group's commit is of another log: reading from the start"
+                );
+                checked.from_start.push((t, p));
+            }
+        }
+        *lock_checked(&self.checked) = checked;
+    }
+}
+
+fn lock_checked(c: &Mutex<Checked>) -> std::sync::MutexGuard<'_, Checked> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl ConsumerContext for AtLeastOnce {
     fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let due = lock(&self.offsets).revoke(&partitions_of(tpl));
-            if let Some(list) = list_of(&due) {
+            let (due, list) = {
+                let mut o = lock(&self.offsets);
+                let parts = partitions_of(tpl);
+                let metadata: Vec<String> = parts.iter().map(|(t, p)| o.metadata(t, *p)).collect();
+                let due = o.revoke(&parts);
+                let meta = |t: &str, p: i32| {
+                    let at = parts.iter().position(|(pt, pp)| pt == t && *pp == p);
+                    at.map(|i| metadata[i].clone()).unwrap_or_default()
+                };
+                let list = list_of(&due, meta);
+                (due, list)
+            };
+            if let Some(list) = list {
                 match base.commit(&list, CommitMode::Sync) {
                     Ok(()) => lock(&self.offsets).committed(&due),
                     Err(e) => {
@@ -457,7 +535,17 @@ impl ConsumerContext for AtLeastOnce {
 
     fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            lock(&self.offsets).assign(partitions_of(tpl));
+            let checked = std::mem::take(&mut *lock_checked(&self.checked));
+            let mut offsets = lock(&self.offsets);
+            offsets.assign(partitions_of(tpl));
+            for (t, p, log) in &checked.logs {
+                offsets.set_log(t, *p, log);
+            }
+            // The new log's start is committed at once, over the old log's mark.
+            for (t, p) in &checked.from_start {
+                let log = checked.logs.iter().find(|(lt, lp, _)| lt == t && lp == p);
+                offsets.new_epoch(t, *p, log.map(|(_, _, l)| l.as_str()));
+            }
         }
     }
 
@@ -497,24 +585,34 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// The offsets to commit as librdkafka's list; `None` when there are none.
-fn list_of(due: &[(String, i32, i64)]) -> Option<TopicPartitionList> {
+/// The offsets to commit as librdkafka's list, each with its metadata (the log it is of:
+/// `MemberOffsets::metadata`); `None` when there are none.
+fn list_of(due: &[(String, i32, i64)], metadata: impl Fn(&str, i32) -> String) -> Option<TopicPartitionList> {
     if due.is_empty() {
         return None;
     }
     let mut tpl = TopicPartitionList::with_capacity(due.len());
     for (t, p, o) in due {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o)).ok()?;
+        let meta = metadata(t, *p);
+        if !meta.is_empty() {
+            tpl.find_partition(t, *p)?.set_metadata(meta);
+        }
     }
     Some(tpl)
+}
+
+/// What is due to commit now, as librdkafka's list with its metadata.
+fn due_list(offsets: &Offsets) -> Option<TopicPartitionList> {
+    let o = lock(offsets);
+    list_of(&o.due(), |t, p| o.metadata(t, p))
 }
 
 /// Commits what is due every COMMIT_EVERY (asynchronously: the commit callback records it).
 async fn commit_loop(consumer: Arc<Polled<AtLeastOnce>>, offsets: Offsets) {
     loop {
         tokio::time::sleep(COMMIT_EVERY).await;
-        let due = lock(&offsets).due();
-        if let Some(list) = list_of(&due) {
+        if let Some(list) = due_list(&offsets) {
             if let Err(e) = consumer.consumer().commit(&list, CommitMode::Async) {
                 tracing::warn!(error = %e, "commit failed; the next one carries it");
             }
@@ -615,7 +713,7 @@ impl Subscription for KafkaSubscription {
                     // The log ended before the position (a topic made again): librdkafka reads
                     // it from its start; what was received before is of another log.
                     tracing::warn!(topic, partition, error = %message, "the position went back to the log's start");
-                    lock(&self.offsets).new_epoch(&topic, partition);
+                    lock(&self.offsets).new_epoch(&topic, partition, None);
                     self.at.remove(&(topic.clone(), partition));
                 }
                 Event::Error {
@@ -649,8 +747,8 @@ impl Subscription for KafkaSubscription {
         lock(&self.offsets).epoch(topic, partition)
     }
 
-    fn rewind(&mut self, topic: &str, partition: i32) -> Result<(), TransportError> {
-        lock(&self.offsets).new_epoch(topic, partition);
+    fn rewind(&mut self, topic: &str, partition: i32, log: Option<&str>) -> Result<(), TransportError> {
+        lock(&self.offsets).new_epoch(topic, partition, log);
         self.at.remove(&(topic.to_owned(), partition));
         self.judge.forget(topic, partition);
         self.consumer
@@ -676,8 +774,7 @@ impl Subscription for KafkaSubscription {
         let _ = self.committer.await;
         let (consumer, offsets) = (self.consumer, self.offsets);
         let closing = tokio::task::spawn_blocking(move || {
-            let due = lock(&offsets).due();
-            let committed = match list_of(&due)
+            let committed = match due_list(&offsets)
                 .map(|list| consumer.consumer().commit(&list, CommitMode::Sync))
             {
                 // The group is moving these partitions (another member joined or left as this

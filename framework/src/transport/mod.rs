@@ -414,8 +414,9 @@ pub trait Subscription: Send + 'static {
 
     /// Reads `topic`/`partition` again from the log's start, in a new epoch (its log is another
     /// one now: a topic made again under the same name). What was received of it before marks
-    /// nothing.
-    fn rewind(&mut self, topic: &str, partition: i32) -> Result<(), TransportError>;
+    /// nothing. `log` is the log it is now ([`LogId`] written out), when known: the partition's
+    /// commits say so from now on (`commits::commit_metadata`).
+    fn rewind(&mut self, topic: &str, partition: i32, log: Option<&str>) -> Result<(), TransportError>;
 
     /// Stops fetching `topic`/`partition` (what was fetched already may still come) until
     /// [`Subscription::resume`], or until a rebalance assigns it afresh.
@@ -437,13 +438,13 @@ pub struct ReadToEnd<R> {
     /// The topics still to read, each with its end offset per partition; the first is being read.
     topics: std::collections::VecDeque<(String, Vec<i64>)>,
     /// The reader of the first topic, once opened, with each partition's position.
-    reading: Option<(R, std::collections::HashMap<i32, i64>)>,
+    reading: Option<(R, std::collections::BTreeMap<i32, i64>)>,
     /// Records read ahead of the one returned.
     ahead: std::collections::VecDeque<Record>,
     /// Records given up on (a batch that cannot be decoded): passed over, and said here.
     pub unreadable: Vec<Unreadable>,
     /// Each topic's partition count when it was opened.
-    counts: std::collections::HashMap<String, i32>,
+    counts: std::collections::BTreeMap<String, i32>,
 }
 
 /// How long [`ReadToEnd::next`] waits after a retriable error before it asks again.
@@ -499,7 +500,7 @@ impl<R: Reader> ReadToEnd<R> {
         topics: &[&str],
     ) -> Result<ReadToEnd<R>, TransportError> {
         let mut ends = std::collections::VecDeque::new();
-        let mut counts = std::collections::HashMap::new();
+        let mut counts = std::collections::BTreeMap::new();
         for t in topics {
             let e = end_offsets_within(transport, t, ENDS_WITHIN).await?;
             counts.insert((*t).to_owned(), e.len() as i32);
@@ -539,7 +540,7 @@ impl<R: Reader> ReadToEnd<R> {
                 Some(r) => r,
                 None => {
                     let mut reader = transport.reader(topic).await?;
-                    let mut at = std::collections::HashMap::new();
+                    let mut at = std::collections::BTreeMap::new();
                     for (p, end) in (0..).zip(ends) {
                         if *end > 0 {
                             reader.follow(p, 0)?;
@@ -549,7 +550,7 @@ impl<R: Reader> ReadToEnd<R> {
                     self.reading.insert((reader, at))
                 }
             };
-            let left_to_read = |at: &std::collections::HashMap<i32, i64>| -> i64 {
+            let left_to_read = |at: &std::collections::BTreeMap<i32, i64>| -> i64 {
                 at.iter().map(|(p, o)| (ends[*p as usize] - o).max(0)).sum()
             };
             if left_to_read(at) == 0 {

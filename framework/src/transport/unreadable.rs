@@ -10,7 +10,7 @@
 //! What counts is the error's offset and the consumer's own position: librdkafka reports a batch
 //! it cannot decode at the batch's first offset wherever in the batch the consumer is.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::Unreadable;
 use crate::mutants::{self, Mutant};
@@ -31,7 +31,7 @@ struct Trouble {
 /// Per (topic, partition): see the module.
 #[derive(Debug, Default)]
 pub struct Judge {
-    parts: HashMap<(String, i32), Trouble>,
+    parts: BTreeMap<(String, i32), Trouble>,
 }
 
 impl Judge {

@@ -183,6 +183,8 @@ async fn instances_hand_partitions_over_without_losing_or_repeating_a_delivery_w
 }
 
 on_kafka! {
+    a_commit_of_another_log_is_read_from_the_start =>
+        crate::log::a_commit_of_another_log_is_read_from_the_start_on,
     instances_hand_partitions_over_without_losing_or_repeating_a_delivery =>
         crate::crash::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_on,
     sigkill_mid_flight_loses_nothing_and_delivers_once =>

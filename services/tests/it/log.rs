@@ -253,6 +253,109 @@ async fn a_log_id_names_the_cluster_and_the_topic() {
     );
 }
 
+/// On the embedded broker: a group's commit says which log its offset is of, and a member that
+/// gains a partition whose commit names another log reads it from the start (issue 26: a commit
+/// names a topic, not a log, and one of an old log's marks committed by a member that had not
+/// noticed its topic made again would stand on the new log). Apache Kafka runs it too
+/// (`kafka::a_commit_of_another_log_is_read_from_the_start`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_another_log_is_read_from_the_start() {
+    a_commit_of_another_log_is_read_from_the_start_on(&TestBroker::embedded()).await;
+}
+
+/// See [`a_commit_of_another_log_is_read_from_the_start`]: three groups find the same offsets
+/// committed past every record, one with metadata naming another log, one with none (as any
+/// other client commits), one naming the log itself; only the first reads the records again,
+/// and what its member commits names the log it read.
+pub async fn a_commit_of_another_log_is_read_from_the_start_on(broker: &TestBroker) {
+    use pizza::transport::commits::commit_metadata;
+    use pizza::transport::{Delivery, OutRecord, Subscription, Transport};
+    let sys = SysConfig::default();
+    let topic = sys.topics.ordered.clone();
+    let producer = KafkaTransport::new(&broker.props(), "it-commit-log").unwrap();
+    for i in 0..12 {
+        let rec = OutRecord::new(&topic, format!("k{i}"), b"{}".to_vec());
+        producer.produce(rec).await.unwrap();
+    }
+    let ends = producer.end_offsets(&topic).await.unwrap();
+    let log = producer.log_id(&topic).await.unwrap().expect("a log id");
+    let other = pizza::transport::LogId::parse(&log);
+    let other = pizza::transport::LogId {
+        cluster: Some(format!("{}-before", other.cluster.unwrap_or_default())),
+        topic: other.topic.map(|t| format!("{t}-before")),
+    }
+    .to_string();
+    let group = |name: &str| pizza::transport::fresh_group(&format!("it-commit-log-{name}"));
+    let (stale, foreign, own) = (group("stale"), group("foreign"), group("own"));
+    for (g, meta) in [
+        (&stale, commit_metadata(&other)),
+        (&foreign, String::new()),
+        (&own, commit_metadata(&log)),
+    ] {
+        commit_at(broker, g, &topic, &ends, &meta);
+    }
+    let read = |g: String| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            let mut sub = producer.subscribe(&g, &[&topic]).await.unwrap();
+            let mut records = 0;
+            let until = tokio::time::Instant::now() + Duration::from_secs(15);
+            while let Ok(Ok(d)) = tokio::time::timeout_at(until, sub.recv()).await {
+                if let Delivery::Record(r) = d {
+                    records += 1;
+                    sub.mark_done(&r.topic, r.partition, r.offset + 1).unwrap();
+                }
+            }
+            sub.close().await.unwrap();
+            records
+        }
+    };
+    let (s, f, o) = tokio::join!(read(stale.clone()), read(foreign), read(own));
+    assert_eq!((s, f, o), (12, 0, 0), "records read by each group");
+    let committed = committed_metadata(broker, &stale, &topic, ends.len());
+    assert!(
+        committed.iter().all(|m| *m == commit_metadata(&log)),
+        "the stale group's new commits name the log read ({log}): {committed:?}"
+    );
+}
+
+/// Commits `ends` for `group` as any client does, each with `metadata`.
+fn commit_at(broker: &TestBroker, group: &str, topic: &str, ends: &[i64], metadata: &str) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, end) in ends.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Offset(*end))
+            .unwrap();
+        if !metadata.is_empty() {
+            tpl.find_partition(topic, p as i32)
+                .unwrap()
+                .set_metadata(metadata);
+        }
+    }
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// The metadata of `group`'s commits of the topic's `partitions` partitions.
+fn committed_metadata(broker: &TestBroker, group: &str, topic: &str, partitions: usize) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p as i32);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| e.metadata().to_owned()).collect()
+}
+
 /// Waits until the groups of `services` have committed every partition they read to its end
 /// offset (past any marker at the end), within a minute.
 async fn every_group_commits_to_the_end(

@@ -64,7 +64,15 @@ impl Drop for Queue {
     }
 }
 
-impl<C: ConsumerContext + 'static> Polled<C> {
+/// What a consumer's context does with an assignment before librdkafka takes it: it may set
+/// where each partition starts (`Offset::Invalid`, as it comes, is "from the group's commit").
+pub trait BeforeAssign: ConsumerContext {
+    fn before_assign(&self, _consumer: &BaseConsumer<Self>, _assigned: &mut TopicPartitionList) {}
+}
+
+impl BeforeAssign for rdkafka::consumer::DefaultConsumerContext {}
+
+impl<C: BeforeAssign + 'static> Polled<C> {
     /// Takes over `consumer`'s queue (it must have a `group.id`, which points librdkafka's main
     /// queue at the consumer queue).
     pub fn new(mut consumer: BaseConsumer<C>) -> Result<Polled<C>, String> {
@@ -135,6 +143,9 @@ impl<C: ConsumerContext + 'static> Polled<C> {
                         copy_list(rd::rd_kafka_event_topic_partition_list(ev.0)),
                     )
                 };
+                if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+                    self.consumer.context().before_assign(&self.consumer, &mut tpl);
+                }
                 self.consumer.context().rebalance(&self.consumer, err, &mut tpl);
                 None
             }
@@ -245,6 +256,28 @@ unsafe fn error_of(ev: *mut rd::rd_kafka_event_t) -> Event {
         fatal: rd::rd_kafka_event_error_is_fatal(ev) != 0,
         at,
         message,
+    }
+}
+
+/// Each partition of `tpl` with its metadata's bytes as they are (rdkafka's own `metadata`
+/// panics on bytes that are not UTF-8, which any client of the group may commit).
+pub fn metadata_of(tpl: &TopicPartitionList) -> Vec<(String, i32, Vec<u8>)> {
+    // SAFETY: the list is alive and unchanged while `tpl` is borrowed; a metadata pointer is
+    // null or points at `metadata_size` bytes.
+    unsafe {
+        let l = &*tpl.ptr();
+        (0..l.cnt.max(0) as usize)
+            .map(|i| {
+                let e = &*l.elems.add(i);
+                let topic = CStr::from_ptr(e.topic).to_string_lossy().into_owned();
+                let meta = if e.metadata.is_null() || e.metadata_size == 0 {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(e.metadata.cast::<u8>(), e.metadata_size).to_vec()
+                };
+                (topic, e.partition, meta)
+            })
+            .collect()
     }
 }
 
