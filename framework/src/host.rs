@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::{Application, Instance};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::supervised::{ServiceState, Supervised};
 use crate::transport::{Transport, TransportError};
 
 /// How long a supervisor waits before it runs a stopped instance again.
@@ -25,6 +26,7 @@ pub struct Host {
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
     stops: Arc<Mutex<Vec<String>>>,
+    supervised: Supervised,
 }
 
 impl Host {
@@ -43,6 +45,7 @@ impl Host {
     {
         let (trigger, shutdown) = Shutdown::new();
         let stops = Arc::new(Mutex::new(Vec::new()));
+        let supervised = Supervised::default();
         let mut tasks = Vec::new();
         for service in app.services() {
             for k in 0..instances.max(1) {
@@ -63,7 +66,7 @@ impl Host {
                     transport,
                     instance,
                     shutdown.clone(),
-                    stops.clone(),
+                    (stops.clone(), supervised.clone()),
                 );
                 tasks.push(tokio::spawn(run));
             }
@@ -72,12 +75,19 @@ impl Host {
             trigger,
             tasks,
             stops,
+            supervised,
         })
     }
 
     /// Each stop on an error so far, `instance: error` (the supervisor ran it again).
     pub fn stops(&self) -> Vec<String> {
         self.stops.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What the supervisors know of each instance (by its name): for a health check
+    /// (`health::GroupHealth`), which reports an instance that stopped at once.
+    pub fn supervised(&self) -> Supervised {
+        self.supervised.clone()
     }
 
     /// Shuts every instance down and waits (at most `within`) until each finished what it held;
@@ -111,10 +121,12 @@ async fn supervise<A: Application, T: Transport>(
     transport: T,
     instance: Instance,
     mut shutdown: Shutdown,
-    stops: Arc<Mutex<Vec<String>>>,
+    (stops, supervised): (Arc<Mutex<Vec<String>>>, Supervised),
 ) {
     let mut pause = RESTART_AFTER;
+    let mut restarts = 0;
     loop {
+        supervised.set(&instance.name, ServiceState::Running);
         let ran = app
             .run(&service, transport.clone(), instance.clone(), shutdown.clone())
             .await;
@@ -126,6 +138,9 @@ async fn supervise<A: Application, T: Transport>(
             (pause * 2).min(RESTART_AT_MOST)
         };
         tracing::warn!(instance = %instance.name, error = %stopped, "stopped; running it again");
+        restarts += 1;
+        let error = stopped.to_string();
+        supervised.set(&instance.name, ServiceState::Down { error, restarts });
         {
             let mut all = stops.lock().unwrap_or_else(|p| p.into_inner());
             if all.len() < STOPS_KEPT {
@@ -136,5 +151,64 @@ async fn supervise<A: Application, T: Transport>(
             () = shutdown.wait() => return,
             () = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(all(test, feature = "kafka"))]
+mod tests {
+    use super::*;
+    use crate::app::Stopped;
+    use crate::transport::kafka::{EmbeddedBroker, KafkaTransport};
+
+    /// Two services: one stops at once on an error no retry fixes, one runs until the shutdown.
+    struct OneFails;
+
+    impl Application for OneFails {
+        fn topics(&self) -> Vec<String> {
+            vec!["host-test".into()]
+        }
+
+        fn services(&self) -> Vec<String> {
+            vec!["fails".into(), "runs".into()]
+        }
+
+        async fn run<T: Transport>(
+            &self,
+            service: &str,
+            _transport: T,
+            _instance: Instance,
+            mut shutdown: Shutdown,
+        ) -> Result<(), Stopped> {
+            if service == "fails" {
+                return Err(Stopped::fatal("boom"));
+            }
+            shutdown.wait().await;
+            Ok(())
+        }
+    }
+
+    /// The supervisor says at once which instance stopped, with its error and how many times,
+    /// and runs it again; the one that runs is no problem.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_supervisor_says_which_instance_is_down_and_runs_it_again() {
+        let broker = EmbeddedBroker::with_topics(["host-test"], 1).expect("the mock cluster starts");
+        let props = broker.props();
+        let dir = tempfile::tempdir().expect("a data directory");
+        let connect = |name: &str| KafkaTransport::new(&props, name);
+        let host = Host::start(Arc::new(OneFails), connect, dir.path(), 1).expect("the services start");
+        let supervised = host.supervised();
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let down = |n: u32| vec![format!("fails: stopped ({n} restarts so far): boom")];
+        while supervised.problems() != down(2) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            supervised.problems(),
+            down(2),
+            "stopped twice, run again in between"
+        );
+        assert!(supervised.is_down("fails") && !supervised.is_down("runs"));
+        assert!(host.stops().iter().all(|s| s == "fails: boom"));
+        assert!(host.stop(Duration::from_secs(5)).await);
     }
 }

@@ -25,11 +25,14 @@
 //!   application gives ([`follow::LogView`]): read on from where its store says, and folded
 //!   anew, aside, when it has read nothing yet or its topics are new logs.
 //! - `groups` (feature `kafka`): operating a consumer group on Kafka: its lag (for a health
-//!   check), its offsets read and moved (for an operator's tool).
+//!   check), its offsets read and moved (for an operator's tool); `health` (feature `kafka`):
+//!   the health check by consumer lag that a web app answers with, beside what the supervisor
+//!   says ([`supervised`], a leaf).
 //! - [`app`]: what an application is to the framework ([`app::Application`]: its topics, its
 //!   services, how one instance of each runs on a transport), and `host`: all of an
-//!   application's services in one process, each under a supervisor (not under madsim, where
-//!   the simulation hosts them on nodes of their own).
+//!   application's services in one process, each under a supervisor that says what it knows in a
+//!   [`supervised::Supervised`] (not under madsim, where the simulation hosts them on nodes of
+//!   their own).
 
 pub mod app;
 pub mod blocking;
@@ -39,6 +42,8 @@ pub mod error;
 pub mod follow;
 #[cfg(feature = "kafka")]
 pub mod groups;
+#[cfg(feature = "kafka")]
+pub mod health;
 #[cfg(not(madsim))]
 pub mod host;
 pub mod mutants;
@@ -46,6 +51,7 @@ pub mod partitioner;
 pub mod probes;
 pub mod shutdown;
 pub mod store;
+pub mod supervised;
 pub mod throttle;
 pub mod transport;
 pub mod worker;

@@ -186,7 +186,7 @@ mod tests {
     use pizza::admin::EmbeddedBroker;
     use pizza::clock::TimeScale;
     use pizza::config::SysConfig;
-    use pizza::health::ShopHealth;
+    use pizza::health::shop_health;
     use pizza::options::ServiceOpts;
     use pizza::shutdown::Shutdown;
     use pizza::transport::kafka::KafkaTransport;
@@ -205,12 +205,7 @@ mod tests {
         let transport = KafkaTransport::new(&props, "loadgen-test").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cfg = ServiceOpts::defaults().service_config(sys, dir.path().to_owned());
-        let health = Arc::new(ShopHealth::new(
-            transport.clone(),
-            cfg.sys.clone(),
-            TimeScale::REAL,
-            None,
-        ));
+        let health = Arc::new(shop_health(transport.clone(), &cfg.sys, TimeScale::REAL, None));
         let opts = WebOpts {
             session_key: Some(SessionKey::random()),
             max_connections: 16,

@@ -1,316 +1,49 @@
-//! What the web app's `/health-check` reports: whether the broker answers, and whether each
-//! consuming service is keeping up, judged from the broker (so it tells the truth whether the
-//! services run in this process or anywhere else):
-//! - the broker: a metadata request answered within [`PROBE_TIMEOUT`];
-//! - each service: its consumer group's committed offsets against the ends of the topics it
-//!   reads, partition by partition. A partition with records waiting whose committed offset has
-//!   not moved for longer than the service's longest step (scaled) plus [`STALL_SLACK`] is
-//!   stalled: the service stopped, crash-looping, or stuck on it (a sum over partitions would hide
-//!   one stuck partition while the others move);
-//! - in `pizza demo`, also what the supervisor knows of each in-process service ([`Supervised`]):
-//!   a service that stopped is reported at once, with its error.
-//!
-//! A group's progress is measured between checks, so the first check after start can only say
-//! "no progress yet"; results are kept for [`CACHE_FOR`], so health checks cannot load the broker.
+//! What the web app's `/health-check` reports: the framework's health by consumer lag
+//! (`framework::health`) over the shop's consuming services, each with its consumer group, the
+//! topics it reads there and its stall window (its longest step, scaled, plus
+//! [`STALL_SLACK`]); in `pizza demo`, with what the supervisor knows of each in-process service
+//! ([`crate::supervised::Supervised`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use framework::health::{GroupHealth, Watched};
 
-use rdkafka::consumer::BaseConsumer;
-
-use crate::admin::{group_lag, group_reader, GroupLag};
 use crate::config::{ServiceName, SysConfig};
-use crate::error::Report;
-use crate::supervised::Supervised;
 use crate::transport::kafka::KafkaTransport;
 
-/// How long one broker request of the check may take.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a check waits for its measurement (well under the web app's 15 s request timeout).
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a check's answer is reused.
-pub const CACHE_FOR: Duration = Duration::from_secs(1);
-/// Added to a service's longest step before waiting records without progress count as a stall
-/// (commits are every 500 ms; a rebalance takes a few seconds).
-pub const STALL_SLACK: Duration = Duration::from_secs(10);
+pub use framework::health::{CACHE_FOR, CHECK_TIMEOUT, PROBE_TIMEOUT, STALL_SLACK};
 
-/// The shop's health, as seen from a web app.
-pub struct ShopHealth {
+/// The shop's health check.
+pub type ShopHealth = GroupHealth;
+
+/// The health of the shop `sys` describes, reached through `transport`. `time_scale` scales the
+/// services' steps (as their own `--time-scale` does); `supervised`, in `pizza demo`.
+pub fn shop_health(
     transport: KafkaTransport,
-    sys: Arc<SysConfig>,
-    supervised: Option<Supervised>,
-    /// Per service: how long records may wait without progress before it counts as stalled.
-    stall: BTreeMap<ServiceName, Duration>,
-    /// Per service, a consumer that reads its group's committed offsets (made on first use).
-    readers: Arc<Mutex<HashMap<ServiceName, BaseConsumer>>>,
-    state: tokio::sync::Mutex<Probe>,
-}
-
-#[derive(Default)]
-struct Probe {
-    /// The last answer and when it was made.
-    answer: Option<(Instant, Vec<String>)>,
-    /// A measurement that outlived its check: the next check waits for it instead of starting
-    /// another, so a slow broker never has more than one measurement's requests at once.
-    running: Option<tokio::task::JoinHandle<Measured>>,
-    /// Per service, per topic and partition: its committed offset last seen, and since when
-    /// records have waited at it (`None` while none waits or after progress).
-    progress: HashMap<ServiceName, Waiting>,
-}
-
-/// Per topic and partition: the committed offset last seen, and since when records wait at it.
-type Waiting = HashMap<(String, i32), (i64, Option<Instant>)>;
-
-/// Most stalled partitions named per service (the rest are counted).
-const STALLED_NAMED: usize = 3;
-
-/// The partitions of `lag` whose records have waited without progress for longer than `stall`
-/// at `now`, with how many wait and for how long; `seen` is brought up to date.
-fn stalled(
-    seen: &mut Waiting,
-    lag: &GroupLag,
-    now: Instant,
-    stall: Duration,
-) -> Vec<(String, i32, i64, Duration)> {
-    seen.retain(|k, _| lag.partitions.contains_key(k));
-    let mut out = Vec::new();
-    for (k, p) in &lag.partitions {
-        let (committed, waiting) = seen.entry(k.clone()).or_insert((p.committed, None));
-        if p.lag == 0 || *committed != p.committed {
-            // Nothing waits, or the group committed since: it keeps up.
-            *committed = p.committed;
-            *waiting = (p.lag > 0).then_some(now);
-        } else if waiting.is_none() {
-            *waiting = Some(now);
-        }
-        let still = waiting.map_or(Duration::ZERO, |since| now - since);
-        if still > stall {
-            out.push((k.0.clone(), k.1, p.lag, still));
-        }
-    }
-    out
-}
-
-/// What one measurement found: per service its group's position or why it could not be read; or
-/// the broker's silence.
-type Measured = Result<BTreeMap<ServiceName, Result<GroupLag, String>>, String>;
-
-impl ShopHealth {
-    /// The health of the shop `sys` describes, reached through `transport`. `time_scale` scales the
-    /// services' steps (as their own `--time-scale` does); `supervised`, in `pizza demo`.
-    pub fn new(
-        transport: KafkaTransport,
-        sys: Arc<SysConfig>,
-        time_scale: crate::clock::TimeScale,
-        supervised: Option<Supervised>,
-    ) -> ShopHealth {
-        // The longest step of each service at scale 1 (docs/wire.md): assembling 4-11 s, baking
-        // 8-15 s, delivering up to 2 x 14 s when pending; merge and status do not wait.
-        let longest = |s: ServiceName| match s {
-            ServiceName::Assemble => 11.0,
-            ServiceName::Bake => 15.0,
-            ServiceName::Deliver => 28.0,
-            _ => 0.0,
-        };
-        let stall = ServiceName::CONSUMERS
-            .into_iter()
-            .map(|s| (s, STALL_SLACK + time_scale.scale_secs(longest(s))))
-            .collect();
-        ShopHealth {
-            transport,
-            sys,
-            supervised,
-            stall,
-            readers: Arc::default(),
-            state: tokio::sync::Mutex::new(Probe::default()),
-        }
-    }
-
-    /// What is wrong, a line each; empty when all is well.
-    pub async fn problems(&self) -> Vec<String> {
-        let mut probe = self.state.lock().await;
-        if let Some((at, answer)) = &probe.answer {
-            if at.elapsed() < CACHE_FOR {
-                return answer.clone();
-            }
-        }
-        let answer = self.check(&mut probe).await;
-        probe.answer = Some((Instant::now(), answer.clone()));
-        answer
-    }
-
-    async fn check(&self, probe: &mut Probe) -> Vec<String> {
-        let down: Vec<String> = self
-            .supervised
-            .as_ref()
-            .map(Supervised::problems)
-            .unwrap_or_default();
-        let mut job = match probe.running.take() {
-            Some(job) => job,
-            None => {
-                let (transport, sys, readers) =
-                    (self.transport.clone(), self.sys.clone(), self.readers.clone());
-                tokio::task::spawn_blocking(move || measure(&transport, &sys, &readers))
-            }
-        };
-        let measured = match tokio::time::timeout(CHECK_TIMEOUT, &mut job).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => Err(format!("check failed: {e}")),
-            Err(_) => {
-                probe.running = Some(job);
-                Err(format!("no answer within {CHECK_TIMEOUT:?}"))
-            }
-        };
-        let groups = match measured {
-            Ok(g) => g,
-            Err(e) => return vec![format!("broker: not reachable: {e}")],
-        };
-        let mut problems = down;
-        let now = Instant::now();
-        for (service, lag) in groups {
-            if problems.iter().any(|p| p.starts_with(&format!("{service}:"))) {
-                // Down: its progress starts again from nothing once it runs.
-                probe.progress.remove(&service);
-                continue;
-            }
-            let group = self.sys.group(service);
-            let lag = match lag {
-                Ok(l) => l,
-                Err(e) => {
-                    problems.push(format!("{service}: cannot read consumer group {group}: {e}"));
-                    continue;
-                }
-            };
-            let seen = probe.progress.entry(service).or_default();
-            let stuck = stalled(seen, &lag, now, self.stall[&service]);
-            if stuck.is_empty() {
-                continue;
-            }
-            let named: Vec<String> = stuck
-                .iter()
-                .take(STALLED_NAMED)
-                .map(|(t, p, n, still)| {
-                    format!(
-                        "{n} records waiting on {t}/{p}, none handled for {}s",
-                        still.as_secs()
-                    )
-                })
-                .collect();
-            let more = stuck.len().saturating_sub(STALLED_NAMED);
-            let more = if more > 0 {
-                format!(" and {more} partitions more")
-            } else {
-                String::new()
-            };
-            problems.push(format!(
-                "{service}: {}{more} (consumer group {group})",
-                named.join("; ")
-            ));
-        }
-        problems
-    }
-}
-
-/// One measurement, on a blocking thread: the topics' partitions, then each consuming service's
-/// group position. Every request waits at most [`PROBE_TIMEOUT`].
-fn measure(
-    transport: &KafkaTransport,
     sys: &SysConfig,
-    readers: &Mutex<HashMap<ServiceName, BaseConsumer>>,
-) -> Measured {
-    let topics = transport
-        .topic_partitions(PROBE_TIMEOUT)
-        .map_err(|e| Report(&e).to_string())?;
-    let mut readers = readers.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = BTreeMap::new();
-    for service in ServiceName::CONSUMERS {
-        let group = sys.group(service);
-        let reader = match readers.entry(service) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => match group_reader(transport, group) {
-                Ok(r) => v.insert(r),
-                Err(e) => {
-                    out.insert(service, Err(Report(&e).to_string()));
-                    continue;
-                }
-            },
-        };
-        let read: Vec<(&str, usize)> = sys
-            .topics
-            .consumed_by(service)
-            .into_iter()
-            .map(|t| {
-                (
-                    t,
-                    topics.iter().find(|(name, _)| name == t).map_or(0, |(_, n)| *n),
-                )
-            })
-            .collect();
-        out.insert(
-            service,
-            group_lag(reader, &read, PROBE_TIMEOUT).map_err(|e| Report(&e).to_string()),
-        );
-    }
-    Ok(out)
+    time_scale: crate::clock::TimeScale,
+    supervised: Option<crate::supervised::Supervised>,
+) -> ShopHealth {
+    // The longest step of each service at scale 1 (docs/wire.md): assembling 4-11 s, baking
+    // 8-15 s, delivering up to 2 x 14 s when pending; merge and status do not wait.
+    let longest = |s: ServiceName| match s {
+        ServiceName::Assemble => 11.0,
+        ServiceName::Bake => 15.0,
+        ServiceName::Deliver => 28.0,
+        _ => 0.0,
+    };
+    let watched = ServiceName::CONSUMERS
+        .into_iter()
+        .map(|s| Watched {
+            service: s.as_str().to_owned(),
+            group: sys.group(s).to_owned(),
+            topics: sys.topics.consumed_by(s).into_iter().map(str::to_owned).collect(),
+            stall: STALL_SLACK + time_scale.scale_secs(longest(s)),
+        })
+        .collect();
+    GroupHealth::new(transport, watched, supervised)
 }
 
-impl Drop for ShopHealth {
-    fn drop(&mut self) {
-        // A consumer's drop waits for librdkafka to close it, which never ends while the broker is
-        // gone: let a thread of its own do that, so nobody waits for it.
-        // (A measurement still running holds them; they go when it ends, on its thread.)
-        if let Ok(mut readers) = self.readers.try_lock() {
-            let readers = std::mem::take(&mut *readers);
-            if !readers.is_empty() {
-                std::thread::spawn(move || drop(readers));
-            }
-        }
-    }
-}
-
-impl crate::web::HealthCheck for ShopHealth {
+impl crate::web::HealthCheck for GroupHealth {
     fn problems(&self) -> futures::future::BoxFuture<'_, Vec<String>> {
-        Box::pin(ShopHealth::problems(self))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::admin::PartitionLag;
-
-    fn lag(parts: &[(i32, i64, i64)]) -> GroupLag {
-        let mut l = GroupLag::default();
-        for (p, committed, waiting) in parts {
-            l.lag += waiting;
-            l.partitions.insert(
-                ("t".to_owned(), *p),
-                PartitionLag {
-                    committed: *committed,
-                    lag: *waiting,
-                },
-            );
-        }
-        l
-    }
-
-    /// One partition stuck while the others move is a stall (issue 25, defect 8: the sum of the
-    /// committed offsets moved, and hid it).
-    #[test]
-    fn a_stuck_partition_is_a_stall_while_the_others_move() {
-        let mut seen = Waiting::new();
-        let stall = Duration::from_secs(10);
-        let t0 = Instant::now();
-        assert!(stalled(&mut seen, &lag(&[(0, 5, 3), (1, 7, 4)]), t0, stall).is_empty());
-        // Partition 0 moves on every check; partition 1 does not, with records waiting.
-        let later = t0 + Duration::from_secs(11);
-        let stuck = stalled(&mut seen, &lag(&[(0, 9, 3), (1, 7, 4)]), later, stall);
-        assert_eq!(stuck, [("t".to_owned(), 1, 4, Duration::from_secs(11))]);
-        // It commits: no stall; nothing waiting is never a stall however long it stays.
-        let even_later = later + Duration::from_secs(30);
-        assert!(stalled(&mut seen, &lag(&[(0, 9, 0), (1, 11, 0)]), even_later, stall).is_empty());
-        let much_later = even_later + Duration::from_secs(60);
-        assert!(stalled(&mut seen, &lag(&[(0, 9, 0), (1, 11, 0)]), much_later, stall).is_empty());
+        Box::pin(GroupHealth::problems(self))
     }
 }

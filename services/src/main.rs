@@ -14,7 +14,7 @@ use pizza::admin::{create_topics, EmbeddedBroker, TopicOutcome};
 use pizza::config::{KafkaProps, ServiceName};
 use pizza::domain::StatusCodes;
 use pizza::group_offsets::{self, PartitionOffsets, ResetTo};
-use pizza::health::ShopHealth;
+use pizza::health::shop_health;
 use pizza::options::{ServiceConfig, ServiceOpts, SysArgs};
 use pizza::services::{self, Service};
 use pizza::shop::{Restart, Shop, ShopError};
@@ -399,7 +399,7 @@ async fn serve(
     let cfg = opts.service_config(opts.load_sys()?, data_dir);
     let transport = KafkaTransport::new(&kafka.props()?, &cfg.sys.client_id(service))?;
     if service == ServiceName::Web {
-        let health = ShopHealth::new(transport.clone(), cfg.sys.clone(), cfg.time_scale, None);
+        let health = shop_health(transport.clone(), &cfg.sys, cfg.time_scale, None);
         let listener = web_app::bind(listen).await?;
         web_app::serve(listener, transport, &cfg, web, Arc::new(health), shutdown).await?;
         return Ok(());
@@ -561,9 +561,9 @@ async fn demo(addr: SocketAddr, opts: ServiceOpts, web: WebOpts, mut shutdown: S
         move |service| KafkaTransport::new(&props, &sys.client_id(service))
     });
     let transport = KafkaTransport::new(&props, &cfg.sys.client_id(ServiceName::Web))?;
-    let health = ShopHealth::new(
+    let health = shop_health(
         transport.clone(),
-        cfg.sys.clone(),
+        &cfg.sys,
         cfg.time_scale,
         Some(shop.supervised()),
     );

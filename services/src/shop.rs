@@ -272,7 +272,7 @@ impl<T: Transport, F: Fn(ServiceName) -> Result<T, TransportError>> Node<F> {
         let mut restarts = 0u32;
         let mut backoff = Duration::from_secs(1);
         loop {
-            supervised.set(service, ServiceState::Running);
+            supervised.set(service.as_str(), ServiceState::Running);
             let ran = tokio::time::Instant::now();
             let e = match self.run_once().await {
                 Ok(c) => return Ok(c),
@@ -284,7 +284,7 @@ impl<T: Transport, F: Fn(ServiceName) -> Result<T, TransportError>> Node<F> {
             restarts += 1;
             tracing::error!(%service, error = %Report(&e), restarts, backoff_s = backoff.as_secs(), "service stopped; starting it again after the backoff");
             let error = Report(&e).to_string();
-            supervised.set(service, ServiceState::Down { error, restarts });
+            supervised.set(service.as_str(), ServiceState::Down { error, restarts });
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = shutdown.wait() => return Err(e),

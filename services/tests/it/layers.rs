@@ -143,9 +143,10 @@ fn the_framework_modules_depend_on_each_other_one_way() {
 
 /// The framework crate's modules: what any set of Kafka services is written against (the
 /// transport seam and its Kafka implementation, the worker, state that follows partitions, the
-/// application trait and its host, the stores' base, the consumer groups' operation, the blocking
+/// application trait and its host and supervisor, health by consumer lag, the stores' base, the
+/// consumer groups' operation, the blocking
 /// and clock helpers, shutdown, probes and the mutant switch, Kafka's partitioner).
-const FRAMEWORK: [&str; 16] = [
+const FRAMEWORK: [&str; 18] = [
     "app",
     "blocking",
     "changelog",
@@ -153,12 +154,14 @@ const FRAMEWORK: [&str; 16] = [
     "error",
     "follow",
     "groups",
+    "health",
     "host",
     "mutants",
     "partitioner",
     "probes",
     "shutdown",
     "store",
+    "supervised",
     "throttle",
     "transport",
     "worker",

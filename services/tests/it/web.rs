@@ -11,7 +11,7 @@ use axum::Router;
 use pizza::admin::EmbeddedBroker;
 use pizza::clock::TimeScale;
 use pizza::config::{KafkaProps, SysConfig};
-use pizza::health::ShopHealth;
+use pizza::health::shop_health;
 use pizza::shutdown::{Shutdown, ShutdownTrigger};
 use pizza::store::ViewStore;
 use pizza::transport::kafka::KafkaTransport;
@@ -50,7 +50,7 @@ fn app_with(props: Option<KafkaProps>, extra: &[(&str, &str)]) -> App {
     let view = Arc::new(ViewStore::open(&dir.path().join("orders.db")).unwrap());
     let sys = Arc::new(sys);
     let (stop, shutdown) = Shutdown::new();
-    let health = ShopHealth::new(transport.clone(), sys.clone(), TimeScale::REAL, None);
+    let health = shop_health(transport.clone(), &sys, TimeScale::REAL, None);
     let state = Arc::new(AppState {
         transport: transport.clone(),
         sys,
