@@ -14,15 +14,18 @@ fn workspace() -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(browser_runs),
+    ignore = "needs Chromium (/usr/bin/chromium or $CHROMIUM) and `npm ci --prefix e2e` (services/build.rs)"
+)]
 fn a_customer_orders_in_a_real_browser() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let e2e = workspace().join("e2e");
     if !Path::new(&chromium).exists() || !e2e.join("node_modules/playwright-core").exists() {
-        crate::common::skip(
+        crate::common::cannot_run(
             "browser::a_customer_orders_in_a_real_browser",
-            &format!("needs {chromium} and `npm install --prefix e2e`"),
+            &format!("needs {chromium} and `npm ci --prefix e2e`"),
         );
-        return;
     }
     let (mut demo, addr) = crate::common::start_demo(&["--time-scale", "0.2"]);
     let listen = addr.to_string();

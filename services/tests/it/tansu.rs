@@ -40,11 +40,10 @@ fn tansu_binary() -> Option<String> {
 #[ignore = "needs tansu (cargo install tansu --locked --features dynostore); Apache Kafka runs in kafka.rs"]
 async fn orders_reach_delivered_on_tansu() {
     let Some(bin) = tansu_binary() else {
-        crate::common::skip(
+        crate::common::cannot_run(
             "tansu::orders_reach_delivered_on_tansu",
             "tansu is not installed (cargo install tansu --locked --features dynostore)",
         );
-        return;
     };
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
