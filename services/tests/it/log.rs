@@ -319,14 +319,19 @@ pub async fn a_commit_of_another_log_is_read_from_the_start_on(broker: &TestBrok
     );
 }
 
-/// Commits `ends` for `group` as any client does, each with `metadata`.
-fn commit_at(broker: &TestBroker, group: &str, topic: &str, ends: &[i64], metadata: &str) {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
+/// A client of `group` that joins nothing: it commits and reads the group's offsets.
+fn group_client(broker: &TestBroker, group: &str) -> rdkafka::consumer::BaseConsumer {
+    rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap_servers())
         .set("group.id", group)
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Commits `ends` for `group` as any client does, each with `metadata`.
+fn commit_at(broker: &TestBroker, group: &str, topic: &str, ends: &[i64], metadata: &str) {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let c = group_client(broker, group);
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (p, end) in ends.iter().enumerate() {
         tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Offset(*end))
@@ -342,12 +347,8 @@ fn commit_at(broker: &TestBroker, group: &str, topic: &str, ends: &[i64], metada
 
 /// The metadata of `group`'s commits of the topic's `partitions` partitions.
 fn committed_metadata(broker: &TestBroker, group: &str, topic: &str, partitions: usize) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    use rdkafka::consumer::Consumer;
+    let c = group_client(broker, group);
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p as i32);
