@@ -27,7 +27,8 @@ fn main() {
         .parent()
         .expect("the workspace");
     let e2e = root.join("e2e");
-    // The directory's own time moves when `node_modules` is made or removed.
+    // Cargo looks at every file under it (`node_modules` too: a few hundred files), so an
+    // `npm ci` run since is seen. A tool installed since the build is not: `cargo clean -p pizza`.
     println!("cargo::rerun-if-changed={}", e2e.display());
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     let version = std::env::var("KAFKA_VERSION").unwrap_or_else(|_| "4.1.1".into());

@@ -619,7 +619,7 @@ impl Broker {
             for t in &g.topics {
                 for (p, log) in self.partitions(t).iter().enumerate() {
                     let c = g.committed.get(&(t.clone(), p as i32)).copied().unwrap_or(0);
-                    lag += uncommitted(log.end(), c);
+                    lag += framework::transport::commits::uncommitted(log.end(), c);
                 }
             }
             out.insert(name.clone(), lag);
@@ -937,17 +937,6 @@ impl Broker {
             self.event(now, &node, format_args!("{t} {p} {next} - committed by {group}"));
         }
         Ok(taken.len())
-    }
-}
-
-/// How many records of a partition ending at `end` a group that committed `committed` has yet
-/// to commit. A commit past the log's end is of a log the topic was before (committed by name
-/// after it was made again): the group reads this one from its start, and owes all of it.
-pub fn uncommitted(end: i64, committed: i64) -> i64 {
-    if committed > end {
-        end
-    } else {
-        end - committed
     }
 }
 

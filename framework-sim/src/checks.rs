@@ -46,7 +46,7 @@ pub fn commits_follow_work(b: &Broker, finished: &Finished) -> (u64, Vec<String>
 
 /// Every group committed the whole log: per partition of `topics` that `group` reads, how far
 /// its commit is behind the log's end (an empty list when it is at the end everywhere; a commit
-/// past the end is of a former log, and owes the whole partition: [`crate::broker::uncommitted`]).
+/// past the end is of a former log, and owes the whole partition: [`framework::transport::commits::uncommitted`]).
 pub fn behind(b: &Broker, group: &str, topics: &[&str]) -> Vec<(String, i32, i64)> {
     let committed = b.committed();
     let mut out = Vec::new();
@@ -57,7 +57,7 @@ pub fn behind(b: &Broker, group: &str, topics: &[&str]) -> Vec<(String, i32, i64
                 .iter()
                 .find(|(g, t, q, _)| g == group && t == topic && *q == p)
                 .map_or(0, |c| c.3);
-            let owed = crate::broker::uncommitted(part.end(), at);
+            let owed = framework::transport::commits::uncommitted(part.end(), at);
             if owed > 0 {
                 out.push(((*topic).to_owned(), p, owed));
             }

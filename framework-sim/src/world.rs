@@ -334,12 +334,13 @@ impl Plan {
 }
 
 impl Plan {
-    /// An instance hears nothing for 15 to 40 s (its requests still arrive: its commits land),
-    /// a topic its group reads is made again within 1 s of the cut's start (while what it received before the cut is still in hand), and the instance is
-    /// killed late in the cut (the new log has grown past the old mark by then), so it never
-    /// hears of the new log: what it committed meanwhile names the topic, and is one of the old
-    /// log's marks (seed 222 of the testing application
-    /// drew it by chance). `None` when no group reads a topic the workload may make again.
+    /// An instance hears nothing for 15 to 40 s (its requests still arrive: its commits land), a
+    /// topic its group reads is made again within 1 s of the cut's start (while what it received
+    /// before the cut is still in hand), and the instance is killed late in the cut (the new log
+    /// has grown past the old mark by then), so it never hears of the new log: what it committed
+    /// meanwhile names the topic, and is one of the old log's marks (seed 222 of the testing
+    /// application drew it by chance). `None` when no group reads a topic the workload may make
+    /// again.
     fn stale_commit<W: Workload>(rng: &mut SplitMix64, app: &W) -> Option<Vec<(Duration, Fault)>> {
         let recreatable = app.recreatable();
         let read: Vec<(String, String)> = app
@@ -902,7 +903,7 @@ fn progress(b: &Broker, group: &str, topics: &[String]) -> (i64, i64) {
                 .find(|(g, t, q, _)| g == group && t == topic && *q == p as i32)
                 .map_or(0, |c| c.3);
             sum += at;
-            lag += crate::broker::uncommitted(part.end(), at);
+            lag += framework::transport::commits::uncommitted(part.end(), at);
         }
     }
     (sum, lag)

@@ -148,7 +148,7 @@ pub fn group_lag(
     let mut out = GroupLag::default();
     for e in committed.elements() {
         let done = at(&committed, e.topic(), e.partition());
-        let lag = (at(&ends, e.topic(), e.partition()) - done).max(0);
+        let lag = crate::transport::commits::uncommitted(at(&ends, e.topic(), e.partition()), done);
         out.lag += lag;
         out.partitions.insert(
             (e.topic().to_owned(), e.partition()),

@@ -84,8 +84,9 @@ impl Host {
         self.stops.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// What the supervisors know of each instance (by its name): for a health check
-    /// (`health::GroupHealth`), which reports an instance that stopped at once.
+    /// What the supervisors know of each instance (by its name, `greet`, `greet-2`, ...): for a
+    /// health check, which reports an instance that stopped at once (on Kafka,
+    /// `health::GroupHealth`, whose services are down while any of their instances is).
     pub fn supervised(&self) -> Supervised {
         self.supervised.clone()
     }

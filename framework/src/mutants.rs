@@ -97,9 +97,10 @@ pub enum Mutant {
     /// seeds 51, 457 and 518 before issue 25 closed).
     StaleRecordsHandled,
     /// A partition read again from its new log's start commits nothing until a record of the
-    /// new log is done, and a closing worker does not ask whether its logs are still the ones
-    /// it read: a mark of the old log, committed by name just after the topic was made again,
-    /// stands on the new log (swarm seeds 567 and 754).
+    /// new log is done, a closing worker does not ask whether its logs are still the ones it
+    /// read, and a member that gains a partition takes a commit naming another log as it is: a
+    /// mark of the old log, committed by name just after the topic was made again, stands on the
+    /// new log (swarm seeds 567 and 754; the testing application's seed 13).
     OldLogMarkStands,
     /// A partition lost while the worker had it paused, and later handed back, is not resumed:
     /// the consumer keeps the pause across the loss (librdkafka does, and the consumer protocol

@@ -19,6 +19,10 @@ use std::sync::{Arc, Mutex};
 ///     supervised.problems(),
 ///     ["tally: stopped (2 restarts so far): the broker refused the record"]
 /// );
+/// // An instance of a service (as `host` names them) is that service down too.
+/// supervised.set("tally", ServiceState::Running);
+/// supervised.set("tally-2", ServiceState::Down { error: "gone".into(), restarts: 1 });
+/// assert!(supervised.is_down("tally") && !supervised.is_down("tall"));
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Supervised(Arc<Mutex<BTreeMap<String, ServiceState>>>);
@@ -43,10 +47,20 @@ impl Supervised {
             .insert(service.to_owned(), state);
     }
 
-    /// Whether `service` is down now.
+    /// Whether `service`, or an instance of it (`service-2`, ..., as `host` names them), is down
+    /// now.
     pub fn is_down(&self, service: &str) -> bool {
         let states = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(states.get(service), Some(ServiceState::Down { .. }))
+        let of_it = |name: &str| {
+            name == service
+                || name
+                    .strip_prefix(service)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        states
+            .iter()
+            .any(|(name, state)| of_it(name) && matches!(state, ServiceState::Down { .. }))
     }
 
     /// What is wrong, one line per service that is down (`service: stopped ...`).

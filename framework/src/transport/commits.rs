@@ -48,6 +48,7 @@ impl MemberOffsets {
             }
             for gained in owned.difference(&self.owned) {
                 self.committed.remove(gained);
+                self.logs.remove(gained);
                 *self.gains.entry(gained.clone()).or_default() += 1;
             }
             self.owned = owned;
@@ -59,6 +60,7 @@ impl MemberOffsets {
     pub fn assign(&mut self, parts: impl IntoIterator<Item = Partition>) {
         for p in parts {
             self.committed.remove(&p);
+            self.logs.remove(&p);
             *self.gains.entry(p.clone()).or_default() += 1;
             self.owned.insert(p);
         }
@@ -73,11 +75,12 @@ impl MemberOffsets {
     /// the new log's first records (swarm seed 567: three orders never assembled).
     ///
     /// `log` is the log it is now, when known: its commits carry it from now on. When it is not
-    /// known, they carry the log the partition was before, which its next owner takes for
-    /// another than the current one and reads from the start: twice at worst, never lost.
+    /// known, they carry the log the partition was known to be before (which its next owner
+    /// takes for another than the current one, and reads from the start: twice at worst), or
+    /// none when none was known (as every commit before this check: read as it is).
     pub fn new_epoch(&mut self, topic: &str, partition: i32, log: Option<&str>) {
         let k = (topic.to_owned(), partition);
-        if let Some(log) = log {
+        if let Some(log) = log.filter(|_| self.owned.contains(&k)) {
             self.logs.insert(k.clone(), log.to_owned());
         }
         self.committed.remove(&k);
@@ -184,6 +187,18 @@ impl MemberOffsets {
         for (t, p, o) in offsets {
             self.committed.insert((t.clone(), *p), *o);
         }
+    }
+}
+
+/// How many records of a partition ending at `end` a group that committed `committed` has yet
+/// to commit. A commit past the log's end is of a log the topic was before (committed by name
+/// after it was made again): a consumer reads this one from its start (`auto.offset.reset`), so
+/// the group owes all of it.
+pub fn uncommitted(end: i64, committed: i64) -> i64 {
+    if committed > end {
+        end
+    } else {
+        end - committed
     }
 }
 
@@ -325,8 +340,17 @@ mod tests {
         m.new_epoch("t", 0, Some("c/new"));
         assert_eq!(m.metadata("t", 0), "log:c/new");
         m.own_exactly([part(1)]);
+        m.new_epoch("t", 0, Some("c/newer"));
         m.own_exactly([part(0), part(1)]);
-        assert_eq!(m.metadata("t", 0), "", "lost and gained again: not known yet");
+        assert_eq!(
+            m.metadata("t", 0),
+            "",
+            "lost (a log noted meanwhile not kept) and gained again: not known yet"
+        );
+        assert_eq!(
+            (uncommitted(10, 4), uncommitted(10, 10), uncommitted(10, 55)),
+            (6, 0, 10)
+        );
         let other = |meta: &str, now| of_another_log(meta.as_bytes(), now);
         assert!(other("log:c/old", Some("c/new")));
         assert!(!other("log:c/new", Some("c/new")));

@@ -435,8 +435,9 @@ fn log_id_of<C: ClientContext>(
 
 type Offsets = Arc<Mutex<MemberOffsets>>;
 
-/// How long each request of an assignment's check of its commits' logs may take (the check
-/// holds the consumer's poll).
+/// How long an assignment's check of its commits' logs may take in all (it holds the consumer's
+/// poll, inside librdkafka's rebalance callback), and each request of it at most.
+const ASSIGN_CHECK_BUDGET: Duration = Duration::from_secs(5);
 const ASSIGN_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What an assignment's check found, for when the assignment is taken: each partition's log,
@@ -462,33 +463,57 @@ impl consumer::BeforeAssign for AtLeastOnce {
     /// Which log each partition assigned is now, for its commits to carry; a partition whose
     /// group commit says it was made on another log (one of an old log's marks, committed by
     /// name by a member that had not noticed its topic made again: `commits::of_another_log`)
-    /// starts at the log's start. When the check cannot be made (the coordinator or the
-    /// metadata out of reach for [`ASSIGN_CHECK_TIMEOUT`]), the commits are read as they are.
+    /// starts at the log's start. When the check cannot be made within [`ASSIGN_CHECK_BUDGET`]
+    /// (the coordinator or the metadata out of reach, a partition's commit not read), it is said,
+    /// those partitions are read from their commits as they are, and their commits name no log,
+    /// as every commit did before this check.
     fn before_assign(&self, base: &BaseConsumer<Self>, assigned: &mut TopicPartitionList) {
-        let mut checked = Checked::default();
+        let until = std::time::Instant::now() + ASSIGN_CHECK_BUDGET;
+        let left = || {
+            until
+                .saturating_duration_since(std::time::Instant::now())
+                .min(ASSIGN_CHECK_TIMEOUT)
+        };
         let mut logs: std::collections::BTreeMap<String, Option<String>> = Default::default();
         for (t, _) in partitions_of(assigned) {
             if let std::collections::btree_map::Entry::Vacant(v) = logs.entry(t) {
-                let log = log_id_of(base.client(), v.key(), ASSIGN_CHECK_TIMEOUT);
-                v.insert(log.ok().flatten());
+                let log = match log_id_of(base.client(), v.key(), left()) {
+                    Ok(log) => log,
+                    Err(e) => {
+                        tracing::warn!(topic = v.key(), error = %e, "could not ask which log the topic is: its commits are read as they are");
+                        None
+                    }
+                };
+                v.insert(log);
             }
         }
-        for (t, p) in partitions_of(assigned) {
-            if let Some(Some(log)) = logs.get(&t) {
-                checked.logs.push((t, p, log.clone()));
-            }
-        }
-        let committed = match base.committed_offsets(assigned.clone(), ASSIGN_CHECK_TIMEOUT) {
+        let committed = match base.committed_offsets(assigned.clone(), left()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "could not ask which logs the commits are of: reading on from them");
-                *lock_checked(&self.checked) = checked;
                 return;
             }
         };
+        let failed: Vec<(String, i32)> = committed
+            .elements()
+            .iter()
+            .filter(|e| e.error().is_err())
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let mut checked = Checked::default();
         for (t, p, meta) in consumer::metadata_of(&committed) {
-            let now = logs.get(&t).cloned().flatten();
-            let stale = super::commits::of_another_log(&meta, now.as_deref())
+            let Some(now) = logs.get(&t).cloned().flatten() else {
+                continue;
+            };
+            if failed.contains(&(t.clone(), p)) {
+                tracing::warn!(
+                    topic = t,
+                    partition = p,
+                    "could not read the partition's commit: reading on from it"
+                );
+                continue;
+            }
+            let stale = super::commits::of_another_log(&meta, Some(&now))
                 && !crate::mutants::on(crate::mutants::Mutant::OldLogMarkStands);
             if stale && assigned.set_partition_offset(&t, p, Offset::Beginning).is_ok() {
                 tracing::warn!(
@@ -496,8 +521,9 @@ impl consumer::BeforeAssign for AtLeastOnce {
                     partition = p,
                     "the group's commit is of another log: reading from the start"
                 );
-                checked.from_start.push((t, p));
+                checked.from_start.push((t.clone(), p));
             }
+            checked.logs.push((t, p, now));
         }
         *lock_checked(&self.checked) = checked;
     }

@@ -34,7 +34,7 @@ pub struct KafkaCluster {
 impl KafkaCluster {
     /// Starts `nodes` nodes with the shop's topics; fails the test when this machine cannot run
     /// Kafka (its tests are ignored where `services/build.rs` found no Java or Maven).
-    pub fn start(test: &str, nodes: usize) -> Option<KafkaCluster> {
+    pub fn start(test: &str, nodes: usize) -> KafkaCluster {
         if let Some(why) = missing_tools() {
             cannot_run(test, &why);
         }
@@ -74,7 +74,7 @@ impl KafkaCluster {
             "pizza topics create: {}",
             String::from_utf8_lossy(&created.stderr)
         );
-        Some(cluster)
+        cluster
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -115,8 +115,8 @@ fn missing_tools() -> Option<String> {
     None
 }
 
-fn on_kafka(test: &str) -> Option<TestBroker> {
-    KafkaCluster::start(test, 1).map(TestBroker::Kafka)
+fn on_kafka(test: &str) -> TestBroker {
+    TestBroker::Kafka(KafkaCluster::start(test, 1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,9 +125,7 @@ fn on_kafka(test: &str) -> Option<TestBroker> {
     ignore = "needs Java 17, and Maven or the Kafka jars in target/kafka (services/build.rs)"
 )]
 async fn orders_reach_delivered_on_kafka() {
-    let Some(kafka) = on_kafka("kafka::orders_reach_delivered_on_kafka") else {
-        return;
-    };
+    let kafka = on_kafka("kafka::orders_reach_delivered_on_kafka");
     let props = KafkaProps::bootstrap(&kafka.bootstrap_servers());
     full_pipeline(&props, 20, EndOffsets::Exact).await;
 }
@@ -141,10 +139,7 @@ async fn orders_reach_delivered_on_kafka() {
     ignore = "needs Java 17, and Maven or the Kafka jars in target/kafka (services/build.rs)"
 )]
 async fn orders_reach_delivered_on_kafka_with_the_consumer_group_protocol() {
-    let Some(kafka) = on_kafka("kafka::orders_reach_delivered_on_kafka_with_the_consumer_group_protocol")
-    else {
-        return;
-    };
+    let kafka = on_kafka("kafka::orders_reach_delivered_on_kafka_with_the_consumer_group_protocol");
     let props = KafkaProps::bootstrap(&kafka.bootstrap_servers()).with("group.protocol", "consumer");
     full_pipeline(&props, 20, EndOffsets::Exact).await;
 }
@@ -158,11 +153,9 @@ async fn orders_reach_delivered_on_kafka_with_the_consumer_group_protocol() {
     ignore = "needs Java 17, and Maven or the Kafka jars in target/kafka (services/build.rs)"
 )]
 async fn sigkill_mid_flight_loses_nothing_and_delivers_once_with_the_consumer_group_protocol() {
-    let Some(kafka) = on_kafka(
+    let kafka = on_kafka(
         "kafka::sigkill_mid_flight_loses_nothing_and_delivers_once_with_the_consumer_group_protocol",
-    ) else {
-        return;
-    };
+    );
     let props = kafka.props().with("group.protocol", "consumer");
     crate::crash::sigkill_mid_flight_loses_nothing_and_delivers_once_with(&props).await;
 }
@@ -173,9 +166,8 @@ macro_rules! on_kafka {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         #[cfg_attr(not(kafka_runs), ignore = "needs Java 17, and Maven or the Kafka jars in target/kafka (services/build.rs)")]
         async fn $name() {
-            if let Some(kafka) = on_kafka(concat!("kafka::", stringify!($name))) {
-                $body(&kafka).await;
-            }
+            let kafka = on_kafka(concat!("kafka::", stringify!($name)));
+            $body(&kafka).await;
         }
     )+};
 }
@@ -189,11 +181,7 @@ macro_rules! on_kafka {
 )]
 async fn instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with_the_consumer_group_protocol(
 ) {
-    let Some(kafka) = on_kafka(
-        "kafka::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with_the_consumer_group_protocol",
-    ) else {
-        return;
-    };
+    let kafka = on_kafka("kafka::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with_the_consumer_group_protocol",);
     let props = kafka.props().with("group.protocol", "consumer");
     crate::crash::instances_hand_partitions_over_without_losing_or_repeating_a_delivery_with(&props).await;
 }
@@ -228,11 +216,8 @@ on_kafka! {
     ignore = "needs Java 17, and Maven or the Kafka jars in target/kafka (services/build.rs)"
 )]
 async fn offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_rebuild_does() {
-    let Some(kafka) =
-        on_kafka("kafka::offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_rebuild_does")
-    else {
-        return;
-    };
+    let kafka =
+        on_kafka("kafka::offsets_show_lag_refuse_a_reset_under_members_and_replay_the_view_as_rebuild_does");
     let props = kafka.props();
     let brokers = kafka.bootstrap_servers().to_owned();
     full_pipeline(&props, 10, EndOffsets::Exact).await; // ends with the shop stopped cleanly
@@ -339,11 +324,8 @@ fn other_targets_move_the_group(brokers: &str, group: &str, backlog: i64) {
     ignore = "needs Java 17, and Maven or the Kafka jars in target/kafka (services/build.rs)"
 )]
 async fn an_offsets_reset_is_refused_while_a_member_of_the_consumer_group_protocol_runs() {
-    let Some(kafka) =
-        on_kafka("kafka::an_offsets_reset_is_refused_while_a_member_of_the_consumer_group_protocol_runs")
-    else {
-        return;
-    };
+    let kafka =
+        on_kafka("kafka::an_offsets_reset_is_refused_while_a_member_of_the_consumer_group_protocol_runs");
     let brokers = kafka.bootstrap_servers().to_owned();
     let dir = data_dir();
     let ini = crate::crash::write_kafka_ini(dir.path(), &kafka.props().with("group.protocol", "consumer"));
