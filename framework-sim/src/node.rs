@@ -1043,9 +1043,6 @@ fn commits_of_other_logs(
             o.set_log(topic, *p, &log);
         }
     }
-    if framework::mutants::on(framework::mutants::Mutant::OldLogMarkStands) {
-        return Vec::new();
-    }
     let stale: Vec<(String, i32)> = metadata
         .into_iter()
         .filter(|(topic, _, m)| commits::of_another_log(m.as_bytes(), log_now(topic).as_deref()))

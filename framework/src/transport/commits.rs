@@ -217,8 +217,12 @@ pub fn commit_metadata(log: &str) -> String {
 /// Whether a commit whose metadata is `metadata` was made on another log than `current` (the
 /// topic's log now, when the broker said): its offset is not this log's, and the partition is
 /// read from its start. Metadata this harness did not write (another client's, none) is trusted,
-/// as is any when the log now is not known.
+/// as is any when the log now is not known. Both transports decide by it (the mutant
+/// `old-log-mark-stands` trusts every commit).
 pub fn of_another_log(metadata: &[u8], current: Option<&str>) -> bool {
+    if crate::mutants::on(crate::mutants::Mutant::OldLogMarkStands) {
+        return false;
+    }
     let Some(log) = metadata.strip_prefix(LOG_METADATA.as_bytes()) else {
         return false;
     };

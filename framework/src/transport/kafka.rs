@@ -513,8 +513,7 @@ impl consumer::BeforeAssign for AtLeastOnce {
                 );
                 continue;
             }
-            let stale = super::commits::of_another_log(&meta, Some(&now))
-                && !crate::mutants::on(crate::mutants::Mutant::OldLogMarkStands);
+            let stale = super::commits::of_another_log(&meta, Some(&now));
             if stale && assigned.set_partition_offset(&t, p, Offset::Beginning).is_ok() {
                 tracing::warn!(
                     topic = t,
